@@ -1,0 +1,68 @@
+"""JSON in and out: fast encoding, strict decoding, a capped body."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from engine.errors import ErrorDetail, MalformedRequest, PayloadTooLarge, UnsupportedMedia
+
+JSON_TYPE = "application/json"
+
+
+def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    try:
+        body = orjson.dumps(content)
+    except (orjson.JSONEncodeError, TypeError):
+        # text a client sent with lone surrogates, echoed in an error: escape it
+        body = json.dumps(content, ensure_ascii=True, default=str).encode()
+    return Response(body, status_code=status, headers=headers, media_type=JSON_TYPE)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"key {key!r} is given twice")
+        result[key] = value
+    return result
+
+
+async def read_json(request: Request, cap: int) -> Any:
+    """The request body as JSON; numbers with a fraction become exact Decimals."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type and content_type != JSON_TYPE and not content_type.endswith("+json"):
+        raise UnsupportedMedia(
+            f"the body must be JSON, not {content_type}; send Content-Type: application/json")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        raise PayloadTooLarge(f"the body is larger than {cap} bytes")
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > cap:
+            raise PayloadTooLarge(f"the body is larger than {cap} bytes")
+    if not data.strip():
+        raise MalformedRequest("the body is empty; send a JSON object")
+    try:
+        text = data.decode("utf-8")
+        return json.loads(text, parse_float=Decimal, parse_constant=_no_constants,
+                          object_pairs_hook=_unique_keys)
+    except UnicodeDecodeError:
+        raise MalformedRequest("the body is not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        raise MalformedRequest(
+            f"the body is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})",
+            [ErrorDetail("", error.msg)]) from None
+    except (ValueError, RecursionError) as error:
+        message = str(error) if isinstance(error, ValueError) else "nested too deeply"
+        raise MalformedRequest(f"the body is not acceptable JSON: {message}") from None

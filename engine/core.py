@@ -1,0 +1,72 @@
+"""`Kartoteka`: one loaded setup bound to one database — the engine's front door.
+
+    from engine import Kartoteka
+    kt = Kartoteka.open("schemas", "sqlite:///crm.db")
+    kt.migrate()
+    sale = kt.records.create("sale", {"number": "S-1", "client": 7})
+
+Each instance owns its storage (SQLAlchemy MetaData), validators and connection pool;
+nothing is global, so tests and several setups in one process do not interfere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.database import Database, DatabaseSettings
+from engine.describe import describe_setup
+from engine.fieldtypes import FieldTypeRegistry, default_registry
+from engine.jsonschemas import build_schemas
+from engine.loader import load_setup
+from engine.migrate import MigrationPlan, apply, plan, verify
+from engine.records import Records
+from engine.spec import SetupSpec
+from engine.storage import Storage
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    max_body_bytes: int = MAX_BODY_BYTES
+
+
+class Kartoteka:
+    """A setup, its generated storage and schemas, and the records service over a database."""
+
+    def __init__(self, setup: SetupSpec, settings: Settings | None = None, *,
+                 registry: FieldTypeRegistry | None = None):
+        self.setup = setup
+        self.settings = settings or Settings()
+        self.registry = registry or default_registry()
+        self.storage = Storage(setup, self.registry)
+        self.db = Database(self.settings.database)
+        self.schemas = build_schemas(self.storage)
+        self.records = Records(self.storage, self.db, self.schemas)
+
+    @classmethod
+    def open(cls, folder: str | Path, database_url: str | None = None, *,
+             registry: FieldTypeRegistry | None = None, **settings: Any) -> Kartoteka:
+        """Load a setup folder (raising `SetupError` on problems) and bind it to a database."""
+        registry = registry or default_registry()
+        setup = load_setup(folder, registry)
+        db_settings = DatabaseSettings(url=database_url) if database_url else DatabaseSettings()
+        return cls(setup, Settings(database=db_settings, **settings), registry=registry)
+
+    def plan(self) -> MigrationPlan:
+        return plan(self.storage, self.db)
+
+    def migrate(self) -> MigrationPlan:
+        return apply(self.storage, self.db)
+
+    def verify_database(self) -> None:
+        verify(self.storage, self.db)
+
+    def describe(self) -> dict[str, Any]:
+        return describe_setup(self.setup, self.schemas)
+
+    def close(self) -> None:
+        self.db.dispose()

@@ -1,0 +1,89 @@
+"""The loaded setup as plain JSON, for generic front ends (`GET /api/schema`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.jsonschemas import EntitySchemas
+from engine.spec import EntitySpec, FieldSpec, LinkSpec, PipelineSpec, SetupSpec
+
+
+def describe_setup(setup: SetupSpec, schemas: dict[str, EntitySchemas]) -> dict[str, Any]:
+    return {
+        "name": setup.name,
+        "languages": list(setup.languages),
+        "entities": {
+            name: _entity(entity, setup, schemas[name]) for name, entity in setup.entities.items()
+        },
+    }
+
+
+def _entity(entity: EntitySpec, setup: SetupSpec, schemas: EntitySchemas) -> dict[str, Any]:
+    reverse = setup.reverse_links[entity.name]
+    return {
+        "label": dict(entity.label),
+        "plural": dict(entity.plural),
+        "title": entity.title,
+        "search": list(entity.search),
+        "owner": entity.owner,
+        "fields": {name: _field(field) for name, field in entity.fields.items()},
+        "links": {name: _link(link) for name, link in entity.links.items()},
+        "reverse_links": {
+            name: {"from": r.entity, "link": r.link.name, "many": r.link.many or not r.link.polymorphic}
+            for name, r in reverse.items()
+        },
+        "pipeline": None if entity.pipeline is None else {
+            "pipeline_by": entity.pipeline.pipeline_by,
+            "pipelines": {name: _pipeline(p) for name, p in entity.pipeline.pipelines.items()},
+        },
+        "schemas": schemas.names,
+    }
+
+
+def _field(field: FieldSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": field.type.name, "label": dict(field.label),
+                           "required": field.required}
+    for key in ("unique", "index"):
+        if getattr(field, key):
+            out[key] = True
+    for key in ("min", "max", "min_length", "max_length", "pattern"):
+        value = getattr(field, key)
+        if value is not None:
+            out[key] = value
+    if field.options is not None:
+        out["options"] = list(field.options)
+    if field.default is not None:
+        out["default"] = field.type.render(field, field.default)
+    if field.required_in_stages:
+        out["required_in_stages"] = sorted(field.required_in_stages)
+    if field.help:
+        out["help"] = dict(field.help)
+    out.update(field.params)
+    return out
+
+
+def _link(link: LinkSpec) -> dict[str, Any]:
+    return {
+        "to": list(link.targets) if link.polymorphic else link.target,
+        "label": dict(link.label),
+        "many": link.many,
+        "polymorphic": link.polymorphic,
+        "required": link.required,
+        "on_delete": link.on_delete,
+        "reverse": link.reverse,
+    }
+
+
+def _pipeline(pipeline: PipelineSpec) -> dict[str, Any]:
+    transitions = pipeline.transitions
+    return {
+        "stages": [
+            {"name": s.name, "label": dict(s.label), "probability": s.probability,
+             "category": s.category}
+            for s in pipeline.stages
+        ],
+        "initial": pipeline.initial,
+        "final": sorted(pipeline.final),
+        "transitions": transitions if isinstance(transitions, str)
+        else {k: list(v) for k, v in transitions.items()},
+    }

@@ -1,0 +1,175 @@
+"""The one exception tree of Kartoteka, and the diagnostics a setup check yields.
+
+    KartotekaError
+    ├── SetupError              a setup has problems; carries every Diagnostic at once
+    ├── DatabaseError
+    │   ├── DatabaseMismatch    the database does not match the setup: run `kartoteka migrate`
+    │   └── MigrationRefused    migrate would alter or drop existing tables or columns
+    └── RequestError            a caller's request cannot be carried out; nothing was written
+        ├── MalformedRequest    bad JSON, bad query parameter, bad header          (HTTP 400)
+        ├── NotFound            no such record, or out of the caller's scope       (HTTP 404)
+        ├── Conflict            unique value taken, delete restricted by links     (HTTP 409)
+        ├── StaleVersion        If-Match names an older version                    (HTTP 412)
+        ├── PayloadTooLarge     body over the configured cap                       (HTTP 413)
+        ├── UnsupportedMedia    body that is not JSON                              (HTTP 415)
+        └── ValidationFailed    a value, field or link is not acceptable           (HTTP 422)
+
+The engine knows nothing of HTTP; `api/errors.py` maps each class to its status.
+Every RequestError has a stable `code`, a human `message` and `details`: a list of
+`{"field": "client.name", "problem": "..."}` where the field path is written the same way
+as key paths in setup diagnostics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One problem found in a setup: where it is, what is wrong, how to fix it."""
+
+    code: str
+    message: str
+    file: str = ""
+    line: int = 0
+    column: int = 0
+    path: tuple[str | int, ...] = ()
+    hint: str = ""
+    severity: str = "error"  # or "warning": reported, does not stop the setup loading
+
+    @property
+    def key(self) -> str:
+        return format_path(self.path)
+
+    def __str__(self) -> str:
+        where = self.file or "<setup>"
+        if self.line:
+            where += f":{self.line}"
+        text = f"{where} {self.key}: {self.message}" if self.path else f"{where}: {self.message}"
+        if self.hint:
+            text += f"; {self.hint}"
+        if self.severity != "error":
+            text = f"{self.severity}: {text}"
+        return text
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "severity": self.severity,
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "key": self.key,
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+
+def format_path(path: Sequence[str | int]) -> str:
+    """`("links", "client", "to")` → `links.client.to`; list positions as `[2]`."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+class KartotekaError(Exception):
+    """Base of every error Kartoteka raises on purpose."""
+
+
+class SetupError(KartotekaError):
+    """A setup cannot be loaded. `diagnostics` lists every problem, not just the first."""
+
+    def __init__(self, diagnostics: Iterable[Diagnostic]):
+        self.diagnostics = tuple(diagnostics)
+        errors = [d for d in self.diagnostics if d.severity == "error"]
+        super().__init__(
+            f"{len(errors)} problem(s) in the setup:\n" + "\n".join(str(d) for d in errors)
+        )
+
+
+class DatabaseError(KartotekaError):
+    """The database cannot be used with this setup as it is."""
+
+
+class DatabaseMismatch(DatabaseError):
+    """The database's tables do not match the setup; `kartoteka migrate` fixes it."""
+
+
+class MigrationRefused(DatabaseError):
+    """Applying the setup would alter or drop existing tables or columns."""
+
+    def __init__(self, reasons: Sequence[str]):
+        self.reasons = tuple(reasons)
+        super().__init__(
+            "migrate refuses to change existing tables (evolving a live table comes with "
+            "the migrations feature):\n" + "\n".join(f"- {r}" for r in self.reasons)
+        )
+
+
+@dataclass
+class ErrorDetail:
+    field: str
+    problem: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"field": self.field, "problem": self.problem}
+
+
+class RequestError(KartotekaError):
+    """A request cannot be carried out. Raised before anything is written, or rolled back."""
+
+    code = "bad_request"
+
+    def __init__(
+        self,
+        message: str,
+        details: Iterable[ErrorDetail] = (),
+        *,
+        code: str | None = None,
+    ):
+        super().__init__(message)
+        self.message = message
+        self.details = list(details)
+        if code:
+            self.code = code
+
+    def as_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = [d.as_json() for d in self.details]
+        return {"error": body}
+
+
+class MalformedRequest(RequestError):
+    code = "malformed_request"
+
+
+class NotFound(RequestError):
+    code = "not_found"
+
+
+class Conflict(RequestError):
+    code = "conflict"
+
+
+class StaleVersion(RequestError):
+    code = "stale_version"
+
+
+class PayloadTooLarge(RequestError):
+    code = "payload_too_large"
+
+
+class UnsupportedMedia(RequestError):
+    code = "unsupported_media_type"
+
+
+class ValidationFailed(RequestError):
+    code = "validation_failed"

@@ -1,0 +1,635 @@
+"""Field types: each one a registered object that knows its column, its JSON Schema,
+how it parses a value, how it renders one, and how it filters.
+
+Adding a field type means writing one subclass of `FieldType` and registering it:
+
+    class Percent(IntegerType):
+        name = "percent"
+        def json_schema(self, field, *, read=False):
+            return {**super().json_schema(field, read=read), "minimum": 0, "maximum": 100}
+
+    registry = default_registry()
+    registry.register(Percent())
+    setup = load_setup("my-setup", registry=registry)
+
+The built-in types below are registered through the same `register` call.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.sql.elements import ColumnElement
+
+from engine.sql_types import ExactDecimal, UTCDateTime, json_column
+
+if TYPE_CHECKING:
+    from engine.spec import FieldSpec
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+ALL_COMPARISONS = frozenset({"eq", "ne", "lt", "lte", "gt", "gte", "in", "isnull"})
+TEXT_OPERATORS = ALL_COMPARISONS | {"contains", "startswith"}
+OPERATORS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "contains", "startswith", "isnull")
+
+
+class ValueProblem(ValueError):
+    """A value that a field cannot take; the message says why, in the user's terms."""
+
+
+def check_text(value: str) -> None:
+    """Text that both databases store: no NUL character, no lone UTF-16 surrogate."""
+    if "\x00" in value:
+        raise ValueProblem("must not contain the NUL character (\\u0000)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueProblem("is not valid Unicode text (a lone surrogate)") from None
+
+
+class FieldType:
+    """Base of every field type. Subclasses set `name` and override what differs."""
+
+    name: ClassVar[str]
+    #: common declaration keys this type accepts (beyond required, unique, default, ...)
+    accepts: ClassVar[frozenset[str]] = frozenset()
+    #: type-specific declaration keys: name → JSON Schema of the value (for the meta-schema)
+    extra_keys: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    operators: ClassVar[frozenset[str]] = ALL_COMPARISONS
+    sortable: ClassVar[bool] = True
+    #: may be named in an entity's `search:` list
+    searchable: ClassVar[bool] = False
+    #: gets an index without `index: true` (values people filter and sort by)
+    indexed_by_default: ClassVar[bool] = False
+    #: may be `unique: true`
+    can_be_unique: ClassVar[bool] = True
+    #: a JSON-Schema-ish word for messages: "must be {noun}"
+    noun: ClassVar[str] = "a value"
+
+    # -- declaration ----------------------------------------------------------------
+    def params(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """Type-specific keys of a declaration, with their defaults filled in."""
+        return {key: raw[key] for key in self.extra_keys if key in raw}
+
+    def check(self, field: FieldSpec) -> Iterator[tuple[str, str, str]]:
+        """Problems with a declaration: (key, message, hint). Types add their own."""
+        if field.min is not None and field.max is not None and field.min > field.max:
+            yield "min", f"min {field.min} is greater than max {field.max}", "swap them"
+        if (field.min_length is not None and field.max_length is not None
+                and field.min_length > field.max_length):
+            yield "min_length", "min_length is greater than max_length", "swap them"
+        return
+        yield
+
+    # -- storage ---------------------------------------------------------------------
+    def column_type(self, field: FieldSpec) -> sa.types.TypeEngine[Any]:
+        raise NotImplementedError
+
+    # -- JSON ------------------------------------------------------------------------
+    def json_schema(self, field: FieldSpec, *, read: bool = False) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def parse(self, field: FieldSpec, value: Any) -> Any:
+        """A JSON value (already checked by the JSON Schema) → the Python value stored."""
+        return value
+
+    def render(self, field: FieldSpec, value: Any) -> Any:
+        """The stored Python value → its JSON form."""
+        return value
+
+    #: render is the identity: the hot path can skip it
+    renders_as_is: ClassVar[bool] = True
+
+    def parse_text(self, field: FieldSpec, text: str) -> Any:
+        """A query-string value → the Python value to compare with (no range checks)."""
+        return self.parse(field, text)
+
+    # -- queries ---------------------------------------------------------------------
+    def filter(
+        self, field: FieldSpec, column: Any, op: str, value: Any, dialect: str
+    ) -> ColumnElement[bool]:
+        if op == "eq":
+            return column == value  # type: ignore[no-any-return]
+        if op == "ne":
+            return sa.or_(column != value, column.is_(None))
+        if op == "lt":
+            return column < value  # type: ignore[no-any-return]
+        if op == "lte":
+            return column <= value  # type: ignore[no-any-return]
+        if op == "gt":
+            return column > value  # type: ignore[no-any-return]
+        if op == "gte":
+            return column >= value  # type: ignore[no-any-return]
+        if op == "in":
+            return column.in_(value)  # type: ignore[no-any-return]
+        if op == "contains":
+            return column.contains(value, autoescape=True)  # type: ignore[no-any-return]
+        if op == "startswith":
+            return column.startswith(value, autoescape=True)  # type: ignore[no-any-return]
+        if op == "isnull":
+            return column.is_(None) if value else column.is_not(None)  # type: ignore[no-any-return]
+        raise ValueProblem(f"operator {op!r} does not apply")
+
+
+def _with_bounds(schema: dict[str, Any], field: FieldSpec, *, numeric: bool) -> dict[str, Any]:
+    if numeric:
+        if field.min is not None:
+            schema["minimum"] = field.min
+        if field.max is not None:
+            schema["maximum"] = field.max
+    else:
+        if field.min_length is not None:
+            schema["minLength"] = field.min_length
+        if field.max_length is not None:
+            schema["maxLength"] = field.max_length
+        if field.pattern is not None:
+            schema["pattern"] = field.pattern
+    return schema
+
+
+# -- text ---------------------------------------------------------------------------------
+
+class StringType(FieldType):
+    name = "string"
+    accepts = frozenset({"min_length", "max_length", "pattern"})
+    operators = TEXT_OPERATORS
+    searchable = True
+    noun = "a string"
+    default_max_length: ClassVar[int | None] = 255
+
+    def max_length(self, field: FieldSpec) -> int | None:
+        return field.max_length if field.max_length is not None else self.default_max_length
+
+    def column_type(self, field: FieldSpec) -> sa.types.TypeEngine[Any]:
+        limit = self.max_length(field)
+        return sa.String(limit) if limit else sa.Text()
+
+    def json_schema(self, field: FieldSpec, *, read: bool = False) -> dict[str, Any]:
+        schema = _with_bounds({"type": "string"}, field, numeric=False)
+        limit = self.max_length(field)
+        if limit:
+            schema["maxLength"] = limit
+        return schema
+
+    def parse(self, field: FieldSpec, value: Any) -> Any:
+        if not isinstance(value, str):
+            raise ValueProblem(f"must be {self.noun}")
+        check_text(value)
+        return value
+
+
+class TextType(StringType):
+    name = "text"
+    default_max_length = None
+    noun = "a text"
+
+
+class EmailType(StringType):
+    name = "email"
+    accepts = frozenset({"max_length"})
+    default_max_length = 254
+    noun = "an e-mail address"
+    _shape = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+
+    def json_schema(self, field: FieldSpec, *, read: bool = False) -> dict[str, Any]:
+        return {**super().json_schema(field, read=read), "format": "email"}
+
+    def parse(self, field: FieldSpec, value: Any) -> Any:
+        value = super().parse(field, value)
+        if not self._shape.match(value):
+            raise ValueProblem("is not an e-mail address (name@example.com)")
+        return value
+
+
+class PhoneType(StringType):
+    name = "phone"
+    accepts = frozenset({"max_length"})
+    default_max_length = 32
+    noun = "a phone number"
+    _shape = re.compile(r"^\+?[0-9 ()./-]+(?: *(?:ext\.?|x|#) *[0-9]+)?$")
+
+    def parse(self, field: FieldSpec, value: Any) -> Any:
+        value = super().parse(field, value)
+        digits = sum(ch.isdigit() for ch in value)
+        if not self._shape.match(value) or digits < 3:
+            raise ValueProblem("is not a phone number (digits, spaces, + ( ) - . allowed)")
+        return value
+
+
+class UrlType(StringType):
+    name = "url"
+    accepts = frozenset({"max_length"})
+    default_max_length = 2048
+    noun = "a URL"
+
+    def json_schema(self, field: FieldSpec, *, read: bool = False) -> dict[str, Any]:
+        return {**super().json_schema(field, read=read), "format": "uri"}
+
+    def parse(self, field: FieldSpec, value: Any) -> Any:
+        value = super().parse(field, value)
+        parts = urllib.parse.urlsplit(value)
+        if parts.scheme not in ("http", "https", "ftp") or not parts.netloc or " " in value:
+            raise ValueProblem("is not a URL (https://example.com/...)")
+        return value
+
+
+# -- numbers ------------------------------------------------------------------------------
+
+class IntegerType(FieldType):
+    name = "integer"
+    accepts = frozenset({"min", "max"})
+    indexed_by_default = False
+    noun = "an integer"
+
+    def column_type(self, field: FieldSpec) -> sa.types.TypeEngine[Any]:
+        return sa.BigInteger()
+
+    def json_schema(self, field: FieldSpec, *, read: bool = False) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX}
+        return _with_bounds(schema, field, numeric=True)
+
+    def parse(self, field: FieldSpec, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueProblem(f"must be {self.noun}")
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise ValueProblem("is out of range for a 64-bit integer")
+        return value
+
+    def parse_text(self, field: FieldSpec, text: str) -> Any:
+        if not re.fullmatch(r"-?[0-9]{1,19}", text.strip()):
+            raise ValueProblem(f"must be {self.noun}")
+        return self.parse(field, int(text))
+
+
+class DecimalType(FieldType):
+    """Exact decimal numbers: JSON numbers or numeric strings in, strings with exactly
+    `places` decimals out; stored without float on both databases."""
+
+    name = "decimal"
+    accepts = frozenset({"min", "max"})
+    extra_keys = {
+        "digits": {"type": "integer", "minimum": 1, "maximum": 18},
+        "places": {"type": "integer", "minimum": 0, "maximum": 17},
+    }
+    default_digits: ClassVar[int] = 18
+    default_places: ClassVar[int] = 6
+    noun = "a number"
+    renders_as_is = False
+    _shape = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
+
+    def params(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "digits": raw.get("digits", self.default_digits),
+            "places": raw.get("places", self.default_places),
+        }
+
+    def check(self, field: FieldSpec) -> Iterator[tuple[str, str, str]]:
+        yield from super().check(field)
+        digits, places = field.params["digits"], field.params["places"]
+        if places >= digits:
+            yield ("places", f"places ({places}) must be less than digits ({digits})",
+                   "digits counts every digit, places the ones after the point")
+
+    def column_type(self, field: FieldSpec) -> sa.types.TypeEngine[Any]:
+        return ExactDecimal(field.params["digits"], field.params["places"])
+
+    def json_schema(self, field: FieldSpec, *, read: bool = False) -> dict[str, Any]:
+        places = field.params["places"]
+        if read:
+            return {"type": "string", "pattern": self._shape.pattern,
+                    "description": f"exact decimal with {places} places, as a string"}
+        schema: dict[str, Any] = {
+            "type": ["string", "number"],
+            "pattern": self._shape.pattern,
+            "description": f"exact decimal, at most {places} places; a number or a string",
+        }
+        return _with_bounds(schema, field, numeric=True)
+
+    def _decimal(self, value: Any) -> Decimal:
+        if isinstance(value, bool):
+            raise ValueProblem(f"must be {self.noun}")
+        if isinstance(value, str):
+            if not self._shape.match(value.strip()):
+                raise ValueProblem(f"must be {self.noun}, like 1234.50")
+            value = value.strip()
+        if isinstance(value, float):
+            value = repr(value)
+        try:
+            number = Decimal(value)
+        except (InvalidOperation, TypeError, ValueError):
+            raise ValueProblem(f"must be {self.noun}") from None
+        if not number.is_finite():
+            raise ValueProblem("must be a finite number")
+        return number
+
+    def parse(self, field: FieldSpec, value: Any) -> Any:
+        number = self._decimal(value)
+        digits, places = field.params["digits"], field.params["places"]
+        exponent = number.as_tuple().exponent
+        assert isinstance(exponent, int)
+        if -exponent > places and number != number.quantize(Decimal(1).scaleb(-places)):
+            raise ValueProblem(f"has more than {places} decimal places")
+        number = number.quantize(Decimal(1).scaleb(-places))
+        if number.adjusted() + 1 > digits - places:
+            raise ValueProblem(
+                f"is too large: at most {digits - places} digits before the decimal point")
+        if field.min is not None and number < Decimal(str(field.min)):
+            raise ValueProblem(f"must be at least {field.min}")
+        if field.max is not None and number > Decimal(str(field.max)):
+            raise ValueProblem(f"must be at most {field.max}")
+        return number
+
+    def parse_text(self, field: FieldSpec, text: str) -> Any:
+        number = self._decimal(text)
+        places = field.params["places"]
+        return number.quantize(Decimal(1).scaleb(-places)) if -int(
+            number.as_tuple().exponent) <= places else number
+
+    def render(self, field: FieldSpec, value: Any) -> Any:
+        return None if value is None else f"{value:.{field.params['places']}f}"
+
+
+class MoneyType(DecimalType):
+    name = "money"
+    default_places = 2
+    indexed_by_default = True
+    noun = "an amount of money"
+
+
+# -- others -------------------------------------------------------------------------------
+
+class BooleanType(FieldType):
+    name = "boolean"
+    operators = frozenset({"eq", "ne", "isnull"})
+    can_be_unique = False
+    noun = "true or false"
+
+    def column_type(self, field: FieldSpec) -> sa.types.TypeEngine[Any]:
+        return sa.Boolean()
+
+    def json_schema(self, field: FieldSpec, *, read: bool = False) -> dict[str, Any]:
+        return {"type": "boolean"}
+
+    def parse(self, field: FieldSpec, value: Any) -> Any:
+        if not isinstance(value, bool):
+            raise ValueProblem(f"must be {self.noun}")
+        return value
+
+    def parse_text(self, field: FieldSpec, text: str) -> Any:
+        lowered = text.strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise ValueProblem("must be true or false")
+
+
+class DateType(FieldType):
+    name = "date"
+    accepts = frozenset({"min", "max"})
+    indexed_by_default = True
+    noun = "a date (YYYY-MM-DD)"
+    renders_as_is = False
+    _shape = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+
+    def column_type(self, field: FieldSpec) -> sa.types.TypeEngine[Any]:
+        return sa.Date()
+
+    def json_schema(self, field: FieldSpec, *, read: bool = False) -> dict[str, Any]:
+        return {"type": "string", "format": "date"}
+
+    def parse(self, field: FieldSpec, value: Any) -> Any:
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            day = value
+        elif isinstance(value, str) and self._shape.match(value):
+            try:
+                day = dt.date.fromisoformat(value)
+            except ValueError:
+                raise ValueProblem(f"is not a real date: {value}") from None
+        else:
+            raise ValueProblem(f"must be {self.noun}")
+        if field.min is not None and day < dt.date.fromisoformat(str(field.min)):
+            raise ValueProblem(f"must be on or after {field.min}")
+        if field.max is not None and day > dt.date.fromisoformat(str(field.max)):
+            raise ValueProblem(f"must be on or before {field.max}")
+        return day
+
+    def parse_text(self, field: FieldSpec, text: str) -> Any:
+        if not self._shape.match(text):
+            raise ValueProblem(f"must be {self.noun}")
+        try:
+            return dt.date.fromisoformat(text)
+        except ValueError:
+            raise ValueProblem(f"is not a real date: {text}") from None
+
+    def render(self, field: FieldSpec, value: Any) -> Any:
+        return None if value is None else value.isoformat()
+
+
+class DateTimeType(FieldType):
+    name = "datetime"
+    indexed_by_default = True
+    noun = "a date and time in ISO 8601 with an offset (2024-05-01T10:00:00+03:00)"
+    renders_as_is = False
+    _shape = re.compile(
+        r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
+        r"(Z|z|[+-][0-9]{2}:?[0-9]{2})$"
+    )
+
+    def column_type(self, field: FieldSpec) -> sa.types.TypeEngine[Any]:
+        return UTCDateTime()
+
+    def json_schema(self, field: FieldSpec, *, read: bool = False) -> dict[str, Any]:
+        return {"type": "string", "format": "date-time"}
+
+    def parse(self, field: FieldSpec, value: Any) -> Any:
+        if isinstance(value, dt.datetime):
+            moment = value
+        elif isinstance(value, str) and self._shape.match(value):
+            try:
+                moment = dt.datetime.fromisoformat(value.replace("z", "Z"))
+            except ValueError:
+                raise ValueProblem(f"is not a real date and time: {value}") from None
+        elif isinstance(value, str) and re.match(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9:.]+$", value):
+            raise ValueProblem("has no time zone: add Z for UTC or an offset such as +03:00")
+        else:
+            raise ValueProblem(f"must be {self.noun}")
+        if moment.tzinfo is None:
+            raise ValueProblem("has no time zone: add Z for UTC or an offset such as +03:00")
+        return moment.astimezone(dt.UTC)
+
+    def render(self, field: FieldSpec, value: Any) -> Any:
+        if value is None:
+            return None
+        return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+class ChoiceType(FieldType):
+    name = "choice"
+    accepts = frozenset({"options"})
+    operators = frozenset({"eq", "ne", "in", "isnull"})
+    indexed_by_default = True
+    searchable = True
+    noun = "one of the options"
+
+    def check(self, field: FieldSpec) -> Iterator[tuple[str, str, str]]:
+        yield from super().check(field)
+        if not field.options:
+            yield "options", f"a {self.name} field needs a list of options", "options: [a, b, c]"
+
+    def column_type(self, field: FieldSpec) -> sa.types.TypeEngine[Any]:
+        return sa.String(max((len(o) for o in field.options or ("",)), default=1) or 1)
+
+    def json_schema(self, field: FieldSpec, *, read: bool = False) -> dict[str, Any]:
+        return {"type": "string", "enum": list(field.options or ())}
+
+    def parse(self, field: FieldSpec, value: Any) -> Any:
+        if value not in (field.options or ()):
+            raise ValueProblem("must be one of: " + ", ".join(field.options or ()))
+        return value
+
+
+class MultichoiceType(FieldType):
+    """Several of the options; stored as a JSON array; `contains` finds records with an
+    option, `eq` the records whose set is exactly the given one."""
+
+    name = "multichoice"
+    accepts = frozenset({"options"})
+    operators = frozenset({"contains", "isnull"})
+    sortable = False
+    can_be_unique = False
+    noun = "a list of options"
+
+    def check(self, field: FieldSpec) -> Iterator[tuple[str, str, str]]:
+        yield from super().check(field)
+        if not field.options:
+            yield "options", f"a {self.name} field needs a list of options", "options: [a, b, c]"
+
+    def column_type(self, field: FieldSpec) -> sa.types.TypeEngine[Any]:
+        return json_column()
+
+    def json_schema(self, field: FieldSpec, *, read: bool = False) -> dict[str, Any]:
+        return {"type": "array", "items": {"type": "string", "enum": list(field.options or ())},
+                "uniqueItems": True}
+
+    def parse(self, field: FieldSpec, value: Any) -> Any:
+        if not isinstance(value, list) or any(v not in (field.options or ()) for v in value):
+            raise ValueProblem("must be a list of: " + ", ".join(field.options or ()))
+        if len(set(value)) != len(value):
+            raise ValueProblem("names an option twice")
+        # stored in declaration order, so equal sets are equal values
+        return [option for option in field.options or () if option in value]
+
+    def parse_text(self, field: FieldSpec, text: str) -> Any:
+        if text not in (field.options or ()):
+            raise ValueProblem("must be one of: " + ", ".join(field.options or ()))
+        return text
+
+    def filter(self, field: FieldSpec, column: Any, op: str, value: Any,
+               dialect: str) -> ColumnElement[bool]:
+        if op == "contains":
+            if dialect == "postgresql":
+                return column.op("@>")(sa.cast(sa.literal([value], json_column()),
+                                                postgresql.JSONB))  # type: ignore[no-any-return]
+            each = sa.func.json_each(column).table_valued("value")
+            return sa.exists().where(each.c.value == value)
+        return super().filter(field, column, op, value, dialect)
+
+
+class JsonType(FieldType):
+    name = "json"
+    operators = frozenset({"isnull"})
+    sortable = False
+    can_be_unique = False
+    noun = "any JSON value"
+
+    def column_type(self, field: FieldSpec) -> sa.types.TypeEngine[Any]:
+        return json_column()
+
+    def json_schema(self, field: FieldSpec, *, read: bool = False) -> dict[str, Any]:
+        return {}
+
+    def parse(self, field: FieldSpec, value: Any) -> Any:
+        return _plain_json(value, depth=0)
+
+
+def _plain_json(value: Any, depth: int) -> Any:
+    if depth > 32:
+        raise ValueProblem("is nested more than 32 levels deep")
+    if isinstance(value, str):
+        check_text(value)
+        return value
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueProblem("must not contain NaN or infinity")
+        return float(value)
+    if isinstance(value, list):
+        return [_plain_json(v, depth + 1) for v in value]
+    if isinstance(value, dict):
+        for key in value:
+            check_text(key)
+        return {k: _plain_json(v, depth + 1) for k, v in value.items()}
+    return value
+
+
+class FieldTypeRegistry:
+    """The field types one setup may use. Built-ins are registered like any plugin."""
+
+    def __init__(self) -> None:
+        self._types: dict[str, FieldType] = {}
+
+    def register(self, field_type: FieldType) -> None:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", field_type.name):
+            raise ValueError(f"field type name {field_type.name!r} is not an identifier")
+        if field_type.name in self._types:
+            raise ValueError(f"field type {field_type.name!r} is already registered")
+        self._types[field_type.name] = field_type
+
+    def get(self, name: str) -> FieldType | None:
+        return self._types.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._types)
+
+    def all_extra_keys(self) -> dict[str, Mapping[str, Any]]:
+        keys: dict[str, Mapping[str, Any]] = {}
+        for field_type in self._types.values():
+            keys.update(field_type.extra_keys)
+        return keys
+
+
+BUILTIN_TYPES: tuple[type[FieldType], ...] = (
+    StringType, TextType, IntegerType, DecimalType, MoneyType, BooleanType, DateType,
+    DateTimeType, EmailType, PhoneType, UrlType, ChoiceType, MultichoiceType, JsonType,
+)
+
+
+def default_registry() -> FieldTypeRegistry:
+    """A fresh registry holding the built-in types; add your own with `register`."""
+    registry = FieldTypeRegistry()
+    for cls in BUILTIN_TYPES:
+        registry.register(cls())
+    return registry
+
+
+def fold_text(text: str) -> str:
+    """The form text is searched in: NFKC, case-folded, with letters people type
+    interchangeably made one (Arabic/Persian yeh and kaf, Cyrillic yo)."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return folded.translate(_FOLD_TABLE)
+
+
+_FOLD_TABLE = str.maketrans({
+    "\u064a": "\u06cc",  # Arabic yeh → Persian yeh
+    "\u0649": "\u06cc",  # alef maksura → Persian yeh
+    "\u0643": "\u06a9",  # Arabic kaf → Persian keheh
+    "\u0451": "\u0435",  # ё → е
+    "\u200c": " ",       # zero-width non-joiner → space (Persian half-space)
+})

@@ -1,0 +1,274 @@
+"""JSON Schemas per entity — `<Entity>Create`, `<Entity>Patch`, `<Entity>` (read) — and
+their validators, compiled once per engine and used on every write.
+
+The same documents are published in OpenAPI as named components, so what the docs say
+is what the server enforces. Schema failures are translated into `ErrorDetail`s that
+name the field the way setup diagnostics name keys (`products[1]`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+
+from engine.errors import ErrorDetail, format_path
+from engine.naming import SERVER_MANAGED, did_you_mean, pascal
+from engine.spec import EntitySpec, FieldSpec, LinkSpec, label_text
+from engine.storage import EntityTable, Storage
+
+MAX_LINKS_IN_BODY = 1000
+REF = "#/components/schemas/"
+
+
+@dataclass(frozen=True)
+class EntitySchemas:
+    name: str
+    create: dict[str, Any]
+    patch: dict[str, Any]
+    read: dict[str, Any]
+    create_validator: jsonschema.Draft202012Validator
+    patch_validator: jsonschema.Draft202012Validator
+
+    @property
+    def names(self) -> dict[str, str]:
+        base = pascal(self.name)
+        return {"read": base, "create": base + "Create", "patch": base + "Patch", "list": base + "List"}
+
+
+def build_schemas(storage: Storage) -> dict[str, EntitySchemas]:
+    result = {}
+    for name, table in storage.entities.items():
+        create = _write_schema(table, storage.setup.languages[0], patch=False)
+        patch = _write_schema(table, storage.setup.languages[0], patch=True)
+        read = _read_schema(table, storage.setup.languages[0])
+        result[name] = EntitySchemas(
+            name, create, patch, read,
+            jsonschema.Draft202012Validator(create),
+            jsonschema.Draft202012Validator(patch),
+        )
+    return result
+
+
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    if "enum" in schema:
+        return {**schema, "type": [schema.get("type", "string"), "null"],
+                "enum": [*schema["enum"], None]}
+    kind = schema.get("type")
+    if isinstance(kind, str):
+        return {**schema, "type": [kind, "null"]}
+    if isinstance(kind, list):
+        return {**schema, "type": [*kind, "null"]}
+    if not schema:
+        return schema
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _described(schema: dict[str, Any], spec: FieldSpec | LinkSpec, language: str) -> dict[str, Any]:
+    described = {**schema, "title": label_text(spec.label, language)}
+    help_text = getattr(spec, "help", None)
+    if help_text:
+        described["description"] = label_text(help_text, language)
+    return described
+
+
+def _link_schema(link: LinkSpec, *, read: bool) -> dict[str, Any]:
+    id_schema: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+    if link.polymorphic:
+        ref: dict[str, Any] = {
+            "type": "object",
+            "properties": {"entity": {"type": "string", "enum": list(link.targets)},
+                           "id": id_schema},
+            "required": ["entity", "id"],
+            "additionalProperties": False,
+        }
+        if read:
+            ref["properties"]["record"] = {"anyOf": [{"$ref": REF + pascal(t)} for t in link.targets]}
+        return ref if link.required else nullable(ref)
+    if read:
+        id_schema = {"anyOf": [id_schema, {"$ref": REF + pascal(link.target)}]}
+    if link.many:
+        return {"type": "array", "items": id_schema, "uniqueItems": True,
+                "maxItems": MAX_LINKS_IN_BODY}
+    if link.required:
+        return id_schema
+    return {"anyOf": [*id_schema["anyOf"], {"type": "null"}]} if read else nullable(id_schema)
+
+
+def _write_schema(table: EntityTable, language: str, *, patch: bool) -> dict[str, Any]:
+    entity: EntitySpec = table.spec
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for spec in entity.fields.values():
+        schema = spec.type.json_schema(spec)
+        if not spec.required:
+            schema = nullable(schema)
+        properties[spec.name] = _described(schema, spec, language)
+        if spec.default is not None:
+            properties[spec.name]["default"] = spec.type.render(spec, spec.default)
+        if spec.required and not spec.has_default and not patch:
+            required.append(spec.name)
+    for link in entity.links.values():
+        properties[link.name] = _described(_link_schema(link, read=False), link, language)
+        if link.required and not patch:
+            required.append(link.name)
+    schema: dict[str, Any] = {
+        "type": "object",
+        "title": f"{pascal(entity.name)}{'Patch' if patch else 'Create'}",
+        "properties": properties,
+        "additionalProperties": False,
+    }
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def _read_schema(table: EntityTable, language: str) -> dict[str, Any]:
+    entity = table.spec
+    properties: dict[str, Any] = {
+        "id": {"type": "integer"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"},
+        "version": {"type": "integer", "minimum": 1},
+    }
+    if entity.owner:
+        properties["owner"] = {"type": ["integer", "null"]}
+    if entity.pipeline:
+        properties["stage"] = {"type": "string", "enum": list(entity.pipeline.all_stage_names)}
+    for spec in entity.fields.values():
+        schema = spec.type.json_schema(spec, read=True)
+        properties[spec.name] = _described(schema if spec.required else nullable(schema),
+                                           spec, language)
+    for link in entity.links.values():
+        properties[link.name] = _described(_link_schema(link, read=True), link, language)
+    return {
+        "type": "object",
+        "title": pascal(entity.name),
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+
+
+def list_schema(entity: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "title": pascal(entity) + "List",
+        "properties": {
+            "items": {"type": "array", "items": {"$ref": REF + pascal(entity)}},
+            "total": {"type": ["integer", "null"]},
+            "next": {"type": ["string", "null"]},
+        },
+        "required": ["items", "total", "next"],
+        "additionalProperties": False,
+    }
+
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "Error",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "details": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {"field": {"type": "string"}, "problem": {"type": "string"}},
+                        "required": ["field", "problem"],
+                    },
+                },
+            },
+            "required": ["code", "message"],
+        }
+    },
+    "required": ["error"],
+}
+
+
+def schema_problems(validator: jsonschema.Draft202012Validator, body: Any,
+                    entity: EntitySpec) -> list[ErrorDetail]:
+    """Every reason `body` fails the schema, one detail per field, in the user's terms."""
+    details: list[ErrorDetail] = []
+    seen: set[str] = set()
+    for detail in _translate_all(validator, body, entity):
+        if detail.field not in seen:
+            seen.add(detail.field)
+            details.append(detail)
+    return details
+
+
+def _translate_all(validator: jsonschema.Draft202012Validator, body: Any,
+                   entity: EntitySpec) -> Iterator[ErrorDetail]:
+    if not isinstance(body, dict):
+        yield ErrorDetail("", "the body must be a JSON object")
+        return
+    known = [*entity.fields, *entity.links]
+    for error in sorted(validator.iter_errors(body), key=lambda e: [str(p) for p in e.path]):
+        path = list(error.absolute_path)
+        where = format_path(path)
+        kind = error.validator
+        if kind == "additionalProperties" and not path:
+            for key in body:
+                if key in error.schema.get("properties", {}):
+                    continue
+                if key in SERVER_MANAGED:
+                    yield ErrorDetail(key, "is set by the server and cannot be written"
+                                      + ("; move a record with POST .../stage" if key == "stage" else ""))
+                else:
+                    hint = did_you_mean(key, known)
+                    yield ErrorDetail(key, "is not a field of " + entity.name + (f"; {hint}" if hint else ""))
+        elif kind == "required":
+            for key in error.validator_value:
+                if key not in error.instance:
+                    yield ErrorDetail(format_path([*path, key]), "is required")
+        else:
+            yield ErrorDetail(where, _problem(error, entity, path))
+
+
+def _problem(error: jsonschema.ValidationError, entity: EntitySpec, path: list[Any]) -> str:
+    kind, value = error.validator, error.validator_value
+    spec = entity.fields.get(path[0]) if path and isinstance(path[0], str) else None
+    link = entity.links.get(path[0]) if path and isinstance(path[0], str) else None
+    if kind in ("type", "anyOf"):
+        if error.instance is None:
+            return "is required and cannot be empty"
+        if spec is not None and len(path) == 1:
+            return f"must be {spec.type.noun}"
+        if link is not None:
+            if link.polymorphic and len(path) == 1:
+                return 'must be {"entity": ..., "id": ...}'
+            if link.many and len(path) == 1:
+                return "must be a list of ids"
+            return "must be an id (a positive integer)"
+        names = value if isinstance(value, list) else [value]
+        return "must be " + " or ".join(str(n) for n in names)
+    if kind == "enum":
+        options = [str(v) for v in value if v is not None]
+        return "must be one of: " + ", ".join(options)
+    if kind == "minimum":
+        return f"must be at least {value}"
+    if kind == "maximum":
+        return f"must be at most {value}"
+    if kind == "minLength":
+        return f"must be at least {value} characters long"
+    if kind == "maxLength":
+        return f"must be at most {value} characters long"
+    if kind == "pattern":
+        if spec is not None and spec.pattern is None:
+            return f"must be {spec.type.noun}"
+        return f"does not match the pattern {value}"
+    if kind == "uniqueItems":
+        return "lists the same value twice"
+    if kind == "maxItems":
+        return f"lists more than {value} items"
+    if kind == "required":
+        return "is missing " + ", ".join(value)
+    if kind == "additionalProperties":
+        return "has unknown keys"
+    return error.message

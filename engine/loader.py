@@ -1,0 +1,729 @@
+"""Load a setup folder: YAML → checked, immutable `SetupSpec`, or every problem at once.
+
+The steps, each yielding diagnostics rather than stopping at the first:
+1. read each file, keeping the line of every key (`engine/yamlsource.py`);
+2. check its shape against the meta-schema (`engine/metaschema.py`);
+3. check names and each declaration on its own (identifiers, field types, defaults);
+4. check cross-references between entities (link targets, reverse names, stages);
+5. build the frozen specs, only when nothing above was an error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import jsonschema
+
+from engine.errors import Diagnostic, SetupError
+from engine.fieldtypes import DateType, FieldTypeRegistry, ValueProblem, default_registry
+from engine.metaschema import SETUP_SCHEMA, entity_schema
+from engine.naming import (
+    RESERVED_ENTITY_NAMES,
+    RESERVED_MEMBER_NAMES,
+    SERVER_MANAGED,
+    did_you_mean,
+    identifier_problem,
+    link_column,
+    pascal,
+    poly_entity_column,
+)
+from engine.spec import (
+    EntitySpec,
+    FieldSpec,
+    Label,
+    LinkSpec,
+    Location,
+    PipelineSpec,
+    PipelinesSpec,
+    SetupSpec,
+    StageSpec,
+)
+from engine.yamlsource import SourceFile, read_yaml
+
+SETUP_FILE = "setup.yaml"
+BOUNDED_KEYS = ("min", "max", "min_length", "max_length", "pattern", "options")
+
+
+@dataclass
+class LoadResult:
+    """What checking a setup found: the spec (None when there were errors) and diagnostics."""
+
+    setup: SetupSpec | None
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity != "error"]
+
+
+def load_setup(folder: str | Path, registry: FieldTypeRegistry | None = None) -> SetupSpec:
+    """Load and check a setup folder; raise `SetupError` listing every problem."""
+    result = check_setup(folder, registry)
+    if result.setup is None:
+        raise SetupError(result.diagnostics)
+    return result.setup
+
+
+def check_setup(folder: str | Path, registry: FieldTypeRegistry | None = None) -> LoadResult:
+    """Load a setup folder, returning the spec and all diagnostics instead of raising."""
+    return _Loader(Path(folder), registry or default_registry()).run()
+
+
+class _Loader:
+    def __init__(self, folder: Path, registry: FieldTypeRegistry):
+        self.folder = folder
+        self.registry = registry
+        self.diagnostics: list[Diagnostic] = []
+        self.entity_validator = jsonschema.Draft202012Validator(entity_schema(registry))
+        self.setup_validator = jsonschema.Draft202012Validator(SETUP_SCHEMA)
+
+    # -- driver ----------------------------------------------------------------------------
+    def run(self) -> LoadResult:
+        if not self.folder.is_dir():
+            what = "does not exist" if not self.folder.exists() else "is not a folder"
+            self.diagnostics.append(Diagnostic(
+                "setup.missing", f"{what}", str(self.folder),
+                hint="give the folder that holds setup.yaml and one <entity>.yaml per entity"))
+            return LoadResult(None, self.diagnostics)
+
+        settings, languages = self._load_setup_file()
+        drafts: dict[str, _EntityDraft] = {}
+        declared: set[str] = set()
+        files = sorted(
+            p for p in self.folder.iterdir()
+            if p.is_file() and p.suffix in (".yaml", ".yml") and p.name != SETUP_FILE
+            and not p.name.startswith(".")
+        )
+        if not files:
+            self.diagnostics.append(Diagnostic(
+                "setup.empty", "holds no entity files", str(self.folder),
+                hint="add one <entity>.yaml per entity, e.g. client.yaml with 'entity: client'"))
+        for path in files:
+            draft = self._load_entity_file(path, languages)
+            if draft is None:
+                continue
+            if draft.name in drafts:
+                other = drafts[draft.name].source.name
+                self.diagnostics.append(draft.source.diagnostic(
+                    "entity.duplicate", ("entity",),
+                    f"entity {draft.name!r} is also declared in {other}",
+                    "give each entity its own name"))
+                continue
+            declared.add(draft.name)
+            drafts[draft.name] = draft
+
+        for draft in drafts.values():
+            self._check_links(draft, drafts)
+        self._check_reverse_names(drafts)
+        self._check_schema_names(drafts)
+
+        if any(d.severity == "error" for d in self.diagnostics):
+            return LoadResult(None, self.diagnostics)
+        entities = {name: draft.build() for name, draft in drafts.items()}
+        setup = SetupSpec(
+            name=settings.get("name") or self.folder.resolve().name,
+            languages=languages,
+            entities=MappingProxyType(entities),
+            roles=MappingProxyType(dict(settings.get("roles") or {})),
+            automations=tuple(settings.get("automations") or ()),
+            source=str(self.folder),
+        )
+        return LoadResult(setup, self.diagnostics)
+
+    # -- setup.yaml --------------------------------------------------------------------------
+    def _load_setup_file(self) -> tuple[dict[str, Any], tuple[str, ...]]:
+        path = self.folder / SETUP_FILE
+        if not path.exists():
+            return {}, ("en",)
+        source, problems = read_yaml(path, SETUP_FILE)
+        self.diagnostics.extend(problems)
+        if source is None:
+            return {}, ("en",)
+        data = source.data if source.data is not None else {}
+        if not self._validate_shape(source, data, self.setup_validator):
+            return {}, ("en",)
+        for key in ("roles", "automations"):
+            if key in data:
+                self.diagnostics.append(source.diagnostic(
+                    f"setup.{key}_not_enforced", (key,),
+                    f"{key} are read but not enforced by this version of Kartoteka",
+                    "the API stays open to every caller until access control lands",
+                    at_key=True, severity="warning"))
+        return data, tuple(data.get("languages") or ("en",))
+
+    # -- one entity file --------------------------------------------------------------------
+    def _load_entity_file(self, path: Path, languages: tuple[str, ...]) -> _EntityDraft | None:
+        source, problems = read_yaml(path, path.name)
+        self.diagnostics.extend(problems)
+        if source is None:
+            return None
+        data = source.data
+        if data is None:
+            self.diagnostics.append(source.diagnostic(
+                "entity.empty", (), "is empty", "declare at least 'entity:' and 'fields:'"))
+            return None
+        if not self._validate_shape(source, data, self.entity_validator):
+            return None
+        name = data.get("entity", path.stem)
+        problem = identifier_problem(name)
+        if problem:
+            self.diagnostics.append(source.diagnostic(
+                "entity.name", ("entity",) if "entity" in data else (), f"entity name {problem}",
+                "" if "entity" in data else "add 'entity: <name>' to the file"))
+            return None
+        if name in RESERVED_ENTITY_NAMES:
+            self.diagnostics.append(source.diagnostic(
+                "entity.reserved", ("entity",), f"{name!r} is reserved by Kartoteka",
+                "choose another name, e.g. " + repr(name + "_record")))
+            return None
+        draft = _EntityDraft(name, source, languages)
+        self._check_fields(draft)
+        self._check_link_declarations(draft)
+        self._check_pipeline(draft)
+        self._check_search_and_title(draft)
+        return draft
+
+    def _validate_shape(self, source: SourceFile, data: Any,
+                        validator: jsonschema.Draft202012Validator) -> bool:
+        found = False
+        seen: set[tuple[tuple[Any, ...], str]] = set()
+        for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.path))):
+            for diagnostic in _shape_diagnostics(source, error):
+                marker = (diagnostic.path, diagnostic.message)
+                if marker not in seen:
+                    seen.add(marker)
+                    self.diagnostics.append(diagnostic)
+                    found = True
+        return not found
+
+    # -- fields ------------------------------------------------------------------------------
+    def _check_fields(self, draft: _EntityDraft) -> None:
+        source = draft.source
+        for name, raw in (draft.data.get("fields") or {}).items():
+            path: tuple[str | int, ...] = ("fields", name)
+            decl = {"type": raw} if isinstance(raw, str) else dict(raw)
+            if not self._member_name_ok(source, path, name, "field"):
+                continue
+            field_type = self.registry.get(decl["type"])
+            if field_type is None:
+                self.diagnostics.append(source.diagnostic(
+                    "field.type", (*path, "type") if isinstance(raw, dict) else path,
+                    f"unknown field type {decl['type']!r}",
+                    did_you_mean(decl["type"], self.registry.names())
+                    or "use one of: " + ", ".join(self.registry.names())))
+                continue
+            ok = True
+            for key in BOUNDED_KEYS:
+                if key in decl and key not in field_type.accepts:
+                    ok = False
+                    accepting = [n for n in self.registry.names()
+                                 if key in self.registry.get(n).accepts]  # type: ignore[union-attr]
+                    self.diagnostics.append(source.diagnostic(
+                        "field.key", (*path, key),
+                        f"a {field_type.name} field takes no {key}",
+                        f"{key} applies to: {', '.join(accepting)}", at_key=True))
+            for key in self.registry.all_extra_keys():
+                if key in decl and key not in field_type.extra_keys:
+                    ok = False
+                    self.diagnostics.append(source.diagnostic(
+                        "field.key", (*path, key), f"a {field_type.name} field takes no {key}",
+                        at_key=True))
+            if decl.get("unique") and not field_type.can_be_unique:
+                ok = False
+                self.diagnostics.append(source.diagnostic(
+                    "field.unique", (*path, "unique"),
+                    f"a {field_type.name} field cannot be unique", "remove 'unique: true'"))
+            if "pattern" in decl:
+                try:
+                    re.compile(decl["pattern"])
+                except re.error as exc:
+                    ok = False
+                    self.diagnostics.append(source.diagnostic(
+                        "field.pattern", (*path, "pattern"),
+                        f"is not a valid regular expression: {exc}"))
+            bounds = self._bounds(source, path, decl, field_type)
+            if bounds is None:
+                ok = False
+            if not ok:
+                continue
+            spec = FieldSpec(
+                name=name,
+                type=field_type,
+                label=_label(decl.get("label"), name, draft.languages),
+                required=bool(decl.get("required", False)),
+                unique=bool(decl.get("unique", False)),
+                index=bool(decl.get("index", field_type.indexed_by_default)),
+                min=bounds["min"] if bounds else None,
+                max=bounds["max"] if bounds else None,
+                min_length=decl.get("min_length"),
+                max_length=decl.get("max_length"),
+                pattern=decl.get("pattern"),
+                options=tuple(decl["options"]) if "options" in decl else None,
+                required_in_stages=frozenset(decl.get("required_in_stages") or ()),
+                help=_label(decl["help"], "", draft.languages) if "help" in decl else None,
+                params=MappingProxyType(field_type.params(decl)),
+                location=Location(source.name, source.line_of(path, key=True)[0]),
+            )
+            problems = list(field_type.check(spec))
+            for key, message, hint in problems:
+                self.diagnostics.append(source.diagnostic("field.invalid", (*path, key), message, hint))
+            if problems:
+                continue
+            if "default" in decl and decl["default"] is not None:
+                raw_default = decl["default"]
+                if isinstance(raw_default, dt.date) and not isinstance(raw_default, dt.datetime):
+                    raw_default = raw_default.isoformat()
+                try:
+                    default = field_type.parse(spec, raw_default)
+                except ValueProblem as exc:
+                    self.diagnostics.append(source.diagnostic(
+                        "field.default", (*path, "default"), f"default {raw_default!r} {exc}"))
+                    continue
+                spec = _replace(spec, default=default)
+            draft.fields[name] = spec
+
+    def _bounds(self, source: SourceFile, path: tuple[str | int, ...], decl: Mapping[str, Any],
+                field_type: Any) -> dict[str, Any] | None:
+        bounds: dict[str, Any] = {"min": None, "max": None}
+        for key in ("min", "max"):
+            if key not in decl:
+                continue
+            value = decl[key]
+            if isinstance(field_type, DateType):
+                if isinstance(value, dt.date):
+                    value = value.isoformat()
+                try:
+                    dt.date.fromisoformat(str(value))
+                except ValueError:
+                    self.diagnostics.append(source.diagnostic(
+                        "field.bound", (*path, key), f"{key} must be a date (YYYY-MM-DD)"))
+                    return None
+            elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                self.diagnostics.append(source.diagnostic(
+                    "field.bound", (*path, key), f"{key} must be a number, found {value!r}"))
+                return None
+            bounds[key] = value
+        return bounds
+
+    def _member_name_ok(self, source: SourceFile, path: tuple[str | int, ...], name: str,
+                        what: str) -> bool:
+        problem = identifier_problem(name)
+        if problem:
+            self.diagnostics.append(source.diagnostic(
+                f"{what}.name", path, f"{what} name {problem}", at_key=True))
+            return False
+        if name in SERVER_MANAGED:
+            self.diagnostics.append(source.diagnostic(
+                f"{what}.reserved", path,
+                f"{name!r} is managed by Kartoteka on every record that has it",
+                "choose another name" + (
+                    "; 'owner: true' adds the owner field" if name == "owner" else
+                    "; a pipeline adds the stage field" if name == "stage" else ""),
+                at_key=True))
+            return False
+        if name in RESERVED_MEMBER_NAMES:
+            self.diagnostics.append(source.diagnostic(
+                f"{what}.reserved", path, f"{name!r} is reserved by the API", "choose another name",
+                at_key=True))
+            return False
+        return True
+
+    # -- links -------------------------------------------------------------------------------
+    def _check_link_declarations(self, draft: _EntityDraft) -> None:
+        source = draft.source
+        columns = {name for name in draft.field_names}
+        for name, raw in (draft.data.get("links") or {}).items():
+            path: tuple[str | int, ...] = ("links", name)
+            decl = {"to": raw} if isinstance(raw, str) else dict(raw)
+            if not self._member_name_ok(source, path, name, "link"):
+                continue
+            if name in draft.field_names:
+                self.diagnostics.append(source.diagnostic(
+                    "link.clash", path, f"{name!r} is both a field and a link",
+                    "rename one of them", at_key=True))
+                continue
+            clash = {link_column(name), poly_entity_column(name)} & columns
+            if clash:
+                self.diagnostics.append(source.diagnostic(
+                    "link.clash", path,
+                    f"link {name!r} stores its id in column {sorted(clash)[0]!r}, which is a field",
+                    "rename the field or the link", at_key=True))
+                continue
+            polymorphic = isinstance(decl["to"], list)
+            targets = tuple(decl["to"]) if polymorphic else (decl["to"],)
+            many = bool(decl.get("many", False))
+            on_delete = decl.get("on_delete", "restrict")
+            required = bool(decl.get("required", False))
+            ok = True
+            if polymorphic and many:
+                ok = False
+                self.diagnostics.append(source.diagnostic(
+                    "link.many_polymorphic", (*path, "many"),
+                    "a link to several entities cannot also be many-to-many",
+                    "declare one many-to-many link per target entity"))
+            if on_delete == "set_null" and required:
+                ok = False
+                self.diagnostics.append(source.diagnostic(
+                    "link.on_delete", (*path, "on_delete"),
+                    "set_null cannot empty a required link",
+                    "use restrict or cascade, or drop 'required: true'"))
+            if on_delete == "cascade" and many:
+                ok = False
+                self.diagnostics.append(source.diagnostic(
+                    "link.on_delete", (*path, "on_delete"),
+                    "a many-to-many link cannot cascade deletes to the records it lists",
+                    "use set_null to unlink them, or restrict"))
+            if many and required:
+                ok = False
+                self.diagnostics.append(source.diagnostic(
+                    "link.required", (*path, "required"),
+                    "a many-to-many link cannot be required", "drop 'required: true'"))
+            reverse = decl.get("reverse")
+            if reverse is not None:
+                problem = identifier_problem(reverse)
+                if problem:
+                    ok = False
+                    self.diagnostics.append(source.diagnostic(
+                        "link.reverse", (*path, "reverse"), f"reverse name {problem}"))
+            if ok:
+                draft.links[name] = LinkSpec(
+                    name=name,
+                    targets=targets,
+                    label=_label(decl.get("label"), name, draft.languages),
+                    many=many,
+                    polymorphic=polymorphic,
+                    required=required,
+                    on_delete=on_delete,
+                    reverse=reverse,
+                    location=Location(source.name, source.line_of(path, key=True)[0]),
+                )
+                draft.link_paths[name] = path
+
+    def _check_links(self, draft: _EntityDraft, drafts: Mapping[str, _EntityDraft]) -> None:
+        for name, link in list(draft.links.items()):
+            path = draft.link_paths[name]
+            for index, target in enumerate(link.targets):
+                if target not in drafts:
+                    at: tuple[str | int, ...] = (*path, "to", index) if link.polymorphic else (*path, "to")
+                    self.diagnostics.append(draft.source.diagnostic(
+                        "link.target", at, f"no entity {target!r}",
+                        did_you_mean(target, drafts) or "entities: " + ", ".join(sorted(drafts))))
+
+    def _check_reverse_names(self, drafts: Mapping[str, _EntityDraft]) -> None:
+        taken: dict[tuple[str, str], str] = {}
+        for draft in drafts.values():
+            for name in (*draft.field_names, *draft.links):
+                taken[(draft.name, name)] = f"a {'link' if name in draft.links else 'field'} of {draft.name}"
+        for draft in drafts.values():
+            for name, link in draft.links.items():
+                if not link.reverse:
+                    continue
+                for target in link.targets:
+                    if target not in drafts:
+                        continue
+                    key = (target, link.reverse)
+                    if link.reverse in RESERVED_MEMBER_NAMES:
+                        what = "reserved by the API"
+                    elif key in taken:
+                        what = f"already {taken[key]}"
+                    else:
+                        taken[key] = f"the reverse of {draft.name}.{name}"
+                        continue
+                    self.diagnostics.append(draft.source.diagnostic(
+                        "link.reverse_clash", (*draft.link_paths[name], "reverse"),
+                        f"reverse name {link.reverse!r} on {target} is {what}",
+                        f"choose another name, e.g. {link.reverse}_of_{draft.name}"))
+
+    def _check_schema_names(self, drafts: Mapping[str, _EntityDraft]) -> None:
+        owners: dict[str, str] = {}
+        for draft in drafts.values():
+            for suffix in ("", "Create", "Patch", "List"):
+                schema_name = pascal(draft.name) + suffix
+                if schema_name in owners and owners[schema_name] != draft.name:
+                    self.diagnostics.append(draft.source.diagnostic(
+                        "entity.schema_name", ("entity",),
+                        f"its API schema name {schema_name} is also used by entity "
+                        f"{owners[schema_name]!r}", "rename one of the two entities"))
+                owners.setdefault(schema_name, draft.name)
+
+    # -- pipelines ---------------------------------------------------------------------------
+    def _check_pipeline(self, draft: _EntityDraft) -> None:
+        source, data = draft.source, draft.data
+        if "pipeline" in data and "pipelines" in data:
+            self.diagnostics.append(source.diagnostic(
+                "pipeline.both", ("pipelines",), "declare either 'pipeline' or 'pipelines', not both",
+                at_key=True))
+            return
+        raw_pipelines: dict[str, Any]
+        if "pipeline" in data:
+            raw_pipelines = {"default": data["pipeline"]}
+            base: tuple[str | int, ...] = ("pipeline",)
+        elif "pipelines" in data:
+            raw_pipelines = data["pipelines"]
+            base = ("pipelines",)
+        else:
+            if "pipeline_by" in data:
+                self.diagnostics.append(source.diagnostic(
+                    "pipeline.by", ("pipeline_by",), "pipeline_by needs 'pipelines:'", at_key=True))
+            return
+        pipelines: dict[str, PipelineSpec] = {}
+        for pipeline_name, raw in raw_pipelines.items():
+            path = base if "pipeline" in data else (*base, pipeline_name)
+            if "pipelines" in data:
+                problem = identifier_problem(pipeline_name)
+                if problem:
+                    self.diagnostics.append(source.diagnostic(
+                        "pipeline.name", path, f"pipeline name {problem}", at_key=True))
+                    continue
+            pipeline = self._pipeline(source, path, pipeline_name, raw, draft.languages)
+            if pipeline is not None:
+                pipelines[pipeline_name] = pipeline
+        if len(pipelines) != len(raw_pipelines):
+            return
+        selector = data.get("pipeline_by")
+        if "pipelines" in data:
+            if selector is None and len(pipelines) > 1:
+                self.diagnostics.append(source.diagnostic(
+                    "pipeline.by", ("pipelines",),
+                    "several pipelines need 'pipeline_by:' naming the choice field that picks one",
+                    at_key=True))
+                return
+            if selector is not None:
+                chooser = draft.fields.get(selector)
+                if chooser is None or chooser.type.name != "choice":
+                    self.diagnostics.append(source.diagnostic(
+                        "pipeline.by", ("pipeline_by",),
+                        f"pipeline_by must name a choice field of this entity, not {selector!r}",
+                        did_you_mean(selector, draft.fields)))
+                    return
+                options, names = set(chooser.options or ()), set(pipelines)
+                if options != names:
+                    missing = sorted(options - names)
+                    extra = sorted(names - options)
+                    self.diagnostics.append(source.diagnostic(
+                        "pipeline.by", ("pipeline_by",),
+                        f"the options of {selector!r} must be the pipeline names"
+                        + (f"; no pipeline for {', '.join(missing)}" if missing else "")
+                        + (f"; no option for {', '.join(extra)}" if extra else "")))
+                    return
+        draft.pipeline = PipelinesSpec(MappingProxyType(pipelines), selector)
+        stage_names = draft.pipeline.all_stage_names
+        for field_name, spec in draft.fields.items():
+            for stage in sorted(spec.required_in_stages):
+                if stage not in stage_names:
+                    self.diagnostics.append(source.diagnostic(
+                        "field.required_in_stages", ("fields", field_name, "required_in_stages"),
+                        f"no stage {stage!r}",
+                        did_you_mean(stage, stage_names) or "stages: " + ", ".join(stage_names)))
+
+    def _pipeline(self, source: SourceFile, path: tuple[str | int, ...], name: str,
+                  raw: Mapping[str, Any], languages: tuple[str, ...]) -> PipelineSpec | None:
+        stages: list[StageSpec] = []
+        ok = True
+        final = list(raw.get("final") or ())
+        for index, item in enumerate(raw["stages"]):
+            decl = {"name": item} if isinstance(item, str) else item
+            stage_name = decl["name"]
+            problem = identifier_problem(stage_name)
+            if problem:
+                ok = False
+                self.diagnostics.append(source.diagnostic(
+                    "stage.name", (*path, "stages", index), f"stage name {problem}"))
+                continue
+            if stage_name in (s.name for s in stages):
+                ok = False
+                self.diagnostics.append(source.diagnostic(
+                    "stage.duplicate", (*path, "stages", index),
+                    f"stage {stage_name!r} is listed twice"))
+                continue
+            category = decl.get("category") or ("closed" if stage_name in final else "open")
+            stages.append(StageSpec(stage_name, _label(decl.get("label"), stage_name, languages),
+                                    decl.get("probability"), category))
+        names = [s.name for s in stages]
+        for index, stage_name in enumerate(final):
+            if stage_name not in names:
+                ok = False
+                self.diagnostics.append(source.diagnostic(
+                    "pipeline.final", (*path, "final", index), f"no stage {stage_name!r}",
+                    did_you_mean(stage_name, names)))
+        transitions = raw.get("transitions", "free")
+        if isinstance(transitions, dict):
+            for source_stage, targets in transitions.items():
+                if source_stage not in names:
+                    ok = False
+                    self.diagnostics.append(source.diagnostic(
+                        "pipeline.transitions", (*path, "transitions", source_stage),
+                        f"no stage {source_stage!r}", did_you_mean(source_stage, names),
+                        at_key=True))
+                for index, target in enumerate(targets):
+                    if target not in names:
+                        ok = False
+                        self.diagnostics.append(source.diagnostic(
+                            "pipeline.transitions", (*path, "transitions", source_stage, index),
+                            f"no stage {target!r}", did_you_mean(target, names)))
+            transitions = MappingProxyType({k: tuple(v) for k, v in transitions.items()})
+        if not ok:
+            return None
+        return PipelineSpec(name, tuple(stages), frozenset(final), transitions)
+
+    # -- search and title --------------------------------------------------------------------
+    def _check_search_and_title(self, draft: _EntityDraft) -> None:
+        source = draft.source
+        for index, name in enumerate(draft.data.get("search") or ()):
+            spec = draft.fields.get(name)
+            if spec is None:
+                if name not in draft.field_names:
+                    self.diagnostics.append(source.diagnostic(
+                        "search.field", ("search", index), f"no field {name!r}",
+                        did_you_mean(name, draft.field_names)))
+            elif not spec.type.searchable:
+                self.diagnostics.append(source.diagnostic(
+                    "search.field", ("search", index),
+                    f"{name!r} is a {spec.type.name} field; search covers text fields",
+                    "list string, text, e-mail, phone, url or choice fields"))
+        title = draft.data.get("title")
+        if title is None:
+            return
+        for match in re.finditer(r"\{([^{}]*)\}", title):
+            ref = match.group(1).strip()
+            head, _, tail = ref.partition(".")
+            if not tail:
+                if head not in draft.field_names and head not in ("id", "stage"):
+                    self.diagnostics.append(source.diagnostic(
+                        "title.field", ("title",), f"no field {head!r} in {{{ref}}}",
+                        did_you_mean(head, draft.field_names)))
+            elif head not in (draft.data.get("links") or {}):
+                self.diagnostics.append(source.diagnostic(
+                    "title.link", ("title",), f"no link {head!r} in {{{ref}}}",
+                    did_you_mean(head, draft.data.get("links") or {})))
+
+
+class _EntityDraft:
+    """An entity under construction: what has been checked so far."""
+
+    def __init__(self, name: str, source: SourceFile, languages: tuple[str, ...]):
+        self.name = name
+        self.source = source
+        self.data: dict[str, Any] = source.data
+        self.languages = languages
+        self.field_names = tuple((self.data.get("fields") or {}).keys())
+        self.fields: dict[str, FieldSpec] = {}
+        self.links: dict[str, LinkSpec] = {}
+        self.link_paths: dict[str, tuple[str | int, ...]] = {}
+        self.pipeline: PipelinesSpec | None = None
+
+    def build(self) -> EntitySpec:
+        data = self.data
+        label = _label(data.get("label"), self.name, self.languages)
+        return EntitySpec(
+            name=self.name,
+            label=label,
+            plural=_label(data.get("plural"), "", self.languages) if "plural" in data else label,
+            fields=MappingProxyType(dict(self.fields)),
+            links=MappingProxyType(dict(self.links)),
+            title=data.get("title"),
+            search=tuple(data.get("search") or ()),
+            owner=bool(data.get("owner", False)),
+            pipeline=self.pipeline,
+            help=_label(data["help"], "", self.languages) if "help" in data else None,
+            location=Location(self.source.name, 1),
+        )
+
+
+def _label(raw: Any, fallback: str, languages: tuple[str, ...]) -> Label:
+    if raw is None:
+        return MappingProxyType({languages[0]: fallback.replace("_", " ").capitalize()})
+    if isinstance(raw, str):
+        return MappingProxyType({languages[0]: raw})
+    return MappingProxyType(dict(raw))
+
+
+def _replace(spec: FieldSpec, **changes: Any) -> FieldSpec:
+    from dataclasses import replace
+
+    return replace(spec, **changes)
+
+
+_TYPE_NAMES = {
+    "object": "a mapping (key: value)", "array": "a list", "string": "a text",
+    "integer": "a whole number", "number": "a number", "boolean": "true or false",
+    "null": "empty",
+}
+
+
+def _yaml_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    return repr(value)
+
+
+def _shape_diagnostics(source: SourceFile, error: jsonschema.ValidationError) -> Iterator[Diagnostic]:
+    path = tuple(error.absolute_path)
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    validator = error.validator
+    if validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = list(schema.get("properties", {}))
+        for key in error.instance:
+            if key not in allowed:
+                hint = did_you_mean(key, allowed) or "allowed keys: " + ", ".join(allowed)
+                yield source.diagnostic("shape.unknown_key", (*path, key),
+                                        f"unknown key {key!r}", hint, at_key=True)
+        return
+    if validator == "required" and isinstance(error.instance, dict):
+        for key in error.validator_value:
+            if key not in error.instance:
+                yield source.diagnostic("shape.missing_key", path, f"{key!r} is missing",
+                                        _MISSING_HINTS.get(key, f"add '{key}:'"), at_key=True)
+        return
+    message = schema.get("x-message")
+    if message is None:
+        if validator == "type":
+            expected = error.validator_value
+            names = [_TYPE_NAMES.get(t, t) for t in (expected if isinstance(expected, list) else [expected])]
+            message = f"must be {' or '.join(names)}, found {_yaml_kind(error.instance)}"
+        elif validator == "enum":
+            choices = [str(c) for c in error.validator_value]
+            yield source.diagnostic(
+                "shape.enum", path, f"{error.instance!r} is not allowed here",
+                did_you_mean(str(error.instance), choices) or "use one of: " + ", ".join(choices))
+            return
+        elif validator == "uniqueItems":
+            message = "lists the same item twice"
+        elif validator in ("minItems", "minProperties"):
+            message = "must not be empty"
+        elif validator == "minimum":
+            message = f"must be at least {error.validator_value}"
+        elif validator == "maximum":
+            message = f"must be at most {error.validator_value}"
+        elif validator == "minLength":
+            message = "must not be empty"
+        else:
+            message = error.message
+    yield source.diagnostic(f"shape.{validator}", path, message)
+
+
+_MISSING_HINTS = {
+    "type": "add 'type:' with one of: string, text, integer, decimal, money, boolean, date, "
+            "datetime, email, phone, url, choice, multichoice, json",
+    "to": "add 'to:' naming the linked entity",
+    "stages": "add 'stages: [first, second, ...]'",
+    "name": "add 'name:'",
+}

@@ -1,0 +1,604 @@
+"""Records: create, read, update, delete, list, follow links — the engine's write and read
+paths. Every write runs in one transaction: validated first, then checked against the
+database (links exist, versions match, unique values free), and either fully applied or
+not at all. No HTTP here; `api/` translates these calls.
+
+Why one module of this size: the read path (render, include) and the write path share
+the row shapes of each entity, and splitting them would spread that shape over files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
+
+from engine.database import Database
+from engine.errors import (
+    Conflict,
+    ErrorDetail,
+    NotFound,
+    StaleVersion,
+    ValidationFailed,
+)
+from engine.fieldtypes import ValueProblem, fold_text
+from engine.jsonschemas import EntitySchemas, schema_problems
+from engine.naming import link_column, poly_entity_column
+from engine.query import ListQuery, QueryParser, after_condition, encode_cursor, order_by
+from engine.spec import EntitySpec, FieldSpec, LinkSpec
+from engine.storage import SEARCH_COLUMN, EntityTable, Storage
+
+MAX_ID = 2**63 - 1
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Record]
+    total: int | None
+    next: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"items": self.items, "total": self.total, "next": self.next}
+
+
+class _Shape:
+    """How one entity's rows become JSON records: which column goes where, rendered how."""
+
+    def __init__(self, table: EntityTable):
+        self.table = table
+        spec = table.spec
+        self.columns = [c for c in table.table.columns if c.name != SEARCH_COLUMN]
+        steps: list[tuple[str, str, Callable[[Any], Any] | None]] = []
+        for column in self.columns:
+            name = column.name
+            field = spec.fields.get(name)
+            if field is not None:
+                render = None if field.type.renders_as_is else _bind_render(field)
+                steps.append((name, name, render))
+            elif name in ("created_at", "updated_at"):
+                steps.append((name, name, _render_datetime))
+            elif name in ("id", "version", "owner", "stage"):
+                steps.append((name, name, None))
+        self.poly = [(l.name, poly_entity_column(l.name), link_column(l.name))
+                     for l in spec.links.values() if l.polymorphic]
+        self.single = [(l.name, link_column(l.name)) for l in spec.links.values()
+                       if not l.many and not l.polymorphic]
+        self.many = [l.name for l in spec.links.values() if l.many]
+        self.steps = steps
+
+    def render(self, row: Mapping[str, Any]) -> Record:
+        record: Record = {}
+        for key, column, render in self.steps:
+            value = row[column]
+            record[key] = value if render is None or value is None else render(value)
+        for name, column in self.single:
+            record[name] = row[column]
+        for name, entity_column, id_column in self.poly:
+            entity = row[entity_column]
+            record[name] = None if entity is None else {"entity": entity, "id": row[id_column]}
+        for name in self.many:
+            record[name] = []
+        return record
+
+
+def _bind_render(field: FieldSpec) -> Callable[[Any], Any]:
+    return lambda value: field.type.render(field, value)
+
+
+def _render_datetime(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Records:
+    """Reads and writes the records of every entity of one storage."""
+
+    def __init__(self, storage: Storage, database: Database,
+                 schemas: Mapping[str, EntitySchemas]):
+        self.storage = storage
+        self.db = database
+        self.schemas = schemas
+        self.parser = QueryParser(storage, database.dialect)
+        self.shapes = {name: _Shape(table) for name, table in storage.entities.items()}
+        self._unique_fields = {
+            constraint.name: (table.name, next(iter(constraint.columns)).name)
+            for table in storage.entities.values()
+            for constraint in table.table.constraints
+            if isinstance(constraint, sa.UniqueConstraint) and constraint.name
+        }
+
+    # -- reading -----------------------------------------------------------------------------
+    def get(self, entity: str, record_id: int, include: Sequence[str] = ()) -> Record:
+        table = self.storage[entity]
+        with self.db.read() as conn:
+            records = self._fetch(conn, table, table.table.c.id == _checked_id(record_id, entity))
+            if not records:
+                raise NotFound(f"no {entity} with id {record_id}")
+            self._include(conn, table, records, include)
+        return records[0]
+
+    def list_page(self, entity: str, params: Sequence[tuple[str, str]],
+             extra: ColumnElement[bool] | None = None) -> Page:
+        query = self.parser.parse(entity, params)
+        with self.db.read() as conn:
+            return self._list(conn, query, extra)
+
+    def linked(self, entity: str, record_id: int, name: str,
+               params: Sequence[tuple[str, str]]) -> Page:
+        """Records at the other end of link `name` (declared here, or a way back)."""
+        table = self.storage[entity]
+        record_id = _checked_id(record_id, entity)
+        with self.db.read() as conn:
+            row = conn.execute(sa.select(table.table).where(table.table.c.id == record_id)).first()
+            if row is None:
+                raise NotFound(f"no {entity} with id {record_id}")
+            target, condition = self._linked_condition(table, row._mapping, name)
+            if target is None:
+                return Page([], 0, None)
+            query = self.parser.parse(target, params)
+            return self._list(conn, query, condition)
+
+    def _linked_condition(self, table: EntityTable, row: Mapping[str, Any],
+                          name: str) -> tuple[str | None, ColumnElement[bool]]:
+        link = table.spec.links.get(name)
+        if link is not None:
+            if link.polymorphic:
+                target_name = row[poly_entity_column(name)]
+                if target_name is None:
+                    return None, sa.false()
+                target = self.storage[target_name]
+                return target_name, target.table.c.id == row[link_column(name)]
+            target = self.storage[link.target]
+            if link.many:
+                joins = table.join_tables[name]
+                return link.target, target.table.c.id.in_(
+                    sa.select(joins.c.target_id).where(joins.c.source_id == row["id"]))
+            return link.target, target.table.c.id == row[link_column(name)]
+        reverse = self.storage.setup.reverse_links[table.name][name]
+        source = self.storage[reverse.entity]
+        declared = reverse.link
+        if declared.many:
+            joins = source.join_tables[declared.name]
+            return reverse.entity, source.table.c.id.in_(
+                sa.select(joins.c.source_id).where(joins.c.target_id == row["id"]))
+        condition = source.table.c[link_column(declared.name)] == row["id"]
+        if declared.polymorphic:
+            condition = sa.and_(
+                source.table.c[poly_entity_column(declared.name)] == table.name, condition)
+        return reverse.entity, condition
+
+    def _list(self, conn: sa.Connection, query: ListQuery,
+              extra: ColumnElement[bool] | None) -> Page:
+        table = self.storage[query.entity]
+        conditions = list(query.conditions)
+        if extra is not None:
+            conditions.append(extra)
+        total = None
+        if query.with_total:
+            total = conn.execute(
+                sa.select(sa.func.count()).select_from(table.table).where(*conditions)
+            ).scalar_one()
+        page_conditions = list(conditions)
+        if query.after is not None:
+            page_conditions.append(after_condition(query.sort, query.after))
+        statement = (
+            sa.select(*self.shapes[query.entity].columns)
+            .where(*page_conditions)
+            .order_by(*order_by(query.sort, self.db.dialect))
+            .limit(query.limit + 1)
+            .offset(query.offset)
+        )
+        rows = conn.execute(statement).all()
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        next_cursor = None
+        if more and rows:
+            last = rows[-1]._mapping
+            values = [_cursor_value(key.attribute.field, last[key.attribute.column.name])
+                      for key in query.sort]
+            next_cursor = encode_cursor(query.sort_signature, values)
+        records = self._render(conn, table, [row._mapping for row in rows])
+        self._include(conn, table, records, query.include)
+        return Page(records, total, next_cursor)
+
+    def _fetch(self, conn: sa.Connection, table: EntityTable,
+               condition: ColumnElement[bool]) -> list[Record]:
+        rows = conn.execute(
+            sa.select(*self.shapes[table.name].columns).where(condition).order_by(table.table.c.id)
+        ).all()
+        return self._render(conn, table, [row._mapping for row in rows])
+
+    def _render(self, conn: sa.Connection, table: EntityTable,
+                rows: Sequence[Mapping[str, Any]]) -> list[Record]:
+        shape = self.shapes[table.name]
+        records = [shape.render(row) for row in rows]
+        if shape.many and records:
+            by_id = {record["id"]: record for record in records}
+            for name in shape.many:
+                joins = table.join_tables[name]
+                pairs = conn.execute(
+                    sa.select(joins.c.source_id, joins.c.target_id)
+                    .where(joins.c.source_id.in_(list(by_id)))
+                    .order_by(joins.c.source_id, joins.c.target_id)
+                ).all()
+                for source_id, target_id in pairs:
+                    by_id[source_id][name].append(target_id)
+        return records
+
+    def _include(self, conn: sa.Connection, table: EntityTable, records: list[Record],
+                 include: Sequence[str]) -> None:
+        for name in include:
+            link = table.spec.links[name]
+            if link.polymorphic:
+                wanted: dict[str, set[int]] = defaultdict(set)
+                for record in records:
+                    if record[name] is not None:
+                        wanted[record[name]["entity"]].add(record[name]["id"])
+                found = {
+                    (entity, linked["id"]): linked
+                    for entity, ids in wanted.items()
+                    for linked in self._fetch_ids(conn, entity, ids)
+                }
+                for record in records:
+                    ref = record[name]
+                    if ref is not None:
+                        ref["record"] = found.get((ref["entity"], ref["id"]))
+                continue
+            ids: set[int] = set()
+            for record in records:
+                value = record[name]
+                ids.update(value if link.many else [] if value is None else [value])
+            by_id = {linked["id"]: linked for linked in self._fetch_ids(conn, link.target, ids)}
+            for record in records:
+                value = record[name]
+                if link.many:
+                    record[name] = [by_id[i] for i in value if i in by_id]
+                elif value is not None:
+                    record[name] = by_id.get(value, value)
+
+    def _fetch_ids(self, conn: sa.Connection, entity: str, ids: Iterable[int]) -> list[Record]:
+        ids = list(ids)
+        if not ids:
+            return []
+        table = self.storage[entity]
+        return self._fetch(conn, table, table.table.c.id.in_(ids))
+
+    # -- writing -----------------------------------------------------------------------------
+    def create(self, entity: str, body: Any, *, owner: int | None = None) -> Record:
+        table = self.storage[entity]
+        spec = table.spec
+        values, many = self._parse(table, body, self.schemas[entity].create_validator)
+        for field in spec.fields.values():
+            if field.name not in values and field.default is not None:
+                values[field.name] = field.default
+        if spec.pipeline is not None:
+            selector = values.get(spec.pipeline.pipeline_by) if spec.pipeline.pipeline_by else None
+            values["stage"] = spec.pipeline.for_record(selector).initial
+            self._check_stage_requirements(spec, values)
+        if spec.owner:
+            values["owner"] = owner
+        if table.search_column is not None:
+            values[SEARCH_COLUMN] = _search_text(spec, values)
+        now = _now()
+        values.update(created_at=now, updated_at=now, version=1)
+        try:
+            with self.db.write() as conn:
+                self._check_links(conn, table, values, many)
+                new_id = conn.execute(
+                    sa.insert(table.table).values(values).returning(table.table.c.id)
+                ).scalar_one()
+                for name, ids in many.items():
+                    self._insert_links(conn, table.join_tables[name], new_id, ids)
+        except IntegrityError as error:
+            raise self._integrity(error) from None
+        values["id"] = new_id
+        for column in self.shapes[entity].columns:
+            values.setdefault(column.name, None)
+        record = self.shapes[entity].render(values)
+        for name, ids in many.items():
+            record[name] = sorted(ids)
+        return record
+
+    def update(self, entity: str, record_id: int, body: Any, *,
+               if_version: int | None = None) -> Record:
+        table = self.storage[entity]
+        spec = table.spec
+        record_id = _checked_id(record_id, entity)
+        values, many = self._parse(table, body, self.schemas[entity].patch_validator)
+        try:
+            with self.db.write() as conn:
+                row = conn.execute(
+                    sa.select(table.table).where(table.table.c.id == record_id).with_for_update()
+                ).first()
+                if row is None:
+                    raise NotFound(f"no {entity} with id {record_id}")
+                current = dict(row._mapping)
+                if if_version is not None and current["version"] != if_version:
+                    raise StaleVersion(
+                        f"{entity} {record_id} is at version {current['version']}, "
+                        f"not {if_version}; read it again and reapply your change")
+                changes = {k: v for k, v in values.items() if current.get(k) != v}
+                link_changes: dict[str, tuple[set[int], set[int]]] = {}
+                for name, ids in many.items():
+                    joins = table.join_tables[name]
+                    existing = set(conn.execute(sa.select(joins.c.target_id).where(
+                        joins.c.source_id == record_id)).scalars())
+                    wanted = set(ids)
+                    if wanted != existing:
+                        link_changes[name] = (wanted - existing, existing - wanted)
+                merged = {**current, **changes}
+                if spec.pipeline is not None:
+                    self._check_stage_requirements(spec, merged)
+                if not changes and not link_changes:
+                    return self._fetch(conn, table, table.table.c.id == record_id)[0]
+                self._check_links(conn, table, changes,
+                                  {n: sorted(add) for n, (add, _) in link_changes.items()})
+                if table.search_column is not None and any(f in changes for f in spec.search):
+                    changes[SEARCH_COLUMN] = _search_text(spec, merged)
+                changes.update(version=current["version"] + 1, updated_at=_now())
+                updated = conn.execute(
+                    sa.update(table.table)
+                    .where(table.table.c.id == record_id,
+                           table.table.c.version == current["version"])
+                    .values(changes)
+                ).rowcount
+                if updated != 1:
+                    raise StaleVersion(f"{entity} {record_id} was changed by someone else; "
+                                       "read it again and reapply your change")
+                for name, (added, removed) in link_changes.items():
+                    joins = table.join_tables[name]
+                    if removed:
+                        conn.execute(sa.delete(joins).where(
+                            joins.c.source_id == record_id, joins.c.target_id.in_(removed)))
+                    self._insert_links(conn, joins, record_id, added)
+                return self._fetch(conn, table, table.table.c.id == record_id)[0]
+        except IntegrityError as error:
+            raise self._integrity(error) from None
+
+    def delete(self, entity: str, record_id: int, *, if_version: int | None = None) -> None:
+        table = self.storage[entity]
+        record_id = _checked_id(record_id, entity)
+        try:
+            with self.db.write() as conn:
+                version = conn.execute(
+                    sa.select(table.table.c.version).where(table.table.c.id == record_id)
+                    .with_for_update()
+                ).scalar()
+                if version is None:
+                    raise NotFound(f"no {entity} with id {record_id}")
+                if if_version is not None and version != if_version:
+                    raise StaleVersion(f"{entity} {record_id} is at version {version}, "
+                                       f"not {if_version}")
+                self._delete(conn, entity, [record_id], set())
+        except IntegrityError as error:
+            raise self._integrity(error) from None
+
+    def add_link(self, entity: str, record_id: int, name: str, other_id: int) -> None:
+        self._change_link(entity, record_id, name, other_id, add=True)
+
+    def remove_link(self, entity: str, record_id: int, name: str, other_id: int) -> None:
+        self._change_link(entity, record_id, name, other_id, add=False)
+
+    def _change_link(self, entity: str, record_id: int, name: str, other_id: int, *,
+                     add: bool) -> None:
+        table = self.storage[entity]
+        link = table.spec.links.get(name)
+        if link is not None:
+            owner_entity, joins = entity, table.join_tables[name]
+            other_entity = link.target
+            source_id, target_id = record_id, other_id
+        else:
+            reverse = self.storage.setup.reverse_links[entity][name]
+            owner_entity = reverse.entity
+            joins = self.storage[reverse.entity].join_tables[reverse.link.name]
+            other_entity = reverse.entity
+            source_id, target_id = other_id, record_id
+        record_id = _checked_id(record_id, entity)
+        other_id = _checked_id(other_id, other_entity)
+        owner_table = self.storage[owner_entity].table
+        try:
+            with self.db.write() as conn:
+                for check_entity, check_id in ((entity, record_id), (other_entity, other_id)):
+                    check = self.storage[check_entity].table
+                    if conn.execute(sa.select(check.c.id).where(check.c.id == check_id)).first() is None:
+                        raise NotFound(f"no {check_entity} with id {check_id}")
+                pair = sa.and_(joins.c.source_id == source_id, joins.c.target_id == target_id)
+                exists = conn.execute(sa.select(joins.c.source_id).where(pair)).first() is not None
+                if add and not exists:
+                    conn.execute(sa.insert(joins).values(source_id=source_id, target_id=target_id))
+                elif not add and exists:
+                    conn.execute(sa.delete(joins).where(pair))
+                elif not add:
+                    raise NotFound(f"{entity} {record_id} is not linked to {other_entity} {other_id}")
+                else:
+                    return
+                conn.execute(
+                    sa.update(owner_table).where(owner_table.c.id == source_id)
+                    .values(version=owner_table.c.version + 1, updated_at=_now()))
+        except IntegrityError as error:
+            raise self._integrity(error) from None
+
+    # -- write helpers ---------------------------------------------------------------------
+    def _parse(self, table: EntityTable, body: Any,
+               validator: Any) -> tuple[dict[str, Any], dict[str, list[int]]]:
+        spec = table.spec
+        problems = schema_problems(validator, body, spec)
+        bad = {p.field.split(".")[0].split("[")[0] for p in problems}
+        values: dict[str, Any] = {}
+        many: dict[str, list[int]] = {}
+        if isinstance(body, dict):
+            for key, value in body.items():
+                if key in bad:
+                    continue
+                field = spec.fields.get(key)
+                if field is not None:
+                    if value is None:
+                        values[key] = None
+                        continue
+                    try:
+                        values[key] = field.type.parse(field, value)
+                    except ValueProblem as problem:
+                        problems.append(ErrorDetail(key, str(problem)))
+                    continue
+                link = spec.links[key]
+                if link.many:
+                    many[key] = sorted(value)
+                elif link.polymorphic:
+                    values[poly_entity_column(key)] = None if value is None else value["entity"]
+                    values[link_column(key)] = None if value is None else value["id"]
+                else:
+                    values[link_column(key)] = value
+        if problems:
+            raise ValidationFailed(f"the {spec.name} is not valid", problems)
+        return values, many
+
+    def _check_stage_requirements(self, spec: EntitySpec, values: Mapping[str, Any]) -> None:
+        stage = values.get("stage")
+        missing = [ErrorDetail(f.name, f"is required in stage {stage!r}")
+                   for f in spec.fields.values()
+                   if stage in f.required_in_stages and values.get(f.name) in (None, "", [])]
+        if missing:
+            raise ValidationFailed(f"the {spec.name} is not valid in stage {stage!r}", missing)
+
+    def _check_links(self, conn: sa.Connection, table: EntityTable, values: Mapping[str, Any],
+                     many: Mapping[str, Sequence[int]]) -> None:
+        problems: list[ErrorDetail] = []
+        for link in table.spec.links.values():
+            if link.many:
+                ids = list(many.get(link.name, ()))
+                target = link.target
+            else:
+                value = values.get(link_column(link.name))
+                if value is None:
+                    continue
+                ids = [value]
+                target = values[poly_entity_column(link.name)] if link.polymorphic else link.target
+            if not ids:
+                continue
+            target_table = self.storage[target].table
+            found = set(conn.execute(
+                sa.select(target_table.c.id).where(target_table.c.id.in_(ids))).scalars())
+            missing = [i for i in ids if i not in found]
+            if missing:
+                problems.append(ErrorDetail(
+                    link.name, f"no {target} with id " + ", ".join(str(i) for i in missing)))
+        if problems:
+            raise ValidationFailed("a linked record does not exist", problems,
+                                   code="link_not_found")
+
+    @staticmethod
+    def _insert_links(conn: sa.Connection, joins: sa.Table, source_id: int,
+                      ids: Iterable[int]) -> None:
+        rows = [{"source_id": source_id, "target_id": i} for i in sorted(ids)]
+        if rows:
+            conn.execute(sa.insert(joins), rows)
+
+    def _delete(self, conn: sa.Connection, entity: str, ids: list[int],
+                seen: set[tuple[str, int]]) -> None:
+        ids = [i for i in ids if (entity, i) not in seen]
+        if not ids:
+            return
+        seen.update((entity, i) for i in ids)
+        for source_entity, link in self.storage.setup.inbound_links[entity]:
+            source = self.storage[source_entity]
+            for chunk in _chunks(ids):
+                self._release(conn, entity, chunk, source, link, seen)
+        table = self.storage[entity]
+        for name, joins in table.join_tables.items():
+            for chunk in _chunks(ids):
+                conn.execute(sa.delete(joins).where(joins.c.source_id.in_(chunk)))
+        for chunk in _chunks(ids):
+            conn.execute(sa.delete(table.table).where(table.table.c.id.in_(chunk)))
+
+    def _release(self, conn: sa.Connection, entity: str, ids: list[int], source: EntityTable,
+                 link: LinkSpec, seen: set[tuple[str, int]]) -> None:
+        """Apply `link.on_delete` to the records of `source` that point at `ids`."""
+        if link.many:
+            joins = source.join_tables[link.name]
+            where = joins.c.target_id.in_(ids)
+            if link.on_delete == "restrict":
+                count = conn.execute(
+                    sa.select(sa.func.count(sa.distinct(joins.c.source_id))).where(where)
+                ).scalar_one()
+                self._restrict(entity, source.name, link, count)
+            conn.execute(sa.delete(joins).where(where))
+            return
+        id_column = source.table.c[link_column(link.name)]
+        where = id_column.in_(ids)
+        if link.polymorphic:
+            where = sa.and_(source.table.c[poly_entity_column(link.name)] == entity, where)
+        if link.on_delete == "restrict":
+            referencing = conn.execute(sa.select(source.table.c.id).where(where)).scalars().all()
+            referencing = [r for r in referencing if (source.name, r) not in seen]
+            self._restrict(entity, source.name, link, len(referencing))
+        elif link.on_delete == "cascade":
+            children = conn.execute(sa.select(source.table.c.id).where(where)).scalars().all()
+            self._delete(conn, source.name, list(children), seen)
+        else:
+            cleared = {link_column(link.name): None}
+            if link.polymorphic:
+                cleared[poly_entity_column(link.name)] = None
+            conn.execute(sa.update(source.table).where(where).values(
+                **cleared, version=source.table.c.version + 1, updated_at=_now()))
+
+    @staticmethod
+    def _restrict(entity: str, source: str, link: LinkSpec, count: int) -> None:
+        if count:
+            raise Conflict(
+                f"cannot delete this {entity}: {count} {source} record(s) link to it "
+                f"through {source}.{link.name}; delete or relink them first",
+                [ErrorDetail(f"{source}.{link.name}", f"{count} record(s) link here")],
+                code="delete_restricted",
+            )
+
+    def _integrity(self, error: IntegrityError) -> Exception:
+        text = str(error.orig)
+        constraint = getattr(getattr(error.orig, "diag", None), "constraint_name", None)
+        target: tuple[str, str] | None = None
+        if constraint and constraint in self._unique_fields:
+            target = self._unique_fields[constraint]
+        elif "UNIQUE constraint failed:" in text:
+            table_name, _, column = text.split("UNIQUE constraint failed:")[1].strip().partition(".")
+            target = (table_name, column.split(",")[0].strip())
+        if target is not None:
+            entity, field = target
+            return Conflict(f"another {entity} already has this {field}",
+                            [ErrorDetail(field, "is already taken by another record")],
+                            code="unique_violation")
+        if "foreign key" in text.lower() or "FOREIGN KEY" in text:
+            return ValidationFailed("a linked record does not exist (it may have just been deleted)",
+                                    code="link_not_found")
+        return Conflict("the change conflicts with the database's rules: " + text.splitlines()[0],
+                        code="conflict")
+
+
+def _search_text(spec: EntitySpec, values: Mapping[str, Any]) -> str | None:
+    parts = [str(values[name]) for name in spec.search if values.get(name) not in (None, "")]
+    return fold_text("\n".join(parts)) if parts else None
+
+
+def _cursor_value(field: FieldSpec, value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    return field.type.render(field, value)
+
+
+def _checked_id(value: int, entity: str) -> int:
+    if not 1 <= value <= MAX_ID:
+        raise NotFound(f"no {entity} with id {value}")
+    return value
+
+
+def _chunks(ids: list[int], size: int = 500) -> Iterable[list[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start:start + size]

@@ -1,0 +1,100 @@
+"""Column types that behave the same on SQLite and PostgreSQL.
+
+- `ExactDecimal`: NUMERIC(digits, places) on PostgreSQL; on SQLite, whose NUMERIC
+  affinity turns values into floats, an INTEGER of the value scaled by 10**places. Both
+  keep every digit, sort numerically and sum exactly in SQL.
+- `UTCDateTime`: TIMESTAMP WITH TIME ZONE on PostgreSQL; on SQLite an ISO text in UTC.
+  Python sees aware datetimes in UTC either way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+
+class ExactDecimal(TypeDecorator[Decimal]):
+    impl = sa.Numeric
+    cache_ok = True
+
+    def __init__(self, digits: int, places: int):
+        super().__init__()
+        self.digits = digits
+        self.places = places
+        self._scale = Decimal(10) ** places
+        self._quantum = Decimal(1).scaleb(-places)
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(sa.BigInteger())
+        return dialect.type_descriptor(sa.Numeric(self.digits, self.places, asdecimal=True))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        value = Decimal(value)
+        if dialect.name == "sqlite":
+            return int((value * self._scale).to_integral_value())
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        if dialect.name == "sqlite":
+            return (Decimal(int(value)) / self._scale).quantize(self._quantum)
+        return Decimal(value).quantize(self._quantum)
+
+    @property
+    def python_type(self) -> type:
+        return Decimal
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    impl = sa.DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.TIMESTAMP(timezone=True))
+        return dialect.type_descriptor(sa.String(32))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime reached the database")
+        value = value.astimezone(dt.UTC)
+        if dialect.name == "postgresql":
+            return value
+        # fixed width, so text order is time order
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+                tzinfo=dt.UTC
+            )
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+    @property
+    def python_type(self) -> type:
+        return dt.datetime
+
+
+def json_column() -> TypeEngine[Any]:
+    return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def id_column_type() -> TypeEngine[int]:
+    # SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid alias)
+    return sa.BigInteger().with_variant(sa.Integer(), "sqlite")

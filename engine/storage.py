@@ -1,0 +1,206 @@
+"""Storage: the SQLAlchemy tables generated from a setup, and what each column means.
+
+Per entity, one table:
+- `id`, `created_at`, `updated_at`, `version`; `owner` when the entity says so; `stage`
+  when it has a pipeline;
+- one typed column per field (the field type chooses it);
+- `<link>_id` per many-to-one link, a foreign key with the declared `on_delete`;
+- `<link>_entity` + `<link>_id` per polymorphic link, indexed together, so "every task
+  about sale 7" is one index lookup;
+- `kt_search`: the folded text of the `search:` fields (see `fieldtypes.fold_text`).
+Per many-to-many link, a join table `<entity>__<link>(source_id, target_id)`.
+
+Indexes are generated: every link column, `stage`, `owner`, unique fields, fields with
+`index: true` and the types people filter by (money, date, datetime, choice), plus
+`(stage, field)` for those on pipeline entities so a board column sorted by a field is
+one index range. PostgreSQL indexes sort NULLs first, matching SQLite and our sort
+order (NULL is the smallest value).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import sqlalchemy as sa
+
+from engine.fieldtypes import FieldTypeRegistry, default_registry
+from engine.naming import db_object_name, join_table_name, link_column, poly_entity_column
+from engine.spec import EntitySpec, FieldSpec, LinkSpec, SetupSpec
+from engine.sql_types import UTCDateTime, id_column_type
+
+SEARCH_COLUMN = "kt_search"
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """A scalar a client can filter or sort by: a field, a system column, a link's id."""
+
+    name: str
+    column: sa.Column[Any]
+    field: FieldSpec
+    link: LinkSpec | None = None
+
+
+@dataclass
+class EntityTable:
+    spec: EntitySpec
+    table: sa.Table
+    attributes: Mapping[str, Attribute]
+    join_tables: Mapping[str, sa.Table] = field(default_factory=dict)
+    search_column: sa.Column[Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+class Storage:
+    """The generated schema of one setup. Owns its own MetaData (never a global one)."""
+
+    def __init__(self, setup: SetupSpec, registry: FieldTypeRegistry | None = None):
+        self.setup = setup
+        self.registry = registry or default_registry()
+        self.metadata = sa.MetaData()
+        self.setup_history = sa.Table(
+            "kt_setup_history", self.metadata,
+            sa.Column("id", id_column_type(), primary_key=True, autoincrement=True),
+            sa.Column("applied_at", UTCDateTime(), nullable=False),
+            sa.Column("setup_name", sa.String(200), nullable=False),
+            sa.Column("digest", sa.String(64), nullable=False),
+            sa.Column("summary", sa.Text(), nullable=False),
+        )
+        self._system = _SystemFields(self.registry)
+        tables: dict[str, EntityTable] = {}
+        for entity in setup.entities.values():
+            tables[entity.name] = self._entity_table(entity)
+        for entity in setup.entities.values():
+            self._join_tables(tables, entity)
+        self.entities: Mapping[str, EntityTable] = MappingProxyType(tables)
+
+    def __getitem__(self, entity: str) -> EntityTable:
+        return self.entities[entity]
+
+    def _entity_table(self, entity: EntitySpec) -> EntityTable:
+        name = entity.name
+        columns: list[sa.Column[Any]] = [
+            sa.Column("id", id_column_type(), primary_key=True, autoincrement=True),
+            sa.Column("created_at", UTCDateTime(), nullable=False),
+            sa.Column("updated_at", UTCDateTime(), nullable=False),
+            sa.Column("version", sa.Integer(), nullable=False),
+        ]
+        attrs: dict[str, tuple[str, FieldSpec, LinkSpec | None]] = {
+            "id": ("id", self._system.id, None),
+            "created_at": ("created_at", self._system.created_at, None),
+            "updated_at": ("updated_at", self._system.updated_at, None),
+            "version": ("version", self._system.version, None),
+        }
+        indexed: list[str] = []
+        if entity.owner:
+            columns.append(sa.Column("owner", sa.BigInteger(), nullable=True))
+            attrs["owner"] = ("owner", self._system.owner, None)
+            indexed.append("owner")
+        if entity.pipeline:
+            stage_field = self._system.stage(entity.pipeline.all_stage_names)
+            columns.append(sa.Column("stage", sa.String(64), nullable=False))
+            attrs["stage"] = ("stage", stage_field, None)
+        for spec in entity.fields.values():
+            columns.append(sa.Column(spec.name, spec.type.column_type(spec),
+                                     nullable=not spec.required))
+            attrs[spec.name] = (spec.name, spec, None)
+            if spec.index and not spec.unique:
+                indexed.append(spec.name)
+        for link in entity.links.values():
+            if link.many:
+                continue
+            id_column = link_column(link.name)
+            if link.polymorphic:
+                columns.append(sa.Column(poly_entity_column(link.name), sa.String(64), nullable=True))
+                columns.append(sa.Column(id_column, sa.BigInteger(), nullable=True))
+            else:
+                ondelete = {"restrict": "RESTRICT", "cascade": "CASCADE",
+                            "set_null": "SET NULL"}[link.on_delete]
+                columns.append(sa.Column(
+                    id_column, sa.BigInteger(),
+                    sa.ForeignKey(f"{link.target}.id", ondelete=ondelete,
+                                  name=db_object_name("fk", name, id_column)),
+                    nullable=not link.required))
+                indexed.append(id_column)
+                attrs[link.name] = (id_column, self._system.link_id(link), link)
+        search_column = None
+        if entity.search:
+            search_column = sa.Column(SEARCH_COLUMN, sa.Text(), nullable=True)
+            columns.append(search_column)
+
+        table = sa.Table(name, self.metadata, *columns)
+        for field_name in (f.name for f in entity.fields.values() if f.unique):
+            table.append_constraint(sa.UniqueConstraint(
+                field_name, name=db_object_name("uq", name, field_name)))
+        for column_name in indexed:
+            _add_index(table, column_name)
+        if entity.pipeline:
+            _add_index(table, "stage")
+            for spec in entity.fields.values():
+                if spec.index and spec.type.sortable:
+                    _add_index(table, "stage", spec.name)
+        for link in entity.links.values():
+            if link.polymorphic:
+                _add_index(table, poly_entity_column(link.name), link_column(link.name))
+        attributes = {
+            api_name: Attribute(api_name, table.c[column_name], spec, link)
+            for api_name, (column_name, spec, link) in attrs.items()
+        }
+        return EntityTable(entity, table, MappingProxyType(attributes), {}, search_column)
+
+    def _join_tables(self, tables: dict[str, EntityTable], entity: EntitySpec) -> None:
+        joins: dict[str, sa.Table] = {}
+        for link in entity.links.values():
+            if not link.many:
+                continue
+            name = join_table_name(entity.name, link.name)
+            target_ondelete = "RESTRICT" if link.on_delete == "restrict" else "CASCADE"
+            table = sa.Table(
+                name, self.metadata,
+                sa.Column("source_id", sa.BigInteger(),
+                          sa.ForeignKey(f"{entity.name}.id", ondelete="CASCADE",
+                                        name=db_object_name("fk", name, "source_id")),
+                          primary_key=True),
+                sa.Column("target_id", sa.BigInteger(),
+                          sa.ForeignKey(f"{link.target}.id", ondelete=target_ondelete,
+                                        name=db_object_name("fk", name, "target_id")),
+                          primary_key=True),
+            )
+            _add_index(table, "target_id")
+            joins[link.name] = table
+        tables[entity.name].join_tables = MappingProxyType(joins)
+
+
+def _add_index(table: sa.Table, *column_names: str) -> None:
+    name = db_object_name("ix", table.name, *column_names)
+    columns = [table.c[c] for c in column_names]
+    # SQLite's NULLs already sort first; PostgreSQL's must be told so
+    sa.Index(name, *columns).ddl_if(dialect="sqlite")
+    sa.Index(name, *(c.asc().nulls_first() for c in columns)).ddl_if(dialect="postgresql")
+
+
+class _SystemFields:
+    """FieldSpecs for columns the server manages, so they filter and render like fields."""
+
+    def __init__(self, registry: FieldTypeRegistry):
+        integer, datetime = registry.get("integer"), registry.get("datetime")
+        assert integer is not None and datetime is not None
+        self._integer, self._choice = integer, registry.get("choice")
+        self.id = FieldSpec("id", integer, {"en": "ID"}, system=True)
+        self.created_at = FieldSpec("created_at", datetime, {"en": "Created"}, system=True)
+        self.updated_at = FieldSpec("updated_at", datetime, {"en": "Updated"}, system=True)
+        self.version = FieldSpec("version", integer, {"en": "Version"}, system=True)
+        self.owner = FieldSpec("owner", integer, {"en": "Owner"}, system=True)
+
+    def stage(self, names: tuple[str, ...]) -> FieldSpec:
+        assert self._choice is not None
+        return FieldSpec("stage", self._choice, {"en": "Stage"}, options=names, system=True)
+
+    def link_id(self, link: LinkSpec) -> FieldSpec:
+        return FieldSpec(link.name, self._integer, link.label, required=link.required)

@@ -1,0 +1,193 @@
+"""`kartoteka check | migrate | serve` — a thin shell over the engine.
+
+Errors from the engine (`KartotekaError`) become a clean message and exit code 1; a
+traceback is printed only with `--traceback`. Click handles usage errors (exit 2).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from engine.core import Kartoteka, Settings
+from engine.database import DEFAULT_URL, DatabaseSettings
+from engine.errors import KartotekaError, SetupError
+from engine.loader import check_setup
+from engine.spec import SetupSpec
+
+DB_OPTION = click.option(
+    "--db", "db_url", envvar="KARTOTEKA_DATABASE_URL", default=DEFAULT_URL, show_default=True,
+    help="Database URL: sqlite:///file.db or postgresql+psycopg://user@host/name "
+         "(or set KARTOTEKA_DATABASE_URL).")
+SETUP_ARG = click.argument("setup", type=click.Path(file_okay=False, path_type=Path))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--traceback", is_flag=True, help="Show the full traceback of an error.")
+@click.version_option(package_name="kartoteka")
+@click.pass_context
+def main(ctx: click.Context, traceback: bool) -> None:
+    """Kartoteka turns a folder of YAML files into a business database with a REST API."""
+    ctx.obj = {"traceback": traceback}
+
+
+def _guarded(ctx: click.Context, action: Callable[[], Any]) -> Any:
+    try:
+        return action()
+    except SetupError as error:
+        _print_diagnostics(error.diagnostics)
+        ctx.exit(1)
+    except KartotekaError as error:
+        if ctx.obj.get("traceback"):
+            raise
+        click.echo(f"error: {error}", err=True)
+        ctx.exit(1)
+
+
+def _print_diagnostics(diagnostics: Any) -> None:
+    errors = [d for d in diagnostics if d.severity == "error"]
+    for diagnostic in diagnostics:
+        click.echo(str(diagnostic), err=True)
+    if errors:
+        click.echo(f"{len(errors)} error(s); nothing was loaded.", err=True)
+
+
+def _open(setup_dir: Path, db_url: str) -> Kartoteka:
+    result = check_setup(setup_dir)
+    if result.setup is None:
+        raise SetupError(result.diagnostics)
+    return Kartoteka(result.setup, Settings(database=DatabaseSettings(url=db_url)))
+
+
+@main.command()
+@SETUP_ARG
+@click.option("--json", "as_json", is_flag=True, help="Print the diagnostics as JSON.")
+@click.pass_context
+def check(ctx: click.Context, setup: Path, as_json: bool) -> None:
+    """Check a setup; print a summary, or every problem with file:line and key."""
+    result = check_setup(setup)
+    if as_json:
+        click.echo(json.dumps({"ok": result.setup is not None,
+                               "diagnostics": [d.as_json() for d in result.diagnostics]},
+                              ensure_ascii=False, indent=2))
+        ctx.exit(0 if result.setup is not None else 1)
+    if result.setup is None:
+        _print_diagnostics(result.diagnostics)
+        ctx.exit(1)
+    for warning in result.warnings:
+        click.echo(str(warning), err=True)
+    click.echo(summary(result.setup))
+
+
+def summary(setup: SetupSpec) -> str:
+    """A short description of a setup: entities, fields, links, stages."""
+    lines = []
+    fields = sum(len(e.fields) for e in setup.entities.values())
+    links = sum(len(e.links) for e in setup.entities.values())
+    pipelines = sum(len(e.pipeline.pipelines) for e in setup.entities.values() if e.pipeline)
+    lines.append(f"{setup.name}: {len(setup.entities)} entities, {fields} fields, "
+                 f"{links} links, {pipelines} pipeline(s) — OK")
+    for entity in setup.entities.values():
+        parts = [f"{len(entity.fields)} fields"]
+        if entity.links:
+            parts.append("links " + ", ".join(
+                f"{l.name}→{'|'.join(l.targets)}{'[]' if l.many else ''}" for l in entity.links.values()))
+        reverse = setup.reverse_links[entity.name]
+        if reverse:
+            parts.append("reverse " + ", ".join(reverse))
+        if entity.pipeline:
+            for name, pipeline in entity.pipeline.pipelines.items():
+                label = "stages" if name == "default" else f"{name} stages"
+                parts.append(f"{label} {' → '.join(pipeline.stage_names)}")
+        lines.append(f"  {entity.name}: " + "; ".join(parts))
+    return "\n".join(lines)
+
+
+@main.command()
+@SETUP_ARG
+@DB_OPTION
+@click.option("--plan", "plan_only", is_flag=True, help="Print what would change; change nothing.")
+@click.pass_context
+def migrate(ctx: click.Context, setup: Path, db_url: str, plan_only: bool) -> None:
+    """Create the database, or what is missing in it, to match the setup."""
+    def run() -> None:
+        kt = _open(setup, db_url)
+        try:
+            plan = kt.plan()
+            if plan_only:
+                for step in plan.steps:
+                    click.echo(f"+ {step}")
+                for refusal in plan.refusals:
+                    click.echo(f"! {refusal}")
+                if plan.up_to_date:
+                    click.echo("The database matches the setup; nothing to do.")
+                if plan.refusals:
+                    ctx.exit(1)
+                return
+            applied = kt.migrate()
+            for step in applied.steps:
+                click.echo(f"+ {step}")
+            click.echo("The database matches the setup." if applied.up_to_date
+                       else f"Applied {len(applied.steps)} step(s).")
+        finally:
+            kt.close()
+    _guarded(ctx, run)
+
+
+LOOPBACK_NAMES = {"localhost"}
+
+
+def _is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@main.command()
+@SETUP_ARG
+@DB_OPTION
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--migrate", "auto_migrate", is_flag=True,
+              help="Create what is missing in the database before serving.")
+@click.pass_context
+def serve(ctx: click.Context, setup: Path, db_url: str, host: str, port: int,
+          auto_migrate: bool) -> None:
+    """Serve the setup's REST API (docs at /docs)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    if not _is_loopback(host):
+        click.echo(
+            f"error: refusing to serve on {host}: this database has no users, so the API is "
+            "open to anyone who can reach it. Serve on 127.0.0.1 (the default).", err=True)
+        ctx.exit(1)
+
+    def build() -> Any:
+        kt = _open(setup, db_url)
+        if auto_migrate:
+            for step in kt.migrate().steps:
+                click.echo(f"+ {step}")
+        kt.verify_database()
+        return create_app(kt)
+
+    app = _guarded(ctx, build)
+    click.echo(f"Serving {setup} on http://{host}:{port} (docs: http://{host}:{port}/docs); "
+               "the API is open: no users yet, loopback only.", err=True)
+    uvicorn.run(app, host=host, port=port, log_level=os.environ.get("KARTOTEKA_LOG_LEVEL", "info"),
+                access_log=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""A PostgreSQL server for the tests: the one named by KARTOTEKA_TEST_POSTGRES_URL, or a
+throwaway one started from Debian's binaries (/usr/lib/postgresql/*/bin) for the session.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+
+ENV = "KARTOTEKA_TEST_POSTGRES_URL"
+HOW_TO = (f"PostgreSQL tests skipped: install Debian's postgresql package "
+          f"(apt-get install postgresql) or set {ENV}=postgresql+psycopg://user@127.0.0.1:5432/db")
+
+
+def _binaries() -> str | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return os.path.dirname(found[-1]) if found else None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def postgres_server() -> Iterator[str | None]:
+    """Yield a server URL (no database part) or None when no server can be had."""
+    if os.environ.get(ENV):
+        yield os.environ[ENV].rsplit("/", 1)[0] + "/"
+        return
+    bindir = _binaries()
+    if bindir is None:
+        yield None
+        return
+    as_root = os.geteuid() == 0
+    workdir = tempfile.mkdtemp(prefix="kartoteka-pg-")
+    data = os.path.join(workdir, "data")
+    prefix: list[str] = []
+    if as_root:
+        shutil.chown(workdir, "postgres", "postgres")
+        os.chmod(workdir, 0o700)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    user = "postgres" if as_root else os.environ.get("USER", "postgres")
+    port = _free_port()
+    subprocess.run([*prefix, f"{bindir}/initdb", "-D", data, "-U", user, "--auth=trust",
+                    "--encoding=UTF8", "--locale=C.UTF-8"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    options = (f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off "
+               "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+    subprocess.run([*prefix, f"{bindir}/pg_ctl", "-D", data, "-o", options, "-w", "-l",
+                    os.path.join(workdir, "log"), "start"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield f"postgresql+psycopg://{user}@127.0.0.1:{port}/"
+    finally:
+        subprocess.run([*prefix, f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "stop"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def fresh_database(server: str) -> tuple[str, callable]:  # type: ignore[valid-type]
+    """Create an empty database on `server`; return its URL and a function that drops it."""
+    name = "kt_" + uuid.uuid4().hex[:12]
+    admin = sa.create_engine(server + "postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE template0 ENCODING \'UTF8\'')
+    admin.dispose()
+
+    def drop() -> None:
+        engine = sa.create_engine(server + "postgres", isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            for _ in range(20):
+                try:
+                    conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                    break
+                except sa.exc.OperationalError:
+                    time.sleep(0.1)
+        engine.dispose()
+
+    return server + name, drop
