@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -80,15 +81,18 @@ startswith isnull), `link=id`, `link.field=value`, `q=` (case-insensitive search
 """
 
 
+_REFUSED: dict[int | str, dict[str, Any]] = {"4XX": {
+    "description": "The request was refused; nothing was changed",
+    "content": {"application/json": {"schema": {"$ref": REF + "Error"}}}}}
+
+
 def _ok(schema: dict[str, Any], status: int = 200, headers: dict[str, Any] | None = None,
         description: str = "OK") -> dict[int | str, dict[str, Any]]:
     response: dict[str, Any] = {"description": description,
                                 "content": {"application/json": {"schema": schema}}}
     if headers:
         response["headers"] = headers
-    return {status: response, "4XX": {
-        "description": "The request was refused; nothing was changed",
-        "content": {"application/json": {"schema": {"$ref": REF + "Error"}}}}}
+    return {status: response, **_REFUSED}
 
 
 def _id_param(name: str = "id", what: str = "record") -> dict[str, Any]:
@@ -138,7 +142,7 @@ class _Routes:
         base = f"/api/{name}"
         schema_name = pascal(name)
         label = label_text(entity.label, self.kt.setup.languages[0])
-        tags = [name]
+        tags: list[str | Enum] = [name]
         records = self.records
 
         async def list_records(request: Request) -> Response:
@@ -207,8 +211,7 @@ class _Routes:
                           status_code=204, response_class=Response, summary=f"Delete a {label}",
                           operation_id=f"delete_{name}",
                           openapi_extra={"parameters": [_id_param()]},
-                          responses={204: {"description": "Deleted"},
-                                     **{k: v for k, v in _ok({}).items() if k == "4XX"}})
+                          responses={204: {"description": "Deleted"}, **_REFUSED})
         self._add_links(app, entity)
 
     def _add_links(self, app: FastAPI, entity: EntitySpec) -> None:
@@ -237,33 +240,33 @@ class _Routes:
             app.add_api_route(f"{base}/{{id}}/{way}", make_list(), methods=["GET"],
                               tags=[name], response_class=Response,
                               summary=f"{way} of a {name}", operation_id=f"list_{name}_{way}",
-                              openapi_extra={"parameters": [_id_param(),
-                                                            *_list_params(setup.entities[target] if target else entity)]},
+                              openapi_extra={"parameters": [
+                                  _id_param(), *_list_params(setup.entities[target or name])]},
                               responses=_ok(target_ref))
             if not many:
                 continue
 
-            def make_change(add: bool, way: str = way) -> Callable[[Request], Any]:
+            def make_change(add: bool, way: str = way,
+                            other: str = target or "record") -> Callable[[Request], Any]:
                 async def change(request: Request) -> Response:
                     record_id = _path_id(request, "id", name)
-                    other_id = _path_id(request, "other_id", target or "record")
+                    other_id = _path_id(request, "other_id", other)
                     method = records.add_link if add else records.remove_link
                     await self.run("link", method, name, record_id, way, other_id)
                     return Response(status_code=204)
                 return change
 
             params = {"parameters": [_id_param(), _id_param("other_id", f"linked {target}")]}
-            errors = {k: v for k, v in _ok({}).items() if k == "4XX"}
             app.add_api_route(f"{base}/{{id}}/{way}/{{other_id}}", make_change(True),
                               methods=["PUT"], tags=[name], status_code=204,
                               response_class=Response, summary=f"Link a {target} to a {name}",
                               operation_id=f"add_{name}_{way}", openapi_extra=params,
-                              responses={204: {"description": "Linked"}, **errors})
+                              responses={204: {"description": "Linked"}, **_REFUSED})
             app.add_api_route(f"{base}/{{id}}/{way}/{{other_id}}", make_change(False),
                               methods=["DELETE"], tags=[name], status_code=204,
                               response_class=Response, summary=f"Unlink a {target} from a {name}",
                               operation_id=f"remove_{name}_{way}", openapi_extra=params,
-                              responses={204: {"description": "Unlinked"}, **errors})
+                              responses={204: {"description": "Unlinked"}, **_REFUSED})
 
 
 def _params(request: Request) -> list[tuple[str, str]]:

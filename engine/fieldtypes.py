@@ -274,7 +274,7 @@ class DecimalType(FieldType):
 
     name = "decimal"
     accepts = frozenset({"min", "max"})
-    extra_keys = {
+    extra_keys: ClassVar[Mapping[str, Mapping[str, Any]]] = {
         "digits": {"type": "integer", "minimum": 1, "maximum": 18},
         "places": {"type": "integer", "minimum": 0, "maximum": 17},
     }
@@ -536,8 +536,9 @@ class MultichoiceType(FieldType):
                dialect: str) -> ColumnElement[bool]:
         if op == "contains":
             if dialect == "postgresql":
-                return column.op("@>")(sa.cast(sa.literal([value], json_column()),
-                                                postgresql.JSONB))  # type: ignore[no-any-return]
+                contains: ColumnElement[bool] = column.op("@>")(
+                    sa.cast(sa.literal([value], json_column()), postgresql.JSONB))
+                return contains
             each = sa.func.json_each(column).table_valued("value")
             return sa.exists().where(each.c.value == value)
         return super().filter(field, column, op, value, dialect)

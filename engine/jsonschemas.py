@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 
@@ -114,15 +114,15 @@ def _write_schema(table: EntityTable, language: str, *, patch: bool) -> dict[str
         properties[link.name] = _described(_link_schema(link, read=False), link, language)
         if link.required and not patch:
             required.append(link.name)
-    schema: dict[str, Any] = {
+    document: dict[str, Any] = {
         "type": "object",
         "title": f"{pascal(entity.name)}{'Patch' if patch else 'Create'}",
         "properties": properties,
         "additionalProperties": False,
     }
     if required:
-        schema["required"] = required
-    return schema
+        document["required"] = required
+    return document
 
 
 def _read_schema(table: EntityTable, language: str) -> dict[str, Any]:
@@ -232,7 +232,7 @@ def _translate_all(validator: jsonschema.Draft202012Validator, body: Any,
 
 
 def _problem(error: jsonschema.ValidationError, entity: EntitySpec, path: list[Any]) -> str:
-    kind, value = error.validator, error.validator_value
+    kind, value = error.validator, cast(Any, error.validator_value)
     spec = entity.fields.get(path[0]) if path and isinstance(path[0], str) else None
     link = entity.links.get(path[0]) if path and isinstance(path[0], str) else None
     if kind in ("type", "anyOf"):

@@ -134,7 +134,8 @@ class QueryParser:
         if attribute is None:
             raise _Refused(f"{target.name} has no field {tail!r}"
                            + _hint(did_you_mean(tail, target.attributes)))
-        return subquery_of(self._compare(attribute, op, text))
+        condition: ColumnElement[bool] = subquery_of(self._compare(attribute, op, text))
+        return condition
 
     def _compare(self, attribute: Attribute, op: str, text: str) -> ColumnElement[bool]:
         spec = attribute.field
@@ -356,7 +357,7 @@ def _beyond(key: SortKey, value: Any) -> ColumnElement[bool]:
             return sa.false()
         return sa.or_(column < value, column.is_(None)) if nullable else column < value
     if value is None:
-        return column.is_not(None)  # type: ignore[no-any-return]
+        return column.is_not(None)
     return column > value  # type: ignore[no-any-return]
 
 

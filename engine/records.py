@@ -36,6 +36,8 @@ from engine.storage import SEARCH_COLUMN, EntityTable, Storage
 
 MAX_ID = 2**63 - 1
 Record = dict[str, Any]
+#: a database row or a dict of column values, by column name
+Row = Mapping[Any, Any]
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,12 @@ class _Shape:
                        if not l.many and not l.polymorphic]
         self.many = [l.name for l in spec.links.values() if l.many]
         self.steps = steps
+        by_id = table.table.c.id == sa.bindparam("record_id")
+        #: built once: statement construction costs more than the query on a hot path
+        self.select_by_id = sa.select(*self.columns).where(by_id)
+        self.lock_by_id = sa.select(table.table).where(by_id).with_for_update()
 
-    def render(self, row: Mapping[str, Any]) -> Record:
+    def render(self, row: Row) -> Record:
         record: Record = {}
         for key, column, render in self.steps:
             value = row[column]
@@ -121,7 +127,9 @@ class Records:
     def get(self, entity: str, record_id: int, include: Sequence[str] = ()) -> Record:
         table = self.storage[entity]
         with self.db.read() as conn:
-            records = self._fetch(conn, table, table.table.c.id == _checked_id(record_id, entity))
+            rows = conn.execute(self.shapes[entity].select_by_id,
+                                {"record_id": _checked_id(record_id, entity)}).all()
+            records = self._render(conn, table, [row._mapping for row in rows])
             if not records:
                 raise NotFound(f"no {entity} with id {record_id}")
             self._include(conn, table, records, include)
@@ -148,7 +156,7 @@ class Records:
             query = self.parser.parse(target, params)
             return self._list(conn, query, condition)
 
-    def _linked_condition(self, table: EntityTable, row: Mapping[str, Any],
+    def _linked_condition(self, table: EntityTable, row: Row,
                           name: str) -> tuple[str | None, ColumnElement[bool]]:
         link = table.spec.links.get(name)
         if link is not None:
@@ -219,7 +227,7 @@ class Records:
         return self._render(conn, table, [row._mapping for row in rows])
 
     def _render(self, conn: sa.Connection, table: EntityTable,
-                rows: Sequence[Mapping[str, Any]]) -> list[Record]:
+                rows: Sequence[Row]) -> list[Record]:
         shape = self.shapes[table.name]
         records = [shape.render(row) for row in rows]
         if shape.many and records:
@@ -317,9 +325,8 @@ class Records:
         values, many = self._parse(table, body, self.schemas[entity].patch_validator)
         try:
             with self.db.write() as conn:
-                row = conn.execute(
-                    sa.select(table.table).where(table.table.c.id == record_id).with_for_update()
-                ).first()
+                row = conn.execute(self.shapes[entity].lock_by_id,
+                                   {"record_id": record_id}).first()
                 if row is None:
                     raise NotFound(f"no {entity} with id {record_id}")
                 current = dict(row._mapping)
@@ -340,7 +347,7 @@ class Records:
                 if spec.pipeline is not None:
                     self._check_stage_requirements(spec, merged)
                 if not changes and not link_changes:
-                    return self._fetch(conn, table, table.table.c.id == record_id)[0]
+                    return self._render(conn, table, [current])[0]
                 self._check_links(conn, table, changes,
                                   {n: sorted(add) for n, (add, _) in link_changes.items()})
                 if table.search_column is not None and any(f in changes for f in spec.search):
@@ -361,7 +368,7 @@ class Records:
                         conn.execute(sa.delete(joins).where(
                             joins.c.source_id == record_id, joins.c.target_id.in_(removed)))
                     self._insert_links(conn, joins, record_id, added)
-                return self._fetch(conn, table, table.table.c.id == record_id)[0]
+                return self._render(conn, table, [{**merged, **changes}])[0]
         except IntegrityError as error:
             raise self._integrity(error) from None
 
@@ -514,7 +521,7 @@ class Records:
             for chunk in _chunks(ids):
                 self._release(conn, entity, chunk, source, link, seen)
         table = self.storage[entity]
-        for name, joins in table.join_tables.items():
+        for joins in table.join_tables.values():
             for chunk in _chunks(ids):
                 conn.execute(sa.delete(joins).where(joins.c.source_id.in_(chunk)))
         for chunk in _chunks(ids):
@@ -525,16 +532,16 @@ class Records:
         """Apply `link.on_delete` to the records of `source` that point at `ids`."""
         if link.many:
             joins = source.join_tables[link.name]
-            where = joins.c.target_id.in_(ids)
+            linked = joins.c.target_id.in_(ids)
             if link.on_delete == "restrict":
                 count = conn.execute(
-                    sa.select(sa.func.count(sa.distinct(joins.c.source_id))).where(where)
+                    sa.select(sa.func.count(sa.distinct(joins.c.source_id))).where(linked)
                 ).scalar_one()
                 self._restrict(entity, source.name, link, count)
-            conn.execute(sa.delete(joins).where(where))
+            conn.execute(sa.delete(joins).where(linked))
             return
         id_column = source.table.c[link_column(link.name)]
-        where = id_column.in_(ids)
+        where: ColumnElement[bool] = id_column.in_(ids)
         if link.polymorphic:
             where = sa.and_(source.table.c[poly_entity_column(link.name)] == entity, where)
         if link.on_delete == "restrict":
