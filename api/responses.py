@@ -18,9 +18,11 @@ JSON_TYPE = "application/json"
 def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     try:
         body = orjson.dumps(content)
-    except (orjson.JSONEncodeError, TypeError):
-        # text a client sent with lone surrogates, echoed in an error: escape it
-        body = json.dumps(content, ensure_ascii=True, default=str).encode()
+    except orjson.JSONEncodeError as error:
+        if "surrogates" not in str(error):
+            raise
+        # text a client sent with lone surrogates, echoed in an error message: escape it
+        body = json.dumps(content, ensure_ascii=True).encode()
     return Response(body, status_code=status, headers=headers, media_type=JSON_TYPE)
 
 

@@ -59,7 +59,7 @@ class _Shape:
         self.columns = [c for c in table.table.columns if c.name != SEARCH_COLUMN]
         steps: list[tuple[str, str, Callable[[Any], Any] | None]] = []
         for column in self.columns:
-            name = column.name
+            name = str(column.name)  # a plain str: SQLAlchemy's quoted_name is a subclass
             field = spec.fields.get(name)
             if field is not None:
                 render = None if field.type.renders_as_is else _bind_render(field)
