@@ -24,6 +24,8 @@ from engine.errors import Diagnostic, SetupError
 from engine.fieldtypes import DateType, FieldTypeRegistry, ValueProblem, default_registry
 from engine.metaschema import SETUP_SCHEMA, entity_schema
 from engine.naming import (
+    INTERNAL_PREFIX,
+    MAX_NAME,
     RESERVED_ENTITY_NAMES,
     RESERVED_MEMBER_NAMES,
     SERVER_MANAGED,
@@ -84,6 +86,8 @@ class _Loader:
         self.folder = folder
         self.registry = registry
         self.diagnostics: list[Diagnostic] = []
+        #: entity names of files that could not be loaded (their problems are reported)
+        self.broken: set[str] = set()
         self.entity_validator = jsonschema.Draft202012Validator(entity_schema(registry))
         self.setup_validator = jsonschema.Draft202012Validator(SETUP_SCHEMA)
 
@@ -111,6 +115,8 @@ class _Loader:
         for path in files:
             draft = self._load_entity_file(path, languages)
             if draft is None:
+                # already reported; links to it must not add "no entity" errors
+                self.broken.add(path.stem)
                 continue
             if draft.name in drafts:
                 other = drafts[draft.name].source.name
@@ -127,6 +133,7 @@ class _Loader:
         self._check_reverse_names(drafts)
         self._check_schema_names(drafts)
 
+        self.diagnostics.sort(key=self._place)
         if any(d.severity == "error" for d in self.diagnostics):
             return LoadResult(None, self.diagnostics)
         entities = {name: draft.build() for name, draft in drafts.items()}
@@ -139,6 +146,11 @@ class _Loader:
             source=str(self.folder),
         )
         return LoadResult(setup, self.diagnostics)
+
+    def _place(self, diagnostic: Diagnostic) -> tuple[int, str, int, int]:
+        """Folder-level problems first, then setup.yaml, then the entity files by name."""
+        rank = 0 if not diagnostic.line else 1 if diagnostic.file == SETUP_FILE else 2
+        return rank, diagnostic.file, diagnostic.line, diagnostic.column
 
     # -- setup.yaml --------------------------------------------------------------------------
     def _load_setup_file(self) -> tuple[dict[str, Any], tuple[str, ...]]:
@@ -172,6 +184,8 @@ class _Loader:
             self.diagnostics.append(source.diagnostic(
                 "entity.empty", (), "is empty", "declare at least 'entity:' and 'fields:'"))
             return None
+        if isinstance(data, dict) and isinstance(data.get("entity"), str):
+            self.broken.add(data["entity"])
         if not self._validate_shape(source, data, self.entity_validator):
             return None
         name = data.get("entity", path.stem)
@@ -179,13 +193,14 @@ class _Loader:
         if problem:
             self.diagnostics.append(source.diagnostic(
                 "entity.name", ("entity",) if "entity" in data else (), f"entity name {problem}",
-                "" if "entity" in data else "add 'entity: <name>' to the file"))
+                _rename_hint(name) if "entity" in data else "add 'entity: <name>' to the file"))
             return None
         if name in RESERVED_ENTITY_NAMES:
             self.diagnostics.append(source.diagnostic(
                 "entity.reserved", ("entity",), f"{name!r} is reserved by Kartoteka",
                 "choose another name, e.g. " + repr(name + "_record")))
             return None
+        self.broken.discard(name)
         draft = _EntityDraft(name, source, languages)
         self._check_fields(draft)
         self._check_link_declarations(draft)
@@ -211,7 +226,7 @@ class _Loader:
         source = draft.source
         for name, raw in (draft.data.get("fields") or {}).items():
             path: tuple[str | int, ...] = ("fields", name)
-            decl = {"type": raw} if isinstance(raw, str) else dict(raw)
+            decl: dict[str, Any] = {"type": raw} if isinstance(raw, str) else dict(raw)
             if not self._member_name_ok(source, path, name, "field"):
                 continue
             field_type = self.registry.get(decl["type"])
@@ -230,19 +245,21 @@ class _Loader:
                                  if key in self.registry.get(n).accepts]  # type: ignore[union-attr]
                     self.diagnostics.append(source.diagnostic(
                         "field.key", (*path, key),
-                        f"a {field_type.name} field takes no {key}",
+                        f"{_a(field_type.name)} field takes no {key}",
                         f"{key} applies to: {', '.join(accepting)}", at_key=True))
             for key in self.registry.all_extra_keys():
                 if key in decl and key not in field_type.extra_keys:
                     ok = False
+                    accepting = [n for n in self.registry.names()
+                                 if key in self.registry.get(n).extra_keys]  # type: ignore[union-attr]
                     self.diagnostics.append(source.diagnostic(
-                        "field.key", (*path, key), f"a {field_type.name} field takes no {key}",
-                        at_key=True))
+                        "field.key", (*path, key), f"{_a(field_type.name)} field takes no {key}",
+                        f"{key} applies to: {', '.join(accepting)}", at_key=True))
             if decl.get("unique") and not field_type.can_be_unique:
                 ok = False
                 self.diagnostics.append(source.diagnostic(
                     "field.unique", (*path, "unique"),
-                    f"a {field_type.name} field cannot be unique", "remove 'unique: true'"))
+                    f"{_a(field_type.name)} field cannot be unique", "remove 'unique: true'"))
             if "pattern" in decl:
                 try:
                     re.compile(decl["pattern"])
@@ -250,7 +267,9 @@ class _Loader:
                     ok = False
                     self.diagnostics.append(source.diagnostic(
                         "field.pattern", (*path, "pattern"),
-                        f"is not a valid regular expression: {exc}"))
+                        f"is not a valid regular expression: {exc}",
+                        "write a Python regular expression, in single quotes so that "
+                        "backslashes stay as written: '^[0-9]{10}$'"))
             bounds = self._bounds(source, path, decl, field_type)
             if bounds is None:
                 ok = False
@@ -286,8 +305,11 @@ class _Loader:
                 try:
                     default = field_type.parse(spec, raw_default)
                 except ValueProblem as exc:
+                    hint = (did_you_mean(str(raw_default), spec.options or ())
+                            if spec.options else "")
                     self.diagnostics.append(source.diagnostic(
-                        "field.default", (*path, "default"), f"default {raw_default!r} {exc}"))
+                        "field.default", (*path, "default"), f"default {raw_default!r} {exc}",
+                        hint or f"give {field_type.noun} as the default, or remove it"))
                     continue
                 spec = _replace(spec, default=default)
             draft.fields[name] = spec
@@ -320,7 +342,7 @@ class _Loader:
         problem = identifier_problem(name)
         if problem:
             self.diagnostics.append(source.diagnostic(
-                f"{what}.name", path, f"{what} name {problem}", at_key=True))
+                f"{what}.name", path, f"{what} name {problem}", _rename_hint(name), at_key=True))
             return False
         if name in SERVER_MANAGED:
             self.diagnostics.append(source.diagnostic(
@@ -344,7 +366,7 @@ class _Loader:
         columns = {name for name in draft.field_names}
         for name, raw in (draft.data.get("links") or {}).items():
             path: tuple[str | int, ...] = ("links", name)
-            decl = {"to": raw} if isinstance(raw, str) else dict(raw)
+            decl: dict[str, Any] = {"to": raw} if isinstance(raw, str) else dict(raw)
             if not self._member_name_ok(source, path, name, "link"):
                 continue
             if name in draft.field_names:
@@ -394,7 +416,8 @@ class _Loader:
                 if problem:
                     ok = False
                     self.diagnostics.append(source.diagnostic(
-                        "link.reverse", (*path, "reverse"), f"reverse name {problem}"))
+                        "link.reverse", (*path, "reverse"), f"reverse name {problem}",
+                        _rename_hint(reverse)))
             if ok:
                 draft.links[name] = LinkSpec(
                     name=name,
@@ -413,7 +436,7 @@ class _Loader:
         for name, link in list(draft.links.items()):
             path = draft.link_paths[name]
             for index, target in enumerate(link.targets):
-                if target not in drafts:
+                if target not in drafts and target not in self.broken:
                     at: tuple[str | int, ...] = (*path, "to", index) if link.polymorphic else (*path, "to")
                     self.diagnostics.append(draft.source.diagnostic(
                         "link.target", at, f"no entity {target!r}",
@@ -462,6 +485,7 @@ class _Loader:
         if "pipeline" in data and "pipelines" in data:
             self.diagnostics.append(source.diagnostic(
                 "pipeline.both", ("pipelines",), "declare either 'pipeline' or 'pipelines', not both",
+                "'pipeline:' for one process; 'pipelines:' with 'pipeline_by:' for several",
                 at_key=True))
             return
         raw_pipelines: dict[str, Any]
@@ -474,8 +498,17 @@ class _Loader:
         else:
             if "pipeline_by" in data:
                 self.diagnostics.append(source.diagnostic(
-                    "pipeline.by", ("pipeline_by",), "pipeline_by needs 'pipelines:'", at_key=True))
+                    "pipeline.by", ("pipeline_by",), "pipeline_by needs 'pipelines:'",
+                    "declare 'pipelines: {name: {stages: [...]}, ...}', or remove pipeline_by",
+                    at_key=True))
+            self._stages_without_pipeline(draft)
             return
+        if "pipeline" in data and "pipeline_by" in data:
+            self.diagnostics.append(source.diagnostic(
+                "pipeline.by", ("pipeline_by",),
+                "pipeline_by picks one of several 'pipelines:', but this entity has one 'pipeline:'",
+                "remove pipeline_by, or declare 'pipelines: {name: {stages: [...]}, ...}'",
+                at_key=True))
         pipelines: dict[str, PipelineSpec] = {}
         for pipeline_name, raw in raw_pipelines.items():
             path = base if "pipeline" in data else (*base, pipeline_name)
@@ -483,7 +516,8 @@ class _Loader:
                 problem = identifier_problem(pipeline_name)
                 if problem:
                     self.diagnostics.append(source.diagnostic(
-                        "pipeline.name", path, f"pipeline name {problem}", at_key=True))
+                        "pipeline.name", path, f"pipeline name {problem}",
+                        _rename_hint(pipeline_name), at_key=True))
                     continue
             pipeline = self._pipeline(source, path, pipeline_name, raw, draft.languages)
             if pipeline is not None:
@@ -496,15 +530,26 @@ class _Loader:
                 self.diagnostics.append(source.diagnostic(
                     "pipeline.by", ("pipelines",),
                     "several pipelines need 'pipeline_by:' naming the choice field that picks one",
-                    at_key=True))
+                    f"add 'pipeline_by: <field>', a choice field with options "
+                    f"[{', '.join(pipelines)}]", at_key=True))
                 return
             if selector is not None:
+                if selector in draft.field_names and selector not in draft.fields:
+                    return  # the field itself is wrong, and reported
                 chooser = draft.fields.get(selector)
                 if chooser is None or chooser.type.name != "choice":
+                    if chooser is None:
+                        what = f"no field {selector!r}"
+                        hint = did_you_mean(selector, [n for n, f in draft.fields.items()
+                                                       if f.type.name == "choice"])
+                    else:
+                        what = f"{selector!r} is {_a(chooser.type.name)} field"
+                        hint = ""
                     self.diagnostics.append(source.diagnostic(
                         "pipeline.by", ("pipeline_by",),
-                        f"pipeline_by must name a choice field of this entity, not {selector!r}",
-                        did_you_mean(selector, draft.fields)))
+                        f"pipeline_by must name a choice field of this entity: {what}",
+                        hint or f"declare {selector}: {{type: choice, options: "
+                                f"[{', '.join(pipelines)}]}}"))
                     return
                 options, names = set(chooser.options or ()), set(pipelines)
                 if options != names:
@@ -514,17 +559,30 @@ class _Loader:
                         "pipeline.by", ("pipeline_by",),
                         f"the options of {selector!r} must be the pipeline names"
                         + (f"; no pipeline for {', '.join(missing)}" if missing else "")
-                        + (f"; no option for {', '.join(extra)}" if extra else "")))
+                        + (f"; no option for {', '.join(extra)}" if extra else ""),
+                        f"options: [{', '.join(pipelines)}], one per pipeline"))
                     return
         draft.pipeline = PipelinesSpec(MappingProxyType(pipelines), selector)
         stage_names = draft.pipeline.all_stage_names
         for field_name, spec in draft.fields.items():
-            for stage in sorted(spec.required_in_stages):
+            if not spec.required_in_stages:
+                continue
+            listed = draft.data["fields"][field_name]["required_in_stages"]
+            for index, stage in enumerate(listed):
                 if stage not in stage_names:
                     self.diagnostics.append(source.diagnostic(
-                        "field.required_in_stages", ("fields", field_name, "required_in_stages"),
+                        "field.required_in_stages",
+                        ("fields", field_name, "required_in_stages", index),
                         f"no stage {stage!r}",
                         did_you_mean(stage, stage_names) or "stages: " + ", ".join(stage_names)))
+
+    def _stages_without_pipeline(self, draft: _EntityDraft) -> None:
+        for field_name, spec in draft.fields.items():
+            if spec.required_in_stages:
+                self.diagnostics.append(draft.source.diagnostic(
+                    "field.required_in_stages", ("fields", field_name, "required_in_stages"),
+                    f"names stages, but {draft.name} has no pipeline",
+                    "declare 'pipeline: {stages: [...]}', or use 'required: true'"))
 
     def _pipeline(self, source: SourceFile, path: tuple[str | int, ...], name: str,
                   raw: Mapping[str, Any], languages: tuple[str, ...]) -> PipelineSpec | None:
@@ -532,19 +590,22 @@ class _Loader:
         ok = True
         final = list(raw.get("final") or ())
         for index, item in enumerate(raw["stages"]):
-            decl = {"name": item} if isinstance(item, str) else item
+            decl: Mapping[str, Any] = {"name": item} if isinstance(item, str) else item
             stage_name = decl["name"]
             problem = identifier_problem(stage_name)
             if problem:
                 ok = False
                 self.diagnostics.append(source.diagnostic(
-                    "stage.name", (*path, "stages", index), f"stage name {problem}"))
+                    "stage.name", (*path, "stages", index), f"stage name {problem}",
+                    _rename_hint(stage_name)))
                 continue
             if stage_name in (s.name for s in stages):
                 ok = False
+                first = next(i for i, s in enumerate(stages) if s.name == stage_name)
                 self.diagnostics.append(source.diagnostic(
                     "stage.duplicate", (*path, "stages", index),
-                    f"stage {stage_name!r} is listed twice"))
+                    f"stage {stage_name!r} is listed twice",
+                    f"list each stage once; it is already stage {first + 1} of the pipeline"))
                 continue
             category = decl.get("category") or ("closed" if stage_name in final else "open")
             stages.append(StageSpec(stage_name, _label(decl.get("label"), stage_name, languages),
@@ -589,7 +650,7 @@ class _Loader:
             elif not spec.type.searchable:
                 self.diagnostics.append(source.diagnostic(
                     "search.field", ("search", index),
-                    f"{name!r} is a {spec.type.name} field; search covers text fields",
+                    f"{name!r} is {_a(spec.type.name)} field; search covers text fields",
                     "list string, text, e-mail, phone, url or choice fields"))
         title = draft.data.get("title")
         if title is None:
@@ -648,6 +709,26 @@ def _label(raw: Any, fallback: str, languages: tuple[str, ...]) -> Label:
     return MappingProxyType(dict(raw))
 
 
+def _a(word: str) -> str:
+    """`integer` → `an integer`, `string` → `a string`."""
+    return ("an " if word[:1] in "aeiou" else "a ") + word
+
+
+def _rename_hint(name: object) -> str:
+    """A hint for a name that is not an identifier: a corrected spelling where one exists."""
+    if not isinstance(name, str):
+        return "write the name as plain text"
+    if not name.isascii():
+        return ("use a Latin name and put this text in the label, "
+                f"e.g. {{..., label: {name}}}")
+    guess = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+    guess = re.sub(r"[^a-z0-9]+", "_", guess).strip("_")
+    guess = guess.removeprefix(INTERNAL_PREFIX).lstrip("0123456789_")[:MAX_NAME].rstrip("_")
+    if guess and guess != name and identifier_problem(guess) is None:
+        return f"rename it, e.g. {guess!r}"
+    return "choose another name"
+
+
 def _replace(spec: FieldSpec, **changes: Any) -> FieldSpec:
     from dataclasses import replace
 
@@ -679,6 +760,7 @@ def _shape_diagnostics(source: SourceFile, error: jsonschema.ValidationError) ->
     path = tuple(error.absolute_path)
     schema = error.schema if isinstance(error.schema, dict) else {}
     validator = error.validator
+    expected: Any = error.validator_value
     if validator == "additionalProperties" and isinstance(error.instance, dict):
         allowed = list(schema.get("properties", {}))
         for key in error.instance:
@@ -688,19 +770,29 @@ def _shape_diagnostics(source: SourceFile, error: jsonschema.ValidationError) ->
                                         f"unknown key {key!r}", hint, at_key=True)
         return
     if validator == "required" and isinstance(error.instance, dict):
-        for key in error.validator_value:
+        for key in expected:
             if key not in error.instance:
                 yield source.diagnostic("shape.missing_key", path, f"{key!r} is missing",
                                         _MISSING_HINTS.get(key, f"add '{key}:'"), at_key=True)
         return
     message = schema.get("x-message")
-    if message is None:
+    hint = schema.get("x-hint", "")
+    if message is not None:
+        # our own wording; `{value}` is the value found (replace, not format: labels hold braces)
+        shown = str(error.instance) if isinstance(error.instance, (str, int, float)) \
+            and not isinstance(error.instance, bool) else _yaml_kind(error.instance)
+        kind = _yaml_kind(error.instance)
+        message = message.replace("{value}", kind if message.startswith("must") else repr(shown))
+        hint = hint.replace("{value}", shown)
+    else:
         if validator == "type":
-            expected = error.validator_value
-            names = [_TYPE_NAMES.get(t, t) for t in (expected if isinstance(expected, list) else [expected])]
+            kinds = expected if isinstance(expected, list) else [expected]
+            names = [str(_TYPE_NAMES.get(t, t)) for t in kinds]
             message = f"must be {' or '.join(names)}, found {_yaml_kind(error.instance)}"
+            if expected == "boolean":
+                hint = "write true or false"
         elif validator == "enum":
-            choices = [str(c) for c in error.validator_value]
+            choices = [str(c) for c in expected]
             yield source.diagnostic(
                 "shape.enum", path, f"{error.instance!r} is not allowed here",
                 did_you_mean(str(error.instance), choices) or "use one of: " + ", ".join(choices))
@@ -709,15 +801,16 @@ def _shape_diagnostics(source: SourceFile, error: jsonschema.ValidationError) ->
             message = "lists the same item twice"
         elif validator in ("minItems", "minProperties"):
             message = "must not be empty"
-        elif validator == "minimum":
-            message = f"must be at least {error.validator_value}"
-        elif validator == "maximum":
-            message = f"must be at most {error.validator_value}"
+        elif validator in ("minimum", "maximum"):
+            word = "at least" if validator == "minimum" else "at most"
+            message = f"must be {word} {expected}, found {error.instance}"
+            if "minimum" in schema and "maximum" in schema:
+                hint = f"use a number from {schema['minimum']} to {schema['maximum']}"
         elif validator == "minLength":
             message = "must not be empty"
         else:
             message = error.message
-    yield source.diagnostic(f"shape.{validator}", path, message)
+    yield source.diagnostic(f"shape.{validator}", path, message, hint)
 
 
 _MISSING_HINTS = {

@@ -2,7 +2,8 @@
 
 They check shape only (which keys, which kinds of value); names, cross-references and
 type-specific rules are checked in `engine/loader.py`, where a message can say more.
-`x-message` on a schema is our own keyword: the message shown when that schema fails.
+`x-message` on a schema is our own keyword: the message shown when that schema fails;
+`{value}` in it stands for the value found. `x-hint`, also ours, is the hint shown with it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ LABEL: dict[str, Any] = {
         {"type": "string"},
         {"type": "object", "minProperties": 1, "additionalProperties": {"type": "string"}},
     ],
-    "x-message": "must be a text, or a mapping of language code to text ({en: Sale, ru: Сделка})",
+    "x-message": "must be a text, or a mapping of language code to text, not {value}",
+    "x-hint": "write label: Sale, or label: {en: Sale, ru: Сделка}",
 }
 NAME_LIST: dict[str, Any] = {"type": "array", "items": {"type": "string"}, "uniqueItems": True}
 
@@ -32,7 +34,8 @@ COMMON_FIELD_KEYS: dict[str, Any] = {
     "max_length": {"type": "integer", "minimum": 1, "maximum": 1048576},
     "pattern": {"type": "string"},
     "options": {"type": "array", "minItems": 1, "uniqueItems": True,
-                "items": {"type": "string", "x-message": "must be a text; quote it: '...'"}},
+                "items": {"type": "string", "x-message": "must be a text, not {value}",
+                          "x-hint": "quote it: '{value}'"}},
     "required_in_stages": NAME_LIST,
     "label": LABEL,
     "help": LABEL,
@@ -136,7 +139,8 @@ SETUP_SCHEMA: dict[str, Any] = {
         "languages": {
             "type": "array", "minItems": 1, "uniqueItems": True,
             "items": {"type": "string", "pattern": "^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$",
-                      "x-message": "must be a language code such as en, ru, fa, zh"},
+                      "x-message": "{value} is not a language code",
+                      "x-hint": "use a lower-case ISO 639 code such as en, ru, fa, zh, pt-BR"},
         },
         "roles": {"type": "object"},
         "automations": {"type": "array"},

@@ -94,15 +94,10 @@ def read_yaml(path: Path, display_name: str) -> tuple[SourceFile | None, list[Di
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        problem = exc.problem or "invalid YAML"
-        return None, [
-            Diagnostic("yaml.syntax", f"is not valid YAML: {problem}", display_name, line, column,
-                       hint="check the indentation and quoting on this line")
-        ]
+        return None, [_syntax_diagnostic(exc, text, display_name)]
     except yaml.YAMLError as exc:
-        return None, [Diagnostic("yaml.syntax", f"is not valid YAML: {exc}", display_name)]
+        return None, [Diagnostic("yaml.syntax", f"is not valid YAML: {exc}", display_name, 1, 1,
+                                 hint="check the indentation and quoting")]
     finally:
         loader.dispose()
     source = SourceFile(display_name, None)
@@ -124,18 +119,20 @@ def _construct(loader: _Loader, node: yaml.Node, path: Path_, source: SourceFile
                 problems.append(source.diagnostic(
                     "yaml.key", path, "keys must be plain names, not lists or mappings"))
                 continue
-            key = loader.construct_object(key_node)
+            key, problem = _scalar(loader, key_node)
+            if problem is not None:
+                key = key_node.value
             if not isinstance(key, str):
                 key = str(key) if key is not None else "null"
             key_path = (*path, key)
             if key in result:
+                # the first occurrence keeps its marks: its value is the one loaded
                 first = source.key_marks.get(key_path, (0, 0))[0]
-                source.key_marks[key_path] = (key_node.start_mark.line + 1,
-                                              key_node.start_mark.column + 1)
-                problems.append(source.diagnostic(
-                    "yaml.duplicate_key", key_path,
+                problems.append(Diagnostic(
+                    "yaml.duplicate_key",
                     f"key {key!r} is written twice in this mapping (first on line {first})",
-                    "keep one of them", at_key=True))
+                    source.name, key_node.start_mark.line + 1, key_node.start_mark.column + 1,
+                    key_path, "keep one of them, or rename this one"))
                 continue
             source.key_marks[key_path] = (key_node.start_mark.line + 1,
                                           key_node.start_mark.column + 1)
@@ -146,8 +143,75 @@ def _construct(loader: _Loader, node: yaml.Node, path: Path_, source: SourceFile
             _construct(loader, item, (*path, index), source, problems)
             for index, item in enumerate(node.value)
         ]
+    value, problem = _scalar(loader, node)
+    if problem is not None:
+        problems.append(Diagnostic("yaml.value", problem[0], source.name,
+                                   node.start_mark.line + 1, node.start_mark.column + 1,
+                                   tuple(path), problem[1]))
+    return value
+
+
+def _scalar(loader: _Loader, node: yaml.Node) -> tuple[Any, tuple[str, str] | None]:
+    """A scalar's value, or None and (message, hint) when YAML cannot build it."""
     try:
-        return loader.construct_object(node)
+        return loader.construct_object(node), None
     except yaml.YAMLError as exc:
-        problems.append(source.diagnostic("yaml.value", path, f"cannot be read: {exc}"))
-        return None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        hint = ("a setup is plain YAML: remove the '!' tag" if "tag" in problem
+                else "check how this value is written")
+        return None, (f"cannot be read: {problem}", hint)
+    except (ValueError, OverflowError) as exc:
+        # a date-like scalar that is no real date: 2024-13-45
+        if node.tag.endswith(":timestamp"):
+            return None, (f"{node.value!r} is not a real date or time ({exc})",
+                          "write a real date as YYYY-MM-DD, or quote the text: '...'")
+        return None, (f"{node.value!r} cannot be read ({exc})", "quote the text: '...'")
+
+
+#: PyYAML's problem text → what to do about it, in the setup author's terms.
+_SYNTAX_HINTS = (
+    ("found character '\\t'", "indent with spaces: YAML does not allow tab characters"),
+    ("mapping values are not allowed",
+     "a second ': ' on one line: quote a value that contains ': ', e.g. title: \"a: b\""),
+    ("expected <block end>",
+     "this line is indented differently from the lines above it: keys of one mapping "
+     "start in the same column"),
+    ("expected '<document start>'",
+     "this line is indented differently from the lines above it: top-level keys start "
+     "in the first column"),
+    ("undefined alias", "'*name' needs an anchor '&name' earlier; quote the text if '*' is meant"),
+)
+
+
+def _syntax_diagnostic(exc: yaml.MarkedYAMLError, text: str, display_name: str) -> Diagnostic:
+    """A parser error, placed where the author should look.
+
+    The problem mark is where the parser gave up; when that is the end of the file (an
+    unclosed quote or bracket), the context mark (where the quote or bracket opened) is
+    the useful place. A context on another line is named in the message either way.
+    """
+    problem = exc.problem or "invalid YAML"
+    problem_mark, context_mark = exc.problem_mark, exc.context_mark
+    mark = problem_mark or context_mark
+    if problem_mark is not None and context_mark is not None and problem_mark.index >= len(text):
+        mark = context_mark
+    line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    message = f"is not valid YAML: {problem}"
+    context = re.sub(r"^while (parsing|scanning) (an? )?", "", exc.context or "").strip()
+    opened = context_mark.line + 1 if context_mark is not None else 0
+    if context and opened and opened != line:
+        message += f" (in the {context} that starts on line {opened})"
+    hint = "check the indentation and quoting on this line"
+    if "quoted scalar" in context:
+        hint = f"the quote opened on line {opened} is not closed"
+    elif "flow mapping" in context or "flow sequence" in context:
+        bracket = "{" if "mapping" in context else "["
+        closing = "}" if bracket == "{" else "]"
+        hint = (f"the '{bracket}' opened on line {opened} needs a '{closing}' on its line, "
+                "or a comma is missing between its entries")
+    else:
+        for needle, text_hint in _SYNTAX_HINTS:
+            if needle in problem:
+                hint = text_hint
+                break
+    return Diagnostic("yaml.syntax", message, display_name, line, column, hint=hint)

@@ -26,6 +26,7 @@ DB_OPTION = click.option(
     "--db", "db_url", envvar="KARTOTEKA_DATABASE_URL", default=DEFAULT_URL, show_default=True,
     help="Database URL: sqlite:///file.db or postgresql+psycopg://user@host/name "
          "(or set KARTOTEKA_DATABASE_URL).")
+UP_TO_DATE = "The database matches the setup; nothing to do."
 SETUP_ARG = click.argument("setup", type=click.Path(file_okay=False, path_type=Path))
 
 
@@ -127,14 +128,14 @@ def migrate(ctx: click.Context, setup: Path, db_url: str, plan_only: bool) -> No
                 for refusal in plan.refusals:
                     click.echo(f"! {refusal}")
                 if plan.up_to_date:
-                    click.echo("The database matches the setup; nothing to do.")
+                    click.echo(UP_TO_DATE)
                 if plan.refusals:
                     ctx.exit(1)
                 return
             applied = kt.migrate()
             for step in applied.steps:
                 click.echo(f"+ {step}")
-            click.echo("The database matches the setup." if applied.up_to_date
+            click.echo(UP_TO_DATE if applied.up_to_date
                        else f"Applied {len(applied.steps)} step(s).")
         finally:
             kt.close()
@@ -164,15 +165,15 @@ def _is_loopback(host: str) -> bool:
 def serve(ctx: click.Context, setup: Path, db_url: str, host: str, port: int,
           auto_migrate: bool) -> None:
     """Serve the setup's REST API (docs at /docs)."""
-    import uvicorn
-
-    from api.app import create_app
-
     if not _is_loopback(host):
         click.echo(
             f"error: refusing to serve on {host}: this database has no users, so the API is "
             "open to anyone who can reach it. Serve on 127.0.0.1 (the default).", err=True)
         ctx.exit(1)
+
+    import uvicorn
+
+    from api.app import create_app
 
     def build() -> Any:
         kt = _open(setup, db_url)
