@@ -273,13 +273,14 @@ def _params(request: Request) -> list[tuple[str, str]]:
     return request.query_params.multi_items()
 
 
-def _only_include(request: Request) -> tuple[str, ...]:
+def _only_include(request: Request) -> str | None:
     problems = [ErrorDetail(key, "is not a parameter of this call; only include is")
                 for key, _ in request.query_params.multi_items() if key != "include"]
+    if len(request.query_params.getlist("include")) > 1:
+        problems.append(ErrorDetail("include", "is given twice"))
     if problems:
         raise MalformedRequest("unknown query parameters", problems, code="invalid_query")
-    text = request.query_params.get("include")
-    return tuple(p.strip() for p in text.split(",") if p.strip()) if text else ()
+    return request.query_params.get("include")
 
 
 def _path_id(request: Request, key: str, entity: str) -> int:

@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from api.responses import json_response
 from engine.errors import (
@@ -48,6 +49,16 @@ _HTTP_CODES = {
 }
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route accepts at this path (each method is its own route)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def status_of(error: RequestError) -> int:
     for cls in type(error).__mro__:
         if cls in STATUS:
@@ -68,14 +79,16 @@ def install_error_handlers(app: FastAPI) -> None:
         return json_response(error.as_json(), status_of(error))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, error: StarletteHTTPException) -> Response:
+    async def _http_error(request: Request, error: StarletteHTTPException) -> Response:
         code = _HTTP_CODES.get(error.status_code, "http_error")
         message = str(error.detail) if error.detail else code.replace("_", " ")
+        headers = dict(error.headers or {})
         if error.status_code == 404:
             message = "no such endpoint; see /docs for the API"
         elif error.status_code == 405:
-            message = "this endpoint does not support that method"
-        headers = dict(error.headers or {})
+            allowed = _allowed_methods(request)
+            message = "this endpoint supports " + ", ".join(allowed)
+            headers["Allow"] = ", ".join(allowed)
         return json_response(error_body(code, message), error.status_code, headers)
 
     @app.exception_handler(RequestValidationError)

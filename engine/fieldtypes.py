@@ -18,6 +18,7 @@ The built-in types below are registered through the same `register` call.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 import unicodedata
 import urllib.parse
@@ -329,17 +330,19 @@ class DecimalType(FieldType):
             raise ValueProblem("must be a finite number")
         return number
 
-    def parse(self, field: FieldSpec, value: Any) -> Any:
-        number = self._decimal(value)
+    def _exact(self, field: FieldSpec, number: Decimal) -> Decimal:
+        """`number` with exactly the field's places, or a ValueProblem saying why not."""
         digits, places = field.params["digits"], field.params["places"]
-        exponent = number.as_tuple().exponent
-        assert isinstance(exponent, int)
-        if -exponent > places and number != number.quantize(Decimal(1).scaleb(-places)):
-            raise ValueProblem(f"has more than {places} decimal places")
-        number = number.quantize(Decimal(1).scaleb(-places))
-        if number.adjusted() + 1 > digits - places:
+        if number and number.adjusted() + 1 > digits - places:
             raise ValueProblem(
                 f"is too large: at most {digits - places} digits before the decimal point")
+        exact = number.quantize(Decimal(1).scaleb(-places))
+        if exact != number:
+            raise ValueProblem(f"has more than {places} decimal places")
+        return exact
+
+    def parse(self, field: FieldSpec, value: Any) -> Any:
+        number = self._exact(field, self._decimal(value))
         if field.min is not None and number < Decimal(str(field.min)):
             raise ValueProblem(f"must be at least {field.min}")
         if field.max is not None and number > Decimal(str(field.max)):
@@ -347,10 +350,7 @@ class DecimalType(FieldType):
         return number
 
     def parse_text(self, field: FieldSpec, text: str) -> Any:
-        number = self._decimal(text)
-        places = field.params["places"]
-        return number.quantize(Decimal(1).scaleb(-places)) if -int(
-            number.as_tuple().exponent) <= places else number
+        return self._exact(field, self._decimal(text))
 
     def render(self, field: FieldSpec, value: Any) -> Any:
         return None if value is None else f"{value:.{field.params['places']}f}"
@@ -463,7 +463,10 @@ class DateTimeType(FieldType):
             raise ValueProblem(f"must be {self.noun}")
         if moment.tzinfo is None:
             raise ValueProblem("has no time zone: add Z for UTC or an offset such as +03:00")
-        return moment.astimezone(dt.UTC)
+        try:
+            return moment.astimezone(dt.UTC)
+        except OverflowError:
+            raise ValueProblem("is out of range: years 1 to 9999 in UTC") from None
 
     def render(self, field: FieldSpec, value: Any) -> Any:
         if value is None:
@@ -568,9 +571,12 @@ def _plain_json(value: Any, depth: int) -> Any:
         check_text(value)
         return value
     if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise ValueProblem("must not contain NaN or infinity")
-        return float(value)
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueProblem("holds a number too large for a JSON field")
+        return number
+    if isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
+        raise ValueProblem("holds a whole number beyond 64 bits; send it as a string")
     if isinstance(value, list):
         return [_plain_json(v, depth + 1) for v in value]
     if isinstance(value, dict):

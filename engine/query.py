@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.errors import ErrorDetail, MalformedRequest
-from engine.fieldtypes import OPERATORS, ValueProblem, fold_text
+from engine.fieldtypes import OPERATORS, ValueProblem, check_text, fold_text
 from engine.naming import did_you_mean, link_column, poly_entity_column
 from engine.spec import LinkSpec
 from engine.storage import Attribute, EntityTable, Storage
@@ -236,6 +236,11 @@ class QueryParser:
         if len(text) > MAX_SEARCH_LENGTH:
             problems.append(ErrorDetail("q", f"is longer than {MAX_SEARCH_LENGTH} characters"))
             return None
+        try:
+            check_text(text)
+        except ValueProblem as problem:
+            problems.append(ErrorDetail("q", str(problem)))
+            return None
         folded = fold_text(text).strip()
         if not folded:
             return None
@@ -300,6 +305,15 @@ class QueryParser:
         except (ValueError, KeyError, TypeError, AttributeError, binascii.Error, UnicodeError):
             problems.append(ErrorDetail("cursor", "is not a cursor this server gave out"))
             return None
+
+    def include(self, entity: str, text: str | None) -> tuple[str, ...]:
+        """The link names of an `include=` value, refused with 400 when one is unknown."""
+        problems: list[ErrorDetail] = []
+        names = self._include(self.storage[entity], text, problems)
+        if problems:
+            raise MalformedRequest("the include parameter is not valid", problems,
+                                   code="invalid_query")
+        return names
 
     def _include(self, table: EntityTable, text: str | None,
                  problems: list[ErrorDetail]) -> tuple[str, ...]:

@@ -124,15 +124,17 @@ class Records:
         }
 
     # -- reading -----------------------------------------------------------------------------
-    def get(self, entity: str, record_id: int, include: Sequence[str] = ()) -> Record:
+    def get(self, entity: str, record_id: int, include: str | None = None) -> Record:
+        """One record; `include` is the comma-separated links to embed."""
         table = self.storage[entity]
+        links = self.parser.include(entity, include)
         with self.db.read() as conn:
             rows = conn.execute(self.shapes[entity].select_by_id,
                                 {"record_id": _checked_id(record_id, entity)}).all()
             records = self._render(conn, table, [row._mapping for row in rows])
             if not records:
                 raise NotFound(f"no {entity} with id {record_id}")
-            self._include(conn, table, records, include)
+            self._include(conn, table, records, links)
         return records[0]
 
     def list_page(self, entity: str, params: Sequence[tuple[str, str]],

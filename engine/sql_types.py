@@ -92,7 +92,8 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
 
 
 def json_column() -> TypeEngine[Any]:
-    return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+    # none_as_null: an empty value is SQL NULL (isnull filters find it), not JSON null
+    return sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
 
 
 def id_column_type() -> TypeEngine[int]:
