@@ -29,7 +29,7 @@ from starlette.responses import Response
 from api.errors import install_error_handlers
 from api.responses import json_response, read_json
 from engine.core import Kartoteka
-from engine.errors import ErrorDetail, MalformedRequest, NotFound
+from engine.errors import ErrorDetail, MalformedRequest, NotFound, StaleVersion
 from engine.jsonschemas import ERROR_SCHEMA, list_schema
 from engine.naming import pascal
 from engine.query import DEFAULT_LIMIT, MAX_LIMIT
@@ -295,6 +295,7 @@ def _etag(record: dict[str, Any]) -> str:
 
 
 def _if_match(request: Request) -> int | None:
+    """The version an If-Match header names; a tag that names no version can never match."""
     header = request.headers.get("if-match")
     if header is None or header.strip() == "*":
         return None
@@ -302,7 +303,10 @@ def _if_match(request: Request) -> int | None:
     if tag.startswith("W/"):
         tag = tag[2:]
     tag = tag.strip('"')
-    return int(tag) if tag.isascii() and tag.isdigit() and len(tag) < 10 else -1
+    if not (tag.isascii() and tag.isdigit() and len(tag) < 10):
+        raise StaleVersion(f"If-Match {header!r} names no version of this record; "
+                           "send the ETag you read, e.g. If-Match: \"3\"")
+    return int(tag)
 
 
 def _openapi(app: FastAPI, kt: Kartoteka) -> dict[str, Any]:

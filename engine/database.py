@@ -19,6 +19,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from engine.errors import DatabaseError
+
 DEFAULT_URL = "sqlite:///kartoteka.db"
 
 
@@ -43,11 +45,17 @@ class Database:
 
     def __init__(self, settings: DatabaseSettings):
         self.settings = settings
-        url = sa.make_url(normalise_url(settings.url))
+        try:
+            url = sa.make_url(normalise_url(settings.url))
+        except sa.exc.ArgumentError:
+            raise DatabaseError(f"{settings.url!r} is not a database URL: use "
+                                "sqlite:///file.db or postgresql+psycopg://user@host/name") from None
         self.dialect = url.get_backend_name()
         if self.dialect == "sqlite":
-            if url.database and url.database != ":memory:":
-                Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            if not url.database or url.database == ":memory:":
+                raise DatabaseError("an in-memory SQLite database would vanish with the process: "
+                                    "give a file, sqlite:///kartoteka.db")
+            Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
             self.engine = sa.create_engine(url, pool_size=settings.pool_size, max_overflow=20)
             self._configure_sqlite()
             self._write_lock: threading.Lock | None = threading.Lock()
@@ -56,8 +64,8 @@ class Database:
                                            pool_pre_ping=True)
             self._write_lock = None
         else:
-            raise ValueError(f"unsupported database {url.get_backend_name()!r}: "
-                             "use sqlite:///file.db or postgresql+psycopg://...")
+            raise DatabaseError(f"unsupported database {url.get_backend_name()!r}: "
+                                "use sqlite:///file.db or postgresql+psycopg://user@host/name")
 
     def _configure_sqlite(self) -> None:
         synchronous = self.settings.sqlite_synchronous.upper()

@@ -29,7 +29,7 @@ def _entity(entity: EntitySpec, setup: SetupSpec, schemas: EntitySchemas) -> dic
         "fields": {name: _field(field) for name, field in entity.fields.items()},
         "links": {name: _link(link) for name, link in entity.links.items()},
         "reverse_links": {
-            name: {"from": r.entity, "link": r.link.name, "many": r.link.many or not r.link.polymorphic}
+            name: {"from": r.entity, "link": r.link.name, "many_to_many": r.link.many}
             for name, r in reverse.items()
         },
         "pipeline": None if entity.pipeline is None else {

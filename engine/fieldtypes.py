@@ -185,6 +185,12 @@ class StringType(FieldType):
         check_text(value)
         return value
 
+    def parse_text(self, field: FieldSpec, text: str) -> Any:
+        # a filter value is a piece to compare with, not a value to store: `email[contains]=
+        # example.org` is no e-mail address, and need not be
+        check_text(text)
+        return text
+
 
 class TextType(StringType):
     name = "text"
@@ -500,8 +506,8 @@ class ChoiceType(FieldType):
 
 
 class MultichoiceType(FieldType):
-    """Several of the options; stored as a JSON array; `contains` finds records with an
-    option, `eq` the records whose set is exactly the given one."""
+    """Several of the options; stored as a JSON array in option order; `contains` finds
+    the records that have an option, `isnull` the ones with none."""
 
     name = "multichoice"
     accepts = frozenset({"options"})

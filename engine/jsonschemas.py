@@ -219,7 +219,8 @@ def _translate_all(validator: jsonschema.Draft202012Validator, body: Any,
                     continue
                 if key in SERVER_MANAGED:
                     yield ErrorDetail(key, "is set by the server and cannot be written"
-                                      + ("; move a record with POST .../stage" if key == "stage" else ""))
+                                      + ("; a new record starts in its pipeline's first stage"
+                                         if key == "stage" else ""))
                 else:
                     hint = did_you_mean(key, known)
                     yield ErrorDetail(key, "is not a field of " + entity.name + (f"; {hint}" if hint else ""))

@@ -132,6 +132,7 @@ class _Loader:
             self._check_links(draft, drafts)
         self._check_reverse_names(drafts)
         self._check_schema_names(drafts)
+        self._check_title_links(drafts)
 
         self.diagnostics.sort(key=self._place)
         if any(d.severity == "error" for d in self.diagnostics):
@@ -310,6 +311,14 @@ class _Loader:
                     self.diagnostics.append(source.diagnostic(
                         "field.default", (*path, "default"), f"default {raw_default!r} {exc}",
                         hint or f"give {field_type.noun} as the default, or remove it"))
+                    continue
+                broken = _schema_problem(field_type.json_schema(spec),
+                                         field_type.render(spec, default))
+                if broken:
+                    self.diagnostics.append(source.diagnostic(
+                        "field.default", (*path, "default"),
+                        f"default {raw_default!r} breaks the field's own rule: {broken}",
+                        "give a default the field accepts, or remove it"))
                     continue
                 spec = _replace(spec, default=default)
             draft.fields[name] = spec
@@ -668,6 +677,22 @@ class _Loader:
                     "title.link", ("title",), f"no link {head!r} in {{{ref}}}",
                     did_you_mean(head, draft.data.get("links") or {})))
 
+    def _check_title_links(self, drafts: Mapping[str, _EntityDraft]) -> None:
+        """`{link.field}` in a title must name a field of the linked entity."""
+        for draft in drafts.values():
+            for match in re.finditer(r"\{([^{}]*)\}", draft.data.get("title") or ""):
+                head, _, tail = match.group(1).strip().partition(".")
+                link = draft.links.get(head)
+                if not tail or link is None or link.many or link.polymorphic:
+                    continue
+                target = drafts.get(link.target)
+                if target is not None and tail not in target.field_names and tail != "id":
+                    self.diagnostics.append(draft.source.diagnostic(
+                        "title.link_field", ("title",),
+                        f"{link.target} has no field {tail!r} in {{{match.group(1)}}}",
+                        did_you_mean(tail, target.field_names)
+                        or "fields: " + ", ".join(target.field_names)))
+
 
 class _EntityDraft:
     """An entity under construction: what has been checked so far."""
@@ -727,6 +752,20 @@ def _rename_hint(name: object) -> str:
     if guess and guess != name and identifier_problem(guess) is None:
         return f"rename it, e.g. {guess!r}"
     return "choose another name"
+
+
+def _schema_problem(schema: dict[str, Any], value: Any) -> str:
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(value))
+    if error is None:
+        return ""
+    if error.validator in ("minimum", "maximum"):
+        return f"must be at {'least' if error.validator == 'minimum' else 'most'} {error.validator_value}"
+    if error.validator in ("minLength", "maxLength"):
+        return f"must be at {'least' if error.validator == 'minLength' else 'most'} " \
+               f"{error.validator_value} characters long"
+    if error.validator == "pattern":
+        return f"does not match the pattern {error.validator_value}"
+    return str(error.message)
 
 
 def _replace(spec: FieldSpec, **changes: Any) -> FieldSpec:

@@ -126,7 +126,16 @@ class QueryParser:
                 if ids is not None:
                     inner = inner.where(joins.c.target_id.in_(ids))
                 exists = table.table.c.id.in_(inner)
-                return sa.not_(exists) if op == "isnull" and text == "true" else exists
+                return sa.not_(exists) if op == "isnull" and _boolean(text) else exists
+            if head in self.storage.setup.reverse_links[table.name]:
+                # the way back, by the ids of the records at its other end
+                target, subquery_of = self._through(table, head)
+                if op == "isnull":
+                    linked: ColumnElement[bool] = subquery_of(sa.true())
+                    return sa.not_(linked) if _boolean(text) else linked
+                if op not in ("eq", "in"):
+                    raise _Refused("a way back filters with eq, in or isnull")
+                return subquery_of(target.table.c.id.in_(self._ids(op, text) or []))  # type: ignore[no-any-return]
             raise _Refused(self._unknown(table, head))
         # through a link: link.field
         target, subquery_of = self._through(table, head)
@@ -220,7 +229,9 @@ class QueryParser:
             entity_column = source.table.c[poly_entity_column(declared.name)]
             return source, lambda cond: table.table.c.id.in_(
                 sa.select(id_column).where(entity_column == table.name, cond))
-        return source, lambda cond: table.table.c.id.in_(sa.select(id_column).where(cond))
+        # NULLs kept out of the subquery: NOT IN over a list with NULL matches nothing
+        return source, lambda cond: table.table.c.id.in_(
+            sa.select(id_column).where(id_column.is_not(None), cond))
 
     def _unknown(self, table: EntityTable, name: str) -> str:
         known = [*table.attributes, *table.spec.links,
@@ -299,10 +310,11 @@ class QueryParser:
             values = []
             for key, raw in zip(sort, data["k"], strict=True):
                 spec = key.attribute.field
-                values.append(raw if raw is None or isinstance(raw, (bool, int))
-                              else spec.type.parse_text(spec, str(raw)))
+                # through parse_text, so a forged cursor is range-checked like a filter value
+                values.append(None if raw is None else spec.type.parse_text(spec, str(raw)))
             return tuple(values)
-        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error, UnicodeError):
+        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error, UnicodeError,
+                RecursionError):
             problems.append(ErrorDetail("cursor", "is not a cursor this server gave out"))
             return None
 

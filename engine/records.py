@@ -347,6 +347,9 @@ class Records:
                         link_changes[name] = (wanted - existing, existing - wanted)
                 merged = {**current, **changes}
                 if spec.pipeline is not None:
+                    switched = _pipeline_switch(spec, merged)
+                    if switched is not None:
+                        changes["stage"] = merged["stage"] = switched
                     self._check_stage_requirements(spec, merged)
                 if not changes and not link_changes:
                     return self._render(conn, table, [current])[0]
@@ -421,6 +424,9 @@ class Records:
                     check = self.storage[check_entity].table
                     if conn.execute(sa.select(check.c.id).where(check.c.id == check_id)).first() is None:
                         raise NotFound(f"no {check_entity} with id {check_id}")
+                # the owning record's row lock serialises concurrent changes of its links
+                conn.execute(sa.select(owner_table.c.id).where(owner_table.c.id == source_id)
+                             .with_for_update())
                 pair = sa.and_(joins.c.source_id == source_id, joins.c.target_id == target_id)
                 exists = conn.execute(sa.select(joins.c.source_id).where(pair)).first() is not None
                 if add and not exists:
@@ -540,7 +546,13 @@ class Records:
                     sa.select(sa.func.count(sa.distinct(joins.c.source_id))).where(linked)
                 ).scalar_one()
                 self._restrict(entity, source.name, link, count)
+            owners = conn.execute(
+                sa.select(joins.c.source_id).where(linked).distinct()).scalars().all()
             conn.execute(sa.delete(joins).where(linked))
+            owners = [o for o in owners if (source.name, o) not in seen]
+            for chunk in _chunks(owners):
+                conn.execute(sa.update(source.table).where(source.table.c.id.in_(chunk)).values(
+                    version=source.table.c.version + 1, updated_at=_now()))
             return
         id_column = source.table.c[link_column(link.name)]
         where: ColumnElement[bool] = id_column.in_(ids)
@@ -589,6 +601,18 @@ class Records:
                                     code="link_not_found")
         return Conflict("the change conflicts with the database's rules: " + text.splitlines()[0],
                         code="conflict")
+
+
+def _pipeline_switch(spec: EntitySpec, merged: Mapping[str, Any]) -> str | None:
+    """When the field choosing the pipeline changes, a record whose stage is not in the new
+    pipeline starts that pipeline at its first stage; one whose stage is there stays."""
+    pipelines = spec.pipeline
+    if pipelines is None or pipelines.pipeline_by is None:
+        return None
+    pipeline = pipelines.for_record(merged.get(pipelines.pipeline_by))
+    if merged.get("stage") in pipeline.stage_names:
+        return None
+    return pipeline.initial
 
 
 def _search_text(spec: EntitySpec, values: Mapping[str, Any]) -> str | None:

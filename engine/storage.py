@@ -134,7 +134,9 @@ class Storage:
             search_column = sa.Column(SEARCH_COLUMN, sa.Text(), nullable=True)
             columns.append(search_column)
 
-        table = sa.Table(name, self.metadata, *columns)
+        # AUTOINCREMENT: SQLite would otherwise hand a deleted record's id to the next one,
+        # and an old ETag or link would then name a different record
+        table = sa.Table(name, self.metadata, *columns, sqlite_autoincrement=True)
         for field_name in (f.name for f in entity.fields.values() if f.unique):
             table.append_constraint(sa.UniqueConstraint(
                 field_name, name=db_object_name("uq", name, field_name)))

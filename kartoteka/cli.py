@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import sqlalchemy as sa
 
 from engine.core import Kartoteka, Settings
 from engine.database import DEFAULT_URL, DatabaseSettings
@@ -49,6 +50,12 @@ def _guarded(ctx: click.Context, action: Callable[[], Any]) -> Any:
         if ctx.obj.get("traceback"):
             raise
         click.echo(f"error: {error}", err=True)
+        ctx.exit(1)
+    except sa.exc.OperationalError as error:
+        if ctx.obj.get("traceback"):
+            raise
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        click.echo(f"error: cannot use the database: {reason}", err=True)
         ctx.exit(1)
 
 
