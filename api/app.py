@@ -114,7 +114,7 @@ def _list_params(entity: EntitySpec) -> list[dict[str, Any]]:
          "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}},
         {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
         {"name": "cursor", "in": "query", "schema": {"type": "string"},
-         "description": "the `next` of the previous page"},
+         "description": "the `next` of the previous page; not with `offset`"},
         {"name": "include", "in": "query", "schema": {"type": "string"},
          "description": f"links to embed, comma-separated: {links}"},
         {"name": "total", "in": "query", "schema": {"type": "boolean", "default": True},

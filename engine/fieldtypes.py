@@ -222,6 +222,9 @@ class PhoneType(StringType):
     noun = "a phone number"
     _shape = re.compile(r"^\+?[0-9 ()./-]+(?: *(?:ext\.?|x|#) *[0-9]+)?$")
 
+    def json_schema(self, field: FieldSpec, *, read: bool = False) -> dict[str, Any]:
+        return {**super().json_schema(field, read=read), "pattern": self._shape.pattern}
+
     def parse(self, field: FieldSpec, value: Any) -> Any:
         value = super().parse(field, value)
         digits = sum(ch.isdigit() for ch in value)

@@ -69,6 +69,8 @@ class QueryParser:
         conditions: list[ColumnElement[bool]] = []
         for key, value in params:
             if key in LIST_PARAMS:
+                if key == "cursor" and not value:
+                    continue  # an empty cursor is the first page
                 if key in seen:
                     problems.append(ErrorDetail(key, "is given twice"))
                 seen[key] = value
