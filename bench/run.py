@@ -1,0 +1,467 @@
+"""Generated API vs a hand-written FastAPI + SQLAlchemy app, over the same tables, in one run.
+
+    .venv/bin/python bench/run.py             # full: 10,000 clients, 200,000 sales, 8 s per op
+    .venv/bin/python bench/run.py --quick     # smoke: small seed, 3 s per op
+    .venv/bin/python bench/run.py --repeat 3  # medians of 3 rounds
+    .venv/bin/python bench/run.py --db-url postgresql+psycopg://user@127.0.0.1:5432/postgres
+
+Steps: seed a fresh database through the engine's tables (bench/seed.py) and report rows
+per second; give each app its own copy of it (an SQLite file copy; on PostgreSQL a
+database created from the seeded one as a template); start both with uvicorn (1 worker,
+the same flags, each on a free loopback port); check that they answer the same JSON; warm
+up; then load each operation with wrk, the two apps one after the other, and print
+req/s, generated ÷ hand-written and p99 latencies. Results go to bench/results/*.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: bench/run.py
+    sys.path.insert(0, str(ROOT))
+
+import sqlalchemy as sa  # noqa: E402
+
+from bench import profile  # noqa: E402
+from bench.seed import seed  # noqa: E402
+
+BENCH = ROOT / "bench"
+LUA = BENCH / "lua"
+RESULTS = BENCH / "results"
+ENV = "KARTOTEKA_BENCH_DB"
+TARGET = 0.8
+APPS = {"hand": "bench.handwritten:app_from_env", "gen": "bench.generated:app_from_env"}
+UVICORN_FLAGS = ["--factory", "--host", "127.0.0.1", "--workers", "1", "--no-access-log",
+                 "--log-level", "warning"]
+
+
+@dataclass(frozen=True)
+class Operation:
+    key: str
+    title: str
+    call: str
+
+
+OPERATIONS = [
+    Operation("get_client", "get one client", "GET /api/client/{id}"),
+    Operation("list_sales", "list sales by stage, -amount, 50, total",
+              "GET /api/sale?stage=negotiation&sort=-amount&limit=50"),
+    Operation("create_sale", "create sale", "POST /api/sale"),
+    Operation("patch_sale", "patch sale (amount)", "PATCH /api/sale/{id}"),
+]
+
+
+# -- databases: one seeded, one copy per app and round --------------------------------------
+
+class Databases:
+    """Where the seeded database lives and how a fresh copy of it is made."""
+
+    def __init__(self, workdir: Path, server_url: str | None):
+        self.workdir = workdir
+        self.server_url = server_url
+        self.created: list[str] = []
+        self.kind = "postgresql" if server_url else "sqlite"
+        if server_url is None:
+            self.seed_url = f"sqlite:///{workdir / 'seed.db'}"
+        else:
+            self.seed_url = self._create(f"ktbench_{uuid.uuid4().hex[:10]}_seed")
+
+    def copy(self, name: str) -> str:
+        if self.server_url is None:
+            target = self.workdir / f"{name}.db"
+            shutil.copyfile(self.workdir / "seed.db", target)
+            return f"sqlite:///{target}"
+        template = sa.make_url(self.seed_url).database
+        return self._create(f"{template[:-5]}_{name}", template)
+
+    def _admin(self) -> sa.Engine:
+        assert self.server_url is not None
+        return sa.create_engine(sa.make_url(self.server_url).set(database="postgres"),
+                                isolation_level="AUTOCOMMIT")
+
+    def _create(self, name: str, template: str = "template0") -> str:
+        admin = self._admin()
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{template}" ENCODING \'UTF8\'')
+        admin.dispose()
+        self.created.append(name)
+        assert self.server_url is not None
+        return sa.make_url(self.server_url).set(database=name).render_as_string(hide_password=False)
+
+    def drop_all(self) -> None:
+        if not self.created:
+            return
+        admin = self._admin()
+        with admin.connect() as conn:
+            for name in reversed(self.created):
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+        self.created.clear()
+
+
+# -- servers ------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    app: str
+    url: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextmanager
+def serve(app: str, db_url: str, workdir: Path, tag: str,
+          extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+    port = free_port()
+    log = workdir / f"{tag}.log"
+    env = {k: v for k, v in os.environ.items() if k != "KARTOTEKA_BENCH_INLINE"}
+    env.update({ENV: db_url, "PYTHONPATH": str(ROOT), **(extra_env or {})})
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", APPS[app], *UVICORN_FLAGS, "--port", str(port)],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    server = Server(app, db_url, port, process, log)
+    try:
+        _wait_ready(server)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def _wait_ready(server: Server, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise SystemExit(f"the {server.app} server exited:\n{server.log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(server.base + "/api/client/1", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"the {server.app} server did not answer in {timeout:.0f} s")
+
+
+def http(method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+def check_same_answers(hand: Server, gen: Server, tag: str) -> list[str]:
+    """Both apps must answer the four calls alike, or the comparison is meaningless."""
+    problems: list[str] = []
+    volatile = {"created_at", "updated_at"}
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: ("<set>" if k == "next" and v else strip(v)) for k, v in value.items()
+                    if k not in volatile}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    calls: list[tuple[str, str, Any, Callable[[Any], Any]]] = [
+        ("GET", "/api/client/1", None, strip),
+        ("GET", "/api/sale?stage=negotiation&sort=-amount&limit=50", None, strip),
+        ("POST", "/api/sale", {"number": f"P{tag}", "client": 1, "amount": "123.4"},
+         lambda v: strip({k: x for k, x in v.items() if k != "id"})),
+        ("PATCH", "/api/sale/1", {"amount": "99.5"}, lambda v: strip({**v, "version": 0})),
+    ]
+    for method, path, body, normal in calls:
+        answers = [http(method, server.base + path, body) for server in (hand, gen)]
+        (hand_status, hand_json), (gen_status, gen_json) = answers
+        if hand_status // 100 != 2 or gen_status // 100 != 2:
+            problems.append(f"{method} {path}: status {hand_status} (hand) / {gen_status} (gen)")
+        elif normal(hand_json) != normal(gen_json):
+            problems.append(f"{method} {path}: the JSON differs:\n  hand {str(hand_json)[:300]}"
+                            f"\n  gen  {str(gen_json)[:300]}")
+    return problems
+
+
+# -- wrk ----------------------------------------------------------------------------------
+
+def wrk_script(operation: Operation, workdir: Path) -> Path:
+    script = workdir / f"{operation.key}.lua"
+    script.write_text((LUA / f"{operation.key}.lua").read_text() + "\n"
+                      + (LUA / "common.lua").read_text())
+    return script
+
+
+def run_wrk(server: Server, script: Path, seconds: int, args: argparse.Namespace,
+            tag: str) -> dict[str, Any]:
+    command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds}s",
+               "--timeout", "10s", "-s", str(script), server.base,
+               "--", tag, str(args.clients), str(args.sales)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
+    line = next((l for l in done.stdout.splitlines() if l.startswith("KTBENCH ")), None)
+    if done.returncode != 0 or line is None:
+        raise SystemExit(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    result: dict[str, Any] = json.loads(line[len("KTBENCH "):])
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    errors = result["errors"]
+    result["non_2xx"] = errors["status"]
+    result["socket_errors"] = errors["connect"] + errors["read"] + errors["write"] + errors["timeout"]
+    return result
+
+
+# -- the run ------------------------------------------------------------------------------
+
+def machine_facts() -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout
+    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+            "platform": platform.platform(), "wrk": wrk_version.splitlines()[0] if wrk_version else "",
+            "loadavg_before": [round(x, 2) for x in os.getloadavg()]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
+        return 2
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    started = dt.datetime.now(dt.UTC)
+    facts = machine_facts()
+    workdir = Path(tempfile.mkdtemp(prefix="kartoteka-bench-"))
+    databases = Databases(workdir, args.db_url)
+    rounds: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    try:
+        print(f"seeding {args.clients:,} clients and {args.sales:,} sales ({databases.kind}) ...",
+              flush=True)
+        stats = seed(databases.seed_url, args.clients, args.sales)
+        print(f"  {stats.clients + stats.sales:,} rows in {stats.insert_s:.2f} s: "
+              f"{stats.rows_per_s:,} rows/s", flush=True)
+        scripts = {op.key: wrk_script(op, workdir) for op in OPERATIONS}
+        for index in range(args.repeat):
+            rounds.append(run_round(index, args, databases, workdir, scripts, warnings))
+    finally:
+        databases.drop_all()
+        if args.keep:
+            print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    facts["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    summary = summarise(rounds)
+    for row in summary:
+        if row["non_2xx"] or row["socket_errors"]:
+            warnings.append(f"{row['operation']}: {row['non_2xx']} non-2xx responses, "
+                            f"{row['socket_errors']} socket errors")
+    report = {
+        "started": started.isoformat(), "finished": dt.datetime.now(dt.UTC).isoformat(),
+        "quick": args.quick, "database": databases.kind, "machine": facts,
+        "settings": {"clients": args.clients, "sales": args.sales, "seconds": args.seconds,
+                     "warmup_seconds": args.warmup, "threads": args.threads,
+                     "connections": args.connections, "repeat": args.repeat,
+                     "uvicorn": UVICORN_FLAGS, "target_ratio": TARGET,
+                     "gen_inline": args.gen_inline},
+        "seed": stats.as_json(), "summary": summary, "rounds": rounds, "warnings": warnings,
+    }
+    name = started.strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else "") + f"-{databases.kind}"
+    path = RESULTS / f"{name}.json"
+    text = json.dumps(report, ensure_ascii=False, indent=2)
+    path.write_text(text)
+    (RESULTS / "latest.json").write_text(text)
+    print_report(report)
+    print(f"\nsaved {path.relative_to(ROOT)}")
+    return 1 if warnings else 0
+
+
+def run_round(index: int, args: argparse.Namespace, databases: Databases, workdir: Path,
+              scripts: dict[str, Path], warnings: list[str]) -> dict[str, Any]:
+    label = f"r{index + 1}"
+    print(f"round {index + 1}/{args.repeat}: starting both servers ...", flush=True)
+    urls = {app: databases.copy(f"{label}_{app}") for app in APPS}
+    results: dict[str, dict[str, Any]] = {op.key: {} for op in OPERATIONS}
+    gen_env = None if args.gen_inline is None else {"KARTOTEKA_BENCH_INLINE": args.gen_inline}
+    with serve("hand", urls["hand"], workdir, f"{label}-hand") as hand, \
+            serve("gen", urls["gen"], workdir, f"{label}-gen", gen_env) as gen:
+        servers = {"hand": hand, "gen": gen}
+        problems = check_same_answers(hand, gen, f"{uuid.uuid4().hex[:8]}")
+        for problem in problems:
+            warnings.append(f"round {index + 1}: {problem}")
+            print(f"  WARNING: {problem}", flush=True)
+        for app, server in servers.items():
+            for op in OPERATIONS:
+                run_wrk(server, scripts[op.key], args.warmup, args, f"w{index}{app[0]}")
+        for position, op in enumerate(OPERATIONS):
+            # alternate who goes first, so a drift in machine load does not favour one app
+            order = ["hand", "gen"] if (index + position) % 2 == 0 else ["gen", "hand"]
+            for app in order:
+                time.sleep(0.5)
+                result = run_wrk(servers[app], scripts[op.key], args.seconds, args,
+                                 f"{index}{app[0]}")
+                results[op.key][app] = result
+                print(f"  {op.title:<40} {app:<4} {result['rps']:>9,.0f} req/s  "
+                      f"p99 {result['latency_us']['p99'] / 1000:>7.1f} ms  "
+                      f"non-2xx {result['non_2xx']}", flush=True)
+        for server in servers.values():
+            if server.process.poll() is not None:
+                warnings.append(f"round {index + 1}: the {server.app} server died")
+        if args.profile and index == args.repeat - 1:
+            for app in args.profile:
+                profile_app(servers[app], args, scripts, index)
+    return {"round": index + 1, "results": results}
+
+
+def profile_app(server: Server, args: argparse.Namespace, scripts: dict[str, Path],
+                index: int) -> None:
+    """After the measured runs: sample the server with py-spy under each operation's load."""
+    folder = RESULTS / f"profile-{server.app}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for op in OPERATIONS:
+        output = folder / f"{op.key}.txt"
+        output.unlink(missing_ok=True)
+        sampler = profile.record(server.process.pid, args.seconds, output)
+        time.sleep(0.5)
+        result = run_wrk(server, scripts[op.key], args.seconds, args, f"p{index}{server.app[0]}")
+        code = sampler.wait(args.seconds + 30)
+        print(f"\nprofile of {server.app}, {op.title} ({result['rps']:,.0f} req/s under py-spy; "
+              f"stacks in {output.relative_to(ROOT)}):")
+        lines = profile.hot_spots(output).lines() if output.exists() else []
+        for line in lines or [f"no samples (py-spy exited with {code})"]:
+            print("  " + line)
+
+
+def summarise(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    summary = []
+    for op in OPERATIONS:
+        runs = [r["results"][op.key] for r in rounds]
+
+        def median(app: str, pick: Callable[[dict[str, Any]], float], runs: Any = runs) -> float:
+            return statistics.median(pick(run[app]) for run in runs)
+
+        summary.append({
+            "operation": op.key, "title": op.title, "call": op.call,
+            "hand_rps": round(median("hand", lambda r: r["rps"]), 1),
+            "gen_rps": round(median("gen", lambda r: r["rps"]), 1),
+            # the median of per-round ratios: each ratio pairs runs made close in time
+            "ratio": round(statistics.median(run["gen"]["rps"] / run["hand"]["rps"] for run in runs), 3),
+            "hand_p50_ms": round(median("hand", lambda r: r["latency_us"]["p50"]) / 1000, 2),
+            "gen_p50_ms": round(median("gen", lambda r: r["latency_us"]["p50"]) / 1000, 2),
+            "hand_p99_ms": round(median("hand", lambda r: r["latency_us"]["p99"]) / 1000, 2),
+            "gen_p99_ms": round(median("gen", lambda r: r["latency_us"]["p99"]) / 1000, 2),
+            "non_2xx": sum(run[app]["non_2xx"] for run in runs for app in APPS),
+            "socket_errors": sum(run[app]["socket_errors"] for run in runs for app in APPS),
+        })
+    return summary
+
+
+def print_report(report: dict[str, Any]) -> None:
+    machine, settings, stats = report["machine"], report["settings"], report["seed"]
+    print(f"\nKartoteka bench — {report['started'][:16]} UTC, {report['database']}, "
+          f"nproc {machine['nproc']}, load {machine['loadavg_before'][0]} → "
+          f"{machine['loadavg_after'][0]}")
+    print(f"{settings['clients']:,} clients, {settings['sales']:,} sales; wrk {settings['threads']} "
+          f"threads, {settings['connections']} connections, {settings['seconds']:g} s per op; "
+          f"median of {settings['repeat']} round(s)")
+    print(f"seeding: {stats['clients'] + stats['sales']:,} rows in {stats['insert_s']:.2f} s = "
+          f"{stats['rows_per_s']:,} rows/s (clients {stats['clients_per_s']:,}/s, "
+          f"sales {stats['sales_per_s']:,}/s)\n")
+    header = (f"{'operation':<40} {'hand req/s':>10} {'gen req/s':>10} {'gen÷hand':>9} "
+              f"{'hand p99':>9} {'gen p99':>9} {'non-2xx':>8}")
+    print(header)
+    print("-" * len(header))
+    for row in report["summary"]:
+        flag = "  < target" if row["ratio"] < TARGET else ""
+        print(f"{row['title']:<40} {row['hand_rps']:>10,.0f} {row['gen_rps']:>10,.0f} "
+              f"{row['ratio']:>8.2f}× {row['hand_p99_ms']:>7.1f}ms {row['gen_p99_ms']:>7.1f}ms "
+              f"{row['non_2xx'] + row['socket_errors']:>8}{flag}")
+    for warning in report["warnings"]:
+        print(f"WARNING: {warning}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Compare the generated API with a hand-written FastAPI app (req/s, p99).")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 2,000 clients, 20,000 sales, 3 s per operation")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds; medians are reported")
+    parser.add_argument("--db-url", default=None,
+                        help="a PostgreSQL server (postgresql+psycopg://user@host:port/db): "
+                             "databases ktbench_* are created on it and dropped after")
+    parser.add_argument("--clients", type=int, help="clients to seed (default 10,000)")
+    parser.add_argument("--sales", type=int, help="sales to seed (default 200,000)")
+    parser.add_argument("--seconds", type=int, help="wrk duration per operation (default 8)")
+    parser.add_argument("--warmup", type=int, help="warm-up seconds per operation (default 2)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--keep", action="store_true", help="keep the databases and server logs")
+    parser.add_argument("--profile", nargs="?", const="gen", default=None,
+                        choices=["gen", "hand", "both"],
+                        help="after the last round, sample the app (default gen) with py-spy "
+                             "under each operation and print where the time goes")
+    parser.add_argument("--gen-inline", default=None, metavar="OPS",
+                        help="experiment: operations the generated app runs on the event loop "
+                             "(e.g. 'get'; '' for none) instead of its own default")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.clients = args.clients or (2_000 if quick else 10_000)
+    args.sales = args.sales or (20_000 if quick else 200_000)
+    args.seconds = args.seconds or (3 if quick else 8)
+    args.warmup = args.warmup or (1 if quick else 2)
+    if args.profile:
+        args.profile = ["gen", "hand"] if args.profile == "both" else [args.profile]
+        if profile.py_spy() is None:
+            parser.error("--profile needs py-spy: .venv/bin/pip install py-spy")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    if args.db_url and not args.db_url.startswith(("postgresql", "postgres://")):
+        parser.error("--db-url takes a PostgreSQL URL; SQLite is the default")
+    if args.db_url and args.db_url.startswith(("postgres://", "postgresql://")):
+        args.db_url = "postgresql+psycopg://" + args.db_url.split("://", 1)[1]
+    return args
+
+
+if __name__ == "__main__":
+    sys.exit(main())
