@@ -483,18 +483,23 @@ class DateTimeType(FieldType):
         return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-class ChoiceType(FieldType):
-    name = "choice"
+class _OptionsType(FieldType):
+    """A type whose values come from the field's `options`."""
+
     accepts = frozenset({"options"})
-    operators = frozenset({"eq", "ne", "in", "isnull"})
-    indexed_by_default = True
-    searchable = True
-    noun = "one of the options"
 
     def check(self, field: FieldSpec) -> Iterator[tuple[str, str, str]]:
         yield from super().check(field)
         if not field.options:
             yield "options", f"a {self.name} field needs a list of options", "options: [a, b, c]"
+
+
+class ChoiceType(_OptionsType):
+    name = "choice"
+    operators = frozenset({"eq", "ne", "in", "isnull"})
+    indexed_by_default = True
+    searchable = True
+    noun = "one of the options"
 
     def column_type(self, field: FieldSpec) -> sa.types.TypeEngine[Any]:
         return sa.String(max((len(o) for o in field.options or ("",)), default=1) or 1)
@@ -508,21 +513,15 @@ class ChoiceType(FieldType):
         return value
 
 
-class MultichoiceType(FieldType):
+class MultichoiceType(_OptionsType):
     """Several of the options; stored as a JSON array in option order; `contains` finds
     the records that have an option, `isnull` the ones with none."""
 
     name = "multichoice"
-    accepts = frozenset({"options"})
     operators = frozenset({"contains", "isnull"})
     sortable = False
     can_be_unique = False
     noun = "a list of options"
-
-    def check(self, field: FieldSpec) -> Iterator[tuple[str, str, str]]:
-        yield from super().check(field)
-        if not field.options:
-            yield "options", f"a {self.name} field needs a list of options", "options: [a, b, c]"
 
     def column_type(self, field: FieldSpec) -> sa.types.TypeEngine[Any]:
         return json_column()

@@ -395,30 +395,25 @@ class _Loader:
             many = bool(decl.get("many", False))
             on_delete = decl.get("on_delete", "restrict")
             required = bool(decl.get("required", False))
+            # (broken?, code, key, message, hint): combinations a link cannot have
+            rules = (
+                (polymorphic and many, "link.many_polymorphic", "many",
+                 "a link to several entities cannot also be many-to-many",
+                 "declare one many-to-many link per target entity"),
+                (on_delete == "set_null" and required, "link.on_delete", "on_delete",
+                 "set_null cannot empty a required link",
+                 "use restrict or cascade, or drop 'required: true'"),
+                (on_delete == "cascade" and many, "link.on_delete", "on_delete",
+                 "a many-to-many link cannot cascade deletes to the records it lists",
+                 "use set_null to unlink them, or restrict"),
+                (many and required, "link.required", "required",
+                 "a many-to-many link cannot be required", "drop 'required: true'"),
+            )
             ok = True
-            if polymorphic and many:
-                ok = False
-                self.diagnostics.append(source.diagnostic(
-                    "link.many_polymorphic", (*path, "many"),
-                    "a link to several entities cannot also be many-to-many",
-                    "declare one many-to-many link per target entity"))
-            if on_delete == "set_null" and required:
-                ok = False
-                self.diagnostics.append(source.diagnostic(
-                    "link.on_delete", (*path, "on_delete"),
-                    "set_null cannot empty a required link",
-                    "use restrict or cascade, or drop 'required: true'"))
-            if on_delete == "cascade" and many:
-                ok = False
-                self.diagnostics.append(source.diagnostic(
-                    "link.on_delete", (*path, "on_delete"),
-                    "a many-to-many link cannot cascade deletes to the records it lists",
-                    "use set_null to unlink them, or restrict"))
-            if many and required:
-                ok = False
-                self.diagnostics.append(source.diagnostic(
-                    "link.required", (*path, "required"),
-                    "a many-to-many link cannot be required", "drop 'required: true'"))
+            for broken, code, key, message, hint in rules:
+                if broken:
+                    ok = False
+                    self.diagnostics.append(source.diagnostic(code, (*path, key), message, hint))
             reverse = decl.get("reverse")
             if reverse is not None:
                 problem = identifier_problem(reverse)
