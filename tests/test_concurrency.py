@@ -14,7 +14,7 @@ from contextlib import ExitStack
 from functools import partial
 from typing import Any, TypeVar
 
-import httpx
+import httpx2 as httpx
 import pytest
 from starlette.testclient import TestClient
 

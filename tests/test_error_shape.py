@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import httpx
+import httpx2 as httpx
 import pytest
 from starlette.testclient import TestClient
 
