@@ -33,7 +33,7 @@ from api.errors import install_error_handlers
 from api.responses import json_response, read_json
 from engine.core import Kartoteka
 from engine.errors import ErrorDetail, MalformedRequest, NotFound, StaleVersion
-from engine.jsonschemas import ERROR_SCHEMA, list_schema
+from engine.jsonschemas import ERROR_SCHEMA, PIPELINE_SCHEMAS, list_schema
 from engine.naming import pascal
 from engine.query import DEFAULT_LIMIT, MAX_LIMIT
 from engine.spec import EntitySpec, label_text
@@ -185,6 +185,8 @@ class _Routes:
         patch_body = {"requestBody": {"required": True, "content": {"application/json": {
             "schema": {"$ref": REF + schema_name + "Patch"}}}}}
         one = {"$ref": REF + schema_name}
+        if entity.pipeline is not None:
+            self._add_pipeline(app, entity)
         app.add_api_route(base, list_records, methods=["GET"], tags=tags, response_class=Response,
                           summary=f"List {label} records", operation_id=f"list_{name}",
                           openapi_extra={"parameters": _list_params(entity)},
@@ -216,6 +218,95 @@ class _Routes:
                           openapi_extra={"parameters": [_id_param()]},
                           responses={204: {"description": "Deleted"}, **_REFUSED})
         self._add_links(app, entity)
+        self._add_timeline(app, entity)
+
+    def _add_pipeline(self, app: FastAPI, entity: EntitySpec) -> None:
+        name = entity.name
+        base = f"/api/{name}"
+        kt = self.kt
+        tags: list[str | Enum] = [name]
+
+        async def board(request: Request) -> Response:
+            return json_response(await self.run("list", kt.reports.board, name, _params(request)))
+
+        async def funnel(request: Request) -> Response:
+            return json_response(await self.run("list", kt.reports.funnel, name, _params(request)))
+
+        async def move(request: Request) -> Response:
+            record_id = _path_id(request, "id", name)
+            if_version = _if_match(request)
+            body = await read_json(request, self.cap)
+            record = await self.run("update", kt.stages.move, name, record_id, body,
+                                    if_version=if_version)
+            return json_response(record, 200, {"ETag": _etag(record)})
+
+        pipeline_param = {"name": "pipeline", "in": "query", "schema": {
+            "type": "string", "enum": list(entity.pipeline.pipelines) if entity.pipeline else []},
+            "description": "which pipeline (the first when not given)"}
+        filters = [p for p in _list_params(entity) if p["name"] in ("q",)]
+        app.add_api_route(f"{base}/board", board, methods=["GET"], tags=tags,
+                          response_class=Response, operation_id=f"board_{name}",
+                          summary="Kanban board: every stage with its count, sums and first records",
+                          openapi_extra={"parameters": [pipeline_param, *filters, {
+                              "name": "limit", "in": "query", "description": "records per column",
+                              "schema": {"type": "integer", "minimum": 1, "maximum": 100,
+                                         "default": 10}}, {
+                              "name": "sort", "in": "query", "schema": {"type": "string"}}]},
+                          responses=_ok({"$ref": REF + "Board"}))
+        app.add_api_route(f"{base}/funnel", funnel, methods=["GET"], tags=tags,
+                          response_class=Response, operation_id=f"funnel_{name}",
+                          summary="Funnel: per stage reached, conversion, time in stage, forecast",
+                          openapi_extra={"parameters": [pipeline_param, *filters, *(
+                              {"name": key, "in": "query", "description": f"records created {word}",
+                               "schema": {"type": "string", "format": "date"}}
+                              for key, word in (("from", "on or after"), ("to", "on or before")))]},
+                          responses=_ok({"$ref": REF + "Funnel"}))
+        app.add_api_route(f"{base}/{{id}}/stage", move, methods=["POST"], tags=tags,
+                          response_class=Response, operation_id=f"move_{name}",
+                          summary=f"Move a {name} to another stage",
+                          openapi_extra={"parameters": [_id_param(), {
+                              "name": "If-Match", "in": "header", "schema": {"type": "string"}}],
+                              "requestBody": {"required": True, "content": {"application/json": {
+                                  "schema": {"$ref": REF + "StageMove"}}}}},
+                          responses=_ok({"$ref": REF + pascal(name)}, 200, _ETAG))
+
+    def _add_timeline(self, app: FastAPI, entity: EntitySpec) -> None:
+        name = entity.name
+        base = f"/api/{name}"
+        kt = self.kt
+        tags: list[str | Enum] = [name]
+
+        async def timeline(request: Request) -> Response:
+            record_id = _path_id(request, "id", name)
+            return json_response(await self.run("list", kt.timeline.page, name, record_id,
+                                                _params(request)))
+
+        def adder(method: Callable[..., Any]) -> Callable[[Request], Any]:
+            async def add(request: Request) -> Response:
+                record_id = _path_id(request, "id", name)
+                body = await read_json(request, self.cap)
+                item = await self.run("create", method, name, record_id, body)
+                return json_response(item, 201)
+            return add
+
+        app.add_api_route(f"{base}/{{id}}/timeline", timeline, methods=["GET"], tags=tags,
+                          response_class=Response, operation_id=f"timeline_{name}",
+                          summary=f"A {name}'s timeline, newest first",
+                          openapi_extra={"parameters": [_id_param(), {
+                              "name": "limit", "in": "query",
+                              "schema": {"type": "integer", "minimum": 1, "maximum": 200}}, {
+                              "name": "cursor", "in": "query", "schema": {"type": "string"}}]},
+                          responses=_ok({"$ref": REF + "Timeline"}))
+        for path, method, schema, what in (("comments", kt.timeline.comment, "Comment", "comment"),
+                                           ("activities", kt.timeline.activity, "Activity",
+                                            "call, e-mail or meeting")):
+            app.add_api_route(f"{base}/{{id}}/{path}", adder(method), methods=["POST"], tags=tags,
+                              status_code=201, response_class=Response,
+                              operation_id=f"add_{name}_{path}", summary=f"Add a {what}",
+                              openapi_extra={"parameters": [_id_param()], "requestBody": {
+                                  "required": True, "content": {"application/json": {
+                                      "schema": {"$ref": REF + schema}}}}},
+                              responses=_ok({"$ref": REF + "TimelineItem"}, 201, None, "Added"))
 
     def _add_links(self, app: FastAPI, entity: EntitySpec) -> None:
         name = entity.name
@@ -325,5 +416,6 @@ def _openapi(app: FastAPI, kt: Kartoteka) -> dict[str, Any]:
         components[names["patch"]] = entity_schemas.patch
         components[names["list"]] = list_schema(name)
     components["Error"] = ERROR_SCHEMA
+    components.update(PIPELINE_SCHEMAS)
     app.openapi_schema = schema
     return schema

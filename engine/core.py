@@ -22,8 +22,11 @@ from engine.jsonschemas import build_schemas
 from engine.loader import load_setup
 from engine.migrate import MigrationPlan, apply, plan, verify
 from engine.records import Records
+from engine.reports import Reports
 from engine.spec import SetupSpec
+from engine.stages import StageMoves
 from engine.storage import Storage
+from engine.timeline import Timeline
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -46,6 +49,9 @@ class Kartoteka:
         self.db = Database(self.settings.database)
         self.schemas = build_schemas(self.storage)
         self.records = Records(self.storage, self.db, self.schemas)
+        self.stages = StageMoves(self.records)
+        self.timeline = Timeline(self.records)
+        self.reports = Reports(self.records)
 
     @classmethod
     def open(cls, folder: str | Path, database_url: str | None = None, *,

@@ -273,3 +273,50 @@ def _problem(error: jsonschema.ValidationError, entity: EntitySpec, path: list[A
     if kind == "additionalProperties":
         return "has unknown keys"
     return error.message
+
+
+_SUMS: dict[str, Any] = {"type": "object", "additionalProperties": {"type": ["string", "null"]}}
+_TIMELINE_ITEM: dict[str, Any] = {
+    "type": "object",
+    "description": "type is comment, call, email, meeting, stage, change or record",
+    "properties": {
+        "type": {"type": "string"}, "id": {"type": "integer"},
+        "at": {"type": "string", "format": "date-time"}, "by": {"type": ["integer", "null"]},
+    },
+    "required": ["type", "id", "at"],
+}
+#: the documents of the pipeline and timeline calls, published in OpenAPI
+PIPELINE_SCHEMAS: dict[str, Any] = {
+    "StageMove": {"type": "object", "properties": {"to": {"type": "string"}},
+                  "required": ["to"], "additionalProperties": False},
+    "Board": {"type": "object", "required": ["pipeline", "columns"], "properties": {
+        "pipeline": {"type": "string"},
+        "columns": {"type": "array", "items": {"type": "object", "properties": {
+            "stage": {"type": "string"}, "label": {"type": "string"},
+            "category": {"type": "string"}, "count": {"type": "integer"}, "sums": _SUMS,
+            "items": {"type": "array", "items": {"type": "object"}},
+            "next": {"type": ["string", "null"]}},
+            "required": ["stage", "count", "sums", "items", "next"]}}}},
+    "Funnel": {"type": "object", "required": ["pipeline", "records", "stages"], "properties": {
+        "pipeline": {"type": "string"}, "records": {"type": "integer"},
+        "stages": {"type": "array", "items": {"type": "object", "properties": {
+            "stage": {"type": "string"}, "reached": {"type": "integer"},
+            "conversion": {"type": ["number", "null"]}, "drop_off": {"type": ["integer", "null"]},
+            "time_in_stage": {"type": "object"}, "current": {"type": "object"},
+            "forecast": _SUMS}, "required": ["stage", "reached"]}}}},
+    "Timeline": {"type": "object", "required": ["items", "next"], "properties": {
+        "items": {"type": "array", "items": {"$ref": "#/components/schemas/TimelineItem"}},
+        "next": {"type": ["string", "null"]}}},
+    "TimelineItem": _TIMELINE_ITEM,
+    "Comment": {"type": "object", "properties": {"text": {"type": "string", "minLength": 1}},
+                "required": ["text"], "additionalProperties": False},
+    "Activity": {"type": "object", "required": ["kind"], "additionalProperties": False,
+                 "properties": {
+                     "kind": {"enum": ["call", "email", "meeting"]},
+                     "direction": {"enum": ["in", "out", None]},
+                     "duration_seconds": {"type": ["integer", "null"], "minimum": 0},
+                     "subject": {"type": ["string", "null"], "maxLength": 300},
+                     "text": {"type": ["string", "null"]},
+                     "result": {"type": ["string", "null"]},
+                     "at": {"type": ["string", "null"], "format": "date-time"}}},
+}

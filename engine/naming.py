@@ -25,7 +25,7 @@ RESERVED_MEMBER_NAMES = frozenset(
     {
         *SERVER_MANAGED,
         "q", "sort", "limit", "offset", "cursor", "include", "total",
-        "board", "funnel", "timeline", "comments", "history", "schema",
+        "board", "funnel", "timeline", "comments", "activities", "history", "schema",
     }
 )
 RESERVED_ENTITY_NAMES = frozenset({"api", "schema", "docs", "openapi", "user", "users", "setup"})

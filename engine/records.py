@@ -28,6 +28,7 @@ from engine.errors import (
     ValidationFailed,
 )
 from engine.fieldtypes import ValueProblem, fold_text
+from engine.journal import Journal, diff
 from engine.jsonschemas import EntitySchemas, schema_problems
 from engine.naming import link_column, poly_entity_column
 from engine.query import ListQuery, QueryParser, after_condition, encode_cursor, order_by
@@ -115,6 +116,7 @@ class Records:
         self.db = database
         self.schemas = schemas
         self.parser = QueryParser(storage, database.dialect)
+        self.journal = Journal(storage)
         self.shapes = {name: _Shape(table) for name, table in storage.entities.items()}
         self._unique_fields = {
             constraint.name: (table.name, next(iter(constraint.columns)).name)
@@ -130,7 +132,7 @@ class Records:
         links = self.parser.include(entity, include)
         with self.db.read() as conn:
             rows = conn.execute(self.shapes[entity].select_by_id,
-                                {"record_id": _checked_id(record_id, entity)}).all()
+                                {"record_id": checked_id(record_id, entity)}).all()
             records = self._render(conn, table, [row._mapping for row in rows])
             if not records:
                 raise NotFound(f"no {entity} with id {record_id}")
@@ -147,7 +149,7 @@ class Records:
                params: Sequence[tuple[str, str]]) -> Page:
         """Records at the other end of link `name` (declared here, or a way back)."""
         table = self.storage[entity]
-        record_id = _checked_id(record_id, entity)
+        record_id = checked_id(record_id, entity)
         with self.db.read() as conn:
             row = conn.execute(sa.select(table.table).where(table.table.c.id == record_id)).first()
             if row is None:
@@ -284,16 +286,19 @@ class Records:
         return self._fetch(conn, table, table.table.c.id.in_(ids))
 
     # -- writing -----------------------------------------------------------------------------
-    def create(self, entity: str, body: Any, *, owner: int | None = None) -> Record:
+    def create(self, entity: str, body: Any, *, owner: int | None = None,
+               actor: int | None = None) -> Record:
         table = self.storage[entity]
         spec = table.spec
         values, many = self._parse(table, body, self.schemas[entity].create_validator)
         for field in spec.fields.values():
             if field.name not in values and field.default is not None:
                 values[field.name] = field.default
+        pipeline = None
         if spec.pipeline is not None:
             selector = values.get(spec.pipeline.pipeline_by) if spec.pipeline.pipeline_by else None
-            values["stage"] = spec.pipeline.for_record(selector).initial
+            pipeline = spec.pipeline.for_record(selector)
+            values["stage"] = pipeline.initial
             self._check_stage_requirements(spec, values)
         if spec.owner:
             values["owner"] = owner
@@ -309,21 +314,28 @@ class Records:
                 ).scalar_one()
                 for name, ids in many.items():
                     self._insert_links(conn, table.join_tables[name], new_id, ids)
+                values["id"] = new_id
+                for column in self.shapes[entity].columns:
+                    values.setdefault(column.name, None)
+                record = self.shapes[entity].render(values)
+                for name, ids in many.items():
+                    record[name] = sorted(ids)
+                self.journal.change(conn, entity, new_id, "create",
+                                    {k: v[1] for k, v in diff({}, record).items()
+                                     if v[1] not in (None, [])},
+                                    by=actor, at=now)
+                if pipeline is not None:
+                    self.journal.stage(conn, entity, new_id, pipeline.name, None, pipeline.initial,
+                                       by=actor, at=now, seconds=None)
         except IntegrityError as error:
             raise self._integrity(error) from None
-        values["id"] = new_id
-        for column in self.shapes[entity].columns:
-            values.setdefault(column.name, None)
-        record = self.shapes[entity].render(values)
-        for name, ids in many.items():
-            record[name] = sorted(ids)
         return record
 
     def update(self, entity: str, record_id: int, body: Any, *,
-               if_version: int | None = None) -> Record:
+               if_version: int | None = None, actor: int | None = None) -> Record:
         table = self.storage[entity]
         spec = table.spec
-        record_id = _checked_id(record_id, entity)
+        record_id = checked_id(record_id, entity)
         values, many = self._parse(table, body, self.schemas[entity].patch_validator)
         try:
             with self.db.write() as conn:
@@ -357,7 +369,8 @@ class Records:
                                   {n: sorted(add) for n, (add, _) in link_changes.items()})
                 if table.search_column is not None and any(f in changes for f in spec.search):
                     changes[SEARCH_COLUMN] = _search_text(spec, merged)
-                changes.update(version=current["version"] + 1, updated_at=_now())
+                now = _now()
+                changes.update(version=current["version"] + 1, updated_at=now)
                 updated = conn.execute(
                     sa.update(table.table)
                     .where(table.table.c.id == record_id,
@@ -373,13 +386,31 @@ class Records:
                         conn.execute(sa.delete(joins).where(
                             joins.c.source_id == record_id, joins.c.target_id.in_(removed)))
                     self._insert_links(conn, joins, record_id, added)
-                return self._render(conn, table, [{**merged, **changes}])[0]
+                shape = self.shapes[entity]
+                record = self._render(conn, table, [{**merged, **changes}])[0]
+                journalled: dict[str, Any] = {
+                    k: v for k, v in diff(shape.render(current), record).items()
+                    if k not in shape.many}
+                for name, (added, removed) in link_changes.items():
+                    journalled[name] = {"added": sorted(added), "removed": sorted(removed)}
+                self.journal.change(conn, entity, record_id, "update", journalled,
+                                    by=actor, at=now)
+                if "stage" in journalled:
+                    entered = self.journal.last_stage_entry(conn, entity, record_id)
+                    assert spec.pipeline is not None
+                    self.journal.stage(
+                        conn, entity, record_id,
+                        spec.pipeline.for_record(merged.get(spec.pipeline.pipeline_by or "")).name,
+                        current["stage"], merged["stage"], by=actor, at=now,
+                        seconds=seconds_since(entered, now))
+                return record
         except IntegrityError as error:
             raise self._integrity(error) from None
 
-    def delete(self, entity: str, record_id: int, *, if_version: int | None = None) -> None:
+    def delete(self, entity: str, record_id: int, *, if_version: int | None = None,
+               actor: int | None = None) -> None:
         table = self.storage[entity]
-        record_id = _checked_id(record_id, entity)
+        record_id = checked_id(record_id, entity)
         try:
             with self.db.write() as conn:
                 version = conn.execute(
@@ -391,32 +422,34 @@ class Records:
                 if if_version is not None and version != if_version:
                     raise StaleVersion(f"{entity} {record_id} is at version {version}, "
                                        f"not {if_version}")
-                self._delete(conn, entity, [record_id], set())
+                self._delete(conn, entity, [record_id], set(), actor)
         except IntegrityError as error:
             raise self._integrity(error) from None
 
-    def add_link(self, entity: str, record_id: int, name: str, other_id: int) -> None:
-        self._change_link(entity, record_id, name, other_id, add=True)
+    def add_link(self, entity: str, record_id: int, name: str, other_id: int, *,
+                 actor: int | None = None) -> None:
+        self._change_link(entity, record_id, name, other_id, add=True, actor=actor)
 
-    def remove_link(self, entity: str, record_id: int, name: str, other_id: int) -> None:
-        self._change_link(entity, record_id, name, other_id, add=False)
+    def remove_link(self, entity: str, record_id: int, name: str, other_id: int, *,
+                    actor: int | None = None) -> None:
+        self._change_link(entity, record_id, name, other_id, add=False, actor=actor)
 
     def _change_link(self, entity: str, record_id: int, name: str, other_id: int, *,
-                     add: bool) -> None:
+                     add: bool, actor: int | None) -> None:
         table = self.storage[entity]
         link = table.spec.links.get(name)
         if link is not None:
-            owner_entity, joins = entity, table.join_tables[name]
+            owner_entity, joins, owner_link = entity, table.join_tables[name], name
             other_entity = link.target
             source_id, target_id = record_id, other_id
         else:
             reverse = self.storage.setup.reverse_links[entity][name]
-            owner_entity = reverse.entity
+            owner_entity, owner_link = reverse.entity, reverse.link.name
             joins = self.storage[reverse.entity].join_tables[reverse.link.name]
             other_entity = reverse.entity
             source_id, target_id = other_id, record_id
-        record_id = _checked_id(record_id, entity)
-        other_id = _checked_id(other_id, other_entity)
+        record_id = checked_id(record_id, entity)
+        other_id = checked_id(other_id, other_entity)
         owner_table = self.storage[owner_entity].table
         try:
             with self.db.write() as conn:
@@ -437,9 +470,14 @@ class Records:
                     raise NotFound(f"{entity} {record_id} is not linked to {other_entity} {other_id}")
                 else:
                     return
+                now = _now()
                 conn.execute(
                     sa.update(owner_table).where(owner_table.c.id == source_id)
-                    .values(version=owner_table.c.version + 1, updated_at=_now()))
+                    .values(version=owner_table.c.version + 1, updated_at=now))
+                change = {"added": [target_id], "removed": []} if add else \
+                    {"added": [], "removed": [target_id]}
+                self.journal.change(conn, owner_entity, source_id, "update", {owner_link: change},
+                                    by=actor, at=now)
         except IntegrityError as error:
             raise self._integrity(error) from None
 
@@ -519,7 +557,7 @@ class Records:
             conn.execute(sa.insert(joins), rows)
 
     def _delete(self, conn: sa.Connection, entity: str, ids: list[int],
-                seen: set[tuple[str, int]]) -> None:
+                seen: set[tuple[str, int]], actor: int | None) -> None:
         ids = [i for i in ids if (entity, i) not in seen]
         if not ids:
             return
@@ -527,16 +565,17 @@ class Records:
         for source_entity, link in self.storage.setup.inbound_links[entity]:
             source = self.storage[source_entity]
             for chunk in _chunks(ids):
-                self._release(conn, entity, chunk, source, link, seen)
+                self._release(conn, entity, chunk, source, link, seen, actor)
         table = self.storage[entity]
         for joins in table.join_tables.values():
             for chunk in _chunks(ids):
                 conn.execute(sa.delete(joins).where(joins.c.source_id.in_(chunk)))
         for chunk in _chunks(ids):
             conn.execute(sa.delete(table.table).where(table.table.c.id.in_(chunk)))
+        self.journal.changes_many(conn, entity, ids, "delete", None, by=actor, at=_now())
 
     def _release(self, conn: sa.Connection, entity: str, ids: list[int], source: EntityTable,
-                 link: LinkSpec, seen: set[tuple[str, int]]) -> None:
+                 link: LinkSpec, seen: set[tuple[str, int]], actor: int | None) -> None:
         """Apply `link.on_delete` to the records of `source` that point at `ids`."""
         if link.many:
             joins = source.join_tables[link.name]
@@ -553,6 +592,9 @@ class Records:
             for chunk in _chunks(owners):
                 conn.execute(sa.update(source.table).where(source.table.c.id.in_(chunk)).values(
                     version=source.table.c.version + 1, updated_at=_now()))
+            self.journal.changes_many(conn, source.name, owners, "update",
+                                      {link.name: {"added": [], "removed": ids}},
+                                      by=actor, at=_now())
             return
         id_column = source.table.c[link_column(link.name)]
         where: ColumnElement[bool] = id_column.in_(ids)
@@ -564,13 +606,18 @@ class Records:
             self._restrict(entity, source.name, link, len(referencing))
         elif link.on_delete == "cascade":
             children = conn.execute(sa.select(source.table.c.id).where(where)).scalars().all()
-            self._delete(conn, source.name, list(children), seen)
+            self._delete(conn, source.name, list(children), seen, actor)
         else:
             cleared = {link_column(link.name): None}
             if link.polymorphic:
                 cleared[poly_entity_column(link.name)] = None
+            affected = conn.execute(sa.select(source.table.c.id).where(where)).scalars().all()
             conn.execute(sa.update(source.table).where(where).values(
                 **cleared, version=source.table.c.version + 1, updated_at=_now()))
+            old = {"entity": entity, "id": ids[0]} if link.polymorphic else ids[0]
+            self.journal.changes_many(conn, source.name, affected, "update",
+                                      {link.name: [old if len(ids) == 1 else None, None]},
+                                      by=actor, at=_now())
 
     @staticmethod
     def _restrict(entity: str, source: str, link: LinkSpec, count: int) -> None:
@@ -615,6 +662,10 @@ def _pipeline_switch(spec: EntitySpec, merged: Mapping[str, Any]) -> str | None:
     return pipeline.initial
 
 
+def seconds_since(start: dt.datetime | None, now: dt.datetime) -> int | None:
+    return None if start is None else max(0, int((now - start).total_seconds()))
+
+
 def _search_text(spec: EntitySpec, values: Mapping[str, Any]) -> str | None:
     parts = [str(values[name]) for name in spec.search if values.get(name) not in (None, "")]
     return fold_text("\n".join(parts)) if parts else None
@@ -626,7 +677,7 @@ def _cursor_value(field: FieldSpec, value: Any) -> Any:
     return field.type.render(field, value)
 
 
-def _checked_id(value: int, entity: str) -> int:
+def checked_id(value: int, entity: str) -> int:
     if not 1 <= value <= MAX_ID:
         raise NotFound(f"no {entity} with id {value}")
     return value

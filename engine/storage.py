@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from engine.fieldtypes import FieldTypeRegistry, default_registry
 from engine.naming import db_object_name, join_table_name, link_column, poly_entity_column
 from engine.spec import EntitySpec, FieldSpec, LinkSpec, SetupSpec
-from engine.sql_types import UTCDateTime, id_column_type
+from engine.sql_types import UTCDateTime, id_column_type, json_column
 
 SEARCH_COLUMN = "kt_search"
 
@@ -72,6 +72,7 @@ class Storage:
             sa.Column("digest", sa.String(64), nullable=False),
             sa.Column("summary", sa.Text(), nullable=False),
         )
+        self._journal_tables()
         self._system = _SystemFields(self.registry)
         tables: dict[str, EntityTable] = {}
         for entity in setup.entities.values():
@@ -82,6 +83,51 @@ class Storage:
 
     def __getitem__(self, entity: str) -> EntityTable:
         return self.entities[entity]
+
+    def _journal_tables(self) -> None:
+        """What happened to records, for timelines and reports; written in the same
+        transaction as the change it records. `record` is (entity, record_id)."""
+
+        def record_columns() -> list[sa.Column[Any]]:
+            return [
+                sa.Column("id", id_column_type(), primary_key=True, autoincrement=True),
+                sa.Column("entity", sa.String(64), nullable=False),
+                sa.Column("record_id", sa.BigInteger(), nullable=False),
+                sa.Column("at", UTCDateTime(), nullable=False),
+                sa.Column("by", sa.BigInteger(), nullable=True),
+            ]
+
+        #: every stage a record entered: from (NULL on create), to, when, by whom, and the
+        #: seconds it spent in the stage it left
+        self.stage_history = sa.Table(
+            "kt_stage_history", self.metadata, *record_columns(),
+            sa.Column("pipeline", sa.String(64), nullable=False),
+            sa.Column("from_stage", sa.String(64), nullable=True),
+            sa.Column("to_stage", sa.String(64), nullable=False),
+            sa.Column("seconds", sa.BigInteger(), nullable=True),
+            sqlite_autoincrement=True,
+        )
+        #: who changed which fields of a record from what to what (create, update, delete)
+        self.changes = sa.Table(
+            "kt_change", self.metadata, *record_columns(),
+            sa.Column("action", sa.String(16), nullable=False),
+            sa.Column("changes", json_column(), nullable=True),
+            sqlite_autoincrement=True,
+        )
+        #: comments and activities (call, e-mail, meeting) on a record's card
+        self.activities = sa.Table(
+            "kt_activity", self.metadata, *record_columns(),
+            sa.Column("kind", sa.String(16), nullable=False),
+            sa.Column("direction", sa.String(8), nullable=True),
+            sa.Column("duration_seconds", sa.Integer(), nullable=True),
+            sa.Column("subject", sa.String(300), nullable=True),
+            sa.Column("text", sa.Text(), nullable=True),
+            sa.Column("result", sa.Text(), nullable=True),
+            sqlite_autoincrement=True,
+        )
+        for table in (self.stage_history, self.changes, self.activities):
+            _add_index(table, "entity", "record_id", "at")
+        _add_index(self.stage_history, "entity", "to_stage", "record_id")
 
     def _entity_table(self, entity: EntitySpec) -> EntityTable:
         name = entity.name

@@ -1,0 +1,234 @@
+"""Pipeline reports, computed in SQL (GROUP BY), never by loading records into Python.
+
+Board (`GET /api/{e}/board`): for each stage of a pipeline, in order, empty ones too: its
+count, the sums of the entity's money fields, and its first records; each column's `next`
+is a cursor for the list call filtered by that stage (`GET /api/{e}?stage=S&cursor=...`).
+
+Funnel (`GET /api/{e}/funnel`): for each stage, over the stage history of the records the
+filters select (`from`/`to` bound the records' creation dates):
+- `reached`: records that were ever in this stage or beyond it. Stages may be skipped,
+  so a deal that went from lead straight to invoiced has passed proposal too. Stages in
+  the `lost` and `closed` categories count only the records that entered them;
+- `conversion` (reached ÷ reached of the previous stage) and `drop_off`;
+- time in stage: how many records left it, average and median seconds they spent;
+- `current`: records now in the stage, with money sums and the probability-weighted
+  `forecast` of each sum.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+from engine.errors import ErrorDetail, MalformedRequest, NotFound
+from engine.records import Records
+from engine.spec import EntitySpec, PipelineSpec, label_text
+from engine.storage import EntityTable
+
+BOARD_LIMIT = 10
+MAX_BOARD_LIMIT = 100
+
+
+class Reports:
+    def __init__(self, records: Records):
+        self.records = records
+        self.storage = records.storage
+
+    def board(self, entity: str, params: Sequence[tuple[str, str]]) -> dict[str, Any]:
+        table, pipeline, rest = self._pipeline(entity, params)
+        rest = list(rest)
+        if not any(key == "limit" for key, _ in rest):
+            rest.append(("limit", str(BOARD_LIMIT)))
+        for key, value in rest:
+            if key == "limit" and value.isdigit() and int(value) > MAX_BOARD_LIMIT:
+                raise MalformedRequest(
+                    "the board parameters are not valid",
+                    [ErrorDetail("limit", f"must be at most {MAX_BOARD_LIMIT} per column")],
+                    code="invalid_query")
+            if key in ("cursor", "offset", "total"):
+                raise MalformedRequest(
+                    "the board parameters are not valid",
+                    [ErrorDetail(key, "page a column with the list call: "
+                                      f"/api/{entity}?stage=<stage>&cursor=<its next>")],
+                    code="invalid_query")
+        query = self.records.parser.parse(entity, [*rest, ("total", "false")])
+        conditions = [*query.conditions, *self._in_pipeline(table, pipeline)]
+        money = _money_fields(table.spec)
+        stage = table.table.c.stage
+        with self.records.db.read() as conn:
+            totals = {
+                row[0]: row[1:]
+                for row in conn.execute(
+                    sa.select(stage, sa.func.count(), *(sa.func.sum(table.table.c[f.name]) for f in money))
+                    .where(*conditions).group_by(stage))
+            }
+            columns = []
+            for spec in pipeline.stages:
+                page = self.records._list(conn, query, sa.and_(*self._in_pipeline(table, pipeline),
+                                                                stage == spec.name))
+                found = totals.get(spec.name)
+                columns.append({
+                    "stage": spec.name,
+                    "label": label_text(spec.label, self.storage.setup.languages[0]),
+                    "category": spec.category,
+                    "count": int(found[0]) if found else 0,
+                    "sums": _sums(money, found[1:] if found else None),
+                    "items": page.items,
+                    "next": page.next,
+                })
+        return {"pipeline": pipeline.name, "columns": columns}
+
+    def funnel(self, entity: str, params: Sequence[tuple[str, str]]) -> dict[str, Any]:
+        table, pipeline, rest = self._pipeline(entity, params)
+        created_from, created_to, rest = _date_range(rest)
+        query = self.records.parser.parse(entity, [*rest, ("total", "false")])
+        for key in ("sort", "limit", "offset", "cursor", "include"):
+            if any(k == key for k, _ in rest):
+                raise MalformedRequest("the funnel parameters are not valid",
+                                       [ErrorDetail(key, "does not apply to the funnel")],
+                                       code="invalid_query")
+        t = table.table
+        conditions = [*query.conditions, *self._in_pipeline(table, pipeline)]
+        if created_from is not None:
+            conditions.append(t.c.created_at >= created_from)
+        if created_to is not None:
+            conditions.append(t.c.created_at < created_to)
+        selected = sa.select(t.c.id).where(*conditions)
+        history = self.storage.stage_history
+        h = history.c
+        in_scope = [h.entity == entity, h.pipeline == pipeline.name, h.record_id.in_(selected)]
+        progress = [s for s in pipeline.stages if s.category in ("open", "won")]
+        position = {s.name: i for i, s in enumerate(progress)}
+        money = _money_fields(table.spec)
+        with self.records.db.read() as conn:
+            furthest = sa.select(
+                h.record_id, sa.func.max(sa.case(position, value=h.to_stage, else_=-1)).label("top")
+            ).where(*in_scope).group_by(h.record_id).subquery()
+            by_top: dict[Any, Any] = dict(conn.execute(
+                sa.select(furthest.c.top, sa.func.count()).group_by(furthest.c.top)).all())
+            entered: dict[Any, Any] = dict(conn.execute(
+                sa.select(h.to_stage, sa.func.count(sa.distinct(h.record_id)))
+                .where(*in_scope).group_by(h.to_stage)).all())
+            exits = {row[0]: (row[1], row[2]) for row in conn.execute(
+                sa.select(h.from_stage, sa.func.count(h.seconds), sa.func.avg(h.seconds))
+                .where(*in_scope, h.seconds.is_not(None)).group_by(h.from_stage))}
+            medians = {name: self._median(conn, in_scope, name, count)
+                       for name, (count, _) in exits.items() if name is not None}
+            current = {row[0]: row[1:] for row in conn.execute(
+                sa.select(t.c.stage, sa.func.count(), *(sa.func.sum(t.c[f.name]) for f in money))
+                .where(*conditions).group_by(t.c.stage))}
+            considered = sum([int(v) for v in by_top.values()])
+        stages = []
+        previous: int | None = None
+        for spec in pipeline.stages:
+            if spec.name in position:
+                reached = sum([int(count) for top, count in by_top.items()
+                               if top is not None and top >= position[spec.name]])
+            else:
+                reached = int(entered.get(spec.name, 0))
+            now = current.get(spec.name)
+            sums = _sums(money, now[1:] if now else None)
+            left, average = exits.get(spec.name, (0, None))
+            stages.append({
+                "stage": spec.name,
+                "label": label_text(spec.label, self.storage.setup.languages[0]),
+                "category": spec.category,
+                "probability": spec.probability,
+                "reached": reached,
+                "conversion": None if spec.name not in position or not previous
+                else round(reached / previous, 4),
+                "drop_off": None if spec.name not in position or previous is None
+                else previous - reached,
+                "time_in_stage": {
+                    "exits": int(left),
+                    "average_seconds": None if average is None else round(float(average)),
+                    "median_seconds": medians.get(spec.name),
+                },
+                "current": {"count": int(now[0]) if now else 0, "sums": sums},
+                "forecast": {name: None if value is None or spec.probability is None
+                             else _money(Decimal(value) * spec.probability / 100)
+                             for name, value in sums.items()},
+            })
+            if spec.name in position:
+                previous = reached
+        return {"pipeline": pipeline.name, "records": considered, "stages": stages}
+
+    def _median(self, conn: sa.Connection, in_scope: list[ColumnElement[bool]], stage: str,
+                count: int) -> int | None:
+        if not count:
+            return None
+        h = self.storage.stage_history.c
+        rows = conn.execute(
+            sa.select(h.seconds).where(*in_scope, h.from_stage == stage, h.seconds.is_not(None))
+            .order_by(h.seconds).limit(2 - count % 2).offset((count - 1) // 2)
+        ).scalars().all()
+        return round(sum(rows) / len(rows)) if rows else None
+
+    def _pipeline(self, entity: str, params: Sequence[tuple[str, str]]
+                  ) -> tuple[EntityTable, PipelineSpec, list[tuple[str, str]]]:
+        table = self.storage[entity]
+        pipelines = table.spec.pipeline
+        if pipelines is None:
+            raise NotFound(f"{entity} has no pipeline")
+        chosen = [value for key, value in params if key == "pipeline"]
+        rest = [(key, value) for key, value in params if key != "pipeline"]
+        if not chosen:
+            return table, next(iter(pipelines.pipelines.values())), rest
+        if len(chosen) > 1 or chosen[0] not in pipelines.pipelines:
+            raise MalformedRequest(
+                "the pipeline parameter is not valid",
+                [ErrorDetail("pipeline", "must be one of: " + ", ".join(pipelines.pipelines))],
+                code="invalid_query")
+        return table, pipelines.pipelines[chosen[0]], rest
+
+    @staticmethod
+    def _in_pipeline(table: EntityTable, pipeline: PipelineSpec) -> list[ColumnElement[bool]]:
+        pipelines = table.spec.pipeline
+        if pipelines is None or pipelines.pipeline_by is None:
+            return []
+        column = table.table.c[pipelines.pipeline_by]
+        if pipeline.name == next(iter(pipelines.pipelines)):
+            return [sa.or_(column == pipeline.name, column.is_(None))]
+        return [column == pipeline.name]
+
+
+def _money_fields(spec: EntitySpec) -> list[Any]:
+    return [f for f in spec.fields.values() if f.type.name == "money"]
+
+
+def _money(value: Decimal) -> str:
+    return f"{value.quantize(Decimal('0.01')):.2f}"
+
+
+def _sums(money: list[Any], values: Sequence[Any] | None) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for index, field in enumerate(money):
+        value = values[index] if values is not None else None
+        out[field.name] = field.type.render(field, value if value is not None else Decimal(0))
+    return out
+
+
+def _date_range(params: Sequence[tuple[str, str]]
+                ) -> tuple[dt.datetime | None, dt.datetime | None, list[tuple[str, str]]]:
+    bounds: dict[str, dt.datetime] = {}
+    rest = []
+    problems = []
+    for key, value in params:
+        if key in ("from", "to"):
+            try:
+                day = dt.date.fromisoformat(value)
+                bounds[key] = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+                if key == "to":
+                    bounds[key] += dt.timedelta(days=1)
+            except ValueError:
+                problems.append(ErrorDetail(key, "must be a date, YYYY-MM-DD"))
+        else:
+            rest.append((key, value))
+    if problems:
+        raise MalformedRequest("the funnel parameters are not valid", problems, code="invalid_query")
+    return bounds.get("from"), bounds.get("to"), rest
