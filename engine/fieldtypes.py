@@ -431,8 +431,10 @@ class DateType(FieldType):
         return day
 
     def parse_text(self, field: FieldSpec, text: str) -> Any:
+        if text == "today":  # in filters: overdue is due_on[lt]=today
+            return dt.datetime.now(dt.UTC).date()
         if not self._shape.match(text):
-            raise ValueProblem(f"must be {self.noun}")
+            raise ValueProblem(f"must be {self.noun}, or today")
         try:
             return dt.date.fromisoformat(text)
         except ValueError:
@@ -476,6 +478,11 @@ class DateTimeType(FieldType):
             return moment.astimezone(dt.UTC)
         except OverflowError:
             raise ValueProblem("is out of range: years 1 to 9999 in UTC") from None
+
+    def parse_text(self, field: FieldSpec, text: str) -> Any:
+        if text == "now":  # in filters: overdue is due_at[lt]=now
+            return dt.datetime.now(dt.UTC)
+        return self.parse(field, text)
 
     def render(self, field: FieldSpec, value: Any) -> Any:
         if value is None:
