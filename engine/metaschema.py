@@ -8,9 +8,15 @@ type-specific rules are checked in `engine/loader.py`, where a message can say m
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+import jsonschema
+
+from engine.errors import Diagnostic
 from engine.fieldtypes import FieldTypeRegistry
+from engine.naming import did_you_mean
+from engine.yamlsource import SourceFile
 
 LABEL: dict[str, Any] = {
     "anyOf": [
@@ -146,4 +152,93 @@ SETUP_SCHEMA: dict[str, Any] = {
         "automations": {"type": "array"},
     },
     "additionalProperties": False,
+}
+
+
+# -- turning meta-schema failures into diagnostics ------------------------------------
+
+_TYPE_NAMES = {
+    "object": "a mapping (key: value)", "array": "a list", "string": "a text",
+    "integer": "a whole number", "number": "a number", "boolean": "true or false",
+    "null": "empty",
+}
+
+
+def _yaml_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    return repr(value)
+
+
+def shape_diagnostics(source: SourceFile, error: jsonschema.ValidationError) -> Iterator[Diagnostic]:
+    path = tuple(error.absolute_path)
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    validator = error.validator
+    expected: Any = error.validator_value
+    if validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = list(schema.get("properties", {}))
+        for key in error.instance:
+            if key not in allowed:
+                hint = did_you_mean(key, allowed) or "allowed keys: " + ", ".join(allowed)
+                yield source.diagnostic("shape.unknown_key", (*path, key),
+                                        f"unknown key {key!r}", hint, at_key=True)
+        return
+    if validator == "required" and isinstance(error.instance, dict):
+        for key in expected:
+            if key not in error.instance:
+                yield source.diagnostic("shape.missing_key", path, f"{key!r} is missing",
+                                        _MISSING_HINTS.get(key, f"add '{key}:'"), at_key=True)
+        return
+    message = schema.get("x-message")
+    hint = schema.get("x-hint", "")
+    if message is not None:
+        # our own wording; `{value}` is the value found (replace, not format: labels hold braces)
+        shown = str(error.instance) if isinstance(error.instance, (str, int, float)) \
+            and not isinstance(error.instance, bool) else _yaml_kind(error.instance)
+        kind = _yaml_kind(error.instance)
+        message = message.replace("{value}", kind if message.startswith("must") else repr(shown))
+        hint = hint.replace("{value}", shown)
+    else:
+        if validator == "type":
+            kinds = expected if isinstance(expected, list) else [expected]
+            names = [str(_TYPE_NAMES.get(t, t)) for t in kinds]
+            message = f"must be {' or '.join(names)}, found {_yaml_kind(error.instance)}"
+            if expected == "boolean":
+                hint = "write true or false"
+        elif validator == "enum":
+            choices = [str(c) for c in expected]
+            yield source.diagnostic(
+                "shape.enum", path, f"{error.instance!r} is not allowed here",
+                did_you_mean(str(error.instance), choices) or "use one of: " + ", ".join(choices))
+            return
+        elif validator == "uniqueItems":
+            message = "lists the same item twice"
+        elif validator in ("minItems", "minProperties"):
+            message = "must not be empty"
+        elif validator in ("minimum", "maximum"):
+            word = "at least" if validator == "minimum" else "at most"
+            message = f"must be {word} {expected}, found {error.instance}"
+            if "minimum" in schema and "maximum" in schema:
+                hint = f"use a number from {schema['minimum']} to {schema['maximum']}"
+        elif validator == "minLength":
+            message = "must not be empty"
+        else:
+            message = error.message
+    yield source.diagnostic(f"shape.{validator}", path, message, hint)
+
+
+_MISSING_HINTS = {
+    "type": "add 'type:' with one of: string, text, integer, decimal, money, boolean, date, "
+            "datetime, email, phone, url, choice, multichoice, json",
+    "to": "add 'to:' naming the linked entity",
+    "stages": "add 'stages: [first, second, ...]'",
+    "name": "add 'name:'",
 }
