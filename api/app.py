@@ -243,11 +243,12 @@ class _Routes:
         pipeline_param = {"name": "pipeline", "in": "query", "schema": {
             "type": "string", "enum": list(entity.pipeline.pipelines) if entity.pipeline else []},
             "description": "which pipeline (the first when not given)"}
-        filters = [p for p in _list_params(entity) if p["name"] in ("q",)]
+        filters = [p for p in _list_params(entity) if p["name"] == "q"]
+        board_filters = [p for p in _list_params(entity) if p["name"] in ("q", "include")]
         app.add_api_route(f"{base}/board", board, methods=["GET"], tags=tags,
                           response_class=Response, operation_id=f"board_{name}",
                           summary="Kanban board: every stage with its count, sums and first records",
-                          openapi_extra={"parameters": [pipeline_param, *filters, {
+                          openapi_extra={"parameters": [pipeline_param, *board_filters, {
                               "name": "limit", "in": "query", "description": "records per column",
                               "schema": {"type": "integer", "minimum": 1, "maximum": 100,
                                          "default": 10}}, {

@@ -219,7 +219,7 @@ def _translate_all(validator: jsonschema.Draft202012Validator, body: Any,
                     continue
                 if key in SERVER_MANAGED:
                     yield ErrorDetail(key, "is set by the server and cannot be written"
-                                      + ("; a new record starts in its pipeline's first stage"
+                                      + ("; move a record with POST /api/<entity>/<id>/stage"
                                          if key == "stage" else ""))
                 else:
                     hint = did_you_mean(key, known)

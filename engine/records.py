@@ -359,7 +359,7 @@ class Records:
                         link_changes[name] = (wanted - existing, existing - wanted)
                 merged = {**current, **changes}
                 if spec.pipeline is not None:
-                    switched = _pipeline_switch(spec, merged)
+                    switched = _pipeline_switch(spec, current, merged)
                     if switched is not None:
                         changes["stage"] = merged["stage"] = switched
                     self._check_stage_requirements(spec, merged)
@@ -650,13 +650,22 @@ class Records:
                         code="conflict")
 
 
-def _pipeline_switch(spec: EntitySpec, merged: Mapping[str, Any]) -> str | None:
+def _pipeline_switch(spec: EntitySpec, current: Mapping[str, Any],
+                     merged: Mapping[str, Any]) -> str | None:
     """When the field choosing the pipeline changes, a record whose stage is not in the new
-    pipeline starts that pipeline at its first stage; one whose stage is there stays."""
+    pipeline starts that pipeline at its first stage; one whose stage is there stays. A
+    record in a final stage has finished its process: its pipeline no longer changes."""
     pipelines = spec.pipeline
     if pipelines is None or pipelines.pipeline_by is None:
         return None
+    before = pipelines.for_record(current.get(pipelines.pipeline_by))
     pipeline = pipelines.for_record(merged.get(pipelines.pipeline_by))
+    if pipeline is not before and current.get("stage") in before.final:
+        raise ValidationFailed(
+            f"the {spec.name} is in the final stage {current.get('stage')!r}; "
+            "its pipeline no longer changes",
+            [ErrorDetail(pipelines.pipeline_by, "cannot change after a final stage")],
+            code="transition_refused")
     if merged.get("stage") in pipeline.stage_names:
         return None
     return pipeline.initial

@@ -44,18 +44,17 @@ class Reports:
         rest = list(rest)
         if not any(key == "limit" for key, _ in rest):
             rest.append(("limit", str(BOARD_LIMIT)))
+        problems = []
         for key, value in rest:
-            if key == "limit" and value.isdigit() and int(value) > MAX_BOARD_LIMIT:
-                raise MalformedRequest(
-                    "the board parameters are not valid",
-                    [ErrorDetail("limit", f"must be at most {MAX_BOARD_LIMIT} per column")],
-                    code="invalid_query")
+            if key == "limit" and not (value.isdigit() and 1 <= int(value) <= MAX_BOARD_LIMIT):
+                problems.append(ErrorDetail(
+                    "limit", f"must be between 1 and {MAX_BOARD_LIMIT} records per column"))
             if key in ("cursor", "offset", "total"):
-                raise MalformedRequest(
-                    "the board parameters are not valid",
-                    [ErrorDetail(key, "page a column with the list call: "
-                                      f"/api/{entity}?stage=<stage>&cursor=<its next>")],
-                    code="invalid_query")
+                problems.append(ErrorDetail(key, "page a column with the list call: "
+                                                 f"/api/{entity}?stage=<stage>&cursor=<its next>"))
+        if problems:
+            raise MalformedRequest("the board parameters are not valid", problems,
+                                   code="invalid_query")
         query = self.records.parser.parse(entity, [*rest, ("total", "false")])
         conditions = [*query.conditions, *self._in_pipeline(table, pipeline)]
         money = _money_fields(table.spec)
@@ -85,13 +84,14 @@ class Reports:
 
     def funnel(self, entity: str, params: Sequence[tuple[str, str]]) -> dict[str, Any]:
         table, pipeline, rest = self._pipeline(entity, params)
-        created_from, created_to, rest = _date_range(rest)
+        problems: list[ErrorDetail] = []
+        created_from, created_to, rest = _date_range(rest, problems)
+        problems += [ErrorDetail(key, "does not apply to the funnel") for key, _ in rest
+                     if key in ("sort", "limit", "offset", "cursor", "include", "total")]
+        if problems:
+            raise MalformedRequest("the funnel parameters are not valid", problems,
+                                   code="invalid_query")
         query = self.records.parser.parse(entity, [*rest, ("total", "false")])
-        for key in ("sort", "limit", "offset", "cursor", "include"):
-            if any(k == key for k, _ in rest):
-                raise MalformedRequest("the funnel parameters are not valid",
-                                       [ErrorDetail(key, "does not apply to the funnel")],
-                                       code="invalid_query")
         t = table.table
         conditions = [*query.conditions, *self._in_pipeline(table, pipeline)]
         if created_from is not None:
@@ -101,7 +101,9 @@ class Reports:
         selected = sa.select(t.c.id).where(*conditions)
         history = self.storage.stage_history
         h = history.c
-        in_scope = [h.entity == entity, h.pipeline == pipeline.name, h.record_id.in_(selected)]
+        # the records now in this pipeline, with all their history: a record whose pipeline
+        # changed keeps the stages it reached (stage names are matched, not pipelines)
+        in_scope = [h.entity == entity, h.record_id.in_(selected)]
         progress = [s for s in pipeline.stages if s.category in ("open", "won")]
         position = {s.name: i for i, s in enumerate(progress)}
         money = _money_fields(table.spec)
@@ -150,9 +152,7 @@ class Reports:
                     "median_seconds": medians.get(spec.name),
                 },
                 "current": {"count": int(now[0]) if now else 0, "sums": sums},
-                "forecast": {name: None if value is None or spec.probability is None
-                             else _money(Decimal(value) * spec.probability / 100)
-                             for name, value in sums.items()},
+                "forecast": _forecast(money, sums, spec.probability),
             })
             if spec.name in position:
                 previous = reached
@@ -201,8 +201,18 @@ def _money_fields(spec: EntitySpec) -> list[Any]:
     return [f for f in spec.fields.values() if f.type.name == "money"]
 
 
-def _money(value: Decimal) -> str:
-    return f"{value.quantize(Decimal('0.01')):.2f}"
+def _forecast(money: list[Any], sums: dict[str, str | None],
+              probability: int | None) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for field in money:
+        total = sums.get(field.name)
+        if total is None or probability is None:
+            out[field.name] = None
+            continue
+        quantum = Decimal(1).scaleb(-field.params["places"])
+        out[field.name] = field.type.render(
+            field, (Decimal(total) * probability / 100).quantize(quantum))
+    return out
 
 
 def _sums(money: list[Any], values: Sequence[Any] | None) -> dict[str, str | None]:
@@ -213,11 +223,10 @@ def _sums(money: list[Any], values: Sequence[Any] | None) -> dict[str, str | Non
     return out
 
 
-def _date_range(params: Sequence[tuple[str, str]]
+def _date_range(params: Sequence[tuple[str, str]], problems: list[ErrorDetail]
                 ) -> tuple[dt.datetime | None, dt.datetime | None, list[tuple[str, str]]]:
     bounds: dict[str, dt.datetime] = {}
     rest = []
-    problems = []
     for key, value in params:
         if key in ("from", "to"):
             try:
@@ -229,6 +238,4 @@ def _date_range(params: Sequence[tuple[str, str]]
                 problems.append(ErrorDetail(key, "must be a date, YYYY-MM-DD"))
         else:
             rest.append((key, value))
-    if problems:
-        raise MalformedRequest("the funnel parameters are not valid", problems, code="invalid_query")
     return bounds.get("from"), bounds.get("to"), rest

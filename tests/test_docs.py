@@ -13,7 +13,9 @@ Conventions in the Markdown files (fenced code blocks):
   the test runs the command and compares the output line by line.
 
 Besides: every field type the registry knows is documented in docs/setup-language.md, and
-every filter operator in docs/api.md (each written as `name` in backticks).
+every filter operator in docs/api.md (each written as `name` in backticks); and every route
+of the app generated for the default setup is in docs/api.md in its generic form, with its
+method (`POST /api/{e}/{id}/stage`: `{e}` for the entity, `{link}` for a link or way back).
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from engine import check_setup, default_registry
+from api import create_app
+from engine import Kartoteka, check_setup, default_registry
 from engine.fieldtypes import OPERATORS
 from kartoteka.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SETUP = ROOT / "schemas"
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SETUP_LANGUAGE = ROOT / "docs" / "setup-language.md"
 API = ROOT / "docs" / "api.md"
@@ -203,3 +207,34 @@ def test_every_field_type_is_documented() -> None:
 def test_every_filter_operator_is_documented() -> None:
     missing = [op for op in OPERATORS if op not in _documented(API)]
     assert not missing, f"docs/api.md does not document filter operators: {missing}"
+
+
+def _generic(path: str, kt: Kartoteka) -> str:
+    """`/api/sale/{id}/products/{other_id}` -> `/api/{e}/{id}/{link}/{other_id}`."""
+    parts = path.split("/")
+    if len(parts) > 2 and parts[1] == "api" and parts[2] in kt.setup.entities:
+        entity = parts[2]
+        parts[2] = "{e}"
+        ways = {*kt.setup.entities[entity].links, *kt.setup.reverse_links[entity]}
+        if len(parts) > 4 and parts[4] in ways:
+            parts[4] = "{link}"
+    return "/".join(parts)
+
+
+def test_every_route_is_documented(tmp_path: Path) -> None:
+    kt = Kartoteka.open(DEFAULT_SETUP, f"sqlite:///{tmp_path / 'docs.db'}")
+    try:
+        app = create_app(kt)
+        calls = {f"GET {app.openapi_url}", f"GET {app.docs_url}"}
+        for route in app.routes:
+            path = getattr(route, "path", "")
+            if path.startswith("/api/"):
+                calls.update(f"{method} {_generic(path, kt)}"
+                             for method in getattr(route, "methods", None) or () if method != "HEAD")
+    finally:
+        kt.close()
+    assert any("{link}" in call for call in calls) and any("/board" in call for call in calls)
+    text = API.read_text(encoding="utf-8")
+    missing = sorted(call for call in calls
+                     if not re.search(r"(?<![\w/{}])" + re.escape(call) + r"(?![\w/{}])", text))
+    assert not missing, f"docs/api.md does not mention these calls (as `METHOD /path`): {missing}"
