@@ -178,6 +178,8 @@ class StringType(FieldType):
         limit = self.max_length(field)
         if limit:
             schema["maxLength"] = limit
+        if field.required and not read and "minLength" not in schema:
+            schema["minLength"] = 1  # a required text is not an empty one
         return schema
 
     def parse(self, field: FieldSpec, value: Any) -> Any:

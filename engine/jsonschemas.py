@@ -257,7 +257,7 @@ def _problem(error: jsonschema.ValidationError, entity: EntitySpec, path: list[A
     if kind == "maximum":
         return f"must be at most {value}"
     if kind == "minLength":
-        return f"must be at least {value} characters long"
+        return "must not be empty" if value == 1 else f"must be at least {value} characters long"
     if kind == "maxLength":
         return f"must be at most {value} characters long"
     if kind == "pattern":

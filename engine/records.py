@@ -365,7 +365,7 @@ class Records:
                     self._check_stage_requirements(spec, merged)
                 if not changes and not link_changes:
                     return self._render(conn, table, [current])[0]
-                self._check_links(conn, table, changes,
+                self._check_links(conn, table, _changed_links(spec, changes, merged),
                                   {n: sorted(add) for n, (add, _) in link_changes.items()})
                 if table.search_column is not None and any(f in changes for f in spec.search):
                     changes[SEARCH_COLUMN] = _search_text(spec, merged)
@@ -648,6 +648,22 @@ class Records:
                                     code="link_not_found")
         return Conflict("the change conflicts with the database's rules: " + text.splitlines()[0],
                         code="conflict")
+
+
+def _changed_links(spec: EntitySpec, changes: Mapping[str, Any],
+                   merged: Mapping[str, Any]) -> dict[str, Any]:
+    """The link columns to check after a change: both columns of a polymorphic link when
+    either changed (pointing a task at another entity with the same id is a new link)."""
+    values: dict[str, Any] = {}
+    for link in spec.links.values():
+        if link.many:
+            continue
+        columns = [link_column(link.name)]
+        if link.polymorphic:
+            columns.append(poly_entity_column(link.name))
+        if any(column in changes for column in columns):
+            values.update({column: merged.get(column) for column in columns})
+    return values
 
 
 def _pipeline_switch(spec: EntitySpec, current: Mapping[str, Any],

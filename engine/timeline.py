@@ -53,7 +53,12 @@ class Timeline:
             if conn.execute(sa.select(table.c.id).where(table.c.id == record_id)).first() is None:
                 raise NotFound(f"no {entity} with id {record_id}")
             items: list[tuple[tuple[Any, ...], Record]] = []
-            for source in self._sources(entity, record_id):
+            sources = self._sources(entity, record_id)
+            if cursor is not None and cursor[1] > max(source.rank for source in sources):
+                raise MalformedRequest("the timeline parameters are not valid",
+                                       [ErrorDetail("cursor", "is not a cursor this server gave out")],
+                                       code="invalid_query")
+            for source in sources:
                 statement = source.select
                 if cursor is not None:
                     statement = statement.where(_before(source, cursor))
@@ -77,18 +82,21 @@ class Timeline:
         storage = self.storage
         sources = []
         activities, changes, stages = storage.activities, storage.changes, storage.stage_history
-        for rank, table, item in ((4, activities, _activity_item), (3, stages, _stage_item),
-                                  (2, changes, _change_item)):
+        linked = [(source_entity, link) for source_entity, link in storage.setup.inbound_links[entity]
+                  if link.polymorphic]
+        # every source its own rank: the cursor tells items of one instant apart by (rank, id)
+        top = len(linked)
+        for rank, table, item in ((top + 3, activities, _activity_item),
+                                  (top + 2, stages, _stage_item),
+                                  (top + 1, changes, _change_item)):
             sources.append(_Source(
                 rank, table.c.at, table.c.id,
                 sa.select(table).where(table.c.entity == entity, table.c.record_id == record_id),
                 item))
-        for source_entity, link in storage.setup.inbound_links[entity]:
-            if not link.polymorphic:
-                continue
+        for rank, (source_entity, link) in enumerate(linked):
             source_table = storage[source_entity].table
             sources.append(_Source(
-                1, source_table.c.created_at, source_table.c.id,
+                rank, source_table.c.created_at, source_table.c.id,
                 sa.select(source_table.c.id, source_table.c.created_at.label("at")).where(
                     source_table.c[poly_entity_column(link.name)] == entity,
                     source_table.c[link_column(link.name)] == record_id),
@@ -248,7 +256,7 @@ def _page_params(params: Sequence[tuple[str, str]]) -> tuple[int, tuple[dt.datet
                 at_text, rank, item_id = json.loads(raw)
                 at = dt.datetime.fromisoformat(at_text)
                 if not (isinstance(rank, int) and isinstance(item_id, int) and at.tzinfo
-                        and 0 <= rank <= 10 and 0 <= item_id < 2**63):
+                        and 0 <= rank and 0 <= item_id < 2**63):
                     raise ValueError
                 cursor = (at, rank, item_id)
             except (ValueError, TypeError, binascii.Error, UnicodeError, RecursionError):
