@@ -29,6 +29,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from api.auth import Authentication
 from api.errors import install_error_handlers
 from api.responses import json_response, read_json
 from engine.core import Kartoteka
@@ -65,6 +66,7 @@ def create_app(kt: Kartoteka, settings: ApiSettings | None = None) -> FastAPI:
     )
     app.state.kartoteka = kt
     install_error_handlers(app)
+    app.add_middleware(Authentication, users=kt.users)
     routes = _Routes(kt, inline)
     app.add_api_route("/api/schema", routes.schema, methods=["GET"], tags=["setup"],
                       summary="The loaded setup: entities, fields, links, pipelines",
@@ -154,7 +156,8 @@ class _Routes:
 
         async def create_record(request: Request) -> Response:
             body = await read_json(request, self.cap)
-            record = await self.run("create", records.create, name, body)
+            actor = _actor(request)
+            record = await self.run("create", records.create, name, body, owner=actor, actor=actor)
             return json_response(record, 201, {"Location": f"{base}/{record['id']}",
                                                "ETag": _etag(record)})
 
@@ -172,12 +175,13 @@ class _Routes:
             if_version = _if_match(request)
             body = await read_json(request, self.cap)
             record = await self.run("update", records.update, name, record_id, body,
-                                    if_version=if_version)
+                                    if_version=if_version, actor=_actor(request))
             return json_response(record, 200, {"ETag": _etag(record)})
 
         async def delete_record(request: Request) -> Response:
             record_id = _path_id(request, "id", name)
-            await self.run("delete", records.delete, name, record_id, if_version=_if_match(request))
+            await self.run("delete", records.delete, name, record_id, if_version=_if_match(request),
+                           actor=_actor(request))
             return Response(status_code=204)
 
         write_body = {"requestBody": {"required": True, "content": {"application/json": {
@@ -237,7 +241,7 @@ class _Routes:
             if_version = _if_match(request)
             body = await read_json(request, self.cap)
             record = await self.run("update", kt.stages.move, name, record_id, body,
-                                    if_version=if_version)
+                                    if_version=if_version, actor=_actor(request))
             return json_response(record, 200, {"ETag": _etag(record)})
 
         pipeline_param = {"name": "pipeline", "in": "query", "schema": {
@@ -286,7 +290,8 @@ class _Routes:
             async def add(request: Request) -> Response:
                 record_id = _path_id(request, "id", name)
                 body = await read_json(request, self.cap)
-                item = await self.run("create", method, name, record_id, body)
+                item = await self.run("create", method, name, record_id, body,
+                                      actor=_actor(request))
                 return json_response(item, 201)
             return add
 
@@ -347,7 +352,8 @@ class _Routes:
                     record_id = _path_id(request, "id", name)
                     other_id = _path_id(request, "other_id", other)
                     method = records.add_link if add else records.remove_link
-                    await self.run("link", method, name, record_id, way, other_id)
+                    await self.run("link", method, name, record_id, way, other_id,
+                                   actor=_actor(request))
                     return Response(status_code=204)
                 return change
 
@@ -362,6 +368,12 @@ class _Routes:
                               response_class=Response, summary=f"Unlink a {target} from a {name}",
                               operation_id=f"remove_{name}_{way}", openapi_extra=params,
                               responses={204: {"description": "Unlinked"}, **_REFUSED})
+
+
+def _actor(request: Request) -> int | None:
+    """The id of the authenticated user (None while the database has no users)."""
+    user = getattr(request.state, "user", None)
+    return None if user is None else int(user.id)
 
 
 def _params(request: Request) -> list[tuple[str, str]]:

@@ -26,6 +26,7 @@ from engine.errors import (
     PayloadTooLarge,
     RequestError,
     StaleVersion,
+    Unauthorized,
     UnsupportedMedia,
     ValidationFailed,
 )
@@ -34,6 +35,7 @@ log = logging.getLogger("kartoteka.api")
 
 STATUS: dict[type[RequestError], int] = {
     MalformedRequest: 400,
+    Unauthorized: 401,
     NotFound: 404,
     Conflict: 409,
     StaleVersion: 412,

@@ -27,6 +27,7 @@ from engine.spec import SetupSpec
 from engine.stages import StageMoves
 from engine.storage import Storage
 from engine.timeline import Timeline
+from engine.users import Users
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -52,6 +53,8 @@ class Kartoteka:
         self.stages = StageMoves(self.records)
         self.timeline = Timeline(self.records)
         self.reports = Reports(self.records)
+        self.users = Users(self.storage.users, self.storage.tokens, self.db,
+                           frozenset(setup.roles))
 
     @classmethod
     def open(cls, folder: str | Path, database_url: str | None = None, *,

@@ -7,6 +7,7 @@
     │   └── MigrationRefused    migrate would alter or drop existing tables or columns
     └── RequestError            a caller's request cannot be carried out; nothing was written
         ├── MalformedRequest    bad JSON, bad query parameter, bad header          (HTTP 400)
+        ├── Unauthorized        no token, or a bad, expired or revoked one         (HTTP 401)
         ├── NotFound            no such record, or out of the caller's scope       (HTTP 404)
         ├── Conflict            unique value taken, delete restricted by links     (HTTP 409)
         ├── StaleVersion        If-Match names an older version                    (HTTP 412)
@@ -149,6 +150,10 @@ class RequestError(KartotekaError):
 
 class MalformedRequest(RequestError):
     code = "malformed_request"
+
+
+class Unauthorized(RequestError):
+    code = "unauthorized"
 
 
 class NotFound(RequestError):

@@ -30,6 +30,7 @@ from engine.fieldtypes import FieldTypeRegistry, default_registry
 from engine.naming import db_object_name, join_table_name, link_column, poly_entity_column
 from engine.spec import EntitySpec, FieldSpec, LinkSpec, SetupSpec
 from engine.sql_types import UTCDateTime, id_column_type, json_column
+from engine.users import user_tables
 
 SEARCH_COLUMN = "kt_search"
 
@@ -73,6 +74,7 @@ class Storage:
             sa.Column("summary", sa.Text(), nullable=False),
         )
         self._journal_tables()
+        self.users, self.tokens = user_tables(self.metadata)
         self._system = _SystemFields(self.registry)
         tables: dict[str, EntityTable] = {}
         for entity in setup.entities.values():

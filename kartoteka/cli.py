@@ -10,7 +10,8 @@ import ipaddress
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,8 @@ def _guarded(ctx: click.Context, action: Callable[[], Any]) -> Any:
     except KartotekaError as error:
         if ctx.obj.get("traceback"):
             raise
-        click.echo(f"error: {error}", err=True)
+        details = "".join(f"\n  {d.field}: {d.problem}" for d in getattr(error, "details", ()))
+        click.echo(f"error: {error}{details}", err=True)
         ctx.exit(1)
     except sa.exc.OperationalError as error:
         if ctx.obj.get("traceback"):
@@ -172,29 +174,126 @@ def _is_loopback(host: str) -> bool:
 def serve(ctx: click.Context, setup: Path, db_url: str, host: str, port: int,
           auto_migrate: bool) -> None:
     """Serve the setup's REST API (docs at /docs)."""
-    if not _is_loopback(host):
-        click.echo(
-            f"error: refusing to serve on {host}: this database has no users, so the API is "
-            "open to anyone who can reach it. Serve on 127.0.0.1 (the default).", err=True)
-        ctx.exit(1)
-
     import uvicorn
 
     from api.app import create_app
 
-    def build() -> Any:
+    def build() -> tuple[Any, bool]:
         kt = _open(setup, db_url)
+        has_users = kt.users.any_users()
+        if not has_users and not _is_loopback(host):
+            kt.close()
+            click.echo(
+                f"error: refusing to serve on {host}: this database has no users, so the API "
+                "is open to anyone who can reach it. Serve on 127.0.0.1 (the default), or add "
+                "a user first: kartoteka user add EMAIL --role ROLE", err=True)
+            ctx.exit(1)
         if auto_migrate:
             for step in kt.migrate().steps:
                 click.echo(f"+ {step}")
         kt.verify_database()
-        return create_app(kt)
+        return create_app(kt), has_users
 
-    app = _guarded(ctx, build)
+    app, has_users = _guarded(ctx, build)
+    access = ("every /api call needs a token" if has_users
+              else "the API is open: no users yet, loopback only")
     click.echo(f"Serving {setup} on http://{host}:{port} (docs: http://{host}:{port}/docs); "
-               "the API is open: no users yet, loopback only.", err=True)
+               f"{access}.", err=True)
     uvicorn.run(app, host=host, port=port, log_level=os.environ.get("KARTOTEKA_LOG_LEVEL", "info"),
                 access_log=False)
+
+
+@main.group()
+def user() -> None:
+    """Manage the users who may call the API, and their tokens."""
+
+
+@contextmanager
+def _users(db_url: str, setup: Path | None) -> Iterator[Any]:
+    """The users of a database, its connections closed afterwards."""
+    from engine.database import Database
+    from engine.users import Users, user_tables
+
+    roles: frozenset[str] = frozenset()
+    if setup is not None:
+        result = check_setup(setup)
+        if result.setup is None:
+            raise SetupError(result.diagnostics)
+        roles = frozenset(result.setup.roles)
+    users, tokens = user_tables(sa.MetaData())
+    database = Database(DatabaseSettings(url=db_url))
+    try:
+        yield Users(users, tokens, database, roles)
+    finally:
+        database.dispose()
+
+
+SETUP_OPTION = click.option("--setup", "setup", type=click.Path(file_okay=False, path_type=Path),
+                            help="Check the role against this setup's roles.")
+
+
+@user.command("add")
+@click.argument("email")
+@click.option("--role", "roles", multiple=True, required=True, help="A role (repeatable).")
+@click.option("--team", default=None)
+@click.option("--name", default=None)
+@click.option("--expires-days", type=click.IntRange(1, 3650), default=None,
+              help="The token expires after this many days (default: never).")
+@SETUP_OPTION
+@DB_OPTION
+@click.pass_context
+def user_add(ctx: click.Context, email: str, roles: tuple[str, ...], team: str | None,
+             name: str | None, expires_days: int | None, setup: Path | None, db_url: str) -> None:
+    """Add a user and print its API token, once (it is stored only as a hash)."""
+    def run() -> None:
+        with _users(db_url, setup) as users:
+            added, token = users.add(email, list(roles), team=team, name=name,
+                                     expires_days=expires_days)
+        click.echo(f"Added {added.email} ({', '.join(added.roles)}). Its API token, shown once:",
+                   err=True)
+        click.echo(token)
+    _guarded(ctx, run)
+
+
+@user.command("token")
+@click.argument("email")
+@click.option("--expires-days", type=click.IntRange(1, 3650), default=None)
+@DB_OPTION
+@click.pass_context
+def user_token(ctx: click.Context, email: str, expires_days: int | None, db_url: str) -> None:
+    """Print a new API token for a user, once."""
+    def run() -> None:
+        with _users(db_url, None) as users:
+            click.echo(users.token(email, expires_days=expires_days))
+    _guarded(ctx, run)
+
+
+@user.command("list")
+@DB_OPTION
+@click.pass_context
+def user_list(ctx: click.Context, db_url: str) -> None:
+    """List the users."""
+    def run() -> None:
+        with _users(db_url, None) as users:
+            found_users = users.list()
+        for found in found_users:
+            state = "active" if found.active else "disabled"
+            click.echo(f"{found.id}\t{found.email}\t{','.join(found.roles)}\t"
+                       f"{found.team or '-'}\t{state}")
+    _guarded(ctx, run)
+
+
+@user.command("disable")
+@click.argument("email")
+@DB_OPTION
+@click.pass_context
+def user_disable(ctx: click.Context, email: str, db_url: str) -> None:
+    """Disable a user and revoke all of its tokens."""
+    def run() -> None:
+        with _users(db_url, None) as users:
+            done = users.disable(email)
+        click.echo(f"Disabled {done.email}; its tokens no longer work.")
+    _guarded(ctx, run)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,43 @@
+"""Authentication for every `/api` call, as ASGI middleware so no route can skip it.
+
+While the database has no users the API is open (served on loopback only). From the first
+user on, a call without a valid `Authorization: Bearer <token>` gets 401 in the API's
+error shape; `/openapi.json` and `/docs` need no token. The authenticated user is put
+in `request.state.user` for the engine calls that will check roles.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api.responses import json_response
+from engine.errors import Unauthorized
+from engine.users import Users
+
+
+class Authentication:
+    def __init__(self, app: ASGIApp, users: Users):
+        self.app = app
+        self.users = users
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not (scope["path"] + "/").startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["user"] = None
+        if self.users.any_users():
+            header = None
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    header = value.decode("latin-1")
+                    break
+            try:
+                state["user"] = self.users.authenticate(header)
+            except Unauthorized as error:
+                response = json_response(error.as_json(), 401, {"WWW-Authenticate": "Bearer"})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

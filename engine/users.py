@@ -1,0 +1,231 @@
+"""Users and their API tokens.
+
+A token is shown once, when it is made, and stored only as its SHA-256 hash; it may
+expire, and it is revoked when its user is disabled. While a database has no users the
+API is open (and `serve` binds to loopback only); from the first user on, every `/api`
+call needs `Authorization: Bearer <token>`. Failed authentications are counted (see
+`failures`) and logged without the token.
+
+Roles are recorded with each user; enforcing them per entity, operation and record is
+the access-control feature still to come: until then every active user may do everything.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from engine.database import Database
+from engine.errors import DatabaseMismatch, ErrorDetail, NotFound, Unauthorized, ValidationFailed
+from engine.naming import identifier_problem
+from engine.sql_types import UTCDateTime, id_column_type, json_column
+
+log = logging.getLogger("kartoteka.auth")
+TOKEN_PREFIX = "kt_"
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+
+
+def user_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
+    users = sa.Table(
+        "kt_user", metadata,
+        sa.Column("id", id_column_type(), primary_key=True, autoincrement=True),
+        sa.Column("email", sa.String(254), nullable=False, unique=True),
+        sa.Column("name", sa.String(200), nullable=True),
+        sa.Column("roles", json_column(), nullable=False),
+        sa.Column("team", sa.String(100), nullable=True),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sqlite_autoincrement=True,
+    )
+    tokens = sa.Table(
+        "kt_token", metadata,
+        sa.Column("id", id_column_type(), primary_key=True, autoincrement=True),
+        sa.Column("user_id", sa.BigInteger(),
+                  sa.ForeignKey("kt_user.id", ondelete="CASCADE", name="fk_kt_token_user_id"),
+                  nullable=False, index=True),
+        sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("expires_at", UTCDateTime(), nullable=True),
+        sa.Column("revoked_at", UTCDateTime(), nullable=True),
+        sqlite_autoincrement=True,
+    )
+    return users, tokens
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    email: str
+    name: str | None
+    roles: tuple[str, ...]
+    team: str | None
+    active: bool
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "email": self.email, "name": self.name, "roles": list(self.roles),
+                "team": self.team, "active": self.active}
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class Users:
+    def __init__(self, users: sa.Table, tokens: sa.Table, database: Database,
+                 known_roles: frozenset[str] = frozenset()):
+        self.users = users
+        self.tokens = tokens
+        self.db = database
+        self.known_roles = known_roles
+        self._seen_users = False  # once a database has users it never goes back to open
+        self._checked_at = -1.0
+        self._lock = threading.Lock()
+        self.failures = 0
+
+    # -- managing ----------------------------------------------------------------------------
+    def add(self, email: str, roles: list[str], *, team: str | None = None,
+            name: str | None = None, expires_days: int | None = None) -> tuple[User, str]:
+        """Create a user and its first token; the token is returned once and never stored."""
+        email = email.strip().lower()
+        problems = []
+        if not _EMAIL.match(email):
+            problems.append(ErrorDetail("email", "is not an e-mail address"))
+        for role in roles:
+            problem = identifier_problem(role)
+            if problem:
+                problems.append(ErrorDetail("role", problem))
+            elif self.known_roles and role not in self.known_roles:
+                problems.append(ErrorDetail(
+                    "role", f"no role {role!r} in the setup; roles: {', '.join(sorted(self.known_roles))}"))
+        if not roles:
+            problems.append(ErrorDetail("role", "is required"))
+        if problems:
+            raise ValidationFailed("the user is not valid", problems)
+        self._require_tables()
+        now = dt.datetime.now(dt.UTC)
+        with self.db.write() as conn:
+            if conn.execute(sa.select(self.users.c.id).where(self.users.c.email == email)).first():
+                raise ValidationFailed("the user exists",
+                                       [ErrorDetail("email", f"{email} is already a user")])
+            user_id = conn.execute(sa.insert(self.users).values(
+                email=email, name=name, roles=list(roles), team=team, active=True, created_at=now,
+            ).returning(self.users.c.id)).scalar_one()
+            token = self._issue(conn, user_id, now, expires_days)
+        return User(user_id, email, name, tuple(roles), team, True), token
+
+    def token(self, email: str, *, expires_days: int | None = None) -> str:
+        """A new token for an active user (the old ones stay valid until revoked)."""
+        now = dt.datetime.now(dt.UTC)
+        with self.db.write() as conn:
+            user = self._find(conn, email)
+            if not user.active:
+                raise ValidationFailed("the user is disabled", [ErrorDetail("email", "is disabled")])
+            return self._issue(conn, user.id, now, expires_days)
+
+    def disable(self, email: str) -> User:
+        """Disable a user and revoke all of its tokens."""
+        now = dt.datetime.now(dt.UTC)
+        with self.db.write() as conn:
+            user = self._find(conn, email)
+            conn.execute(sa.update(self.users).where(self.users.c.id == user.id).values(active=False))
+            conn.execute(sa.update(self.tokens).where(
+                self.tokens.c.user_id == user.id, self.tokens.c.revoked_at.is_(None)
+            ).values(revoked_at=now))
+        return User(user.id, user.email, user.name, user.roles, user.team, False)
+
+    def revoke(self, token: str) -> None:
+        with self.db.write() as conn:
+            done = conn.execute(sa.update(self.tokens).where(
+                self.tokens.c.token_hash == hash_token(token), self.tokens.c.revoked_at.is_(None)
+            ).values(revoked_at=dt.datetime.now(dt.UTC))).rowcount
+        if not done:
+            raise NotFound("no such active token")
+
+    def list(self) -> list[User]:
+        self._require_tables()
+        with self.db.read() as conn:
+            rows = conn.execute(sa.select(self.users).order_by(self.users.c.id)).all()
+        return [_user(row) for row in rows]
+
+    # -- authenticating ------------------------------------------------------------------------
+    def any_users(self) -> bool:
+        if self._seen_users:
+            return True
+        # a user added by another process (the CLI) closes the API within a second
+        if time.monotonic() - self._checked_at < 1.0:
+            return False
+        self._checked_at = time.monotonic()
+        try:
+            with self.db.read() as conn:
+                found = conn.execute(sa.select(self.users.c.id).limit(1)).first() is not None
+        except sa.exc.OperationalError:  # no kt_user table yet: nobody can have a token
+            return False
+        except sa.exc.ProgrammingError:
+            return False
+        if found:
+            self._seen_users = True
+        return found
+
+    def authenticate(self, authorization: str | None) -> User:
+        """The user a `Bearer` header names, or Unauthorized (counted, token not logged)."""
+        if not authorization:
+            raise self._failed("missing", "send Authorization: Bearer <token>")
+        scheme, _, token = authorization.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+            raise self._failed("malformed", "send Authorization: Bearer <token>")
+        now = dt.datetime.now(dt.UTC)
+        with self.db.read() as conn:
+            row = conn.execute(
+                sa.select(self.users, self.tokens.c.expires_at, self.tokens.c.revoked_at)
+                .join(self.tokens, self.tokens.c.user_id == self.users.c.id)
+                .where(self.tokens.c.token_hash == hash_token(token))
+            ).first()
+        if row is None:
+            raise self._failed("unknown", "the token is not valid")
+        if row.revoked_at is not None or not row.active:
+            raise self._failed("revoked", "the token was revoked")
+        if row.expires_at is not None and row.expires_at <= now:
+            raise self._failed("expired", "the token has expired")
+        return _user(row)
+
+    def _failed(self, reason: str, message: str) -> Unauthorized:
+        with self._lock:
+            self.failures += 1
+        log.warning("authentication failed: %s token", reason)
+        return Unauthorized(message)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _issue(self, conn: sa.Connection, user_id: int, now: dt.datetime,
+               expires_days: int | None) -> str:
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        expires = None if expires_days is None else now + dt.timedelta(days=expires_days)
+        conn.execute(sa.insert(self.tokens).values(
+            user_id=user_id, token_hash=hash_token(token), created_at=now, expires_at=expires))
+        self._seen_users = True
+        return token
+
+    def _find(self, conn: sa.Connection, email: str) -> User:
+        row = conn.execute(sa.select(self.users).where(
+            self.users.c.email == email.strip().lower())).first()
+        if row is None:
+            raise NotFound(f"no user {email}")
+        return _user(row)
+
+    def _require_tables(self) -> None:
+        if not sa.inspect(self.db.engine).has_table("kt_user"):
+            raise DatabaseMismatch("the database has no user tables yet: "
+                                   "run `kartoteka migrate SETUP --db URL` first")
+
+
+def _user(row: Any) -> User:
+    return User(row.id, row.email, row.name, tuple(row.roles or ()), row.team, bool(row.active))
