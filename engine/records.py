@@ -308,7 +308,9 @@ class Records:
         values.update(created_at=now, updated_at=now, version=1)
         try:
             with self.db.write() as conn:
-                self._check_links(conn, table, values, many)
+                # foreign keys catch a missing target of a plain link (see the except below);
+                # polymorphic links have none, so they are checked here
+                self._check_links(conn, table, values, many, polymorphic_only=True)
                 new_id = conn.execute(
                     sa.insert(table.table).values(values).returning(table.table.c.id)
                 ).scalar_one()
@@ -328,6 +330,9 @@ class Records:
                     self.journal.stage(conn, entity, new_id, pipeline.name, None, pipeline.initial,
                                        by=actor, at=now, seconds=None)
         except IntegrityError as error:
+            if _is_foreign_key(error):
+                with self.db.read() as conn:  # say which link named a missing record
+                    self._check_links(conn, table, values, many)
             raise self._integrity(error) from None
         return record
 
@@ -524,9 +529,11 @@ class Records:
             raise ValidationFailed(f"the {spec.name} is not valid in stage {stage!r}", missing)
 
     def _check_links(self, conn: sa.Connection, table: EntityTable, values: Mapping[str, Any],
-                     many: Mapping[str, Sequence[int]]) -> None:
+                     many: Mapping[str, Sequence[int]], *, polymorphic_only: bool = False) -> None:
         problems: list[ErrorDetail] = []
         for link in table.spec.links.values():
+            if polymorphic_only and not link.polymorphic:
+                continue
             if link.many:
                 ids = list(many.get(link.name, ()))
                 target = link.target
@@ -648,6 +655,11 @@ class Records:
                                     code="link_not_found")
         return Conflict("the change conflicts with the database's rules: " + text.splitlines()[0],
                         code="conflict")
+
+
+def _is_foreign_key(error: IntegrityError) -> bool:
+    code = getattr(error.orig, "sqlstate", None)
+    return code == "23503" or "FOREIGN KEY constraint failed" in str(error.orig)
 
 
 def _changed_links(spec: EntitySpec, changes: Mapping[str, Any],
