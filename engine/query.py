@@ -355,7 +355,9 @@ def order_by(sort: Sequence[SortKey], dialect: str) -> list[Any]:
     clauses = []
     for key in sort:
         column = key.attribute.column
-        if dialect == "postgresql":
+        # NULLS FIRST/LAST only where NULLs can be: on NOT NULL columns (id, stage) it would
+        # keep PostgreSQL from reading the order straight from the primary key or an index
+        if dialect == "postgresql" and column.nullable:
             clauses.append(column.desc().nulls_last() if key.descending
                            else column.asc().nulls_first())
         else:
