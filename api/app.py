@@ -32,6 +32,7 @@ from starlette.responses import Response
 from api.auth import Authentication
 from api.errors import install_error_handlers
 from api.responses import json_response, read_json
+from api.users import add_user_routes
 from engine.core import Kartoteka
 from engine.errors import ErrorDetail, MalformedRequest, NotFound, StaleVersion
 from engine.jsonschemas import ERROR_SCHEMA, PIPELINE_SCHEMAS, list_schema
@@ -73,6 +74,7 @@ def create_app(kt: Kartoteka, settings: ApiSettings | None = None) -> FastAPI:
                       response_class=Response, responses=_ok({"type": "object"}))
     for entity in kt.setup.entities.values():
         routes.add_entity(app, entity)
+    add_user_routes(app, kt, kt.settings.max_body_bytes, _REFUSED)
     app.openapi = lambda: _openapi(app, kt)  # type: ignore[method-assign]
     return app
 

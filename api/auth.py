@@ -3,7 +3,8 @@
 While the database has no users the API is open (served on loopback only). From the first
 user on, a call without a valid `Authorization: Bearer <token>` gets 401 in the API's
 error shape; `/openapi.json` and `/docs` need no token. The authenticated user is put
-in `request.state.user` for the engine calls that will check roles.
+in `request.state.user` and made the engine's acting user (`engine.access.acting_as`)
+for the whole request, so every engine call the route makes is scoped to their roles.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.responses import json_response
+from engine.access import acting_as
 from engine.errors import Unauthorized
 from engine.users import Users
 
@@ -40,4 +42,5 @@ class Authentication:
                 response = json_response(error.as_json(), 401, {"WWW-Authenticate": "Bearer"})
                 await response(scope, receive, send)
                 return
-        await self.app(scope, receive, send)
+        with acting_as(state["user"]):
+            await self.app(scope, receive, send)

@@ -21,6 +21,7 @@ from starlette.routing import Match
 from api.responses import json_response
 from engine.errors import (
     Conflict,
+    Forbidden,
     MalformedRequest,
     NotFound,
     PayloadTooLarge,
@@ -36,6 +37,7 @@ log = logging.getLogger("kartoteka.api")
 STATUS: dict[type[RequestError], int] = {
     MalformedRequest: 400,
     Unauthorized: 401,
+    Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
     StaleVersion: 412,

@@ -23,6 +23,7 @@ from engine.loader import load_setup
 from engine.migrate import MigrationPlan, apply, plan, verify
 from engine.records import Records
 from engine.reports import Reports
+from engine.roles import ADMIN
 from engine.spec import SetupSpec
 from engine.stages import StageMoves
 from engine.storage import Storage
@@ -54,7 +55,7 @@ class Kartoteka:
         self.timeline = Timeline(self.records)
         self.reports = Reports(self.records)
         self.users = Users(self.storage.users, self.storage.tokens, self.db,
-                           frozenset(setup.roles))
+                           frozenset(setup.roles) | {ADMIN})
 
     @classmethod
     def open(cls, folder: str | Path, database_url: str | None = None, *,

@@ -156,6 +156,12 @@ class Unauthorized(RequestError):
     code = "unauthorized"
 
 
+class Forbidden(RequestError):
+    """An operation the caller's role lacks, on a record the caller may see."""
+
+    code = "forbidden"
+
+
 class NotFound(RequestError):
     code = "not_found"
 

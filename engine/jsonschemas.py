@@ -114,6 +114,11 @@ def _write_schema(table: EntityTable, language: str, *, patch: bool) -> dict[str
         properties[link.name] = _described(_link_schema(link, read=False), link, language)
         if link.required and not patch:
             required.append(link.name)
+    if entity.owner:
+        properties["owner"] = {
+            "type": ["integer", "null"], "minimum": 1, "maximum": 2**63 - 1,
+            "description": "The responsible user's id. The creator by default; giving a "
+                           "record to someone else needs the role's `reassign` right."}
     document: dict[str, Any] = {
         "type": "object",
         "title": f"{pascal(entity.name)}{'Patch' if patch else 'Create'}",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -39,6 +39,7 @@ from engine.naming import (
     pascal,
     poly_entity_column,
 )
+from engine.roles import check_roles
 from engine.spec import (
     EntitySpec,
     FieldSpec,
@@ -92,6 +93,7 @@ class _Loader:
         self.diagnostics: list[Diagnostic] = []
         #: entity names of files that could not be loaded (their problems are reported)
         self.broken: set[str] = set()
+        self.setup_source: SourceFile | None = None
         self.entity_validator = jsonschema.Draft202012Validator(entity_schema(registry))
         self.setup_validator = jsonschema.Draft202012Validator(SETUP_SCHEMA)
 
@@ -146,11 +148,15 @@ class _Loader:
             name=settings.get("name") or self.folder.resolve().name,
             languages=languages,
             entities=MappingProxyType(entities),
-            roles=MappingProxyType(dict(settings.get("roles") or {})),
             automations=tuple(settings.get("automations") or ()),
             source=str(self.folder),
         )
-        return LoadResult(setup, self.diagnostics)
+        # roles name entities and fields, so they are checked against the built entities
+        roles, problems = check_roles(self.setup_source, settings.get("roles"), setup,
+                                      self.registry)
+        if problems:
+            return LoadResult(None, [*self.diagnostics, *problems])
+        return LoadResult(replace(setup, roles=MappingProxyType(roles)), self.diagnostics)
 
     def _place(self, diagnostic: Diagnostic) -> tuple[int, str, int, int]:
         """Folder-level problems first, then setup.yaml, then the entity files by name."""
@@ -169,13 +175,12 @@ class _Loader:
         data = source.data if source.data is not None else {}
         if not self._validate_shape(source, data, self.setup_validator):
             return {}, ("en",)
-        for key in ("roles", "automations"):
-            if key in data:
-                self.diagnostics.append(source.diagnostic(
-                    f"setup.{key}_not_enforced", (key,),
-                    f"{key} are read but not enforced by this version of Kartoteka",
-                    "the API stays open to every caller until access control lands",
-                    at_key=True, severity="warning"))
+        self.setup_source = source
+        if "automations" in data:
+            self.diagnostics.append(source.diagnostic(
+                "setup.automations_not_enforced", ("automations",),
+                "automations are read but not run by this version of Kartoteka",
+                "nothing happens on their events yet", at_key=True, severity="warning"))
         return data, tuple(data.get("languages") or ("en",))
 
     # -- one entity file --------------------------------------------------------------------

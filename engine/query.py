@@ -15,16 +15,19 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
-from engine.errors import ErrorDetail, MalformedRequest
+from engine.errors import ErrorDetail, Forbidden, MalformedRequest
 from engine.fieldtypes import OPERATORS, ValueProblem, check_text, fold_text
 from engine.naming import did_you_mean, link_column, poly_entity_column
 from engine.spec import LinkSpec
 from engine.storage import Attribute, EntityTable, Storage
+
+if TYPE_CHECKING:
+    from engine.access import Access
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -56,14 +59,31 @@ class ListQuery:
 
 
 class QueryParser:
-    """Turns query parameters into a `ListQuery` for one entity of one storage."""
+    """Turns query parameters into a `ListQuery` for one entity of one storage.
 
-    def __init__(self, storage: Storage, dialect: str):
+    With `access`, the query is the acting user's: the read scope of the entity joins the
+    conditions (and of every entity a filter goes through), and hidden fields are refused
+    wherever a parameter names them, with the message an unknown field gets.
+    """
+
+    def __init__(self, storage: Storage, dialect: str, access: Access | None = None):
         self.storage = storage
         self.dialect = dialect
+        self.access = access
+
+    def _hidden(self, table: EntityTable) -> frozenset[str]:
+        rights = self.access.rights(table.name) if self.access is not None else None
+        return rights.hidden if rights is not None else frozenset()
+
+    def _scope(self, entity: str) -> ColumnElement[bool] | None:
+        rights = self.access.rights(entity) if self.access is not None else None
+        return rights.condition("read") if rights is not None else None
 
     def parse(self, entity: str, params: Sequence[tuple[str, str]]) -> ListQuery:
         table = self.storage[entity]
+        rights = self.access.rights(entity) if self.access is not None else None
+        if rights is not None and not rights.allows("read"):
+            raise Forbidden(f"your role may not read {entity} records")
         problems: list[ErrorDetail] = []
         seen: dict[str, str] = {}
         conditions: list[ColumnElement[bool]] = []
@@ -94,6 +114,9 @@ class QueryParser:
             if search is not None:
                 conditions.append(search)
         include = self._include(table, seen.get("include"), problems)
+        scope = rights.condition("read") if rights is not None else None
+        if scope is not None:
+            conditions.append(scope)
         with_total = True
         if "total" in seen:
             if seen["total"] not in ("true", "false"):
@@ -115,6 +138,8 @@ class QueryParser:
             raise _Refused(f"unknown operator {op!r}; " + (
                 did_you_mean(op, OPERATORS) or "use one of: " + ", ".join(OPERATORS)))
         entity = table.spec
+        if head in self._hidden(table):
+            raise _Refused(self._unknown(table, head))
         if tail is None:
             if head in table.attributes:
                 return self._compare(table.attributes[head], op, text)
@@ -141,10 +166,11 @@ class QueryParser:
             raise _Refused(self._unknown(table, head))
         # through a link: link.field
         target, subquery_of = self._through(table, head)
-        attribute = target.attributes.get(tail)
+        hidden = self._hidden(target)
+        attribute = target.attributes.get(tail) if tail not in hidden else None
         if attribute is None:
-            raise _Refused(f"{target.name} has no field {tail!r}"
-                           + _hint(did_you_mean(tail, target.attributes)))
+            raise _Refused(f"{target.name} has no field {tail!r}" + _hint(did_you_mean(
+                tail, [name for name in target.attributes if name not in hidden])))
         condition: ColumnElement[bool] = subquery_of(self._compare(attribute, op, text))
         return condition
 
@@ -203,7 +229,15 @@ class QueryParser:
         return sa.or_(*clauses)
 
     def _through(self, table: EntityTable, name: str) -> tuple[EntityTable, Any]:
-        """The entity at the other end of link `name`, and how to filter by its records."""
+        """The entity at the other end of link `name`, and how to filter by its records
+        (only those the acting user may read)."""
+        target, subquery_of = self._through_all(table, name)
+        scope = self._scope(target.name)
+        if scope is None:
+            return target, subquery_of
+        return target, lambda cond: subquery_of(sa.and_(cond, scope))
+
+    def _through_all(self, table: EntityTable, name: str) -> tuple[EntityTable, Any]:
         link = table.spec.links.get(name)
         if link is not None:
             if link.polymorphic:
@@ -236,8 +270,9 @@ class QueryParser:
             sa.select(id_column).where(id_column.is_not(None), cond))
 
     def _unknown(self, table: EntityTable, name: str) -> str:
-        known = [*table.attributes, *table.spec.links,
-                 *self.storage.setup.reverse_links[table.name]]
+        hidden = self._hidden(table)
+        known = [n for n in (*table.attributes, *table.spec.links,
+                             *self.storage.setup.reverse_links[table.name]) if n not in hidden]
         return f"{table.name} has no field or link {name!r}" + _hint(did_you_mean(name, known))
 
     # -- search, sort, paging ---------------------------------------------------------------
@@ -245,6 +280,10 @@ class QueryParser:
                 problems: list[ErrorDetail]) -> ColumnElement[bool] | None:
         if table.search_column is None:
             problems.append(ErrorDetail("q", f"{table.name} declares no search fields"))
+            return None
+        if self._hidden(table) & set(table.spec.search):
+            problems.append(ErrorDetail("q", f"searching {table.name} would look into fields "
+                                             "your role may not see; filter by field instead"))
             return None
         if len(text) > MAX_SEARCH_LENGTH:
             problems.append(ErrorDetail("q", f"is longer than {MAX_SEARCH_LENGTH} characters"))
@@ -268,10 +307,11 @@ class QueryParser:
                 continue
             descending = part.startswith("-")
             name = part.lstrip("-+")
-            attribute = table.attributes.get(name)
+            hidden = self._hidden(table)
+            attribute = table.attributes.get(name) if name not in hidden else None
             if attribute is None:
-                problems.append(ErrorDetail("sort", f"{table.name} has no field {name!r}"
-                                            + _hint(did_you_mean(name, table.attributes))))
+                problems.append(ErrorDetail("sort", f"{table.name} has no field {name!r}" + _hint(
+                    did_you_mean(name, [n for n in table.attributes if n not in hidden]))))
                 continue
             if not attribute.field.type.sortable:
                 problems.append(ErrorDetail("sort", f"a {attribute.field.type.name} field "
@@ -336,9 +376,10 @@ class QueryParser:
             name = name.strip()
             if not name:
                 continue
-            if name not in table.spec.links:
-                problems.append(ErrorDetail("include", f"{table.name} has no link {name!r}"
-                                            + _hint(did_you_mean(name, table.spec.links))))
+            hidden = self._hidden(table)
+            if name not in table.spec.links or name in hidden:
+                problems.append(ErrorDetail("include", f"{table.name} has no link {name!r}" + _hint(
+                    did_you_mean(name, [n for n in table.spec.links if n not in hidden]))))
             elif name not in names:
                 names.append(name)
         return tuple(names)

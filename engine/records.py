@@ -19,10 +19,12 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
+from engine.access import Access, Rights, acting_user
 from engine.database import Database
 from engine.errors import (
     Conflict,
     ErrorDetail,
+    Forbidden,
     NotFound,
     StaleVersion,
     ValidationFailed,
@@ -115,7 +117,9 @@ class Records:
         self.storage = storage
         self.db = database
         self.schemas = schemas
-        self.parser = QueryParser(storage, database.dialect)
+        self.access = Access(storage, QueryParser(storage, database.dialect))
+        #: parses the acting user's queries: their read scope and hidden fields applied
+        self.parser = QueryParser(storage, database.dialect, self.access)
         self.journal = Journal(storage)
         self.shapes = {name: _Shape(table) for name, table in storage.entities.items()}
         self._unique_fields = {
@@ -130,9 +134,12 @@ class Records:
         """One record; `include` is the comma-separated links to embed."""
         table = self.storage[entity]
         links = self.parser.include(entity, include)
+        statement = self.shapes[entity].select_by_id
+        scope = self.read_scope(entity)
+        if scope is not None:
+            statement = statement.where(scope)
         with self.db.read() as conn:
-            rows = conn.execute(self.shapes[entity].select_by_id,
-                                {"record_id": checked_id(record_id, entity)}).all()
+            rows = conn.execute(statement, {"record_id": checked_id(record_id, entity)}).all()
             records = self._render(conn, table, [row._mapping for row in rows])
             if not records:
                 raise NotFound(f"no {entity} with id {record_id}")
@@ -150,8 +157,10 @@ class Records:
         """Records at the other end of link `name` (declared here, or a way back)."""
         table = self.storage[entity]
         record_id = checked_id(record_id, entity)
+        scope = self.read_scope(entity)
         with self.db.read() as conn:
-            row = conn.execute(sa.select(table.table).where(table.table.c.id == record_id)).first()
+            row = conn.execute(sa.select(table.table).where(
+                table.table.c.id == record_id, *([] if scope is None else [scope]))).first()
             if row is None:
                 raise NotFound(f"no {entity} with id {record_id}")
             target, condition = self._linked_condition(table, row._mapping, name)
@@ -225,6 +234,9 @@ class Records:
 
     def _fetch(self, conn: sa.Connection, table: EntityTable,
                condition: ColumnElement[bool]) -> list[Record]:
+        scope = self.read_scope(table.name)
+        if scope is not None:
+            condition = sa.and_(condition, scope)
         rows = conn.execute(
             sa.select(*self.shapes[table.name].columns).where(condition).order_by(table.table.c.id)
         ).all()
@@ -234,6 +246,11 @@ class Records:
                 rows: Sequence[Row]) -> list[Record]:
         shape = self.shapes[table.name]
         records = [shape.render(row) for row in rows]
+        rights = self.access.rights(table.name)
+        if rights is not None and rights.hidden:
+            for record in records:
+                for name in rights.hidden:
+                    record.pop(name, None)
         if shape.many and records:
             by_id = {record["id"]: record for record in records}
             for name in shape.many:
@@ -244,7 +261,8 @@ class Records:
                     .order_by(joins.c.source_id, joins.c.target_id)
                 ).all()
                 for source_id, target_id in pairs:
-                    by_id[source_id][name].append(target_id)
+                    if name in by_id[source_id]:
+                        by_id[source_id][name].append(target_id)
         return records
 
     def _include(self, conn: sa.Connection, table: EntityTable, records: list[Record],
@@ -285,12 +303,88 @@ class Records:
         table = self.storage[entity]
         return self._fetch(conn, table, table.table.c.id.in_(ids))
 
+    # -- access ------------------------------------------------------------------------------
+    def read_scope(self, entity: str) -> ColumnElement[bool] | None:
+        """The condition a record of `entity` must meet for the acting user to see it."""
+        rights = self.access.rights(entity)
+        return None if rights is None else rights.condition("read")
+
+    def write_scope(self, entity: str) -> ColumnElement[bool] | None:
+        """The condition a record must meet for the acting user to update it."""
+        rights = self.access.rights(entity)
+        return None if rights is None else rights.condition("update")
+
+    def locked_row(self, conn: sa.Connection, entity: str, record_id: int,
+                   operation: str) -> dict[str, Any]:
+        """A record's row, locked for a write by `operation`: NotFound when the acting user
+        may not see it (as if it did not exist), Forbidden when they see it but may not
+        `operation` it. Every write to an existing record starts here."""
+        rights = self.access.rights(entity)
+        if rights is None:
+            row = conn.execute(self.shapes[entity].lock_by_id, {"record_id": record_id}).first()
+        else:
+            table = self.storage[entity].table
+            row = conn.execute(
+                sa.select(table).where(table.c.id == record_id, *_present(rights.condition("read")))
+                .with_for_update()).first()
+        if row is None:
+            raise NotFound(f"no {entity} with id {record_id}")
+        if rights is not None and not rights.same_reach("read", operation):
+            self._require(conn, entity, rights, operation, record_id)
+        return dict(row._mapping)
+
+    def _require(self, conn: sa.Connection, entity: str, rights: Rights, operation: str,
+                 record_id: int) -> None:
+        table = self.storage[entity].table
+        condition = rights.condition(operation)
+        if not rights.allows(operation) or (condition is not None and conn.execute(
+                sa.select(table.c.id).where(table.c.id == record_id, condition)).first() is None):
+            raise Forbidden(f"your role may not {_VERBS[operation]} this {entity}",
+                            code="operation_forbidden")
+
+    @staticmethod
+    def _check_writable(entity: str, body: Any, rights: Rights | None) -> None:
+        """Refuse, before anything is written, a body naming fields the role may not set."""
+        if rights is None or not rights.readonly or not isinstance(body, dict):
+            return
+        refused = sorted(key for key in body if key in rights.readonly)
+        if refused:
+            raise Forbidden(f"your role may not set {', '.join(refused)} of a {entity}",
+                            [ErrorDetail(key, "is not writable by your role") for key in refused],
+                            code="fields_forbidden")
+
+    def _check_owner(self, conn: sa.Connection, entity: str, rights: Rights | None,
+                     owner: int | None, *, creating: bool) -> None:
+        """A new owner given by a client: the role must be allowed to reassign (or, on
+        create, name the creator), and the owner must be an active user."""
+        user = acting_user()
+        if rights is not None and not rights.allows("reassign") and \
+                not (creating and user is not None and owner == user.id):
+            raise ValidationFailed(
+                f"the {entity} is not valid",
+                [ErrorDetail("owner", "is set by the server: your role may not give records "
+                                      "to another owner")], code="owner_not_writable")
+        if owner is None:
+            return
+        users = self.storage.users
+        if conn.execute(sa.select(users.c.id).where(
+                users.c.id == owner, users.c.active.is_(True))).first() is None:
+            raise ValidationFailed(f"the {entity} is not valid",
+                                   [ErrorDetail("owner", f"no active user with id {owner}")],
+                                   code="owner_not_found")
+
     # -- writing -----------------------------------------------------------------------------
     def create(self, entity: str, body: Any, *, owner: int | None = None,
                actor: int | None = None) -> Record:
         table = self.storage[entity]
         spec = table.spec
+        rights = self.access.rights(entity)
+        if rights is not None and not rights.allows("create"):
+            raise Forbidden(f"your role may not create {entity} records",
+                            code="operation_forbidden")
+        self._check_writable(entity, body, rights)
         values, many = self._parse(table, body, self.schemas[entity].create_validator)
+        owner_given = "owner" in values
         for field in spec.fields.values():
             if field.name not in values and field.default is not None:
                 values[field.name] = field.default
@@ -300,7 +394,7 @@ class Records:
             pipeline = spec.pipeline.for_record(selector)
             values["stage"] = pipeline.initial
             self._check_stage_requirements(spec, values)
-        if spec.owner:
+        if spec.owner and not owner_given:
             values["owner"] = owner
         if table.search_column is not None:
             values[SEARCH_COLUMN] = _search_text(spec, values)
@@ -308,12 +402,21 @@ class Records:
         values.update(created_at=now, updated_at=now, version=1)
         try:
             with self.db.write() as conn:
+                if owner_given:
+                    self._check_owner(conn, entity, rights, values["owner"], creating=True)
                 # foreign keys catch a missing target of a plain link (see the except below);
                 # polymorphic links have none, so they are checked here
                 self._check_links(conn, table, values, many, polymorphic_only=True)
                 new_id = conn.execute(
                     sa.insert(table.table).values(values).returning(table.table.c.id)
                 ).scalar_one()
+                if rights is not None:
+                    # a condition on create (or on reassign, for a given owner) is met by
+                    # the new record as stored, or the insert is rolled back
+                    user = acting_user()
+                    reassigned = owner_given and (user is None or values["owner"] != user.id)
+                    for operation in ("create", "reassign") if reassigned else ("create",):
+                        self._require(conn, entity, rights, operation, new_id)
                 for name, ids in many.items():
                     self._insert_links(conn, table.join_tables[name], new_id, ids)
                 values["id"] = new_id
@@ -322,10 +425,10 @@ class Records:
                 record = self.shapes[entity].render(values)
                 for name, ids in many.items():
                     record[name] = sorted(ids)
-                self.journal.change(conn, entity, new_id, "create",
-                                    {k: v[1] for k, v in diff({}, record).items()
-                                     if v[1] not in (None, [])},
-                                    by=actor, at=now)
+                journalled = {k: v[1] for k, v in diff({}, record).items() if v[1] not in (None, [])}
+                for name in rights.hidden if rights is not None else ():
+                    record.pop(name, None)
+                self.journal.change(conn, entity, new_id, "create", journalled, by=actor, at=now)
                 if pipeline is not None:
                     self.journal.stage(conn, entity, new_id, pipeline.name, None, pipeline.initial,
                                        by=actor, at=now, seconds=None)
@@ -341,14 +444,12 @@ class Records:
         table = self.storage[entity]
         spec = table.spec
         record_id = checked_id(record_id, entity)
+        rights = self.access.rights(entity)
+        self._check_writable(entity, body, rights)
         values, many = self._parse(table, body, self.schemas[entity].patch_validator)
         try:
             with self.db.write() as conn:
-                row = conn.execute(self.shapes[entity].lock_by_id,
-                                   {"record_id": record_id}).first()
-                if row is None:
-                    raise NotFound(f"no {entity} with id {record_id}")
-                current = dict(row._mapping)
+                current = self.locked_row(conn, entity, record_id, "update")
                 if if_version is not None and current["version"] != if_version:
                     raise StaleVersion(
                         f"{entity} {record_id} is at version {current['version']}, "
@@ -362,6 +463,10 @@ class Records:
                     wanted = set(ids)
                     if wanted != existing:
                         link_changes[name] = (wanted - existing, existing - wanted)
+                if "owner" in changes:
+                    self._check_owner(conn, entity, rights, changes["owner"], creating=False)
+                    if rights is not None:
+                        self._require(conn, entity, rights, "reassign", record_id)
                 merged = {**current, **changes}
                 if spec.pipeline is not None:
                     switched = _pipeline_switch(spec, current, merged)
@@ -379,7 +484,8 @@ class Records:
                 updated = conn.execute(
                     sa.update(table.table)
                     .where(table.table.c.id == record_id,
-                           table.table.c.version == current["version"])
+                           table.table.c.version == current["version"],
+                           *_present(None if rights is None else rights.condition("update")))
                     .values(changes)
                 ).rowcount
                 if updated != 1:
@@ -392,10 +498,11 @@ class Records:
                             joins.c.source_id == record_id, joins.c.target_id.in_(removed)))
                     self._insert_links(conn, joins, record_id, added)
                 shape = self.shapes[entity]
-                record = self._render(conn, table, [{**merged, **changes}])[0]
+                after = {**merged, **changes}
                 journalled: dict[str, Any] = {
-                    k: v for k, v in diff(shape.render(current), record).items()
+                    k: v for k, v in diff(shape.render(current), shape.render(after)).items()
                     if k not in shape.many}
+                record = self._render(conn, table, [after])[0]
                 for name, (added, removed) in link_changes.items():
                     journalled[name] = {"added": sorted(added), "removed": sorted(removed)}
                 self.journal.change(conn, entity, record_id, "update", journalled,
@@ -414,20 +521,16 @@ class Records:
 
     def delete(self, entity: str, record_id: int, *, if_version: int | None = None,
                actor: int | None = None) -> None:
-        table = self.storage[entity]
         record_id = checked_id(record_id, entity)
         try:
             with self.db.write() as conn:
-                version = conn.execute(
-                    sa.select(table.table.c.version).where(table.table.c.id == record_id)
-                    .with_for_update()
-                ).scalar()
-                if version is None:
-                    raise NotFound(f"no {entity} with id {record_id}")
+                version = self.locked_row(conn, entity, record_id, "delete")["version"]
                 if if_version is not None and version != if_version:
                     raise StaleVersion(f"{entity} {record_id} is at version {version}, "
                                        f"not {if_version}")
-                self._delete(conn, entity, [record_id], set(), actor)
+                rights = self.access.rights(entity)
+                self._delete(conn, entity, [record_id], set(), actor,
+                             scope=None if rights is None else rights.condition("delete"))
         except IntegrityError as error:
             raise self._integrity(error) from None
 
@@ -458,13 +561,19 @@ class Records:
         owner_table = self.storage[owner_entity].table
         try:
             with self.db.write() as conn:
-                for check_entity, check_id in ((entity, record_id), (other_entity, other_id)):
+                # both ends must be visible; the owning record's row lock, taken for an
+                # update, serialises concurrent changes of its links
+                other_owns = owner_entity != entity
+                for check_entity, check_id, owns in ((entity, record_id, not other_owns),
+                                                     (other_entity, other_id, other_owns)):
+                    if owns:
+                        self.locked_row(conn, check_entity, check_id, "update")
+                        continue
                     check = self.storage[check_entity].table
-                    if conn.execute(sa.select(check.c.id).where(check.c.id == check_id)).first() is None:
+                    scope = self.read_scope(check_entity)
+                    if conn.execute(sa.select(check.c.id).where(
+                            check.c.id == check_id, *_present(scope))).first() is None:
                         raise NotFound(f"no {check_entity} with id {check_id}")
-                # the owning record's row lock serialises concurrent changes of its links
-                conn.execute(sa.select(owner_table.c.id).where(owner_table.c.id == source_id)
-                             .with_for_update())
                 pair = sa.and_(joins.c.source_id == source_id, joins.c.target_id == target_id)
                 exists = conn.execute(sa.select(joins.c.source_id).where(pair)).first() is not None
                 if add and not exists:
@@ -477,7 +586,8 @@ class Records:
                     return
                 now = _now()
                 conn.execute(
-                    sa.update(owner_table).where(owner_table.c.id == source_id)
+                    sa.update(owner_table).where(owner_table.c.id == source_id,
+                                                 *_present(self.write_scope(owner_entity)))
                     .values(version=owner_table.c.version + 1, updated_at=now))
                 change = {"added": [target_id], "removed": []} if add else \
                     {"added": [], "removed": [target_id]}
@@ -497,6 +607,9 @@ class Records:
         if isinstance(body, dict):
             for key, value in body.items():
                 if key in bad:
+                    continue
+                if key == "owner":
+                    values["owner"] = value
                     continue
                 field = spec.fields.get(key)
                 if field is not None:
@@ -532,7 +645,7 @@ class Records:
                      many: Mapping[str, Sequence[int]], *, polymorphic_only: bool = False) -> None:
         problems: list[ErrorDetail] = []
         for link in table.spec.links.values():
-            if polymorphic_only and not link.polymorphic:
+            if polymorphic_only and not link.polymorphic and self.read_scope(link.target) is None:
                 continue
             if link.many:
                 ids = list(many.get(link.name, ()))
@@ -546,8 +659,9 @@ class Records:
             if not ids:
                 continue
             target_table = self.storage[target].table
-            found = set(conn.execute(
-                sa.select(target_table.c.id).where(target_table.c.id.in_(ids))).scalars())
+            # a record the acting user may not see is, to them, a record that does not exist
+            found = set(conn.execute(sa.select(target_table.c.id).where(
+                target_table.c.id.in_(ids), *_present(self.read_scope(target)))).scalars())
             missing = [i for i in ids if i not in found]
             if missing:
                 problems.append(ErrorDetail(
@@ -564,7 +678,12 @@ class Records:
             conn.execute(sa.insert(joins), rows)
 
     def _delete(self, conn: sa.Connection, entity: str, ids: list[int],
-                seen: set[tuple[str, int]], actor: int | None) -> None:
+                seen: set[tuple[str, int]], actor: int | None,
+                scope: ColumnElement[bool] | None = None) -> None:
+        """Delete records and apply each inbound link's on_delete. The records a user
+        deletes are in their scope (`scope`, checked again in the DELETE); what the
+        setup's on_delete rules then release or cascade to is reached whatever its owner,
+        and those statements say so (`kt_unscoped`)."""
         ids = [i for i in ids if (entity, i) not in seen]
         if not ids:
             return
@@ -578,27 +697,31 @@ class Records:
             for chunk in _chunks(ids):
                 conn.execute(sa.delete(joins).where(joins.c.source_id.in_(chunk)))
         for chunk in _chunks(ids):
-            conn.execute(sa.delete(table.table).where(table.table.c.id.in_(chunk)))
+            statement = sa.delete(table.table).where(table.table.c.id.in_(chunk), *_present(scope))
+            conn.execute(statement if scope is not None else statement.execution_options(
+                kt_unscoped="on_delete cascade"))
         self.journal.changes_many(conn, entity, ids, "delete", None, by=actor, at=_now())
 
     def _release(self, conn: sa.Connection, entity: str, ids: list[int], source: EntityTable,
                  link: LinkSpec, seen: set[tuple[str, int]], actor: int | None) -> None:
         """Apply `link.on_delete` to the records of `source` that point at `ids`."""
+        reason = {"kt_unscoped": f"on_delete {link.on_delete}"}
         if link.many:
             joins = source.join_tables[link.name]
             linked = joins.c.target_id.in_(ids)
             if link.on_delete == "restrict":
                 count = conn.execute(
-                    sa.select(sa.func.count(sa.distinct(joins.c.source_id))).where(linked)
-                ).scalar_one()
+                    sa.select(sa.func.count(sa.distinct(joins.c.source_id))).where(linked),
+                    execution_options=reason).scalar_one()
                 self._restrict(entity, source.name, link, count)
-            owners = conn.execute(
-                sa.select(joins.c.source_id).where(linked).distinct()).scalars().all()
-            conn.execute(sa.delete(joins).where(linked))
+            owners = conn.execute(sa.select(joins.c.source_id).where(linked).distinct(),
+                                  execution_options=reason).scalars().all()
+            conn.execute(sa.delete(joins).where(linked), execution_options=reason)
             owners = [o for o in owners if (source.name, o) not in seen]
             for chunk in _chunks(owners):
                 conn.execute(sa.update(source.table).where(source.table.c.id.in_(chunk)).values(
-                    version=source.table.c.version + 1, updated_at=_now()))
+                    version=source.table.c.version + 1, updated_at=_now()),
+                    execution_options=reason)
             self.journal.changes_many(conn, source.name, owners, "update",
                                       {link.name: {"added": [], "removed": ids}},
                                       by=actor, at=_now())
@@ -608,19 +731,23 @@ class Records:
         if link.polymorphic:
             where = sa.and_(source.table.c[poly_entity_column(link.name)] == entity, where)
         if link.on_delete == "restrict":
-            referencing = conn.execute(sa.select(source.table.c.id).where(where)).scalars().all()
+            referencing = conn.execute(sa.select(source.table.c.id).where(where),
+                                       execution_options=reason).scalars().all()
             referencing = [r for r in referencing if (source.name, r) not in seen]
             self._restrict(entity, source.name, link, len(referencing))
         elif link.on_delete == "cascade":
-            children = conn.execute(sa.select(source.table.c.id).where(where)).scalars().all()
+            children = conn.execute(sa.select(source.table.c.id).where(where),
+                                    execution_options=reason).scalars().all()
             self._delete(conn, source.name, list(children), seen, actor)
         else:
             cleared = {link_column(link.name): None}
             if link.polymorphic:
                 cleared[poly_entity_column(link.name)] = None
-            affected = conn.execute(sa.select(source.table.c.id).where(where)).scalars().all()
+            affected = conn.execute(sa.select(source.table.c.id).where(where),
+                                    execution_options=reason).scalars().all()
             conn.execute(sa.update(source.table).where(where).values(
-                **cleared, version=source.table.c.version + 1, updated_at=_now()))
+                **cleared, version=source.table.c.version + 1, updated_at=_now()),
+                execution_options=reason)
             old = {"entity": entity, "id": ids[0]} if link.polymorphic else ids[0]
             self.journal.changes_many(conn, source.name, affected, "update",
                                       {link.name: [old if len(ids) == 1 else None, None]},
@@ -655,6 +782,14 @@ class Records:
                                     code="link_not_found")
         return Conflict("the change conflicts with the database's rules: " + text.splitlines()[0],
                         code="conflict")
+
+
+_VERBS = {"create": "create", "read": "read", "update": "change", "delete": "delete",
+          "reassign": "give another owner to"}
+
+
+def _present(condition: ColumnElement[bool] | None) -> list[ColumnElement[bool]]:
+    return [] if condition is None else [condition]
 
 
 def _is_foreign_key(error: IntegrityError) -> bool:

@@ -12,9 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.fieldtypes import FieldType
+
+if TYPE_CHECKING:
+    from engine.roles import RoleSpec
 
 #: a label: one string, or one per language code
 Label = Mapping[str, str]
@@ -151,7 +154,7 @@ class SetupSpec:
     name: str
     languages: tuple[str, ...]
     entities: Mapping[str, EntitySpec]
-    roles: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    roles: Mapping[str, RoleSpec] = field(default_factory=lambda: MappingProxyType({}))
     automations: tuple[Any, ...] = ()
     source: str = ""
 

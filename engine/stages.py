@@ -36,10 +36,7 @@ class StageMoves:
         target = _target(body)
         record_id = checked_id(record_id, entity)
         with records.db.write() as conn:
-            row = conn.execute(records.shapes[entity].lock_by_id, {"record_id": record_id}).first()
-            if row is None:
-                raise NotFound(f"no {entity} with id {record_id}")
-            current = dict(row._mapping)
+            current = records.locked_row(conn, entity, record_id, "update")
             if if_version is not None and current["version"] != if_version:
                 raise StaleVersion(f"{entity} {record_id} is at version {current['version']}, "
                                    f"not {if_version}; read it again")
@@ -51,7 +48,8 @@ class StageMoves:
             entered = records.journal.last_stage_entry(conn, entity, record_id)
             updated = conn.execute(
                 sa.update(table.table)
-                .where(table.table.c.id == record_id, table.table.c.version == current["version"])
+                .where(table.table.c.id == record_id, table.table.c.version == current["version"],
+                       *([] if (scope := records.write_scope(entity)) is None else [scope]))
                 .values(stage=target, version=current["version"] + 1, updated_at=now)
             ).rowcount
             if updated != 1:

@@ -50,7 +50,8 @@ class Timeline:
         record_id = checked_id(record_id, entity)
         table = self.storage[entity].table
         with self.records.db.read() as conn:
-            if conn.execute(sa.select(table.c.id).where(table.c.id == record_id)).first() is None:
+            if conn.execute(sa.select(table.c.id).where(
+                    table.c.id == record_id, *self._scope(entity))).first() is None:
                 raise NotFound(f"no {entity} with id {record_id}")
             items: list[tuple[tuple[Any, ...], Record]] = []
             sources = self._sources(entity, record_id)
@@ -71,6 +72,13 @@ class Timeline:
             items.sort(key=lambda pair: (pair[0][0], pair[0][1], pair[0][2]), reverse=True)
             more = len(items) > limit
             items = items[:limit]
+            rights = self.records.access.rights(entity)
+            if rights is not None and rights.hidden:
+                # what a hidden field was and became is as hidden as the field
+                for _, item in items:
+                    if item["type"] == "change":
+                        item["changes"] = {k: v for k, v in item["changes"].items()
+                                           if k not in rights.hidden}
             self._embed_records(conn, [item for _, item in items])
         next_cursor = None
         if more and items:
@@ -99,9 +107,15 @@ class Timeline:
                 rank, source_table.c.created_at, source_table.c.id,
                 sa.select(source_table.c.id, source_table.c.created_at.label("at")).where(
                     source_table.c[poly_entity_column(link.name)] == entity,
-                    source_table.c[link_column(link.name)] == record_id),
+                    source_table.c[link_column(link.name)] == record_id,
+                    *self._scope(source_entity)),
                 _record_item(source_entity, link.name)))
         return sources
+
+    def _scope(self, entity: str) -> list[ColumnElement[bool]]:
+        """The acting user's read scope of `entity`, as a where-clause list."""
+        scope = self.records.read_scope(entity)
+        return [] if scope is None else [scope]
 
     def _embed_records(self, conn: sa.Connection, items: list[Record]) -> None:
         wanted: dict[str, list[int]] = {}
@@ -161,7 +175,8 @@ class Timeline:
         activities = self.storage.activities
         values.setdefault("at", dt.datetime.now(dt.UTC))
         with self.records.db.write() as conn:
-            if conn.execute(sa.select(table.c.id).where(table.c.id == record_id)).first() is None:
+            if conn.execute(sa.select(table.c.id).where(
+                    table.c.id == record_id, *self._scope(entity))).first() is None:
                 raise NotFound(f"no {entity} with id {record_id}")
             new_id = conn.execute(sa.insert(activities).values(
                 entity=entity, record_id=record_id, by=actor, **values

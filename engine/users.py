@@ -6,8 +6,9 @@ API is open (and `serve` binds to loopback only); from the first user on, every 
 call needs `Authorization: Bearer <token>`. Failed authentications are counted (see
 `failures`) and logged without the token.
 
-Roles are recorded with each user; enforcing them per entity, operation and record is
-the access-control feature still to come: until then every active user may do everything.
+Each user has roles (those of the setup's `roles:`, or the built-in `admin`) and may
+have a team; `engine/access.py` turns them into what the user may reach. Users are
+managed here by e-mail (the command line) or by id (the API, `/api/users`).
 """
 
 from __future__ import annotations
@@ -99,15 +100,9 @@ class Users:
         problems = []
         if not _EMAIL.match(email):
             problems.append(ErrorDetail("email", "is not an e-mail address"))
-        for role in roles:
-            problem = identifier_problem(role)
-            if problem:
-                problems.append(ErrorDetail("role", problem))
-            elif self.known_roles and role not in self.known_roles:
-                problems.append(ErrorDetail(
-                    "role", f"no role {role!r} in the setup; roles: {', '.join(sorted(self.known_roles))}"))
-        if not roles:
-            problems.append(ErrorDetail("role", "is required"))
+        problems += self._role_problems(roles)
+        if team is not None and not (isinstance(team, str) and 0 < len(team) <= 100):
+            problems.append(ErrorDetail("team", "must be a name of at most 100 characters"))
         if problems:
             raise ValidationFailed("the user is not valid", problems)
         self._require_tables()
@@ -121,6 +116,112 @@ class Users:
             ).returning(self.users.c.id)).scalar_one()
             token = self._issue(conn, user_id, now, expires_days)
         return User(user_id, email, name, tuple(roles), team, True), token
+
+    def create(self, body: Any) -> tuple[User, str]:
+        """`add` from a JSON body: {email, roles, team?, name?, expires_days?}."""
+        allowed = {"email", "roles", "team", "name", "expires_days"}
+        if not isinstance(body, dict):
+            raise ValidationFailed("a user is a JSON object",
+                                   [ErrorDetail("body", "must be an object")])
+        problems = [ErrorDetail(key, "is not a user property; use: " + ", ".join(sorted(allowed)))
+                    for key in body if key not in allowed]
+        if not isinstance(body.get("email"), str):
+            problems.append(ErrorDetail("email", "is required, as text"))
+        problems += self._role_problems(body.get("roles"))
+        expires = body.get("expires_days")
+        if expires is not None and (isinstance(expires, bool) or not isinstance(expires, int)
+                                    or not 1 <= expires <= 3650):
+            problems.append(ErrorDetail("expires_days", "must be between 1 and 3650"))
+        name = body.get("name")
+        if name is not None and not (isinstance(name, str) and 0 < len(name) <= 200):
+            problems.append(ErrorDetail("name", "must be text of at most 200 characters"))
+        if problems:
+            raise ValidationFailed("the user is not valid", problems)
+        return self.add(body["email"], body["roles"], team=body.get("team"), name=name,
+                        expires_days=expires)
+
+    def _role_problems(self, roles: Any) -> list[ErrorDetail]:
+        if not isinstance(roles, list) or not roles:
+            return [ErrorDetail("roles", "give at least one role")]
+        problems = []
+        for role in roles:
+            problem = identifier_problem(role)
+            if problem:
+                problems.append(ErrorDetail("roles", problem))
+            elif role not in self.known_roles:
+                problems.append(ErrorDetail(
+                    "roles", f"no role {role!r} in the setup; roles: "
+                             + ", ".join(sorted(self.known_roles))))
+        return problems
+
+    def get(self, user_id: int) -> User:
+        with self.db.read() as conn:
+            row = conn.execute(sa.select(self.users).where(self.users.c.id == user_id)).first()
+        if row is None:
+            raise NotFound(f"no user with id {user_id}")
+        return _user(row)
+
+    def change(self, user_id: int, body: Any) -> User:
+        """Change a user's name, roles, team or active flag (disabling revokes its tokens)."""
+        allowed = {"name", "roles", "team", "active"}
+        if not isinstance(body, dict):
+            raise ValidationFailed("a user change is a JSON object",
+                                   [ErrorDetail("body", "must be an object")])
+        problems = [ErrorDetail(key, "is not a user property you can change; use: "
+                                + ", ".join(sorted(allowed))) for key in body if key not in allowed]
+        if "roles" in body:
+            problems += self._role_problems(body["roles"])
+        if "active" in body and not isinstance(body["active"], bool):
+            problems.append(ErrorDetail("active", "must be true or false"))
+        for key, limit in (("name", 200), ("team", 100)):
+            value = body.get(key)
+            if value is not None and not (isinstance(value, str) and 0 < len(value) <= limit):
+                problems.append(ErrorDetail(key, f"must be text of at most {limit} characters"))
+        if problems:
+            raise ValidationFailed("the user change is not valid", problems)
+        now = dt.datetime.now(dt.UTC)
+        with self.db.write() as conn:
+            if conn.execute(sa.select(self.users.c.id).where(self.users.c.id == user_id)).first() is None:
+                raise NotFound(f"no user with id {user_id}")
+            if body:
+                conn.execute(sa.update(self.users).where(self.users.c.id == user_id).values(**body))
+            if body.get("active") is False:
+                conn.execute(sa.update(self.tokens).where(
+                    self.tokens.c.user_id == user_id, self.tokens.c.revoked_at.is_(None)
+                ).values(revoked_at=now))
+            row = conn.execute(sa.select(self.users).where(self.users.c.id == user_id)).one()
+        return _user(row)
+
+    def issue(self, user_id: int, *, expires_days: int | None = None) -> str:
+        """A new token for an active user, by id."""
+        if expires_days is not None and not 1 <= expires_days <= 3650:
+            raise ValidationFailed("the token is not valid",
+                                   [ErrorDetail("expires_days", "must be between 1 and 3650")])
+        with self.db.write() as conn:
+            row = conn.execute(sa.select(self.users).where(self.users.c.id == user_id)).first()
+            if row is None:
+                raise NotFound(f"no user with id {user_id}")
+            if not row.active:
+                raise ValidationFailed("the user is disabled", [ErrorDetail("active", "is false")])
+            return self._issue(conn, user_id, dt.datetime.now(dt.UTC), expires_days)
+
+    def tokens_of(self, user_id: int) -> list[dict[str, Any]]:
+        """A user's tokens: when made, until when, revoked — never the token itself."""
+        self.get(user_id)
+        t = self.tokens.c
+        with self.db.read() as conn:
+            rows = conn.execute(sa.select(t.id, t.created_at, t.expires_at, t.revoked_at)
+                                .where(t.user_id == user_id).order_by(t.id)).all()
+        return [{"id": r.id, "created_at": _iso(r.created_at), "expires_at": _iso(r.expires_at),
+                 "revoked_at": _iso(r.revoked_at)} for r in rows]
+
+    def revoke_id(self, token_id: int) -> None:
+        with self.db.write() as conn:
+            done = conn.execute(sa.update(self.tokens).where(
+                self.tokens.c.id == token_id, self.tokens.c.revoked_at.is_(None)
+            ).values(revoked_at=dt.datetime.now(dt.UTC))).rowcount
+        if not done:
+            raise NotFound(f"no active token with id {token_id}")
 
     def token(self, email: str, *, expires_days: int | None = None) -> str:
         """A new token for an active user (the old ones stay valid until revoked)."""
@@ -225,6 +326,10 @@ class Users:
         if not sa.inspect(self.db.engine).has_table("kt_user"):
             raise DatabaseMismatch("the database has no user tables yet: "
                                    "run `kartoteka migrate SETUP --db URL` first")
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _user(row: Any) -> User:

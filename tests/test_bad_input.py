@@ -207,12 +207,18 @@ def test_server_managed_fields_refused(http: TestClient) -> None:
     sale = make_sale(http, customer["id"], "S-1")
     before = snapshot(http, "client", "sale")
     managed = {"id": 99, "version": 7, "created_at": "2020-01-01T00:00:00Z",
-               "updated_at": "2020-01-01T00:00:00Z", "owner": 1}
+               "updated_at": "2020-01-01T00:00:00Z"}
     error = refused(http.post("/api/client", json={"name": "x", **managed}), 422,
                     "validation_failed", tuple(managed))
     assert all("server" in problem_of(error, key) for key in managed)
     refused(http.patch(f"/api/client/{customer['id']}", json={"name": "y", **managed}), 422,
             fields=tuple(managed))
+    # owner may be given (roles decide who may), but only as an active user's id
+    for owner in (1, -1, "me", 2**63):
+        refused(http.post("/api/client", json={"name": "x", "owner": owner}), 422,
+                fields=("owner",))
+        refused(http.patch(f"/api/client/{customer['id']}", json={"owner": owner}), 422,
+                fields=("owner",))
     error = refused(http.post("/api/sale", json={"number": "S-2", "client": customer["id"],
                                                  "stage": "won"}), 422, fields=("stage",))
     assert "stage" in problem_of(error, "stage")

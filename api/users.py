@@ -1,0 +1,142 @@
+"""Users over HTTP, for those allowed to manage them (the built-in `admin` role), and
+`GET /api/me`, which any authenticated caller may read: who they are and what their
+roles let them do per entity — what a front end needs to show or grey out its buttons.
+
+    GET  /api/me
+    GET  /api/users                      POST /api/users  → 201, the user and its token (once)
+    GET  /api/users/{id}                 PATCH /api/users/{id}  (name, roles, team, active)
+    GET  /api/users/{id}/tokens          POST /api/users/{id}/tokens → 201, a new token (once)
+    DELETE /api/users/{id}/tokens/{token_id}   revoke
+
+While a database has no users, these routes are open like the rest of the API (that is how
+the first user can be made over HTTP on a fresh install, from the machine itself).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from api.responses import json_response, read_json
+from engine.access import acting_user
+from engine.core import Kartoteka
+from engine.errors import Forbidden, NotFound
+from engine.roles import OPERATIONS
+
+REF = "#/components/schemas/"
+USER_SCHEMA = {
+    "type": "object",
+    "properties": {"id": {"type": "integer"}, "email": {"type": "string"},
+                   "name": {"type": ["string", "null"]},
+                   "roles": {"type": "array", "items": {"type": "string"}},
+                   "team": {"type": ["string", "null"]}, "active": {"type": "boolean"}},
+    "required": ["id", "email", "name", "roles", "team", "active"],
+}
+
+
+def add_user_routes(app: FastAPI, kt: Kartoteka, cap: int,
+                    refused: dict[int | str, dict[str, Any]]) -> None:
+    users = kt.users
+
+    def manager_only() -> None:
+        if not kt.records.access.manages_users(acting_user()):
+            raise Forbidden("only an admin may manage users", code="operation_forbidden")
+
+    def user_id(request: Request, key: str = "id") -> int:
+        text = request.path_params[key]
+        if not text.isascii() or not text.isdigit() or len(text) > 18:
+            raise NotFound(f"no user with id {text!r}")
+        return int(text)
+
+    async def me(request: Request) -> Response:
+        user = acting_user()
+        rights = {}
+        for entity in kt.setup.entities:
+            granted = kt.records.access.rights(entity)
+            rights[entity] = {
+                **{op: granted is None or granted.allows(op) for op in OPERATIONS},
+                "hidden": sorted(granted.hidden) if granted else [],
+                "readonly": sorted(granted.readonly) if granted else [],
+            }
+        return json_response({"user": None if user is None else user.as_json(),
+                              "manages_users": kt.records.access.manages_users(user),
+                              "rights": rights})
+
+    async def list_users(request: Request) -> Response:
+        manager_only()
+        found = await run_in_threadpool(users.list)
+        return json_response({"items": [u.as_json() for u in found]})
+
+    async def create_user(request: Request) -> Response:
+        manager_only()
+        body = await read_json(request, cap)
+        user, token = await run_in_threadpool(users.create, body)
+        return json_response({"user": user.as_json(), "token": token}, 201,
+                             {"Location": f"/api/users/{user.id}"})
+
+    async def get_user(request: Request) -> Response:
+        manager_only()
+        return json_response((await run_in_threadpool(users.get, user_id(request))).as_json())
+
+    async def change_user(request: Request) -> Response:
+        manager_only()
+        body = await read_json(request, cap)
+        user = await run_in_threadpool(users.change, user_id(request), body)
+        return json_response(user.as_json())
+
+    async def tokens(request: Request) -> Response:
+        manager_only()
+        return json_response({"items": await run_in_threadpool(users.tokens_of, user_id(request))})
+
+    async def new_token(request: Request) -> Response:
+        manager_only()
+        body = await read_json(request, cap) if await request.body() else {}
+        expires = body.get("expires_days") if isinstance(body, dict) else None
+        token = await run_in_threadpool(users.issue, user_id(request), expires_days=expires)
+        return json_response({"token": token}, 201)
+
+    async def revoke(request: Request) -> Response:
+        manager_only()
+        owner = user_id(request)
+        token_id = user_id(request, "token_id")
+        if not any(t["id"] == token_id for t in await run_in_threadpool(users.tokens_of, owner)):
+            raise NotFound(f"no token {token_id} of user {owner}")
+        await run_in_threadpool(users.revoke_id, token_id)
+        return Response(status_code=204)
+
+    def ok(schema: dict[str, Any], status: int = 200) -> dict[int | str, dict[str, Any]]:
+        return {status: {"description": "OK", "content": {"application/json": {"schema": schema}}},
+                **refused}
+
+    listing = {"type": "object", "properties": {"items": {"type": "array", "items": USER_SCHEMA}}}
+    with_token = {"type": "object", "properties": {"user": USER_SCHEMA, "token": {"type": "string"}}}
+    for path, method, handler, summary, responses in (
+        ("/api/me", "GET", me, "Who I am and what my roles let me do", ok({"type": "object"})),
+        ("/api/users", "GET", list_users, "List users (admin)", ok(listing)),
+        ("/api/users", "POST", create_user, "Add a user; answers its first token, once (admin)",
+         ok(with_token, 201)),
+        ("/api/users/{id}", "GET", get_user, "One user (admin)", ok(USER_SCHEMA)),
+        ("/api/users/{id}", "PATCH", change_user,
+         "Change a user's name, roles, team or active flag; disabling revokes its tokens (admin)",
+         ok(USER_SCHEMA)),
+        ("/api/users/{id}/tokens", "GET", tokens, "A user's tokens, never their values (admin)",
+         ok({"type": "object"})),
+        ("/api/users/{id}/tokens", "POST", new_token, "A new token for a user, shown once (admin)",
+         ok({"type": "object", "properties": {"token": {"type": "string"}}}, 201)),
+        ("/api/users/{id}/tokens/{token_id}", "DELETE", revoke, "Revoke a token (admin)",
+         {204: {"description": "Revoked"}, **refused}),
+    ):
+        parameters = [{"name": key, "in": "path", "required": True,
+                       "schema": {"type": "integer", "minimum": 1, "maximum": 10**18}}
+                      for key in ("id", "token_id") if "{" + key + "}" in path]
+        extra: dict[str, Any] = {"parameters": parameters}
+        if method in ("POST", "PATCH") and handler is not new_token:
+            extra["requestBody"] = {"required": True, "content": {"application/json": {
+                "schema": {"type": "object"}}}}
+        app.add_api_route(path, handler, methods=[method], tags=["users"], summary=summary,
+                          operation_id=f"{method.lower()}_{path.strip('/').replace('/', '_')}"
+                          .replace("{", "").replace("}", ""),
+                          response_class=Response, responses=responses, openapi_extra=extra)

@@ -1,0 +1,295 @@
+"""Roles in the setup language: who may do what, per entity and operation.
+
+    roles:
+      director:
+        "*": {create: all, read: all, update: all, delete: all, reassign: all}
+      manager:
+        client:  {create: all, read: own, update: own, delete: none}
+        product: {read: all, hidden: [purchase_price]}
+        task:    {create: all, read: team, update: {status: {in: [open, in_progress]}}}
+
+Per entity (or `"*"`, every entity not named in the same role) and operation — `create`,
+`read`, `update`, `delete`, `reassign` (give a record another owner) — a scope: `all`,
+`team` (records owned by someone of the user's team), `own` (records the user owns),
+`none`, or a condition in the filter structure whose values may be `$user` (the user's
+id), `$user.team` or `$user.email`. Anything not listed is `none`. `hidden` fields are
+never shown to the role nor usable in its filters, sorts and searches; `readonly` fields
+are shown but not writable. `admin` is built in: everything, and managing users.
+
+This module checks a `roles:` block (every problem with its line and a hint) and turns
+it into frozen `RoleSpec`s; `engine/access.py` applies them to each request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from engine.errors import Diagnostic, MalformedRequest
+from engine.fieldtypes import FieldTypeRegistry
+from engine.naming import did_you_mean, identifier_problem
+from engine.spec import SetupSpec
+from engine.yamlsource import SourceFile
+
+ADMIN = "admin"
+OPERATIONS = ("create", "read", "update", "delete", "reassign")
+SCOPES = ("all", "team", "own", "none")
+FIELD_LISTS = ("hidden", "readonly")
+EVERY_ENTITY = "*"
+#: what `$user...` in a condition stands for
+USER_VALUES = ("$user", "$user.team", "$user.email")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which records an operation reaches: a kind, and for `where` the filter parameters."""
+
+    kind: str  # all | team | own | none | where
+    where: tuple[tuple[str, str], ...] = ()
+
+
+NONE = Scope("none")
+ALL = Scope("all")
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What one role may do with one entity."""
+
+    scopes: Mapping[str, Scope]
+    hidden: frozenset[str] = frozenset()
+    readonly: frozenset[str] = frozenset()
+
+    def scope(self, operation: str) -> Scope:
+        return self.scopes.get(operation, NONE)
+
+
+NO_GRANT = Grant(MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class RoleSpec:
+    name: str
+    grants: Mapping[str, Grant]  # by entity; every entity of the setup has one
+    manages_users: bool = False
+
+    def grant(self, entity: str) -> Grant:
+        return self.grants.get(entity, NO_GRANT)
+
+
+def admin_role(setup: SetupSpec) -> RoleSpec:
+    everything = MappingProxyType({op: ALL for op in OPERATIONS})
+    return RoleSpec(ADMIN, MappingProxyType({name: Grant(everything) for name in setup.entities}),
+                    manages_users=True)
+
+
+def condition_params(condition: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """`{amount: {gte: 1000}, stage: {in: [won]}}` → `[("amount[gte]", "1000"), ...]`:
+    the YAML filter structure as the query parameters the list call takes."""
+    params = []
+    for key, value in condition.items():
+        if isinstance(value, dict):
+            for op, operand in value.items():
+                params.append((f"{key}[{op}]", _text(operand)))
+        elif value is None:
+            params.append((f"{key}[isnull]", "true"))
+        else:
+            params.append((str(key), _text(value)))
+    return params
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return ",".join(_text(v) for v in value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+def check_roles(source: SourceFile | None, raw: Any, setup: SetupSpec,
+                registry: FieldTypeRegistry) -> tuple[dict[str, RoleSpec], list[Diagnostic]]:
+    """The roles of a setup, or the problems that stop them (with file, line and hint)."""
+    if not raw or source is None:
+        return {}, []
+    checker = _RoleChecker(source, setup, registry)
+    roles = {}
+    for name, body in raw.items():
+        role = checker.role(str(name), body)
+        if role is not None:
+            roles[role.name] = role
+    return roles, checker.diagnostics
+
+
+class _RoleChecker:
+    def __init__(self, source: SourceFile, setup: SetupSpec, registry: FieldTypeRegistry):
+        self.source = source
+        self.setup = setup
+        self.diagnostics: list[Diagnostic] = []
+        # conditions are checked by the list query parser itself, so a condition that
+        # loads is one the engine can run
+        from engine.query import QueryParser
+        from engine.storage import Storage
+        self.parser = QueryParser(Storage(setup, registry), "sqlite")
+
+    def problem(self, code: str, path: tuple[str | int, ...], message: str, hint: str = "",
+                at_key: bool = False) -> None:
+        self.diagnostics.append(self.source.diagnostic(
+            code, ("roles", *path), message, hint, at_key=at_key))
+
+    def role(self, name: str, body: Any) -> RoleSpec | None:
+        problem = identifier_problem(name)
+        if problem:
+            self.problem("role.name", (name,), f"role name {problem}",
+                         "role names are lower_snake, e.g. sales_manager", at_key=True)
+            return None
+        if name == ADMIN:
+            self.problem("role.reserved", (name,), "'admin' is a built-in role: it may do "
+                         "everything and manage users", "give your role another name, e.g. "
+                         "'director'", at_key=True)
+            return None
+        if not isinstance(body, dict):
+            self.problem("role.shape", (name,), "must map entities to what the role may do",
+                         'e.g. client: {read: own, update: own} or "*": {read: all}')
+            return None
+        before = len(self.diagnostics)
+        everything = body.get(EVERY_ENTITY)
+        default = self.grant(name, EVERY_ENTITY, everything) if everything is not None else None
+        grants: dict[str, Grant] = {}
+        for entity, declared in body.items():
+            entity = str(entity)
+            if entity == EVERY_ENTITY:
+                continue
+            if entity not in self.setup.entities:
+                self.problem("role.entity", (name, entity), f"no entity {entity!r}",
+                             did_you_mean(entity, self.setup.entities)
+                             or "name an entity of the setup, or \"*\" for all of them",
+                             at_key=True)
+                continue
+            grant = self.grant(name, entity, declared)
+            if grant is not None and default is not None:
+                # the entity's own lines win, operation by operation, over "*"
+                grant = Grant(MappingProxyType({**default.scopes, **grant.scopes}),
+                              grant.hidden, grant.readonly)
+            if grant is not None:
+                grants[entity] = grant
+        if len(self.diagnostics) > before:
+            return None
+        for entity in self.setup.entities:
+            if entity not in grants and default is not None:
+                grants[entity] = default
+        return RoleSpec(name, MappingProxyType(grants))
+
+    def grant(self, role: str, entity: str, declared: Any) -> Grant | None:
+        path = (role, entity)
+        if not isinstance(declared, dict):
+            self.problem("role.grant", path, "must map operations to scopes",
+                         "e.g. {read: all, update: own}; operations: " + ", ".join(OPERATIONS))
+            return None
+        spec = self.setup.entities.get(entity)
+        scopes: dict[str, Scope] = {}
+        fields: dict[str, frozenset[str]] = {}
+        ok = True
+        for key, value in declared.items():
+            key = str(key)
+            if key in FIELD_LISTS:
+                names = self.field_list(path, key, value, entity)
+                ok = ok and names is not None
+                fields[key] = names or frozenset()
+                continue
+            if key not in OPERATIONS:
+                self.problem("role.operation", (*path, key), f"unknown operation {key!r}",
+                             did_you_mean(key, (*OPERATIONS, *FIELD_LISTS))
+                             or "use: " + ", ".join((*OPERATIONS, *FIELD_LISTS)), at_key=True)
+                ok = False
+                continue
+            scope = self.scope((*path, key), value, entity)
+            if scope is None:
+                ok = False
+            else:
+                scopes[key] = scope
+        if spec is None:  # "*": scopes only, and owner-based ones need every entity to own
+            return Grant(MappingProxyType(scopes)) if ok else None
+        return Grant(MappingProxyType(scopes), fields.get("hidden", frozenset()),
+                     fields.get("readonly", frozenset())) if ok else None
+
+    def scope(self, path: tuple[str, ...], value: Any, entity: str) -> Scope | None:
+        if isinstance(value, dict):
+            return self.condition(path, value, entity)
+        if value not in SCOPES:
+            self.problem("role.scope", path, f"{value!r} is not a scope",
+                         did_you_mean(str(value), SCOPES) or "use all, team, own, none, or a "
+                         "condition such as {status: {in: [open]}}")
+            return None
+        if value in ("own", "team"):
+            unowned = [name for name, spec in self.setup.entities.items()
+                       if not spec.owner and (entity == EVERY_ENTITY or name == entity)]
+            if entity != EVERY_ENTITY and unowned:
+                self.problem("role.owner", path, f"{entity} records have no owner, so "
+                             f"{value!r} cannot apply", f"add 'owner: true' to {entity}.yaml, "
+                             "or use all, none or a condition")
+                return None
+            if entity == EVERY_ENTITY and unowned:
+                self.problem("role.owner", path, f"{value!r} needs an owner, and "
+                             + ", ".join(unowned) + " records have none",
+                             "give those entities their own lines, or 'owner: true'")
+                return None
+        return Scope(str(value))
+
+    def condition(self, path: tuple[str, ...], value: dict[str, Any],
+                  entity: str) -> Scope | None:
+        if entity == EVERY_ENTITY:
+            self.problem("role.condition", path, "a condition names fields, so it belongs "
+                         "to one entity, not \"*\"", "write it under the entity it filters")
+            return None
+        params = condition_params(value)
+        if not params:
+            self.problem("role.condition", path, "is an empty condition",
+                         "write all, or a condition such as {status: open}")
+            return None
+        try:
+            self.parser.parse(entity, [(key, _example(text)) for key, text in params])
+        except MalformedRequest as refused:
+            for detail in refused.details:
+                if detail.field in ("q", "sort", "limit", "offset", "cursor", "include", "total"):
+                    message = f"{detail.field} is not a filter"
+                else:
+                    message = f"{detail.field}: {detail.problem}"
+                self.problem("role.condition", path, message,
+                             "write the condition as the list call's filters, e.g. "
+                             "{amount: {gte: 1000}, owner: $user}")
+            return None
+        return Scope("where", tuple(params))
+
+    def field_list(self, path: tuple[str, ...], key: str, value: Any,
+                   entity: str) -> frozenset[str] | None:
+        if entity == EVERY_ENTITY:
+            self.problem("role.fields", (*path, key), f"{key} names fields of one entity",
+                         "list them under that entity, not under \"*\"", at_key=True)
+            return None
+        spec = self.setup.entities[entity]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.problem("role.fields", (*path, key), "must be a list of field names",
+                         f"e.g. {key}: [{next(iter(spec.fields), 'name')}]")
+            return None
+        known = [*spec.fields, *spec.links]
+        ok = True
+        for index, name in enumerate(value):
+            if name not in known:
+                self.problem("role.fields", (*path, key, index),
+                             f"{entity} has no field or link {name!r}",
+                             did_you_mean(name, known) or "fields: " + ", ".join(known))
+                ok = False
+        return frozenset(value) if ok else None
+
+
+def _example(text: str) -> str:
+    """A stand-in for `$user` values while a condition is checked at load time."""
+    for name, example in (("$user.email", "user@example.com"), ("$user.team", "team"),
+                          ("$user", "1")):
+        text = text.replace(name, example)
+    return text
