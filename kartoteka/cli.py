@@ -117,6 +117,13 @@ def summary(setup: SetupSpec) -> str:
                 label = "stages" if name == "default" else f"{name} stages"
                 parts.append(f"{label} {' → '.join(pipeline.stage_names)}")
         lines.append(f"  {entity.name}: " + "; ".join(parts))
+    for role in setup.roles.values():
+        reads = [f"{entity}({grant.scope('read').kind.replace('where', 'condition')})"
+                 for entity, grant in role.grants.items() if grant.scope("read").kind != "none"]
+        hidden = [f"{entity}.{name}" for entity, grant in role.grants.items()
+                  for name in sorted(grant.hidden)]
+        line = f"  role {role.name}: reads " + (", ".join(reads) or "nothing")
+        lines.append(line + ("; hides " + ", ".join(hidden) if hidden else ""))
     return "\n".join(lines)
 
 
