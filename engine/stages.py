@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from engine import progress
 from engine.errors import Conflict, ErrorDetail, NotFound, StaleVersion, ValidationFailed
 from engine.naming import did_you_mean
 from engine.records import Record, Records, checked_id, seconds_since
@@ -52,7 +53,8 @@ class StageMoves:
             updated = conn.execute(
                 sa.update(table.table)
                 .where(table.table.c.id == record_id, table.table.c.version == current["version"])
-                .values(stage=target, version=current["version"] + 1, updated_at=now)
+                .values(stage=target, version=current["version"] + 1, updated_at=now,
+                        **progress.on_enter(table, target))
             ).rowcount
             if updated != 1:
                 raise StaleVersion(f"{entity} {record_id} was changed by someone else; read it again")
