@@ -138,7 +138,8 @@ class Storage:
         )
         for table in (self.stage_history, self.changes, self.activities):
             _add_index(table, "entity", "record_id", "at")
-        _add_index(self.stage_history, "entity", "to_stage", "record_id")
+        # time in stage for the records a funnel selects, from the index alone
+        _add_index(self.stage_history, "entity", "record_id", "from_stage", "seconds")
 
     def _entity_table(self, entity: EntitySpec) -> EntityTable:
         name = entity.name
