@@ -70,7 +70,7 @@ class Reports:
                                    code="invalid_query")
         query = self.records.parser.parse(entity, [*rest, ("total", "false")])
         conditions = [*query.conditions, *self._in_pipeline(table, pipeline)]
-        money = _money_fields(table.spec)
+        money = self._money_fields(table)
         stage = table.table.c.stage
         with self.records.db.read() as conn:
             totals = {
@@ -122,7 +122,7 @@ class Reports:
         assert bits is not None
         # reached stage S (open/won) = entered S or any open/won stage after it
         beyond = {name: mask(bits, progress[index:]) for index, name in enumerate(progress)}
-        money = _money_fields(table.spec)
+        money = self._money_fields(table)
         reached_column = t.c[REACHED_COLUMN]
         with self.records.db.read() as conn:
             # one pass over the records (a covering index when unfiltered or by owner/link):
@@ -204,6 +204,13 @@ class Reports:
                 [ErrorDetail("pipeline", "must be one of: " + ", ".join(pipelines.pipelines))],
                 code="invalid_query")
         return table, pipelines.pipelines[chosen[0]], rest
+
+    def _money_fields(self, table: EntityTable) -> list[Any]:
+        """The money fields summed per stage — without those hidden from the acting user,
+        whose sums would tell what the field hides."""
+        rights = self.records.access.rights(table.name)
+        hidden = rights.hidden if rights is not None else frozenset()
+        return [f for f in _money_fields(table.spec) if f.name not in hidden]
 
     @staticmethod
     def _in_pipeline(table: EntityTable, pipeline: PipelineSpec) -> list[ColumnElement[bool]]:
