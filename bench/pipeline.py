@@ -46,6 +46,7 @@ import sqlalchemy as sa  # noqa: E402
 
 from bench.seed import CURRENCIES, LOST_REASONS, NOTES, SETUP, _client, _search  # noqa: E402
 from engine import Kartoteka  # noqa: E402
+from engine.progress import REACHED_COLUMN, mask  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 TARGETS_MS = {"funnel": 200.0, "board": 100.0}  # p95 on SQLite, from the issue
@@ -119,6 +120,7 @@ def seed_pipeline(url: str, records: int = 1_000_000, clients: int | None = None
         pipeline = sale_table.spec.pipeline.for_record(None)  # type: ignore[union-attr]
         assert [s.name for s in pipeline.stages] == [*OPEN, "won", "lost"], pipeline.stages
         probability = {s.name: s.probability for s in pipeline.stages}
+        bits = dict(sale_table.stage_bits or {})
         generate_s = insert_s = client_s = sale_s = history_s = 0.0
         history_rows = 0
         stages: dict[str, int] = {}
@@ -138,6 +140,8 @@ def seed_pipeline(url: str, records: int = 1_000_000, clients: int | None = None
             moves: list[dict[str, Any]] = []
             for i in range(first, min(first + batch, records + 1)):
                 sale, path = _sale(rng, i, clients, probability, sale_table.spec.search)
+                # as the engine keeps it: the stages entered, as bits (engine/progress.py)
+                sale[REACHED_COLUMN] = mask(bits, (name for name, _ in path))
                 sales.append(sale)
                 moves.extend(_history(i, pipeline.name, sale["owner"], path))
                 stages[sale["stage"]] = stages.get(sale["stage"], 0) + 1

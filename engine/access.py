@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
+from engine.errors import MalformedRequest
 from engine.roles import ADMIN, OPERATIONS, RoleSpec, Scope
 from engine.users import User
 
@@ -127,7 +128,10 @@ class Access:
         readers = [g for g in grants if g.scope("read").kind != "none"]
         writers = [g for g in grants if g.scope("update").kind != "none"
                    or g.scope("create").kind != "none"]
-        hidden = frozenset.intersection(*(g.hidden for g in readers)) if readers else frozenset()
+        # a role that may only create still gets its record back: without what any of
+        # the user's roles hides
+        hidden = frozenset.intersection(*(g.hidden for g in readers)) if readers else \
+            frozenset().union(*(g.hidden for g in grants))
         readonly = frozenset.intersection(*(g.readonly | g.hidden for g in writers)) \
             if writers else frozenset()
         return Rights(entity, conditions, frozenset(denied), hidden, readonly | hidden)
@@ -140,7 +144,12 @@ class Access:
             users = self.storage.users
             return table.c.owner.in_(sa.select(users.c.id).where(users.c.team == user.team))
         params = [(key, _substitute(text, user)) for key, text in scope.where]
-        query = self.parser.parse(entity, [*params, ("total", "false")])
+        try:
+            query = self.parser.parse(entity, [*params, ("total", "false")])
+        except MalformedRequest:
+            # a user value the field cannot hold (a team name that is not one of a choice
+            # field's options) matches no record
+            return sa.false()
         return sa.and_(*query.conditions)
 
 

@@ -28,7 +28,8 @@ RESERVED_MEMBER_NAMES = frozenset(
         "board", "funnel", "timeline", "comments", "activities", "history", "schema",
     }
 )
-RESERVED_ENTITY_NAMES = frozenset({"api", "schema", "docs", "openapi", "user", "users", "setup"})
+RESERVED_ENTITY_NAMES = frozenset(
+    {"api", "schema", "docs", "openapi", "user", "users", "setup", "me"})
 INTERNAL_PREFIX = "kt_"
 
 

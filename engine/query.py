@@ -83,7 +83,8 @@ class QueryParser:
         table = self.storage[entity]
         rights = self.access.rights(entity) if self.access is not None else None
         if rights is not None and not rights.allows("read"):
-            raise Forbidden(f"your role may not read {entity} records")
+            raise Forbidden(f"your role may not read {entity} records",
+                            code="operation_forbidden")
         problems: list[ErrorDetail] = []
         seen: dict[str, str] = {}
         conditions: list[ColumnElement[bool]] = []

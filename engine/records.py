@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
+from engine import progress
 from engine.access import Access, Rights, acting_user
 from engine.database import Database
 from engine.errors import (
@@ -59,7 +60,8 @@ class _Shape:
     def __init__(self, table: EntityTable):
         self.table = table
         spec = table.spec
-        self.columns = [c for c in table.table.columns if c.name != SEARCH_COLUMN]
+        # kt_ columns (search text, stage bits) are the server's own, never rendered
+        self.columns = [c for c in table.table.columns if not c.name.startswith("kt_")]
         steps: list[tuple[str, str, Callable[[Any], Any] | None]] = []
         for column in self.columns:
             name = str(column.name)  # a plain str: SQLAlchemy's quoted_name is a subclass
@@ -394,6 +396,7 @@ class Records:
             pipeline = spec.pipeline.for_record(selector)
             values["stage"] = pipeline.initial
             self._check_stage_requirements(spec, values)
+            values.update(progress.on_create(table, pipeline.initial))
         if spec.owner and not owner_given:
             values["owner"] = owner
         if table.search_column is not None:
@@ -472,6 +475,7 @@ class Records:
                     switched = _pipeline_switch(spec, current, merged)
                     if switched is not None:
                         changes["stage"] = merged["stage"] = switched
+                        changes.update(progress.on_enter(table, switched))
                     self._check_stage_requirements(spec, merged)
                 if not changes and not link_changes:
                     return self._render(conn, table, [current])[0]

@@ -13,6 +13,18 @@ filters select (`from`/`to` bound the records' creation dates):
 - time in stage: how many records left it, average and median seconds they spent;
 - `current`: records now in the stage, with money sums and the probability-weighted
   `forecast` of each sum.
+
+How it stays fast at a million records (figures in bench/README.md):
+- `reached`, `records` and `current` come from one GROUP BY (stage, kt_reached) over the
+  selected records: `kt_reached` holds the stages each record entered as bits
+  (engine/progress.py), so the history is not read for them. Unfiltered, or under an
+  owner or link filter, that is a scan of a covering index (storage.py).
+- Time in stage is read from the stage history, scoped to the selected records, from the
+  covering index (entity, record_id, from_stage, seconds): exits and averages in one
+  GROUP BY, each median by an ordered OFFSET. It costs in proportion to the history of the
+  records selected — the part of an unfiltered funnel that is still slow; kept counters
+  were not chosen because tests and operators fix durations in the history itself, and
+  exact medians under arbitrary filters need the history anyway.
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.errors import ErrorDetail, MalformedRequest, NotFound
+from engine.progress import REACHED_COLUMN, mask
 from engine.records import Records
 from engine.spec import EntitySpec, PipelineSpec, label_text
 from engine.storage import EntityTable
@@ -57,7 +70,7 @@ class Reports:
                                    code="invalid_query")
         query = self.records.parser.parse(entity, [*rest, ("total", "false")])
         conditions = [*query.conditions, *self._in_pipeline(table, pipeline)]
-        money = _money_fields(table.spec)
+        money = self._money_fields(table)
         stage = table.table.c.stage
         with self.records.db.read() as conn:
             totals = {
@@ -104,37 +117,43 @@ class Reports:
         # the records now in this pipeline, with all their history: a record whose pipeline
         # changed keeps the stages it reached (stage names are matched, not pipelines)
         in_scope = [h.entity == entity, h.record_id.in_(selected)]
-        progress = [s for s in pipeline.stages if s.category in ("open", "won")]
-        position = {s.name: i for i, s in enumerate(progress)}
-        money = _money_fields(table.spec)
+        progress = [s.name for s in pipeline.stages if s.category in ("open", "won")]
+        bits = table.stage_bits
+        assert bits is not None
+        # reached stage S (open/won) = entered S or any open/won stage after it
+        beyond = {name: mask(bits, progress[index:]) for index, name in enumerate(progress)}
+        money = self._money_fields(table)
+        reached_column = t.c[REACHED_COLUMN]
         with self.records.db.read() as conn:
-            furthest = sa.select(
-                h.record_id, sa.func.max(sa.case(position, value=h.to_stage, else_=-1)).label("top")
-            ).where(*in_scope).group_by(h.record_id).subquery()
-            by_top: dict[Any, Any] = dict(conn.execute(
-                sa.select(furthest.c.top, sa.func.count()).group_by(furthest.c.top)).all())
-            entered: dict[Any, Any] = dict(conn.execute(
-                sa.select(h.to_stage, sa.func.count(sa.distinct(h.record_id)))
-                .where(*in_scope).group_by(h.to_stage)).all())
+            # one pass over the records (a covering index when unfiltered or by owner/link):
+            # how many are in each stage with each set of stages entered, and their sums
+            groups = conn.execute(
+                sa.select(t.c.stage, reached_column, sa.func.count(),
+                          *(sa.func.sum(t.c[f.name]) for f in money))
+                .where(*conditions).group_by(t.c.stage, reached_column)).all()
             exits = {row[0]: (row[1], row[2]) for row in conn.execute(
                 sa.select(h.from_stage, sa.func.count(h.seconds), sa.func.avg(h.seconds))
                 .where(*in_scope, h.seconds.is_not(None)).group_by(h.from_stage))}
             medians = {name: self._median(conn, in_scope, name, count)
                        for name, (count, _) in exits.items() if name is not None}
-            current = {row[0]: row[1:] for row in conn.execute(
-                sa.select(t.c.stage, sa.func.count(), *(sa.func.sum(t.c[f.name]) for f in money))
-                .where(*conditions).group_by(t.c.stage))}
-            considered = sum([int(v) for v in by_top.values()])
+        current: dict[str, list[Any]] = {}  # stage: [count, money sums...]
+        reached_by_mask: dict[int, int] = {}
+        for stage_name, reached_mask, count, *stage_sums in groups:
+            totals = current.setdefault(stage_name, [0] + [None] * len(money))
+            totals[0] += count
+            for index, value in enumerate(stage_sums, start=1):
+                if value is not None:
+                    totals[index] = value if totals[index] is None else totals[index] + value
+            reached_mask = reached_mask or 0
+            reached_by_mask[reached_mask] = reached_by_mask.get(reached_mask, 0) + count
+        considered = sum(count for entered, count in reached_by_mask.items() if entered)
         stages = []
         previous: int | None = None
         for spec in pipeline.stages:
-            if spec.name in position:
-                reached = sum([int(count) for top, count in by_top.items()
-                               if top is not None and top >= position[spec.name]])
-            else:
-                reached = int(entered.get(spec.name, 0))
-            now = current.get(spec.name)
-            sums = _sums(money, now[1:] if now else None)
+            wanted = beyond.get(spec.name, bits.get(spec.name, 0))
+            reached = sum(count for entered, count in reached_by_mask.items() if entered & wanted)
+            found = current.get(spec.name)
+            sums = _sums(money, found[1:] if found else None)
             left, average = exits.get(spec.name, (0, None))
             stages.append({
                 "stage": spec.name,
@@ -142,19 +161,19 @@ class Reports:
                 "category": spec.category,
                 "probability": spec.probability,
                 "reached": reached,
-                "conversion": None if spec.name not in position or not previous
+                "conversion": None if spec.name not in beyond or not previous
                 else round(reached / previous, 4),
-                "drop_off": None if spec.name not in position or previous is None
+                "drop_off": None if spec.name not in beyond or previous is None
                 else previous - reached,
                 "time_in_stage": {
                     "exits": int(left),
                     "average_seconds": None if average is None else round(float(average)),
                     "median_seconds": medians.get(spec.name),
                 },
-                "current": {"count": int(now[0]) if now else 0, "sums": sums},
+                "current": {"count": int(found[0]) if found else 0, "sums": sums},
                 "forecast": _forecast(money, sums, spec.probability),
             })
-            if spec.name in position:
+            if spec.name in beyond:
                 previous = reached
         return {"pipeline": pipeline.name, "records": considered, "stages": stages}
 
@@ -185,6 +204,13 @@ class Reports:
                 [ErrorDetail("pipeline", "must be one of: " + ", ".join(pipelines.pipelines))],
                 code="invalid_query")
         return table, pipelines.pipelines[chosen[0]], rest
+
+    def _money_fields(self, table: EntityTable) -> list[Any]:
+        """The money fields summed per stage — without those hidden from the acting user,
+        whose sums would tell what the field hides."""
+        rights = self.records.access.rights(table.name)
+        hidden = rights.hidden if rights is not None else frozenset()
+        return [f for f in _money_fields(table.spec) if f.name not in hidden]
 
     @staticmethod
     def _in_pipeline(table: EntityTable, pipeline: PipelineSpec) -> list[ColumnElement[bool]]:

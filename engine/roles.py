@@ -182,6 +182,20 @@ class _RoleChecker:
         for entity in self.setup.entities:
             if entity not in grants and default is not None:
                 grants[entity] = default
+        if default is not None:
+            # an owner-based scope from "*" must meet only entities that have owners
+            for operation, scope in default.scopes.items():
+                unowned = [entity for entity, grant in grants.items()
+                           if grant.scope(operation) is scope
+                           and not self.setup.entities[entity].owner]
+                if scope.kind in ("own", "team") and unowned:
+                    self.problem("role.owner", (name, EVERY_ENTITY, operation),
+                                 f"{scope.kind!r} needs an owner, and " + ", ".join(unowned)
+                                 + " records have none",
+                                 f"give {unowned[0]} its own line with {operation}: all, none "
+                                 "or a condition, or 'owner: true'")
+            if len(self.diagnostics) > before:
+                return None
         return RoleSpec(name, MappingProxyType(grants))
 
     def grant(self, role: str, entity: str, declared: Any) -> Grant | None:
@@ -225,19 +239,12 @@ class _RoleChecker:
                          did_you_mean(str(value), SCOPES) or "use all, team, own, none, or a "
                          "condition such as {status: {in: [open]}}")
             return None
-        if value in ("own", "team"):
-            unowned = [name for name, spec in self.setup.entities.items()
-                       if not spec.owner and (entity == EVERY_ENTITY or name == entity)]
-            if entity != EVERY_ENTITY and unowned:
-                self.problem("role.owner", path, f"{entity} records have no owner, so "
-                             f"{value!r} cannot apply", f"add 'owner: true' to {entity}.yaml, "
-                             "or use all, none or a condition")
-                return None
-            if entity == EVERY_ENTITY and unowned:
-                self.problem("role.owner", path, f"{value!r} needs an owner, and "
-                             + ", ".join(unowned) + " records have none",
-                             "give those entities their own lines, or 'owner: true'")
-                return None
+        if value in ("own", "team") and entity != EVERY_ENTITY and \
+                not self.setup.entities[entity].owner:
+            self.problem("role.owner", path, f"{entity} records have no owner, so "
+                         f"{value!r} cannot apply", f"add 'owner: true' to {entity}.yaml, "
+                         "or use all, none or a condition")
+            return None
         return Scope(str(value))
 
     def condition(self, path: tuple[str, ...], value: dict[str, Any],
@@ -247,6 +254,13 @@ class _RoleChecker:
                          "to one entity, not \"*\"", "write it under the entity it filters")
             return None
         params = condition_params(value)
+        from engine.query import LIST_PARAMS
+        paging = [key for key, _ in params if key.split("[")[0] in LIST_PARAMS]
+        if paging:
+            # a condition that is all paging or search would filter nothing: every record
+            self.problem("role.condition", path, f"{', '.join(paging)} is not a filter",
+                         "a condition names fields: {status: open, owner: $user}")
+            return None
         if not params:
             self.problem("role.condition", path, "is an empty condition",
                          "write all, or a condition such as {status: open}")

@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from engine import progress
 from engine.errors import Conflict, ErrorDetail, NotFound, StaleVersion, ValidationFailed
 from engine.naming import did_you_mean
 from engine.records import Record, Records, checked_id, seconds_since
@@ -50,7 +51,8 @@ class StageMoves:
                 sa.update(table.table)
                 .where(table.table.c.id == record_id, table.table.c.version == current["version"],
                        *([] if (scope := records.write_scope(entity)) is None else [scope]))
-                .values(stage=target, version=current["version"] + 1, updated_at=now)
+                .values(stage=target, version=current["version"] + 1, updated_at=now,
+                        **progress.on_enter(table, target))
             ).rowcount
             if updated != 1:
                 raise StaleVersion(f"{entity} {record_id} was changed by someone else; read it again")

@@ -7,13 +7,19 @@ Per entity, one table:
 - `<link>_id` per many-to-one link, a foreign key with the declared `on_delete`;
 - `<link>_entity` + `<link>_id` per polymorphic link, indexed together, so "every task
   about sale 7" is one index lookup;
-- `kt_search`: the folded text of the `search:` fields (see `fieldtypes.fold_text`).
+- `kt_search`: the folded text of the `search:` fields (see `fieldtypes.fold_text`);
+- `kt_reached` on pipeline entities: the stages each record has entered, as bits (see
+  `engine/progress.py`), behind the funnel's `reached`.
 Per many-to-many link, a join table `<entity>__<link>(source_id, target_id)`.
 
 Indexes are generated: every link column, `stage`, `owner`, unique fields, fields with
 `index: true` and the types people filter by (money, date, datetime, choice), plus
 `(stage, field)` for those on pipeline entities so a board column sorted by a field is
-one index range. PostgreSQL indexes sort NULLs first, matching SQLite and our sort
+one index range. On pipeline entities, `(stage, kt_reached, money fields...)` and, instead
+of the plain owner and link indexes, `(owner or link, stage, kt_reached, money fields...)`
+answer the board's totals and the funnel's counts and sums from the index alone, whole or
+under an owner or link filter; the plain `stage` index keeps each board column's first
+page one index range in id order. PostgreSQL indexes sort NULLs first, matching SQLite and our sort
 order (NULL is the smallest value).
 """
 
@@ -28,6 +34,7 @@ import sqlalchemy as sa
 
 from engine.fieldtypes import FieldTypeRegistry, default_registry
 from engine.naming import db_object_name, join_table_name, link_column, poly_entity_column
+from engine.progress import REACHED_COLUMN, reached_column, stage_bits
 from engine.spec import EntitySpec, FieldSpec, LinkSpec, SetupSpec
 from engine.sql_types import UTCDateTime, id_column_type, json_column
 from engine.users import user_tables
@@ -52,6 +59,8 @@ class EntityTable:
     attributes: Mapping[str, Attribute]
     join_tables: Mapping[str, sa.Table] = field(default_factory=dict)
     search_column: sa.Column[Any] | None = None
+    #: each stage name's bit in `kt_reached`, on pipeline entities
+    stage_bits: Mapping[str, int] | None = None
 
     @property
     def name(self) -> str:
@@ -129,7 +138,8 @@ class Storage:
         )
         for table in (self.stage_history, self.changes, self.activities):
             _add_index(table, "entity", "record_id", "at")
-        _add_index(self.stage_history, "entity", "to_stage", "record_id")
+        # time in stage for the records a funnel selects, from the index alone
+        _add_index(self.stage_history, "entity", "record_id", "from_stage", "seconds")
 
     def _entity_table(self, entity: EntitySpec) -> EntityTable:
         name = entity.name
@@ -177,6 +187,10 @@ class Storage:
                     nullable=not link.required))
                 indexed.append(id_column)
                 attrs[link.name] = (id_column, self._system.link_id(link), link)
+        bits = None
+        if entity.pipeline:
+            bits = MappingProxyType(stage_bits(entity.pipeline))
+            columns.append(reached_column())
         search_column = None
         if entity.search:
             search_column = sa.Column(SEARCH_COLUMN, sa.Text(), nullable=True)
@@ -188,10 +202,19 @@ class Storage:
         for field_name in (f.name for f in entity.fields.values() if f.unique):
             table.append_constraint(sa.UniqueConstraint(
                 field_name, name=db_object_name("uq", name, field_name)))
+        money = [f.name for f in entity.fields.values() if f.type.name == "money"]
+        by_stage = {"owner", *(link_column(link.name) for link in entity.links.values()
+                               if not link.many and not link.polymorphic)}
         for column_name in indexed:
-            _add_index(table, column_name)
+            if entity.pipeline and column_name in by_stage:
+                # the board's totals and the funnel under an owner or link filter, from the
+                # index alone; its first column is the plain index it replaces
+                _add_index(table, column_name, "stage", REACHED_COLUMN, *money)
+            else:
+                _add_index(table, column_name)
         if entity.pipeline:
             _add_index(table, "stage")
+            _add_index(table, "stage", REACHED_COLUMN, *money)
             for spec in entity.fields.values():
                 if spec.index and spec.type.sortable:
                     _add_index(table, "stage", spec.name)
@@ -202,7 +225,7 @@ class Storage:
             api_name: Attribute(api_name, table.c[column_name], spec, link)
             for api_name, (column_name, spec, link) in attrs.items()
         }
-        return EntityTable(entity, table, MappingProxyType(attributes), {}, search_column)
+        return EntityTable(entity, table, MappingProxyType(attributes), {}, search_column, bits)
 
     def _join_tables(self, tables: dict[str, EntityTable], entity: EntitySpec) -> None:
         joins: dict[str, sa.Table] = {}

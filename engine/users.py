@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from engine.database import Database
 from engine.errors import DatabaseMismatch, ErrorDetail, NotFound, Unauthorized, ValidationFailed
 from engine.naming import identifier_problem
+from engine.roles import ADMIN
 from engine.sql_types import UTCDateTime, id_column_type, json_column
 
 log = logging.getLogger("kartoteka.auth")
@@ -82,7 +83,7 @@ def hash_token(token: str) -> str:
 
 class Users:
     def __init__(self, users: sa.Table, tokens: sa.Table, database: Database,
-                 known_roles: frozenset[str] = frozenset()):
+                 known_roles: frozenset[str] | None = None):
         self.users = users
         self.tokens = tokens
         self.db = database
@@ -148,7 +149,7 @@ class Users:
             problem = identifier_problem(role)
             if problem:
                 problems.append(ErrorDetail("roles", problem))
-            elif role not in self.known_roles:
+            elif self.known_roles is not None and role not in self.known_roles:
                 problems.append(ErrorDetail(
                     "roles", f"no role {role!r} in the setup; roles: "
                              + ", ".join(sorted(self.known_roles))))
@@ -181,8 +182,19 @@ class Users:
             raise ValidationFailed("the user change is not valid", problems)
         now = dt.datetime.now(dt.UTC)
         with self.db.write() as conn:
-            if conn.execute(sa.select(self.users.c.id).where(self.users.c.id == user_id)).first() is None:
+            row = conn.execute(sa.select(self.users).where(self.users.c.id == user_id)).first()
+            if row is None:
                 raise NotFound(f"no user with id {user_id}")
+            stays_admin = body.get("active", row.active) and ADMIN in body.get("roles", row.roles)
+            if row.active and ADMIN in row.roles and not stays_admin:
+                others = [r for r in conn.execute(sa.select(self.users.c.roles).where(
+                    self.users.c.id != user_id, self.users.c.active.is_(True))).scalars()
+                          if ADMIN in (r or ())]
+                if not others:
+                    raise ValidationFailed(
+                        "this is the last active admin: no one could manage users after this",
+                        [ErrorDetail("roles" if "roles" in body else "active",
+                                     "make another user admin first")], code="last_admin")
             if body:
                 conn.execute(sa.update(self.users).where(self.users.c.id == user_id).values(**body))
             if body.get("active") is False:

@@ -219,14 +219,15 @@ def user() -> None:
 def _users(db_url: str, setup: Path | None) -> Iterator[Any]:
     """The users of a database, its connections closed afterwards."""
     from engine.database import Database
+    from engine.roles import ADMIN
     from engine.users import Users, user_tables
 
-    roles: frozenset[str] = frozenset()
+    roles: frozenset[str] | None = None  # without a setup, any role name is taken on trust
     if setup is not None:
         result = check_setup(setup)
         if result.setup is None:
             raise SetupError(result.diagnostics)
-        roles = frozenset(result.setup.roles)
+        roles = frozenset(result.setup.roles) | {ADMIN}
     users, tokens = user_tables(sa.MetaData())
     database = Database(DatabaseSettings(url=db_url))
     try:

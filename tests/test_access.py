@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from starlette.testclient import TestClient
 
 from api import create_app
-from engine import Kartoteka, SetupError, load_setup
+from engine import Kartoteka, SetupError, ValidationFailed, load_setup
 
 MARKER = "СЕКРЕТ 秘密 راز"
 
@@ -274,6 +274,27 @@ def test_team_and_user_conditions(make_kt: Callable[..., Kartoteka],
                     200)["subject"] == "打印机"
 
 
+def test_a_star_scope_by_owner_with_unowned_entities_given_their_own_lines(
+        write_setup: Callable[..., Path]) -> None:
+    folder = write_setup({
+        "setup.yaml": 'roles:\n  manager: {"*": {read: own}, note: {read: all}}\n',
+        "client.yaml": "entity: client\nowner: true\nfields:\n  name: {type: string}\n",
+        "note.yaml": "entity: note\nfields:\n  text: {type: text}\n"})
+    role = load_setup(folder).roles["manager"]
+    assert role.grant("client").scope("read").kind == "own"
+    assert role.grant("note").scope("read").kind == "all"
+
+
+def test_the_last_admin_cannot_be_disabled_or_demoted(kt: Kartoteka) -> None:
+    admin, _ = kt.users.add("root@example.com", ["admin"])
+    for change in ({"active": False}, {"roles": ["director"]}):
+        with pytest.raises(ValidationFailed) as refused:
+            kt.users.change(admin.id, change)
+        assert refused.value.code == "last_admin"
+    kt.users.add("second@example.com", ["admin", "director"])
+    assert kt.users.change(admin.id, {"roles": ["director"]}).roles == ("director",)
+
+
 @pytest.mark.parametrize("roles, where, message", [
     ("manager: {client: {read: mine}}", "roles.manager.client.read", "not a scope"),
     ("manager: {clients: {read: all}}", "roles.manager.clients", "no entity 'clients'"),
@@ -286,6 +307,10 @@ def test_team_and_user_conditions(make_kt: Callable[..., Kartoteka],
     ("admin: {client: {read: all}}", "roles.admin", "built-in"),
     ('manager: {"*": {read: {name: x}}}', "roles.manager.*.read", "one entity"),
     ("manager: [client]", "roles.manager", "must map"),
+    ("manager: {client: {read: {limit: 5}}}", "roles.manager.client.read", "not a filter"),
+    ("manager: {client: {read: {q: x}}}", "roles.manager.client.read", "not a filter"),
+    ('manager: {"*": {read: own}}', "roles.manager.*.read", "needs an owner"),
+    ('manager: {"*": {read: own}, note: {update: all}}', "roles.manager.*.read", "note"),
 ])
 def test_role_mistakes_name_file_line_and_key(write_setup: Callable[..., Path], roles: str,
                                               where: str, message: str) -> None:
@@ -299,3 +324,33 @@ def test_role_mistakes_name_file_line_and_key(write_setup: Callable[..., Path], 
     assert found, [str(d) for d in raised.value.diagnostics]
     assert found[0].file == "setup.yaml" and found[0].line == 2
     assert ".".join(map(str, found[0].path)).startswith(where), found[0].path
+
+
+def test_board_and_funnel_do_not_sum_a_hidden_money_field(
+        make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path]) -> None:
+    folder = write_setup({
+        "setup.yaml": """
+            roles:
+              clerk: {deal: {create: all, read: all, hidden: [margin]}}
+            """,
+        "deal.yaml": """
+            entity: deal
+            owner: true
+            fields:
+              amount: {type: money}
+              margin: {type: money}
+            pipeline: {stages: [new, won], final: [won]}
+            """})
+    kt = make_kt(folder)
+    with TestClient(create_app(kt), raise_server_exceptions=False) as http:
+        _, token = kt.users.add("clerk@example.com", ["clerk"])
+        clerk = Caller(http, token, 0)
+        made(clerk.post("/api/deal", json={"amount": "100.00"}))
+        with kt.db.engine.begin() as conn:
+            conn.execute(sa.update(kt.storage["deal"].table).values(margin=kt.storage[
+                "deal"].table.c.amount))
+        board = made(clerk.get("/api/deal/board"), 200)
+        assert board["columns"][0]["sums"] == {"amount": "100.00"}
+        funnel = made(clerk.get("/api/deal/funnel"), 200)
+        assert "margin" not in str(funnel) and funnel["stages"][0]["current"]["sums"] == {
+            "amount": "100.00"}

@@ -577,3 +577,103 @@ def test_a_record_switched_into_a_pipeline_counts_in_its_funnel(freight: TestCli
     for stage in stages.values():
         assert stage["reached"] >= stage["current"]["count"], stage
     assert _funnel(freight, "shipment")["records"] == 0
+
+
+# -- the stage summary on the record row (kt_reached) -------------------------------------------
+
+def _entered(kt: Kartoteka, entity: str, record_id: int) -> set[str]:
+    """The stages the record's `kt_reached` bits say it has entered."""
+    table = kt.storage[entity]
+    with kt.db.read() as conn:
+        bits = conn.execute(sa.select(table.table.c.kt_reached)
+                            .where(table.table.c.id == record_id)).scalar_one()
+    assert table.stage_bits is not None
+    return {name for name, bit in table.stage_bits.items() if bits & bit}
+
+
+def _backfill(kt: Kartoteka, entity: str) -> None:
+    table = kt.storage[entity]
+    with kt.db.write() as conn:
+        table.table.c.kt_reached.info["backfill"](conn, kt.storage, table)
+
+
+def test_the_summary_follows_creates_skips_moves_back_and_deletes(
+        kt: Kartoteka, client: TestClient) -> None:
+    buyer = _post(client, "client", {"name": "Acme"})["id"]
+    skipper = _sale(client, "S-1", buyer, "10", contract_no="C-1")
+    assert _entered(kt, "sale", skipper["id"]) == {"lead"}
+    _move(client, "sale", skipper["id"], "invoiced")
+    assert _entered(kt, "sale", skipper["id"]) == {"lead", "invoiced"}
+    funnel = _stages(_funnel(client))
+    # skipped stages count as passed
+    assert [funnel[s]["reached"] for s in STAGES] == [1, 1, 1, 1, 1, 0, 0]
+    # a move back keeps what was reached
+    _move(client, "sale", skipper["id"], "proposal", "lost")
+    assert _entered(kt, "sale", skipper["id"]) == {"lead", "invoiced", "proposal", "lost"}
+    funnel = _stages(_funnel(client))
+    assert [funnel[s]["reached"] for s in STAGES] == [1, 1, 1, 1, 1, 0, 1]
+    assert funnel["lost"]["current"] == {"count": 1, "sums": {"amount": "10.00"}}
+    assert funnel["proposal"]["time_in_stage"]["exits"] == 1
+
+    winner = _sale(client, "S-2", buyer, "5", contract_no="C-2")
+    _move(client, "sale", winner["id"], "won")
+    funnel = _stages(_funnel(client))
+    assert [funnel[s]["reached"] for s in STAGES] == [2, 2, 2, 2, 2, 1, 1]
+    # the bits agree with what the stage history says
+    before = {r: _entered(kt, "sale", r) for r in (skipper["id"], winner["id"])}
+    _backfill(kt, "sale")
+    assert {r: _entered(kt, "sale", r) for r in before} == before
+
+    assert client.delete(f"/api/sale/{winner['id']}").status_code == 204
+    after = _funnel(client)
+    assert after["records"] == 1
+    assert [_stages(after)[s]["reached"] for s in STAGES] == [1, 1, 1, 1, 1, 0, 1]
+
+
+def test_the_summary_follows_a_pipeline_switch(make_kt: Callable[..., Kartoteka],
+                                               write_setup: Callable[..., Path]) -> None:
+    kt = make_kt(write_setup(FREIGHT))
+    with TestClient(create_app(kt), raise_server_exceptions=False) as api:
+        stays = _post(api, "shipment", {"number": "SEA-1", "mode": "sea"})
+        restarts = _post(api, "shipment", {"number": "SEA-2", "mode": "sea"})
+        _move(api, "shipment", restarts["id"], "loaded")
+        for record in (stays, restarts):
+            response = api.patch(f"/api/shipment/{record['id']}", json={"mode": "air"})
+            assert response.status_code == 200, response.text
+        # booked is an air stage too: no new stage; loaded is not: air starts at request
+        assert _entered(kt, "shipment", stays["id"]) == {"booked"}
+        assert _entered(kt, "shipment", restarts["id"]) == {"booked", "loaded", "request"}
+        air = _stages(_funnel(api, "shipment", pipeline="air"))
+        assert [air[s]["reached"] for s in ("request", "booked", "in_flight", "landed",
+                                            "scrapped")] == [2, 2, 0, 0, 0]
+        before = _funnel(api, "shipment", pipeline="air")
+        _backfill(kt, "shipment")
+        assert _funnel(api, "shipment", pipeline="air") == before
+
+
+def test_the_backfill_rebuilds_the_summary_from_the_history(
+        kt: Kartoteka, client: TestClient, deals: dict[str, Record]) -> None:
+    """A database where kt_reached is new: after the backfill the funnel answers as before."""
+    queries: list[dict[str, str]] = [{}, {"client.city": "Kazan"}, {"to": "2999-01-01"}]
+    before = [_funnel(client, **params) for params in queries]
+    table = kt.storage["sale"].table
+    with kt.db.write() as conn:
+        conn.execute(sa.update(table).values(kt_reached=None))
+    assert _funnel(client)["records"] == 0
+    _backfill(kt, "sale")
+    assert [_funnel(client, **params) for params in queries] == before
+    assert _entered(kt, "sale", deals["C"]["id"]) == {"lead", "invoiced"}
+
+
+def test_the_summary_is_never_shown_nor_accepted(client: TestClient) -> None:
+    buyer = _post(client, "client", {"name": "Acme"})["id"]
+    sale = _sale(client, "S-1", buyer)
+    assert "kt_reached" not in sale
+    assert "kt_reached" not in _get(client, f"/api/sale/{sale['id']}")
+    assert all("kt_reached" not in item for item in _get(client, "/api/sale")["items"])
+    assert client.patch(f"/api/sale/{sale['id']}", json={"kt_reached": 0}).status_code == 422
+    assert client.post("/api/sale", json={"number": "S-2", "client": buyer,
+                                          "kt_reached": 1}).status_code == 422
+    for params in ({"kt_reached": "1"}, {"sort": "kt_reached"}):
+        assert client.get("/api/sale", params=params).status_code == 400
+        assert client.get("/api/sale/funnel", params=params).status_code == 400

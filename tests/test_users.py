@@ -95,7 +95,8 @@ def test_users_are_checked_when_added(kt: Kartoteka) -> None:
     for email, roles, problem in (("anna@EXAMPLE.com", ["manager"], "already a user"),
                                   ("not-an-email", ["manager"], "not an e-mail address"),
                                   ("b@example.com", ["Директор"], "not a plain identifier"),
-                                  ("c@example.com", [], "is required")):
+                                  ("c@example.com", [], "at least one role"),
+                                  ("d@example.com", ["king"], "no role 'king'")):
         with pytest.raises(Exception) as raised:
             kt.users.add(email, roles)
         assert problem in str([d.problem for d in raised.value.details])  # type: ignore[attr-defined]
@@ -116,6 +117,14 @@ def test_the_cli_manages_users(db_url: str, tmp_path: Path) -> None:
     duplicate = runner.invoke(main, ["user", "add", "anna@example.com", "--role", "x",
                                      "--db", db_url])
     assert duplicate.exit_code == 1 and "already a user" in duplicate.output
+    # with --setup the role is checked against the setup's roles (and the built-in admin)
+    checked = runner.invoke(main, ["user", "add", "b@example.com", "--role", "king",
+                                   "--setup", str(DEFAULT), "--db", db_url])
+    assert checked.exit_code == 1 and "no role 'king'" in checked.output
+    for role in ("admin", "manager"):
+        made = runner.invoke(main, ["user", "add", f"{role}@example.com", "--role", role,
+                                    "--setup", str(DEFAULT), "--db", db_url])
+        assert made.exit_code == 0, made.output
     disabled = runner.invoke(main, ["user", "disable", "anna@example.com", "--db", db_url])
     assert disabled.exit_code == 0
     assert "disabled" in runner.invoke(main, ["user", "list", "--db", db_url]).stdout
