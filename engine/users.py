@@ -33,6 +33,9 @@ from engine.sql_types import UTCDateTime, id_column_type, json_column
 
 log = logging.getLogger("kartoteka.auth")
 TOKEN_PREFIX = "kt_"
+#: how long a checked token is trusted without asking the database again: a token revoked
+#: or a user disabled by another process (the command line) stops working within this time
+TOKEN_CACHE_SECONDS = 2.0
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 
 
@@ -89,6 +92,9 @@ class Users:
         self.db = database
         self.known_roles = known_roles
         self._seen_users = False  # once a database has users it never goes back to open
+        #: token hash → (when checked, user, expiry): a token is looked up at most once
+        #: per TOKEN_CACHE_SECONDS; changes made here clear it at once
+        self._known: dict[str, tuple[float, User, dt.datetime | None]] = {}
         self._checked_at = -1.0
         self._lock = threading.Lock()
         self.failures = 0
@@ -202,6 +208,7 @@ class Users:
                     self.tokens.c.user_id == user_id, self.tokens.c.revoked_at.is_(None)
                 ).values(revoked_at=now))
             row = conn.execute(sa.select(self.users).where(self.users.c.id == user_id)).one()
+        self._forget_tokens()
         return _user(row)
 
     def issue(self, user_id: int, *, expires_days: int | None = None) -> str:
@@ -232,6 +239,7 @@ class Users:
             done = conn.execute(sa.update(self.tokens).where(
                 self.tokens.c.id == token_id, self.tokens.c.revoked_at.is_(None)
             ).values(revoked_at=dt.datetime.now(dt.UTC))).rowcount
+        self._forget_tokens()
         if not done:
             raise NotFound(f"no active token with id {token_id}")
 
@@ -253,6 +261,7 @@ class Users:
             conn.execute(sa.update(self.tokens).where(
                 self.tokens.c.user_id == user.id, self.tokens.c.revoked_at.is_(None)
             ).values(revoked_at=now))
+        self._forget_tokens()
         return User(user.id, user.email, user.name, user.roles, user.team, False)
 
     def revoke(self, token: str) -> None:
@@ -260,6 +269,7 @@ class Users:
             done = conn.execute(sa.update(self.tokens).where(
                 self.tokens.c.token_hash == hash_token(token), self.tokens.c.revoked_at.is_(None)
             ).values(revoked_at=dt.datetime.now(dt.UTC))).rowcount
+        self._forget_tokens()
         if not done:
             raise NotFound("no such active token")
 
@@ -297,11 +307,16 @@ class Users:
         if scheme.lower() != "bearer" or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
             raise self._failed("malformed", "send Authorization: Bearer <token>")
         now = dt.datetime.now(dt.UTC)
+        digest = hash_token(token)
+        cached = self._known.get(digest)
+        if cached is not None and time.monotonic() - cached[0] < TOKEN_CACHE_SECONDS and (
+                cached[2] is None or cached[2] > now):
+            return cached[1]
         with self.db.read() as conn:
             row = conn.execute(
                 sa.select(self.users, self.tokens.c.expires_at, self.tokens.c.revoked_at)
                 .join(self.tokens, self.tokens.c.user_id == self.users.c.id)
-                .where(self.tokens.c.token_hash == hash_token(token))
+                .where(self.tokens.c.token_hash == digest)
             ).first()
         if row is None:
             raise self._failed("unknown", "the token is not valid")
@@ -309,7 +324,17 @@ class Users:
             raise self._failed("revoked", "the token was revoked")
         if row.expires_at is not None and row.expires_at <= now:
             raise self._failed("expired", "the token has expired")
-        return _user(row)
+        user = _user(row)
+        with self._lock:
+            if len(self._known) >= 10_000:
+                self._known.clear()
+            self._known[digest] = (time.monotonic(), user, row.expires_at)
+        return user
+
+    def _forget_tokens(self) -> None:
+        """After a revocation or a change of a user here: no cached answer outlives it."""
+        with self._lock:
+            self._known.clear()
 
     def _failed(self, reason: str, message: str) -> Unauthorized:
         with self._lock:

@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 
 from api import create_app
 from engine import Kartoteka
+from engine.errors import Unauthorized
 from engine.users import hash_token
 from kartoteka.cli import main
 
@@ -168,3 +169,29 @@ def test_writes_are_attributed_to_the_authenticated_user(kt: Kartoteka) -> None:
         items = client.get(f"/api/sale/{sale['id']}/timeline", headers=auth).json()["items"]
     assert {item["type"] for item in items} >= {"comment", "stage", "change"}
     assert all(item["by"] == anna.id for item in items)
+
+
+def test_a_token_revoked_elsewhere_stops_working_within_the_cache_time(
+        kt: Kartoteka, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from engine import users as users_module
+    monkeypatch.setattr(users_module, "TOKEN_CACHE_SECONDS", 0.3)
+    _, token = kt.users.add("anna@example.com", ["director"])
+    header = f"Bearer {token}"
+    assert kt.users.authenticate(header).email == "anna@example.com"
+    # another process (the command line) revokes it: this one trusts its check briefly
+    other = Kartoteka.open(DEFAULT, kt.settings.database.url)
+    try:
+        other.users.revoke(token)
+    finally:
+        other.close()
+    time.sleep(0.35)
+    with pytest.raises(Unauthorized):
+        kt.users.authenticate(header)
+    # a revocation made here takes effect at once
+    _, second = kt.users.add("boris@example.com", ["director"])
+    assert kt.users.authenticate(f"Bearer {second}").email == "boris@example.com"
+    kt.users.revoke(second)
+    with pytest.raises(Unauthorized):
+        kt.users.authenticate(f"Bearer {second}")
