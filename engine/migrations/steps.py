@@ -233,7 +233,8 @@ class AddStage(AddColumn):
             return
         history = ctx.storage.stage_history
         ids: list[int] = list(ctx.conn.execute(
-            sa.select(sa.column("id")).select_from(sa.table(self.table))).scalars())
+            sa.select(sa.column("id")).select_from(sa.table(self.table)).order_by(sa.column("id")))
+            .scalars())
         ctx.conn.execute(sa.insert(history), [
             {"entity": self.table, "record_id": record_id, "at": ctx.now, "by": None,
              "pipeline": self.pipeline, "from_stage": None, "to_stage": self.fill, "seconds": None}
@@ -391,7 +392,8 @@ class AddUnique(Step):
             return f"make {self.what} unique (no value appears twice)"
         listed = "; ".join(f"{value} ×{n} ({', '.join(f'#{i}' for i in ids)})"
                            for value, n, ids in self.duplicates[:EXAMPLES])
-        return (f"make {self.what} unique ({count(len(self.duplicates), 'value')} appear more "
+        verb = "appears" if len(self.duplicates) == 1 else "appear"
+        return (f"make {self.what} unique ({count(len(self.duplicates), 'value')} {verb} more "
                 f"than once: {listed})")
 
     def apply(self, ctx: Context) -> None:
@@ -528,7 +530,8 @@ class MoveStage(Step):
         if self.selector:
             columns.append(sa.column(self.selector, sa.String()))
         table = lightweight(self.table, *columns)
-        ids = list(ctx.conn.execute(sa.select(table.c.id).where(self.where(table))).scalars())
+        ids = list(ctx.conn.execute(sa.select(table.c.id).where(self.where(table))
+                                    .order_by(table.c.id)).scalars())
         if not ids:
             return
         history = ctx.storage.stage_history
