@@ -460,8 +460,7 @@ class CreateIndex(Step):
     phase: ClassVar[int] = 6
 
     def describe(self) -> str:
-        columns = ", ".join(c.name for c in self.index.table.columns  # type: ignore[union-attr]
-                            if c.name in {getattr(e, "name", None) for e in _columns(self.index)})
+        columns = ", ".join(str(getattr(e, "name", e)) for e in _columns(self.index))
         return f"add index {self.index.name} on {self.table} ({columns})"
 
     def apply(self, ctx: Context) -> None:
@@ -470,7 +469,9 @@ class CreateIndex(Step):
 
 def _columns(index: sa.Index) -> Iterator[Any]:
     for expression in index.expressions:
-        yield getattr(expression, "element", expression)
+        while hasattr(expression, "element"):  # column.asc().nulls_first() on PostgreSQL
+            expression = expression.element
+        yield expression
 
 
 @dataclass(kw_only=True)
