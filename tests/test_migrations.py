@@ -395,3 +395,59 @@ def test_a_migration_failing_midway_leaves_the_database_as_it_was(
     if dialect == "sqlite":
         assert sqlite_bytes(url) == before_bytes
     assert_same(snapshot(url), before)
+
+
+# -- hooks and refusals ----------------------------------------------------------------------
+
+def test_a_derived_column_is_filled_by_its_backfill_hook_in_the_same_transaction(
+        live: tuple[str, Path]) -> None:
+    """A system column another module adds (say, days in the current stage) carries
+    `info["backfill"]`; migrate calls it right after adding the column."""
+    url, folder = live
+    calls: list[str] = []
+
+    def backfill(conn: sa.Connection, storage: Any, entity_table: Any) -> None:
+        calls.append(entity_table.name)
+        table = entity_table.table
+        conn.execute(sa.update(table).values(kt_moves=sa.select(sa.func.count()).where(
+            storage.stage_history.c.entity == entity_table.name,
+            storage.stage_history.c.record_id == table.c.id).scalar_subquery()))
+
+    kt = Kartoteka.open(folder, url)
+    try:
+        kt.storage["sale"].table.append_column(
+            sa.Column("kt_moves", sa.Integer(), nullable=False, info={"backfill": backfill}))
+        planned = plan(kt.storage, kt.db)
+        assert [str(s) for s in planned.steps] == [
+            "add column sale.kt_moves (6,000 existing rows filled from their history)"]
+        apply(kt.storage, kt.db)
+        assert calls == ["sale"]
+        with kt.db.read() as conn:
+            moves = conn.execute(sa.text("SELECT DISTINCT kt_moves FROM sale")).scalars().all()
+        assert moves == [1]
+        assert plan(kt.storage, kt.db).up_to_date
+    finally:
+        kt.close()
+
+
+def test_an_entity_renamed_onto_an_existing_table_is_refused(live: tuple[str, Path]) -> None:
+    url, folder = live
+    write(folder, {"client.yaml": CLIENT, "product.yaml": PRODUCT, "sale.yaml": SALE,
+                   "task.yaml": TASK, "supplier.yaml": SUPPLIER})
+    kt = Kartoteka.open(folder, url)
+    kt.migrate()
+    kt.close()
+    write(folder, {"client.yaml": CLIENT, "sale.yaml": SALE.replace("to: product", "to: supplier"),
+                   "task.yaml": TASK,
+                   "supplier.yaml": SUPPLIER.replace("entity: supplier",
+                                                     "entity: supplier\n    renamed_from: product")})
+    before = snapshot(url)
+    kt = Kartoteka.open(folder, url)
+    try:
+        with pytest.raises(MigrationRefused) as refused:
+            apply(kt.storage, kt.db, allow_data_loss=True)
+        assert ("rename entity product to supplier: the database already has a table supplier"
+                in str(refused.value))
+    finally:
+        kt.close()
+    assert_same(snapshot(url), before)
