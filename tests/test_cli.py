@@ -269,6 +269,35 @@ def test_migrate_plan_names_refusals_in_plain_words(
     assert "no flag makes these steps safe" in result.stderr
 
 
+def test_a_step_the_database_refuses_midway_rolls_everything_back(
+        tmp_path: Path, write_setup: Callable[..., Path]) -> None:
+    db_file = tmp_path / "live.db"
+    url = f"sqlite:///{db_file}"
+    folder = write_setup({"client.yaml": CLIENT, "sale.yaml": SALE})
+    assert run("migrate", folder, "--db", url).exit_code == 0
+    with sqlite3.connect(db_file) as conn:
+        conn.execute("INSERT INTO client (created_at, updated_at, version, name) "
+                     "VALUES ('2024-01-01T00:00:00.000000Z', '2024-01-01T00:00:00.000000Z', 1, 'Ann')")
+        # a real failure inside the database: the fill of the new column is refused
+        conn.execute("CREATE TRIGGER no_updates BEFORE UPDATE ON client "
+                     "BEGIN SELECT RAISE(ABORT, 'client rows are frozen'); END")
+        conn.commit()
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = db_file.read_bytes()
+
+    write_setup({"client.yaml": textwrap.dedent(CLIENT) + "  phone: {type: phone, index: true}\n"
+                 + "  tier: {type: string, default: basic}\n"})
+    result = run("migrate", folder, "--db", url)
+    assert result.exit_code == 1
+    assert "+ add field client.phone (phone, 1 existing row left empty)" in result.stdout
+    assert ("the step 'add field client.tier (string, 1 existing row gets the default \"basic\")' "
+            "failed: client rows are frozen; the migration was rolled back") in result.stderr
+    assert "Traceback" not in result.stderr
+    with sqlite3.connect(db_file) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert db_file.read_bytes() == before
+
+
 def test_migrate_refuses_a_rename_onto_an_existing_name(
         tmp_path: Path, write_setup: Callable[..., Path]) -> None:
     url = f"sqlite:///{tmp_path / 'live.db'}"

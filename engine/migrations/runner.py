@@ -72,7 +72,12 @@ def apply(storage: Storage, database: Database, *, allow_data_loss: bool = False
         context = s.Context(conn, Operations(MigrationContext.configure(connection=conn)), storage,
                             conn.dialect.name, dt.datetime.now(dt.UTC))
         for step in plan.steps:
-            step.apply(context)
+            try:
+                step.apply(context)
+            except sa.exc.DBAPIError as error:
+                reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+                raise DatabaseError(f"the step '{step}' failed: {reason}; the migration was "
+                                    "rolled back and nothing was changed") from error
             if on_step is not None:
                 on_step(step)
         if conn.dialect.name == "sqlite":

@@ -194,7 +194,8 @@ class AddColumn(Step):
         if not self.rows:
             effect = "0 rows affected"
         elif self.fill is not None:
-            effect = f"{count(self.rows, 'existing row')} get {self.fill_text or repr(self.fill)}"
+            verb = "gets" if self.rows == 1 else "get"
+            effect = f"{count(self.rows, 'existing row')} {verb} {self.fill_text or repr(self.fill)}"
         elif self.column.info.get("backfill"):
             effect = f"{count(self.rows, 'existing row')} filled from their history"
         else:
