@@ -138,6 +138,7 @@ class _Loader:
             self._check_links(draft, drafts)
         self._check_reverse_names(drafts)
         self._check_schema_names(drafts)
+        self._check_entity_renames(drafts)
         self._check_title_links(drafts)
 
         self.diagnostics.sort(key=self._place)
@@ -302,6 +303,7 @@ class _Loader:
                 help=_label(decl["help"], "", draft.languages) if "help" in decl else None,
                 params=MappingProxyType(field_type.params(decl)),
                 location=Location(source.name, source.line_of(path, key=True)[0]),
+                renamed_from=decl.get("renamed_from"),
             )
             problems = list(field_type.check(spec))
             for key, message, hint in problems:
@@ -331,6 +333,32 @@ class _Loader:
                     continue
                 spec = _replace(spec, default=default)
             draft.fields[name] = spec
+        self._check_field_renames(draft)
+
+    def _check_field_renames(self, draft: _EntityDraft) -> None:
+        """`renamed_from` names the field's old column: not a field still declared, not one
+        claimed twice."""
+        claimed: dict[str, str] = {}
+        for name, spec in list(draft.fields.items()):
+            old = spec.renamed_from
+            if old is None:
+                continue
+            path = ("fields", name, "renamed_from")
+            problem = identifier_problem(old)
+            if problem:
+                message, hint = f"old name {problem}", "give the field's name before the rename"
+            elif old == name:
+                message, hint = "names the field itself", "remove renamed_from, or give the old name"
+            elif old in draft.field_names or old in (draft.data.get("links") or {}):
+                message = f"{old!r} is still declared in {draft.name}; a rename leaves no old field"
+                hint = f"remove {old!r} from the setup, or drop renamed_from from {name!r}"
+            elif old in claimed:
+                message = f"field {claimed[old]!r} is already renamed from {old!r}"
+                hint = "one old field becomes one new field"
+            else:
+                claimed[old] = name
+                continue
+            self.diagnostics.append(draft.source.diagnostic("field.renamed_from", path, message, hint))
 
     def _bounds(self, source: SourceFile, path: tuple[str | int, ...], decl: Mapping[str, Any],
                 field_type: Any) -> dict[str, Any] | None:
@@ -479,6 +507,29 @@ class _Loader:
                         "link.reverse_clash", (*draft.link_paths[name], "reverse"),
                         f"reverse name {link.reverse!r} on {target} is {what}",
                         f"choose another name, e.g. {link.reverse}_of_{draft.name}"))
+
+    def _check_entity_renames(self, drafts: Mapping[str, _EntityDraft]) -> None:
+        claimed: dict[str, str] = {}
+        for draft in drafts.values():
+            old = draft.data.get("renamed_from")
+            if old is None:
+                continue
+            problem = identifier_problem(old)
+            if problem:
+                message, hint = f"old name {problem}", "give the entity's name before the rename"
+            elif old == draft.name:
+                message, hint = "names the entity itself", "remove renamed_from, or give the old name"
+            elif old in drafts or old in self.broken:
+                message = f"entity {old!r} is still in the setup; a rename leaves no old entity"
+                hint = f"remove {old}.yaml, or drop renamed_from from {draft.name}"
+            elif old in claimed:
+                message = f"entity {claimed[old]!r} is already renamed from {old!r}"
+                hint = "one old entity becomes one new entity"
+            else:
+                claimed[old] = draft.name
+                continue
+            self.diagnostics.append(draft.source.diagnostic(
+                "entity.renamed_from", ("renamed_from",), message, hint))
 
     def _check_schema_names(self, drafts: Mapping[str, _EntityDraft]) -> None:
         owners: dict[str, str] = {}
@@ -646,9 +697,28 @@ class _Loader:
                             "pipeline.transitions", (*path, "transitions", source_stage, index),
                             f"no stage {target!r}", did_you_mean(target, names)))
             transitions = MappingProxyType({k: tuple(v) for k, v in transitions.items()})
+        for old, new in (raw.get("moved") or {}).items():
+            where = (*path, "moved", old)
+            if old in names:
+                ok = False
+                self.diagnostics.append(source.diagnostic(
+                    "pipeline.moved", where,
+                    f"stage {old!r} is still in the pipeline; only a removed stage moves",
+                    f"remove {old!r} from stages, or drop it from moved", at_key=True))
+            elif identifier_problem(old):
+                ok = False
+                self.diagnostics.append(source.diagnostic(
+                    "pipeline.moved", where, f"old stage name {identifier_problem(old)}",
+                    "give the name of the removed stage", at_key=True))
+            elif new not in names:
+                ok = False
+                self.diagnostics.append(source.diagnostic(
+                    "pipeline.moved", where, f"moves records to {new!r}, which is not a stage",
+                    did_you_mean(new, names) or "stages: " + ", ".join(names)))
         if not ok:
             return None
-        return PipelineSpec(name, tuple(stages), frozenset(final), transitions)
+        moved = MappingProxyType(dict(raw.get("moved") or {}))
+        return PipelineSpec(name, tuple(stages), frozenset(final), transitions, moved)
 
     # -- search and title --------------------------------------------------------------------
     def _check_search_and_title(self, draft: _EntityDraft) -> None:
@@ -727,6 +797,7 @@ class _EntityDraft:
             pipeline=self.pipeline,
             help=_label(data["help"], "", self.languages) if "help" in data else None,
             location=Location(self.source.name, 1),
+            renamed_from=data.get("renamed_from"),
         )
 
 

@@ -45,6 +45,7 @@ COMMON_FIELD_KEYS: dict[str, Any] = {
     "required_in_stages": NAME_LIST,
     "label": LABEL,
     "help": LABEL,
+    "renamed_from": {"type": "string"},
 }
 
 LINK: dict[str, Any] = {
@@ -100,6 +101,11 @@ PIPELINE: dict[str, Any] = {
             ],
             "x-message": "must be free, forward, or a map {stage: [stages it may move to]}",
         },
+        "moved": {
+            "type": "object", "additionalProperties": {"type": "string"},
+            "x-message": "must be a map {removed stage: stage its records move to}",
+            "x-hint": "write moved: {old_stage: new_stage}",
+        },
         "label": LABEL,
     },
     "additionalProperties": False,
@@ -131,6 +137,7 @@ def entity_schema(registry: FieldTypeRegistry) -> dict[str, Any]:
             "pipeline": PIPELINE,
             "pipelines": {"type": "object", "minProperties": 1, "additionalProperties": PIPELINE},
             "pipeline_by": {"type": "string"},
+            "renamed_from": {"type": "string"},
         },
         "additionalProperties": False,
     }

@@ -56,6 +56,8 @@ class FieldSpec:
     location: Location = Location("")
     #: set by the server (id, created_at, ...), never by clients
     system: bool = False
+    #: the field's name in the database before a rename (`renamed_from:`); read by migrate
+    renamed_from: str | None = None
 
     @property
     def has_default(self) -> bool:
@@ -94,6 +96,8 @@ class PipelineSpec:
     stages: tuple[StageSpec, ...]
     final: frozenset[str]
     transitions: str | Mapping[str, tuple[str, ...]] = "free"  # free | forward | {from: [to]}
+    #: removed or renamed stages → the stage their records move to (`moved:`); read by migrate
+    moved: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def initial(self) -> str:
@@ -138,6 +142,8 @@ class EntitySpec:
     pipeline: PipelinesSpec | None = None
     help: Label | None = None
     location: Location = Location("")
+    #: the entity's name in the database before a rename (`renamed_from:`); read by migrate
+    renamed_from: str | None = None
 
 
 @dataclass(frozen=True)

@@ -131,31 +131,92 @@ def summary(setup: SetupSpec) -> str:
 @SETUP_ARG
 @DB_OPTION
 @click.option("--plan", "plan_only", is_flag=True, help="Print what would change; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="With --plan or --history: print JSON.")
+@click.option("--allow-data-loss", is_flag=True,
+              help="Also apply steps that lose data (remove, retype with unconvertible values, "
+                   "relink), after writing a backup.")
+@click.option("--backup-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the backup goes (default: beside the SQLite file; the current "
+                   "folder for PostgreSQL).")
+@click.option("--history", "show_history", is_flag=True,
+              help="List the setup versions applied to the database; change nothing.")
 @click.pass_context
-def migrate(ctx: click.Context, setup: Path, db_url: str, plan_only: bool) -> None:
-    """Create the database, or what is missing in it, to match the setup."""
+def migrate(ctx: click.Context, setup: Path, db_url: str, plan_only: bool, as_json: bool,
+            allow_data_loss: bool, backup_dir: Path | None, show_history: bool) -> None:
+    """Bring the database in step with the setup: plan, or apply in one transaction.
+
+    Safe steps are applied; steps that lose data need --allow-data-loss (a backup is
+    written first); refused steps (duplicates under a new unique rule, empty rows under a
+    new required rule without a default, ...) stop the migration. See docs/migrations.md.
+    """
+    from engine import migrations
+
     def run() -> None:
         kt = _open(setup, db_url)
         try:
-            plan = kt.plan()
-            if plan_only:
-                for step in plan.steps:
-                    click.echo(f"+ {step}")
-                for refusal in plan.refusals:
-                    click.echo(f"! {refusal}")
-                if plan.up_to_date:
-                    click.echo(UP_TO_DATE)
-                if plan.refusals:
-                    ctx.exit(1)
+            if show_history:
+                _print_history(migrations.history(kt.db), as_json)
                 return
-            applied = kt.migrate()
-            for step in applied.steps:
-                click.echo(f"+ {step}")
-            click.echo(UP_TO_DATE if applied.up_to_date
-                       else f"Applied {len(applied.steps)} step(s).")
+            if plan_only:
+                plan = migrations.plan(kt.storage, kt.db)
+                if as_json:
+                    click.echo(json.dumps(plan.as_json(), ensure_ascii=False, indent=2))
+                else:
+                    _print_plan(plan)
+                ctx.exit(1 if plan.refusals else 0)
+            applied = migrations.apply(
+                kt.storage, kt.db, allow_data_loss=allow_data_loss, backup_dir=backup_dir,
+                on_step=lambda step: click.echo(f"{_mark(step)} {step}"))
+            if applied.backup is not None:
+                click.echo(f"Backup written first: {applied.backup}")
+            steps = applied.plan.steps
+            click.echo(UP_TO_DATE if not steps else f"Applied {len(steps)} step(s).")
         finally:
             kt.close()
     _guarded(ctx, run)
+
+
+def _mark(step: Any) -> str:
+    """`+` safe, `!` loses data (needs --allow-data-loss), `x` refused."""
+    return {"safe": "+", "loses data": "!", "refused": "x"}[step.kind]
+
+
+def _print_plan(plan: Any) -> None:
+    for step in plan.steps:
+        line = f"{_mark(step)} {step}"
+        if step.refusal:
+            line += f"\n    refused: {step.refusal}"
+        elif step.loses_data:
+            line += "\n    loses data: applied only with --allow-data-loss, after a backup"
+        click.echo(line)
+    if plan.up_to_date:
+        click.echo(UP_TO_DATE)
+    elif plan.refusals:
+        click.echo(f"{len(plan.refusals)} step(s) refused: change the setup or the data first.")
+    elif plan.data_loss:
+        click.echo(f"{len(plan.data_loss)} step(s) lose data: migrate with --allow-data-loss "
+                   "to apply them (a backup is written first).")
+    else:
+        click.echo(f"{len(plan.steps)} step(s), all safe: migrate applies them in one transaction.")
+
+
+def _print_history(entries: Any, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps([{"id": e.id, "applied_at": e.applied_at.isoformat(),
+                                "setup": e.setup_name, "digest": e.digest, "steps": list(e.steps),
+                                "allow_data_loss": e.allow_data_loss, "backup": e.backup}
+                               for e in entries], ensure_ascii=False, indent=2))
+        return
+    if not entries:
+        click.echo("No setup has been applied to this database yet.")
+    for entry in entries:
+        flag = ", with --allow-data-loss" if entry.allow_data_loss else ""
+        click.echo(f"#{entry.id} {entry.applied_at:%Y-%m-%d %H:%M:%S} UTC  {entry.setup_name}  "
+                   f"version {entry.digest[:12]}: {len(entry.steps)} step(s){flag}")
+        for step in entry.steps:
+            click.echo(f"    {step}")
+        if entry.backup:
+            click.echo(f"    backup: {entry.backup}")
 
 
 LOOPBACK_NAMES = {"localhost"}
@@ -195,10 +256,17 @@ def serve(ctx: click.Context, setup: Path, db_url: str, host: str, port: int,
                 "is open to anyone who can reach it. Serve on 127.0.0.1 (the default), or add "
                 "a user first: kartoteka user add EMAIL --role ROLE", err=True)
             ctx.exit(1)
+        from engine.migrations import verify
+
         if auto_migrate:
             for step in kt.migrate().steps:
                 click.echo(f"+ {step}")
-        kt.verify_database()
+        fix = f"kartoteka migrate {setup}" + ("" if db_url == DEFAULT_URL else " --db URL")
+        try:
+            verify(kt.storage, kt.db, fix=fix)
+        except KartotekaError:
+            kt.close()
+            raise
         return create_app(kt), has_users
 
     app, has_users = _guarded(ctx, build)

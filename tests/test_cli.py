@@ -136,7 +136,7 @@ def test_migrate_plan_lists_steps_and_changes_nothing(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output + result.stderr
     steps = [line for line in result.stdout.splitlines() if line.startswith("+ ")]
     for entity in ENTITIES:
-        assert any(line.startswith(f"+ create table {entity} (") for line in steps), result.stdout
+        assert any(line.startswith(f"+ add entity {entity} (new table") for line in steps), result.stdout
     assert tables_in(db_file) == []
 
 
@@ -145,7 +145,7 @@ def test_migrate_creates_tables_then_has_nothing_to_do(tmp_path: Path) -> None:
     url = f"sqlite:///{db_file}"
     first = run("migrate", DEFAULT_SETUP, "--db", url)
     assert first.exit_code == 0, first.output + first.stderr
-    assert "+ create table sale (" in first.stdout
+    assert "+ add entity sale (new table" in first.stdout
     assert "Applied" in first.stdout
     assert set(ENTITIES) <= set(tables_in(db_file))
 
@@ -175,35 +175,140 @@ def test_migrate_a_broken_setup_touches_no_database(tmp_path: Path) -> None:
     assert tables_in(db_file) == []
 
 
-def test_migrate_refuses_to_add_a_column_to_an_existing_table(
+def test_migrate_adds_a_column_to_a_live_table(
+        tmp_path: Path, write_setup: Callable[..., Path]) -> None:
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    folder = write_setup({"client.yaml": CLIENT, "sale.yaml": SALE})
+    assert run("migrate", folder, "--db", url).exit_code == 0
+    with sqlite3.connect(tmp_path / "live.db") as conn:
+        conn.execute("INSERT INTO client (created_at, updated_at, version, name) "
+                     "VALUES ('2024-01-01T00:00:00.000000Z', '2024-01-01T00:00:00.000000Z', 1, 'Ann')")
+
+    write_setup({"client.yaml": textwrap.dedent(CLIENT) + "  phone: {type: phone, index: true}\n"})
+    plan = run("migrate", folder, "--db", url, "--plan")
+    assert plan.exit_code == 0, plan.output + plan.stderr
+    assert "+ add field client.phone (phone, 1 existing row left empty)" in plan.stdout
+    assert "+ add index ix_client_phone on client (phone)" in plan.stdout
+    assert "all safe" in plan.stdout
+
+    result = run("migrate", folder, "--db", url)
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "Applied 2 step(s)." in result.stdout
+    assert "nothing to do" in run("migrate", folder, "--db", url, "--plan").stdout
+    with sqlite3.connect(tmp_path / "live.db") as conn:
+        assert conn.execute("SELECT name, phone FROM client").fetchall() == [("Ann", None)]
+
+
+def test_migrate_removes_a_column_only_with_the_flag_and_a_backup(
         tmp_path: Path, write_setup: Callable[..., Path]) -> None:
     url = f"sqlite:///{tmp_path / 'live.db'}"
     folder = write_setup({"client.yaml": CLIENT, "sale.yaml": SALE})
     assert run("migrate", folder, "--db", url).exit_code == 0
 
-    write_setup({"client.yaml": textwrap.dedent(CLIENT) + "  phone: {type: phone}\n"})
-    result = run("migrate", folder, "--db", url)
-    assert result.exit_code == 1
-    assert "Traceback" not in result.stderr
-    assert "refuses" in result.stderr
-    assert "table client has no column phone" in result.stderr
-    assert "migrations feature" in result.stderr  # why, and what will lift it
-
+    write_setup({"client.yaml": CLIENT.replace("      city: {type: string}\n", "")})
     plan = run("migrate", folder, "--db", url, "--plan")
-    assert plan.exit_code == 1
-    assert "! table client has no column phone" in plan.stdout
+    assert plan.exit_code == 0
+    assert "! remove field client.city (string; 0 values would be lost)" in plan.stdout
+    assert "--allow-data-loss" in plan.stdout
+
+    refused = run("migrate", folder, "--db", url)
+    assert refused.exit_code == 1
+    assert "Traceback" not in refused.stderr
+    assert "these steps lose data" in refused.stderr
+    assert "remove field client.city" in refused.stderr
+    assert "Nothing was changed." in refused.stderr
+    assert not list(tmp_path.glob("live.before-migrate-*"))
+
+    applied = run("migrate", folder, "--db", url, "--allow-data-loss")
+    assert applied.exit_code == 0, applied.output + applied.stderr
+    backups = list(tmp_path.glob("live.before-migrate-*.db"))
+    assert len(backups) == 1
+    assert f"Backup written first: {backups[0]}" in applied.stdout
+    with sqlite3.connect(backups[0]) as conn:
+        assert "city" in [row[1] for row in conn.execute("PRAGMA table_info(client)")]
+
+    history = run("migrate", folder, "--db", url, "--history")
+    assert history.exit_code == 0
+    assert history.stdout.count("\n#") + history.stdout.startswith("#") == 2
+    assert "with --allow-data-loss" in history.stdout
+    assert f"backup: {backups[0]}" in history.stdout
+    entries = json.loads(run("migrate", folder, "--db", url, "--history", "--json").stdout)
+    assert [len(e["steps"]) > 0 for e in entries] == [True, True]
 
 
-def test_migrate_refuses_to_drop_a_column(tmp_path: Path, write_setup: Callable[..., Path]) -> None:
+def test_migrate_plan_names_refusals_in_plain_words(
+        tmp_path: Path, write_setup: Callable[..., Path]) -> None:
     url = f"sqlite:///{tmp_path / 'live.db'}"
     folder = write_setup({"client.yaml": CLIENT, "sale.yaml": SALE})
     assert run("migrate", folder, "--db", url).exit_code == 0
+    with sqlite3.connect(tmp_path / "live.db") as conn:
+        for name, city in (("Ann", "Kazan"), ("Ann", None), ("Bob", "x1")):
+            conn.execute("INSERT INTO client (created_at, updated_at, version, name, city) VALUES "
+                         "('2024-01-01T00:00:00.000000Z', '2024-01-01T00:00:00.000000Z', 1, ?, ?)",
+                         (name, city))
+    write_setup({"client.yaml": CLIENT.replace("required: true}", "required: true, unique: true}")
+                 .replace("city: {type: string}", "city: {type: integer, required: true}")})
+    plan = run("migrate", folder, "--db", url, "--plan")
+    assert plan.exit_code == 1
+    assert ('x make field client.name unique (1 value appears more than once: "Ann" ×2 (#1, #2))'
+            in plan.stdout)
+    assert "refused: make each of these values different first" in plan.stdout
+    assert ("change type of client.city from string to integer (0 values converted; 2 values "
+            'would not convert and would become empty: #1 "Kazan" must be an integer; '
+            '#3 "x1" must be an integer)') in plan.stdout
+    assert "refused: the field is required and 3 rows would be empty; give it a `default:`" in plan.stdout
 
-    write_setup({"client.yaml": CLIENT.replace("      city: {type: string}\n", "")})
+    as_json = json.loads(run("migrate", folder, "--db", url, "--plan", "--json").stdout)
+    assert as_json["refused"] is True
+    kinds = {step["step"]: step["kind"] for step in as_json["steps"]}
+    assert kinds["AddUnique"] == "refused"
+    assert kinds["Retype"] == "refused"
+
+    result = run("migrate", folder, "--db", url, "--allow-data-loss")
+    assert result.exit_code == 1
+    assert "no flag makes these steps safe" in result.stderr
+
+
+def test_a_step_the_database_refuses_midway_rolls_everything_back(
+        tmp_path: Path, write_setup: Callable[..., Path]) -> None:
+    db_file = tmp_path / "live.db"
+    url = f"sqlite:///{db_file}"
+    folder = write_setup({"client.yaml": CLIENT, "sale.yaml": SALE})
+    assert run("migrate", folder, "--db", url).exit_code == 0
+    with sqlite3.connect(db_file) as conn:
+        conn.execute("INSERT INTO client (created_at, updated_at, version, name) "
+                     "VALUES ('2024-01-01T00:00:00.000000Z', '2024-01-01T00:00:00.000000Z', 1, 'Ann')")
+        # a real failure inside the database: the fill of the new column is refused
+        conn.execute("CREATE TRIGGER no_updates BEFORE UPDATE ON client "
+                     "BEGIN SELECT RAISE(ABORT, 'client rows are frozen'); END")
+        conn.commit()
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = db_file.read_bytes()
+
+    write_setup({"client.yaml": textwrap.dedent(CLIENT) + "  phone: {type: phone, index: true}\n"
+                 + "  tier: {type: string, default: basic}\n"})
     result = run("migrate", folder, "--db", url)
     assert result.exit_code == 1
-    assert "column client.city is in the database but not in the setup" in result.stderr
-    assert "lose its data" in result.stderr
+    assert "+ add field client.phone (phone, 1 existing row left empty)" in result.stdout
+    assert ("the step 'add field client.tier (string, 1 existing row gets the default \"basic\")' "
+            "failed: client rows are frozen; the migration was rolled back") in result.stderr
+    assert "Traceback" not in result.stderr
+    with sqlite3.connect(db_file) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert db_file.read_bytes() == before
+
+
+def test_migrate_refuses_a_rename_onto_an_existing_name(
+        tmp_path: Path, write_setup: Callable[..., Path]) -> None:
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    folder = write_setup({"client.yaml": CLIENT + "      town: {type: string}\n", "sale.yaml": SALE})
+    assert run("migrate", folder, "--db", url).exit_code == 0
+    write_setup({"client.yaml": CLIENT.replace("city: {type: string}",
+                                               "town: {type: string, renamed_from: city}")})
+    plan = run("migrate", folder, "--db", url, "--plan")
+    assert plan.exit_code == 1
+    assert ("x rename field client.city to town\n    refused: the table already has a column town"
+            in plan.stdout)
 
 
 # -- serve ------------------------------------------------------------------------------------
@@ -214,6 +319,20 @@ def test_serve_refuses_a_non_loopback_host(host: str, tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert f"refusing to serve on {host}" in result.stderr
     assert "127.0.0.1" in result.stderr
+
+
+def test_serve_refuses_a_database_behind_its_setup(
+        tmp_path: Path, write_setup: Callable[..., Path]) -> None:
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    folder = write_setup({"client.yaml": CLIENT, "sale.yaml": SALE})
+    assert run("migrate", folder, "--db", url).exit_code == 0
+    write_setup({"client.yaml": textwrap.dedent(CLIENT) + "  phone: {type: phone}\n"})
+    result = run("serve", folder, "--db", url)
+    assert result.exit_code == 1
+    assert "the database does not match the setup" in result.stderr
+    assert "- add field client.phone (phone, 0 rows affected)" in result.stderr
+    assert f"`kartoteka migrate {folder} --db URL --plan`" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_usage_errors_exit_2() -> None:

@@ -1,0 +1,113 @@
+"""Apply a plan: in one transaction, or not at all.
+
+The plan is made again inside the migration's write transaction, so its counts are those
+of the data it changes. Refused steps stop everything; steps that lose data need
+`allow_data_loss`, and then a backup is written first. Any failure rolls back every step,
+DDL included: PostgreSQL and SQLite both have transactional DDL. On SQLite foreign keys
+are switched off for the connection while tables are rebuilt (a rebuilt table is dropped
+and replaced, which must not cascade), and checked with `foreign_key_check` before commit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
+
+from engine.database import Database
+from engine.errors import DatabaseError, MigrationRefused
+from engine.migrations import steps as s
+from engine.migrations.backup import write_backup
+from engine.migrations.model import last_applied
+from engine.migrations.planner import MigrationPlan, compare
+from engine.storage import Storage
+
+FLAG = "--allow-data-loss"
+
+
+class PlanRefused(MigrationRefused):
+    """The plan has refused steps, or steps that lose data without `allow_data_loss`."""
+
+    def __init__(self, reasons: list[str], *, needs_flag: bool = False):
+        self.reasons = tuple(reasons)
+        self.needs_flag = needs_flag
+        head = (f"migrate stops: these steps lose data; run again with {FLAG} to apply them "
+                "after a backup" if needs_flag else
+                "migrate refuses: no flag makes these steps safe; change the setup or the data")
+        DatabaseError.__init__(self, head + ":\n" + "\n".join(f"- {r}" for r in reasons)
+                               + "\nNothing was changed.")
+
+
+@dataclass
+class Applied:
+    plan: MigrationPlan
+    backup: Path | None = None
+
+
+def apply(storage: Storage, database: Database, *, allow_data_loss: bool = False,
+          backup_dir: Path | None = None,
+          on_step: Callable[[s.Step], None] | None = None) -> Applied:
+    """Bring the database in step with the setup, in one transaction; raise `PlanRefused`
+    (and change nothing) when a step is refused or would lose data without the flag.
+    `on_step` is called after each applied step (progress; tests make it fail midway)."""
+    with _migration(database) as conn:
+        plan = compare(conn, storage, last_applied(conn))
+        if plan.refusals:
+            raise PlanRefused(plan.refusals)
+        if plan.data_loss and not allow_data_loss:
+            raise PlanRefused([str(step) for step in plan.data_loss], needs_flag=True)
+        if plan.up_to_date and not plan.setup_changed:
+            return Applied(plan)
+        backup = None
+        if plan.data_loss:
+            tables = [step.table for step in plan.data_loss]
+            backup = write_backup(conn, tables, backup_dir)
+        context = s.Context(conn, Operations(MigrationContext.configure(connection=conn)), storage,
+                            conn.dialect.name, dt.datetime.now(dt.UTC))
+        for step in plan.steps:
+            try:
+                step.apply(context)
+            except sa.exc.DBAPIError as error:
+                reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+                raise DatabaseError(f"the step '{step}' failed: {reason}; the migration was "
+                                    "rolled back and nothing was changed") from error
+            if on_step is not None:
+                on_step(step)
+        if conn.dialect.name == "sqlite":
+            broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+            if broken:
+                raise DatabaseError(f"the migration would leave {len(broken)} link(s) pointing at "
+                                    f"missing records (first in table {broken[0][0]}); nothing "
+                                    "was changed")
+        conn.execute(sa.insert(storage.setup_history).values(
+            applied_at=context.now, setup_name=storage.setup.name, digest=plan.digest,
+            summary=json.dumps({**plan.model, "applied": [str(step) for step in plan.steps],
+                                "allow_data_loss": allow_data_loss,
+                                "backup": str(backup) if backup else None},
+                               ensure_ascii=False, default=str)))
+    return Applied(plan, backup)
+
+
+@contextmanager
+def _migration(database: Database) -> Iterator[sa.Connection]:
+    if database.dialect != "sqlite":
+        with database.write() as conn:
+            yield conn
+        return
+    with database.engine.connect() as conn:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        driver.execute("PRAGMA foreign_keys=OFF")  # before BEGIN: inside, SQLite ignores it
+        try:
+            conn.execution_options(kt_write=True)
+            with conn.begin():
+                yield conn
+        finally:
+            driver.execute("PRAGMA foreign_keys=ON")
