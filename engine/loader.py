@@ -39,7 +39,7 @@ from engine.naming import (
     pascal,
     poly_entity_column,
 )
-from engine.roles import check_roles
+from engine.roles import ADMIN, check_roles
 from engine.spec import (
     EntitySpec,
     FieldSpec,
@@ -155,9 +155,33 @@ class _Loader:
         # roles name entities and fields, so they are checked against the built entities
         roles, problems = check_roles(self.setup_source, settings.get("roles"), setup,
                                       self.registry)
+        problems += self._check_stage_roles(drafts, roles)
         if problems:
             return LoadResult(None, [*self.diagnostics, *problems])
         return LoadResult(replace(setup, roles=MappingProxyType(roles)), self.diagnostics)
+
+    def _check_stage_roles(self, drafts: Mapping[str, _EntityDraft],
+                           roles: Mapping[str, Any]) -> list[Diagnostic]:
+        """`roles:` of a stage name roles of setup.yaml (or the built-in admin)."""
+        known = [*roles, ADMIN]
+        problems = []
+        for draft in drafts.values():
+            declared: list[tuple[tuple[str, ...], Any]]
+            if "pipeline" in draft.data:
+                declared = [(("pipeline",), draft.data["pipeline"])]
+            else:
+                declared = [(("pipelines", name), body)
+                            for name, body in (draft.data.get("pipelines") or {}).items()]
+            for base, body in declared:
+                for index, item in enumerate(body.get("stages") or ()):
+                    for position, role in enumerate(
+                            item.get("roles") or () if isinstance(item, dict) else ()):
+                        if role not in known:
+                            problems.append(draft.source.diagnostic(
+                                "stage.roles", (*base, "stages", index, "roles", position),
+                                f"no role {role!r} in setup.yaml",
+                                did_you_mean(role, known) or "roles: " + ", ".join(known)))
+        return problems
 
     def _place(self, diagnostic: Diagnostic) -> tuple[int, str, int, int]:
         """Folder-level problems first, then setup.yaml, then the entity files by name."""
@@ -673,7 +697,8 @@ class _Loader:
                 continue
             category = decl.get("category") or ("closed" if stage_name in final else "open")
             stages.append(StageSpec(stage_name, _label(decl.get("label"), stage_name, languages),
-                                    decl.get("probability"), category))
+                                    decl.get("probability"), category,
+                                    tuple(decl.get("roles") or ())))
         names = [s.name for s in stages]
         for index, stage_name in enumerate(final):
             if stage_name not in names:

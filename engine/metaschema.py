@@ -82,6 +82,7 @@ STAGE: dict[str, Any] = {
             "label": LABEL,
             "probability": {"type": "integer", "minimum": 0, "maximum": 100},
             "category": {"enum": ["open", "won", "lost", "closed"]},
+            "roles": NAME_LIST,
         },
         "additionalProperties": False,
     },

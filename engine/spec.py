@@ -88,6 +88,8 @@ class StageSpec:
     label: Label
     probability: int | None = None
     category: str = "open"  # open | won | lost
+    #: who may move a record into this stage (empty: whoever may update the record)
+    roles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

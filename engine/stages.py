@@ -17,9 +17,18 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine import progress
-from engine.errors import Conflict, ErrorDetail, NotFound, StaleVersion, ValidationFailed
+from engine.access import acting_user
+from engine.errors import (
+    Conflict,
+    ErrorDetail,
+    Forbidden,
+    NotFound,
+    StaleVersion,
+    ValidationFailed,
+)
 from engine.naming import did_you_mean
 from engine.records import Record, Records, checked_id, seconds_since
+from engine.roles import ADMIN
 from engine.spec import EntitySpec, PipelineSpec
 
 
@@ -45,6 +54,7 @@ class StageMoves:
             pipeline = spec.pipeline.for_record(selector)
             source = current["stage"]
             _check_move(spec, pipeline, source, target, current)
+            _check_role(entity, pipeline, target)
             now = dt.datetime.now(dt.UTC)
             entered = records.journal.last_stage_entry(conn, entity, record_id)
             updated = conn.execute(
@@ -61,6 +71,17 @@ class StageMoves:
             merged = {**current, "stage": target, "version": current["version"] + 1,
                       "updated_at": now}
             return records._render(conn, table, [merged])[0]
+
+
+def _check_role(entity: str, pipeline: PipelineSpec, target: str) -> None:
+    """A stage with `roles:` is entered only by users with one of them (or admin)."""
+    allowed = next(s.roles for s in pipeline.stages if s.name == target)
+    user = acting_user()
+    if allowed and user is not None and ADMIN not in user.roles and \
+            not set(user.roles) & set(allowed):
+        raise Forbidden(f"only {' or '.join(allowed)} may move a {entity} to {target}",
+                        [ErrorDetail("to", f"{target} is entered by: {', '.join(allowed)}")],
+                        code="stage_forbidden")
 
 
 def _target(body: Any) -> str:

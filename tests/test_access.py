@@ -354,3 +354,41 @@ def test_board_and_funnel_do_not_sum_a_hidden_money_field(
         funnel = made(clerk.get("/api/deal/funnel"), 200)
         assert "margin" not in str(funnel) and funnel["stages"][0]["current"]["sums"] == {
             "amount": "100.00"}
+
+
+def test_a_stage_with_roles_is_entered_only_by_them(kt: Kartoteka,
+                                                    world: dict[str, Caller]) -> None:
+    anna, lena, director = world["anna"], world["lena"], world["director"]
+    client = made(anna.post("/api/client", json={"name": "Ромашка"}))
+    sale = made(anna.post("/api/sale", json={"number": "S-1", "client": client["id"],
+                                             "contract_no": "Д-7"}))
+    made(anna.post(f"/api/sale/{sale['id']}/stage", json={"to": "contract"}), 200)
+    before = everything(kt)
+    # the default setup: only a lawyer or the director invoices a sale
+    refused = anna.post(f"/api/sale/{sale['id']}/stage", json={"to": "invoiced"})
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"]["code"] == "stage_forbidden"
+    assert "lawyer" in refused.text
+    assert everything(kt) == before
+    made(lena.post(f"/api/sale/{sale['id']}/stage", json={"to": "invoiced"}), 200)
+    assert made(director.get(f"/api/sale/{sale['id']}"), 200)["stage"] == "invoiced"
+    made(anna.post(f"/api/sale/{sale['id']}/stage", json={"to": "won"}), 200)
+
+
+def test_stage_roles_must_be_roles_of_the_setup(write_setup: Callable[..., Path]) -> None:
+    folder = write_setup({
+        "setup.yaml": "roles:\n  lawyer: {deal: {read: all}}\n",
+        "deal.yaml": """
+            entity: deal
+            fields:
+              name: {type: string}
+            pipeline:
+              stages:
+                - new
+                - {name: signed, roles: [laywer]}
+            """})
+    with pytest.raises(SetupError) as raised:
+        load_setup(folder)
+    [problem] = raised.value.diagnostics
+    assert (problem.file, problem.line, problem.code) == ("deal.yaml", 7, "stage.roles")
+    assert "did you mean 'lawyer'" in problem.hint

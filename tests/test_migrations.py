@@ -217,6 +217,11 @@ def _move_stage(old: str, new: str) -> Callable[[Snapshot], None]:
         for n, row in enumerate(moved, start=max(history) + 1):
             history[n] = {"id": n, "entity": "sale", "record_id": row["id"], "at": ANY, "by": None,
                           "pipeline": "default", "from_stage": old, "to_stage": new, "seconds": ANY}
+        # the stages are numbered anew, and each sale's reached stages read from its history:
+        # the stage it was created in (unless removed) and the one it was moved to
+        stages = [s for s in STAGES if s != old]
+        for row in snap["sale"].values():
+            row["kt_reached"] = 1 << stages.index(row["stage"])
     return change
 
 
@@ -291,7 +296,8 @@ def versions(dialect: str) -> list[tuple[str, dict[str, str], bool, str, list[Ca
     step("remove an entity and a many-to-many link", flag=True,
          changes=[_drop_table("task"), _drop_table("sale__products")])
     base["client.yaml"] = client = client + "    pipeline:\n      stages: [new, active]\n"
-    step("an entity gains a pipeline", changes=[_add("client", "stage", "new"), _client_history])
+    step("an entity gains a pipeline", changes=[_add("client", "stage", "new"), _client_history,
+                                                 _add("client", "kt_reached", 1)])
     return out
 
 

@@ -20,6 +20,7 @@ from engine.migrations import steps as s
 from engine.migrations.convert import Converter, shown
 from engine.migrations.model import digest, field_from_model, field_model, setup_model
 from engine.naming import join_table_name, link_column, poly_entity_column
+from engine.progress import REACHED_COLUMN
 from engine.spec import EntitySpec, FieldSpec, LinkSpec
 from engine.storage import SEARCH_COLUMN, Storage
 
@@ -444,6 +445,12 @@ class _Planner:
                     step.refusal = (f"say where they go: under {where} add "
                                     f"moved: {{{stage}: <stage>}}")
                 self.steps.append(step)
+        # kt_reached numbers the stages in their order: a change of the list renumbers them
+        live_columns = {c["name"] for c in self.inspector.get_columns(live)}
+        recorded = list(dict.fromkeys(
+            stage for stages in (previous.get("pipelines") or {}).values() for stage in stages))
+        if REACHED_COLUMN in live_columns and recorded != list(entity.pipeline.all_stage_names):
+            self.steps.append(s.RecomputeReached(table=entity.name, rows=self.rows(live)))
 
     def search(self, entity: EntitySpec, previous: dict[str, Any], kept: dict[str, str],
                rows: int) -> None:

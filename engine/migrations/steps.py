@@ -5,7 +5,8 @@ A step is **safe**, **loses data** (applied only with `--allow-data-loss`, after
 backup), or **refused** (no flag makes it right: duplicates under a new unique rule,
 empty rows under a new required rule without a default, a rename onto a taken name).
 Steps run in `phase` order inside one transaction: create, rename, drop indexes, change
-columns, move records, drop columns, create indexes, drop tables.
+columns, move records, drop columns and recompute the stages reached, create indexes, drop
+tables.
 """
 
 from __future__ import annotations
@@ -552,6 +553,25 @@ class MoveStage(Step):
 
 def _seconds(start: dt.datetime | None, now: dt.datetime) -> int | None:
     return None if start is None else max(0, int((now - start).total_seconds()))
+
+
+@dataclass(kw_only=True)
+class RecomputeReached(Step):
+    """The stages of a pipeline changed (added, removed, renamed, reordered): which stages
+    each record has entered is read again from the stage history, under the new numbering
+    (engine/progress.py). Runs after the stage moves, so it counts them."""
+
+    rows: int
+    phase: ClassVar[int] = 5
+
+    def describe(self) -> str:
+        return (f"recompute the stages each {self.table} record reached "
+                f"({count(self.rows, 'record')}; the stage list changed)")
+
+    def apply(self, ctx: Context) -> None:
+        from engine.progress import backfill_reached
+
+        backfill_reached(ctx.conn, ctx.storage, ctx.storage.entities[self.table])
 
 
 @dataclass(kw_only=True)
