@@ -23,6 +23,7 @@ from starlette.testclient import TestClient
 
 from api import create_app
 from engine import Kartoteka
+from engine.journal import rebuild_stage_time
 
 Record = dict[str, Any]
 STAGES = ["lead", "proposal", "negotiation", "contract", "invoiced", "won", "lost"]
@@ -107,12 +108,14 @@ def _error(response: httpx.Response, status: int) -> Record:
 
 
 def _set_seconds(kt: Kartoteka, entity: str, record_id: int, from_stage: str, seconds: int) -> None:
-    """Make a time in stage deterministic: the history row leaving `from_stage`."""
+    """Make a time in stage deterministic: the history row leaving `from_stage` — then, as
+    after any edit of the history by hand, rebuild the kept time-in-stage counters."""
     history = kt.storage.stage_history
     with kt.db.write() as conn:
         updated = conn.execute(sa.update(history).where(
             history.c.entity == entity, history.c.record_id == record_id,
             history.c.from_stage == from_stage).values(seconds=seconds)).rowcount
+        rebuild_stage_time(conn, kt.storage)
     assert updated == 1
 
 
