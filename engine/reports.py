@@ -10,7 +10,12 @@ filters select (`from`/`to` bound the records' creation dates):
   so a deal that went from lead straight to invoiced has passed proposal too. Stages in
   the `lost` and `closed` categories count only the records that entered them;
 - `conversion` (reached ÷ reached of the previous stage) and `drop_off`;
-- time in stage: how many records left it, average and median seconds they spent;
+- time in stage: how many moves left it, average and median seconds spent there before.
+  The moves counted are the stage history rows **made in this pipeline** (their
+  `pipeline` column) by the records the filters select, whatever pipeline those records
+  follow now (a pipeline switch's row belongs to the new pipeline). A deleted record's
+  stage history is deleted with it (engine/journal.py), so no history row outlives its
+  record;
 - `current`: records now in the stage, with money sums and the probability-weighted
   `forecast` of each sum.
 
@@ -19,12 +24,18 @@ How it stays fast at a million records (figures in bench/README.md):
   selected records: `kt_reached` holds the stages each record entered as bits
   (engine/progress.py), so the history is not read for them. Unfiltered, or under an
   owner or link filter, that is a scan of a covering index (storage.py).
-- Time in stage is read from the stage history, scoped to the selected records, from the
-  covering index (entity, record_id, from_stage, seconds): exits and averages in one
-  GROUP BY, each median by an ordered OFFSET. It costs in proportion to the history of the
-  records selected — the part of an unfiltered funnel that is still slow; kept counters
-  were not chosen because tests and operators fix durations in the history itself, and
-  exact medians under arbitrary filters need the history anyway.
+- Time in stage, unfiltered (no list conditions — so no filter and no read scope of the
+  caller — and no from/to): exits and totals from the counters `kt_stage_time` kept with
+  each history row, and each median by an ordered OFFSET over the history index
+  (entity, pipeline, from_stage, seconds); both cover exactly the history rows of this
+  pipeline, because deleting a record deletes its history and takes it out of the
+  counters. A scoped caller never reads the counters: they include everyone's records.
+- Time in stage, filtered: one statement over the selected records' history from the
+  covering index (entity, record_id, pipeline, from_stage, seconds), with window
+  functions per stage left: the count, the sum and the middle row(s) for the median. It
+  costs in proportion to the history of the records selected.
+- Counters edited around (history changed by hand, or a database older than the table)
+  are rebuilt by `engine.journal.rebuild_stage_time`; tests check the two paths agree.
 """
 
 from __future__ import annotations
