@@ -219,20 +219,28 @@ class Reports:
         one statement over their history (the index entity, record_id, pipeline, ...):
         per stage left, the row count, the sum and the middle row(s) by row_number."""
         h = self.storage.stage_history.c
+        # the history rows are found by record (entity, record_id), the index made for it,
+        # and SQLite (no statistics) must see no reason to prefer the unfiltered path's
+        # (entity, pipeline, from_stage, seconds): so no pipeline condition (SQLite pushes
+        # one down into the window's subquery, measured 6 s instead of 0.4 s for 6% of
+        # 1M records) and partitions in (stage, pipeline) order, which that index does not
+        # deliver sorted. Each partition gives at most two rows; this pipeline's are kept.
+        by_stage = [h.from_stage, h.pipeline]
         rows = (
-            sa.select(h.from_stage, h.seconds,
-                      sa.func.row_number().over(partition_by=h.from_stage, order_by=h.seconds).label("rank"),
-                      sa.func.count().over(partition_by=h.from_stage).label("exits"),
-                      sa.func.sum(h.seconds).over(partition_by=h.from_stage).label("total"))
-            .where(h.entity == entity, h.record_id.in_(selected), h.pipeline == pipeline.name,
-                   h.from_stage.in_(pipeline.stage_names), h.seconds.is_not(None))
+            sa.select(h.pipeline, h.from_stage, h.seconds,
+                      sa.func.row_number().over(partition_by=by_stage, order_by=h.seconds)
+                      .label("rank"),
+                      sa.func.count().over(partition_by=by_stage).label("exits"),
+                      sa.func.sum(h.seconds).over(partition_by=by_stage).label("total"))
+            .where(h.entity == entity, h.record_id.in_(selected), h.seconds.is_not(None))
             .subquery())
         found: dict[str, tuple[int, int, list[int]]] = {}
-        for stage, value, exits, total in conn.execute(
-                sa.select(rows.c.from_stage, rows.c.seconds, rows.c.exits, rows.c.total)
+        for name, stage, value, exits, total in conn.execute(
+                sa.select(rows.c.pipeline, rows.c.from_stage, rows.c.seconds, rows.c.exits, rows.c.total)
                 .where(sa.or_(rows.c.rank == (rows.c.exits + 1) // 2,
                               rows.c.rank == (rows.c.exits + 2) // 2))):
-            found.setdefault(stage, (int(exits), int(total), []))[2].append(value)
+            if name == pipeline.name and stage in pipeline.stage_names:
+                found.setdefault(stage, (int(exits), int(total), []))[2].append(value)
         return {stage: (exits, total, round(sum(middle) / len(middle)))
                 for stage, (exits, total, middle) in found.items()}
 
