@@ -1,6 +1,17 @@
 """The journal: what happened to each record, written in the same transaction as the
 change itself, one statement per event — the card's history, the stage history behind
-the funnel, comments and activities."""
+the funnel, comments and activities.
+
+Time in stage is also kept as counters (`kt_stage_time`): each stage history row that
+leaves a stage with `seconds` adds 1 exit and its seconds to the counter of (entity, its
+`pipeline`, its `from_stage`), in the same transaction. Deleting a record deletes its
+stage history and takes its rows back out of the counters (`forget_stages`; the delete
+itself stays in kt_change). So the counters always equal a GROUP BY over the history of
+the records that exist — the unfiltered funnel reads them instead of the history.
+`rebuild_stage_time(conn, storage)` recomputes them from kt_stage_history: run it once
+after `kartoteka migrate` creates the table on a database that has history, and after
+editing `kt_stage_history` by hand.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +20,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
-from engine.storage import Storage
+from engine.storage import STAGE_TIME_SHARDS, Storage
 
 #: record keys that change on every write and say nothing about what the user changed
 UNJOURNALLED = frozenset({"id", "created_at", "updated_at", "version"})
@@ -40,6 +52,23 @@ class Journal:
         conn.execute(sa.insert(self.storage.stage_history).values(
             entity=entity, record_id=record_id, at=at, by=by, pipeline=pipeline,
             from_stage=from_stage, to_stage=to_stage, seconds=seconds))
+        if from_stage is not None and seconds is not None:
+            _count_stage_time(conn, self.storage, entity, pipeline, from_stage,
+                              record_id % STAGE_TIME_SHARDS, 1, seconds)
+
+    def forget_stages(self, conn: sa.Connection, entity: str, record_ids: Iterable[int]) -> None:
+        """Delete the stage history of deleted records and take it out of the counters."""
+        h = self.storage.stage_history
+        ids = list(record_ids)
+        for first in range(0, len(ids), 500):
+            chunk = ids[first:first + 500]
+            mine = [h.c.entity == entity, h.c.record_id.in_(chunk)]
+            for pipeline, stage, shard, exits, total in conn.execute(
+                    _stage_time_select(h).where(*mine).group_by(
+                        h.c.pipeline, h.c.from_stage, _shard(h))):
+                _count_stage_time(conn, self.storage, entity, pipeline, stage, shard,
+                                  -exits, -int(total))
+            conn.execute(sa.delete(h).where(*mine))
 
     def last_stage_entry(self, conn: sa.Connection, entity: str,
                          record_id: int) -> dt.datetime | None:
@@ -50,6 +79,46 @@ class Journal:
             .order_by(history.c.at.desc(), history.c.id.desc()).limit(1)
         ).scalar()
         return at
+
+
+def _shard(h: sa.Table) -> sa.ColumnElement[Any]:
+    # inline, so that PostgreSQL sees the same expression in SELECT and GROUP BY
+    return h.c.record_id % sa.literal_column(str(STAGE_TIME_SHARDS))
+
+
+def _stage_time_select(h: sa.Table) -> sa.Select[Any]:
+    """(pipeline, stage left, shard, exits, total seconds) of stage history rows."""
+    return sa.select(h.c.pipeline, h.c.from_stage, _shard(h),
+                     sa.func.count(), sa.func.sum(h.c.seconds)
+                     ).where(h.c.from_stage.is_not(None), h.c.seconds.is_not(None))
+
+
+def _count_stage_time(conn: sa.Connection, storage: Storage, entity: str, pipeline: str,
+                      stage: str, shard: int, exits: int, seconds: int) -> None:
+    table = storage.stage_time
+    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+    conn.execute(insert.values(
+        entity=entity, pipeline=pipeline, stage=stage, shard=shard, exits=exits,
+        total_seconds=seconds,
+    ).on_conflict_do_update(
+        index_elements=[table.c.entity, table.c.pipeline, table.c.stage, table.c.shard],
+        set_={"exits": table.c.exits + insert.excluded.exits,
+              "total_seconds": table.c.total_seconds + insert.excluded.total_seconds}))
+
+
+def rebuild_stage_time(conn: sa.Connection, storage: Storage) -> None:
+    """Recompute every `kt_stage_time` counter from `kt_stage_history` (one GROUP BY):
+    for `kartoteka migrate` on a database whose history predates the table, or after the
+    history was edited by hand."""
+    h, table = storage.stage_history, storage.stage_time
+    conn.execute(sa.delete(table))
+    shard = _shard(h)
+    conn.execute(sa.insert(table).from_select(
+        ["entity", "pipeline", "stage", "shard", "exits", "total_seconds"],
+        sa.select(h.c.entity, h.c.pipeline, h.c.from_stage, shard, sa.func.count(),
+                  sa.func.sum(h.c.seconds))
+        .where(h.c.from_stage.is_not(None), h.c.seconds.is_not(None))
+        .group_by(h.c.entity, h.c.pipeline, h.c.from_stage, shard)))
 
 
 def diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, list[Any]]:

@@ -704,6 +704,8 @@ class Records:
             statement = sa.delete(table.table).where(table.table.c.id.in_(chunk), *_present(scope))
             conn.execute(statement if scope is not None else statement.execution_options(
                 kt_unscoped="on_delete cascade"))
+        if table.spec.pipeline is not None:
+            self.journal.forget_stages(conn, entity, ids)
         self.journal.changes_many(conn, entity, ids, "delete", None, by=actor, at=_now())
 
     def _release(self, conn: sa.Connection, entity: str, ids: list[int], source: EntityTable,

@@ -23,6 +23,7 @@ from starlette.testclient import TestClient
 
 from api import create_app
 from engine import Kartoteka
+from engine.journal import rebuild_stage_time
 
 Record = dict[str, Any]
 STAGES = ["lead", "proposal", "negotiation", "contract", "invoiced", "won", "lost"]
@@ -107,12 +108,14 @@ def _error(response: httpx.Response, status: int) -> Record:
 
 
 def _set_seconds(kt: Kartoteka, entity: str, record_id: int, from_stage: str, seconds: int) -> None:
-    """Make a time in stage deterministic: the history row leaving `from_stage`."""
+    """Make a time in stage deterministic: the history row leaving `from_stage` — then, as
+    after any edit of the history by hand, rebuild the kept time-in-stage counters."""
     history = kt.storage.stage_history
     with kt.db.write() as conn:
         updated = conn.execute(sa.update(history).where(
             history.c.entity == entity, history.c.record_id == record_id,
             history.c.from_stage == from_stage).values(seconds=seconds)).rowcount
+        rebuild_stage_time(conn, kt.storage)
     assert updated == 1
 
 
@@ -677,3 +680,105 @@ def test_the_summary_is_never_shown_nor_accepted(client: TestClient) -> None:
     for params in ({"kt_reached": "1"}, {"sort": "kt_reached"}):
         assert client.get("/api/sale", params=params).status_code == 400
         assert client.get("/api/sale/funnel", params=params).status_code == 400
+
+
+# -- time in stage: kept counters (unfiltered) and the history (filtered) agree ------------------
+
+def _stage_time(kt: Kartoteka) -> dict[tuple[str, str, str, int], tuple[int, int]]:
+    """kt_stage_time without rows that came back to zero (the rebuild writes none)."""
+    kept = kt.storage.stage_time.c
+    with kt.db.read() as conn:
+        return {(e, p, s, shard): (int(exits), int(total)) for e, p, s, shard, exits, total
+                in conn.execute(sa.select(kept.entity, kept.pipeline, kept.stage, kept.shard,
+                                          kept.exits, kept.total_seconds)) if exits}
+
+
+def _age_last_entry(kt: Kartoteka, entity: str, record_id: int, seconds: int) -> None:
+    """Move the record's last stage entry back in time, so its next move has that many
+    seconds in the stage (the counters depend on `seconds` only: they stay exact)."""
+    h = kt.storage.stage_history
+    with kt.db.write() as conn:
+        last = conn.execute(sa.select(sa.func.max(h.c.id)).where(
+            h.c.entity == entity, h.c.record_id == record_id)).scalar_one()
+        conn.execute(sa.update(h).where(h.c.id == last).values(
+            at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)))
+
+
+def test_kept_time_in_stage_equals_the_history_after_random_work(
+        make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path]) -> None:
+    """Creates, moves (skips, moves back), pipeline switches and deletes in random order:
+    the unfiltered funnel (counters + OFFSET medians) answers as the exact path does (forced
+    by a filter that selects every record), and rebuilding the counters changes nothing."""
+    import random
+    kt = make_kt(write_setup(FREIGHT))
+    pipelines = kt.storage["shipment"].spec.pipeline
+    assert pipelines is not None
+    rng = random.Random(20261124)
+    with TestClient(create_app(kt), raise_server_exceptions=False) as api:
+        alive: dict[int, str] = {}  # id: mode
+        deleted: list[int] = []
+        for step in range(160):
+            action = rng.random()
+            if action < 0.25 or len(alive) < 3:
+                mode = rng.choice(["sea", "air", None])
+                body = {"number": f"N-{step}", **({"mode": mode} if mode else {})}
+                made = _post(api, "shipment", body)
+                alive[made["id"]] = mode or "sea"
+                _age_last_entry(kt, "shipment", made["id"], rng.randint(1, 10**6))
+                continue
+            record_id = rng.choice(sorted(alive))
+            if action < 0.75:  # a move anywhere in its pipeline: forward, skips or back
+                stages = pipelines.pipelines[alive[record_id]].stage_names
+                response = api.post(f"/api/shipment/{record_id}/stage",
+                                    json={"to": rng.choice(stages)})
+                assert response.status_code in (200, 409, 422), response.text
+                if response.status_code == 200:
+                    _age_last_entry(kt, "shipment", record_id, rng.randint(1, 10**6))
+            elif action < 0.9:  # a pipeline switch
+                mode = "air" if alive[record_id] == "sea" else "sea"
+                response = api.patch(f"/api/shipment/{record_id}", json={"mode": mode})
+                assert response.status_code in (200, 422), response.text
+                if response.status_code == 200:
+                    alive[record_id] = mode
+                    _age_last_entry(kt, "shipment", record_id, rng.randint(1, 10**6))
+            else:
+                assert api.delete(f"/api/shipment/{record_id}").status_code == 204
+                del alive[record_id]
+                deleted.append(record_id)
+        assert deleted
+        for pipeline in ("sea", "air"):
+            fast = _funnel(api, "shipment", pipeline=pipeline)
+            exact = _funnel(api, "shipment", pipeline=pipeline, **{"id[gte]": "1"})
+            assert fast == exact
+            assert any(s["time_in_stage"]["exits"] > 1 for s in fast["stages"]), fast
+        h = kt.storage.stage_history
+        with kt.db.read() as conn:  # a deleted record's stage history went with it
+            assert not conn.execute(sa.select(h.c.id).where(h.c.record_id.in_(deleted))).all()
+        maintained = _stage_time(kt)
+        with kt.db.write() as conn:
+            rebuild_stage_time(conn, kt.storage)
+        assert _stage_time(kt) == maintained
+        assert _funnel(api, "shipment") == _funnel(api, "shipment", **{"id[gte]": "1"})
+
+
+def test_a_manager_funnel_counts_only_his_records(
+        kt: Kartoteka, client: TestClient, deals: dict[str, Record]) -> None:
+    """A scoped caller never gets the kept counters of everyone's records."""
+    from engine.access import acting_as
+    buyer = _post(client, "client", {"name": "Own Co", "city": "Kazan"})["id"]
+    mine = [_sale(client, f"M-{n}", buyer, "10", contract_no=f"M-{n}") for n in range(2)]
+    _move(client, "sale", mine[0]["id"], "proposal")
+    _set_seconds(kt, "sale", mine[0]["id"], "lead", 123456)
+    manager, _ = kt.users.add("manager@example.com", ["manager"])  # from now on HTTP needs a token
+    sale = kt.storage["sale"].table
+    with kt.db.write() as conn:
+        conn.execute(sa.update(sale).where(sale.c.id.in_([m["id"] for m in mine]))
+                     .values(owner=manager.id))
+    with acting_as(manager):
+        his = kt.reports.funnel("sale", [])
+    everyone = kt.reports.funnel("sale", [])
+    assert his["records"] == 2 and everyone["records"] == 10
+    assert _stages(his)["lead"]["time_in_stage"] == {"exits": 1, "average_seconds": 123456,
+                                                   "median_seconds": 123456}
+    assert _stages(everyone)["lead"]["time_in_stage"]["exits"] == 8
+    assert his == kt.reports.funnel("sale", [("owner", str(manager.id))])
