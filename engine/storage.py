@@ -157,6 +157,8 @@ class Storage:
             sa.Column("shard", sa.SmallInteger(), primary_key=True, autoincrement=False),
             sa.Column("exits", sa.BigInteger(), nullable=False),
             sa.Column("total_seconds", sa.BigInteger(), nullable=False),
+            # created on a database that already has history: counted from it at once
+            info={"backfill": _rebuild_stage_time},
         )
 
     def _entity_table(self, entity: EntitySpec) -> EntityTable:
@@ -270,6 +272,12 @@ class Storage:
             _add_index(table, "target_id")
             joins[link.name] = table
         tables[entity.name].join_tables = MappingProxyType(joins)
+
+
+def _rebuild_stage_time(conn: sa.Connection, storage: Storage) -> None:
+    from engine.journal import rebuild_stage_time  # journal builds on storage
+
+    rebuild_stage_time(conn, storage)
 
 
 def _add_index(table: sa.Table, *column_names: str) -> None:

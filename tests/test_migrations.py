@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from engine import Kartoteka, MigrationRefused
 from engine.migrations import apply, history, plan
 from engine.migrations.steps import Step
+from engine.storage import STAGE_TIME_SHARDS
 
 CLIENTS, PRODUCTS, SALES, TASKS = 2_000, 500, 6_000, 1_500  # 10,000 records
 STAGES = ("lead", "proposal", "negotiation", "won", "lost")
@@ -217,6 +218,14 @@ def _move_stage(old: str, new: str) -> Callable[[Snapshot], None]:
         for n, row in enumerate(moved, start=max(history) + 1):
             history[n] = {"id": n, "entity": "sale", "record_id": row["id"], "at": ANY, "by": None,
                           "pipeline": "default", "from_stage": old, "to_stage": new, "seconds": ANY}
+        # the moves are time spent in the removed stage: counted per shard of the record id
+        counters = snap.setdefault("kt_stage_time", {})
+        for row in moved:
+            key = ("sale", "default", old, row["id"] % STAGE_TIME_SHARDS)
+            counter = counters.setdefault(key, {
+                "entity": "sale", "pipeline": "default", "stage": old,
+                "shard": key[3], "exits": 0, "total_seconds": ANY})
+            counter["exits"] += 1
         # the stages are numbered anew, and each sale's reached stages read from its history:
         # the stage it was created in (unless removed) and the one it was moved to
         stages = [s for s in STAGES if s != old]

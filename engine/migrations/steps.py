@@ -133,7 +133,12 @@ class CreateTable(Step):
     def apply(self, ctx: Context) -> None:
         # the generated Table carries its dialect-specific indexes (`ddl_if`), which
         # SQLAlchemy's own CREATE honours; Alembic's create_table would copy them blindly
-        ctx.storage.metadata.tables[self.table].create(ctx.conn)
+        table = ctx.storage.metadata.tables[self.table]
+        table.create(ctx.conn)
+        # a table kept from others (kt_stage_time, from the stage history) is filled now
+        backfill: Callable[..., None] | None = table.info.get("backfill")
+        if backfill is not None:
+            backfill(ctx.conn, ctx.storage)
 
 
 @dataclass(kw_only=True)
@@ -154,9 +159,11 @@ class RenameEntity(Step):
         for old, new in self.join_tables:
             ctx.op.rename_table(old, new)
         storage = ctx.storage
-        for table in (storage.stage_history, storage.changes, storage.activities):
-            ctx.conn.execute(sa.update(table).where(table.c.entity == self.old)
-                             .values(entity=self.table))
+        for table in (storage.stage_history, storage.changes, storage.activities,
+                      storage.stage_time):
+            if sa.inspect(ctx.conn).has_table(table.name):
+                ctx.conn.execute(sa.update(table).where(table.c.entity == self.old)
+                                 .values(entity=self.table))
         for table_name, column_name in self.entity_columns:
             column = sa.column(column_name, sa.String(64))
             ctx.conn.execute(sa.update(lightweight(table_name, column))
@@ -565,13 +572,16 @@ class RecomputeReached(Step):
     phase: ClassVar[int] = 5
 
     def describe(self) -> str:
-        return (f"recompute the stages each {self.table} record reached "
-                f"({count(self.rows, 'record')}; the stage list changed)")
+        return (f"recompute the stages each {self.table} record reached and the time in "
+                f"each stage ({count(self.rows, 'record')}; the stage list changed)")
 
     def apply(self, ctx: Context) -> None:
+        from engine.journal import rebuild_stage_time
         from engine.progress import backfill_reached
 
         backfill_reached(ctx.conn, ctx.storage, ctx.storage.entities[self.table])
+        # stage moves of this migration wrote history rows: the counters follow them
+        rebuild_stage_time(ctx.conn, ctx.storage)
 
 
 @dataclass(kw_only=True)
