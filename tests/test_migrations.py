@@ -466,3 +466,31 @@ def test_an_entity_renamed_onto_an_existing_table_is_refused(live: tuple[str, Pa
     finally:
         kt.close()
     assert_same(snapshot(url), before)
+
+
+def test_a_database_older_than_the_time_in_stage_counters_gets_them_counted(
+        db_url: str) -> None:
+    """A database made before kt_stage_time existed: migrate creates the table and counts
+    it from the stage history at once, so the fast funnel agrees with the exact one."""
+    from tests.conftest import DEFAULT_SETUP
+
+    kt = Kartoteka.open(DEFAULT_SETUP, db_url)
+    try:
+        kt.migrate()
+        client = kt.records.create("client", {"name": "Ромашка"})
+        for n in range(6):
+            sale = kt.records.create("sale", {"number": f"S-{n}", "client": client["id"]})
+            for stage in ("proposal", "negotiation")[: n % 3]:
+                kt.stages.move("sale", sale["id"], {"to": stage})
+        exact = kt.reports.funnel("sale", [("id[gte]", "1")])
+        with kt.db.engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE kt_stage_time"))
+        planned = [str(step) for step in kt.plan().steps]
+        assert any("kt_stage_time" in line for line in planned), planned
+        kt.migrate()
+        fast = kt.reports.funnel("sale", [])
+        assert [s["time_in_stage"] for s in fast["stages"]] == \
+            [s["time_in_stage"] for s in exact["stages"]]
+        assert fast["stages"][0]["time_in_stage"]["exits"] == 4
+    finally:
+        kt.close()
