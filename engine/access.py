@@ -113,10 +113,13 @@ class Access:
         built: dict[tuple[Scope, ...], ColumnElement[bool]] = {}
         for operation in OPERATIONS:
             scopes = tuple(grant.scope(operation) for grant in grants)
-            if any(scope.kind == "all" for scope in scopes):
+            # a list of scopes is their OR, like the scopes of several roles
+            flat = [part for scope in scopes
+                    for part in (scope.any if scope.kind == "any" else (scope,))]
+            if any(scope.kind == "all" for scope in flat):
                 conditions[operation] = None
                 continue
-            wanted = [scope for scope in scopes if scope.kind != "none"]
+            wanted = [scope for scope in flat if scope.kind != "none"]
             if not wanted:
                 denied.add(operation)
                 conditions[operation] = None

@@ -556,12 +556,60 @@ class MultichoiceType(_OptionsType):
     def filter(self, field: FieldSpec, column: Any, op: str, value: Any,
                dialect: str) -> ColumnElement[bool]:
         if op == "contains":
-            if dialect == "postgresql":
-                contains: ColumnElement[bool] = column.op("@>")(
-                    sa.cast(sa.literal([value], json_column()), postgresql.JSONB))
-                return contains
-            each = sa.func.json_each(column).table_valued("value")
-            return sa.exists().where(each.c.value == value)
+            return _array_contains(column, value, dialect)
+        return super().filter(field, column, op, value, dialect)
+
+
+def _array_contains(column: Any, value: Any, dialect: str) -> ColumnElement[bool]:
+    """A JSON array column holds `value` (a GIN-friendly `@>` on PostgreSQL)."""
+    if dialect == "postgresql":
+        contains: ColumnElement[bool] = column.op("@>")(
+            sa.cast(sa.literal([value], json_column()), postgresql.JSONB))
+        return contains
+    each = sa.func.json_each(column).table_valued("value")
+    return sa.exists().where(each.c.value == value)
+
+
+class UsersType(FieldType):
+    """Several users of the database, by id (a task's observers): a JSON array, in id
+    order; `contains` finds the records naming a user (`observers[contains]=7`, or
+    `{observers: {contains: $user}}` in a role's condition), `isnull` those naming none.
+    The engine checks that every id is an active user when a record is written."""
+
+    name = "users"
+    operators = frozenset({"contains", "isnull"})
+    sortable = False
+    can_be_unique = False
+    noun = "a list of user ids"
+    MAX_USERS = 100
+
+    def column_type(self, field: FieldSpec) -> sa.types.TypeEngine[Any]:
+        return json_column()
+
+    def json_schema(self, field: FieldSpec, *, read: bool = False) -> dict[str, Any]:
+        return {"type": "array", "uniqueItems": True, "maxItems": self.MAX_USERS,
+                "items": {"type": "integer", "minimum": 1, "maximum": INT64_MAX}}
+
+    def parse(self, field: FieldSpec, value: Any) -> Any:
+        if not isinstance(value, list) or any(
+                isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= INT64_MAX
+                for v in value):
+            raise ValueProblem("must be a list of user ids")
+        if len(set(value)) != len(value):
+            raise ValueProblem("names a user twice")
+        if len(value) > self.MAX_USERS:
+            raise ValueProblem(f"names more than {self.MAX_USERS} users")
+        return sorted(value)
+
+    def parse_text(self, field: FieldSpec, text: str) -> Any:
+        if not (text.isascii() and text.isdigit() and 0 < len(text) < 19 and int(text) > 0):
+            raise ValueProblem("must be a user id")
+        return int(text)
+
+    def filter(self, field: FieldSpec, column: Any, op: str, value: Any,
+               dialect: str) -> ColumnElement[bool]:
+        if op == "contains":
+            return _array_contains(column, value, dialect)
         return super().filter(field, column, op, value, dialect)
 
 
@@ -632,7 +680,8 @@ class FieldTypeRegistry:
 
 BUILTIN_TYPES: tuple[type[FieldType], ...] = (
     StringType, TextType, IntegerType, DecimalType, MoneyType, BooleanType, DateType,
-    DateTimeType, EmailType, PhoneType, UrlType, ChoiceType, MultichoiceType, JsonType,
+    DateTimeType, EmailType, PhoneType, UrlType, ChoiceType, MultichoiceType, UsersType,
+    JsonType,
 )
 
 

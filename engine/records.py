@@ -375,6 +375,25 @@ class Records:
                                    [ErrorDetail("owner", f"no active user with id {owner}")],
                                    code="owner_not_found")
 
+    def _check_users(self, conn: sa.Connection, spec: EntitySpec,
+                     values: Mapping[str, Any]) -> None:
+        """Every id in a `users` field (a task's observers) is an active user."""
+        problems = []
+        users = self.storage.users
+        for field in spec.fields.values():
+            ids = values.get(field.name) if field.type.name == "users" else None
+            if not ids:
+                continue
+            found = set(conn.execute(sa.select(users.c.id).where(
+                users.c.id.in_(ids), users.c.active.is_(True))).scalars())
+            missing = [str(i) for i in ids if i not in found]
+            if missing:
+                problems.append(ErrorDetail(field.name, "no active user with id "
+                                            + ", ".join(missing)))
+        if problems:
+            raise ValidationFailed(f"the {spec.name} is not valid", problems,
+                                   code="user_not_found")
+
     # -- writing -----------------------------------------------------------------------------
     def create(self, entity: str, body: Any, *, owner: int | None = None,
                actor: int | None = None) -> Record:
@@ -407,6 +426,7 @@ class Records:
             with self.db.write() as conn:
                 if owner_given:
                     self._check_owner(conn, entity, rights, values["owner"], creating=True)
+                self._check_users(conn, spec, values)
                 # foreign keys catch a missing target of a plain link (see the except below);
                 # polymorphic links have none, so they are checked here
                 self._check_links(conn, table, values, many, polymorphic_only=True)
@@ -466,6 +486,7 @@ class Records:
                     wanted = set(ids)
                     if wanted != existing:
                         link_changes[name] = (wanted - existing, existing - wanted)
+                self._check_users(conn, spec, changes)
                 if "owner" in changes:
                     self._check_owner(conn, entity, rights, changes["owner"], creating=False)
                     if rights is not None:

@@ -11,8 +11,9 @@
 Per entity (or `"*"`, every entity not named in the same role) and operation — `create`,
 `read`, `update`, `delete`, `reassign` (give a record another owner) — a scope: `all`,
 `team` (records owned by someone of the user's team), `own` (records the user owns),
-`none`, or a condition in the filter structure whose values may be `$user` (the user's
-id), `$user.team` or `$user.email`. Anything not listed is `none`. `hidden` fields are
+`none`, a condition in the filter structure whose values may be `$user` (the user's
+id), `$user.team` or `$user.email`, or a list of these, any of which lets a record in
+(`[own, {observers: {contains: $user}}]`). Anything not listed is `none`. `hidden` fields are
 never shown to the role nor usable in its filters, sorts and searches; `readonly` fields
 are shown but not writable. `admin` is built in: everything, and managing users.
 
@@ -47,8 +48,10 @@ USER_VALUES = ("$user", "$user.team", "$user.email")
 class Scope:
     """Which records an operation reaches: a kind, and for `where` the filter parameters."""
 
-    kind: str  # all | team | own | none | where
+    kind: str  # all | team | own | none | where | any
     where: tuple[tuple[str, str], ...] = ()
+    #: for `any`: the scopes of a list, any one of which lets a record in
+    any: tuple[Scope, ...] = ()
 
 
 NONE = Scope("none")
@@ -188,9 +191,10 @@ class _RoleChecker:
                 unowned = [entity for entity, grant in grants.items()
                            if grant.scope(operation) is scope
                            and not self.setup.entities[entity].owner]
-                if scope.kind in ("own", "team") and unowned:
+                by_owner = [p for p in (scope.any or (scope,)) if p.kind in ("own", "team")]
+                if by_owner and unowned:
                     self.problem("role.owner", (name, EVERY_ENTITY, operation),
-                                 f"{scope.kind!r} needs an owner, and " + ", ".join(unowned)
+                                 f"{by_owner[0].kind!r} needs an owner, and " + ", ".join(unowned)
                                  + " records have none",
                                  f"give {unowned[0]} its own line with {operation}: all, none "
                                  "or a condition, or 'owner: true'")
@@ -231,7 +235,18 @@ class _RoleChecker:
         return Grant(MappingProxyType(scopes), fields.get("hidden", frozenset()),
                      fields.get("readonly", frozenset())) if ok else None
 
-    def scope(self, path: tuple[str, ...], value: Any, entity: str) -> Scope | None:
+    def scope(self, path: tuple[str | int, ...], value: Any, entity: str) -> Scope | None:
+        if isinstance(value, list):
+            # [own, {observers: {contains: $user}}]: a record any of them reaches
+            if not value:
+                self.problem("role.scope", path, "is an empty list of scopes",
+                             "write none, or list scopes: [own, {status: open}]")
+                return None
+            parts = [self.scope((*path, index), item, entity)
+                     for index, item in enumerate(value)]
+            if any(part is None for part in parts):
+                return None
+            return Scope("any", any=tuple(p for p in parts if p is not None))
         if isinstance(value, dict):
             return self.condition(path, value, entity)
         if value not in SCOPES:
@@ -247,7 +262,7 @@ class _RoleChecker:
             return None
         return Scope(str(value))
 
-    def condition(self, path: tuple[str, ...], value: dict[str, Any],
+    def condition(self, path: tuple[str | int, ...], value: dict[str, Any],
                   entity: str) -> Scope | None:
         if entity == EVERY_ENTITY:
             self.problem("role.condition", path, "a condition names fields, so it belongs "

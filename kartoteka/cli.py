@@ -96,6 +96,12 @@ def check(ctx: click.Context, setup: Path, as_json: bool) -> None:
     click.echo(summary(result.setup))
 
 
+def _scope_words(scope: Any) -> str:
+    if scope.kind == "any":
+        return " or ".join(_scope_words(part) for part in scope.any)
+    return "condition" if scope.kind == "where" else str(scope.kind)
+
+
 def summary(setup: SetupSpec) -> str:
     """A short description of a setup: entities, fields, links, stages."""
     lines = []
@@ -118,7 +124,7 @@ def summary(setup: SetupSpec) -> str:
                 parts.append(f"{label} {' → '.join(pipeline.stage_names)}")
         lines.append(f"  {entity.name}: " + "; ".join(parts))
     for role in setup.roles.values():
-        reads = [f"{entity}({grant.scope('read').kind.replace('where', 'condition')})"
+        reads = [f"{entity}({_scope_words(grant.scope('read'))})"
                  for entity, grant in role.grants.items() if grant.scope("read").kind != "none"]
         hidden = [f"{entity}.{name}" for entity, grant in role.grants.items()
                   for name in sorted(grant.hidden)]

@@ -309,6 +309,8 @@ def test_the_last_admin_cannot_be_disabled_or_demoted(kt: Kartoteka) -> None:
     ("manager: [client]", "roles.manager", "must map"),
     ("manager: {client: {read: {limit: 5}}}", "roles.manager.client.read", "not a filter"),
     ("manager: {client: {read: {q: x}}}", "roles.manager.client.read", "not a filter"),
+    ("manager: {client: {read: []}}", "roles.manager.client.read", "empty list"),
+    ("manager: {client: {read: [own, mine]}}", "roles.manager.client.read.1", "not a scope"),
     ('manager: {"*": {read: own}}', "roles.manager.*.read", "needs an owner"),
     ('manager: {"*": {read: own}, note: {update: all}}', "roles.manager.*.read", "note"),
 ])
@@ -392,3 +394,27 @@ def test_stage_roles_must_be_roles_of_the_setup(write_setup: Callable[..., Path]
     [problem] = raised.value.diagnostics
     assert (problem.file, problem.line, problem.code) == ("deal.yaml", 7, "stage.roles")
     assert "did you mean 'lawyer'" in problem.hint
+
+
+def test_observers_of_a_task_read_it_and_only_users_can_be_observers(
+        kt: Kartoteka, world: dict[str, Caller]) -> None:
+    anna, boris, lena = world["anna"], world["boris"], world["lena"]
+    task = made(anna.post("/api/task", json={"subject": "Позвонить 打电话",
+                                             "observers": [lena.id, boris.id]}))
+    assert task["observers"] == sorted([lena.id, boris.id])
+    # observers read it (the default roles: read: [own, {observers: {contains: $user}}]) ...
+    for observer in (boris, lena):
+        assert made(observer.get(f"/api/task/{task['id']}"), 200)["subject"] == task["subject"]
+        listed = made(observer.get("/api/task", params={"observers[contains]": str(observer.id)}),
+                      200)
+        assert [t["id"] for t in listed["items"]] == [task["id"]]
+        # ... but only the owner changes it
+        assert observer.patch(f"/api/task/{task['id']}", json={"status": "done"}).status_code == 403
+    made(anna.patch(f"/api/task/{task['id']}", json={"observers": [lena.id]}), 200)
+    assert boris.get(f"/api/task/{task['id']}").status_code == 404
+    before = everything(kt)
+    for observers in ([999], [lena.id, lena.id], ["lena"], [0], [True]):
+        refused = anna.patch(f"/api/task/{task['id']}", json={"observers": observers})
+        assert refused.status_code == 422, (observers, refused.text)
+    assert everything(kt) == before
+    assert anna.get("/api/task", params={"observers[contains]": "x"}).status_code == 400
