@@ -213,7 +213,8 @@ class Users:
 
     def issue(self, user_id: int, *, expires_days: int | None = None) -> str:
         """A new token for an active user, by id."""
-        if expires_days is not None and not 1 <= expires_days <= 3650:
+        if expires_days is not None and (isinstance(expires_days, bool) or not isinstance(
+                expires_days, int) or not 1 <= expires_days <= 3650):
             raise ValidationFailed("the token is not valid",
                                    [ErrorDetail("expires_days", "must be between 1 and 3650")])
         with self.db.write() as conn:

@@ -233,6 +233,10 @@ def test_users_are_managed_over_http_by_admins_only(
     revoked = admin.delete(f"/api/users/{created['user']['id']}/tokens/{tokens[0]['id']}")
     assert revoked.status_code == 204
     assert admin.http.get("/api/client", headers=oleg).status_code == 401
+    for expires in ("soon", 0, 5000, True, None):
+        bad = admin.post(f"/api/users/{created['user']['id']}/tokens",
+                         json={"expires_days": expires})
+        assert bad.status_code == (201 if expires is None else 422), (expires, bad.text)
     fresh = made(admin.post(f"/api/users/{created['user']['id']}/tokens", json={}))["token"]
     again = {"Authorization": f"Bearer {fresh}"}
     assert admin.http.get("/api/client", headers=again).status_code == 200
