@@ -422,3 +422,13 @@ def test_observers_of_a_task_read_it_and_only_users_can_be_observers(
         assert refused.status_code == 422, (observers, refused.text)
     assert everything(kt) == before
     assert anna.get("/api/task", params={"observers[contains]": "x"}).status_code == 400
+
+
+def test_a_new_token_takes_no_body_or_a_small_one(kt: Kartoteka,
+                                                  world: dict[str, Caller]) -> None:
+    admin, anna = world["admin"], world["anna"]
+    path = f"/api/users/{anna.id}/tokens"
+    assert admin.post(path).status_code == 201
+    huge = admin.post(path, content=b'{"expires_days": 1, "x": "' + b"a" * 2_000_000 + b'"}',
+                      headers={"Content-Type": "application/json"})
+    assert huge.status_code == 413, huge.text
