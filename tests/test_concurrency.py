@@ -6,13 +6,11 @@ is a clean 2xx/4xx — never a 500 — and the data stays consistent.
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx2 as httpx
 import pytest
@@ -20,22 +18,9 @@ from starlette.testclient import TestClient
 
 from api import create_app
 from engine import Kartoteka
+from tests.races import together
 
-T = TypeVar("T")
 ROUNDS = 20
-
-
-def _together(calls: list[Callable[[], T]]) -> list[T]:
-    """Run the calls in threads released at the same moment; their results in order."""
-    barrier = threading.Barrier(len(calls))
-
-    def run(call: Callable[[], T]) -> T:
-        barrier.wait(timeout=30)
-        return call()
-
-    with ThreadPoolExecutor(len(calls)) as pool:
-        futures = [pool.submit(run, call) for call in calls]
-        return [future.result(timeout=120) for future in futures]
 
 
 @pytest.fixture
@@ -62,7 +47,7 @@ def test_same_unique_value_created_at_once(clients: list[TestClient]) -> None:
     a, b = clients[:2]
     for round_ in range(ROUNDS):
         sku = f"SKU-{round_}"
-        responses = _together([partial(c.post, "/api/product", json={"sku": sku, "name": n})
+        responses = together([partial(c.post, "/api/product", json={"sku": sku, "name": n})
                                for c, n in ((a, "from a"), (b, "from b"))])
         assert _statuses(responses) == [201, 409], [r.text for r in responses]
         [conflict] = [r for r in responses if r.status_code == 409]
@@ -82,7 +67,7 @@ def test_same_unique_value_set_by_two_patches_at_once(clients: list[TestClient])
         first = _post(a, "client", {"name": f"First {round_}"})
         second = _post(a, "client", {"name": f"Second {round_}"})
         email = f"shared{round_}@example.com"
-        responses = _together([partial(c.patch, f"/api/client/{r['id']}", json={"email": email})
+        responses = together([partial(c.patch, f"/api/client/{r['id']}", json={"email": email})
                                for c, r in ((a, first), (b, second))])
         assert _statuses(responses) == [200, 409], [r.text for r in responses]
         assert a.get("/api/client", params={"email": email}).json()["total"] == 1
@@ -94,7 +79,7 @@ def test_patches_with_the_same_if_match(clients: list[TestClient]) -> None:
     path = f"/api/product/{record['id']}"
     for round_ in range(ROUNDS):
         etag = a.get(path).headers["etag"]
-        responses = _together([partial(c.patch, path, json={"name": f"{n}{round_}"},
+        responses = together([partial(c.patch, path, json={"name": f"{n}{round_}"},
                                        headers={"If-Match": etag})
                                for c, n in ((a, "a"), (b, "b"))])
         assert _statuses(responses) == [200, 412], [r.text for r in responses]
@@ -128,7 +113,7 @@ def test_many_concurrent_creates_all_succeed(make_kt: Callable[..., Kartoteka],
 
     calls = [over_http(c, f"http{n}") for n, c in enumerate(clients)]
     calls += [direct(other, "other-a"), direct(other, "other-b")]
-    results = _together(calls)
+    results = together(calls)
     assert Counter(status for statuses in results for status in statuses) == {201: per_thread * len(calls)}
     page = clients[0].get("/api/client", params={"limit": "500"}).json()
     assert page["total"] == per_thread * len(calls)
@@ -143,7 +128,7 @@ def test_same_link_put_at_once_is_idempotent(clients: list[TestClient]) -> None:
         sale = _post(a, "sale", {"number": f"S-{round_}", "client": buyer["id"]})
         product = _post(a, "product", {"sku": f"P-{round_}", "name": "P"})
         link = f"/api/sale/{sale['id']}/products/{product['id']}"
-        responses = _together([partial(c.put, link) for c in (a, b)])
+        responses = together([partial(c.put, link) for c in (a, b)])
         assert _statuses(responses) == [204, 204], [r.text for r in responses]
         after = a.get(f"/api/sale/{sale['id']}").json()
         assert after["products"] == [product["id"]]
@@ -158,7 +143,7 @@ def test_same_link_deleted_at_once(clients: list[TestClient]) -> None:
         sale = _post(a, "sale", {"number": f"S-{round_}", "client": buyer["id"],
                                  "products": [product["id"]]})
         link = f"/api/sale/{sale['id']}/products/{product['id']}"
-        responses = _together([partial(c.delete, link) for c in (a, b)])
+        responses = together([partial(c.delete, link) for c in (a, b)])
         assert _statuses(responses) == [204, 404], [r.text for r in responses]
         after = a.get(f"/api/sale/{sale['id']}").json()
         assert after["products"] == [] and after["version"] == 2
@@ -171,7 +156,7 @@ def test_delete_racing_a_new_link_to_it(clients: list[TestClient]) -> None:
     outcomes: Counter[tuple[int, int]] = Counter()
     for round_ in range(ROUNDS):
         target = _post(a, "client", {"name": f"Client {round_}"})
-        create, delete = _together([
+        create, delete = together([
             partial(a.post, "/api/sale", json={"number": f"S-{round_}", "client": target["id"]}),
             partial(b.delete, f"/api/client/{target['id']}"),
         ])

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx2 as httpx
 import pytest
@@ -25,9 +23,9 @@ from starlette.testclient import TestClient
 
 from api import create_app
 from engine import Kartoteka
+from tests.races import together
 
 Record = dict[str, Any]
-T = TypeVar("T")
 ROUNDS = 20
 
 DEAL_FORWARD = """
@@ -454,18 +452,6 @@ def test_changing_the_pipeline_field_keeps_a_stage_the_new_pipeline_has(freight:
 
 # -- races --------------------------------------------------------------------------------------
 
-def _together(calls: list[Callable[[], T]]) -> list[T]:
-    barrier = threading.Barrier(len(calls))
-
-    def run(call: Callable[[], T]) -> T:
-        barrier.wait(timeout=30)
-        return call()
-
-    with ThreadPoolExecutor(len(calls)) as pool:
-        futures = [pool.submit(run, call) for call in calls]
-        return [future.result(timeout=120) for future in futures]
-
-
 @pytest.fixture
 def pair(kt: Kartoteka) -> Iterator[list[TestClient]]:
     with ExitStack() as stack:
@@ -483,7 +469,7 @@ def test_two_clients_making_the_same_move_at_once(pair: list[TestClient]) -> Non
     a, b = pair
     for round_ in range(ROUNDS):
         sale = _sale(a, f"S-{round_}")
-        responses = _together([partial(_move, c, "sale", sale["id"], "proposal") for c in pair])
+        responses = together([partial(_move, c, "sale", sale["id"], "proposal") for c in pair])
         assert _statuses(responses) == [200, 409], [r.text for r in responses]
         [conflict] = [r for r in responses if r.status_code == 409]
         assert conflict.json()["error"]["code"] == "already_in_stage"
@@ -495,7 +481,7 @@ def test_two_clients_moving_with_the_same_if_match_at_once(pair: list[TestClient
     a, b = pair
     for round_ in range(ROUNDS):
         sale = _sale(a, f"S-{round_}")
-        responses = _together([partial(_move, a, "sale", sale["id"], "proposal", '"1"'),
+        responses = together([partial(_move, a, "sale", sale["id"], "proposal", '"1"'),
                                partial(_move, b, "sale", sale["id"], "negotiation", '"1"')])
         assert _statuses(responses) == [200, 412], [r.text for r in responses]
         [winner] = [r for r in responses if r.status_code == 200]
@@ -509,7 +495,7 @@ def test_two_clients_making_different_moves_at_once_both_land_in_history(
     a, b = pair
     for round_ in range(ROUNDS // 2):
         sale = _sale(a, f"S-{round_}")
-        responses = _together([partial(_move, a, "sale", sale["id"], "proposal"),
+        responses = together([partial(_move, a, "sale", sale["id"], "proposal"),
                                partial(_move, b, "sale", sale["id"], "negotiation")])
         statuses = _statuses(responses)
         ok = [r.json() for r in responses if r.status_code == 200]
