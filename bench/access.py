@@ -32,14 +32,10 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,16 +47,16 @@ if str(ROOT) not in sys.path:  # run as a script: bench/access.py
 import sqlalchemy as sa  # noqa: E402
 
 from bench.run import (  # noqa: E402
-    APPS,
-    ENV,
     LUA,
     RESULTS,
     UVICORN_FLAGS,
     Databases,
     Server,
-    free_port,
+    http,
     machine_facts,
+    postgres_url,
     run_wrk,
+    serve,
 )
 from bench.seed import SETUP, seed  # noqa: E402
 
@@ -162,52 +158,6 @@ def expected_totals(url: str, owner: int) -> dict[str, int]:
 
 # -- servers -----------------------------------------------------------------------------
 
-def http(url: str, headers: dict[str, str]) -> tuple[int, Any]:
-    request = urllib.request.Request(url, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null")
-
-
-@contextmanager
-def serve(db_url: str, workdir: Path, tag: str, caller: Caller) -> Iterator[Server]:
-    """run.py's `serve`, but ready means 200 for this caller's token (run.py's waits
-    for an unauthenticated 200, which a database with users never gives)."""
-    port = free_port()
-    log = workdir / f"{tag}.log"
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("KARTOTEKA_BENCH_INLINE", "KARTOTEKA_BENCH_POOL")}
-    env.update({ENV: db_url, "PYTHONPATH": str(ROOT)})
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", APPS["gen"], *UVICORN_FLAGS, "--port", str(port)],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = Server(f"gen-{caller.name}", db_url, port, process, log)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise SystemExit(f"the {tag} server exited:\n{log.read_text()[-3000:]}")
-            try:
-                if http(server.base + "/api/client/1", caller.headers)[0] == 200:
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the {tag} server did not answer in 60 s")
-            time.sleep(0.2)
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-
-
 def check_callers(servers: dict[str, Server], callers: dict[str, Caller], owners: int,
                   totals: dict[str, int]) -> tuple[dict[str, dict[str, int]], list[str]]:
     """Statuses of list / own get / other's get per caller, and what is wrong with them."""
@@ -218,9 +168,9 @@ def check_callers(servers: dict[str, Server], callers: dict[str, Caller], owners
     problems: list[str] = []
     for name, server in servers.items():
         headers = callers[name].headers
-        list_status, page = http(server.base + LIST_PATH, headers)
-        get_status, record = http(server.base + f"/api/client/{owned}", headers)
-        other_status, _ = http(server.base + f"/api/client/{other}", headers)
+        list_status, page = http("GET", server.base + LIST_PATH, headers=headers)
+        get_status, record = http("GET", server.base + f"/api/client/{owned}", headers=headers)
+        other_status, _ = http("GET", server.base + f"/api/client/{other}", headers=headers)
         statuses[name] = {"list": list_status, "get": get_status, "get_other": other_status}
         if list_status != 200 or get_status != 200:
             problems.append(f"{name}: list {list_status}, get of client {owned} {get_status}")
@@ -238,7 +188,7 @@ def check_callers(servers: dict[str, Server], callers: dict[str, Caller], owners
         if other_status != want_other:
             problems.append(f"{name}: get of client {other} (not the manager's) answered "
                             f"{other_status}, not {want_other}")
-    unauthenticated = http(servers["director"].base + LIST_PATH, {})[0]
+    unauthenticated = http("GET", servers["director"].base + LIST_PATH)[0]
     statuses["no token, database with users"] = {"list": unauthenticated}
     if unauthenticated != 401:
         problems.append(f"a call without a token answered {unauthenticated}, not 401")
@@ -340,8 +290,8 @@ def run_round(label: str, urls: dict[str, str], callers: dict[str, Caller],
               checks: dict[str, Any] | None = None) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {op.key: {} for op in operations}
     with ExitStack() as stack:
-        servers = {name: stack.enter_context(serve(urls[name], workdir, f"{label}-{name}",
-                                                   callers[name]))
+        servers = {name: stack.enter_context(serve("gen", urls[name], workdir, f"{label}-{name}",
+                                                   headers=callers[name].headers))
                    for name in CALLERS}
         if checks is not None:
             statuses, problems = check_callers(servers, callers, args.owners, args.totals)
@@ -577,10 +527,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--repeat ≥ 1, --owners ≥ 2, and at least two clients per owner")
     if args.db_url and args.postgres:
         parser.error("--db-url or --postgres, not both")
-    if args.db_url and not args.db_url.startswith(("postgresql", "postgres://")):
-        parser.error("--db-url takes a PostgreSQL URL; SQLite is the default")
-    if args.db_url and args.db_url.startswith(("postgres://", "postgresql://")):
-        args.db_url = "postgresql+psycopg://" + args.db_url.split("://", 1)[1]
+    args.db_url = postgres_url(parser, args.db_url)
     return args
 
 

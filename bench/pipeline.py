@@ -25,9 +25,7 @@ import hashlib
 import json
 import math
 import os
-import platform
 import random
-import sqlite3
 import statistics
 import sys
 import time
@@ -42,9 +40,17 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: bench/pipeline.py
     sys.path.insert(0, str(ROOT))
 
-import sqlalchemy as sa  # noqa: E402
 
-from bench.seed import CURRENCIES, LOST_REASONS, NOTES, SETUP, _client, _search  # noqa: E402
+from bench.run import machine_facts  # noqa: E402
+from bench.seed import (  # noqa: E402
+    CURRENCIES,
+    LOST_REASONS,
+    NOTES,
+    SETUP,
+    _client,
+    _search,
+    insert_rows,
+)
 from engine import Kartoteka  # noqa: E402
 from engine.journal import rebuild_stage_time  # noqa: E402
 from engine.progress import REACHED_COLUMN, mask  # noqa: E402
@@ -66,6 +72,9 @@ STALL_CHANCE = {"lead": 0.20, "proposal": 0.12, "negotiation": 0.10, "contract":
                 "invoiced": 0.07}
 SKIP_CHANCE = 0.12  # an advancing deal jumps over the next stage (twice: 0.12²)
 REACHED_CONTRACT = {"contract", "invoiced", "won"}
+
+#: rows per INSERT statement while seeding
+BATCH = 100_000
 
 
 @dataclass(frozen=True)
@@ -131,7 +140,7 @@ def seed_pipeline(url: str, records: int = 1_000_000, clients: int | None = None
                        for i in range(1, clients + 1)]
         generate_s += time.perf_counter() - mark
         with kt.db.write() as conn:
-            client_s = _insert(conn, client_table.table, client_rows)
+            client_s = insert_rows(conn, client_table.table, client_rows, BATCH)
         insert_s += client_s
         del client_rows
 
@@ -148,8 +157,8 @@ def seed_pipeline(url: str, records: int = 1_000_000, clients: int | None = None
                 stages[sale["stage"]] = stages.get(sale["stage"], 0) + 1
             generate_s += time.perf_counter() - mark
             with kt.db.write() as conn:
-                sale_s += _insert(conn, sale_table.table, sales)
-                history_s += _insert(conn, history, moves)
+                sale_s += insert_rows(conn, sale_table.table, sales, BATCH)
+                history_s += insert_rows(conn, history, moves, BATCH)
             history_rows += len(moves)
             if progress is not None:
                 done = first + len(sales) - 1
@@ -184,15 +193,6 @@ def seed_pipeline(url: str, records: int = 1_000_000, clients: int | None = None
         history_per_s=round(history_rows / history_s) if history_s else 0,
         stages=dict(sorted(stages.items(), key=lambda kv: [*OPEN, "won", "lost"].index(kv[0]))),
     )
-
-
-def _insert(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]],
-            chunk: int = 100_000) -> float:
-    started = time.perf_counter()
-    statement = sa.insert(table)
-    for start in range(0, len(rows), chunk):
-        conn.execute(statement, list(rows[start:start + chunk]))
-    return time.perf_counter() - started
 
 
 def _path(rng: random.Random, created: dt.datetime) -> list[tuple[str, dt.datetime]]:
@@ -378,20 +378,6 @@ def _print_row(kind: str, row: dict[str, Any]) -> None:
 
 
 # -- the run --------------------------------------------------------------------------------
-
-def machine_facts() -> dict[str, Any]:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "sqlite": sqlite3.sqlite_version, "sqlalchemy": sa.__version__,
-            "loadavg_before": [round(x, 2) for x in os.getloadavg()]}
-
 
 def sqlite_target(args: argparse.Namespace) -> tuple[str, PipelineSeedStats | None]:
     """The SQLite database to measure: the kept one when it holds this seed, else a new one."""

@@ -22,6 +22,7 @@ import os
 import platform
 import shutil
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -44,6 +45,7 @@ import sqlalchemy as sa  # noqa: E402
 
 from bench import profile  # noqa: E402
 from bench.seed import seed  # noqa: E402
+from engine.database import normalise_url  # noqa: E402
 
 BENCH = ROOT / "bench"
 LUA = BENCH / "lua"
@@ -142,10 +144,14 @@ class Server:
 
 @contextmanager
 def serve(app: str, db_url: str, workdir: Path, tag: str,
-          extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+          extra_env: dict[str, str] | None = None,
+          headers: dict[str, str] | None = None) -> Iterator[Server]:
+    """Start one app with uvicorn; ready when GET /api/client/1 answers 200 (with
+    `headers`, e.g. a token, when the database has users)."""
     port = free_port()
     log = workdir / f"{tag}.log"
-    env = {k: v for k, v in os.environ.items() if k != "KARTOTEKA_BENCH_INLINE"}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("KARTOTEKA_BENCH_INLINE", "KARTOTEKA_BENCH_POOL")}
     env.update({ENV: db_url, "PYTHONPATH": str(ROOT), **(extra_env or {})})
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -153,7 +159,7 @@ def serve(app: str, db_url: str, workdir: Path, tag: str,
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     server = Server(app, db_url, port, process, log)
     try:
-        _wait_ready(server)
+        _wait_ready(server, headers or {})
         yield server
     finally:
         process.terminate()
@@ -164,27 +170,28 @@ def serve(app: str, db_url: str, workdir: Path, tag: str,
             process.wait(5)
 
 
-def _wait_ready(server: Server, timeout: float = 60) -> None:
+def _wait_ready(server: Server, headers: dict[str, str], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise SystemExit(f"the {server.app} server exited:\n{server.log.read_text()[-3000:]}")
         try:
-            with urllib.request.urlopen(server.base + "/api/client/1", timeout=2) as response:
-                if response.status == 200:
-                    return
+            if http("GET", server.base + "/api/client/1", headers=headers, timeout=2)[0] == 200:
+                return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(0.2)
     raise SystemExit(f"the {server.app} server did not answer in {timeout:.0f} s")
 
 
-def http(method: str, url: str, body: Any = None) -> tuple[int, Any]:
+def http(method: str, url: str, body: Any = None, *, headers: dict[str, str] | None = None,
+         timeout: float = 30) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json",
+                                              **(headers or {})})
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"null")
@@ -258,9 +265,11 @@ def machine_facts() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout
+    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout \
+        if shutil.which("wrk") else ""
     return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
             "platform": platform.platform(), "wrk": wrk_version.splitlines()[0] if wrk_version else "",
+            "sqlite": sqlite3.sqlite_version, "sqlalchemy": sa.__version__,
             "loadavg_before": [round(x, 2) for x in os.getloadavg()]}
 
 
@@ -456,11 +465,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error("--profile needs py-spy: .venv/bin/pip install py-spy")
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
-    if args.db_url and not args.db_url.startswith(("postgresql", "postgres://")):
-        parser.error("--db-url takes a PostgreSQL URL; SQLite is the default")
-    if args.db_url and args.db_url.startswith(("postgres://", "postgresql://")):
-        args.db_url = "postgresql+psycopg://" + args.db_url.split("://", 1)[1]
+    args.db_url = postgres_url(parser, args.db_url)
     return args
+
+
+def postgres_url(parser: argparse.ArgumentParser, url: str | None) -> str | None:
+    """`--db-url` as the engine takes it; only PostgreSQL (SQLite is the default)."""
+    if url and not url.startswith(("postgresql", "postgres://")):
+        parser.error("--db-url takes a PostgreSQL URL; SQLite is the default")
+    return normalise_url(url) if url else url
 
 
 if __name__ == "__main__":

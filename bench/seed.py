@@ -96,8 +96,8 @@ def seed(url: str, clients: int = 10_000, sales: int = 200_000, *, seed_value: i
                      for i in range(1, sales + 1)]
         generated = time.perf_counter()
         with kt.db.write() as conn:
-            client_s = _insert(conn, client_table.table, client_rows, batch)
-            sale_s = _insert(conn, sale_table.table, sale_rows, batch)
+            client_s = insert_rows(conn, client_table.table, client_rows, batch)
+            sale_s = insert_rows(conn, sale_table.table, sale_rows, batch)
         inserted = time.perf_counter()
         if kt.db.dialect == "sqlite":
             with kt.db.engine.connect() as conn:
@@ -128,7 +128,7 @@ def _stages(spec: Any) -> list[Any]:
     return list(pipeline.stages)
 
 
-def _insert(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]],
+def insert_rows(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]],
             batch: int) -> float:
     started = time.perf_counter()
     statement = sa.insert(table)
