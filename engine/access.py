@@ -100,6 +100,13 @@ class Access:
                 self._cache[key] = by_entity
         return by_entity[entity]
 
+    def where(self, entity: str, operation: str) -> list[ColumnElement[bool]]:
+        """The acting user's condition for `operation` on `entity`, as a where-clause
+        list: empty when every record is reached."""
+        rights = self.rights(entity)
+        condition = None if rights is None else rights.condition(operation)
+        return [] if condition is None else [condition]
+
     def manages_users(self, user: User | None) -> bool:
         if user is None or ADMIN in user.roles:
             return True

@@ -75,10 +75,6 @@ class QueryParser:
         rights = self.access.rights(table.name) if self.access is not None else None
         return rights.hidden if rights is not None else frozenset()
 
-    def _scope(self, entity: str) -> ColumnElement[bool] | None:
-        rights = self.access.rights(entity) if self.access is not None else None
-        return rights.condition("read") if rights is not None else None
-
     def parse(self, entity: str, params: Sequence[tuple[str, str]]) -> ListQuery:
         table = self.storage[entity]
         rights = self.access.rights(entity) if self.access is not None else None
@@ -115,9 +111,8 @@ class QueryParser:
             if search is not None:
                 conditions.append(search)
         include = self._include(table, seen.get("include"), problems)
-        scope = rights.condition("read") if rights is not None else None
-        if scope is not None:
-            conditions.append(scope)
+        if self.access is not None:
+            conditions += self.access.where(entity, "read")
         with_total = True
         if "total" in seen:
             if seen["total"] not in ("true", "false"):
@@ -233,10 +228,10 @@ class QueryParser:
         """The entity at the other end of link `name`, and how to filter by its records
         (only those the acting user may read)."""
         target, subquery_of = self._through_all(table, name)
-        scope = self._scope(target.name)
-        if scope is None:
+        scope = self.access.where(target.name, "read") if self.access is not None else []
+        if not scope:
             return target, subquery_of
-        return target, lambda cond: subquery_of(sa.and_(cond, scope))
+        return target, lambda cond: subquery_of(sa.and_(cond, *scope))
 
     def _through_all(self, table: EntityTable, name: str) -> tuple[EntityTable, Any]:
         link = table.spec.links.get(name)

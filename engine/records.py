@@ -136,10 +136,9 @@ class Records:
         """One record; `include` is the comma-separated links to embed."""
         table = self.storage[entity]
         links = self.parser.include(entity, include)
-        statement = self.shapes[entity].select_by_id
-        scope = self.read_scope(entity)
-        if scope is not None:
-            statement = statement.where(scope)
+        statement = self.shapes[entity].select_by_id  # built once: the unscoped hot path
+        if scope := self.access.where(entity, "read"):
+            statement = statement.where(*scope)
         with self.db.read() as conn:
             rows = conn.execute(statement, {"record_id": checked_id(record_id, entity)}).all()
             records = self._render(conn, table, [row._mapping for row in rows])
@@ -159,10 +158,9 @@ class Records:
         """Records at the other end of link `name` (declared here, or a way back)."""
         table = self.storage[entity]
         record_id = checked_id(record_id, entity)
-        scope = self.read_scope(entity)
         with self.db.read() as conn:
             row = conn.execute(sa.select(table.table).where(
-                table.table.c.id == record_id, *([] if scope is None else [scope]))).first()
+                table.table.c.id == record_id, *self.access.where(entity, "read"))).first()
             if row is None:
                 raise NotFound(f"no {entity} with id {record_id}")
             target, condition = self._linked_condition(table, row._mapping, name)
@@ -236,11 +234,10 @@ class Records:
 
     def _fetch(self, conn: sa.Connection, table: EntityTable,
                condition: ColumnElement[bool]) -> list[Record]:
-        scope = self.read_scope(table.name)
-        if scope is not None:
-            condition = sa.and_(condition, scope)
         rows = conn.execute(
-            sa.select(*self.shapes[table.name].columns).where(condition).order_by(table.table.c.id)
+            sa.select(*self.shapes[table.name].columns)
+            .where(condition, *self.access.where(table.name, "read"))
+            .order_by(table.table.c.id)
         ).all()
         return self._render(conn, table, [row._mapping for row in rows])
 
@@ -306,16 +303,6 @@ class Records:
         return self._fetch(conn, table, table.table.c.id.in_(ids))
 
     # -- access ------------------------------------------------------------------------------
-    def read_scope(self, entity: str) -> ColumnElement[bool] | None:
-        """The condition a record of `entity` must meet for the acting user to see it."""
-        rights = self.access.rights(entity)
-        return None if rights is None else rights.condition("read")
-
-    def write_scope(self, entity: str) -> ColumnElement[bool] | None:
-        """The condition a record must meet for the acting user to update it."""
-        rights = self.access.rights(entity)
-        return None if rights is None else rights.condition("update")
-
     def locked_row(self, conn: sa.Connection, entity: str, record_id: int,
                    operation: str) -> dict[str, Any]:
         """A record's row, locked for a write by `operation`: NotFound when the acting user
@@ -327,7 +314,7 @@ class Records:
         else:
             table = self.storage[entity].table
             row = conn.execute(
-                sa.select(table).where(table.c.id == record_id, *_present(rights.condition("read")))
+                sa.select(table).where(table.c.id == record_id, *self.access.where(entity, "read"))
                 .with_for_update()).first()
         if row is None:
             raise NotFound(f"no {entity} with id {record_id}")
@@ -510,7 +497,7 @@ class Records:
                     sa.update(table.table)
                     .where(table.table.c.id == record_id,
                            table.table.c.version == current["version"],
-                           *_present(None if rights is None else rights.condition("update")))
+                           *self.access.where(entity, "update"))
                     .values(changes)
                 ).rowcount
                 if updated != 1:
@@ -553,9 +540,8 @@ class Records:
                 if if_version is not None and version != if_version:
                     raise StaleVersion(f"{entity} {record_id} is at version {version}, "
                                        f"not {if_version}")
-                rights = self.access.rights(entity)
                 self._delete(conn, entity, [record_id], set(), actor,
-                             scope=None if rights is None else rights.condition("delete"))
+                             scope=self.access.where(entity, "delete"))
         except IntegrityError as error:
             raise self._integrity(error) from None
 
@@ -595,9 +581,9 @@ class Records:
                         self.locked_row(conn, check_entity, check_id, "update")
                         continue
                     check = self.storage[check_entity].table
-                    scope = self.read_scope(check_entity)
                     if conn.execute(sa.select(check.c.id).where(
-                            check.c.id == check_id, *_present(scope))).first() is None:
+                            check.c.id == check_id, *self.access.where(check_entity, "read"))
+                    ).first() is None:
                         raise NotFound(f"no {check_entity} with id {check_id}")
                 pair = sa.and_(joins.c.source_id == source_id, joins.c.target_id == target_id)
                 exists = conn.execute(sa.select(joins.c.source_id).where(pair)).first() is not None
@@ -612,7 +598,7 @@ class Records:
                 now = _now()
                 conn.execute(
                     sa.update(owner_table).where(owner_table.c.id == source_id,
-                                                 *_present(self.write_scope(owner_entity)))
+                                                 *self.access.where(owner_entity, "update"))
                     .values(version=owner_table.c.version + 1, updated_at=now))
                 change = {"added": [target_id], "removed": []} if add else \
                     {"added": [], "removed": [target_id]}
@@ -670,7 +656,8 @@ class Records:
                      many: Mapping[str, Sequence[int]], *, polymorphic_only: bool = False) -> None:
         problems: list[ErrorDetail] = []
         for link in table.spec.links.values():
-            if polymorphic_only and not link.polymorphic and self.read_scope(link.target) is None:
+            if polymorphic_only and not link.polymorphic and \
+                    not self.access.where(link.target, "read"):
                 continue
             if link.many:
                 ids = list(many.get(link.name, ()))
@@ -686,7 +673,7 @@ class Records:
             target_table = self.storage[target].table
             # a record the acting user may not see is, to them, a record that does not exist
             found = set(conn.execute(sa.select(target_table.c.id).where(
-                target_table.c.id.in_(ids), *_present(self.read_scope(target)))).scalars())
+                target_table.c.id.in_(ids), *self.access.where(target, "read"))).scalars())
             missing = [i for i in ids if i not in found]
             if missing:
                 problems.append(ErrorDetail(
@@ -704,7 +691,7 @@ class Records:
 
     def _delete(self, conn: sa.Connection, entity: str, ids: list[int],
                 seen: set[tuple[str, int]], actor: int | None,
-                scope: ColumnElement[bool] | None = None) -> None:
+                scope: list[ColumnElement[bool]] | None = None) -> None:
         """Delete records and apply each inbound link's on_delete. The records a user
         deletes are in their scope (`scope`, checked again in the DELETE); what the
         setup's on_delete rules then release or cascade to is reached whatever its owner,
@@ -722,7 +709,7 @@ class Records:
             for chunk in _chunks(ids):
                 conn.execute(sa.delete(joins).where(joins.c.source_id.in_(chunk)))
         for chunk in _chunks(ids):
-            statement = sa.delete(table.table).where(table.table.c.id.in_(chunk), *_present(scope))
+            statement = sa.delete(table.table).where(table.table.c.id.in_(chunk), *scope or [])
             conn.execute(statement if scope is not None else statement.execution_options(
                 kt_unscoped="on_delete cascade"))
         if table.spec.pipeline is not None:
@@ -813,10 +800,6 @@ class Records:
 
 _VERBS = {"create": "create", "read": "read", "update": "change", "delete": "delete",
           "reassign": "give another owner to"}
-
-
-def _present(condition: ColumnElement[bool] | None) -> list[ColumnElement[bool]]:
-    return [] if condition is None else [condition]
 
 
 def _is_foreign_key(error: IntegrityError) -> bool:

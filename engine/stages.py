@@ -60,7 +60,7 @@ class StageMoves:
             updated = conn.execute(
                 sa.update(table.table)
                 .where(table.table.c.id == record_id, table.table.c.version == current["version"],
-                       *([] if (scope := records.write_scope(entity)) is None else [scope]))
+                       *records.access.where(entity, "update"))
                 .values(stage=target, version=current["version"] + 1, updated_at=now,
                         **progress.on_enter(table, target))
             ).rowcount

@@ -51,7 +51,7 @@ class Timeline:
         table = self.storage[entity].table
         with self.records.db.read() as conn:
             if conn.execute(sa.select(table.c.id).where(
-                    table.c.id == record_id, *self._scope(entity))).first() is None:
+                    table.c.id == record_id, *self.records.access.where(entity, "read"))).first() is None:
                 raise NotFound(f"no {entity} with id {record_id}")
             items: list[tuple[tuple[Any, ...], Record]] = []
             sources = self._sources(entity, record_id)
@@ -108,14 +108,9 @@ class Timeline:
                 sa.select(source_table.c.id, source_table.c.created_at.label("at")).where(
                     source_table.c[poly_entity_column(link.name)] == entity,
                     source_table.c[link_column(link.name)] == record_id,
-                    *self._scope(source_entity)),
+                    *self.records.access.where(source_entity, "read")),
                 _record_item(source_entity, link.name)))
         return sources
-
-    def _scope(self, entity: str) -> list[ColumnElement[bool]]:
-        """The acting user's read scope of `entity`, as a where-clause list."""
-        scope = self.records.read_scope(entity)
-        return [] if scope is None else [scope]
 
     def _embed_records(self, conn: sa.Connection, items: list[Record]) -> None:
         wanted: dict[str, list[int]] = {}
@@ -176,7 +171,7 @@ class Timeline:
         values.setdefault("at", dt.datetime.now(dt.UTC))
         with self.records.db.write() as conn:
             if conn.execute(sa.select(table.c.id).where(
-                    table.c.id == record_id, *self._scope(entity))).first() is None:
+                    table.c.id == record_id, *self.records.access.where(entity, "read"))).first() is None:
                 raise NotFound(f"no {entity} with id {record_id}")
             new_id = conn.execute(sa.insert(activities).values(
                 entity=entity, record_id=record_id, by=actor, **values
