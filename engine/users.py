@@ -235,14 +235,16 @@ class Users:
         return [{"id": r.id, "created_at": _iso(r.created_at), "expires_at": _iso(r.expires_at),
                  "revoked_at": _iso(r.revoked_at)} for r in rows]
 
-    def revoke_id(self, token_id: int) -> None:
+    def revoke_id(self, user_id: int, token_id: int) -> None:
+        """Revoke one of a user's tokens, by id."""
         with self.db.write() as conn:
             done = conn.execute(sa.update(self.tokens).where(
-                self.tokens.c.id == token_id, self.tokens.c.revoked_at.is_(None)
+                self.tokens.c.id == token_id, self.tokens.c.user_id == user_id,
+                self.tokens.c.revoked_at.is_(None)
             ).values(revoked_at=dt.datetime.now(dt.UTC))).rowcount
         self._forget_tokens()
         if not done:
-            raise NotFound(f"no active token with id {token_id}")
+            raise NotFound(f"no active token {token_id} of user {user_id}")
 
     def token(self, email: str, *, expires_days: int | None = None) -> str:
         """A new token for an active user (the old ones stay valid until revoked)."""

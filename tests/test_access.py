@@ -240,6 +240,10 @@ def test_users_are_managed_over_http_by_admins_only(
     fresh = made(admin.post(f"/api/users/{created['user']['id']}/tokens", json={}))["token"]
     again = {"Authorization": f"Bearer {fresh}"}
     assert admin.http.get("/api/client", headers=again).status_code == 200
+    # a token is revoked through its own user only
+    newest = made(admin.get(f"/api/users/{created['user']['id']}/tokens"), 200)["items"][-1]
+    assert admin.delete(f"/api/users/{anna.id}/tokens/{newest['id']}").status_code == 404
+    assert admin.http.get("/api/client", headers=again).status_code == 200
     made(admin.patch(f"/api/users/{created['user']['id']}", json={"active": False}), 200)
     assert admin.http.get("/api/client", headers=again).status_code == 401
 
