@@ -26,14 +26,18 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import Diagnostic, MalformedRequest
 from engine.fieldtypes import FieldTypeRegistry
 from engine.naming import did_you_mean, identifier_problem
 from engine.spec import SetupSpec
 from engine.yamlsource import SourceFile
+
+if TYPE_CHECKING:
+    from engine.query import QueryParser
 
 ADMIN = "admin"
 OPERATIONS = ("create", "read", "update", "delete", "reassign")
@@ -132,12 +136,16 @@ class _RoleChecker:
     def __init__(self, source: SourceFile, setup: SetupSpec, registry: FieldTypeRegistry):
         self.source = source
         self.setup = setup
+        self.registry = registry
         self.diagnostics: list[Diagnostic] = []
-        # conditions are checked by the list query parser itself, so a condition that
-        # loads is one the engine can run
+
+    @cached_property
+    def parser(self) -> QueryParser:
+        """Conditions are checked by the list query parser itself, so a condition that
+        loads is one the engine can run; its tables are built only when a role has one."""
         from engine.query import QueryParser
         from engine.storage import Storage
-        self.parser = QueryParser(Storage(setup, registry), "sqlite")
+        return QueryParser(Storage(self.setup, self.registry), "sqlite")
 
     def problem(self, code: str, path: tuple[str | int, ...], message: str, hint: str = "",
                 at_key: bool = False) -> None:
