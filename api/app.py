@@ -35,10 +35,10 @@ from api.responses import json_response, read_json
 from api.users import add_user_routes
 from engine.core import Kartoteka
 from engine.errors import ErrorDetail, MalformedRequest, NotFound, StaleVersion
-from engine.jsonschemas import ERROR_SCHEMA, PIPELINE_SCHEMAS, list_schema
-from engine.naming import pascal
-from engine.query import DEFAULT_LIMIT, MAX_LIMIT
-from engine.spec import EntitySpec, label_text
+from engine.records.query import DEFAULT_LIMIT, MAX_LIMIT
+from engine.records.schemas import ERROR_SCHEMA, PIPELINE_SCHEMAS, list_schema
+from engine.setup.names import pascal
+from engine.setup.spec import EntitySpec, label_text
 
 REF = "#/components/schemas/"
 VERSION = "0.1.0"

@@ -14,9 +14,9 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.responses import json_response
-from engine.access import acting_as
+from engine.access.scopes import acting_as
+from engine.access.users import Users
 from engine.errors import Unauthorized
-from engine.users import Users
 
 
 class Authentication:

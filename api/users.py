@@ -21,10 +21,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from api.responses import json_response, read_json
-from engine.access import acting_user
+from engine.access.scopes import acting_user
 from engine.core import Kartoteka
 from engine.errors import Forbidden, NotFound
-from engine.roles import OPERATIONS
+from engine.setup.roles import OPERATIONS
 
 REF = "#/components/schemas/"
 USER_SCHEMA = {

@@ -221,8 +221,8 @@ def list_plans(url: str, manager: Caller | None) -> list[dict[str, Any]]:
     """The statements the engine runs for the manager's list (None: unchecked, as with
     auth off), and the database's plan and time of each."""
     from engine import Kartoteka
-    from engine.access import acting_as
-    from engine.users import User
+    from engine.access.scopes import acting_as
+    from engine.access.users import User
 
     kt = Kartoteka.open(SETUP, url)
     statements: list[tuple[str, Any]] = []

@@ -37,7 +37,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from engine.fieldtypes import fold_text
+from engine.types.fields import fold_text
 
 ENV = "KARTOTEKA_BENCH_DB"
 Currency = Literal["RUB", "USD", "EUR", "CNY", "IRR"]

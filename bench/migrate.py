@@ -6,8 +6,8 @@
 Steps, per database: create a fresh database from a one-entity setup (`sale`: number,
 amount, notes, a client name) with the engine, fill it by SQLAlchemy Core executemany
 (not timed as migration), then change the setup to add `discount: {type: decimal,
-index: true}` and time `engine.migrations.plan` (the counts it makes) and
-`engine.migrations.apply` (one transaction: ALTER TABLE ADD COLUMN, CREATE INDEX, the
+index: true}` and time `engine.storage.migrations.plan` (the counts it makes) and
+`engine.storage.migrations.apply` (one transaction: ALTER TABLE ADD COLUMN, CREATE INDEX, the
 setup history row). The plan is timed three times, the apply once (it changes the
 database). Figures go to stdout and bench/results/migrate-*.json.
 """
@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:  # run as a script: bench/migrate.py
 import sqlalchemy as sa  # noqa: E402
 
 from engine import Kartoteka  # noqa: E402
-from engine.migrations import apply, plan  # noqa: E402
+from engine.storage.migrations import apply, plan  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 SALE = """

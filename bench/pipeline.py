@@ -52,8 +52,8 @@ from bench.seed import (  # noqa: E402
     insert_rows,
 )
 from engine import Kartoteka  # noqa: E402
-from engine.journal import rebuild_stage_time  # noqa: E402
-from engine.progress import REACHED_COLUMN, mask  # noqa: E402
+from engine.storage.journal import rebuild_stage_time  # noqa: E402
+from engine.storage.progress import REACHED_COLUMN, mask  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 TARGETS_MS = {"funnel": 200.0, "board": 100.0}  # p95 on SQLite, from the issue

@@ -45,7 +45,7 @@ import sqlalchemy as sa  # noqa: E402
 
 from bench import profile  # noqa: E402
 from bench.seed import seed  # noqa: E402
-from engine.database import normalise_url  # noqa: E402
+from engine.storage.database import normalise_url  # noqa: E402
 
 BENCH = ROOT / "bench"
 LUA = BENCH / "lua"

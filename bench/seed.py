@@ -24,8 +24,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine import Kartoteka
-from engine.fieldtypes import fold_text
-from engine.storage import SEARCH_COLUMN
+from engine.storage.tables import SEARCH_COLUMN
+from engine.types.fields import fold_text
 
 ROOT = Path(__file__).resolve().parent.parent
 SETUP = ROOT / "schemas"

@@ -8,7 +8,6 @@ The engine never imports the HTTP layer (`api/`).
 """
 
 from engine.core import Kartoteka, Settings
-from engine.database import DatabaseSettings
 from engine.errors import (
     Conflict,
     DatabaseMismatch,
@@ -22,8 +21,9 @@ from engine.errors import (
     StaleVersion,
     ValidationFailed,
 )
-from engine.fieldtypes import FieldType, FieldTypeRegistry, ValueProblem, default_registry
-from engine.loader import check_setup, load_setup
+from engine.setup.loader import check_setup, load_setup
+from engine.storage.database import DatabaseSettings
+from engine.types.fields import FieldType, FieldTypeRegistry, ValueProblem, default_registry
 
 __all__ = [
     "Conflict", "DatabaseMismatch", "DatabaseSettings", "Diagnostic", "FieldType",

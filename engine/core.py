@@ -15,20 +15,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.database import Database, DatabaseSettings
-from engine.describe import describe_setup
-from engine.fieldtypes import FieldTypeRegistry, default_registry
-from engine.jsonschemas import build_schemas
-from engine.loader import load_setup
-from engine.migrate import MigrationPlan, apply, plan, verify
-from engine.records import Records
-from engine.reports import Reports
-from engine.roles import ADMIN
-from engine.spec import SetupSpec
-from engine.stages import StageMoves
-from engine.storage import Storage
-from engine.timeline import Timeline
-from engine.users import Users
+from engine.access.users import Users
+from engine.process.reports import Reports
+from engine.process.stages import StageMoves
+from engine.process.timeline import Timeline
+from engine.records.describe import describe_setup
+from engine.records.schemas import build_schemas
+from engine.records.service import Records
+from engine.setup.loader import load_setup
+from engine.setup.roles import ADMIN
+from engine.setup.spec import SetupSpec
+from engine.storage.database import Database, DatabaseSettings
+from engine.storage.migrate import MigrationPlan, apply, plan, verify
+from engine.storage.tables import Storage
+from engine.types.fields import FieldTypeRegistry, default_registry
 
 MAX_BODY_BYTES = 1024 * 1024
 

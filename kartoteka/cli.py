@@ -19,10 +19,10 @@ import click
 import sqlalchemy as sa
 
 from engine.core import Kartoteka, Settings
-from engine.database import DEFAULT_URL, DatabaseSettings
 from engine.errors import KartotekaError, SetupError
-from engine.loader import check_setup
-from engine.spec import SetupSpec
+from engine.setup.loader import check_setup
+from engine.setup.spec import SetupSpec
+from engine.storage.database import DEFAULT_URL, DatabaseSettings
 
 DB_OPTION = click.option(
     "--db", "db_url", envvar="KARTOTEKA_DATABASE_URL", default=DEFAULT_URL, show_default=True,
@@ -155,7 +155,7 @@ def migrate(ctx: click.Context, setup: Path, db_url: str, plan_only: bool, as_js
     written first); refused steps (duplicates under a new unique rule, empty rows under a
     new required rule without a default, ...) stop the migration. See docs/migrations.md.
     """
-    from engine import migrations
+    from engine.storage import migrations
 
     def run() -> None:
         kt = _open(setup, db_url)
@@ -262,7 +262,7 @@ def serve(ctx: click.Context, setup: Path, db_url: str, host: str, port: int,
                 "is open to anyone who can reach it. Serve on 127.0.0.1 (the default), or add "
                 "a user first: kartoteka user add EMAIL --role ROLE", err=True)
             ctx.exit(1)
-        from engine.migrations import verify
+        from engine.storage.migrations import verify
 
         if auto_migrate:
             for step in kt.migrate().steps:
@@ -292,9 +292,10 @@ def user() -> None:
 @contextmanager
 def _users(db_url: str, setup: Path | None) -> Iterator[Any]:
     """The users of a database, its connections closed afterwards."""
-    from engine.database import Database
-    from engine.roles import ADMIN
-    from engine.users import Users, user_tables
+    from engine.access.users import Users
+    from engine.setup.roles import ADMIN
+    from engine.storage.database import Database
+    from engine.storage.users import user_tables
 
     roles: frozenset[str] | None = None  # without a setup, any role name is taken on trust
     if setup is not None:

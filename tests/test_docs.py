@@ -30,7 +30,7 @@ from click.testing import CliRunner
 
 from api import create_app
 from engine import Kartoteka, check_setup, default_registry
-from engine.fieldtypes import OPERATORS
+from engine.types.fields import OPERATORS
 from kartoteka.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,7 +27,7 @@ from starlette.testclient import TestClient
 
 from api import create_app
 from engine import Kartoteka, check_setup
-from engine.spec import EntitySpec, FieldSpec, LinkSpec, SetupSpec
+from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec, SetupSpec
 from tests.conftest import EXAMPLES
 
 EXAMPLE_DIRS = sorted(p for p in EXAMPLES.iterdir()

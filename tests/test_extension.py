@@ -12,8 +12,8 @@ from starlette.testclient import TestClient
 
 from api import create_app
 from engine import FieldType, Kartoteka, ValueProblem, check_setup, default_registry
-from engine.fieldtypes import StringType
-from engine.spec import FieldSpec
+from engine.setup.spec import FieldSpec
+from engine.types.fields import StringType
 
 
 class InnType(StringType):

@@ -22,9 +22,9 @@ import pytest
 import sqlalchemy as sa
 
 from engine import Kartoteka, MigrationRefused
-from engine.migrations import apply, history, plan
-from engine.migrations.steps import Step
-from engine.storage import STAGE_TIME_SHARDS
+from engine.storage.migrations import apply, history, plan
+from engine.storage.migrations.steps import Step
+from engine.storage.tables import STAGE_TIME_SHARDS
 
 CLIENTS, PRODUCTS, SALES, TASKS = 2_000, 500, 6_000, 1_500  # 10,000 records
 STAGES = ("lead", "proposal", "negotiation", "won", "lost")

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from engine import Kartoteka
-from engine.access import acting_as
+from engine.access.scopes import acting_as
+from engine.access.users import User
 from engine.errors import Forbidden, NotFound, ValidationFailed
-from engine.roles import ADMIN, OPERATIONS, Scope, admin_role
-from engine.users import User
+from engine.setup.roles import ADMIN, OPERATIONS, Scope, admin_role
 
 SAMPLES: dict[str, Any] = {
     "string": "x", "text": "x", "integer": 1, "decimal": "1", "money": "1.00",

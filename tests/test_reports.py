@@ -23,7 +23,7 @@ from starlette.testclient import TestClient
 
 from api import create_app
 from engine import Kartoteka
-from engine.journal import rebuild_stage_time
+from engine.storage.journal import rebuild_stage_time
 
 Record = dict[str, Any]
 STAGES = ["lead", "proposal", "negotiation", "contract", "invoiced", "won", "lost"]
@@ -764,7 +764,7 @@ def test_kept_time_in_stage_equals_the_history_after_random_work(
 def test_a_manager_funnel_counts_only_his_records(
         kt: Kartoteka, client: TestClient, deals: dict[str, Record]) -> None:
     """A scoped caller never gets the kept counters of everyone's records."""
-    from engine.access import acting_as
+    from engine.access.scopes import acting_as
     buyer = _post(client, "client", {"name": "Own Co", "city": "Kazan"})["id"]
     mine = [_sale(client, f"M-{n}", buyer, "10", contract_no=f"M-{n}") for n in range(2)]
     _move(client, "sale", mine[0]["id"], "proposal")

@@ -30,7 +30,7 @@ import pytest
 
 from api import create_app
 from engine import Kartoteka
-from engine.naming import pascal
+from engine.setup.names import pascal
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SETUP = ROOT / "schemas"

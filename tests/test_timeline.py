@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from starlette.testclient import TestClient
 
 from engine import Kartoteka
-from engine.naming import link_column
+from engine.setup.names import link_column
 
 Record = dict[str, Any]
 

@@ -15,8 +15,8 @@ from starlette.testclient import TestClient
 
 from api import create_app
 from engine import Kartoteka
+from engine.access.users import hash_token
 from engine.errors import Unauthorized
-from engine.users import hash_token
 from kartoteka.cli import main
 
 DEFAULT = Path(__file__).resolve().parent.parent / "schemas"
@@ -175,7 +175,7 @@ def test_a_token_revoked_elsewhere_stops_working_within_the_cache_time(
         kt: Kartoteka, monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
-    from engine import users as users_module
+    from engine.access import users as users_module
     monkeypatch.setattr(users_module, "TOKEN_CACHE_SECONDS", 0.3)
     _, token = kt.users.add("anna@example.com", ["director"])
     header = f"Bearer {token}"

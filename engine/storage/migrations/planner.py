@@ -15,14 +15,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine.fieldtypes import ValueProblem
-from engine.migrations import steps as s
-from engine.migrations.convert import Converter, shown
-from engine.migrations.model import digest, field_from_model, field_model, setup_model
-from engine.naming import join_table_name, link_column, poly_entity_column
-from engine.progress import REACHED_COLUMN
-from engine.spec import EntitySpec, FieldSpec, LinkSpec
-from engine.storage import SEARCH_COLUMN, Storage
+from engine.setup.names import join_table_name, link_column, poly_entity_column
+from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec
+from engine.storage.migrations import steps as s
+from engine.storage.migrations.convert import Converter, shown
+from engine.storage.migrations.model import digest, field_from_model, field_model, setup_model
+from engine.storage.progress import REACHED_COLUMN
+from engine.storage.tables import SEARCH_COLUMN, Storage
+from engine.types.fields import ValueProblem
 
 #: tables Kartoteka never drops: its own, and the databases' own
 KEPT_TABLES = ("kt_", "sqlite_", "alembic_")

@@ -25,16 +25,37 @@ import unicodedata
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import ColumnElement
 
-from engine.sql_types import ExactDecimal, UTCDateTime, json_column
+from engine.types.columns import ExactDecimal, UTCDateTime, json_column
 
-if TYPE_CHECKING:
-    from engine.spec import FieldSpec
+
+class FieldSpec(Protocol):
+    """What a field type reads of a declared field: the setup's `FieldSpec` (in
+    `engine.setup.spec`) is one. A protocol, so types sit below the setup language."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def required(self) -> bool: ...
+    @property
+    def min(self) -> Any: ...
+    @property
+    def max(self) -> Any: ...
+    @property
+    def min_length(self) -> int | None: ...
+    @property
+    def max_length(self) -> int | None: ...
+    @property
+    def pattern(self) -> str | None: ...
+    @property
+    def options(self) -> tuple[str, ...] | None: ...
+    @property
+    def params(self) -> Mapping[str, Any]: ...
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 ALL_COMPARISONS = frozenset({"eq", "ne", "lt", "lte", "gt", "gte", "in", "isnull"})

@@ -25,9 +25,8 @@ from typing import Any
 import jsonschema
 
 from engine.errors import Diagnostic, SetupError
-from engine.fieldtypes import DateType, FieldTypeRegistry, ValueProblem, default_registry
-from engine.metaschema import SETUP_SCHEMA, entity_schema, shape_diagnostics
-from engine.naming import (
+from engine.setup.metaschema import SETUP_SCHEMA, entity_schema, shape_diagnostics
+from engine.setup.names import (
     INTERNAL_PREFIX,
     MAX_NAME,
     RESERVED_ENTITY_NAMES,
@@ -39,8 +38,9 @@ from engine.naming import (
     pascal,
     poly_entity_column,
 )
-from engine.roles import ADMIN, check_roles
-from engine.spec import (
+from engine.setup.roles import ADMIN, check_roles
+from engine.setup.source import SourceFile, read_yaml
+from engine.setup.spec import (
     EntitySpec,
     FieldSpec,
     Label,
@@ -51,7 +51,7 @@ from engine.spec import (
     SetupSpec,
     StageSpec,
 )
-from engine.yamlsource import SourceFile, read_yaml
+from engine.types.fields import DateType, FieldTypeRegistry, ValueProblem, default_registry
 
 SETUP_FILE = "setup.yaml"
 BOUNDED_KEYS = ("min", "max", "min_length", "max_length", "pattern", "options")

@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
+from engine.access.users import User
 from engine.errors import MalformedRequest
-from engine.roles import ADMIN, OPERATIONS, RoleSpec, Scope
-from engine.users import User
+from engine.setup.roles import ADMIN, OPERATIONS, RoleSpec, Scope
 
 if TYPE_CHECKING:
-    from engine.query import QueryParser
-    from engine.storage import Storage
+    from engine.records.query import QueryParser
+    from engine.storage.tables import Storage
 
 _acting: ContextVar[User | None] = ContextVar("kartoteka_acting_user", default=None)
 _CACHE_SIZE = 4096

@@ -7,7 +7,7 @@ call needs `Authorization: Bearer <token>`. Failed authentications are counted (
 `failures`) and logged without the token.
 
 Each user has roles (those of the setup's `roles:`, or the built-in `admin`) and may
-have a team; `engine/access.py` turns them into what the user may reach. Users are
+have a team; `engine/access/scopes.py` turns them into what the user may reach. Users are
 managed here by e-mail (the command line) or by id (the API, `/api/users`).
 """
 
@@ -25,11 +25,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine.database import Database
 from engine.errors import DatabaseMismatch, ErrorDetail, NotFound, Unauthorized, ValidationFailed
-from engine.naming import identifier_problem
-from engine.roles import ADMIN
-from engine.sql_types import UTCDateTime, id_column_type, json_column
+from engine.setup.names import identifier_problem
+from engine.setup.roles import ADMIN
+from engine.storage.database import Database
 
 log = logging.getLogger("kartoteka.auth")
 TOKEN_PREFIX = "kt_"
@@ -37,33 +36,6 @@ TOKEN_PREFIX = "kt_"
 #: or a user disabled by another process (the command line) stops working within this time
 TOKEN_CACHE_SECONDS = 2.0
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
-
-
-def user_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
-    users = sa.Table(
-        "kt_user", metadata,
-        sa.Column("id", id_column_type(), primary_key=True, autoincrement=True),
-        sa.Column("email", sa.String(254), nullable=False, unique=True),
-        sa.Column("name", sa.String(200), nullable=True),
-        sa.Column("roles", json_column(), nullable=False),
-        sa.Column("team", sa.String(100), nullable=True),
-        sa.Column("active", sa.Boolean(), nullable=False),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
-        sqlite_autoincrement=True,
-    )
-    tokens = sa.Table(
-        "kt_token", metadata,
-        sa.Column("id", id_column_type(), primary_key=True, autoincrement=True),
-        sa.Column("user_id", sa.BigInteger(),
-                  sa.ForeignKey("kt_user.id", ondelete="CASCADE", name="fk_kt_token_user_id"),
-                  nullable=False, index=True),
-        sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
-        sa.Column("created_at", UTCDateTime(), nullable=False),
-        sa.Column("expires_at", UTCDateTime(), nullable=True),
-        sa.Column("revoked_at", UTCDateTime(), nullable=True),
-        sqlite_autoincrement=True,
-    )
-    return users, tokens
 
 
 @dataclass(frozen=True)

@@ -33,12 +33,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine.fieldtypes import FieldTypeRegistry, default_registry
-from engine.naming import db_object_name, join_table_name, link_column, poly_entity_column
-from engine.progress import REACHED_COLUMN, reached_column, stage_bits
-from engine.spec import EntitySpec, FieldSpec, LinkSpec, SetupSpec
-from engine.sql_types import UTCDateTime, id_column_type, json_column
-from engine.users import user_tables
+from engine.setup.names import db_object_name, join_table_name, link_column, poly_entity_column
+from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec, SetupSpec
+from engine.storage.progress import REACHED_COLUMN, reached_column, stage_bits
+from engine.storage.users import user_tables
+from engine.types.columns import UTCDateTime, id_column_type, json_column
+from engine.types.fields import FieldTypeRegistry, default_registry, fold_text
 
 SEARCH_COLUMN = "kt_search"
 #: kt_stage_time rows per (entity, pipeline, stage): see Storage._journal_tables
@@ -275,7 +275,7 @@ class Storage:
 
 
 def _rebuild_stage_time(conn: sa.Connection, storage: Storage) -> None:
-    from engine.journal import rebuild_stage_time  # journal builds on storage
+    from engine.storage.journal import rebuild_stage_time  # journal builds on storage
 
     rebuild_stage_time(conn, storage)
 
@@ -307,3 +307,9 @@ class _SystemFields:
 
     def link_id(self, link: LinkSpec) -> FieldSpec:
         return FieldSpec(link.name, self._integer, link.label, required=link.required)
+
+
+def search_text(spec: EntitySpec, values: Mapping[str, Any]) -> str | None:
+    """The folded text `q=` searches: the entity's `search:` fields, one per line."""
+    parts = [str(values[name]) for name in spec.search if values.get(name) not in (None, "")]
+    return fold_text("\n".join(parts)) if parts else None

@@ -21,13 +21,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine.database import Database
 from engine.errors import DatabaseMismatch
-from engine.migrations.model import HISTORY_TABLE, last_applied
-from engine.migrations.planner import MigrationPlan, compare
-from engine.migrations.runner import Applied, PlanRefused, apply
-from engine.sql_types import UTCDateTime
-from engine.storage import Storage
+from engine.storage.database import Database
+from engine.storage.migrations.model import HISTORY_TABLE, last_applied
+from engine.storage.migrations.planner import MigrationPlan, compare
+from engine.storage.migrations.runner import Applied, PlanRefused, apply
+from engine.storage.tables import Storage
+from engine.types.columns import UTCDateTime
 
 __all__ = ["Applied", "HistoryEntry", "MigrationPlan", "PlanRefused", "apply", "history", "plan",
            "verify"]

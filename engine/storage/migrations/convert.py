@@ -14,8 +14,8 @@ from typing import Any
 
 import jsonschema
 
-from engine.fieldtypes import ValueProblem
-from engine.spec import FieldSpec
+from engine.setup.spec import FieldSpec
+from engine.types.fields import ValueProblem
 
 
 class Converter:

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
-from engine.spec import PipelinesSpec
+from engine.setup.spec import PipelinesSpec
 
 if TYPE_CHECKING:
-    from engine.storage import EntityTable, Storage
+    from engine.storage.tables import EntityTable, Storage
 
 REACHED_COLUMN = "kt_reached"
 #: a signed 64-bit integer holds 63 stage bits

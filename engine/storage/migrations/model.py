@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from engine.fieldtypes import FieldTypeRegistry
-from engine.spec import EntitySpec, FieldSpec
-from engine.storage import Storage
+from engine.setup.spec import EntitySpec, FieldSpec
+from engine.storage.tables import Storage
+from engine.types.fields import FieldTypeRegistry
 
 HISTORY_TABLE = "kt_setup_history"
 _sqlite = sqlite_dialect.dialect()

@@ -31,13 +31,13 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import Diagnostic, MalformedRequest
-from engine.fieldtypes import FieldTypeRegistry
-from engine.naming import did_you_mean, identifier_problem
-from engine.spec import SetupSpec
-from engine.yamlsource import SourceFile
+from engine.setup.names import did_you_mean, identifier_problem
+from engine.setup.source import SourceFile
+from engine.setup.spec import SetupSpec
+from engine.types.fields import FieldTypeRegistry
 
 if TYPE_CHECKING:
-    from engine.query import QueryParser
+    from engine.records.query import QueryParser
 
 ADMIN = "admin"
 OPERATIONS = ("create", "read", "update", "delete", "reassign")
@@ -143,8 +143,8 @@ class _RoleChecker:
     def parser(self) -> QueryParser:
         """Conditions are checked by the list query parser itself, so a condition that
         loads is one the engine can run; its tables are built only when a role has one."""
-        from engine.query import QueryParser
-        from engine.storage import Storage
+        from engine.records.query import QueryParser
+        from engine.storage.tables import Storage
         return QueryParser(Storage(self.setup, self.registry), "sqlite")
 
     def problem(self, code: str, path: tuple[str | int, ...], message: str, hint: str = "",
@@ -277,7 +277,7 @@ class _RoleChecker:
                          "to one entity, not \"*\"", "write it under the entity it filters")
             return None
         params = condition_params(value)
-        from engine.query import LIST_PARAMS
+        from engine.records.query import LIST_PARAMS
         paging = [key for key, _ in params if key.split("[")[0] in LIST_PARAMS]
         if paging:
             # a condition that is all paging or search would filter nothing: every record

@@ -21,13 +21,13 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.errors import ErrorDetail, Forbidden, MalformedRequest
-from engine.fieldtypes import OPERATORS, ValueProblem, check_text, fold_text
-from engine.naming import did_you_mean, link_column, poly_entity_column
-from engine.spec import LinkSpec
-from engine.storage import Attribute, EntityTable, Storage
+from engine.setup.names import did_you_mean, link_column, poly_entity_column
+from engine.setup.spec import LinkSpec
+from engine.storage.tables import Attribute, EntityTable, Storage
+from engine.types.fields import OPERATORS, ValueProblem, check_text, fold_text
 
 if TYPE_CHECKING:
-    from engine.access import Access
+    from engine.access.scopes import Access
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500

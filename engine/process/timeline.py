@@ -20,9 +20,9 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.errors import ErrorDetail, MalformedRequest, NotFound, ValidationFailed
-from engine.fieldtypes import ValueProblem, check_text
-from engine.naming import link_column, poly_entity_column
-from engine.records import Record, Records, checked_id
+from engine.records.service import Record, Records, checked_id
+from engine.setup.names import link_column, poly_entity_column
+from engine.types.fields import ValueProblem, check_text
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200

@@ -19,9 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
-from engine import progress
-from engine.access import Access, Rights, acting_user
-from engine.database import Database
+from engine.access.scopes import Access, Rights, acting_user
 from engine.errors import (
     Conflict,
     ErrorDetail,
@@ -30,13 +28,15 @@ from engine.errors import (
     StaleVersion,
     ValidationFailed,
 )
-from engine.fieldtypes import ValueProblem, fold_text
-from engine.journal import Journal, diff
-from engine.jsonschemas import EntitySchemas, schema_problems
-from engine.naming import link_column, poly_entity_column
-from engine.query import ListQuery, QueryParser, after_condition, encode_cursor, order_by
-from engine.spec import EntitySpec, FieldSpec, LinkSpec
-from engine.storage import SEARCH_COLUMN, EntityTable, Storage
+from engine.records.query import ListQuery, QueryParser, after_condition, encode_cursor, order_by
+from engine.records.schemas import EntitySchemas, schema_problems
+from engine.setup.names import link_column, poly_entity_column
+from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec
+from engine.storage import progress
+from engine.storage.database import Database
+from engine.storage.journal import Journal, diff
+from engine.storage.tables import SEARCH_COLUMN, EntityTable, Storage, search_text
+from engine.types.fields import ValueProblem
 
 MAX_ID = 2**63 - 1
 Record = dict[str, Any]
@@ -406,7 +406,7 @@ class Records:
         if spec.owner and not owner_given:
             values["owner"] = owner
         if table.search_column is not None:
-            values[SEARCH_COLUMN] = _search_text(spec, values)
+            values[SEARCH_COLUMN] = search_text(spec, values)
         now = _now()
         values.update(created_at=now, updated_at=now, version=1)
         try:
@@ -490,7 +490,7 @@ class Records:
                 self._check_links(conn, table, _changed_links(spec, changes, merged),
                                   {n: sorted(add) for n, (add, _) in link_changes.items()})
                 if table.search_column is not None and any(f in changes for f in spec.search):
-                    changes[SEARCH_COLUMN] = _search_text(spec, merged)
+                    changes[SEARCH_COLUMN] = search_text(spec, merged)
                 now = _now()
                 changes.update(version=current["version"] + 1, updated_at=now)
                 updated = conn.execute(
@@ -846,11 +846,6 @@ def _pipeline_switch(spec: EntitySpec, current: Mapping[str, Any],
 
 def seconds_since(start: dt.datetime | None, now: dt.datetime) -> int | None:
     return None if start is None else max(0, int((now - start).total_seconds()))
-
-
-def _search_text(spec: EntitySpec, values: Mapping[str, Any]) -> str | None:
-    parts = [str(values[name]) for name in spec.search if values.get(name) not in (None, "")]
-    return fold_text("\n".join(parts)) if parts else None
 
 
 def _cursor_value(field: FieldSpec, value: Any) -> Any:

@@ -8,10 +8,10 @@ recorded in `kt_setup_history`.
 
 from __future__ import annotations
 
-from engine.database import Database
-from engine.migrations import MigrationPlan, plan, verify
-from engine.migrations import apply as apply_plan
-from engine.storage import Storage
+from engine.storage.database import Database
+from engine.storage.migrations import MigrationPlan, plan, verify
+from engine.storage.migrations import apply as apply_plan
+from engine.storage.tables import Storage
 
 __all__ = ["MigrationPlan", "apply", "plan", "verify"]
 

@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from engine.storage import STAGE_TIME_SHARDS, Storage
+from engine.storage.tables import STAGE_TIME_SHARDS, Storage
 
 #: record keys that change on every write and say nothing about what the user changed
 UNJOURNALLED = frozenset({"id", "created_at", "updated_at", "version"})

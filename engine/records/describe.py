@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.jsonschemas import EntitySchemas
-from engine.spec import EntitySpec, FieldSpec, LinkSpec, PipelineSpec, SetupSpec
+from engine.records.schemas import EntitySchemas
+from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec, PipelineSpec, SetupSpec
 
 
 def describe_setup(setup: SetupSpec, schemas: dict[str, EntitySchemas]) -> dict[str, Any]:

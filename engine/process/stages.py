@@ -16,8 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine import progress
-from engine.access import acting_user
+from engine.access.scopes import acting_user
 from engine.errors import (
     Conflict,
     ErrorDetail,
@@ -26,10 +25,11 @@ from engine.errors import (
     StaleVersion,
     ValidationFailed,
 )
-from engine.naming import did_you_mean
-from engine.records import Record, Records, checked_id, seconds_since
-from engine.roles import ADMIN
-from engine.spec import EntitySpec, PipelineSpec
+from engine.records.service import Record, Records, checked_id, seconds_since
+from engine.setup.names import did_you_mean
+from engine.setup.roles import ADMIN
+from engine.setup.spec import EntitySpec, PipelineSpec
+from engine.storage import progress
 
 
 class StageMoves:

@@ -14,9 +14,9 @@ from typing import Any
 import jsonschema
 
 from engine.errors import Diagnostic
-from engine.fieldtypes import FieldTypeRegistry
-from engine.naming import did_you_mean
-from engine.yamlsource import SourceFile
+from engine.setup.names import did_you_mean
+from engine.setup.source import SourceFile
+from engine.types.fields import FieldTypeRegistry
 
 LABEL: dict[str, Any] = {
     "anyOf": [

@@ -35,7 +35,7 @@ How it stays fast at a million records (figures in bench/README.md):
   functions per stage left: the count, the sum and the middle row(s) for the median. It
   costs in proportion to the history of the records selected.
 - Counters edited around (history changed by hand, or a database older than the table)
-  are rebuilt by `engine.journal.rebuild_stage_time`; tests check the two paths agree.
+  are rebuilt by `engine.storage.journal.rebuild_stage_time`; tests check the two paths agree.
 """
 
 from __future__ import annotations
@@ -49,10 +49,10 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.errors import ErrorDetail, MalformedRequest, NotFound
-from engine.progress import REACHED_COLUMN, mask
-from engine.records import Records
-from engine.spec import EntitySpec, PipelineSpec, label_text
-from engine.storage import EntityTable
+from engine.records.service import Records
+from engine.setup.spec import EntitySpec, PipelineSpec, label_text
+from engine.storage.progress import REACHED_COLUMN, mask
+from engine.storage.tables import EntityTable
 
 BOARD_LIMIT = 10
 MAX_BOARD_LIMIT = 100

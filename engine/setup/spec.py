@@ -14,10 +14,10 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from engine.fieldtypes import FieldType
+from engine.types.fields import FieldType
 
 if TYPE_CHECKING:
-    from engine.roles import RoleSpec
+    from engine.setup.roles import RoleSpec
 
 #: a label: one string, or one per language code
 Label = Mapping[str, str]

@@ -21,13 +21,13 @@ import sqlalchemy as sa
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
 
-from engine.database import Database
 from engine.errors import DatabaseError, MigrationRefused
-from engine.migrations import steps as s
-from engine.migrations.backup import write_backup
-from engine.migrations.model import last_applied
-from engine.migrations.planner import MigrationPlan, compare
-from engine.storage import Storage
+from engine.storage.database import Database
+from engine.storage.migrations import steps as s
+from engine.storage.migrations.backup import write_backup
+from engine.storage.migrations.model import last_applied
+from engine.storage.migrations.planner import MigrationPlan, compare
+from engine.storage.tables import Storage
 
 FLAG = "--allow-data-loss"
 

@@ -20,10 +20,10 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 from alembic.operations import BatchOperations, Operations
 
-from engine.fieldtypes import ValueProblem
-from engine.migrations.convert import Converter
-from engine.spec import FieldSpec, PipelineSpec
-from engine.storage import Storage
+from engine.setup.spec import FieldSpec, PipelineSpec
+from engine.storage.migrations.convert import Converter
+from engine.storage.tables import Storage, search_text
+from engine.types.fields import ValueProblem
 
 #: one row of a problem report: the record id and what is wrong with its value
 Example = tuple[int, str]
@@ -576,8 +576,8 @@ class RecomputeReached(Step):
                 f"each stage ({count(self.rows, 'record')}; the stage list changed)")
 
     def apply(self, ctx: Context) -> None:
-        from engine.journal import rebuild_stage_time
-        from engine.progress import backfill_reached
+        from engine.storage.journal import rebuild_stage_time
+        from engine.storage.progress import backfill_reached
 
         backfill_reached(ctx.conn, ctx.storage, ctx.storage.entities[self.table])
         # stage moves of this migration wrote history rows: the counters follow them
@@ -595,13 +595,11 @@ class RefreshSearch(Step):
         return f"recompute the search text of {self.table} ({count(self.rows, 'record')})"
 
     def apply(self, ctx: Context) -> None:
-        from engine.records import _search_text  # the one definition of the search text
-
         entity = ctx.storage.entities[self.table]
         table = entity.table
         names = list(entity.spec.search)
         rows = ctx.conn.execute(sa.select(table.c.id, *(table.c[n] for n in names))).all()
-        updates = [{"kt_id": row[0], "kt_text": _search_text(entity.spec, dict(zip(names, row[1:],
+        updates = [{"kt_id": row[0], "kt_text": search_text(entity.spec, dict(zip(names, row[1:],
                                                                                    strict=True)))}
                    for row in rows]
         if updates:

@@ -15,9 +15,9 @@ from typing import Any, cast
 import jsonschema
 
 from engine.errors import ErrorDetail, format_path
-from engine.naming import SERVER_MANAGED, did_you_mean, pascal
-from engine.spec import EntitySpec, FieldSpec, LinkSpec, label_text
-from engine.storage import EntityTable, Storage
+from engine.setup.names import SERVER_MANAGED, did_you_mean, pascal
+from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec, label_text
+from engine.storage.tables import EntityTable, Storage
 
 MAX_LINKS_IN_BODY = 1000
 REF = "#/components/schemas/"
