@@ -3,8 +3,9 @@
 While the database has no users the API is open (served on loopback only). From the first
 user on, a call without a valid `Authorization: Bearer <token>` gets 401 in the API's
 error shape; `/openapi.json` and `/docs` need no token. The authenticated user is put
-in `request.state.user` and made the engine's acting user (`engine.access.acting_as`)
-for the whole request, so every engine call the route makes is scoped to their roles.
+in `request.state.user` and made the engine's acting user (`Users.acting`, the engine
+instance's `Acting`) for the whole request, so every engine call the route makes is scoped
+to their roles.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.responses import json_response
-from engine.access.scopes import acting_as
 from engine.access.users import Users
 from engine.errors import Unauthorized
 
@@ -42,5 +42,5 @@ class Authentication:
                 response = json_response(error.as_json(), 401, {"WWW-Authenticate": "Bearer"})
                 await response(scope, receive, send)
                 return
-        with acting_as(state["user"]):
+        with self.users.acting.as_user(state["user"]):
             await self.app(scope, receive, send)

@@ -221,7 +221,6 @@ def list_plans(url: str, manager: Caller | None) -> list[dict[str, Any]]:
     """The statements the engine runs for the manager's list (None: unchecked, as with
     auth off), and the database's plan and time of each."""
     from engine import Kartoteka
-    from engine.access.scopes import acting_as
     from engine.access.users import User
 
     kt = Kartoteka.open(SETUP, url)
@@ -237,7 +236,7 @@ def list_plans(url: str, manager: Caller | None) -> list[dict[str, Any]]:
             User(manager.user_id, "manager1@bench.example", None, ("manager",), None, True)
         params = [("stage", "negotiation"), ("sort", "-amount"), ("limit", "50")]
         sa.event.listen(kt.db.engine, "before_cursor_execute", capture)
-        with acting_as(user):
+        with kt.acting.as_user(user):
             kt.records.list_page("sale", params)
         sa.event.remove(kt.db.engine, "before_cursor_execute", capture)
         plans = []

@@ -68,7 +68,7 @@ def seed(url: str, folder: Path, rows: int, batch: int = 20_000) -> float:
                       "amount": Decimal(i % 100_000) / 100, "client_name": f"Client {i % 5000}",
                       "notes": None if i % 3 else f"note {i}"}
                      for i in range(start, min(rows, start + batch))]
-            with kt.db.write() as conn:
+            with kt.db.write(system="bench") as conn:
                 conn.execute(sa.insert(table), chunk)
         return time.perf_counter() - started
     finally:

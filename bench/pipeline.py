@@ -139,7 +139,7 @@ def seed_pipeline(url: str, records: int = 1_000_000, clients: int | None = None
         client_rows = [{"id": i, **_client(rng, i, clients, client_table.spec.search)}
                        for i in range(1, clients + 1)]
         generate_s += time.perf_counter() - mark
-        with kt.db.write() as conn:
+        with kt.db.write(system="bench") as conn:
             client_s = insert_rows(conn, client_table.table, client_rows, BATCH)
         insert_s += client_s
         del client_rows
@@ -156,7 +156,7 @@ def seed_pipeline(url: str, records: int = 1_000_000, clients: int | None = None
                 moves.extend(_history(i, pipeline.name, sale["owner"], path))
                 stages[sale["stage"]] = stages.get(sale["stage"], 0) + 1
             generate_s += time.perf_counter() - mark
-            with kt.db.write() as conn:
+            with kt.db.write(system="bench") as conn:
                 sale_s += insert_rows(conn, sale_table.table, sales, BATCH)
                 history_s += insert_rows(conn, history, moves, BATCH)
             history_rows += len(moves)
@@ -167,7 +167,7 @@ def seed_pipeline(url: str, records: int = 1_000_000, clients: int | None = None
         insert_s = client_s + sale_s + history_s
         # the time-in-stage counters, as `kartoteka migrate` users rebuild them
         mark = time.perf_counter()
-        with kt.db.write() as conn:
+        with kt.db.write(system="bench") as conn:
             rebuild_stage_time(conn, kt.storage)
         rebuild_s = time.perf_counter() - mark
         if progress is not None:
@@ -325,7 +325,7 @@ CANDIDATES = {
 def candidate_indexes(kt: Kartoteka) -> Iterator[list[str]]:
     # kt.db.write(): on SQLite the engine issues BEGIN itself, so an AUTOCOMMIT connection
     # would still run the DDL in a transaction that is never committed
-    with kt.db.write() as conn:
+    with kt.db.write(system="bench") as conn:
         for sql in CANDIDATES.values():
             conn.exec_driver_sql(sql)
         if kt.db.dialect == "postgresql":
@@ -333,7 +333,7 @@ def candidate_indexes(kt: Kartoteka) -> Iterator[list[str]]:
     try:
         yield list(CANDIDATES)
     finally:
-        with kt.db.write() as conn:
+        with kt.db.write(system="bench") as conn:
             for name in CANDIDATES:
                 conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.access.acting import Acting
+from engine.access.scopes import guard
 from engine.access.users import Users
 from engine.process.reports import Reports
 from engine.process.stages import StageMoves
@@ -50,12 +52,16 @@ class Kartoteka:
         self.storage = Storage(setup, self.registry)
         self.db = Database(self.settings.database)
         self.schemas = build_schemas(self.storage)
-        self.records = Records(self.storage, self.db, self.schemas)
+        #: who this instance acts for in the current context: `with kt.acting.as_user(u):`
+        self.acting = Acting()
+        guard(self.db.engine, [table.table for table in self.storage.entities.values()])
+        self.records = Records(self.storage, self.db, self.schemas, self.acting)
         self.stages = StageMoves(self.records)
         self.timeline = Timeline(self.records)
         self.reports = Reports(self.records)
         self.users = Users(self.storage.users, self.storage.tokens, self.db,
-                           frozenset(setup.roles) | {ADMIN})
+                           frozenset(setup.roles) | {ADMIN}, acting=self.acting,
+                           manages_users=self.records.access.manages_users)
 
     @classmethod
     def open(cls, folder: str | Path, database_url: str | None = None, *,

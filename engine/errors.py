@@ -2,6 +2,8 @@
 
     KartotekaError
     ├── SetupError              a setup has problems; carries every Diagnostic at once
+    ├── UnscopedStatement       a bug, never a caller's fault: a statement over an entity
+    │                           table skipped the access scope (engine/access/scopes.py)
     ├── DatabaseError
     │   ├── DatabaseMismatch    the database does not match the setup: run `kartoteka migrate`
     │   └── MigrationRefused    migrate would alter or drop existing tables or columns
@@ -93,6 +95,11 @@ class SetupError(KartotekaError):
         super().__init__(
             f"{len(errors)} problem(s) in the setup:\n" + "\n".join(str(d) for d in errors)
         )
+
+
+class UnscopedStatement(KartotekaError):
+    """A statement reached an entity table without `Access.scoped` or `Access.unscoped`:
+    refused before it runs, so a new read path cannot leak records by accident."""
 
 
 class DatabaseError(KartotekaError):

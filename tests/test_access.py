@@ -51,7 +51,7 @@ def made(response: Any, status: int = 201) -> dict[str, Any]:
 
 def everything(kt: Kartoteka) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table, read as the system: to prove a refusal changed nothing."""
-    with kt.db.engine.connect() as conn:
+    with kt.db.read(system="test") as conn:
         return {table.name: sorted(map(tuple, conn.execute(sa.select(table)).all()), key=repr)
                 for table in kt.storage.metadata.sorted_tables}
 
@@ -356,7 +356,7 @@ def test_board_and_funnel_do_not_sum_a_hidden_money_field(
         _, token = kt.users.add("clerk@example.com", ["clerk"])
         clerk = Caller(http, token, 0)
         made(clerk.post("/api/deal", json={"amount": "100.00"}))
-        with kt.db.engine.begin() as conn:
+        with kt.db.write(system="test") as conn:
             conn.execute(sa.update(kt.storage["deal"].table).values(margin=kt.storage[
                 "deal"].table.c.amount))
         board = made(clerk.get("/api/deal/board"), 200)

@@ -23,7 +23,7 @@ def test_seeded_pipeline_reports(tmp_path: Path) -> None:
 
     kt = Kartoteka.open(SETUP, url)
     try:
-        with kt.db.read() as conn:
+        with kt.db.read(system="test") as conn:
             history = kt.storage.stage_history
             rows = conn.execute(sa.select(history.c.record_id, history.c.from_stage,
                                           history.c.to_stage, history.c.seconds)

@@ -61,7 +61,7 @@ def _routes(app: Any) -> list[tuple[str, str]]:
 
 
 def _versions(kt: Kartoteka, records: dict[str, int]) -> dict[str, Any]:
-    with kt.db.engine.connect() as conn:
+    with kt.db.read(system="test") as conn:
         return {entity: conn.execute(sa.select(kt.storage[entity].table).where(
             kt.storage[entity].table.c.id == record_id)).one()._mapping["version"]
             for entity, record_id in records.items()}

@@ -107,7 +107,7 @@ def test_many_concurrent_creates_all_succeed(make_kt: Callable[..., Kartoteka],
     def direct(engine: Kartoteka, tag: str) -> Callable[[], list[int]]:
         def run() -> list[int]:
             for i in range(per_thread):
-                engine.records.service.create("client", {"name": f"{tag}-{i}"})
+                engine.records.create("client", {"name": f"{tag}-{i}"})
             return [201] * per_thread
         return run
 

@@ -126,7 +126,7 @@ def _build(tmp: Path, url: str) -> Iterator[World]:
         assert patched.status_code == 200 and patched.json()["version"] == 2, patched.text
         # the stage call is not part of this test: put B, C and E in their stages directly
         table = kt.storage["item"].table
-        with kt.db.write() as conn:
+        with kt.db.write(system="test") as conn:
             for label, stage in (("B", "open"), ("C", "closed"), ("E", "open")):
                 conn.execute(sa.update(table).where(table.c.id == refs[label]).values(stage=stage))
         for label in ALL:

@@ -149,7 +149,7 @@ def seed(kt: Kartoteka) -> None:
     history_rows = [{"entity": "sale", "record_id": s["id"], "at": now, "by": None,
                      "pipeline": "default", "from_stage": None, "to_stage": s["stage"],
                      "seconds": None} for s in sales]
-    with kt.db.write() as conn:
+    with kt.db.write(system="test") as conn:
         for entity, rows in (("client", clients), ("product", products), ("sale", sales),
                              ("task", tasks)):
             conn.execute(sa.insert(storage[entity].table), rows)
@@ -437,7 +437,7 @@ def test_a_derived_column_is_filled_by_its_backfill_hook_in_the_same_transaction
             "add column sale.kt_moves (6,000 existing rows filled from their history)"]
         apply(kt.storage, kt.db)
         assert calls == ["sale"]
-        with kt.db.read() as conn:
+        with kt.db.read(system="test") as conn:
             moves = conn.execute(sa.text("SELECT DISTINCT kt_moves FROM sale")).scalars().all()
         assert moves == [1]
         assert plan(kt.storage, kt.db).up_to_date
@@ -483,7 +483,7 @@ def test_a_database_older_than_the_time_in_stage_counters_gets_them_counted(
             for stage in ("proposal", "negotiation")[: n % 3]:
                 kt.stages.move("sale", sale["id"], {"to": stage})
         exact = kt.reports.funnel("sale", [("id[gte]", "1")])
-        with kt.db.engine.begin() as conn:
+        with kt.db.write(system="test") as conn:
             conn.execute(sa.text("DROP TABLE kt_stage_time"))
         planned = [str(step) for step in kt.plan().steps]
         assert any("kt_stage_time" in line for line in planned), planned

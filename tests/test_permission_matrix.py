@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from engine import Kartoteka
-from engine.access.scopes import acting_as
 from engine.access.users import User
 from engine.errors import Forbidden, NotFound, ValidationFailed
 from engine.setup.roles import ADMIN, OPERATIONS, Scope, admin_role
@@ -123,7 +122,7 @@ def test_every_role_entity_and_operation_as_declared(kt: Kartoteka) -> None:
                     body: dict[str, Any] = {"owner": third.id} if operation == "reassign" else {}
                     # a new record linked to records the user owns (or, for "other", not)
                     copy = _body_of(kt, entity, record)
-                    with acting_as(user):
+                    with kt.acting.as_user(user):
                         got = outcome(partial(perform, kt, operation, entity, record,
                                               copy if operation == "create" else body))
                     want = expected(grant, operation, mine,
@@ -156,7 +155,7 @@ def test_roles_without_a_grant_cannot_list_the_entity(kt: Kartoteka, role: str) 
     user, _ = kt.users.add(f"{role}@example.com", [role])
     granted = kt.setup.roles[role]
     for entity in kt.setup.entities:
-        with acting_as(user):
+        with kt.acting.as_user(user):
             result = outcome(partial(kt.records.list_page, entity, []))
         assert result == ("forbidden" if granted.grant(entity).scope("read").kind == "none"
                           else "ok"), (role, entity)

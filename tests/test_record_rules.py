@@ -115,7 +115,7 @@ def test_changing_the_field_that_picks_the_pipeline(
         assert (moved["mode"], moved["stage"]) == ("sea", "request")
     # a stage the new pipeline lacks sends the record to the new pipeline's first stage
     table = kt.storage["shipment"].table
-    with kt.db.write() as conn:
+    with kt.db.write(system="test") as conn:
         conn.execute(table.update().where(table.c.id == air["id"]).values(stage="at_sea"))
     with TestClient(create_app(kt)) as client:
         switched = client.patch(f"/api/shipment/{air['id']}", json={"mode": "air"}).json()

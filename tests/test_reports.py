@@ -111,7 +111,7 @@ def _set_seconds(kt: Kartoteka, entity: str, record_id: int, from_stage: str, se
     """Make a time in stage deterministic: the history row leaving `from_stage` — then, as
     after any edit of the history by hand, rebuild the kept time-in-stage counters."""
     history = kt.storage.stage_history
-    with kt.db.write() as conn:
+    with kt.db.write(system="test") as conn:
         updated = conn.execute(sa.update(history).where(
             history.c.entity == entity, history.c.record_id == record_id,
             history.c.from_stage == from_stage).values(seconds=seconds)).rowcount
@@ -121,7 +121,7 @@ def _set_seconds(kt: Kartoteka, entity: str, record_id: int, from_stage: str, se
 
 def _set_created(kt: Kartoteka, entity: str, record_id: int, moment: dt.datetime) -> None:
     table = kt.storage[entity].table
-    with kt.db.write() as conn:
+    with kt.db.write(system="test") as conn:
         conn.execute(sa.update(table).where(table.c.id == record_id).values(created_at=moment))
 
 
@@ -587,7 +587,7 @@ def test_a_record_switched_into_a_pipeline_counts_in_its_funnel(freight: TestCli
 def _entered(kt: Kartoteka, entity: str, record_id: int) -> set[str]:
     """The stages the record's `kt_reached` bits say it has entered."""
     table = kt.storage[entity]
-    with kt.db.read() as conn:
+    with kt.db.read(system="test") as conn:
         bits = conn.execute(sa.select(table.table.c.kt_reached)
                             .where(table.table.c.id == record_id)).scalar_one()
     assert table.stage_bits is not None
@@ -596,7 +596,7 @@ def _entered(kt: Kartoteka, entity: str, record_id: int) -> set[str]:
 
 def _backfill(kt: Kartoteka, entity: str) -> None:
     table = kt.storage[entity]
-    with kt.db.write() as conn:
+    with kt.db.write(system="test") as conn:
         table.table.c.kt_reached.info["backfill"](conn, kt.storage, table)
 
 
@@ -660,7 +660,7 @@ def test_the_backfill_rebuilds_the_summary_from_the_history(
     queries: list[dict[str, str]] = [{}, {"client.city": "Kazan"}, {"to": "2999-01-01"}]
     before = [_funnel(client, **params) for params in queries]
     table = kt.storage["sale"].table
-    with kt.db.write() as conn:
+    with kt.db.write(system="test") as conn:
         conn.execute(sa.update(table).values(kt_reached=None))
     assert _funnel(client)["records"] == 0
     _backfill(kt, "sale")
@@ -687,7 +687,7 @@ def test_the_summary_is_never_shown_nor_accepted(client: TestClient) -> None:
 def _stage_time(kt: Kartoteka) -> dict[tuple[str, str, str, int], tuple[int, int]]:
     """kt_stage_time without rows that came back to zero (the rebuild writes none)."""
     kept = kt.storage.stage_time.c
-    with kt.db.read() as conn:
+    with kt.db.read(system="test") as conn:
         return {(e, p, s, shard): (int(exits), int(total)) for e, p, s, shard, exits, total
                 in conn.execute(sa.select(kept.entity, kept.pipeline, kept.stage, kept.shard,
                                           kept.exits, kept.total_seconds)) if exits}
@@ -697,7 +697,7 @@ def _age_last_entry(kt: Kartoteka, entity: str, record_id: int, seconds: int) ->
     """Move the record's last stage entry back in time, so its next move has that many
     seconds in the stage (the counters depend on `seconds` only: they stay exact)."""
     h = kt.storage.stage_history
-    with kt.db.write() as conn:
+    with kt.db.write(system="test") as conn:
         last = conn.execute(sa.select(sa.func.max(h.c.id)).where(
             h.c.entity == entity, h.c.record_id == record_id)).scalar_one()
         conn.execute(sa.update(h).where(h.c.id == last).values(
@@ -752,10 +752,10 @@ def test_kept_time_in_stage_equals_the_history_after_random_work(
             assert fast == exact
             assert any(s["time_in_stage"]["exits"] > 1 for s in fast["stages"]), fast
         h = kt.storage.stage_history
-        with kt.db.read() as conn:  # a deleted record's stage history went with it
+        with kt.db.read(system="test") as conn:  # a deleted record's stage history went with it
             assert not conn.execute(sa.select(h.c.id).where(h.c.record_id.in_(deleted))).all()
         maintained = _stage_time(kt)
-        with kt.db.write() as conn:
+        with kt.db.write(system="test") as conn:
             rebuild_stage_time(conn, kt.storage)
         assert _stage_time(kt) == maintained
         assert _funnel(api, "shipment") == _funnel(api, "shipment", **{"id[gte]": "1"})
@@ -764,17 +764,16 @@ def test_kept_time_in_stage_equals_the_history_after_random_work(
 def test_a_manager_funnel_counts_only_his_records(
         kt: Kartoteka, client: TestClient, deals: dict[str, Record]) -> None:
     """A scoped caller never gets the kept counters of everyone's records."""
-    from engine.access.scopes import acting_as
     buyer = _post(client, "client", {"name": "Own Co", "city": "Kazan"})["id"]
     mine = [_sale(client, f"M-{n}", buyer, "10", contract_no=f"M-{n}") for n in range(2)]
     _move(client, "sale", mine[0]["id"], "proposal")
     _set_seconds(kt, "sale", mine[0]["id"], "lead", 123456)
     manager, _ = kt.users.add("manager@example.com", ["manager"])  # from now on HTTP needs a token
     sale = kt.storage["sale"].table
-    with kt.db.write() as conn:
+    with kt.db.write(system="test") as conn:
         conn.execute(sa.update(sale).where(sale.c.id.in_([m["id"] for m in mine]))
                      .values(owner=manager.id))
-    with acting_as(manager):
+    with kt.acting.as_user(manager):
         his = kt.reports.funnel("sale", [])
     everyone = kt.reports.funnel("sale", [])
     assert his["records"] == 2 and everyone["records"] == 10

@@ -435,7 +435,7 @@ def test_the_default_page_and_next(client: TestClient) -> None:
 def _same_instant(kt: Kartoteka, sale_id: int, moment: dt.datetime) -> None:
     """Put every journal row and linked task/document of the sale at one instant."""
     storage = kt.storage
-    with kt.db.write() as conn:
+    with kt.db.write(system="test") as conn:
         for table in (storage.changes, storage.stage_history, storage.activities):
             conn.execute(sa.update(table).where(table.c.entity == "sale", table.c.record_id == sale_id)
                          .values(at=moment))

@@ -64,7 +64,7 @@ def test_expired_disabled_and_revoked_tokens_are_refused(kt: Kartoteka) -> None:
     _, expiring = kt.users.add("e@example.com", ["manager"], expires_days=1)
     _, disabled = kt.users.add("d@example.com", ["manager"])
     _, revoked = kt.users.add("r@example.com", ["manager"])
-    with kt.db.write() as conn:
+    with kt.db.write(system="test") as conn:
         tokens = kt.storage.tokens
         conn.execute(sa.update(tokens).where(tokens.c.token_hash == hash_token(expiring)).values(
             expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)))
@@ -80,7 +80,7 @@ def test_expired_disabled_and_revoked_tokens_are_refused(kt: Kartoteka) -> None:
 def test_tokens_are_stored_only_as_hashes_and_never_logged(
         kt: Kartoteka, caplog: pytest.LogCaptureFixture) -> None:
     _, token = kt.users.add("anna@example.com", ["director"])
-    with kt.db.read() as conn:
+    with kt.db.read(system="test") as conn:
         stored = conn.execute(sa.select(kt.storage.tokens.c.token_hash)).scalars().all()
     assert stored == [hash_token(token)] and token not in stored
     with caplog.at_level(logging.DEBUG), \

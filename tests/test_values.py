@@ -199,7 +199,7 @@ def test_money_sums_exactly(http: TestClient, kt_items: Kartoteka) -> None:
     assert Decimal(amounts[0]) + Decimal(amounts[1]) == Decimal(amounts[2])
     # the database sums exactly too: 0.1 + 0.2 is 0.30, not 0.30000000000000004
     table = kt_items.storage["item"].table
-    with kt_items.db.read() as conn:
+    with kt_items.db.read(system="test") as conn:
         total = conn.execute(sa.select(sa.func.sum(table.c.m)).where(
             table.c.id.in_(ids[:2]))).scalar_one()
     assert Decimal(str(total)) == Decimal("0.30")

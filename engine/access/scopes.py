@@ -1,53 +1,49 @@
 """Access at run time: who is acting, and which records and fields that reaches — as SQL.
 
-The acting user lives in a context variable, set once per request by the API's
-authentication (`acting_as`); every read and write of `engine/records.py` asks `rights()`
-for it, so a new endpoint built on the engine is scoped without having to remember to be.
-Outside any `acting_as` — the command line, scripts, the API while a database has no
-users — the engine acts for the system and everything is reachable.
+The acting user belongs to one engine instance (`Acting`, a context variable of its own),
+set once per request by the API's authentication (`kt.acting.as_user`); every read and
+write asks `Access.rights()` for it. Outside any `as_user` — the command line, scripts,
+the API while a database has no users — the engine acts for the system and everything is
+reachable.
 
 For a user, each operation of each entity becomes one SQL condition: the OR of what each
 of the user's roles grants (`own` → `owner = :me`, `team` → the owner is in my team, a
 condition → the list filters it names), `None` when some role grants `all`, and FALSE
 when none grants anything. The conditions are built once per user and reused.
+
+Scoped by construction: a SELECT, UPDATE or DELETE that reaches an entity table must come
+through `Access.scoped(statement, entity, operation)` — which adds the acting user's
+condition and marks the statement — or say why it reaches every record with
+`Access.unscoped(statement, why)` (an on_delete cascade, a uniqueness check). `guard`
+installs a listener on the database engine that refuses any other statement over an
+entity table before it runs (`UnscopedStatement`), so a new read path that forgets the
+scope fails in the first test that takes it, instead of leaking records in production.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
-from engine.access.users import User
-from engine.errors import MalformedRequest
+from engine.access.acting import Acting, User
+from engine.errors import MalformedRequest, UnscopedStatement
 from engine.setup.roles import ADMIN, OPERATIONS, RoleSpec, Scope
+from engine.storage.database import UNSCOPED
 
 if TYPE_CHECKING:
     from engine.records.query import QueryParser
     from engine.storage.tables import Storage
 
-_acting: ContextVar[User | None] = ContextVar("kartoteka_acting_user", default=None)
 _CACHE_SIZE = 4096
-
-
-@contextmanager
-def acting_as(user: User | None) -> Iterator[None]:
-    """Run the engine calls inside as `user` (None: as the system, unrestricted)."""
-    token = _acting.set(user)
-    try:
-        yield
-    finally:
-        _acting.reset(token)
-
-
-def acting_user() -> User | None:
-    return _acting.get()
+#: execution options: set by `Access.scoped` (the operation) and `Access.unscoped` or a
+#: system connection (`Database.read/write(system=why)`: why)
+SCOPED = "kt_scope"
+Statement = TypeVar("Statement", sa.Select[Any], sa.Update, sa.Delete)
 
 
 @dataclass(frozen=True)
@@ -78,8 +74,9 @@ class Rights:
 class Access:
     """Turns the acting user's roles into `Rights` per entity, cached per user."""
 
-    def __init__(self, storage: Storage, parser: QueryParser):
+    def __init__(self, storage: Storage, parser: QueryParser, acting: Acting):
         self.storage = storage
+        self.acting = acting
         self.roles: Mapping[str, RoleSpec] = storage.setup.roles
         self.parser = parser  # an unscoped parser: conditions are never scoped twice
         self._cache: dict[tuple[object, ...], dict[str, Rights]] = {}
@@ -87,7 +84,7 @@ class Access:
 
     def rights(self, entity: str) -> Rights | None:
         """The acting user's rights on `entity`; None when nothing is restricted."""
-        user = _acting.get()
+        user = self.acting.user
         if user is None or ADMIN in user.roles:
             return None
         key = (user.id, user.roles, user.team, user.email)
@@ -100,14 +97,31 @@ class Access:
                 self._cache[key] = by_entity
         return by_entity[entity]
 
-    def where(self, entity: str, operation: str) -> list[ColumnElement[bool]]:
+    def conditions(self, entity: str, operation: str) -> list[ColumnElement[bool]]:
         """The acting user's condition for `operation` on `entity`, as a where-clause
-        list: empty when every record is reached."""
+        list (empty when every record is reached): for a subquery inside a statement
+        that `scoped` builds — a filter through a link, a link list's other end."""
         rights = self.rights(entity)
         condition = None if rights is None else rights.condition(operation)
         return [] if condition is None else [condition]
 
-    def manages_users(self, user: User | None) -> bool:
+    def scoped(self, statement: Statement, entity: str, operation: str) -> Statement:
+        """`statement` over `entity`, narrowed to the records the acting user may
+        `operation`, and marked as scoped: the one way to reach an entity table."""
+        conditions = self.conditions(entity, operation)
+        if conditions:
+            statement = statement.where(*conditions)
+        return statement.execution_options(**{SCOPED: operation})
+
+    @staticmethod
+    def unscoped(statement: Statement, why: str) -> Statement:
+        """`statement` reaching every record on purpose, saying why (it shows in the
+        statement's execution options, where tests and reviewers read it)."""
+        return statement.execution_options(**{UNSCOPED: why})
+
+    def manages_users(self, user: User | None = None) -> bool:
+        """May `user` (by default the acting one) manage users?"""
+        user = self.acting.user if user is None else user
         if user is None or ADMIN in user.roles:
             return True
         return any(self.roles[r].manages_users for r in user.roles if r in self.roles)
@@ -167,3 +181,40 @@ def _substitute(text: str, user: User) -> str:
     return (text.replace("$user.email", user.email)
             .replace("$user.team", user.team or "")
             .replace("$user", str(user.id)))
+
+
+def guard(engine: sa.Engine, tables: Collection[sa.Table]) -> None:
+    """Refuse, before it runs, a SELECT, UPDATE or DELETE reaching one of `tables` outside
+    every statement that `Access.scoped` or `Access.unscoped` made (the statement itself,
+    or a subquery of it: a scoped subquery inside a statement over another table passes)."""
+    guarded = frozenset(tables)
+    checked = (sa.Select, sa.CompoundSelect, sa.Update, sa.Delete)
+
+    def before_execute(conn: sa.Connection, statement: Any, multiparams: Any, params: Any,
+                       options: Mapping[str, Any]) -> None:
+        if not isinstance(statement, checked) or SCOPED in options or UNSCOPED in options:
+            return
+        table = _unscoped_table(statement, guarded)
+        if table is not None:
+            raise UnscopedStatement(
+                f"a statement over {table.name} skipped the access scope: build it with "
+                "Access.scoped(statement, entity, operation), or Access.unscoped(statement, "
+                "why) when it must reach every record")
+
+    sa.event.listen(engine, "before_execute", before_execute)
+
+
+def _unscoped_table(statement: Any, guarded: frozenset[sa.Table]) -> sa.Table | None:
+    stack = list(statement.get_children())
+    if isinstance(statement, (sa.Update, sa.Delete)):
+        stack.append(statement.table)
+    while stack:
+        element = stack.pop()
+        options = getattr(element, "_execution_options", None)
+        if options and (SCOPED in options or UNSCOPED in options):
+            continue  # a subquery made by the builder
+        table = element if isinstance(element, sa.Table) else getattr(element, "table", None)
+        if isinstance(table, sa.Table) and table in guarded:
+            return table
+        stack.extend(element.get_children())
+    return None

@@ -20,12 +20,20 @@ import re
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
 
-from engine.errors import DatabaseMismatch, ErrorDetail, NotFound, Unauthorized, ValidationFailed
+from engine.access.acting import Acting, User
+from engine.errors import (
+    DatabaseMismatch,
+    ErrorDetail,
+    Forbidden,
+    NotFound,
+    Unauthorized,
+    ValidationFailed,
+)
 from engine.setup.names import identifier_problem
 from engine.setup.roles import ADMIN
 from engine.storage.database import Database
@@ -38,31 +46,24 @@ TOKEN_CACHE_SECONDS = 2.0
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 
 
-@dataclass(frozen=True)
-class User:
-    id: int
-    email: str
-    name: str | None
-    roles: tuple[str, ...]
-    team: str | None
-    active: bool
-
-    def as_json(self) -> dict[str, Any]:
-        return {"id": self.id, "email": self.email, "name": self.name, "roles": list(self.roles),
-                "team": self.team, "active": self.active}
-
-
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class Users:
+    """Users and tokens of one database. Managing them (everything but authenticating)
+    checks the acting user itself: the system (the command line, an open database) or a
+    user whose roles manage users (`manages_users`) — not left to the HTTP layer."""
+
     def __init__(self, users: sa.Table, tokens: sa.Table, database: Database,
-                 known_roles: frozenset[str] | None = None):
+                 known_roles: frozenset[str] | None = None, *, acting: Acting | None = None,
+                 manages_users: Callable[[User], bool] | None = None):
         self.users = users
         self.tokens = tokens
         self.db = database
         self.known_roles = known_roles
+        self.acting = acting or Acting()
+        self._manages_users = manages_users or (lambda user: ADMIN in user.roles)
         self._seen_users = False  # once a database has users it never goes back to open
         #: token hash → (when checked, user, expiry): a token is looked up at most once
         #: per TOKEN_CACHE_SECONDS; changes made here clear it at once
@@ -72,9 +73,19 @@ class Users:
         self.failures = 0
 
     # -- managing ----------------------------------------------------------------------------
+    def may_manage(self) -> bool:
+        """Whether the acting user may manage users (the system always may)."""
+        user = self.acting.user
+        return user is None or self._manages_users(user)
+
+    def _require_manager(self) -> None:
+        if not self.may_manage():
+            raise Forbidden("only an admin may manage users", code="operation_forbidden")
+
     def add(self, email: str, roles: list[str], *, team: str | None = None,
             name: str | None = None, expires_days: int | None = None) -> tuple[User, str]:
         """Create a user and its first token; the token is returned once and never stored."""
+        self._require_manager()
         email = email.strip().lower()
         problems = []
         if not _EMAIL.match(email):
@@ -98,6 +109,7 @@ class Users:
 
     def create(self, body: Any) -> tuple[User, str]:
         """`add` from a JSON body: {email, roles, team?, name?, expires_days?}."""
+        self._require_manager()
         allowed = {"email", "roles", "team", "name", "expires_days"}
         if not isinstance(body, dict):
             raise ValidationFailed("a user is a JSON object",
@@ -134,6 +146,7 @@ class Users:
         return problems
 
     def get(self, user_id: int) -> User:
+        self._require_manager()
         with self.db.read() as conn:
             row = conn.execute(sa.select(self.users).where(self.users.c.id == user_id)).first()
         if row is None:
@@ -142,6 +155,7 @@ class Users:
 
     def change(self, user_id: int, body: Any) -> User:
         """Change a user's name, roles, team or active flag (disabling revokes its tokens)."""
+        self._require_manager()
         allowed = {"name", "roles", "team", "active"}
         if not isinstance(body, dict):
             raise ValidationFailed("a user change is a JSON object",
@@ -185,6 +199,7 @@ class Users:
 
     def issue(self, user_id: int, *, expires_days: int | None = None) -> str:
         """A new token for an active user, by id."""
+        self._require_manager()
         if expires_days is not None and (isinstance(expires_days, bool) or not isinstance(
                 expires_days, int) or not 1 <= expires_days <= 3650):
             raise ValidationFailed("the token is not valid",
@@ -199,6 +214,7 @@ class Users:
 
     def tokens_of(self, user_id: int) -> list[dict[str, Any]]:
         """A user's tokens: when made, until when, revoked — never the token itself."""
+        self._require_manager()
         self.get(user_id)
         t = self.tokens.c
         with self.db.read() as conn:
@@ -209,6 +225,7 @@ class Users:
 
     def revoke_id(self, user_id: int, token_id: int) -> None:
         """Revoke one of a user's tokens, by id."""
+        self._require_manager()
         with self.db.write() as conn:
             done = conn.execute(sa.update(self.tokens).where(
                 self.tokens.c.id == token_id, self.tokens.c.user_id == user_id,
@@ -220,6 +237,7 @@ class Users:
 
     def token(self, email: str, *, expires_days: int | None = None) -> str:
         """A new token for an active user (the old ones stay valid until revoked)."""
+        self._require_manager()
         now = dt.datetime.now(dt.UTC)
         with self.db.write() as conn:
             user = self._find(conn, email)
@@ -229,6 +247,7 @@ class Users:
 
     def disable(self, email: str) -> User:
         """Disable a user and revoke all of its tokens."""
+        self._require_manager()
         now = dt.datetime.now(dt.UTC)
         with self.db.write() as conn:
             user = self._find(conn, email)
@@ -249,6 +268,7 @@ class Users:
             raise NotFound("no such active token")
 
     def list(self) -> list[User]:
+        self._require_manager()
         self._require_tables()
         with self.db.read() as conn:
             rows = conn.execute(sa.select(self.users).order_by(self.users.c.id)).all()

@@ -83,16 +83,17 @@ class Reports:
         conditions = [*query.conditions, *self._in_pipeline(table, pipeline)]
         money = self._money_fields(table)
         stage = table.table.c.stage
+        access = self.records.access
         with self.records.db.read() as conn:
             totals = {
                 row[0]: row[1:]
-                for row in conn.execute(
+                for row in conn.execute(access.scoped(
                     sa.select(stage, sa.func.count(), *(sa.func.sum(table.table.c[f.name]) for f in money))
-                    .where(*conditions).group_by(stage))
+                    .where(*conditions).group_by(stage), entity, "read"))
             }
             columns = []
             for spec in pipeline.stages:
-                page = self.records._list(conn, query, sa.and_(*self._in_pipeline(table, pipeline),
+                page = self.records.page(conn, query, sa.and_(*self._in_pipeline(table, pipeline),
                                                                 stage == spec.name))
                 found = totals.get(spec.name)
                 columns.append({
@@ -117,8 +118,9 @@ class Reports:
                                    code="invalid_query")
         query = self.records.parser.parse(entity, [*rest, ("total", "false")])
         t = table.table
-        # what the caller selects: the list's conditions (its filters and the caller's read
-        # scope, engine/access.py) and the creation range; empty = every record
+        # what the caller selects: the list's filters and the creation range; with the
+        # caller's read scope (engine/access/scopes.py), empty = every record
+        access = self.records.access
         chosen = [*query.conditions]
         if created_from is not None:
             chosen.append(t.c.created_at >= created_from)
@@ -135,12 +137,14 @@ class Reports:
         with self.records.db.read() as conn:
             # one pass over the records (a covering index when unfiltered or by owner/link):
             # how many are in each stage with each set of stages entered, and their sums
-            groups = conn.execute(
+            groups = conn.execute(access.scoped(
                 sa.select(t.c.stage, reached_column, sa.func.count(),
                           *(sa.func.sum(t.c[f.name]) for f in money))
-                .where(*conditions).group_by(t.c.stage, reached_column)).all()
-            if chosen:  # filtered, or a scoped caller: exact, from the selected records' history
-                times = self._times_selected(conn, entity, pipeline, sa.select(t.c.id).where(*chosen))
+                .where(*conditions).group_by(t.c.stage, reached_column), entity, "read")).all()
+            if chosen or access.conditions(entity, "read"):
+                # filtered, or a scoped caller: exact, from the selected records' history
+                times = self._times_selected(conn, entity, pipeline, access.scoped(
+                    sa.select(t.c.id).where(*chosen), entity, "read"))
             else:  # every record: the kept counters and one ordered OFFSET per median
                 times = self._times_all(conn, entity, pipeline)
         current: dict[str, list[Any]] = {}  # stage: [count, money sums...]

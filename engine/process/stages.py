@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine.access.scopes import acting_user
+from engine.access.acting import User
 from engine.errors import (
     Conflict,
     ErrorDetail,
@@ -54,15 +54,14 @@ class StageMoves:
             pipeline = spec.pipeline.for_record(selector)
             source = current["stage"]
             _check_move(spec, pipeline, source, target, current)
-            _check_role(entity, pipeline, target)
+            _check_role(entity, pipeline, target, records.access.acting.user)
             now = dt.datetime.now(dt.UTC)
             entered = records.journal.last_stage_entry(conn, entity, record_id)
-            updated = conn.execute(
+            updated = conn.execute(records.access.scoped(
                 sa.update(table.table)
-                .where(table.table.c.id == record_id, table.table.c.version == current["version"],
-                       *records.access.where(entity, "update"))
+                .where(table.table.c.id == record_id, table.table.c.version == current["version"])
                 .values(stage=target, version=current["version"] + 1, updated_at=now,
-                        **progress.on_enter(table, target))
+                        **progress.on_enter(table, target)), entity, "update")
             ).rowcount
             if updated != 1:
                 raise StaleVersion(f"{entity} {record_id} was changed by someone else; read it again")
@@ -70,13 +69,12 @@ class StageMoves:
                                   by=actor, at=now, seconds=seconds_since(entered, now))
             merged = {**current, "stage": target, "version": current["version"] + 1,
                       "updated_at": now}
-            return records._render(conn, table, [merged])[0]
+            return records.render(conn, table, [merged])[0]
 
 
-def _check_role(entity: str, pipeline: PipelineSpec, target: str) -> None:
+def _check_role(entity: str, pipeline: PipelineSpec, target: str, user: User | None) -> None:
     """A stage with `roles:` is entered only by users with one of them (or admin)."""
     allowed = next(s.roles for s in pipeline.stages if s.name == target)
-    user = acting_user()
     if allowed and user is not None and ADMIN not in user.roles and \
             not set(user.roles) & set(allowed):
         raise Forbidden(f"only {' or '.join(allowed)} may move a {entity} to {target}",

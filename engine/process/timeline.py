@@ -48,10 +48,8 @@ class Timeline:
     def page(self, entity: str, record_id: int, params: Sequence[tuple[str, str]]) -> dict[str, Any]:
         limit, cursor = _page_params(params)
         record_id = checked_id(record_id, entity)
-        table = self.storage[entity].table
         with self.records.db.read() as conn:
-            if conn.execute(sa.select(table.c.id).where(
-                    table.c.id == record_id, *self.records.access.where(entity, "read"))).first() is None:
+            if not self.records.visible(conn, entity, record_id):
                 raise NotFound(f"no {entity} with id {record_id}")
             items: list[tuple[tuple[Any, ...], Record]] = []
             sources = self._sources(entity, record_id)
@@ -105,10 +103,11 @@ class Timeline:
             source_table = storage[source_entity].table
             sources.append(_Source(
                 rank, source_table.c.created_at, source_table.c.id,
-                sa.select(source_table.c.id, source_table.c.created_at.label("at")).where(
-                    source_table.c[poly_entity_column(link.name)] == entity,
-                    source_table.c[link_column(link.name)] == record_id,
-                    *self.records.access.where(source_entity, "read")),
+                self.records.access.scoped(
+                    sa.select(source_table.c.id, source_table.c.created_at.label("at")).where(
+                        source_table.c[poly_entity_column(link.name)] == entity,
+                        source_table.c[link_column(link.name)] == record_id),
+                    source_entity, "read"),
                 _record_item(source_entity, link.name)))
         return sources
 
@@ -118,7 +117,7 @@ class Timeline:
             if item["type"] == "record":
                 wanted.setdefault(item["entity"], []).append(item["record_id"])
         for entity, ids in wanted.items():
-            found = {r["id"]: r for r in self.records._fetch_ids(conn, entity, ids)}
+            found = {r["id"]: r for r in self.records.fetch(conn, entity, ids)}
             for item in items:
                 if item["type"] == "record" and item["entity"] == entity:
                     item["record"] = found.get(item.pop("record_id"))
@@ -166,12 +165,10 @@ class Timeline:
     def _add(self, entity: str, record_id: int, values: dict[str, Any],
              actor: int | None) -> Record:
         record_id = checked_id(record_id, entity)
-        table = self.storage[entity].table
         activities = self.storage.activities
         values.setdefault("at", dt.datetime.now(dt.UTC))
         with self.records.db.write() as conn:
-            if conn.execute(sa.select(table.c.id).where(
-                    table.c.id == record_id, *self.records.access.where(entity, "read"))).first() is None:
+            if not self.records.visible(conn, entity, record_id):
                 raise NotFound(f"no {entity} with id {record_id}")
             new_id = conn.execute(sa.insert(activities).values(
                 entity=entity, record_id=record_id, by=actor, **values

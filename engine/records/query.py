@@ -61,9 +61,10 @@ class ListQuery:
 class QueryParser:
     """Turns query parameters into a `ListQuery` for one entity of one storage.
 
-    With `access`, the query is the acting user's: the read scope of the entity joins the
-    conditions (and of every entity a filter goes through), and hidden fields are refused
-    wherever a parameter names them, with the message an unknown field gets.
+    With `access`, the query is the acting user's: the read scope of every entity a filter
+    goes through joins its subquery, and hidden fields are refused wherever a parameter
+    names them, with the message an unknown field gets. The entity's own scope is not in
+    `ListQuery.conditions`: the statement that runs them comes from `Access.scoped`.
     """
 
     def __init__(self, storage: Storage, dialect: str, access: Access | None = None):
@@ -111,8 +112,6 @@ class QueryParser:
             if search is not None:
                 conditions.append(search)
         include = self._include(table, seen.get("include"), problems)
-        if self.access is not None:
-            conditions += self.access.where(entity, "read")
         with_total = True
         if "total" in seen:
             if seen["total"] not in ("true", "false"):
@@ -228,7 +227,7 @@ class QueryParser:
         """The entity at the other end of link `name`, and how to filter by its records
         (only those the acting user may read)."""
         target, subquery_of = self._through_all(table, name)
-        scope = self.access.where(target.name, "read") if self.access is not None else []
+        scope = self.access.conditions(target.name, "read") if self.access is not None else []
         if not scope:
             return target, subquery_of
         return target, lambda cond: subquery_of(sa.and_(cond, *scope))

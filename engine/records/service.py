@@ -19,7 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
-from engine.access.scopes import Access, Rights, acting_user
+from engine.access.acting import Acting
+from engine.access.scopes import Access, Rights
 from engine.errors import (
     Conflict,
     ErrorDetail,
@@ -33,7 +34,7 @@ from engine.records.schemas import EntitySchemas, schema_problems
 from engine.setup.names import link_column, poly_entity_column
 from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec
 from engine.storage import progress
-from engine.storage.database import Database
+from engine.storage.database import UNSCOPED, Database
 from engine.storage.journal import Journal, diff
 from engine.storage.tables import SEARCH_COLUMN, EntityTable, Storage, search_text
 from engine.types.fields import ValueProblem
@@ -115,11 +116,11 @@ class Records:
     """Reads and writes the records of every entity of one storage."""
 
     def __init__(self, storage: Storage, database: Database,
-                 schemas: Mapping[str, EntitySchemas]):
+                 schemas: Mapping[str, EntitySchemas], acting: Acting):
         self.storage = storage
         self.db = database
         self.schemas = schemas
-        self.access = Access(storage, QueryParser(storage, database.dialect))
+        self.access = Access(storage, QueryParser(storage, database.dialect), acting)
         #: parses the acting user's queries: their read scope and hidden fields applied
         self.parser = QueryParser(storage, database.dialect, self.access)
         self.journal = Journal(storage)
@@ -136,12 +137,10 @@ class Records:
         """One record; `include` is the comma-separated links to embed."""
         table = self.storage[entity]
         links = self.parser.include(entity, include)
-        statement = self.shapes[entity].select_by_id  # built once: the unscoped hot path
-        if scope := self.access.where(entity, "read"):
-            statement = statement.where(*scope)
+        statement = self.access.scoped(self.shapes[entity].select_by_id, entity, "read")
         with self.db.read() as conn:
             rows = conn.execute(statement, {"record_id": checked_id(record_id, entity)}).all()
-            records = self._render(conn, table, [row._mapping for row in rows])
+            records = self.render(conn, table, [row._mapping for row in rows])
             if not records:
                 raise NotFound(f"no {entity} with id {record_id}")
             self._include(conn, table, records, links)
@@ -151,7 +150,7 @@ class Records:
              extra: ColumnElement[bool] | None = None) -> Page:
         query = self.parser.parse(entity, params)
         with self.db.read() as conn:
-            return self._list(conn, query, extra)
+            return self.page(conn, query, extra)
 
     def linked(self, entity: str, record_id: int, name: str,
                params: Sequence[tuple[str, str]]) -> Page:
@@ -159,15 +158,16 @@ class Records:
         table = self.storage[entity]
         record_id = checked_id(record_id, entity)
         with self.db.read() as conn:
-            row = conn.execute(sa.select(table.table).where(
-                table.table.c.id == record_id, *self.access.where(entity, "read"))).first()
+            row = conn.execute(self.access.scoped(
+                sa.select(table.table).where(table.table.c.id == record_id), entity, "read")
+            ).first()
             if row is None:
                 raise NotFound(f"no {entity} with id {record_id}")
             target, condition = self._linked_condition(table, row._mapping, name)
             if target is None:
                 return Page([], 0, None)
             query = self.parser.parse(target, params)
-            return self._list(conn, query, condition)
+            return self.page(conn, query, condition)
 
     def _linked_condition(self, table: EntityTable, row: Row,
                           name: str) -> tuple[str | None, ColumnElement[bool]]:
@@ -198,27 +198,28 @@ class Records:
                 source.table.c[poly_entity_column(declared.name)] == table.name, condition)
         return reverse.entity, condition
 
-    def _list(self, conn: sa.Connection, query: ListQuery,
-              extra: ColumnElement[bool] | None) -> Page:
+    # -- the read API processes build on (stages, timeline, reports) ------------------------
+    def page(self, conn: sa.Connection, query: ListQuery,
+             extra: ColumnElement[bool] | None = None) -> Page:
+        """One page of a parsed list query (and `extra`), in the acting user's scope."""
         table = self.storage[query.entity]
         conditions = list(query.conditions)
         if extra is not None:
             conditions.append(extra)
         total = None
         if query.with_total:
-            total = conn.execute(
-                sa.select(sa.func.count()).select_from(table.table).where(*conditions)
-            ).scalar_one()
+            total = conn.execute(self.access.scoped(
+                sa.select(sa.func.count()).select_from(table.table).where(*conditions),
+                query.entity, "read")).scalar_one()
         page_conditions = list(conditions)
         if query.after is not None:
             page_conditions.append(after_condition(query.sort, query.after))
-        statement = (
+        statement = self.access.scoped(
             sa.select(*self.shapes[query.entity].columns)
             .where(*page_conditions)
             .order_by(*order_by(query.sort, self.db.dialect))
             .limit(query.limit + 1)
-            .offset(query.offset)
-        )
+            .offset(query.offset), query.entity, "read")
         rows = conn.execute(statement).all()
         more = len(rows) > query.limit
         rows = rows[: query.limit]
@@ -228,21 +229,20 @@ class Records:
             values = [_cursor_value(key.attribute.field, last[key.attribute.column.name])
                       for key in query.sort]
             next_cursor = encode_cursor(query.sort_signature, values)
-        records = self._render(conn, table, [row._mapping for row in rows])
+        records = self.render(conn, table, [row._mapping for row in rows])
         self._include(conn, table, records, query.include)
         return Page(records, total, next_cursor)
 
-    def _fetch(self, conn: sa.Connection, table: EntityTable,
+    def _fetch_where(self, conn: sa.Connection, table: EntityTable,
                condition: ColumnElement[bool]) -> list[Record]:
-        rows = conn.execute(
-            sa.select(*self.shapes[table.name].columns)
-            .where(condition, *self.access.where(table.name, "read"))
-            .order_by(table.table.c.id)
-        ).all()
-        return self._render(conn, table, [row._mapping for row in rows])
+        rows = conn.execute(self.access.scoped(
+            sa.select(*self.shapes[table.name].columns).where(condition)
+            .order_by(table.table.c.id), table.name, "read")).all()
+        return self.render(conn, table, [row._mapping for row in rows])
 
-    def _render(self, conn: sa.Connection, table: EntityTable,
-                rows: Sequence[Row]) -> list[Record]:
+    def render(self, conn: sa.Connection, table: EntityTable,
+               rows: Sequence[Row]) -> list[Record]:
+        """Rows of `table` as the acting user sees them: hidden fields out, many-links in."""
         shape = self.shapes[table.name]
         records = [shape.render(row) for row in rows]
         rights = self.access.rights(table.name)
@@ -276,7 +276,7 @@ class Records:
                 found = {
                     (entity, linked["id"]): linked
                     for entity, ids in wanted.items()
-                    for linked in self._fetch_ids(conn, entity, ids)
+                    for linked in self.fetch(conn, entity, ids)
                 }
                 for record in records:
                     ref = record[name]
@@ -287,7 +287,7 @@ class Records:
             for record in records:
                 value = record[name]
                 ids.update(value if link.many else [] if value is None else [value])
-            by_id = {linked["id"]: linked for linked in self._fetch_ids(conn, link.target, ids)}
+            by_id = {linked["id"]: linked for linked in self.fetch(conn, link.target, ids)}
             for record in records:
                 value = record[name]
                 if link.many:
@@ -295,12 +295,21 @@ class Records:
                 elif value is not None:
                     record[name] = by_id.get(value, value)
 
-    def _fetch_ids(self, conn: sa.Connection, entity: str, ids: Iterable[int]) -> list[Record]:
+    def fetch(self, conn: sa.Connection, entity: str, ids: Iterable[int]) -> list[Record]:
+        """The records of `entity` with these ids that the acting user may read."""
         ids = list(ids)
         if not ids:
             return []
         table = self.storage[entity]
-        return self._fetch(conn, table, table.table.c.id.in_(ids))
+        return self._fetch_where(conn, table, table.table.c.id.in_(ids))
+
+    def visible(self, conn: sa.Connection, entity: str, record_id: int,
+                operation: str = "read") -> bool:
+        """Whether the acting user may `operation` the record (False when it is missing)."""
+        table = self.storage[entity].table
+        return conn.execute(self.access.scoped(
+            sa.select(table.c.id).where(table.c.id == record_id), entity, operation)
+        ).first() is not None
 
     # -- access ------------------------------------------------------------------------------
     def locked_row(self, conn: sa.Connection, entity: str, record_id: int,
@@ -309,13 +318,8 @@ class Records:
         may not see it (as if it did not exist), Forbidden when they see it but may not
         `operation` it. Every write to an existing record starts here."""
         rights = self.access.rights(entity)
-        if rights is None:
-            row = conn.execute(self.shapes[entity].lock_by_id, {"record_id": record_id}).first()
-        else:
-            table = self.storage[entity].table
-            row = conn.execute(
-                sa.select(table).where(table.c.id == record_id, *self.access.where(entity, "read"))
-                .with_for_update()).first()
+        row = conn.execute(self.access.scoped(self.shapes[entity].lock_by_id, entity, "read"),
+                           {"record_id": record_id}).first()
         if row is None:
             raise NotFound(f"no {entity} with id {record_id}")
         if rights is not None and not rights.same_reach("read", operation):
@@ -325,9 +329,9 @@ class Records:
     def _require(self, conn: sa.Connection, entity: str, rights: Rights, operation: str,
                  record_id: int) -> None:
         table = self.storage[entity].table
-        condition = rights.condition(operation)
-        if not rights.allows(operation) or (condition is not None and conn.execute(
-                sa.select(table.c.id).where(table.c.id == record_id, condition)).first() is None):
+        if not rights.allows(operation) or conn.execute(self.access.scoped(
+                sa.select(table.c.id).where(table.c.id == record_id), entity, operation)
+        ).first() is None:
             raise Forbidden(f"your role may not {_VERBS[operation]} this {entity}",
                             code="operation_forbidden")
 
@@ -346,7 +350,7 @@ class Records:
                      owner: int | None, *, creating: bool) -> None:
         """A new owner given by a client: the role must be allowed to reassign (or, on
         create, name the creator), and the owner must be an active user."""
-        user = acting_user()
+        user = self.access.acting.user
         if rights is not None and not rights.allows("reassign") and \
                 not (creating and user is not None and owner == user.id):
             raise ValidationFailed(
@@ -423,7 +427,7 @@ class Records:
                 if rights is not None:
                     # a condition on create (or on reassign, for a given owner) is met by
                     # the new record as stored, or the insert is rolled back
-                    user = acting_user()
+                    user = self.access.acting.user
                     reassigned = owner_given and (user is None or values["owner"] != user.id)
                     for operation in ("create", "reassign") if reassigned else ("create",):
                         self._require(conn, entity, rights, operation, new_id)
@@ -486,19 +490,18 @@ class Records:
                         changes.update(progress.on_enter(table, switched))
                     self._check_stage_requirements(spec, merged)
                 if not changes and not link_changes:
-                    return self._render(conn, table, [current])[0]
+                    return self.render(conn, table, [current])[0]
                 self._check_links(conn, table, _changed_links(spec, changes, merged),
                                   {n: sorted(add) for n, (add, _) in link_changes.items()})
                 if table.search_column is not None and any(f in changes for f in spec.search):
                     changes[SEARCH_COLUMN] = search_text(spec, merged)
                 now = _now()
                 changes.update(version=current["version"] + 1, updated_at=now)
-                updated = conn.execute(
+                updated = conn.execute(self.access.scoped(
                     sa.update(table.table)
                     .where(table.table.c.id == record_id,
-                           table.table.c.version == current["version"],
-                           *self.access.where(entity, "update"))
-                    .values(changes)
+                           table.table.c.version == current["version"])
+                    .values(changes), entity, "update")
                 ).rowcount
                 if updated != 1:
                     raise StaleVersion(f"{entity} {record_id} was changed by someone else; "
@@ -514,7 +517,7 @@ class Records:
                 journalled: dict[str, Any] = {
                     k: v for k, v in diff(shape.render(current), shape.render(after)).items()
                     if k not in shape.many}
-                record = self._render(conn, table, [after])[0]
+                record = self.render(conn, table, [after])[0]
                 for name, (added, removed) in link_changes.items():
                     journalled[name] = {"added": sorted(added), "removed": sorted(removed)}
                 self.journal.change(conn, entity, record_id, "update", journalled,
@@ -540,8 +543,7 @@ class Records:
                 if if_version is not None and version != if_version:
                     raise StaleVersion(f"{entity} {record_id} is at version {version}, "
                                        f"not {if_version}")
-                self._delete(conn, entity, [record_id], set(), actor,
-                             scope=self.access.where(entity, "delete"))
+                self._delete(conn, entity, [record_id], set(), actor, scoped=True)
         except IntegrityError as error:
             raise self._integrity(error) from None
 
@@ -581,9 +583,9 @@ class Records:
                         self.locked_row(conn, check_entity, check_id, "update")
                         continue
                     check = self.storage[check_entity].table
-                    if conn.execute(sa.select(check.c.id).where(
-                            check.c.id == check_id, *self.access.where(check_entity, "read"))
-                    ).first() is None:
+                    if conn.execute(self.access.scoped(
+                            sa.select(check.c.id).where(check.c.id == check_id),
+                            check_entity, "read")).first() is None:
                         raise NotFound(f"no {check_entity} with id {check_id}")
                 pair = sa.and_(joins.c.source_id == source_id, joins.c.target_id == target_id)
                 exists = conn.execute(sa.select(joins.c.source_id).where(pair)).first() is not None
@@ -596,10 +598,10 @@ class Records:
                 else:
                     return
                 now = _now()
-                conn.execute(
-                    sa.update(owner_table).where(owner_table.c.id == source_id,
-                                                 *self.access.where(owner_entity, "update"))
-                    .values(version=owner_table.c.version + 1, updated_at=now))
+                conn.execute(self.access.scoped(
+                    sa.update(owner_table).where(owner_table.c.id == source_id)
+                    .values(version=owner_table.c.version + 1, updated_at=now),
+                    owner_entity, "update"))
                 change = {"added": [target_id], "removed": []} if add else \
                     {"added": [], "removed": [target_id]}
                 self.journal.change(conn, owner_entity, source_id, "update", {owner_link: change},
@@ -657,7 +659,7 @@ class Records:
         problems: list[ErrorDetail] = []
         for link in table.spec.links.values():
             if polymorphic_only and not link.polymorphic and \
-                    not self.access.where(link.target, "read"):
+                    not self.access.conditions(link.target, "read"):
                 continue
             if link.many:
                 ids = list(many.get(link.name, ()))
@@ -672,8 +674,9 @@ class Records:
                 continue
             target_table = self.storage[target].table
             # a record the acting user may not see is, to them, a record that does not exist
-            found = set(conn.execute(sa.select(target_table.c.id).where(
-                target_table.c.id.in_(ids), *self.access.where(target, "read"))).scalars())
+            found = set(conn.execute(self.access.scoped(
+                sa.select(target_table.c.id).where(target_table.c.id.in_(ids)), target, "read"
+            )).scalars())
             missing = [i for i in ids if i not in found]
             if missing:
                 problems.append(ErrorDetail(
@@ -690,12 +693,11 @@ class Records:
             conn.execute(sa.insert(joins), rows)
 
     def _delete(self, conn: sa.Connection, entity: str, ids: list[int],
-                seen: set[tuple[str, int]], actor: int | None,
-                scope: list[ColumnElement[bool]] | None = None) -> None:
+                seen: set[tuple[str, int]], actor: int | None, *, scoped: bool = False) -> None:
         """Delete records and apply each inbound link's on_delete. The records a user
-        deletes are in their scope (`scope`, checked again in the DELETE); what the
+        deletes are in their scope (`scoped`: checked again in the DELETE); what the
         setup's on_delete rules then release or cascade to is reached whatever its owner,
-        and those statements say so (`kt_unscoped`)."""
+        and those statements say so (`Access.unscoped`)."""
         ids = [i for i in ids if (entity, i) not in seen]
         if not ids:
             return
@@ -709,9 +711,9 @@ class Records:
             for chunk in _chunks(ids):
                 conn.execute(sa.delete(joins).where(joins.c.source_id.in_(chunk)))
         for chunk in _chunks(ids):
-            statement = sa.delete(table.table).where(table.table.c.id.in_(chunk), *scope or [])
-            conn.execute(statement if scope is not None else statement.execution_options(
-                kt_unscoped="on_delete cascade"))
+            statement = sa.delete(table.table).where(table.table.c.id.in_(chunk))
+            conn.execute(self.access.scoped(statement, entity, "delete") if scoped
+                         else self.access.unscoped(statement, "on_delete cascade"))
         if table.spec.pipeline is not None:
             self.journal.forget_stages(conn, entity, ids)
         self.journal.changes_many(conn, entity, ids, "delete", None, by=actor, at=_now())
@@ -719,7 +721,7 @@ class Records:
     def _release(self, conn: sa.Connection, entity: str, ids: list[int], source: EntityTable,
                  link: LinkSpec, seen: set[tuple[str, int]], actor: int | None) -> None:
         """Apply `link.on_delete` to the records of `source` that point at `ids`."""
-        reason = {"kt_unscoped": f"on_delete {link.on_delete}"}
+        reason = {UNSCOPED: f"on_delete {link.on_delete}"}
         if link.many:
             joins = source.join_tables[link.name]
             linked = joins.c.target_id.in_(ids)

@@ -90,20 +90,33 @@ class Database:
             connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     @contextmanager
-    def write(self) -> Iterator[sa.Connection]:
-        """A write transaction: committed when the block ends, rolled back on any error."""
+    def write(self, *, system: str | None = None) -> Iterator[sa.Connection]:
+        """A write transaction: committed when the block ends, rolled back on any error.
+        `system` says why its statements may reach every record without the acting
+        user's scope (a migration, a backfill); see `engine.access.scopes.guard`."""
         with self._write_lock or nullcontext():
             with self.engine.connect() as connection:
-                connection.execution_options(kt_write=True)
+                connection.execution_options(kt_write=True, **_system(system))
                 with connection.begin():
                     yield connection
 
     @contextmanager
-    def read(self) -> Iterator[sa.Connection]:
-        """A read transaction: one consistent snapshot on SQLite."""
+    def read(self, *, system: str | None = None) -> Iterator[sa.Connection]:
+        """A read transaction: one consistent snapshot on SQLite (`system` as for write)."""
         with self.engine.connect() as connection:
+            if system is not None:
+                connection.execution_options(**_system(system))
             with connection.begin():
                 yield connection
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+#: the execution option of a statement or connection that reaches every record on purpose,
+#: saying why (the access layer's guard lets it through; see engine/access/scopes.py)
+UNSCOPED = "kt_unscoped"
+
+
+def _system(why: str | None) -> dict[str, str]:
+    return {} if why is None else {UNSCOPED: why}

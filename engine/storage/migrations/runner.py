@@ -98,7 +98,7 @@ def apply(storage: Storage, database: Database, *, allow_data_loss: bool = False
 @contextmanager
 def _migration(database: Database) -> Iterator[sa.Connection]:
     if database.dialect != "sqlite":
-        with database.write() as conn:
+        with database.write(system="migrate") as conn:
             yield conn
         return
     with database.engine.connect() as conn:
@@ -106,7 +106,7 @@ def _migration(database: Database) -> Iterator[sa.Connection]:
         assert driver is not None
         driver.execute("PRAGMA foreign_keys=OFF")  # before BEGIN: inside, SQLite ignores it
         try:
-            conn.execution_options(kt_write=True)
+            conn.execution_options(kt_write=True, kt_unscoped="migrate")
             with conn.begin():
                 yield conn
         finally:
