@@ -2,12 +2,15 @@
 
     KartotekaError
     ├── SetupError              a setup has problems; carries every Diagnostic at once
+    ├── ExtensionError          a developer's field type cannot be registered
     ├── DatabaseError
     │   ├── DatabaseMismatch    the database does not match the setup: run `kartoteka migrate`
     │   └── MigrationRefused    migrate would alter or drop existing tables or columns
+    │       └── PlanRefused     (engine.storage.migrations) refused steps, or data loss unflagged
     └── RequestError            a caller's request cannot be carried out; nothing was written
         ├── MalformedRequest    bad JSON, bad query parameter, bad header          (HTTP 400)
         ├── Unauthorized        no token, or a bad, expired or revoked one         (HTTP 401)
+        ├── Forbidden           an operation or field the caller's role lacks      (HTTP 403)
         ├── NotFound            no such record, or out of the caller's scope       (HTTP 404)
         ├── Conflict            unique value taken, delete restricted by links     (HTTP 409)
         ├── StaleVersion        If-Match names an older version                    (HTTP 412)
@@ -93,6 +96,11 @@ class SetupError(KartotekaError):
         super().__init__(
             f"{len(errors)} problem(s) in the setup:\n" + "\n".join(str(d) for d in errors)
         )
+
+
+class ExtensionError(KartotekaError):
+    """A field type (a developer's, or a built-in) cannot be registered: raised by
+    `FieldTypeRegistry.register`, before any setup is loaded."""
 
 
 class DatabaseError(KartotekaError):

@@ -52,7 +52,13 @@ from engine.setup.spec import (
     SetupSpec,
     StageSpec,
 )
-from engine.types.fields import DateType, FieldTypeRegistry, ValueProblem, default_registry
+from engine.types.fields import (
+    ChoiceType,
+    DateType,
+    FieldTypeRegistry,
+    ValueProblem,
+    default_registry,
+)
 
 SETUP_FILE = "setup.yaml"
 BOUNDED_KEYS = ("min", "max", "min_length", "max_length", "pattern", "options")
@@ -626,11 +632,11 @@ class _Loader:
                 if selector in draft.field_names and selector not in draft.fields:
                     return  # the field itself is wrong, and reported
                 chooser = draft.fields.get(selector)
-                if chooser is None or chooser.type.name != "choice":
+                if chooser is None or not isinstance(chooser.type, ChoiceType):
                     if chooser is None:
                         what = f"no field {selector!r}"
                         hint = did_you_mean(selector, [n for n, f in draft.fields.items()
-                                                       if f.type.name == "choice"])
+                                                       if isinstance(f.type, ChoiceType)])
                     else:
                         what = f"{selector!r} is {_a(chooser.type.name)} field"
                         hint = ""
