@@ -18,6 +18,7 @@ from engine.errors import (
     MigrationRefused,
     NotFound,
     RequestError,
+    SettingsError,
     SetupError,
     StaleVersion,
     ValidationFailed,
@@ -29,6 +30,6 @@ from engine.types.fields import FieldType, FieldTypeRegistry, ValueProblem, defa
 __all__ = [
     "Conflict", "DatabaseMismatch", "DatabaseSettings", "Diagnostic", "ExtensionError", "FieldType",
     "FieldTypeRegistry", "Kartoteka", "KartotekaError", "MalformedRequest", "MigrationRefused",
-    "NotFound", "RequestError", "Settings", "SetupError", "StaleVersion", "ValidationFailed",
+    "NotFound", "RequestError", "Settings", "SettingsError", "SetupError", "StaleVersion", "ValidationFailed",
     "ValueProblem", "check_setup", "default_registry", "load_setup",
 ]

@@ -3,7 +3,8 @@
     KartotekaError
     ├── SetupError              a setup has problems; carries every Diagnostic at once
     ├── ExtensionError          a developer's field type cannot be registered
-    ├── DatabaseError
+    ├── SettingsError           a bad setting: malformed or unsupported database URL, no driver
+    ├── DatabaseError           the database cannot be used: its folder cannot be made, ...
     │   ├── DatabaseMismatch    the database does not match the setup: run `kartoteka migrate`
     │   └── MigrationRefused    migrate would alter or drop existing tables or columns
     │       └── PlanRefused     (engine.storage.migrations) refused steps, or data loss unflagged
@@ -101,6 +102,12 @@ class SetupError(KartotekaError):
 class ExtensionError(KartotekaError):
     """A field type (a developer's, or a built-in) cannot be registered: raised by
     `FieldTypeRegistry.register`, before any setup is loaded."""
+
+
+class SettingsError(KartotekaError):
+    """A setting cannot be used: a database URL that is malformed, names an unsupported
+    database or a driver that is not installed, or an option out of its range. Raised when
+    the settings are built or the database opened, before anything is read or written."""
 
 
 class DatabaseError(KartotekaError):
