@@ -12,11 +12,13 @@ from engine.errors import (
     Conflict,
     DatabaseMismatch,
     Diagnostic,
+    ExtensionError,
     KartotekaError,
     MalformedRequest,
     MigrationRefused,
     NotFound,
     RequestError,
+    SettingsError,
     SetupError,
     StaleVersion,
     ValidationFailed,
@@ -26,8 +28,8 @@ from engine.storage.database import DatabaseSettings
 from engine.types.fields import FieldType, FieldTypeRegistry, ValueProblem, default_registry
 
 __all__ = [
-    "Conflict", "DatabaseMismatch", "DatabaseSettings", "Diagnostic", "FieldType",
+    "Conflict", "DatabaseMismatch", "DatabaseSettings", "Diagnostic", "ExtensionError", "FieldType",
     "FieldTypeRegistry", "Kartoteka", "KartotekaError", "MalformedRequest", "MigrationRefused",
-    "NotFound", "RequestError", "Settings", "SetupError", "StaleVersion", "ValidationFailed",
+    "NotFound", "RequestError", "Settings", "SettingsError", "SetupError", "StaleVersion", "ValidationFailed",
     "ValueProblem", "check_setup", "default_registry", "load_setup",
 ]

@@ -11,13 +11,14 @@ nothing is global, so tests and several setups in one process do not interfere.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from engine.access.acting import Acting
 from engine.access.scopes import guard
 from engine.access.users import Users
+from engine.errors import SettingsError
 from engine.process.reports import Reports
 from engine.process.stages import StageMoves
 from engine.process.timeline import Timeline
@@ -37,8 +38,18 @@ MAX_BODY_BYTES = 1024 * 1024
 
 @dataclass(frozen=True)
 class Settings:
+    """An engine's settings; each value is checked when they are built (`SettingsError`)."""
+
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     max_body_bytes: int = MAX_BODY_BYTES
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.database, DatabaseSettings):
+            raise SettingsError("database must be a DatabaseSettings")
+        value = self.max_body_bytes
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SettingsError(f"max_body_bytes is {value!r}: it must be a whole number of "
+                                "bytes, at least 1")
 
 
 class Kartoteka:
@@ -67,6 +78,12 @@ class Kartoteka:
     def open(cls, folder: str | Path, database_url: str | None = None, *,
              registry: FieldTypeRegistry | None = None, **settings: Any) -> Kartoteka:
         """Load a setup folder (raising `SetupError` on problems) and bind it to a database."""
+        known = [f.name for f in fields(Settings) if f.name != "database"]  # from the URL
+        unknown = sorted(set(settings) - set(known))
+        if unknown:
+            raise SettingsError(f"unknown setting(s) {', '.join(map(repr, unknown))}: give "
+                                "the database URL as database_url; the others are "
+                                + ", ".join(known))
         registry = registry or default_registry()
         setup = load_setup(folder, registry)
         db_settings = DatabaseSettings(url=database_url) if database_url else DatabaseSettings()

@@ -4,12 +4,16 @@
     ├── SetupError              a setup has problems; carries every Diagnostic at once
     ├── UnscopedStatement       a bug, never a caller's fault: a statement over an entity
     │                           table skipped the access scope (engine/access/scopes.py)
-    ├── DatabaseError
+    ├── ExtensionError          a developer's field type cannot be registered
+    ├── SettingsError           a bad setting: malformed or unsupported database URL, no driver
+    ├── DatabaseError           the database cannot be used: its folder cannot be made, ...
     │   ├── DatabaseMismatch    the database does not match the setup: run `kartoteka migrate`
     │   └── MigrationRefused    migrate would alter or drop existing tables or columns
+    │       └── PlanRefused     (engine.storage.migrations) refused steps, or data loss unflagged
     └── RequestError            a caller's request cannot be carried out; nothing was written
         ├── MalformedRequest    bad JSON, bad query parameter, bad header          (HTTP 400)
         ├── Unauthorized        no token, or a bad, expired or revoked one         (HTTP 401)
+        ├── Forbidden           an operation or field the caller's role lacks      (HTTP 403)
         ├── NotFound            no such record, or out of the caller's scope       (HTTP 404)
         ├── Conflict            unique value taken, delete restricted by links     (HTTP 409)
         ├── StaleVersion        If-Match names an older version                    (HTTP 412)
@@ -100,6 +104,17 @@ class SetupError(KartotekaError):
 class UnscopedStatement(KartotekaError):
     """A statement reached an entity table without `Access.scoped` or `Access.unscoped`:
     refused before it runs, so a new read path cannot leak records by accident."""
+
+
+class ExtensionError(KartotekaError):
+    """A field type (a developer's, or a built-in) cannot be registered: raised by
+    `FieldTypeRegistry.register`, before any setup is loaded."""
+
+
+class SettingsError(KartotekaError):
+    """A setting cannot be used: a database URL that is malformed, names an unsupported
+    database or a driver that is not installed, or an option out of its range. Raised when
+    the settings are built or the database opened, before anything is read or written."""
 
 
 class DatabaseError(KartotekaError):

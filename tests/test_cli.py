@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from engine import check_setup
+from engine import SettingsError, check_setup
 from kartoteka.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -339,3 +339,38 @@ def test_usage_errors_exit_2() -> None:
     result = run("check")
     assert result.exit_code == 2
     assert "SETUP" in result.stderr
+
+
+# -- bad settings: a message and exit 1, never a traceback ------------------------------------
+
+def _bad_urls(tmp_path: Path) -> list[tuple[str, str]]:
+    in_the_way = tmp_path / "plain-file"
+    in_the_way.write_text("not a folder", encoding="utf-8")
+    return [
+        ("nonsense", "'nonsense' is not a database URL: use sqlite:///file.db or "
+                     "postgresql+psycopg://user@host/name"),
+        ("postgresql://u@h:notaport/db", "is not a database URL (its port is not a number)"),
+        ("mysql://u@h/db", "unsupported database 'mysql': use sqlite:///file.db"),
+        ("postgresql+nosuch://u@h/db", "no driver 'nosuch' for postgresql is installed"),
+        (f"sqlite+pysqlcipher:///{tmp_path}/x.db", "no driver 'pysqlcipher' for sqlite"),
+        ("sqlite:///:memory:", "an in-memory SQLite database would vanish"),
+        (f"sqlite:///{in_the_way}/crm.db", f"cannot make the folder '{in_the_way}' for the "
+                                           "SQLite database: a file is in the way"),
+    ]
+
+
+@pytest.mark.parametrize("command", [["migrate", str(DEFAULT_SETUP)], ["user", "list"],
+                                     ["serve", str(DEFAULT_SETUP)]], ids=" ".join)
+def test_a_bad_database_url_is_a_message_and_exit_1(command: list[str], tmp_path: Path) -> None:
+    for url, expected in _bad_urls(tmp_path):
+        result = run(*command, "--db", url)
+        assert result.exit_code == 1, (url, result.output)
+        assert result.stderr.startswith("error: "), (url, result.stderr)
+        assert expected in result.stderr, (url, result.stderr)
+        assert "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain-file"]
+
+
+def test_traceback_shows_the_error_of_a_bad_setting() -> None:
+    with pytest.raises(SettingsError, match="unsupported database 'mysql'"):
+        run("--traceback", "migrate", DEFAULT_SETUP, "--db", "mysql://u@h/db")

@@ -668,6 +668,31 @@ def test_the_backfill_rebuilds_the_summary_from_the_history(
     assert _entered(kt, "sale", deals["C"]["id"]) == {"lead", "invoiced"}
 
 
+def test_sixty_three_stage_names_over_two_pipelines_fit_the_summary(
+        make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path]) -> None:
+    """The limit the loader enforces (tests/broken_setups/too_many_stages*) is the real one:
+    63 distinct names, the last one the sign bit's neighbour, store and count."""
+    short = ["new", *(f"a{i:02d}" for i in range(1, 35)), "done"]      # 36 names
+    long = ["new", *(f"b{i:02d}" for i in range(1, 28)), "done"]       # 27 more: 63
+    kt = make_kt(write_setup({"order.yaml": f"""
+        entity: order
+        fields:
+          kind: {{type: choice, options: [retail, wholesale]}}
+        pipeline_by: kind
+        pipelines:
+          retail: {{stages: [{", ".join(short)}]}}
+          wholesale: {{stages: [{", ".join(long)}]}}
+    """}))
+    assert kt.storage["order"].stage_bits == {
+        name: 1 << index for index, name in enumerate(dict.fromkeys([*short, *long]))}
+    with TestClient(create_app(kt), raise_server_exceptions=False) as api:
+        order = _post(api, "order", {"kind": "wholesale"})
+        _move(api, "order", order["id"], "b27")
+        assert _entered(kt, "order", order["id"]) == {"new", "b27"}
+        funnel = _stages(_funnel(api, "order", pipeline="wholesale"))
+        assert funnel["b27"]["reached"] == 1 and funnel["done"]["reached"] == 0
+
+
 def test_the_summary_is_never_shown_nor_accepted(client: TestClient) -> None:
     buyer = _post(client, "client", {"name": "Acme"})["id"]
     sale = _sale(client, "S-1", buyer)

@@ -1,8 +1,9 @@
 """Pipeline reports, computed in SQL (GROUP BY), never by loading records into Python.
 
 Board (`GET /api/{e}/board`): for each stage of a pipeline, in order, empty ones too: its
-count, the sums of the entity's money fields, and its first records; each column's `next`
-is a cursor for the list call filtered by that stage (`GET /api/{e}?stage=S&cursor=...`).
+count, the sums of the entity's summable fields (money, `FieldType.summable`), and its
+first records; each column's `next` is a cursor for the list call filtered by that stage
+(`GET /api/{e}?stage=S&cursor=...`).
 
 Funnel (`GET /api/{e}/funnel`): for each stage, over the stage history of the records the
 filters select (`from`/`to` bound the records' creation dates):
@@ -16,8 +17,8 @@ filters select (`from`/`to` bound the records' creation dates):
   follow now (a pipeline switch's row belongs to the new pipeline). A deleted record's
   stage history is deleted with it (engine/journal.py), so no history row outlives its
   record;
-- `current`: records now in the stage, with money sums and the probability-weighted
-  `forecast` of each sum.
+- `current`: records now in the stage, with the sums of its summable fields and the
+  probability-weighted `forecast` of each sum.
 
 How it stays fast at a million records (figures in bench/README.md):
 - `reached`, `records` and `current` come from one GROUP BY (stage, kt_reached) over the
@@ -42,7 +43,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -50,7 +50,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from engine.errors import ErrorDetail, MalformedRequest, NotFound
 from engine.records.service import Records
-from engine.setup.spec import EntitySpec, PipelineSpec, label_text
+from engine.setup.spec import PipelineSpec, label_text
 from engine.storage.progress import REACHED_COLUMN, mask
 from engine.storage.tables import EntityTable
 
@@ -81,14 +81,14 @@ class Reports:
                                    code="invalid_query")
         query = self.records.parser.parse(entity, [*rest, ("total", "false")])
         conditions = [*query.conditions, *self._in_pipeline(table, pipeline)]
-        money = self._money_fields(table)
+        summable = self._summed_fields(table)
         stage = table.table.c.stage
         access = self.records.access
         with self.records.db.read() as conn:
             totals = {
                 row[0]: row[1:]
                 for row in conn.execute(access.scoped(
-                    sa.select(stage, sa.func.count(), *(sa.func.sum(table.table.c[f.name]) for f in money))
+                    sa.select(stage, sa.func.count(), *(sa.func.sum(table.table.c[f.name]) for f in summable))
                     .where(*conditions).group_by(stage), entity, "read"))
             }
             columns = []
@@ -101,7 +101,7 @@ class Reports:
                     "label": label_text(spec.label, self.storage.setup.languages[0]),
                     "category": spec.category,
                     "count": int(found[0]) if found else 0,
-                    "sums": _sums(money, found[1:] if found else None),
+                    "sums": _sums(summable, found[1:] if found else None),
                     "items": page.items,
                     "next": page.next,
                 })
@@ -132,14 +132,14 @@ class Reports:
         assert bits is not None
         # reached stage S (open/won) = entered S or any open/won stage after it
         beyond = {name: mask(bits, progress[index:]) for index, name in enumerate(progress)}
-        money = self._money_fields(table)
+        summable = self._summed_fields(table)
         reached_column = t.c[REACHED_COLUMN]
         with self.records.db.read() as conn:
             # one pass over the records (a covering index when unfiltered or by owner/link):
             # how many are in each stage with each set of stages entered, and their sums
             groups = conn.execute(access.scoped(
                 sa.select(t.c.stage, reached_column, sa.func.count(),
-                          *(sa.func.sum(t.c[f.name]) for f in money))
+                          *(sa.func.sum(t.c[f.name]) for f in summable))
                 .where(*conditions).group_by(t.c.stage, reached_column), entity, "read")).all()
             if chosen or access.conditions(entity, "read"):
                 # filtered, or a scoped caller: exact, from the selected records' history
@@ -147,10 +147,10 @@ class Reports:
                     sa.select(t.c.id).where(*chosen), entity, "read"))
             else:  # every record: the kept counters and one ordered OFFSET per median
                 times = self._times_all(conn, entity, pipeline)
-        current: dict[str, list[Any]] = {}  # stage: [count, money sums...]
+        current: dict[str, list[Any]] = {}  # stage: [count, sums...]
         reached_by_mask: dict[int, int] = {}
         for stage_name, reached_mask, count, *stage_sums in groups:
-            totals = current.setdefault(stage_name, [0] + [None] * len(money))
+            totals = current.setdefault(stage_name, [0] + [None] * len(summable))
             totals[0] += count
             for index, value in enumerate(stage_sums, start=1):
                 if value is not None:
@@ -164,7 +164,7 @@ class Reports:
             wanted = beyond.get(spec.name, bits.get(spec.name, 0))
             reached = sum(count for entered, count in reached_by_mask.items() if entered & wanted)
             found = current.get(spec.name)
-            sums = _sums(money, found[1:] if found else None)
+            stage_totals = found[1:] if found else None
             left, total, median = times.get(spec.name, (0, 0, None))
             stages.append({
                 "stage": spec.name,
@@ -181,8 +181,9 @@ class Reports:
                     "average_seconds": round(total / left) if left else None,
                     "median_seconds": median,
                 },
-                "current": {"count": int(found[0]) if found else 0, "sums": sums},
-                "forecast": _forecast(money, sums, spec.probability),
+                "current": {"count": int(found[0]) if found else 0,
+                            "sums": _sums(summable, stage_totals)},
+                "forecast": _forecast(summable, stage_totals, spec.probability),
             })
             if spec.name in beyond:
                 previous = reached
@@ -265,12 +266,12 @@ class Reports:
                 code="invalid_query")
         return table, pipelines.pipelines[chosen[0]], rest
 
-    def _money_fields(self, table: EntityTable) -> list[Any]:
-        """The money fields summed per stage — without those hidden from the acting user,
+    def _summed_fields(self, table: EntityTable) -> list[Any]:
+        """The summable fields summed per stage — without those hidden from the acting user,
         whose sums would tell what the field hides."""
         rights = self.records.access.rights(table.name)
         hidden = rights.hidden if rights is not None else frozenset()
-        return [f for f in _money_fields(table.spec) if f.name not in hidden]
+        return [f for f in table.spec.fields.values() if f.type.summable and f.name not in hidden]
 
     @staticmethod
     def _in_pipeline(table: EntityTable, pipeline: PipelineSpec) -> list[ColumnElement[bool]]:
@@ -283,30 +284,18 @@ class Reports:
         return [column == pipeline.name]
 
 
-def _money_fields(spec: EntitySpec) -> list[Any]:
-    return [f for f in spec.fields.values() if f.type.name == "money"]
+def _forecast(summed: list[Any], totals: Sequence[Any] | None,
+              probability: int | None) -> dict[str, Any]:
+    if probability is None:
+        return {field.name: None for field in summed}
+    return {field.name: field.type.render_sum(field, totals[index] if totals else None,
+                                              probability)
+            for index, field in enumerate(summed)}
 
 
-def _forecast(money: list[Any], sums: dict[str, str | None],
-              probability: int | None) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for field in money:
-        total = sums.get(field.name)
-        if total is None or probability is None:
-            out[field.name] = None
-            continue
-        quantum = Decimal(1).scaleb(-field.params["places"])
-        out[field.name] = field.type.render(
-            field, (Decimal(total) * probability / 100).quantize(quantum))
-    return out
-
-
-def _sums(money: list[Any], values: Sequence[Any] | None) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for index, field in enumerate(money):
-        value = values[index] if values is not None else None
-        out[field.name] = field.type.render(field, value if value is not None else Decimal(0))
-    return out
+def _sums(summed: list[Any], totals: Sequence[Any] | None) -> dict[str, Any]:
+    return {field.name: field.type.render_sum(field, totals[index] if totals else None)
+            for index, field in enumerate(summed)}
 
 
 def _date_range(params: Sequence[tuple[str, str]], problems: list[ErrorDetail]

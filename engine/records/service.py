@@ -368,11 +368,12 @@ class Records:
 
     def _check_users(self, conn: sa.Connection, spec: EntitySpec,
                      values: Mapping[str, Any]) -> None:
-        """Every id in a `users` field (a task's observers) is an active user."""
+        """Every id in a field of user ids (`refers_to_users`: a task's observers) is an
+        active user."""
         problems = []
         users = self.storage.users
         for field in spec.fields.values():
-            ids = values.get(field.name) if field.type.name == "users" else None
+            ids = values.get(field.name) if field.type.refers_to_users else None
             if not ids:
                 continue
             found = set(conn.execute(sa.select(users.c.id).where(

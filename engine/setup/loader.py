@@ -41,6 +41,7 @@ from engine.setup.names import (
 from engine.setup.roles import ADMIN, check_roles
 from engine.setup.source import SourceFile, read_yaml
 from engine.setup.spec import (
+    MAX_STAGES,
     EntitySpec,
     FieldSpec,
     Label,
@@ -51,7 +52,13 @@ from engine.setup.spec import (
     SetupSpec,
     StageSpec,
 )
-from engine.types.fields import DateType, FieldTypeRegistry, ValueProblem, default_registry
+from engine.types.fields import (
+    ChoiceType,
+    DateType,
+    FieldTypeRegistry,
+    ValueProblem,
+    default_registry,
+)
 
 SETUP_FILE = "setup.yaml"
 BOUNDED_KEYS = ("min", "max", "min_length", "max_length", "pattern", "options")
@@ -625,11 +632,11 @@ class _Loader:
                 if selector in draft.field_names and selector not in draft.fields:
                     return  # the field itself is wrong, and reported
                 chooser = draft.fields.get(selector)
-                if chooser is None or chooser.type.name != "choice":
+                if chooser is None or not isinstance(chooser.type, ChoiceType):
                     if chooser is None:
                         what = f"no field {selector!r}"
                         hint = did_you_mean(selector, [n for n, f in draft.fields.items()
-                                                       if f.type.name == "choice"])
+                                                       if isinstance(f.type, ChoiceType)])
                     else:
                         what = f"{selector!r} is {_a(chooser.type.name)} field"
                         hint = ""
@@ -652,6 +659,8 @@ class _Loader:
                     return
         draft.pipeline = PipelinesSpec(MappingProxyType(pipelines), selector)
         stage_names = draft.pipeline.all_stage_names
+        if len(stage_names) > MAX_STAGES:
+            self._too_many_stages(draft, base, draft.pipeline)
         for field_name, spec in draft.fields.items():
             if not spec.required_in_stages:
                 continue
@@ -663,6 +672,31 @@ class _Loader:
                         ("fields", field_name, "required_in_stages", index),
                         f"no stage {stage!r}",
                         did_you_mean(stage, stage_names) or "stages: " + ", ".join(stage_names)))
+
+    def _too_many_stages(self, draft: _EntityDraft, base: tuple[str | int, ...],
+                         spec: PipelinesSpec) -> None:
+        """Reported at the first stage past the limit, counting names across pipelines."""
+        pipelines = spec.pipelines
+        total = len(spec.all_stage_names)
+        seen: set[str] = set()
+        for pipeline_name, pipeline in pipelines.items():
+            for index, stage_name in enumerate(pipeline.stage_names):
+                seen.add(stage_name)
+                if len(seen) <= MAX_STAGES:
+                    continue
+                path = base if "pipeline" in draft.data else (*base, pipeline_name)
+                where = ("its pipeline" if len(pipelines) == 1
+                         else f"its {len(pipelines)} pipelines together")
+                self.diagnostics.append(draft.source.diagnostic(
+                    "pipeline.too_many_stages", (*path, "stages", index),
+                    f"{draft.name} has {total} distinct stage names in {where}; at most "
+                    f"{MAX_STAGES} are allowed (the funnel keeps the stages a record has "
+                    "reached as the bits of one 64-bit integer), and this is stage "
+                    f"{MAX_STAGES + 1}",
+                    "use fewer stages: pipelines that share a step can share its stage name "
+                    "(a name counts once), or move a separate part of the process to an "
+                    "entity of its own, linked to this one"))
+                return
 
     def _stages_without_pipeline(self, draft: _EntityDraft) -> None:
         for field_name, spec in draft.fields.items():

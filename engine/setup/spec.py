@@ -110,6 +110,11 @@ class PipelineSpec:
         return tuple(stage.name for stage in self.stages)
 
 
+#: distinct stage names an entity's pipelines may have together: the funnel keeps the stages
+#: a record has reached as the bits of one signed 64-bit integer (engine/storage/progress.py)
+MAX_STAGES = 63
+
+
 @dataclass(frozen=True)
 class PipelinesSpec:
     """An entity's pipelines; one named `default` unless chosen by a field (`pipeline_by`)."""

@@ -19,17 +19,36 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from engine.errors import DatabaseError
+from engine.errors import DatabaseError, SettingsError
 
 DEFAULT_URL = "sqlite:///kartoteka.db"
 
 
+SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
+URL_HINT = "use sqlite:///file.db or postgresql+psycopg://user@host/name"
+
+
 @dataclass(frozen=True)
 class DatabaseSettings:
+    """How to reach the database; each value is checked when the settings are built."""
+
     url: str = DEFAULT_URL
     sqlite_synchronous: str = "FULL"  # FULL | NORMAL (faster, may lose the last writes on power loss)
     busy_timeout_ms: int = 10_000
     pool_size: int = 10
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.url, str):
+            raise SettingsError(f"the database URL must be text: {URL_HINT}")
+        if not isinstance(self.sqlite_synchronous, str) or \
+                self.sqlite_synchronous.upper() not in SYNCHRONOUS:
+            raise SettingsError(f"sqlite_synchronous is {self.sqlite_synchronous!r}: it must be "
+                                "FULL (the default), NORMAL or EXTRA")
+        for name, least in (("busy_timeout_ms", 0), ("pool_size", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise SettingsError(f"{name} is {value!r}: it must be a whole number, at "
+                                    f"least {least}")
 
 
 def normalise_url(url: str) -> str:
@@ -47,31 +66,46 @@ class Database:
         self.settings = settings
         try:
             url = sa.make_url(normalise_url(settings.url))
-        except sa.exc.ArgumentError:
-            raise DatabaseError(f"{settings.url!r} is not a database URL: use "
-                                "sqlite:///file.db or postgresql+psycopg://user@host/name") from None
+        except (sa.exc.ArgumentError, ValueError) as error:
+            # SQLAlchemy raises ValueError for a port that is not a number
+            reason = "" if isinstance(error, sa.exc.ArgumentError) else " (its port is not a number)"
+            raise SettingsError(f"{settings.url!r} is not a database URL{reason}: "
+                                f"{URL_HINT}") from None
         self.dialect = url.get_backend_name()
         if self.dialect == "sqlite":
             if not url.database or url.database == ":memory:":
-                raise DatabaseError("an in-memory SQLite database would vanish with the process: "
+                raise SettingsError("an in-memory SQLite database would vanish with the process: "
                                     "give a file, sqlite:///kartoteka.db")
-            Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            self.engine = sa.create_engine(url, pool_size=settings.pool_size, max_overflow=20)
+            folder = Path(url.database).expanduser().parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                reason = ("a file is in the way" if isinstance(
+                    error, (FileExistsError, NotADirectoryError)) else error.strerror or str(error))
+                raise DatabaseError(f"cannot make the folder {str(folder)!r} for the SQLite "
+                                    f"database: {reason}") from None
+            self.engine = self._create_engine(url, pool_size=settings.pool_size, max_overflow=20)
             self._configure_sqlite()
             self._write_lock: threading.Lock | None = threading.Lock()
         elif self.dialect == "postgresql":
-            self.engine = sa.create_engine(url, pool_size=settings.pool_size, max_overflow=20,
-                                           pool_pre_ping=True)
+            self.engine = self._create_engine(url, pool_size=settings.pool_size, max_overflow=20,
+                                              pool_pre_ping=True)
             self._write_lock = None
         else:
-            raise DatabaseError(f"unsupported database {url.get_backend_name()!r}: "
-                                "use sqlite:///file.db or postgresql+psycopg://user@host/name")
+            raise SettingsError(f"unsupported database {url.get_backend_name()!r}: {URL_HINT}")
+
+    @staticmethod
+    def _create_engine(url: sa.URL, **options: Any) -> sa.Engine:
+        try:
+            return sa.create_engine(url, **options)
+        except (sa.exc.NoSuchModuleError, ImportError):
+            raise SettingsError(f"no driver {url.get_driver_name()!r} for "
+                                f"{url.get_backend_name()} is installed: {URL_HINT} "
+                                "(psycopg 3 and Python's sqlite3 come with Kartoteka)") from None
 
     def _configure_sqlite(self) -> None:
         synchronous = self.settings.sqlite_synchronous.upper()
-        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
-            raise ValueError("sqlite_synchronous must be FULL, NORMAL or EXTRA")
-        busy = int(self.settings.busy_timeout_ms)
+        busy = self.settings.busy_timeout_ms
 
         @event.listens_for(self.engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:

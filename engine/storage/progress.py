@@ -24,22 +24,25 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
-from engine.setup.spec import PipelinesSpec
+from engine.errors import Diagnostic, SetupError
+from engine.setup.spec import MAX_STAGES, PipelinesSpec
 
 if TYPE_CHECKING:
     from engine.storage.tables import EntityTable, Storage
 
 REACHED_COLUMN = "kt_reached"
-#: a signed 64-bit integer holds 63 stage bits
-MAX_STAGES = 63
 
 
 def stage_bits(pipelines: PipelinesSpec) -> dict[str, int]:
-    """Each stage name's bit in `kt_reached`."""
+    """Each stage name's bit in `kt_reached`. The loader has refused more than `MAX_STAGES`
+    names, with the file and line; a spec built by hand gets the same refusal here."""
     names = pipelines.all_stage_names
     if len(names) > MAX_STAGES:
-        raise ValueError(f"an entity's pipelines may name at most {MAX_STAGES} distinct stages "
-                         f"(found {len(names)}): the funnel keeps them as bits of one integer")
+        raise SetupError([Diagnostic(
+            "pipeline.too_many_stages",
+            f"an entity's pipelines may have at most {MAX_STAGES} distinct stage names "
+            f"(found {len(names)}): the funnel keeps them as the bits of one 64-bit integer",
+            hint="use fewer stages, or share stage names between pipelines")])
     return {name: 1 << index for index, name in enumerate(names)}
 
 

@@ -222,7 +222,7 @@ class Storage:
         for field_name in (f.name for f in entity.fields.values() if f.unique):
             table.append_constraint(sa.UniqueConstraint(
                 field_name, name=db_object_name("uq", name, field_name)))
-        money = [f.name for f in entity.fields.values() if f.type.name == "money"]
+        money = [f.name for f in entity.fields.values() if f.type.summable]
         by_stage = {"owner", *(link_column(link.name) for link in entity.links.values()
                                if not link.many and not link.polymorphic)}
         for column_name in indexed:

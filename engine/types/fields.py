@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import ColumnElement
 
+from engine.errors import ExtensionError
 from engine.types.columns import ExactDecimal, UTCDateTime, json_column
 
 
@@ -95,6 +96,14 @@ class FieldType:
     can_be_unique: ClassVar[bool] = True
     #: a JSON-Schema-ish word for messages: "must be {noun}"
     noun: ClassVar[str] = "a value"
+    #: its values are quantities that add up (money, points): the board and the funnel show
+    #: each stage's SQL sum, the funnel its `forecast` (the sum × the stage's probability),
+    #: and the covering indexes of a pipeline entity carry the column, so those sums are read
+    #: from the index alone. A summable type says how a sum renders: `render_sum`
+    summable: ClassVar[bool] = False
+    #: its values are user ids (a task's observers): `parse` returns a list of ids, and a
+    #: write is refused (422 `user_not_found`) unless each is an active user of the database
+    refers_to_users: ClassVar[bool] = False
 
     # -- declaration ----------------------------------------------------------------
     def params(self, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -129,6 +138,12 @@ class FieldType:
 
     #: render is the identity: the hot path can skip it
     renders_as_is: ClassVar[bool] = True
+
+    def render_sum(self, field: FieldSpec, total: Any, percent: int = 100) -> Any:
+        """A summable type's sum (as the database's SUM returns it; None when no record was
+        summed, which is 0) weighed by `percent`, the stage's probability → its JSON form."""
+        raise NotImplementedError(f"field type {self.name!r} is summable, so it must say "
+                                  "how its sums render: override render_sum")
 
     def parse_text(self, field: FieldSpec, text: str) -> Any:
         """A query-string value → the Python value to compare with (no range checks)."""
@@ -388,11 +403,18 @@ class DecimalType(FieldType):
     def render(self, field: FieldSpec, value: Any) -> Any:
         return None if value is None else f"{value:.{field.params['places']}f}"
 
+    def render_sum(self, field: FieldSpec, total: Any, percent: int = 100) -> Any:
+        number = Decimal(0) if total is None else Decimal(total)
+        if percent != 100:
+            number = (number * percent / 100).quantize(Decimal(1).scaleb(-field.params["places"]))
+        return self.render(field, number)
+
 
 class MoneyType(DecimalType):
     name = "money"
     default_places = 2
     indexed_by_default = True
+    summable = True
     noun = "an amount of money"
 
 
@@ -598,6 +620,7 @@ class UsersType(FieldType):
     The engine checks that every id is an active user when a record is written."""
 
     name = "users"
+    refers_to_users = True
     operators = frozenset({"contains", "isnull"})
     sortable = False
     can_be_unique = False
@@ -680,11 +703,18 @@ class FieldTypeRegistry:
         self._types: dict[str, FieldType] = {}
 
     def register(self, field_type: FieldType) -> None:
-        if not re.fullmatch(r"[a-z][a-z0-9_]*", field_type.name):
-            raise ValueError(f"field type name {field_type.name!r} is not an identifier")
-        if field_type.name in self._types:
-            raise ValueError(f"field type {field_type.name!r} is already registered")
-        self._types[field_type.name] = field_type
+        """Add a type; `ExtensionError` says why one cannot be added."""
+        name = getattr(field_type, "name", None)
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            raise ExtensionError(f"field type name {name!r} is not an identifier: give the "
+                                 "class a lower-case name such as 'rating'")
+        if name in self._types:
+            raise ExtensionError(f"field type {name!r} is already registered: give yours "
+                                 "another name, or start from a registry without it")
+        if field_type.summable and type(field_type).render_sum is FieldType.render_sum:
+            raise ExtensionError(f"field type {name!r} is summable but does not say how its "
+                                 "sums render: override render_sum (see DecimalType)")
+        self._types[name] = field_type
 
     def get(self, name: str) -> FieldType | None:
         return self._types.get(name)
