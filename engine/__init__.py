@@ -1,10 +1,12 @@
 """Kartoteka's engine: a YAML setup becomes tables, JSON Schemas and a records service.
 
-The steps — load → check → model → generate → serve — live in their own modules:
-`loader` (YAML → `spec`), `fieldtypes` (the type registry), `storage` (tables),
-`jsonschemas` (validation), `query` (the list language), `records` (reads and writes),
-`migrate` (create what is missing), `core` (`Kartoteka`, tying them to a database).
-The engine never imports the HTTP layer (`api/`).
+The steps — load → check → model → generate → serve — are layers, each importing only
+the ones below it (checked by import-linter, contracts in pyproject.toml):
+`process` (stages, timeline, reports) → `records` (reads and writes, the list language,
+JSON Schemas) → `access` (who is acting, users, scopes) → `storage` (database, tables,
+journal, migrations) → `setup` (YAML → frozen spec, names, roles) → `types` (field and
+column types) → `errors`. `core` (`Kartoteka`) ties them to a database. The engine never
+imports the HTTP layer (`api/`) nor the command line.
 """
 
 from engine.core import Kartoteka, Settings

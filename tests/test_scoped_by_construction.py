@@ -111,3 +111,9 @@ def test_the_users_service_checks_its_caller_itself(
     assert [u.email for u in kt.users.list()][-1] == "root@example.com"  # nothing was added
     with kt.acting.as_user(admin):
         assert len(kt.users.list()) == 3
+
+
+def test_an_unknown_entity_is_not_found_with_a_hint(kt: Kartoteka) -> None:
+    from engine.errors import NotFound
+    with pytest.raises(NotFound, match="did you mean 'client'"):
+        kt.records.create("clinet", {"name": "x"})

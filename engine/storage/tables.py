@@ -33,7 +33,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine.setup.names import db_object_name, join_table_name, link_column, poly_entity_column
+from engine.errors import NotFound
+from engine.setup.names import db_object_name, did_you_mean, join_table_name, link_column, poly_entity_column
 from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec, SetupSpec
 from engine.storage.progress import REACHED_COLUMN, reached_column, stage_bits
 from engine.storage.users import user_tables
@@ -96,7 +97,11 @@ class Storage:
         self.entities: Mapping[str, EntityTable] = MappingProxyType(tables)
 
     def __getitem__(self, entity: str) -> EntityTable:
-        return self.entities[entity]
+        table = self.entities.get(entity)
+        if table is None:
+            hint = did_you_mean(entity, self.entities)
+            raise NotFound(f"no entity {entity!r} in the setup" + (f"; {hint}" if hint else ""))
+        return table
 
     def _journal_tables(self) -> None:
         """What happened to records, for timelines and reports; written in the same
