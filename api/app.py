@@ -8,6 +8,9 @@ OpenAPI):
     DELETE /api/e/{id}                 delete         GET    /api/e/{id}/{link}  linked records
     PUT    /api/e/{id}/{link}/{other}  add a many-to-many link;  DELETE ... removes it
 
+Every link and way back is also served at /api/e/{id}/links/{link}[/{other}], and only there
+when its name is one of the API's own routes under a record (`timeline`, `comments`...).
+
 Handlers are `async def`; engine calls run inline on the event loop or in the thread pool
 per operation (`ApiSettings.inline`). On SQLite, reads by id and writes run inline: they
 are primary-key work cheaper than a hop to a thread, and SQLite serialises writes anyway
@@ -37,7 +40,7 @@ from engine.core import Kartoteka
 from engine.errors import ErrorDetail, MalformedRequest, NotFound, StaleVersion
 from engine.records.query import DEFAULT_LIMIT, MAX_LIMIT
 from engine.records.schemas import ERROR_SCHEMA, PIPELINE_SCHEMAS, list_schema
-from engine.setup.names import pascal
+from engine.setup.names import LINKS_ROUTE, RECORD_ROUTES, pascal
 from engine.setup.spec import EntitySpec, label_text
 
 REF = "#/components/schemas/"
@@ -339,15 +342,6 @@ class _Routes:
                     return json_response(page.as_json())
                 return linked
 
-            app.add_api_route(f"{base}/{{id}}/{way}", make_list(), methods=["GET"],
-                              tags=[name], response_class=Response,
-                              summary=f"{way} of a {name}", operation_id=f"list_{name}_{way}",
-                              openapi_extra={"parameters": [
-                                  _id_param(), *_list_params(setup.entities[target or name])]},
-                              responses=_ok(target_ref))
-            if not many:
-                continue
-
             def make_change(add: bool, way: str = way,
                             other: str = target or "record") -> Callable[[Request], Any]:
                 async def change(request: Request) -> Response:
@@ -359,17 +353,31 @@ class _Routes:
                     return Response(status_code=204)
                 return change
 
+            # every way at /links/{way}; also at the short /{way} unless the API has a route
+            # of that name under a record (engine/naming.py RECORD_ROUTES)
+            paths = [(f"{base}/{{id}}/{LINKS_ROUTE}/{way}", f"{name}__{way}")]
+            if way not in RECORD_ROUTES:
+                paths.insert(0, (f"{base}/{{id}}/{way}", f"{name}_{way}"))
             params = {"parameters": [_id_param(), _id_param("other_id", f"linked {target}")]}
-            app.add_api_route(f"{base}/{{id}}/{way}/{{other_id}}", make_change(True),
-                              methods=["PUT"], tags=[name], status_code=204,
-                              response_class=Response, summary=f"Link a {target} to a {name}",
-                              operation_id=f"add_{name}_{way}", openapi_extra=params,
-                              responses={204: {"description": "Linked"}, **_REFUSED})
-            app.add_api_route(f"{base}/{{id}}/{way}/{{other_id}}", make_change(False),
-                              methods=["DELETE"], tags=[name], status_code=204,
-                              response_class=Response, summary=f"Unlink a {target} from a {name}",
-                              operation_id=f"remove_{name}_{way}", openapi_extra=params,
-                              responses={204: {"description": "Unlinked"}, **_REFUSED})
+            for path, operation in paths:
+                app.add_api_route(path, make_list(), methods=["GET"],
+                                  tags=[name], response_class=Response,
+                                  summary=f"{way} of a {name}", operation_id=f"list_{operation}",
+                                  openapi_extra={"parameters": [
+                                      _id_param(), *_list_params(setup.entities[target or name])]},
+                                  responses=_ok(target_ref))
+                if not many:
+                    continue
+                app.add_api_route(f"{path}/{{other_id}}", make_change(True),
+                                  methods=["PUT"], tags=[name], status_code=204,
+                                  response_class=Response, summary=f"Link a {target} to a {name}",
+                                  operation_id=f"add_{operation}", openapi_extra=params,
+                                  responses={204: {"description": "Linked"}, **_REFUSED})
+                app.add_api_route(f"{path}/{{other_id}}", make_change(False),
+                                  methods=["DELETE"], tags=[name], status_code=204,
+                                  response_class=Response, summary=f"Unlink a {target} from a {name}",
+                                  operation_id=f"remove_{operation}", openapi_extra=params,
+                                  responses={204: {"description": "Unlinked"}, **_REFUSED})
 
 
 def _actor(request: Request) -> int | None:

@@ -315,8 +315,9 @@ def test_the_last_admin_cannot_be_disabled_or_demoted(kt: Kartoteka) -> None:
     ("admin: {client: {read: all}}", "roles.admin", "built-in"),
     ('manager: {"*": {read: {name: x}}}', "roles.manager.*.read", "one entity"),
     ("manager: [client]", "roles.manager", "must map"),
-    ("manager: {client: {read: {limit: 5}}}", "roles.manager.client.read", "not a filter"),
-    ("manager: {client: {read: {q: x}}}", "roles.manager.client.read", "not a filter"),
+    # a condition is all filters: `limit` and `q` name fields, here ones client lacks
+    ("manager: {client: {read: {limit: 5}}}", "roles.manager.client.read", "no field or link 'limit'"),
+    ("manager: {client: {read: {q: x}}}", "roles.manager.client.read", "no field or link 'q'"),
     ("manager: {client: {read: []}}", "roles.manager.client.read", "empty list"),
     ("manager: {client: {read: [own, mine]}}", "roles.manager.client.read.1", "not a scope"),
     ('manager: {"*": {read: own}}', "roles.manager.*.read", "needs an owner"),

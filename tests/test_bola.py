@@ -94,7 +94,7 @@ def test_a_records_are_invisible_to_b_through_every_route(kt: Kartoteka,
         concrete = path.replace("{id}", str(a[entity]))
         if "{other_id}" in concrete:
             # the other end is one of B's own records (or the shared product)
-            link = parts[4]
+            link = parts[5] if parts[4] == "links" else parts[4]
             target = kt.setup.reverse_links[entity].get(link)
             other_entity = target.entity if target else kt.setup.entities[entity].links[link].target
             other = b.get(other_entity, two_managers["product"])

@@ -210,7 +210,8 @@ def test_every_filter_operator_is_documented() -> None:
 
 
 def _generic(path: str, kt: Kartoteka) -> str:
-    """`/api/sale/{id}/products/{other_id}` -> `/api/{e}/{id}/{link}/{other_id}`."""
+    """`/api/sale/{id}/products/{other_id}` -> `/api/{e}/{id}/{link}/{other_id}`, and
+    `/api/sale/{id}/links/products` -> `/api/{e}/{id}/links/{link}`."""
     parts = path.split("/")
     if len(parts) > 2 and parts[1] == "api" and parts[2] in kt.setup.entities:
         entity = parts[2]
@@ -218,6 +219,8 @@ def _generic(path: str, kt: Kartoteka) -> str:
         ways = {*kt.setup.entities[entity].links, *kt.setup.reverse_links[entity]}
         if len(parts) > 4 and parts[4] in ways:
             parts[4] = "{link}"
+        elif len(parts) > 5 and parts[4] == "links" and parts[5] in ways:
+            parts[5] = "{link}"
     return "/".join(parts)
 
 

@@ -77,7 +77,8 @@ class Reports:
                 problems.append(ErrorDetail(key, "page a column with the list call: "
                                                  f"/api/{entity}?stage=<stage>&cursor=<its next>"))
         if problems:
-            raise MalformedRequest("the board parameters are not valid", problems,
+            raise MalformedRequest("the board parameters are not valid",
+                                   self.records.parser.explain_controls(entity, problems),
                                    code="invalid_query")
         query = self.records.parser.parse(entity, [*rest, ("total", "false")])
         conditions = [*query.conditions, *self._in_pipeline(table, pipeline)]
@@ -114,7 +115,8 @@ class Reports:
         problems += [ErrorDetail(key, "does not apply to the funnel") for key, _ in rest
                      if key in ("sort", "limit", "offset", "cursor", "include", "total")]
         if problems:
-            raise MalformedRequest("the funnel parameters are not valid", problems,
+            raise MalformedRequest("the funnel parameters are not valid",
+                                   self.records.parser.explain_controls(entity, problems),
                                    code="invalid_query")
         query = self.records.parser.parse(entity, [*rest, ("total", "false")])
         t = table.table

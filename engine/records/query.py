@@ -5,6 +5,10 @@ ignored), and values become bound parameters after the field type parsed them.
 
     field=value  field[op]=value  link.field[op]=value  link=7  q=text
     sort=-amount,number  limit=50  offset=0 | cursor=...  include=client  total=false
+
+A bare control name (`CONTROLS`) is always the control, never a filter, whatever the
+entity's fields are called; a field of the same name is filtered in its operator form,
+`total[eq]=5`, and sorted and included by its name as any other (`sort=-total`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ MAX_IN_VALUES = 500
 MAX_SEARCH_LENGTH = 200
 MAX_SORT_KEYS = 5
 LIST_PARAMS = ("q", "sort", "limit", "offset", "cursor", "include", "total")
+#: The board's and the funnel's own controls (engine/reports.py), kept out of filters too.
+REPORT_PARAMS = ("pipeline", "from", "to")
+CONTROLS = frozenset(LIST_PARAMS + REPORT_PARAMS)
 _FILTER_KEY = re.compile(
     r"^(?P<head>[a-z][a-z0-9_]*)(?:\.(?P<tail>[a-z][a-z0-9_]*))?(?:\[(?P<op>[a-z]+)\])?$")
 
@@ -93,6 +100,10 @@ class QueryParser:
                     problems.append(ErrorDetail(key, "is given twice"))
                 seen[key] = value
                 continue
+            if key in REPORT_PARAMS:
+                problems.append(ErrorDetail(key, "is a parameter of the board and the funnel, "
+                                                 "not of a list"))
+                continue
             try:
                 conditions.append(self._filter(table, key, value))
             except _Refused as refused:
@@ -118,10 +129,21 @@ class QueryParser:
                 problems.append(ErrorDetail("total", "must be true or false"))
             with_total = seen["total"] == "true"
         if problems:
-            raise MalformedRequest("the list parameters are not valid", problems,
-                                   code="invalid_query")
+            raise MalformedRequest("the list parameters are not valid",
+                                   self.explain_controls(entity, problems), code="invalid_query")
         return ListQuery(entity, tuple(conditions), sort, limit, offset, after, include,
                          with_total, signature)
+
+    def explain_controls(self, entity: str, problems: Sequence[ErrorDetail]) -> list[ErrorDetail]:
+        """`problems`, where one is about a control that shares its name with a field or link
+        the caller may see, told how to filter by that field instead."""
+        table = self.storage[entity]
+        hidden = self._hidden(table)
+        names = {*table.attributes, *table.spec.links,
+                 *self.storage.setup.reverse_links[entity]} - hidden
+        return [ErrorDetail(d.field, f"{d.problem} ({d.field} is a control here; to filter "
+                                     f"{entity}.{d.field}, write {d.field}[eq]=…)")
+                if d.field in CONTROLS and d.field in names else d for d in problems]
 
     # -- filters ---------------------------------------------------------------------------
     def _filter(self, table: EntityTable, key: str, text: str) -> ColumnElement[bool]:

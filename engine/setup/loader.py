@@ -28,10 +28,11 @@ from engine.errors import Diagnostic, SetupError
 from engine.setup.metaschema import SETUP_SCHEMA, entity_schema, shape_diagnostics
 from engine.setup.names import (
     INTERNAL_PREFIX,
+    LINKS_ROUTE,
     MAX_NAME,
-    RESERVED_ENTITY_NAMES,
-    RESERVED_MEMBER_NAMES,
+    RECORD_ROUTES,
     SERVER_MANAGED,
+    TOP_LEVEL_PATHS,
     did_you_mean,
     identifier_problem,
     link_column,
@@ -144,6 +145,7 @@ class _Loader:
         for draft in drafts.values():
             self._check_links(draft, drafts)
         self._check_reverse_names(drafts)
+        self._note_route_names(drafts)
         self._check_schema_names(drafts)
         self._check_entity_renames(drafts)
         self._check_title_links(drafts)
@@ -237,9 +239,10 @@ class _Loader:
                 "entity.name", ("entity",) if "entity" in data else (), f"entity name {problem}",
                 _rename_hint(name) if "entity" in data else "add 'entity: <name>' to the file"))
             return None
-        if name in RESERVED_ENTITY_NAMES:
+        if name in TOP_LEVEL_PATHS:
             self.diagnostics.append(source.diagnostic(
-                "entity.reserved", ("entity",), f"{name!r} is reserved by Kartoteka",
+                "entity.reserved", ("entity",) if "entity" in data else (),
+                f"'/api/{name}' is a path of the API itself, so no entity can be named {name!r}",
                 "choose another name, e.g. " + repr(name + "_record")))
             return None
         self.broken.discard(name)
@@ -430,11 +433,6 @@ class _Loader:
                     "; a pipeline adds the stage field" if name == "stage" else ""),
                 at_key=True))
             return False
-        if name in RESERVED_MEMBER_NAMES:
-            self.diagnostics.append(source.diagnostic(
-                f"{what}.reserved", path, f"{name!r} is reserved by the API", "choose another name",
-                at_key=True))
-            return False
         return True
 
     # -- links -------------------------------------------------------------------------------
@@ -527,8 +525,8 @@ class _Loader:
                     if target not in drafts:
                         continue
                     key = (target, link.reverse)
-                    if link.reverse in RESERVED_MEMBER_NAMES:
-                        what = "reserved by the API"
+                    if link.reverse in SERVER_MANAGED:
+                        what = "a column Kartoteka manages"
                     elif key in taken:
                         what = f"already {taken[key]}"
                     else:
@@ -538,6 +536,26 @@ class _Loader:
                         "link.reverse_clash", (*draft.link_paths[name], "reverse"),
                         f"reverse name {link.reverse!r} on {target} is {what}",
                         f"choose another name, e.g. {link.reverse}_of_{draft.name}"))
+
+    def _note_route_names(self, drafts: Mapping[str, _EntityDraft]) -> None:
+        """A link or way back named like a route under a record (`timeline`) keeps its name,
+        but its URL is `/api/{e}/{id}/links/{name}`: say so, at the name."""
+        for draft in drafts.values():
+            for name, link in draft.links.items():
+                ways = [("link", draft.name, name, draft.link_paths[name])]
+                if link.reverse:
+                    ways += [("way back", target, link.reverse, (*draft.link_paths[name], "reverse"))
+                             for target in link.targets if target in drafts]
+                for kind, entity, way, path in ways:
+                    if way not in RECORD_ROUTES:
+                        continue
+                    self.diagnostics.append(draft.source.diagnostic(
+                        "link.route", path,
+                        f"/api/{entity}/{{id}}/{way} is the API's own {way} route, so this "
+                        f"{kind} is served at /api/{entity}/{{id}}/{LINKS_ROUTE}/{way}",
+                        f"use that path (everywhere else it is still {way!r}), "
+                        "or rename it to get the short path", at_key=kind == "link",
+                        severity="note"))
 
     def _check_entity_renames(self, drafts: Mapping[str, _EntityDraft]) -> None:
         claimed: dict[str, str] = {}

@@ -1,4 +1,10 @@
-"""Names: what an identifier may be, which names are reserved, and "did you mean".
+"""Names: what an identifier may be, which names the server keeps, and "did you mean".
+
+Field, link and reverse names are the consultant's: only the columns the server manages
+are refused. Where a name meets the API's own words, the API gives way by rule instead:
+a list control (`sort`, `total`...) is a filter in its operator form (`total[eq]=5`, see
+engine/query.py), and a link named like a record route (`timeline`) is served under
+`/api/{e}/{id}/links/`.
 
 Every name that reaches SQL (entity, field, link) passes `IDENTIFIER` at load time, and
 SQLAlchemy quotes it; no text from YAML or from a request is ever pasted into SQL.
@@ -20,16 +26,13 @@ SYSTEM_FIELDS = ("id", "created_at", "updated_at", "version")
 MANAGED_FIELDS = ("owner", "stage")
 SERVER_MANAGED = frozenset(SYSTEM_FIELDS + MANAGED_FIELDS)
 
-#: Words the URL space or the query language already uses.
-RESERVED_MEMBER_NAMES = frozenset(
-    {
-        *SERVER_MANAGED,
-        "q", "sort", "limit", "offset", "cursor", "include", "total",
-        "board", "funnel", "timeline", "comments", "activities", "history", "schema",
-    }
-)
-RESERVED_ENTITY_NAMES = frozenset(
-    {"api", "schema", "docs", "openapi", "user", "users", "setup", "me"})
+#: The API's own paths under `/api/` (and the docs beside it): an entity cannot take one.
+TOP_LEVEL_PATHS = ("api", "docs", "openapi", "schema", "users", "me")
+#: Paths the API serves under a record (`/api/{e}/{id}/timeline`). A link or way back of
+#: the same name keeps its name everywhere else and is served at `/api/{e}/{id}/links/{name}`,
+#: where every link and way back is always served.
+RECORD_ROUTES = ("stage", "timeline", "comments", "activities", "links")
+LINKS_ROUTE = "links"
 INTERNAL_PREFIX = "kt_"
 
 
