@@ -31,12 +31,13 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.access.acting import Acting, User
-from engine.errors import MalformedRequest, UnscopedStatement
+from engine.errors import UnscopedStatement
+from engine.setup.filters import FilterGrammar, FilterRefused
 from engine.setup.roles import ADMIN, OPERATIONS, RoleSpec, Scope
 from engine.storage.database import UNSCOPED
+from engine.storage.filters import compile_condition
 
 if TYPE_CHECKING:
-    from engine.records.query import QueryParser
     from engine.storage.tables import Storage
 
 _CACHE_SIZE = 4096
@@ -74,11 +75,12 @@ class Rights:
 class Access:
     """Turns the acting user's roles into `Rights` per entity, cached per user."""
 
-    def __init__(self, storage: Storage, parser: QueryParser, acting: Acting):
+    def __init__(self, storage: Storage, grammar: FilterGrammar, dialect: str, acting: Acting):
         self.storage = storage
         self.acting = acting
+        self.grammar = grammar
+        self.dialect = dialect
         self.roles: Mapping[str, RoleSpec] = storage.setup.roles
-        self.parser = parser  # an unscoped parser: conditions are never scoped twice
         self._cache: dict[tuple[object, ...], dict[str, Rights]] = {}
         self._lock = threading.Lock()
 
@@ -104,6 +106,10 @@ class Access:
         rights = self.rights(entity)
         condition = None if rights is None else rights.condition(operation)
         return [] if condition is None else [condition]
+
+    def conditions_for_read(self, entity: str) -> list[ColumnElement[bool]]:
+        """`conditions(entity, "read")`: the scope of an entity a filter goes through."""
+        return self.conditions(entity, "read")
 
     def scoped(self, statement: Statement, entity: str, operation: str) -> Statement:
         """`statement` over `entity`, narrowed to the records the acting user may
@@ -167,14 +173,15 @@ class Access:
         if scope.kind == "team":
             users = self.storage.users
             return table.c.owner.in_(sa.select(users.c.id).where(users.c.team == user.team))
-        params = [(key, _substitute(text, user)) for key, text in scope.where]
         try:
-            query = self.parser.parse(entity, [*params, ("total", "false")])
-        except MalformedRequest:
+            # compiled unscoped: a condition's links are never narrowed a second time
+            return sa.and_(*(compile_condition(
+                self.storage, self.grammar.parse(entity, key, _substitute(text, user)),
+                self.dialect) for key, text in scope.where))
+        except FilterRefused:
             # a user value the field cannot hold (a team name that is not one of a choice
             # field's options) matches no record
             return sa.false()
-        return sa.and_(*query.conditions)
 
 
 def _substitute(text: str, user: User) -> str:

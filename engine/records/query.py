@@ -25,25 +25,26 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.errors import ErrorDetail, Forbidden, MalformedRequest
-from engine.setup.names import did_you_mean, link_column, poly_entity_column
-from engine.setup.spec import LinkSpec
+from engine.setup.filters import (
+    CONTROLS,
+    LIST_PARAMS,
+    REPORT_PARAMS,
+    FilterGrammar,
+    FilterRefused,
+    nothing_hidden,
+)
+from engine.setup.names import did_you_mean
+from engine.storage.filters import compile_condition
 from engine.storage.tables import Attribute, EntityTable, Storage
-from engine.types.fields import OPERATORS, ValueProblem, check_text, fold_text
+from engine.types.fields import ValueProblem, check_text, fold_text
 
 if TYPE_CHECKING:
     from engine.access.scopes import Access
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
-MAX_IN_VALUES = 500
 MAX_SEARCH_LENGTH = 200
 MAX_SORT_KEYS = 5
-LIST_PARAMS = ("q", "sort", "limit", "offset", "cursor", "include", "total")
-#: The board's and the funnel's own controls (engine/reports.py), kept out of filters too.
-REPORT_PARAMS = ("pipeline", "from", "to")
-CONTROLS = frozenset(LIST_PARAMS + REPORT_PARAMS)
-_FILTER_KEY = re.compile(
-    r"^(?P<head>[a-z][a-z0-9_]*)(?:\.(?P<tail>[a-z][a-z0-9_]*))?(?:\[(?P<op>[a-z]+)\])?$")
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,10 @@ class QueryParser:
     `ListQuery.conditions`: the statement that runs them comes from `Access.scoped`.
     """
 
-    def __init__(self, storage: Storage, dialect: str, access: Access | None = None):
+    def __init__(self, storage: Storage, grammar: FilterGrammar, dialect: str,
+                 access: Access | None = None):
         self.storage = storage
+        self.grammar = grammar
         self.dialect = dialect
         self.access = access
 
@@ -106,7 +109,7 @@ class QueryParser:
                 continue
             try:
                 conditions.append(self._filter(table, key, value))
-            except _Refused as refused:
+            except FilterRefused as refused:
                 problems.append(ErrorDetail(key, str(refused)))
         limit = self._integer(seen, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT, problems)
         offset = self._integer(seen, "offset", 0, 0, 10**9, problems)
@@ -147,150 +150,15 @@ class QueryParser:
 
     # -- filters ---------------------------------------------------------------------------
     def _filter(self, table: EntityTable, key: str, text: str) -> ColumnElement[bool]:
-        match = _FILTER_KEY.match(key)
-        if not match:
-            raise _Refused("is not a field filter: write field=value or field[op]=value")
-        head, tail, op = match.group("head"), match.group("tail"), match.group("op") or "eq"
-        if op not in OPERATORS:
-            raise _Refused(f"unknown operator {op!r}; " + (
-                did_you_mean(op, OPERATORS) or "use one of: " + ", ".join(OPERATORS)))
-        entity = table.spec
-        if head in self._hidden(table):
-            raise _Refused(self._unknown(table, head))
-        if tail is None:
-            if head in table.attributes:
-                return self._compare(table.attributes[head], op, text)
-            link = entity.links.get(head)
-            if link is not None and link.polymorphic:
-                return self._polymorphic(table, link, op, text)
-            if link is not None and link.many:
-                ids = self._ids(op, text)
-                joins = table.join_tables[link.name]
-                inner = sa.select(joins.c.source_id)
-                if ids is not None:
-                    inner = inner.where(joins.c.target_id.in_(ids))
-                exists = table.table.c.id.in_(inner)
-                return sa.not_(exists) if op == "isnull" and _boolean(text) else exists
-            if head in self.storage.setup.reverse_links[table.name]:
-                # the way back, by the ids of the records at its other end
-                target, subquery_of = self._through(table, head)
-                if op == "isnull":
-                    linked: ColumnElement[bool] = subquery_of(sa.true())
-                    return sa.not_(linked) if _boolean(text) else linked
-                if op not in ("eq", "in"):
-                    raise _Refused("a way back filters with eq, in or isnull")
-                return subquery_of(target.table.c.id.in_(self._ids(op, text) or []))  # type: ignore[no-any-return]
-            raise _Refused(self._unknown(table, head))
-        # through a link: link.field
-        target, subquery_of = self._through(table, head)
-        hidden = self._hidden(target)
-        attribute = target.attributes.get(tail) if tail not in hidden else None
-        if attribute is None:
-            raise _Refused(f"{target.name} has no field {tail!r}" + _hint(did_you_mean(
-                tail, [name for name in target.attributes if name not in hidden])))
-        condition: ColumnElement[bool] = subquery_of(self._compare(attribute, op, text))
-        return condition
+        """One filter parameter, parsed by the setup's grammar and compiled over the
+        tables; every entity it goes through is narrowed to what the caller may read."""
+        hidden = self._hidden_by_name if self.access is not None else nothing_hidden
+        condition = self.grammar.parse(table.name, key, text, hidden)
+        scope = self.access.conditions_for_read if self.access is not None else None
+        return compile_condition(self.storage, condition, self.dialect, scope)
 
-    def _compare(self, attribute: Attribute, op: str, text: str) -> ColumnElement[bool]:
-        spec = attribute.field
-        if op not in spec.type.operators:
-            raise _Refused(f"operator {op!r} does not apply to a {spec.type.name} field; use "
-                           + ", ".join(o for o in OPERATORS if o in spec.type.operators))
-        if op == "isnull":
-            value: Any = _boolean(text)
-        elif op == "in":
-            parts = text.split(",")
-            if len(parts) > MAX_IN_VALUES:
-                raise _Refused(f"lists more than {MAX_IN_VALUES} values")
-            value = [self._value(attribute, part) for part in parts]
-        else:
-            value = self._value(attribute, text)
-        return spec.type.filter(spec, attribute.column, op, value, self.dialect)
-
-    @staticmethod
-    def _value(attribute: Attribute, text: str) -> Any:
-        try:
-            return attribute.field.type.parse_text(attribute.field, text)
-        except ValueProblem as problem:
-            raise _Refused(f"{text!r} {problem}") from None
-
-    @staticmethod
-    def _ids(op: str, text: str) -> list[int] | None:
-        if op == "isnull":
-            _boolean(text)
-            return None
-        if op not in ("eq", "in"):
-            raise _Refused("a many-to-many link filters with eq, in or isnull")
-        parts = text.split(",") if op == "in" else [text]
-        if len(parts) > MAX_IN_VALUES:
-            raise _Refused(f"lists more than {MAX_IN_VALUES} values")
-        return [_record_id(part) for part in parts]
-
-    def _polymorphic(self, table: EntityTable, link: LinkSpec, op: str,
-                     text: str) -> ColumnElement[bool]:
-        entity_column = table.table.c[poly_entity_column(link.name)]
-        id_column = table.table.c[link_column(link.name)]
-        if op == "isnull":
-            return entity_column.is_(None) if _boolean(text) else entity_column.is_not(None)
-        if op not in ("eq", "in"):
-            raise _Refused("a link to several entities filters with eq, in or isnull "
-                           f"(value entity:id, e.g. {link.targets[0]}:7)")
-        parts = text.split(",") if op == "in" else [text]
-        clauses = []
-        for part in parts:
-            name, _, raw_id = part.partition(":")
-            if name not in link.targets:
-                raise _Refused(f"{part!r} must be entity:id with entity one of "
-                               + ", ".join(link.targets))
-            clauses.append(sa.and_(entity_column == name, id_column == _record_id(raw_id)))
-        return sa.or_(*clauses)
-
-    def _through(self, table: EntityTable, name: str) -> tuple[EntityTable, Any]:
-        """The entity at the other end of link `name`, and how to filter by its records
-        (only those the acting user may read)."""
-        target, subquery_of = self._through_all(table, name)
-        scope = self.access.conditions(target.name, "read") if self.access is not None else []
-        if not scope:
-            return target, subquery_of
-        return target, lambda cond: subquery_of(sa.and_(cond, *scope))
-
-    def _through_all(self, table: EntityTable, name: str) -> tuple[EntityTable, Any]:
-        link = table.spec.links.get(name)
-        if link is not None:
-            if link.polymorphic:
-                raise _Refused(f"{name} links to several entities; filter it by {name}=entity:id")
-            target = self.storage[link.target]
-            if link.many:
-                joins = table.join_tables[name]
-                return target, lambda cond: table.table.c.id.in_(
-                    sa.select(joins.c.source_id).join(
-                        target.table, target.table.c.id == joins.c.target_id).where(cond))
-            column = table.table.c[link_column(name)]
-            return target, lambda cond: column.in_(sa.select(target.table.c.id).where(cond))
-        reverse = self.storage.setup.reverse_links[table.name].get(name)
-        if reverse is None:
-            raise _Refused(self._unknown(table, name))
-        source = self.storage[reverse.entity]
-        declared = reverse.link
-        if declared.many:
-            joins = source.join_tables[declared.name]
-            return source, lambda cond: table.table.c.id.in_(
-                sa.select(joins.c.target_id).join(
-                    source.table, source.table.c.id == joins.c.source_id).where(cond))
-        id_column = source.table.c[link_column(declared.name)]
-        if declared.polymorphic:
-            entity_column = source.table.c[poly_entity_column(declared.name)]
-            return source, lambda cond: table.table.c.id.in_(
-                sa.select(id_column).where(entity_column == table.name, cond))
-        # NULLs kept out of the subquery: NOT IN over a list with NULL matches nothing
-        return source, lambda cond: table.table.c.id.in_(
-            sa.select(id_column).where(id_column.is_not(None), cond))
-
-    def _unknown(self, table: EntityTable, name: str) -> str:
-        hidden = self._hidden(table)
-        known = [n for n in (*table.attributes, *table.spec.links,
-                             *self.storage.setup.reverse_links[table.name]) if n not in hidden]
-        return f"{table.name} has no field or link {name!r}" + _hint(did_you_mean(name, known))
+    def _hidden_by_name(self, entity: str) -> frozenset[str]:
+        return self._hidden(self.storage[entity])
 
     # -- search, sort, paging ---------------------------------------------------------------
     def _search(self, table: EntityTable, text: str,
@@ -449,23 +317,7 @@ def _beyond(key: SortKey, value: Any) -> ColumnElement[bool]:
     return column > value  # type: ignore[no-any-return]
 
 
-class _Refused(Exception):
-    """A filter that cannot be applied; the message says why."""
 
 
 def _hint(text: str) -> str:
     return f"; {text}" if text else ""
-
-
-def _boolean(text: str) -> bool:
-    if text in ("true", "1"):
-        return True
-    if text in ("false", "0"):
-        return False
-    raise _Refused("isnull takes true or false")
-
-
-def _record_id(text: str) -> int:
-    if not re.fullmatch(r"[0-9]{1,19}", text.strip()) or not 1 <= int(text) <= 2**63 - 1:
-        raise _Refused(f"{text!r} is not a record id")
-    return int(text)

@@ -31,6 +31,7 @@ from engine.errors import (
 )
 from engine.records.query import ListQuery, QueryParser, after_condition, encode_cursor, order_by
 from engine.records.schemas import EntitySchemas, schema_problems
+from engine.setup.filters import FilterGrammar
 from engine.setup.names import link_column, poly_entity_column
 from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec
 from engine.storage import progress
@@ -120,9 +121,10 @@ class Records:
         self.storage = storage
         self.db = database
         self.schemas = schemas
-        self.access = Access(storage, QueryParser(storage, database.dialect), acting)
+        grammar = FilterGrammar(storage.setup, storage.registry)
+        self.access = Access(storage, grammar, database.dialect, acting)
         #: parses the acting user's queries: their read scope and hidden fields applied
-        self.parser = QueryParser(storage, database.dialect, self.access)
+        self.parser = QueryParser(storage, grammar, database.dialect, self.access)
         self.journal = Journal(storage)
         self.shapes = {name: _Shape(table) for name, table in storage.entities.items()}
         self._unique_fields = {

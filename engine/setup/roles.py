@@ -28,16 +28,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from engine.errors import Diagnostic, MalformedRequest
+from engine.errors import Diagnostic
+from engine.setup.filters import FilterGrammar, FilterRefused
 from engine.setup.names import did_you_mean, identifier_problem
 from engine.setup.source import SourceFile
 from engine.setup.spec import SetupSpec
 from engine.types.fields import FieldTypeRegistry
-
-if TYPE_CHECKING:
-    from engine.records.query import QueryParser
 
 ADMIN = "admin"
 OPERATIONS = ("create", "read", "update", "delete", "reassign")
@@ -141,12 +139,10 @@ class _RoleChecker:
         self.diagnostics: list[Diagnostic] = []
 
     @cached_property
-    def parser(self) -> QueryParser:
-        """Conditions are checked by the list query parser itself, so a condition that
-        loads is one the engine can run; its tables are built only when a role has one."""
-        from engine.records.query import QueryParser
-        from engine.storage.tables import Storage
-        return QueryParser(Storage(self.setup, self.registry), "sqlite")
+    def grammar(self) -> FilterGrammar:
+        """Conditions are checked by the setup's filter grammar — the one the list query
+        and the access layer parse with — so a condition that loads is one that runs."""
+        return FilterGrammar(self.setup, self.registry)
 
     def problem(self, code: str, path: tuple[str | int, ...], message: str, hint: str = "",
                 at_key: bool = False) -> None:
@@ -282,16 +278,16 @@ class _RoleChecker:
             self.problem("role.condition", path, "is an empty condition",
                          "write all, or a condition such as {status: open}")
             return None
-        try:
-            self.parser.parse(entity, [(key, _example(text)) for key, text in params])
-        except MalformedRequest as refused:
-            for detail in refused.details:
-                message = f"{detail.field}: {detail.problem}"
-                self.problem("role.condition", path, message,
+        refused = False
+        for key, text in params:
+            try:
+                self.grammar.parse(entity, key, _example(text))
+            except FilterRefused as problem:
+                refused = True
+                self.problem("role.condition", path, f"{key}: {problem}",
                              "write the condition as the list call's filters, e.g. "
                              "{amount: {gte: 1000}, owner: $user}")
-            return None
-        return Scope("where", tuple(params))
+        return None if refused else Scope("where", tuple(params))
 
     def field_list(self, path: tuple[str, ...], key: str, value: Any,
                    entity: str) -> frozenset[str] | None:

@@ -34,6 +34,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine.errors import NotFound
+from engine.setup.attributes import SystemFields
 from engine.setup.names import db_object_name, did_you_mean, join_table_name, link_column, poly_entity_column
 from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec, SetupSpec
 from engine.storage.progress import REACHED_COLUMN, reached_column, stage_bits
@@ -88,7 +89,7 @@ class Storage:
         )
         self._journal_tables()
         self.users, self.tokens = user_tables(self.metadata)
-        self._system = _SystemFields(self.registry)
+        self._system = SystemFields(self.registry)
         tables: dict[str, EntityTable] = {}
         for entity in setup.entities.values():
             tables[entity.name] = self._entity_table(entity)
@@ -174,25 +175,15 @@ class Storage:
             sa.Column("updated_at", UTCDateTime(), nullable=False),
             sa.Column("version", sa.Integer(), nullable=False),
         ]
-        attrs: dict[str, tuple[str, FieldSpec, LinkSpec | None]] = {
-            "id": ("id", self._system.id, None),
-            "created_at": ("created_at", self._system.created_at, None),
-            "updated_at": ("updated_at", self._system.updated_at, None),
-            "version": ("version", self._system.version, None),
-        }
         indexed: list[str] = []
         if entity.owner:
             columns.append(sa.Column("owner", sa.BigInteger(), nullable=True))
-            attrs["owner"] = ("owner", self._system.owner, None)
             indexed.append("owner")
         if entity.pipeline:
-            stage_field = self._system.stage(entity.pipeline.all_stage_names)
             columns.append(sa.Column("stage", sa.String(64), nullable=False))
-            attrs["stage"] = ("stage", stage_field, None)
         for spec in entity.fields.values():
             columns.append(sa.Column(spec.name, spec.type.column_type(spec),
                                      nullable=not spec.required))
-            attrs[spec.name] = (spec.name, spec, None)
             if spec.index and not spec.unique:
                 indexed.append(spec.name)
         for link in entity.links.values():
@@ -211,7 +202,6 @@ class Storage:
                                   name=db_object_name("fk", name, id_column)),
                     nullable=not link.required))
                 indexed.append(id_column)
-                attrs[link.name] = (id_column, self._system.link_id(link), link)
         bits = None
         if entity.pipeline:
             bits = MappingProxyType(stage_bits(entity.pipeline))
@@ -251,8 +241,9 @@ class Storage:
             if link.polymorphic:
                 _add_index(table, poly_entity_column(link.name), link_column(link.name))
         attributes = {
-            api_name: Attribute(api_name, table.c[column_name], spec, link)
-            for api_name, (column_name, spec, link) in attrs.items()
+            api_name: Attribute(api_name, table.c[link_column(api_name) if link else api_name],
+                                spec, link)
+            for api_name, (spec, link) in self._system.attributes(entity).items()
         }
         return EntityTable(entity, table, MappingProxyType(attributes), {}, search_column, bits)
 
@@ -291,27 +282,6 @@ def _add_index(table: sa.Table, *column_names: str) -> None:
     # SQLite's NULLs already sort first; PostgreSQL's must be told so
     sa.Index(name, *columns).ddl_if(dialect="sqlite")
     sa.Index(name, *(c.asc().nulls_first() for c in columns)).ddl_if(dialect="postgresql")
-
-
-class _SystemFields:
-    """FieldSpecs for columns the server manages, so they filter and render like fields."""
-
-    def __init__(self, registry: FieldTypeRegistry):
-        integer, datetime = registry.get("integer"), registry.get("datetime")
-        assert integer is not None and datetime is not None
-        self._integer, self._choice = integer, registry.get("choice")
-        self.id = FieldSpec("id", integer, {"en": "ID"}, system=True)
-        self.created_at = FieldSpec("created_at", datetime, {"en": "Created"}, system=True)
-        self.updated_at = FieldSpec("updated_at", datetime, {"en": "Updated"}, system=True)
-        self.version = FieldSpec("version", integer, {"en": "Version"}, system=True)
-        self.owner = FieldSpec("owner", integer, {"en": "Owner"}, system=True)
-
-    def stage(self, names: tuple[str, ...]) -> FieldSpec:
-        assert self._choice is not None
-        return FieldSpec("stage", self._choice, {"en": "Stage"}, options=names, system=True)
-
-    def link_id(self, link: LinkSpec) -> FieldSpec:
-        return FieldSpec(link.name, self._integer, link.label, required=link.required)
 
 
 def search_text(spec: EntitySpec, values: Mapping[str, Any]) -> str | None:
