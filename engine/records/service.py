@@ -253,17 +253,22 @@ class Records:
                 for name in rights.hidden:
                     record.pop(name, None)
         if shape.many and records:
+            # every many-to-many link's ids in one statement (UNION ALL), not one per link
             by_id = {record["id"]: record for record in records}
-            for name in shape.many:
-                joins = table.join_tables[name]
-                pairs = conn.execute(
-                    sa.select(joins.c.source_id, joins.c.target_id)
-                    .where(joins.c.source_id.in_(list(by_id)))
-                    .order_by(joins.c.source_id, joins.c.target_id)
-                ).all()
-                for source_id, target_id in pairs:
-                    if name in by_id[source_id]:
-                        by_id[source_id][name].append(target_id)
+            ids = list(by_id)
+            parts = [sa.select(sa.literal(index, sa.Integer()).label("link"),
+                               joins.c.source_id, joins.c.target_id)
+                     .where(joins.c.source_id.in_(ids))
+                     for index, joins in enumerate(table.join_tables[n] for n in shape.many)]
+            statement = parts[0] if len(parts) == 1 else sa.union_all(*parts)
+            touched = set()
+            for link, source_id, target_id in conn.execute(statement):
+                name = shape.many[link]
+                if name in by_id[source_id]:
+                    by_id[source_id][name].append(target_id)
+                    touched.add((source_id, name))
+            for source_id, name in touched:  # in id order, as every list of ids
+                by_id[source_id][name].sort()
         return records
 
     def _include(self, conn: sa.Connection, table: EntityTable, records: list[Record],

@@ -326,7 +326,7 @@ class _Loader:
                 label=_label(decl.get("label"), name, draft.languages),
                 required=bool(decl.get("required", False)),
                 unique=bool(decl.get("unique", False)),
-                index=bool(decl.get("index", field_type.indexed_by_default)),
+                index=bool(decl.get("index", False)),
                 min=bounds["min"] if bounds else None,
                 max=bounds["max"] if bounds else None,
                 min_length=decl.get("min_length"),

@@ -12,16 +12,19 @@ Per entity, one table:
   `engine/progress.py`), behind the funnel's `reached`.
 Per many-to-many link, a join table `<entity>__<link>(source_id, target_id)`.
 
-Indexes are generated: every link column, `stage`, `owner`, unique fields, fields with
-`index: true` and the types people filter by (money, date, datetime, choice), plus
-`(stage, field)` for those on pipeline entities so a board column sorted by a field is
-one index range, and `(owner, stage, field)` on those with owners, for the scoped lists of
-users who see only their own records. On pipeline entities, `(stage, kt_reached, money
-fields...)` and, instead of the plain owner and link indexes, `(owner or link, stage,
-kt_reached, money fields...)` answer the board's totals and the funnel's counts and sums
-from the index alone, whole or under an owner or link filter; the plain `stage` index
-keeps each board column's first page one index range in id order. PostgreSQL indexes sort
-NULLs first, matching SQLite and our sort order (NULL is the smallest value).
+Indexes are generated for what a setup declares, never speculatively — each with its
+reason, which `kartoteka check --indexes` prints: every link column (its records' lists,
+filters through it, on_delete), the owner column when a role reaches records by owner
+(own, team), `stage` on pipeline entities (board columns, stage filters), unique fields,
+and fields with `index: true` — the consultant's way of saying "we filter and sort by this".
+On pipeline entities, `(stage, field)` for those, so a board column sorted by a field is one
+index range, and `(owner, stage, field)` when roles see their own records; and
+`(stage, kt_reached, summable fields...)` and, instead of the plain owner and link indexes,
+`(owner or link, stage, kt_reached, summable fields...)` answer the board's totals and the
+funnel's counts and sums from the index alone, whole or under an owner or link filter.
+Fewer indexes are cheaper writes: a field nobody declared is not paid for on every
+insert. PostgreSQL indexes sort NULLs first, matching SQLite and our sort order (NULL is
+the smallest value).
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ class EntityTable:
     search_column: sa.Column[Any] | None = None
     #: each stage name's bit in `kt_reached`, on pipeline entities
     stage_bits: Mapping[str, int] | None = None
+    #: why each generated index exists, by index name (`kartoteka check --indexes`)
+    index_reasons: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -175,17 +180,21 @@ class Storage:
             sa.Column("updated_at", UTCDateTime(), nullable=False),
             sa.Column("version", sa.Integer(), nullable=False),
         ]
-        indexed: list[str] = []
+        # (columns, why), in the order they are made; see the module docstring for the rule
+        indexed: list[tuple[str, str]] = []
+        scoped_by = _owner_scoped_roles(self.setup, entity.name)
         if entity.owner:
             columns.append(sa.Column("owner", sa.BigInteger(), nullable=True))
-            indexed.append("owner")
+            if scoped_by:
+                indexed.append(("owner", _roles_words(scoped_by)
+                                + " records by their owner (own or team)"))
         if entity.pipeline:
             columns.append(sa.Column("stage", sa.String(64), nullable=False))
         for spec in entity.fields.values():
             columns.append(sa.Column(spec.name, spec.type.column_type(spec),
                                      nullable=not spec.required))
             if spec.index and not spec.unique:
-                indexed.append(spec.name)
+                indexed.append((spec.name, "declared index: true (filtered and sorted by)"))
         for link in entity.links.values():
             if link.many:
                 continue
@@ -201,7 +210,8 @@ class Storage:
                     sa.ForeignKey(f"{link.target}.id", ondelete=ondelete,
                                   name=db_object_name("fk", name, id_column)),
                     nullable=not link.required))
-                indexed.append(id_column)
+                indexed.append((id_column, f"link {link.name}: its records' lists, filters and "
+                                           f"on_delete {link.on_delete}"))
         bits = None
         if entity.pipeline:
             bits = MappingProxyType(stage_bits(entity.pipeline))
@@ -220,32 +230,43 @@ class Storage:
         money = [f.name for f in entity.fields.values() if f.type.summable]
         by_stage = {"owner", *(link_column(link.name) for link in entity.links.values()
                                if not link.many and not link.polymorphic)}
-        for column_name in indexed:
+        reasons: dict[str, str] = {}
+
+        def add(why: str, *column_names: str) -> None:
+            reasons[_add_index(table, *column_names)] = why
+
+        for column_name, why in indexed:
             if entity.pipeline and column_name in by_stage:
                 # the board's totals and the funnel under an owner or link filter, from the
                 # index alone; its first column is the plain index it replaces
-                _add_index(table, column_name, "stage", REACHED_COLUMN, *money)
+                add(why + "; with the board's and funnel's counts and sums under it",
+                    column_name, "stage", REACHED_COLUMN, *money)
             else:
-                _add_index(table, column_name)
+                add(why, column_name)
         if entity.pipeline:
-            _add_index(table, "stage")
-            _add_index(table, "stage", REACHED_COLUMN, *money)
+            add("board columns and stage filters, in id order", "stage")
+            add("the board's totals and the funnel's counts" + (" and sums" if money else "")
+                + ", from the index alone", "stage", REACHED_COLUMN, *money)
             for spec in entity.fields.values():
                 if spec.index and spec.type.sortable:
-                    _add_index(table, "stage", spec.name)
-                    if entity.owner:
+                    add(f"a stage's records sorted or filtered by {spec.name} (index: true)",
+                        "stage", spec.name)
+                    if entity.owner and scoped_by:
                         # a manager's scoped list (owner = me, by stage, sorted by a field)
                         # is then one index range too (bench/access.py: 0.21x → 1.15x)
-                        _add_index(table, "owner", "stage", spec.name)
+                        add(f"the same under one owner ({', '.join(scoped_by)}: own or "
+                            "team)", "owner", "stage", spec.name)
         for link in entity.links.values():
             if link.polymorphic:
-                _add_index(table, poly_entity_column(link.name), link_column(link.name))
+                add(f"link {link.name}: the records about one record (timeline, filters)",
+                    poly_entity_column(link.name), link_column(link.name))
         attributes = {
             api_name: Attribute(api_name, table.c[link_column(api_name) if link else api_name],
                                 spec, link)
             for api_name, (spec, link) in self._system.attributes(entity).items()
         }
-        return EntityTable(entity, table, MappingProxyType(attributes), {}, search_column, bits)
+        return EntityTable(entity, table, MappingProxyType(attributes), {}, search_column, bits,
+                           MappingProxyType(reasons))
 
     def _join_tables(self, tables: dict[str, EntityTable], entity: EntitySpec) -> None:
         joins: dict[str, sa.Table] = {}
@@ -276,12 +297,30 @@ def _rebuild_stage_time(conn: sa.Connection, storage: Storage) -> None:
     rebuild_stage_time(conn, storage)
 
 
-def _add_index(table: sa.Table, *column_names: str) -> None:
+def _owner_scoped_roles(setup: SetupSpec, entity: str) -> list[str]:
+    """The roles whose scope on `entity` compares records' owners (own, team)."""
+    def by_owner(scope: Any) -> bool:
+        return scope.kind in ("own", "team") or any(by_owner(part) for part in scope.any)
+
+    return [name for name, role in setup.roles.items()
+            if any(by_owner(role.grant(entity).scope(op))
+                   for op in ("read", "update", "delete", "reassign"))]
+
+
+def _roles_words(roles: list[str]) -> str:
+    """`role manager reaches` / `roles manager and lawyer reach`."""
+    if len(roles) == 1:
+        return f"role {roles[0]} reaches"
+    return f"roles {', '.join(roles[:-1])} and {roles[-1]} reach"
+
+
+def _add_index(table: sa.Table, *column_names: str) -> str:
     name = db_object_name("ix", table.name, *column_names)
     columns = [table.c[c] for c in column_names]
     # SQLite's NULLs already sort first; PostgreSQL's must be told so
     sa.Index(name, *columns).ddl_if(dialect="sqlite")
     sa.Index(name, *(c.asc().nulls_first() for c in columns)).ddl_if(dialect="postgresql")
+    return name
 
 
 def search_text(spec: EntitySpec, values: Mapping[str, Any]) -> str | None:

@@ -90,8 +90,6 @@ class FieldType:
     sortable: ClassVar[bool] = True
     #: may be named in an entity's `search:` list
     searchable: ClassVar[bool] = False
-    #: gets an index without `index: true` (values people filter and sort by)
-    indexed_by_default: ClassVar[bool] = False
     #: may be `unique: true`
     can_be_unique: ClassVar[bool] = True
     #: a JSON-Schema-ish word for messages: "must be {noun}"
@@ -294,7 +292,6 @@ class UrlType(StringType):
 class IntegerType(FieldType):
     name = "integer"
     accepts = frozenset({"min", "max"})
-    indexed_by_default = False
     noun = "an integer"
 
     def column_type(self, field: FieldSpec) -> sa.types.TypeEngine[Any]:
@@ -413,7 +410,6 @@ class DecimalType(FieldType):
 class MoneyType(DecimalType):
     name = "money"
     default_places = 2
-    indexed_by_default = True
     summable = True
     noun = "an amount of money"
 
@@ -449,7 +445,6 @@ class BooleanType(FieldType):
 class DateType(FieldType):
     name = "date"
     accepts = frozenset({"min", "max"})
-    indexed_by_default = True
     noun = "a date (YYYY-MM-DD)"
     renders_as_is = False
     _shape = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
@@ -492,7 +487,6 @@ class DateType(FieldType):
 
 class DateTimeType(FieldType):
     name = "datetime"
-    indexed_by_default = True
     noun = "a date and time in ISO 8601 with an offset (2024-05-01T10:00:00+03:00)"
     renders_as_is = False
     _shape = re.compile(
@@ -550,7 +544,6 @@ class _OptionsType(FieldType):
 class ChoiceType(_OptionsType):
     name = "choice"
     operators = frozenset({"eq", "ne", "in", "isnull"})
-    indexed_by_default = True
     searchable = True
     noun = "one of the options"
 
