@@ -1,6 +1,7 @@
 """Fixtures: every database test runs on a real SQLite file and on a real PostgreSQL server.
 
-- `db_url`: a fresh, empty database, parametrised as [sqlite] and [postgresql];
+- `db_url`: a fresh, empty database, parametrised as [sqlite] and [postgresql] (on
+  PostgreSQL one database per test process, emptied before each test: `tests/pg.py`);
 - `make_kt(setup_dir)`: a migrated `Kartoteka` engine over that database;
 - `client`: a TestClient (real HTTP through the ASGI app) over the default setup;
 - `write_setup(files)`: writes a setup folder of YAML texts and returns its path.
@@ -17,11 +18,15 @@ from starlette.testclient import TestClient
 
 from api import create_app
 from engine import Kartoteka
-from tests.pg import HOW_TO, fresh_database, postgres_server
+from tests.pg import HOW_TO, ScratchDatabase, describe_server, postgres_server
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SETUP = ROOT / "schemas"
 EXAMPLES = ROOT / "examples"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return describe_server()
 
 
 @pytest.fixture(scope="session")
@@ -30,17 +35,24 @@ def postgres() -> Iterator[str | None]:
         yield server
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'kartoteka.db'}"
+@pytest.fixture(scope="session")
+def scratch_database(postgres: str | None) -> Iterator[ScratchDatabase | None]:
+    if postgres is None:
+        yield None
         return
-    server = request.getfixturevalue("postgres")
-    if server is None:
+    database = ScratchDatabase(postgres)
+    yield database
+    database.drop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'kartoteka.db'}"
+    database: ScratchDatabase | None = request.getfixturevalue("scratch_database")
+    if database is None:
         pytest.skip(HOW_TO)
-    url, drop = fresh_database(server)
-    yield url
-    drop()
+    return database.empty()
 
 
 @pytest.fixture
