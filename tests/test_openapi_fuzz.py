@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -131,10 +131,10 @@ def map_case(context: Any, case: Any) -> Any:
 
 
 @pytest.fixture
-def seeded_app(tmp_path: Path) -> Iterator[Any]:
+def seeded_app(tmp_path: Path, open_kt: Callable[..., Kartoteka]) -> Iterator[Any]:
     """The app over a fresh, seeded SQLite database: one per operation, so a DELETE or a
     PATCH fuzzed on one operation never changes what the next operation starts from."""
-    kt = Kartoteka.open(DEFAULT_SETUP, f"sqlite:///{tmp_path / 'fuzz.db'}")
+    kt = open_kt(DEFAULT_SETUP, f"sqlite:///{tmp_path / 'fuzz.db'}")
     kt.migrate()
     seed(kt)
     yield create_app(kt)
@@ -152,8 +152,8 @@ def test_every_operation_answers_as_documented(case: Any, seeded_app: Any) -> No
 
 
 @pytest.fixture
-def plain_client(tmp_path: Path) -> Iterator[TestClient]:
-    kt = Kartoteka.open(DEFAULT_SETUP, f"sqlite:///{tmp_path / 'doc.db'}")
+def plain_client(tmp_path: Path, open_kt: Callable[..., Kartoteka]) -> Iterator[TestClient]:
+    kt = open_kt(DEFAULT_SETUP, f"sqlite:///{tmp_path / 'doc.db'}")
     kt.migrate()
     with TestClient(create_app(kt), raise_server_exceptions=False) as client:
         yield client
