@@ -1,9 +1,17 @@
 """Fixtures: every database test runs on a real SQLite file and on a real PostgreSQL server.
 
-- `db_url`: a fresh, empty database, parametrised as [sqlite] and [postgresql];
+- `db_url`: a fresh, empty database, parametrised as [sqlite] and [postgresql] (on
+  PostgreSQL one database per test process, emptied before each test: `tests/pg.py`);
 - `make_kt(setup_dir)`: a migrated `Kartoteka` engine over that database;
+- `open_kt(setup_dir, url)`: a `Kartoteka` as the tests build them, not migrated;
 - `client`: a TestClient (real HTTP through the ASGI app) over the default setup;
 - `write_setup(files)`: writes a setup folder of YAML texts and returns its path.
+
+How the tests build engines, and why it is quick: a setup folder is parsed and checked once
+per session (`tests/setups.py`), and SQLite databases run with `synchronous=NORMAL` (WAL
+still on: nothing is lost when a process dies, only on a power cut, which no test makes).
+The product's default stays FULL, proved by tests/test_durability.py; a test about
+durability asks for it with `make_kt(..., sqlite_synchronous="FULL")`.
 """
 
 from __future__ import annotations
@@ -16,12 +24,19 @@ import pytest
 from starlette.testclient import TestClient
 
 from api import create_app
-from engine import Kartoteka
-from tests.pg import HOW_TO, fresh_database, postgres_server
+from engine import DatabaseSettings, Kartoteka, Settings
+from tests.pg import HOW_TO, ScratchDatabase, describe_server, postgres_server
+from tests.setups import SetupCache
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SETUP = ROOT / "schemas"
 EXAMPLES = ROOT / "examples"
+#: SQLite's synchronous level in the tests' databases (the product's default is FULL)
+TEST_SYNCHRONOUS = "NORMAL"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return describe_server()
 
 
 @pytest.fixture(scope="session")
@@ -30,25 +45,51 @@ def postgres() -> Iterator[str | None]:
         yield server
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'kartoteka.db'}"
+@pytest.fixture(scope="session")
+def scratch_database(postgres: str | None) -> Iterator[ScratchDatabase | None]:
+    if postgres is None:
+        yield None
         return
-    server = request.getfixturevalue("postgres")
-    if server is None:
+    database = ScratchDatabase(postgres)
+    yield database
+    database.drop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'kartoteka.db'}"
+    database: ScratchDatabase | None = request.getfixturevalue("scratch_database")
+    if database is None:
         pytest.skip(HOW_TO)
-    url, drop = fresh_database(server)
-    yield url
-    drop()
+    return database.empty()
+
+
+@pytest.fixture(scope="session")
+def setups() -> SetupCache:
+    return SetupCache()
+
+
+@pytest.fixture(scope="session")
+def open_kt(setups: SetupCache) -> Callable[..., Kartoteka]:
+    """`Kartoteka.open` as the tests use it: a setup loaded once per session, and SQLite at
+    TEST_SYNCHRONOUS unless `sqlite_synchronous` says otherwise."""
+
+    def open_(setup_dir: Path | str, url: str, *, sqlite_synchronous: str = TEST_SYNCHRONOUS,
+              **settings: object) -> Kartoteka:
+        database = DatabaseSettings(url=url, sqlite_synchronous=sqlite_synchronous)
+        return Kartoteka(setups.load(setup_dir), Settings(database, **settings),  # type: ignore[arg-type]
+                         registry=setups.registry)
+
+    return open_
 
 
 @pytest.fixture
-def make_kt(db_url: str) -> Iterator[Callable[..., Kartoteka]]:
+def make_kt(db_url: str, open_kt: Callable[..., Kartoteka]) -> Iterator[Callable[..., Kartoteka]]:
     engines: list[Kartoteka] = []
 
     def make(setup_dir: Path | str = DEFAULT_SETUP, **settings: object) -> Kartoteka:
-        kt = Kartoteka.open(setup_dir, db_url, **settings)
+        kt = open_kt(setup_dir, db_url, **settings)
         kt.migrate()
         engines.append(kt)
         return kt

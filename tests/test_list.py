@@ -37,7 +37,7 @@ def _shared(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         if server is None:
             pytest.skip(HOW_TO)
         url, drop = fresh_database(server)
-    kt = Kartoteka.open(DEFAULT_SETUP, url)
+    kt = request.getfixturevalue("open_kt")(DEFAULT_SETUP, url)
     try:
         kt.migrate()
         with TestClient(create_app(kt), raise_server_exceptions=False) as http:

@@ -11,11 +11,11 @@ ones and deliberately broken ones — then checks each response:
 - documented response headers (`ETag`, `Location`) are present and well-formed.
 
 Each operation is a test of its own (`test_every_operation_answers_as_documented[GET
-/api/sale/{id}]`) over its own fresh SQLite database, seeded with three linked records of
-every entity (ids 1..3 exist everywhere); even generated ids are folded onto 1..3 (odd
-ones are kept), so read, change, delete and link operations reach real records as well
-as missing ones, and a DELETE fuzzed on one operation never empties the tables the next
-one starts from.
+/api/sale/{id}]`) over its own fresh SQLite database (a copy of one seeded once per run),
+seeded with three linked records of every entity (ids 1..3 exist everywhere); even
+generated ids are folded onto 1..3 (odd ones are kept), so read, change, delete and link
+operations reach real records as well as missing ones, and a DELETE fuzzed on one
+operation never empties the tables the next one starts from.
 
 The schema is loaded eagerly with `schemathesis.openapi.from_dict` and the app is passed
 per call (`case.call_and_validate(app=...)`) rather than through
@@ -39,8 +39,9 @@ Run it alone with:  .venv/bin/pytest tests/test_openapi_fuzz.py
 from __future__ import annotations
 
 import re
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,13 +131,27 @@ def map_case(context: Any, case: Any) -> Any:
     return case
 
 
-@pytest.fixture
-def seeded_app(tmp_path: Path) -> Iterator[Any]:
-    """The app over a fresh, seeded SQLite database: one per operation, so a DELETE or a
-    PATCH fuzzed on one operation never changes what the next operation starts from."""
-    kt = Kartoteka.open(DEFAULT_SETUP, f"sqlite:///{tmp_path / 'fuzz.db'}")
+@pytest.fixture(scope="module")
+def seeded_database(tmp_path_factory: pytest.TempPathFactory,
+                    open_kt: Callable[..., Kartoteka]) -> Path:
+    """The default setup, migrated and seeded once; each operation gets a copy of the file."""
+    path = tmp_path_factory.mktemp("fuzz") / "seeded.db"
+    kt = open_kt(DEFAULT_SETUP, f"sqlite:///{path}")
     kt.migrate()
     seed(kt)
+    kt.close()
+    assert not path.with_name(path.name + "-wal").exists(), "closing left a WAL to copy too"
+    return path
+
+
+@pytest.fixture
+def seeded_app(seeded_database: Path, tmp_path: Path,
+               open_kt: Callable[..., Kartoteka]) -> Iterator[Any]:
+    """The app over a fresh copy of the seeded SQLite database: one per operation, so a
+    DELETE or a PATCH fuzzed on one operation never changes what the next one starts from."""
+    copy = tmp_path / "fuzz.db"
+    shutil.copyfile(seeded_database, copy)
+    kt = open_kt(DEFAULT_SETUP, f"sqlite:///{copy}")
     yield create_app(kt)
     kt.close()
 
@@ -152,8 +167,8 @@ def test_every_operation_answers_as_documented(case: Any, seeded_app: Any) -> No
 
 
 @pytest.fixture
-def plain_client(tmp_path: Path) -> Iterator[TestClient]:
-    kt = Kartoteka.open(DEFAULT_SETUP, f"sqlite:///{tmp_path / 'doc.db'}")
+def plain_client(tmp_path: Path, open_kt: Callable[..., Kartoteka]) -> Iterator[TestClient]:
+    kt = open_kt(DEFAULT_SETUP, f"sqlite:///{tmp_path / 'doc.db'}")
     kt.migrate()
     with TestClient(create_app(kt), raise_server_exceptions=False) as client:
         yield client
