@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from engine import FieldTypeRegistry, default_registry, load_setup
-from engine.spec import SetupSpec
+from engine.setup.spec import SetupSpec
 
 
 class SetupCache:
