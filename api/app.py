@@ -34,6 +34,7 @@ from starlette.responses import Response
 
 from api.auth import Authentication
 from api.errors import install_error_handlers
+from api.guard import install_guard
 from api.responses import json_response, read_json
 from api.users import add_user_routes
 from engine.core import Kartoteka
@@ -53,6 +54,10 @@ SQLITE_INLINE = frozenset({"get", "create", "update", "delete", "link"})
 class ApiSettings:
     #: operations run on the event loop instead of the thread pool
     inline: frozenset[str] | None = None  # None: chosen by database (see module docstring)
+    #: Host names answered besides loopback ones: "crm.example.com", "*.example.com", "*" (api.guard)
+    allowed_hosts: tuple[str, ...] = ()
+    #: web origins allowed to call the API from a browser (CORS); none by default
+    cors_origins: tuple[str, ...] = ()
 
 
 def create_app(kt: Kartoteka, settings: ApiSettings | None = None) -> FastAPI:
@@ -71,6 +76,7 @@ def create_app(kt: Kartoteka, settings: ApiSettings | None = None) -> FastAPI:
     app.state.kartoteka = kt
     install_error_handlers(app)
     app.add_middleware(Authentication, users=kt.users)
+    install_guard(app, settings.allowed_hosts, settings.cors_origins)
     routes = _Routes(kt, inline)
     app.add_api_route("/api/schema", routes.schema, methods=["GET"], tags=["setup"],
                       summary="The loaded setup: entities, fields, links, pipelines",

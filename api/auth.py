@@ -1,6 +1,7 @@
 """Authentication for every `/api` call, as ASGI middleware so no route can skip it.
 
-While the database has no users the API is open (served on loopback only). From the first
+While the database has no users the API is open (served on loopback only, and guarded by
+`api.guard` against web pages: Host names, JSON-only bodies, CORS). From the first
 user on, a call without a valid `Authorization: Bearer <token>` gets 401 in the API's
 error shape; `/openapi.json` and `/docs` need no token. The authenticated user is put
 in `request.state.user` and made the engine's acting user (`Users.acting`, the engine

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
+from api.guard import ALWAYS, PRIVATE
 from api.responses import json_response
 from engine.errors import (
     Conflict,
@@ -104,6 +105,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
+        # answered outside every middleware (Starlette's ServerErrorMiddleware): the guard's
+        # headers are added here
         return json_response(error_body("internal_error",
                                         "the server failed to handle this request; it is logged"),
-                             500)
+                             500, {**ALWAYS, **PRIVATE})

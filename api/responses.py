@@ -26,6 +26,21 @@ def json_response(content: Any, status: int = 200, headers: dict[str, str] | Non
     return Response(body, status_code=status, headers=headers, media_type=JSON_TYPE)
 
 
+def json_media_problem(content_type: str | None, has_body: bool) -> str | None:
+    """Why a request body with this Content-Type is refused, or None: JSON is
+    `application/json` or `application/…+json`, parameters (`; charset=utf-8`) aside. A body
+    without a Content-Type is refused too: a web page can send one cross-site with no
+    CORS preflight, as it can `text/plain` and form types."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    if not media:
+        return ("the body has no Content-Type; send it with Content-Type: application/json"
+                if has_body else None)
+    if media == JSON_TYPE or (media.startswith("application/") and media.endswith("+json")):
+        return None
+    shown = media if len(media) <= 100 else media[:100] + "…"
+    return f"the body is sent as {shown}; send JSON with Content-Type: application/json"
+
+
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not allowed in JSON")
 
@@ -41,10 +56,10 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 async def read_json(request: Request, cap: int) -> Any:
     """The request body as JSON; numbers with a fraction become exact Decimals."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type and content_type != JSON_TYPE and not content_type.endswith("+json"):
-        raise UnsupportedMedia(
-            f"the body must be JSON, not {content_type}; send Content-Type: application/json")
+    content_type = request.headers.get("content-type")
+    problem = json_media_problem(content_type, has_body=False)
+    if problem:
+        raise UnsupportedMedia(problem)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > cap:
         raise PayloadTooLarge(f"the body is larger than {cap} bytes")
@@ -55,6 +70,9 @@ async def read_json(request: Request, cap: int) -> Any:
             raise PayloadTooLarge(f"the body is larger than {cap} bytes")
     if not data.strip():
         raise MalformedRequest("the body is empty; send a JSON object")
+    problem = json_media_problem(content_type, has_body=True)
+    if problem:
+        raise UnsupportedMedia(problem)
     try:
         text = data.decode("utf-8")
         return json.loads(text, parse_float=Decimal, parse_constant=_no_constants,

@@ -249,6 +249,18 @@ def _print_history(entries: Any, as_json: bool) -> None:
 LOOPBACK_NAMES = {"localhost"}
 
 
+def _host_name(text: str) -> str:
+    from api.guard import normalize_host  # the api package is imported by serve only
+
+    return normalize_host(text)
+
+
+def _origin(text: str) -> str:
+    from api.guard import normalize_origin
+
+    return normalize_origin(text)
+
+
 def _is_loopback(host: str) -> bool:
     if host in LOOPBACK_NAMES:
         return True
@@ -258,6 +270,34 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _each(normalize: Callable[[str], str]) -> Callable[[click.Context, click.Parameter, Any],
+                                                         tuple[str, ...]]:
+    """A click callback: every value of a repeatable option (commas split one), normalized."""
+    def callback(_ctx: click.Context, _param: click.Parameter, values: Any) -> tuple[str, ...]:
+        found: list[str] = []
+        for value in values or ():
+            for part in str(value).split(","):
+                if part.strip():
+                    try:
+                        found.append(normalize(part))
+                    except ValueError as error:
+                        raise click.BadParameter(str(error)) from None
+        return tuple(dict.fromkeys(found))
+    return callback
+
+
+def _served_names(host: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """The Host names to answer besides loopback ones: those given, and the address served
+    on when it is a single address or name (0.0.0.0 and :: name no host)."""
+    if _is_loopback(host) or host in ("0.0.0.0", "::", ""):
+        return allowed
+    try:
+        bind = _host_name(host)
+    except ValueError:
+        return allowed
+    return tuple(dict.fromkeys((*allowed, bind)))
+
+
 @main.command()
 @SETUP_ARG
 @DB_OPTION
@@ -265,13 +305,24 @@ def _is_loopback(host: str) -> bool:
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--migrate", "auto_migrate", is_flag=True,
               help="Create what is missing in the database before serving.")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, envvar="KARTOTEKA_ALLOWED_HOSTS",
+              callback=_each(_host_name), metavar="NAME",
+              help="A name clients reach the server by (the Host header), besides localhost, "
+                   "127.0.0.1 and [::1]; repeatable. *.example.com for subdomains, * for any "
+                   "(unsafe). Or KARTOTEKA_ALLOWED_HOSTS, comma-separated.")
+@click.option("--cors-origin", "cors_origins", multiple=True, envvar="KARTOTEKA_CORS_ORIGINS",
+              callback=_each(_origin), metavar="ORIGIN",
+              help="A web app's exact origin allowed to call the API from a browser "
+                   "(https://app.example.com); repeatable. Or KARTOTEKA_CORS_ORIGINS, "
+                   "comma-separated. Default: none (no CORS).")
 @click.pass_context
 def serve(ctx: click.Context, setup: Path, db_url: str, host: str, port: int,
-          auto_migrate: bool) -> None:
+          auto_migrate: bool, allowed_hosts: tuple[str, ...], cors_origins: tuple[str, ...]) -> None:
     """Serve the setup's REST API (docs at /docs)."""
     import uvicorn
 
-    from api.app import create_app
+    from api.app import ApiSettings, create_app
+    from api.guard import ANY_HOST, LOOPBACK_HOSTS
 
     def build() -> tuple[Any, bool]:
         kt = _open(setup, db_url)
@@ -294,13 +345,29 @@ def serve(ctx: click.Context, setup: Path, db_url: str, host: str, port: int,
         except KartotekaError:
             kt.close()
             raise
-        return create_app(kt), has_users
+        return create_app(kt, ApiSettings(allowed_hosts=names, cors_origins=cors_origins)), has_users
 
+    names = _served_names(host, allowed_hosts)
     app, has_users = _guarded(ctx, build)
     access = ("every /api call needs a token" if has_users
               else "the API is open: no users yet, loopback only")
     click.echo(f"Serving {setup} on http://{host}:{port} (docs: http://{host}:{port}/docs); "
                f"{access}.", err=True)
+    if ANY_HOST in names:
+        click.echo("warning: --allowed-host '*': the API answers whatever host name a request "
+                   "gives, so a web page can reach it through DNS rebinding"
+                   + ("" if has_users else ", and while the database has no users such a page "
+                      "can create an admin") + "; give the server's names instead.", err=True)
+    else:
+        click.echo("Answering requests for " + ", ".join((*LOOPBACK_HOSTS, *names)) + " (Host).",
+                   err=True)
+        if not _is_loopback(host) and not allowed_hosts:
+            click.echo("note: requests naming this server otherwise (its DNS name or address) are "
+                       "refused with 400; add --allowed-host NAME (or KARTOTEKA_ALLOWED_HOSTS) "
+                       "for each name clients use.", err=True)
+    if cors_origins:
+        click.echo("Browsers may call the API from " + ", ".join(cors_origins) + " (CORS).",
+                   err=True)
     # uvloop and httptools (dependencies) when importable: about 2x the requests per
     # second of asyncio + h11 on small answers; uvicorn falls back by itself otherwise
     uvicorn.run(app, host=host, port=port, log_level=os.environ.get("KARTOTEKA_LOG_LEVEL", "info"),

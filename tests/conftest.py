@@ -107,7 +107,8 @@ def kt(make_kt: Callable[..., Kartoteka]) -> Kartoteka:
 
 @pytest.fixture
 def client(kt: Kartoteka) -> Iterator[TestClient]:
-    with TestClient(create_app(kt), raise_server_exceptions=False) as test_client:
+    with TestClient(create_app(kt), base_url="http://127.0.0.1",
+                    raise_server_exceptions=False) as test_client:
         yield test_client
 
 

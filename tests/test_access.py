@@ -36,7 +36,7 @@ class Caller:
 def world(kt: Kartoteka) -> Iterator[dict[str, Caller]]:
     people = {"admin": ["admin"], "director": ["director"], "anna": ["manager"],
               "boris": ["manager"], "lena": ["lawyer"], "pavel": ["purchaser"]}
-    with TestClient(create_app(kt), raise_server_exceptions=False) as http:
+    with TestClient(create_app(kt), base_url="http://127.0.0.1", raise_server_exceptions=False) as http:
         callers = {}
         for name, roles in people.items():
             user, token = kt.users.add(f"{name}@example.com", roles, team="north")
@@ -268,7 +268,7 @@ def test_team_and_user_conditions(make_kt: Callable[..., Kartoteka],
               assignee_email: {type: email}
             """})
     kt = make_kt(folder)
-    with TestClient(create_app(kt), raise_server_exceptions=False) as http:
+    with TestClient(create_app(kt), base_url="http://127.0.0.1", raise_server_exceptions=False) as http:
         callers = {}
         for name, team in (("ann", "north"), ("bob", "north"), ("cid", "south")):
             user, token = kt.users.add(f"{name}@example.com", ["agent"], team=team)
@@ -356,7 +356,7 @@ def test_board_and_funnel_do_not_sum_a_hidden_money_field(
             pipeline: {stages: [new, won], final: [won]}
             """})
     kt = make_kt(folder)
-    with TestClient(create_app(kt), raise_server_exceptions=False) as http:
+    with TestClient(create_app(kt), base_url="http://127.0.0.1", raise_server_exceptions=False) as http:
         _, token = kt.users.add("clerk@example.com", ["clerk"])
         clerk = Caller(http, token, 0)
         made(clerk.post("/api/deal", json={"amount": "100.00"}))

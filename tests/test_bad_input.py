@@ -56,7 +56,8 @@ def kt_all(make_kt: Callable[..., Kartoteka],
 
 @pytest.fixture
 def http(kt_all: Kartoteka) -> Iterator[TestClient]:
-    with TestClient(create_app(kt_all), raise_server_exceptions=False) as test_client:
+    with TestClient(create_app(kt_all), base_url="http://127.0.0.1",
+                    raise_server_exceptions=False) as test_client:
         yield test_client
 
 

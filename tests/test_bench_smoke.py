@@ -46,7 +46,7 @@ def hand(seeded: Path, tmp_path: Path) -> Iterator[TestClient]:
 def gen(seeded: Path, tmp_path: Path) -> Iterator[TestClient]:
     kt = Kartoteka.open(Path(__file__).resolve().parent.parent / "schemas",
                         _copy(seeded, tmp_path, "gen"))
-    with TestClient(create_app(kt)) as client:
+    with TestClient(create_app(kt), base_url="http://127.0.0.1") as client:
         yield client
     kt.close()
 

@@ -28,7 +28,7 @@ def two_managers(kt: Kartoteka) -> Iterator[dict[str, Any]]:
     _, token_a = kt.users.add("a@example.com", ["manager"])
     b, token_b = kt.users.add("b@example.com", ["manager"])
     _, token_d = kt.users.add("d@example.com", ["director"])
-    with TestClient(create_app(kt), raise_server_exceptions=False) as http:
+    with TestClient(create_app(kt), base_url="http://127.0.0.1", raise_server_exceptions=False) as http:
         a_headers = {"Authorization": f"Bearer {token_a}"}
         b_headers = {"Authorization": f"Bearer {token_b}"}
 

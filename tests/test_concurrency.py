@@ -27,7 +27,8 @@ ROUNDS = 20
 def clients(kt: Kartoteka) -> Iterator[list[TestClient]]:
     """Four HTTP clients, each over its own app instance on the same engine."""
     with ExitStack() as stack:
-        yield [stack.enter_context(TestClient(create_app(kt), raise_server_exceptions=False))
+        yield [stack.enter_context(TestClient(create_app(kt), base_url="http://127.0.0.1",
+                                              raise_server_exceptions=False))
                for _ in range(4)]
 
 

@@ -67,13 +67,15 @@ SERVICES = ["delivery", "customs", "certificates", "insurance", "warehousing"]
 
 @pytest.fixture
 def logistics(make_kt: Callable[..., Kartoteka]) -> Iterator[TestClient]:
-    with TestClient(create_app(make_kt(LOGISTICS)), raise_server_exceptions=False) as client:
+    with TestClient(create_app(make_kt(LOGISTICS)), base_url="http://127.0.0.1",
+                    raise_server_exceptions=False) as client:
         yield client
 
 
 @pytest.fixture
 def printing(make_kt: Callable[..., Kartoteka]) -> Iterator[TestClient]:
-    with TestClient(create_app(make_kt(PRINTING)), raise_server_exceptions=False) as client:
+    with TestClient(create_app(make_kt(PRINTING)), base_url="http://127.0.0.1",
+                    raise_server_exceptions=False) as client:
         yield client
 
 

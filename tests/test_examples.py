@@ -96,7 +96,7 @@ def test_example_labels_are_translated(folder: Path) -> None:
 @by_folder
 def test_example_serves_every_entity(folder: Path, make_kt: Callable[..., Kartoteka]) -> None:
     kt = make_kt(folder)
-    with TestClient(create_app(kt), raise_server_exceptions=False) as client:
+    with TestClient(create_app(kt), base_url="http://127.0.0.1", raise_server_exceptions=False) as client:
         _Exercise(kt.setup, client).run()
 
 

@@ -109,7 +109,7 @@ def test_a_registered_field_type_works_end_to_end(
     kt = Kartoteka.open(write_setup(SETUP), db_url, registry=registry)
     try:
         kt.migrate()
-        with TestClient(create_app(kt), raise_server_exceptions=False) as client:
+        with TestClient(create_app(kt), base_url="http://127.0.0.1", raise_server_exceptions=False) as client:
             good = client.post("/api/company", json={"name": "Яндекс", "inn": "7736207543",
                                                      "rating": 5})
             assert good.status_code == 201, good.text

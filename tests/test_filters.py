@@ -85,7 +85,7 @@ def _build(tmp: Path, url: str) -> Iterator[World]:
         (folder / name).write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
     kt = Kartoteka.open(folder, url)
     kt.migrate()
-    with TestClient(create_app(kt), raise_server_exceptions=False) as http:
+    with TestClient(create_app(kt), base_url="http://127.0.0.1", raise_server_exceptions=False) as http:
         refs: dict[str, Any] = {}
 
         def post(entity: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -40,7 +40,7 @@ def _shared(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     kt = request.getfixturevalue("open_kt")(DEFAULT_SETUP, url)
     try:
         kt.migrate()
-        with TestClient(create_app(kt), raise_server_exceptions=False) as http:
+        with TestClient(create_app(kt), base_url="http://127.0.0.1", raise_server_exceptions=False) as http:
             yield seed(http)
     finally:
         kt.close()

@@ -170,7 +170,7 @@ def test_every_operation_answers_as_documented(case: Any, seeded_app: Any) -> No
 def plain_client(tmp_path: Path, open_kt: Callable[..., Kartoteka]) -> Iterator[TestClient]:
     kt = open_kt(DEFAULT_SETUP, f"sqlite:///{tmp_path / 'doc.db'}")
     kt.migrate()
-    with TestClient(create_app(kt), raise_server_exceptions=False) as client:
+    with TestClient(create_app(kt), base_url="http://127.0.0.1", raise_server_exceptions=False) as client:
         yield client
     kt.close()
 

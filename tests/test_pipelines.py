@@ -124,7 +124,8 @@ def _path(rows: list[Record]) -> list[tuple[str | None, str]]:
 def _app(make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path],
          files: dict[str, str]) -> Iterator[TestClient]:
     kt = make_kt(write_setup(files))
-    with TestClient(create_app(kt), raise_server_exceptions=False) as test_client:
+    with TestClient(create_app(kt), base_url="http://127.0.0.1",
+                    raise_server_exceptions=False) as test_client:
         yield test_client
 
 
@@ -455,7 +456,8 @@ def test_changing_the_pipeline_field_keeps_a_stage_the_new_pipeline_has(freight:
 @pytest.fixture
 def pair(kt: Kartoteka) -> Iterator[list[TestClient]]:
     with ExitStack() as stack:
-        yield [stack.enter_context(TestClient(create_app(kt), raise_server_exceptions=False))
+        yield [stack.enter_context(TestClient(create_app(kt), base_url="http://127.0.0.1",
+                                              raise_server_exceptions=False))
                for _ in range(2)]
 
 

@@ -46,7 +46,7 @@ def test_set_null_many_to_many_delete_bumps_the_records_that_lost_the_link(
         "note.yaml": "entity: note\nfields: {text: text}\n"
                      "links: {tags: {to: tag, many: true, on_delete: set_null, reverse: notes}}\n",
     }))
-    with TestClient(create_app(kt)) as client:
+    with TestClient(create_app(kt), base_url="http://127.0.0.1") as client:
         tag = client.post("/api/tag", json={"name": "срочно"}).json()["id"]
         note = client.post("/api/note", json={"text": "x", "tags": [tag]}).json()
         assert client.delete(f"/api/tag/{tag}").status_code == 204
@@ -107,7 +107,7 @@ FREIGHT = {
 def test_changing_the_field_that_picks_the_pipeline(
         make_kt: Callable[..., Kartoteka], write_setup: Callable[[dict[str, str]], Path]) -> None:
     kt = make_kt(write_setup(FREIGHT))
-    with TestClient(create_app(kt)) as client:
+    with TestClient(create_app(kt), base_url="http://127.0.0.1") as client:
         air = client.post("/api/shipment", json={"ref": "A-1", "mode": "air"}).json()
         assert air["stage"] == "request"
         # 'request' exists in both pipelines: the record stays where it is
@@ -117,7 +117,7 @@ def test_changing_the_field_that_picks_the_pipeline(
     table = kt.storage["shipment"].table
     with kt.db.write(system="test") as conn:
         conn.execute(table.update().where(table.c.id == air["id"]).values(stage="at_sea"))
-    with TestClient(create_app(kt)) as client:
+    with TestClient(create_app(kt), base_url="http://127.0.0.1") as client:
         switched = client.patch(f"/api/shipment/{air['id']}", json={"mode": "air"}).json()
         assert (switched["mode"], switched["stage"]) == ("air", "request")
 

@@ -140,7 +140,8 @@ def _walk_list(client: TestClient, params: dict[str, Any], cursor: str | None) -
 def freight(make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path]
             ) -> Iterator[TestClient]:
     kt = make_kt(write_setup(FREIGHT))
-    with TestClient(create_app(kt), raise_server_exceptions=False) as test_client:
+    with TestClient(create_app(kt), base_url="http://127.0.0.1",
+                    raise_server_exceptions=False) as test_client:
         yield test_client
 
 
@@ -636,7 +637,7 @@ def test_the_summary_follows_creates_skips_moves_back_and_deletes(
 def test_the_summary_follows_a_pipeline_switch(make_kt: Callable[..., Kartoteka],
                                                write_setup: Callable[..., Path]) -> None:
     kt = make_kt(write_setup(FREIGHT))
-    with TestClient(create_app(kt), raise_server_exceptions=False) as api:
+    with TestClient(create_app(kt), base_url="http://127.0.0.1", raise_server_exceptions=False) as api:
         stays = _post(api, "shipment", {"number": "SEA-1", "mode": "sea"})
         restarts = _post(api, "shipment", {"number": "SEA-2", "mode": "sea"})
         _move(api, "shipment", restarts["id"], "loaded")
@@ -739,7 +740,7 @@ def test_kept_time_in_stage_equals_the_history_after_random_work(
     pipelines = kt.storage["shipment"].spec.pipeline
     assert pipelines is not None
     rng = random.Random(20261124)
-    with TestClient(create_app(kt), raise_server_exceptions=False) as api:
+    with TestClient(create_app(kt), base_url="http://127.0.0.1", raise_server_exceptions=False) as api:
         alive: dict[int, str] = {}  # id: mode
         deleted: list[int] = []
         for step in range(160):

@@ -23,7 +23,7 @@ DEFAULT = Path(__file__).resolve().parent.parent / "schemas"
 
 
 def test_the_api_is_open_without_users_and_closed_with_one(kt: Kartoteka) -> None:
-    with TestClient(create_app(kt), raise_server_exceptions=False) as client:
+    with TestClient(create_app(kt), base_url="http://127.0.0.1", raise_server_exceptions=False) as client:
         assert client.get("/api/client").status_code == 200
         _, token = kt.users.add("anna@example.com", ["director"])
         refused = client.get("/api/client")
@@ -47,7 +47,7 @@ def test_the_api_is_open_without_users_and_closed_with_one(kt: Kartoteka) -> Non
 def test_bad_authorization_is_401_and_counted(kt: Kartoteka, header: str | None) -> None:
     kt.users.add("anna@example.com", ["director"])
     before = kt.users.failures
-    with TestClient(create_app(kt), raise_server_exceptions=False) as client:
+    with TestClient(create_app(kt), base_url="http://127.0.0.1", raise_server_exceptions=False) as client:
         headers = {} if header is None else {"Authorization": header}
         for path in ("/api/client", "/api/client/1", "/api/schema", "/api/sale/board",
                      "/api/sale/1/timeline"):
@@ -70,7 +70,7 @@ def test_expired_disabled_and_revoked_tokens_are_refused(kt: Kartoteka) -> None:
             expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)))
     kt.users.disable("D@example.com")
     kt.users.revoke(revoked)
-    with TestClient(create_app(kt), raise_server_exceptions=False) as client:
+    with TestClient(create_app(kt), base_url="http://127.0.0.1", raise_server_exceptions=False) as client:
         for token, reason in ((expiring, "expired"), (disabled, "revoked"), (revoked, "revoked")):
             answer = client.get("/api/client", headers={"Authorization": f"Bearer {token}"})
             assert answer.status_code == 401
@@ -84,7 +84,7 @@ def test_tokens_are_stored_only_as_hashes_and_never_logged(
         stored = conn.execute(sa.select(kt.storage.tokens.c.token_hash)).scalars().all()
     assert stored == [hash_token(token)] and token not in stored
     with caplog.at_level(logging.DEBUG), \
-            TestClient(create_app(kt), raise_server_exceptions=False) as client:
+            TestClient(create_app(kt), base_url="http://127.0.0.1", raise_server_exceptions=False) as client:
         client.get("/api/client", headers={"Authorization": f"Bearer {token}x"})
         client.get("/api/client", headers={"Authorization": f"Bearer {token}"})
     assert "authentication failed" in caplog.text
@@ -131,7 +131,7 @@ def test_the_cli_manages_users(db_url: str, tmp_path: Path) -> None:
     assert "disabled" in runner.invoke(main, ["user", "list", "--db", db_url]).stdout
     kt = Kartoteka.open(DEFAULT, db_url)
     try:
-        with TestClient(create_app(kt), raise_server_exceptions=False) as client:
+        with TestClient(create_app(kt), base_url="http://127.0.0.1", raise_server_exceptions=False) as client:
             assert client.get("/api/client",
                               headers={"Authorization": f"Bearer {token}"}).status_code == 401
     finally:
@@ -158,7 +158,7 @@ def test_serve_refuses_other_hosts_only_while_there_are_no_users(
 def test_writes_are_attributed_to_the_authenticated_user(kt: Kartoteka) -> None:
     anna, token = kt.users.add("anna@example.com", ["manager"])
     auth = {"Authorization": f"Bearer {token}"}
-    with TestClient(create_app(kt), raise_server_exceptions=False) as client:
+    with TestClient(create_app(kt), base_url="http://127.0.0.1", raise_server_exceptions=False) as client:
         client_id = client.post("/api/client", json={"name": "Ромашка"}, headers=auth).json()["id"]
         sale = client.post("/api/sale", json={"number": "S-1", "client": client_id},
                            headers=auth).json()

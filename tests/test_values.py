@@ -67,7 +67,8 @@ def kt_items(make_kt: Callable[..., Kartoteka],
 
 @pytest.fixture
 def http(kt_items: Kartoteka) -> Iterator[TestClient]:
-    with TestClient(create_app(kt_items), raise_server_exceptions=False) as test_client:
+    with TestClient(create_app(kt_items), base_url="http://127.0.0.1",
+                    raise_server_exceptions=False) as test_client:
         yield test_client
 
 
