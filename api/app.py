@@ -33,9 +33,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from api.auth import Authentication
-from api.errors import install_error_handlers
+from api.errors import install_error_handlers, refuse_method
 from api.guard import install_guard
-from api.responses import json_response, read_json
+from api.responses import json_response, no_query, read_json
 from api.users import add_user_routes
 from engine.core import Kartoteka
 from engine.errors import ErrorDetail, MalformedRequest, NotFound, StaleVersion
@@ -151,6 +151,7 @@ class _Routes:
         return await run_in_threadpool(fn, *args, **kwargs)
 
     async def schema(self, request: Request) -> Response:
+        no_query(request)
         return json_response(self.kt.describe())
 
     def add_entity(self, app: FastAPI, entity: EntitySpec) -> None:
@@ -166,6 +167,7 @@ class _Routes:
             return json_response(page.as_json())
 
         async def create_record(request: Request) -> Response:
+            no_query(request)
             body = await read_json(request, self.cap)
             actor = _actor(request)
             record = await self.run("create", records.create, name, body, owner=actor, actor=actor)
@@ -182,6 +184,7 @@ class _Routes:
             return json_response(record, 200, {"ETag": etag})
 
         async def patch_record(request: Request) -> Response:
+            no_query(request)
             record_id = _path_id(request, "id", name)
             if_version = _if_match(request)
             body = await read_json(request, self.cap)
@@ -190,6 +193,7 @@ class _Routes:
             return json_response(record, 200, {"ETag": _etag(record)})
 
         async def delete_record(request: Request) -> Response:
+            no_query(request)
             record_id = _path_id(request, "id", name)
             await self.run("delete", records.delete, name, record_id, if_version=_if_match(request),
                            actor=_actor(request))
@@ -249,6 +253,7 @@ class _Routes:
 
         async def move(request: Request) -> Response:
             record_id = _path_id(request, "id", name)
+            no_query(request)
             if_version = _if_match(request)
             body = await read_json(request, self.cap)
             record = await self.run("update", kt.stages.move, name, record_id, body,
@@ -277,6 +282,9 @@ class _Routes:
                                "schema": {"type": "string", "format": "date"}}
                               for key, word in (("from", "on or after"), ("to", "on or before")))]},
                           responses=_ok({"$ref": REF + "Funnel"}))
+        for fixed in ("board", "funnel"):  # not taken for a record id by `/{id}`: 405
+            app.add_api_route(f"{base}/{fixed}", refuse_method, include_in_schema=False,
+                              methods=["POST", "PUT", "PATCH", "DELETE"])
         app.add_api_route(f"{base}/{{id}}/stage", move, methods=["POST"], tags=tags,
                           response_class=Response, operation_id=f"move_{name}",
                           summary=f"Move a {name} to another stage",
@@ -300,6 +308,7 @@ class _Routes:
         def adder(method: Callable[..., Any]) -> Callable[[Request], Any]:
             async def add(request: Request) -> Response:
                 record_id = _path_id(request, "id", name)
+                no_query(request)
                 body = await read_json(request, self.cap)
                 item = await self.run("create", method, name, record_id, body,
                                       actor=_actor(request))
@@ -352,6 +361,7 @@ class _Routes:
                             other: str = target or "record") -> Callable[[Request], Any]:
                 async def change(request: Request) -> Response:
                     record_id = _path_id(request, "id", name)
+                    no_query(request)
                     other_id = _path_id(request, "other_id", other)
                     method = records.add_link if add else records.remove_link
                     await self.run("link", method, name, record_id, way, other_id,
@@ -420,6 +430,10 @@ def _etag(record: dict[str, Any]) -> str:
 def _if_match(request: Request) -> int | None:
     """The version an If-Match header names; a tag that names no version can never match."""
     header = request.headers.get("if-match")
+    if header is not None and not header.strip():
+        raise MalformedRequest("If-Match is empty: send the ETag you read, e.g. If-Match: \"3\", "
+                               "or leave the header out", [ErrorDetail("If-Match", "is empty")],
+                               code="invalid_header")
     if header is None or header.strip() == "*":
         return None
     tag = header.split(",")[0].strip()

@@ -54,12 +54,21 @@ _HTTP_CODES = {
 }
 
 
+async def refuse_method(request: Request) -> Response:
+    """The endpoint of a fixed path's other methods (`/api/sale/board` has GET only): 405,
+    rather than the `/{id}` route beside it taking `board` for an id and answering 404."""
+    raise StarletteHTTPException(405)
+
+
 def _allowed_methods(request: Request) -> list[str]:
-    """Every method some route accepts at this path (each method is its own route)."""
+    """Every method some route accepts at this path (each method is its own route); on a
+    fixed path (`/board`), only its own routes', not those of `/{id}` beside it."""
+    matched = [route for route in request.app.router.routes
+               if route.matches(request.scope)[0] != Match.NONE]
+    fixed = [route for route in matched if "{" not in getattr(route, "path", "{")]
     methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match != Match.NONE:
+    for route in fixed or matched:
+        if getattr(route, "endpoint", None) is not refuse_method:
             methods |= set(getattr(route, "methods", None) or ())
     return sorted(methods)
 

@@ -86,3 +86,11 @@ async def read_json(request: Request, cap: int) -> Any:
     except (ValueError, RecursionError) as error:
         message = str(error) if isinstance(error, ValueError) else "nested too deeply"
         raise MalformedRequest(f"the body is not acceptable JSON: {message}") from None
+
+
+def no_query(request: Request) -> None:
+    """Refuse query parameters on a call that takes none: a typo must not pass unseen."""
+    problems = [ErrorDetail(key, "is not a parameter of this call; it takes none")
+                for key, _ in request.query_params.multi_items()]
+    if problems:
+        raise MalformedRequest("unknown query parameters", problems, code="invalid_query")

@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from api.responses import json_response, read_json
+from api.responses import json_response, no_query, read_json
 from engine.core import Kartoteka
 from engine.errors import NotFound
 from engine.setup.roles import OPERATIONS
@@ -47,6 +47,7 @@ def add_user_routes(app: FastAPI, kt: Kartoteka, cap: int,
         return int(text)
 
     async def me(request: Request) -> Response:
+        no_query(request)
         user = kt.acting.user
         rights = {}
         for entity in kt.setup.entities:
@@ -61,27 +62,33 @@ def add_user_routes(app: FastAPI, kt: Kartoteka, cap: int,
                               "rights": rights})
 
     async def list_users(request: Request) -> Response:
+        no_query(request)
         found = await run_in_threadpool(users.list)
         return json_response({"items": [u.as_json() for u in found]})
 
     async def create_user(request: Request) -> Response:
+        no_query(request)
         body = await read_json(request, cap)
         user, token = await run_in_threadpool(users.create, body)
         return json_response({"user": user.as_json(), "token": token}, 201,
                              {"Location": f"/api/users/{user.id}"})
 
     async def get_user(request: Request) -> Response:
+        no_query(request)
         return json_response((await run_in_threadpool(users.get, user_id(request))).as_json())
 
     async def change_user(request: Request) -> Response:
+        no_query(request)
         body = await read_json(request, cap)
         user = await run_in_threadpool(users.change, user_id(request), body)
         return json_response(user.as_json())
 
     async def tokens(request: Request) -> Response:
+        no_query(request)
         return json_response({"items": await run_in_threadpool(users.tokens_of, user_id(request))})
 
     async def new_token(request: Request) -> Response:
+        no_query(request)
         # the body is optional here; when there is one, it is read under the cap
         has_body = request.headers.get("content-length", "0") != "0" or \
             "transfer-encoding" in request.headers
@@ -91,6 +98,7 @@ def add_user_routes(app: FastAPI, kt: Kartoteka, cap: int,
         return json_response({"token": token}, 201)
 
     async def revoke(request: Request) -> Response:
+        no_query(request)
         await run_in_threadpool(users.revoke_id, user_id(request), user_id(request, "token_id"))
         return Response(status_code=204)
 

@@ -37,6 +37,7 @@ from engine.errors import (
 from engine.setup.names import identifier_problem
 from engine.setup.roles import ADMIN
 from engine.storage.database import Database
+from engine.types.fields import ValueProblem, check_text
 
 log = logging.getLogger("kartoteka.auth")
 TOKEN_PREFIX = "kt_"
@@ -86,8 +87,10 @@ class Users:
             name: str | None = None, expires_days: int | None = None) -> tuple[User, str]:
         """Create a user and its first token; the token is returned once and never stored."""
         self._require_manager()
+        problems = _text_problems(email=email, name=name, team=team)
+        if problems:  # what neither database can store never reaches the other checks
+            raise ValidationFailed("the user is not valid", problems)
         email = email.strip().lower()
-        problems = []
         if not _EMAIL.match(email):
             problems.append(ErrorDetail("email", "is not an e-mail address"))
         problems += self._role_problems(roles)
@@ -166,6 +169,7 @@ class Users:
             problems += self._role_problems(body["roles"])
         if "active" in body and not isinstance(body["active"], bool):
             problems.append(ErrorDetail("active", "must be true or false"))
+        problems += _text_problems(name=body.get("name"), team=body.get("team"))
         for key, limit in (("name", 200), ("team", 100)):
             value = body.get(key)
             if value is not None and not (isinstance(value, str) and 0 < len(value) <= limit):
@@ -366,3 +370,16 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 def _user(row: Any) -> User:
     return User(row.id, row.email, row.name, tuple(row.roles or ()), row.team, bool(row.active))
+
+
+def _text_problems(**values: Any) -> list[ErrorDetail]:
+    """The records' rule for text, for users' e-mails, names and teams: no NUL, no lone
+    UTF-16 surrogate (PostgreSQL refuses both; SQLite would store what cannot be read)."""
+    problems = []
+    for key, value in values.items():
+        if isinstance(value, str):
+            try:
+                check_text(value)
+            except ValueProblem as problem:
+                problems.append(ErrorDetail(key, str(problem)))
+    return problems

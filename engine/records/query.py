@@ -45,6 +45,8 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 MAX_SEARCH_LENGTH = 200
 MAX_SORT_KEYS = 5
+#: filter conditions in one call (each `in` lists up to MAX_IN_VALUES values)
+MAX_FILTERS = 50
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,14 @@ class QueryParser:
         problems: list[ErrorDetail] = []
         seen: dict[str, str] = {}
         conditions: list[ColumnElement[bool]] = []
+        filters = sum(1 for key, _ in params if key not in CONTROLS)
+        if filters > MAX_FILTERS:
+            # a statement of a thousand conditions nests past SQLite's expression depth
+            raise MalformedRequest(
+                "the list parameters are not valid",
+                [ErrorDetail("", f"{filters} filter conditions; at most {MAX_FILTERS} in one "
+                                 "call (use field[in]=a,b,c for many values of one field)")],
+                code="invalid_query")
         for key, value in params:
             if key in LIST_PARAMS:
                 if key == "cursor" and not value:

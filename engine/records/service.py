@@ -25,13 +25,14 @@ from engine.errors import (
     Conflict,
     ErrorDetail,
     Forbidden,
+    MalformedRequest,
     NotFound,
     StaleVersion,
     ValidationFailed,
 )
 from engine.records.query import ListQuery, QueryParser, after_condition, encode_cursor, order_by
 from engine.records.schemas import EntitySchemas, schema_problems
-from engine.setup.filters import FilterGrammar
+from engine.setup.filters import LIST_PARAMS, FilterGrammar
 from engine.setup.names import link_column, poly_entity_column
 from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec
 from engine.storage import progress
@@ -167,6 +168,14 @@ class Records:
                 raise NotFound(f"no {entity} with id {record_id}")
             target, condition = self._linked_condition(table, row._mapping, name)
             if target is None:
+                # an empty link to several entities: no entity to filter, so only the
+                # controls are valid — a filter or a typo is refused as on any list
+                refused = [ErrorDetail(key, "is not a parameter here: the link is empty, so "
+                                            "there is nothing to filter")
+                           for key, _ in params if key not in LIST_PARAMS]
+                if refused:
+                    raise MalformedRequest("the list parameters are not valid", refused,
+                                           code="invalid_query")
                 return Page([], 0, None)
             query = self.parser.parse(target, params)
             return self.page(conn, query, condition)
@@ -627,8 +636,9 @@ class Records:
         many: dict[str, list[int]] = {}
         if isinstance(body, dict):
             for key, value in body.items():
-                if key in bad:
-                    continue
+                if key in bad or (key != "owner" and key not in spec.fields
+                                  and key not in spec.links):
+                    continue  # refused by the schema: an unknown key, whatever its characters
                 if key == "owner":
                     values["owner"] = value
                     continue

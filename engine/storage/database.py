@@ -88,8 +88,11 @@ class Database:
             self._configure_sqlite()
             self._write_lock: threading.Lock | None = threading.Lock()
         elif self.dialect == "postgresql":
+            # the session in UTC: timestamps near year 1 or 9999 must not be shifted out of
+            # range into the server's local zone when they are read back
             self.engine = self._create_engine(url, pool_size=settings.pool_size, max_overflow=20,
-                                              pool_pre_ping=True)
+                                              pool_pre_ping=True,
+                                              connect_args={"options": "-c timezone=UTC"})
             self._write_lock = None
         else:
             raise SettingsError(f"unsupported database {url.get_backend_name()!r}: {URL_HINT}")

@@ -72,8 +72,9 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         value = value.astimezone(dt.UTC)
         if dialect.name == "postgresql":
             return value
-        # fixed width, so text order is time order
-        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        # fixed width (years padded to 4 digits: strftime's %Y is not, before 1000), so
+        # text order is time order and every stored value reads back
+        return value.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
     def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
         if value is None:

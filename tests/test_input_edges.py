@@ -1,0 +1,172 @@
+"""No input can break a record or the server: each of these once answered 500 or broke
+the record for good. Each must be a 4xx in the one error shape — or a correct answer that
+round-trips — on SQLite and PostgreSQL, and leave nothing half-written."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from starlette.testclient import TestClient
+
+from engine import Kartoteka
+
+JSON = {"Content-Type": "application/json"}
+
+
+def error_of(answer: Any, status: int, code: str | None = None) -> dict[str, Any]:
+    assert answer.status_code == status, answer.text
+    error: dict[str, Any] = answer.json()["error"]
+    assert error["message"]
+    if code is not None:
+        assert error["code"] == code, error
+    return error
+
+
+def counts(kt: Kartoteka) -> dict[str, int]:
+    with kt.db.read(system="test") as conn:
+        return {name: conn.execute(sa.select(sa.func.count()).select_from(t.table)).scalar_one()
+                for name, t in kt.storage.entities.items()}
+
+
+# -- datetimes at the edges of the calendar ---------------------------------------------------
+
+@pytest.mark.parametrize("moment", ["0999-12-31T23:00:00Z", "0001-01-01T00:00:00Z",
+                                    "0100-02-28T12:30:45.123456Z", "9999-12-31T23:59:59.999999Z",
+                                    "1000-01-01T00:00:00+00:00"])
+def test_every_accepted_datetime_round_trips_everywhere(client: TestClient, moment: str) -> None:
+    expected = moment.replace("+00:00", "Z")
+    anna = client.post("/api/client", json={"name": "Анна 安娜 آنا"}).json()
+    created = client.post("/api/task", json={"subject": "Срок 期限 مهلت", "due_at": moment,
+                                              "about": {"entity": "client", "id": anna["id"]}})
+    assert created.status_code == 201, created.text
+    task = created.json()
+    assert task["due_at"] == expected
+    url = f"/api/task/{task['id']}"
+    assert client.get(url).json()["due_at"] == expected
+    listed = client.get("/api/task", params={"sort": "-due_at"}).json()["items"]
+    assert [t["due_at"] for t in listed] == [expected]
+    assert client.get("/api/task", params={"due_at[eq]": moment}).json()["total"] == 1
+    assert client.get("/api/task", params={"due_at[gt]": moment}).json()["total"] == 0
+    patched = client.patch(url, json={"subject": "ещё"})
+    assert patched.status_code == 200 and patched.json()["due_at"] == expected
+    timeline = client.get(f"/api/client/{anna['id']}/timeline")
+    assert timeline.status_code == 200, timeline.text
+    assert client.get(f"/api/client/{anna['id']}/tasks").json()["items"][0]["due_at"] == expected
+    assert client.delete(url).status_code == 204
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01T00:30:00+01:00",  # year 0 in UTC
+                                    "9999-12-31T23:30:00-01:00",  # year 10000 in UTC
+                                    "0000-01-01T00:00:00Z", "2026-02-30T10:00:00Z",
+                                    "2026-01-01T10:00:00"])
+def test_datetimes_outside_the_range_are_422_and_write_nothing(
+        kt: Kartoteka, client: TestClient, moment: str) -> None:
+    before = counts(kt)
+    error = error_of(client.post("/api/task", json={"subject": "x", "due_at": moment}), 422)
+    assert error["details"][0]["field"] == "due_at"
+    assert counts(kt) == before
+    error_of(client.get("/api/task", params={"due_at[lt]": moment}), 400, "invalid_query")
+
+
+# -- body keys ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("key", ["a.b", "a[0]", "", "x" * 500, "имя", "名字", "نام", "client.name",
+                                 "products[]", "$where", "__proto__"])
+def test_any_unknown_body_key_is_the_unknown_field_422(
+        kt: Kartoteka, client: TestClient, key: str) -> None:
+    record = client.post("/api/client", json={"name": "Ромашка"}).json()
+    before = counts(kt)
+    error = error_of(client.post("/api/client", json={"name": "x", key: 1}), 422)
+    assert any(d["field"] == key and "is not a field" in d["problem"] for d in error["details"])
+    error = error_of(client.patch(f"/api/client/{record['id']}", json={key: 1}), 422)
+    assert any(d["field"] == key for d in error["details"])
+    assert counts(kt) == before
+    assert client.get(f"/api/client/{record['id']}").json()["version"] == 1
+
+
+# -- many filters ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/api/sale", "/api/sale/board", "/api/sale/funnel",
+                                  "/api/client/{id}/sales"])
+def test_a_thousand_filters_are_a_400_naming_the_cap(client: TestClient, path: str) -> None:
+    record = client.post("/api/client", json={"name": "Ромашка"}).json()
+    params = [("amount[ne]", str(n)) for n in range(1000)]
+    error = error_of(client.get(path.replace("{id}", str(record["id"])), params=params), 400,
+                     "invalid_query")
+    assert "at most 50" in str(error["details"])
+    fifty = [("amount[ne]", str(n)) for n in range(50)]
+    assert client.get("/api/sale", params=fifty).status_code == 200
+
+
+# -- the users API: text both databases can store ------------------------------------------
+
+@pytest.mark.parametrize(("field", "raw"), [("email", '"a\\ud800@example.com"'),
+                                            ("email", '"a\\u0000b@example.com"'),
+                                            ("name", '"Анна\\u0000"'), ("name", '"\\udfff"'),
+                                            ("team", '"sales\\ud83d"'), ("team", '"\\u0000"')])
+def test_nul_and_lone_surrogates_in_users_are_422(
+        kt: Kartoteka, client: TestClient, field: str, raw: str) -> None:
+    values = {"email": '"anna@example.com"', "roles": '["director"]', field: raw}
+    body = "{" + ", ".join(f'"{k}": {v}' for k, v in values.items()) + "}"
+    error = error_of(client.post("/api/users", content=body, headers=JSON), 422)
+    assert error["details"][0]["field"] == field
+    assert kt.users.list() == []
+
+
+def test_a_users_change_with_a_lone_surrogate_is_422(kt: Kartoteka, client: TestClient) -> None:
+    admin, token = kt.users.add("root@example.com", ["admin"])
+    headers = {**JSON, "Authorization": f"Bearer {token}"}
+    error = error_of(client.patch(f"/api/users/{admin.id}", content='{"team": "\\ud800"}',
+                                  headers=headers), 422)
+    assert error["details"][0]["field"] == "team"
+    assert kt.users.get(admin.id).team is None
+
+
+# -- unknown query parameters, methods, headers --------------------------------------------
+
+def test_unknown_query_parameters_are_400_wherever_they_are_not_read(
+        kt: Kartoteka, client: TestClient) -> None:
+    anna = client.post("/api/client", json={"name": "Анна"}).json()
+    sale = client.post("/api/sale", json={"number": "S-1", "client": anna["id"]}).json()
+    task = client.post("/api/task", json={"subject": "t"}).json()  # `about` empty
+    before = counts(kt)
+    calls = [
+        ("POST", "/api/client?dry_run=1", {"name": "x"}),
+        ("PATCH", f"/api/client/{anna['id']}?force=true", {"city": "Kazan"}),
+        ("DELETE", f"/api/sale/{sale['id']}?cascade=1", None),
+        ("POST", f"/api/sale/{sale['id']}/stage?to=proposal", {"to": "proposal"}),
+        ("POST", f"/api/sale/{sale['id']}/comments?notify=1", {"text": "x"}),
+        ("GET", "/api/me?verbose=1", None),
+        ("GET", "/api/users?active=true", None),
+        ("POST", "/api/users?role=admin", {"email": "eve@example.com", "roles": ["admin"]}),
+        ("GET", "/api/schema?lang=ru", None),
+        ("GET", f"/api/task/{task['id']}/about?naem=x", None),
+    ]
+    for method, url, body in calls:
+        answer = client.request(method, url, json=body)
+        error = error_of(answer, 400, "invalid_query")
+        assert error["details"][0]["field"] in url, (url, error)
+    assert counts(kt) == before and kt.users.list() == []
+    assert client.get(f"/api/task/{task['id']}/about", params={"limit": "5"}).json()["total"] == 0
+
+
+@pytest.mark.parametrize("path", ["/api/sale/board", "/api/sale/funnel"])
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+def test_an_unsupported_method_on_a_fixed_path_is_405_with_allow(
+        client: TestClient, path: str, method: str) -> None:
+    answer = client.request(method, path, json={} if method != "DELETE" else None)
+    error_of(answer, 405, "method_not_allowed")
+    assert answer.headers["allow"] == "GET"
+
+
+def test_an_empty_if_match_is_400_saying_so(kt: Kartoteka, client: TestClient) -> None:
+    record = client.post("/api/client", json={"name": "Ромашка"}).json()
+    url = f"/api/client/{record['id']}"
+    for header in ("", "   "):
+        error = error_of(client.patch(url, json={"city": "Kazan"}, headers={"If-Match": header}),
+                         400, "invalid_header")
+        assert "If-Match is empty" in error["message"]
+        error_of(client.delete(url, headers={"If-Match": header}), 400, "invalid_header")
+    assert client.get(url).json()["version"] == 1
