@@ -200,7 +200,7 @@ def test_plugin_types_are_summed_on_the_board_and_checked_against_active_users(
         anna, token = kt.users.add("anna@example.com", ["admin"])
         boris, _ = kt.users.add("boris@example.com", ["admin"])
         kt.users.disable("boris@example.com")
-        with TestClient(create_app(kt), raise_server_exceptions=False,
+        with TestClient(create_app(kt), raise_server_exceptions=False, base_url="http://127.0.0.1",
                         headers={"Authorization": f"Bearer {token}"}) as http:
             for body in ({"title": "A", "points": 3, "approvers": [anna.id]},
                          {"title": "B", "points": 5},

@@ -101,7 +101,8 @@ SETUP_FILES = {"order.yaml": ORDER, "patient.yaml": PATIENT, "visit.yaml": VISIT
 def client(make_kt: Callable[..., Kartoteka],
            write_setup: Callable[[dict[str, str]], Path]) -> Iterator[TestClient]:
     kt = make_kt(write_setup(SETUP_FILES))
-    with TestClient(create_app(kt), raise_server_exceptions=False) as test_client:
+    with TestClient(create_app(kt), raise_server_exceptions=False,
+                    base_url="http://127.0.0.1") as test_client:
         yield test_client
 
 

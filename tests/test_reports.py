@@ -686,7 +686,8 @@ def test_sixty_three_stage_names_over_two_pipelines_fit_the_summary(
     """}))
     assert kt.storage["order"].stage_bits == {
         name: 1 << index for index, name in enumerate(dict.fromkeys([*short, *long]))}
-    with TestClient(create_app(kt), raise_server_exceptions=False) as api:
+    with TestClient(create_app(kt), raise_server_exceptions=False,
+                    base_url="http://127.0.0.1") as api:
         order = _post(api, "order", {"kind": "wholesale"})
         _move(api, "order", order["id"], "b27")
         assert _entered(kt, "order", order["id"]) == {"new", "b27"}
