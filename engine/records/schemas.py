@@ -2,7 +2,9 @@
 their validators, compiled once per engine and used on every write.
 
 The same documents are published in OpenAPI as named components, so what the docs say
-is what the server enforces. Schema failures are translated into `ErrorDetail`s that
+is what the server enforces. One read schema serves every role: a field or link that some
+role of the setup may not see (`hidden:`) is left out of that role's answers, so it is not
+`required` in `<Entity>`; everything else, and the server-managed columns, always are. Schema failures are translated into `ErrorDetail`s that
 name the field the way setup diagnostics name keys (`products[1]`).
 """
 
@@ -43,13 +45,21 @@ def build_schemas(storage: Storage) -> dict[str, EntitySchemas]:
     for name, table in storage.entities.items():
         create = _write_schema(table, storage.setup.languages[0], patch=False)
         patch = _write_schema(table, storage.setup.languages[0], patch=True)
-        read = _read_schema(table, storage.setup.languages[0])
+        read = _read_schema(table, storage.setup.languages[0], hideable(storage, name))
         result[name] = EntitySchemas(
             name, create, patch, read,
             jsonschema.Draft202012Validator(create),
             jsonschema.Draft202012Validator(patch),
         )
     return result
+
+
+def hideable(storage: Storage, entity: str) -> frozenset[str]:
+    """The fields and links of `entity` that at least one role of the setup may not see."""
+    names: set[str] = set()
+    for role in storage.setup.roles.values():
+        names |= role.grant(entity).hidden
+    return frozenset(names)
 
 
 def nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -130,7 +140,7 @@ def _write_schema(table: EntityTable, language: str, *, patch: bool) -> dict[str
     return document
 
 
-def _read_schema(table: EntityTable, language: str) -> dict[str, Any]:
+def _read_schema(table: EntityTable, language: str, hidden: frozenset[str]) -> dict[str, Any]:
     entity = table.spec
     properties: dict[str, Any] = {
         "id": {"type": "integer"},
@@ -148,11 +158,15 @@ def _read_schema(table: EntityTable, language: str) -> dict[str, Any]:
                                            spec, language)
     for link in entity.links.values():
         properties[link.name] = _described(_link_schema(link, read=True), link, language)
+    for name in hidden:
+        note = "Left out of the answers to roles that may not see it."
+        before = properties[name].get("description")
+        properties[name]["description"] = f"{before.rstrip('.')}. {note}" if before else note
     return {
         "type": "object",
         "title": pascal(entity.name),
         "properties": properties,
-        "required": list(properties),
+        "required": [name for name in properties if name not in hidden],
         "additionalProperties": False,
     }
 
