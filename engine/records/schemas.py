@@ -4,8 +4,9 @@ their validators, compiled once per engine and used on every write.
 The same documents are published in OpenAPI as named components, so what the docs say
 is what the server enforces. One read schema serves every role: a field or link that some
 role of the setup may not see (`hidden:`) is left out of that role's answers, so it is not
-`required` in `<Entity>`; everything else, and the server-managed columns, always are. Schema failures are translated into `ErrorDetail`s that
-name the field the way setup diagnostics name keys (`products[1]`).
+`required` in `<Entity>`; everything else, and the server-managed columns, always are.
+Schema failures are translated into `ErrorDetail`s that name the field the way setup
+diagnostics name keys (`products[1]`).
 """
 
 from __future__ import annotations
