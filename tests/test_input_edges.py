@@ -170,3 +170,10 @@ def test_an_empty_if_match_is_400_saying_so(kt: Kartoteka, client: TestClient) -
         assert "If-Match is empty" in error["message"]
         error_of(client.delete(url, headers={"If-Match": header}), 400, "invalid_header")
     assert client.get(url).json()["version"] == 1
+
+
+def test_the_funnel_takes_the_first_and_last_days_of_the_calendar(client: TestClient) -> None:
+    for params in ({"to": "9999-12-31"}, {"from": "0001-01-01"},
+                   {"from": "0001-01-01", "to": "9999-12-31"}):
+        answer = client.get("/api/sale/funnel", params=params)
+        assert answer.status_code == 200, (params, answer.text)

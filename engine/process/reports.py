@@ -310,7 +310,10 @@ def _date_range(params: Sequence[tuple[str, str]], problems: list[ErrorDetail]
                 day = dt.date.fromisoformat(value)
                 bounds[key] = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
                 if key == "to":
-                    bounds[key] += dt.timedelta(days=1)
+                    if day == dt.date.max:  # the day after 9999-12-31 does not exist
+                        del bounds[key]
+                    else:
+                        bounds[key] += dt.timedelta(days=1)
             except ValueError:
                 problems.append(ErrorDetail(key, "must be a date, YYYY-MM-DD"))
         else:
