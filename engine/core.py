@@ -32,6 +32,7 @@ from engine.storage.database import Database, DatabaseSettings
 from engine.storage.migrate import MigrationPlan, apply, plan, verify
 from engine.storage.tables import Storage
 from engine.types.fields import FieldTypeRegistry, default_registry
+from engine.types.moments import Clock, system_clock
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -56,7 +57,7 @@ class Kartoteka:
     """A setup, its generated storage and schemas, and the records service over a database."""
 
     def __init__(self, setup: SetupSpec, settings: Settings | None = None, *,
-                 registry: FieldTypeRegistry | None = None):
+                 registry: FieldTypeRegistry | None = None, clock: Clock | None = None):
         self.setup = setup
         self.settings = settings or Settings()
         self.registry = registry or default_registry()
@@ -66,7 +67,10 @@ class Kartoteka:
         #: who this instance acts for in the current context: `with kt.acting.as_user(u):`
         self.acting = Acting()
         guard(self.db.engine, [table.table for table in self.storage.entities.values()])
-        self.records = Records(self.storage, self.db, self.schemas, self.acting)
+        #: the current moment for relative dates and dynamic defaults (`today`, `now+2h`):
+        #: the system's clock unless one is given (a test freezing "today")
+        self.clock: Clock = clock or system_clock
+        self.records = Records(self.storage, self.db, self.schemas, self.acting, self.clock)
         self.stages = StageMoves(self.records)
         self.timeline = Timeline(self.records)
         self.reports = Reports(self.records)
@@ -76,7 +80,8 @@ class Kartoteka:
 
     @classmethod
     def open(cls, folder: str | Path, database_url: str | None = None, *,
-             registry: FieldTypeRegistry | None = None, **settings: Any) -> Kartoteka:
+             registry: FieldTypeRegistry | None = None, clock: Clock | None = None,
+             **settings: Any) -> Kartoteka:
         """Load a setup folder (raising `SetupError` on problems) and bind it to a database."""
         known = [f.name for f in fields(Settings) if f.name != "database"]  # from the URL
         unknown = sorted(set(settings) - set(known))
@@ -87,7 +92,8 @@ class Kartoteka:
         registry = registry or default_registry()
         setup = load_setup(folder, registry)
         db_settings = DatabaseSettings(url=database_url) if database_url else DatabaseSettings()
-        return cls(setup, Settings(database=db_settings, **settings), registry=registry)
+        return cls(setup, Settings(database=db_settings, **settings), registry=registry,
+                   clock=clock)
 
     def plan(self) -> MigrationPlan:
         return plan(self.storage, self.db)

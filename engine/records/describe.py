@@ -54,6 +54,9 @@ def _field(field: FieldSpec) -> dict[str, Any]:
         out["options"] = list(field.options)
     if field.default is not None:
         out["default"] = field.type.render(field, field.default)
+    if field.dynamic_default is not None:  # computed on each create: today+7d, $user
+        out["default"] = field.dynamic_default.text
+        out["dynamic_default"] = True
     if field.required_in_stages:
         out["required_in_stages"] = sorted(field.required_in_stages)
     if field.help:

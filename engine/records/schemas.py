@@ -119,7 +119,8 @@ def _write_schema(table: EntityTable, language: str, *, patch: bool) -> dict[str
         properties[spec.name] = _described(schema, spec, language)
         if spec.default is not None:
             properties[spec.name]["default"] = spec.type.render(spec, spec.default)
-        if spec.required and not spec.has_default and not patch:
+        if spec.required and not spec.has_default and spec.dynamic_default is None \
+                and not patch:
             required.append(spec.name)
     for link in entity.links.values():
         properties[link.name] = _described(_link_schema(link, read=False), link, language)

@@ -30,6 +30,7 @@ from engine.errors import (
     StaleVersion,
     ValidationFailed,
 )
+from engine.records.defaults import fill_dynamic_defaults
 from engine.records.query import ListQuery, QueryParser, after_condition, encode_cursor, order_by
 from engine.records.schemas import EntitySchemas, schema_problems
 from engine.setup.filters import LIST_PARAMS, FilterGrammar
@@ -40,6 +41,7 @@ from engine.storage.database import UNSCOPED, Database
 from engine.storage.journal import Journal, diff
 from engine.storage.tables import SEARCH_COLUMN, EntityTable, Storage, search_text
 from engine.types.fields import ValueProblem
+from engine.types.moments import Clock, system_clock
 
 MAX_ID = 2**63 - 1
 Record = dict[str, Any]
@@ -118,11 +120,14 @@ class Records:
     """Reads and writes the records of every entity of one storage."""
 
     def __init__(self, storage: Storage, database: Database,
-                 schemas: Mapping[str, EntitySchemas], acting: Acting):
+                 schemas: Mapping[str, EntitySchemas], acting: Acting,
+                 clock: Clock = system_clock):
         self.storage = storage
         self.db = database
         self.schemas = schemas
-        grammar = FilterGrammar(storage.setup, storage.registry)
+        #: what relative dates and dynamic defaults (`today`, `now-2h`) are resolved against
+        self.clock = clock
+        grammar = FilterGrammar(storage.setup, storage.registry, clock)
         self.access = Access(storage, grammar, database.dialect, acting)
         #: parses the acting user's queries: their read scope and hidden fields applied
         self.parser = QueryParser(storage, grammar, database.dialect, self.access)
@@ -389,7 +394,7 @@ class Records:
         problems = []
         users = self.storage.users
         for field in spec.fields.values():
-            ids = values.get(field.name) if field.type.refers_to_users else None
+            ids = field.type.user_ids(values.get(field.name)) if field.type.refers_to_users else None
             if not ids:
                 continue
             found = set(conn.execute(sa.select(users.c.id).where(
@@ -417,6 +422,9 @@ class Records:
         for field in spec.fields.values():
             if field.name not in values and field.default is not None:
                 values[field.name] = field.default
+        user = self.access.acting.user
+        fill_dynamic_defaults(spec, values, self.clock, self.storage.setup.timezone,
+                              None if user is None else user.id)
         pipeline = None
         if spec.pipeline is not None:
             selector = values.get(spec.pipeline.pipeline_by) if spec.pipeline.pipeline_by else None

@@ -8,7 +8,8 @@ filters (engine/records/query.py), role conditions (engine/setup/roles.py, check
 load time, and engine/access/scopes.py, run per user), and what comes next (rules,
 automations). A parameter becomes a `Condition` — names looked up in the entity's
 attributes and links, the operator checked against the field type, the value parsed by
-it — or a `FilterRefused` saying why. No SQL here: engine/storage/filters.py compiles a
+it (a relative date, `today-30d`, as a `Deferred` resolved each time the query runs) —
+or a `FilterRefused` saying why. No SQL here: engine/storage/filters.py compiles a
 `Condition` over the tables.
 
 A bare control name (`CONTROLS`: paging, sort, search, include, total, and the board's and
@@ -22,11 +23,13 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from engine.setup.attributes import Attribute, SystemFields
 from engine.setup.names import did_you_mean
 from engine.setup.spec import EntitySpec, LinkSpec, SetupSpec
 from engine.types.fields import OPERATORS, FieldTypeRegistry, ValueProblem
+from engine.types.moments import Clock, Deferred, NotRelative, parse_relative, system_clock
 
 LIST_PARAMS = ("q", "sort", "limit", "offset", "cursor", "include", "total")
 #: The board's and the funnel's own controls (engine/process/reports.py), kept out of filters too.
@@ -71,8 +74,13 @@ class FilterRefused(Exception):
 class FilterGrammar:
     """Parses filter parameters against one setup's entities."""
 
-    def __init__(self, setup: SetupSpec, registry: FieldTypeRegistry):
+    def __init__(self, setup: SetupSpec, registry: FieldTypeRegistry,
+                 clock: Clock = system_clock):
         self.setup = setup
+        #: relative dates (`today-30d`) become `Deferred` values: resolved on this clock, in
+        #: the setup's time zone, each time the compiled condition runs
+        self.clock = clock
+        self.zone = ZoneInfo(setup.timezone)
         system = SystemFields(registry)
         self.attributes: Mapping[str, Mapping[str, Attribute]] = {
             name: system.attributes(entity) for name, entity in setup.entities.items()}
@@ -97,11 +105,11 @@ class FilterGrammar:
             if attribute is None:
                 raise FilterRefused(f"{target} has no field {tail!r}" + _hint(did_you_mean(
                     tail, [n for n in self.attributes[target] if n not in hidden_there])))
-            inner = Condition(target, ATTRIBUTE, tail, op, _compared(attribute, op, text))
+            inner = Condition(target, ATTRIBUTE, tail, op, _compared(attribute, op, text, self))
             return Condition(entity, THROUGH, head, op, inner=inner)
         attribute = self.attributes[entity].get(head)
         if attribute is not None:
-            return Condition(entity, ATTRIBUTE, head, op, _compared(attribute, op, text))
+            return Condition(entity, ATTRIBUTE, head, op, _compared(attribute, op, text, self))
         link = spec.links.get(head)
         if link is not None and link.polymorphic:
             return Condition(entity, POLYMORPHIC, head, op, _polymorphic(link, op, text))
@@ -133,7 +141,7 @@ class FilterGrammar:
         return f"{entity} has no field or link {name!r}" + _hint(did_you_mean(name, known))
 
 
-def _compared(attribute: Attribute, op: str, text: str) -> Any:
+def _compared(attribute: Attribute, op: str, text: str, grammar: FilterGrammar) -> Any:
     spec = attribute[0]
     if op not in spec.type.operators:
         raise FilterRefused(f"operator {op!r} does not apply to a {spec.type.name} field; use "
@@ -144,15 +152,19 @@ def _compared(attribute: Attribute, op: str, text: str) -> Any:
         parts = text.split(",")
         if len(parts) > MAX_IN_VALUES:
             raise FilterRefused(f"lists more than {MAX_IN_VALUES} values")
-        return [_value(attribute, part) for part in parts]
-    return _value(attribute, text)
+        return [_value(attribute, part, grammar) for part in parts]
+    return _value(attribute, text, grammar)
 
 
-def _value(attribute: Attribute, text: str) -> Any:
+def _value(attribute: Attribute, text: str, grammar: FilterGrammar) -> Any:
     spec = attribute[0]
+    kind = spec.type.moment_kind
     try:
+        moment = parse_relative(text, kind) if kind is not None else None
+        if moment is not None:  # resolved each time the compiled condition runs
+            return Deferred(moment, kind, grammar.clock, grammar.zone)  # type: ignore[arg-type]
         return spec.type.parse_text(spec, text)
-    except ValueProblem as problem:
+    except (ValueProblem, NotRelative) as problem:
         raise FilterRefused(f"{text!r} {problem}") from None
 
 

@@ -25,6 +25,12 @@ from typing import Any
 import jsonschema
 
 from engine.errors import Diagnostic, SetupError
+from engine.setup.defaults import (
+    DEFAULT_TIMEZONE,
+    dynamic_default,
+    timezone_hint,
+    timezone_problem,
+)
 from engine.setup.metaschema import SETUP_SCHEMA, entity_schema, shape_diagnostics
 from engine.setup.names import (
     INTERNAL_PREFIX,
@@ -160,6 +166,7 @@ class _Loader:
             entities=MappingProxyType(entities),
             automations=tuple(settings.get("automations") or ()),
             source=str(self.folder),
+            timezone=settings.get("timezone") or DEFAULT_TIMEZONE,
         )
         # roles name entities and fields, so they are checked against the built entities
         roles, problems = check_roles(self.setup_source, settings.get("roles"), setup,
@@ -215,6 +222,10 @@ class _Loader:
                 "setup.automations_not_enforced", ("automations",),
                 "automations are read but not run by this version of Kartoteka",
                 "nothing happens on their events yet", at_key=True, severity="warning"))
+        zone_problem = timezone_problem(data["timezone"]) if "timezone" in data else None
+        if zone_problem:
+            self.diagnostics.append(source.diagnostic(
+                "setup.timezone", ("timezone",), zone_problem, timezone_hint(data["timezone"])))
         return data, tuple(data.get("languages") or ("en",))
 
     # -- one entity file --------------------------------------------------------------------
@@ -349,13 +360,17 @@ class _Loader:
                 if isinstance(raw_default, dt.date) and not isinstance(raw_default, dt.datetime):
                     raw_default = raw_default.isoformat()
                 try:
-                    default = field_type.parse(spec, raw_default)
+                    dynamic = dynamic_default(spec, field_type, raw_default)
+                    default = None if dynamic else field_type.parse(spec, raw_default)
                 except ValueProblem as exc:
                     hint = (did_you_mean(str(raw_default), spec.options or ())
                             if spec.options else "")
                     self.diagnostics.append(source.diagnostic(
                         "field.default", (*path, "default"), f"default {raw_default!r} {exc}",
                         hint or f"give {field_type.noun} as the default, or remove it"))
+                    continue
+                if dynamic is not None:  # computed on each create (engine/setup/defaults.py)
+                    draft.fields[name] = _replace(spec, dynamic_default=dynamic)
                     continue
                 broken = _schema_problem(field_type.json_schema(spec),
                                          field_type.render(spec, default))

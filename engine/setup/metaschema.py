@@ -156,6 +156,7 @@ SETUP_SCHEMA: dict[str, Any] = {
                       "x-message": "{value} is not a language code",
                       "x-hint": "use a lower-case ISO 639 code such as en, ru, fa, zh, pt-BR"},
         },
+        "timezone": {"type": "string"},
         "roles": {"type": "object"},
         "automations": {"type": "array"},
     },

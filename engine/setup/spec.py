@@ -58,6 +58,10 @@ class FieldSpec:
     system: bool = False
     #: the field's name in the database before a rename (`renamed_from:`); read by migrate
     renamed_from: str | None = None
+    #: a default computed on each create (`today + 7d`, `$user`: engine/setup/defaults.py)
+    dynamic_default: Any = None
+    #: per option, its label in each language given (`options: {new: {en: New, ru: Новое}}`)
+    option_labels: Mapping[str, Label] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def has_default(self) -> bool:
@@ -170,6 +174,8 @@ class SetupSpec:
     roles: Mapping[str, RoleSpec] = field(default_factory=lambda: MappingProxyType({}))
     automations: tuple[Any, ...] = ()
     source: str = ""
+    #: the IANA time zone relative dates and dynamic defaults are taken in (`timezone:`)
+    timezone: str = "UTC"
 
     def entity(self, name: str) -> EntitySpec:
         return self.entities[name]

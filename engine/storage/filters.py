@@ -18,6 +18,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from engine.setup.filters import ATTRIBUTE, MANY, POLYMORPHIC, REVERSE, THROUGH, Condition
 from engine.setup.names import link_column, poly_entity_column
 from engine.storage.tables import EntityTable, Storage
+from engine.types.moments import Deferred
 
 Scope = Callable[[str], list[ColumnElement[bool]]]
 #: a filter on the records at the other end of a link, as a condition on this end's
@@ -32,6 +33,7 @@ def compile_condition(storage: Storage, condition: Condition, dialect: str,
     if condition.kind == ATTRIBUTE:
         attribute = table.attributes[condition.name]
         spec = attribute.field
+        value = _bound(value, attribute.column)
         return spec.type.filter(spec, attribute.column, op, value, dialect)
     if condition.kind == MANY:
         joins = table.join_tables[condition.name]
@@ -58,6 +60,16 @@ def compile_condition(storage: Storage, condition: Condition, dialect: str,
         _, subquery_of = through(storage, table, condition.name, scope)
         return subquery_of(compile_condition(storage, condition.inner, dialect, scope))
     raise AssertionError(f"unknown condition kind {condition.kind!r}")
+
+
+def _bound(value: Any, column: Any) -> Any:
+    """A relative date (`Deferred`) as a parameter whose value is taken each time the
+    statement runs — so a role condition compiled once still means today — else `value`."""
+    if isinstance(value, Deferred):
+        return sa.bindparam(None, callable_=value, type_=column.type)
+    if isinstance(value, list) and any(isinstance(v, Deferred) for v in value):
+        return [_bound(v, column) for v in value]
+    return value
 
 
 def through(storage: Storage, table: EntityTable, name: str,

@@ -13,7 +13,7 @@ Adding a field type means writing one subclass of `FieldType` and registering it
     setup = load_setup("my-setup", registry=registry)
 
 The built-in types below are registered through the same `register` call. The module is
-long because it holds all fourteen of them, one small class each.
+long because it holds all sixteen of them, one small class each.
 """
 
 from __future__ import annotations
@@ -102,6 +102,10 @@ class FieldType:
     #: its values are user ids (a task's observers): `parse` returns a list of ids, and a
     #: write is refused (422 `user_not_found`) unless each is an active user of the database
     refers_to_users: ClassVar[bool] = False
+    #: "date" or "datetime": its filter values and defaults may be relative moments
+    #: (`today-30d`, `now+2h`, `start_of_month`: engine/types/moments.py), resolved in the
+    #: setup's time zone when a query runs or a record is created
+    moment_kind: ClassVar[str | None] = None
 
     # -- declaration ----------------------------------------------------------------
     def params(self, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -117,6 +121,15 @@ class FieldType:
             yield "min_length", "min_length is greater than max_length", "swap them"
         return
         yield
+
+    # -- users (refers_to_users) -----------------------------------------------------
+    def user_ids(self, value: Any) -> list[int]:
+        """The user ids a parsed value of a `refers_to_users` type names (a list, by default)."""
+        return list(value or ())
+
+    def user_default(self, field: FieldSpec, user_id: int) -> Any:
+        """The value `default: $user` gives a `refers_to_users` field created by `user_id`."""
+        return [user_id]
 
     # -- storage ---------------------------------------------------------------------
     def column_type(self, field: FieldSpec) -> sa.types.TypeEngine[Any]:
@@ -447,6 +460,7 @@ class DateType(FieldType):
     accepts = frozenset({"min", "max"})
     noun = "a date (YYYY-MM-DD)"
     renders_as_is = False
+    moment_kind = "date"
     _shape = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
     def column_type(self, field: FieldSpec) -> sa.types.TypeEngine[Any]:
@@ -472,10 +486,9 @@ class DateType(FieldType):
         return day
 
     def parse_text(self, field: FieldSpec, text: str) -> Any:
-        if text == "today":  # in filters: overdue is due_on[lt]=today
-            return dt.datetime.now(dt.UTC).date()
+        # `today`, `today-30d`... are read by the filter grammar before this (moment_kind)
         if not self._shape.match(text):
-            raise ValueProblem(f"must be {self.noun}, or today")
+            raise ValueProblem(f"must be {self.noun}, or a relative date such as today-30d")
         try:
             return dt.date.fromisoformat(text)
         except ValueError:
@@ -489,6 +502,7 @@ class DateTimeType(FieldType):
     name = "datetime"
     noun = "a date and time in ISO 8601 with an offset (2024-05-01T10:00:00+03:00)"
     renders_as_is = False
+    moment_kind = "datetime"
     _shape = re.compile(
         r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
         r"(Z|z|[+-][0-9]{2}:?[0-9]{2})$"
@@ -520,8 +534,7 @@ class DateTimeType(FieldType):
             raise ValueProblem("is out of range: years 1 to 9999 in UTC") from None
 
     def parse_text(self, field: FieldSpec, text: str) -> Any:
-        if text == "now":  # in filters: overdue is due_at[lt]=now
-            return dt.datetime.now(dt.UTC)
+        # `now`, `now-2h`, `start_of_month`... are read by the filter grammar (moment_kind)
         return self.parse(field, text)
 
     def render(self, field: FieldSpec, value: Any) -> Any:
@@ -650,6 +663,40 @@ class UsersType(FieldType):
         return super().filter(field, column, op, value, dialect)
 
 
+class UserType(FieldType):
+    """One user of the database, by id (a task's assignee, the login of a dentist's card):
+    a whole number; `eq ne in isnull` filters (`assignee=7`, `{assignee: $user}` or
+    `{dentist.user: $user}` in a role's condition); `default: $user` is the acting user.
+    The engine checks that the id is an active user when a record is written."""
+
+    name = "user"
+    refers_to_users = True
+    operators = frozenset({"eq", "ne", "in", "isnull"})
+    noun = "a user id"
+
+    def column_type(self, field: FieldSpec) -> sa.types.TypeEngine[Any]:
+        return sa.BigInteger()
+
+    def json_schema(self, field: FieldSpec, *, read: bool = False) -> dict[str, Any]:
+        return {"type": "integer", "minimum": 1, "maximum": INT64_MAX}
+
+    def parse(self, field: FieldSpec, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= INT64_MAX:
+            raise ValueProblem(f"must be {self.noun}")
+        return value
+
+    def parse_text(self, field: FieldSpec, text: str) -> Any:
+        if not (text.isascii() and text.isdigit() and 0 < len(text) < 19 and int(text) > 0):
+            raise ValueProblem(f"must be {self.noun}")
+        return int(text)
+
+    def user_ids(self, value: Any) -> list[int]:
+        return [] if value is None else [value]
+
+    def user_default(self, field: FieldSpec, user_id: int) -> Any:
+        return user_id
+
+
 class JsonType(FieldType):
     name = "json"
     operators = frozenset({"isnull"})
@@ -725,7 +772,7 @@ class FieldTypeRegistry:
 BUILTIN_TYPES: tuple[type[FieldType], ...] = (
     StringType, TextType, IntegerType, DecimalType, MoneyType, BooleanType, DateType,
     DateTimeType, EmailType, PhoneType, UrlType, ChoiceType, MultichoiceType, UsersType,
-    JsonType,
+    UserType, JsonType,
 )
 
 
