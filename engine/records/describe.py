@@ -52,6 +52,8 @@ def _field(field: FieldSpec) -> dict[str, Any]:
             out[key] = value
     if field.options is not None:
         out["options"] = list(field.options)
+    if field.option_labels:  # values stay the identifiers; labels per language
+        out["option_labels"] = {value: dict(label) for value, label in field.option_labels.items()}
     if field.default is not None:
         out["default"] = field.type.render(field, field.default)
     if field.dynamic_default is not None:  # computed on each create: today+7d, $user

@@ -82,6 +82,10 @@ def _described(schema: dict[str, Any], spec: FieldSpec | LinkSpec, language: str
     help_text = getattr(spec, "help", None)
     if help_text:
         described["description"] = label_text(help_text, language)
+    option_labels = getattr(spec, "option_labels", None)
+    if option_labels:  # an annotation validators ignore: `enum` keeps the values
+        described["x-labels"] = {value: label_text(label, language)
+                                 for value, label in option_labels.items()}
     return described
 
 

@@ -45,6 +45,7 @@ from engine.setup.names import (
     pascal,
     poly_entity_column,
 )
+from engine.setup.options import option_labels, option_problems, option_values
 from engine.setup.roles import ADMIN, check_roles
 from engine.setup.source import SourceFile, read_yaml
 from engine.setup.spec import (
@@ -326,6 +327,10 @@ class _Loader:
                         f"is not a valid regular expression: {exc}",
                         "write a Python regular expression, in single quotes so that "
                         "backslashes stay as written: '^[0-9]{10}$'"))
+            if "options" in decl and "options" in field_type.accepts:  # twice, a language
+                wrong_options = option_problems(source, path, decl["options"], draft.languages)
+                self.diagnostics.extend(wrong_options)
+                ok = ok and not wrong_options
             bounds = self._bounds(source, path, decl, field_type)
             if bounds is None:
                 ok = False
@@ -343,7 +348,8 @@ class _Loader:
                 min_length=decl.get("min_length"),
                 max_length=decl.get("max_length"),
                 pattern=decl.get("pattern"),
-                options=tuple(decl["options"]) if "options" in decl else None,
+                options=option_values(decl["options"]) if "options" in decl else None,
+                option_labels=option_labels(decl.get("options"), draft.languages),
                 required_in_stages=frozenset(decl.get("required_in_stages") or ()),
                 help=_label(decl["help"], "", draft.languages) if "help" in decl else None,
                 params=MappingProxyType(field_type.params(decl)),

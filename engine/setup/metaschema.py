@@ -39,9 +39,24 @@ COMMON_FIELD_KEYS: dict[str, Any] = {
     "min_length": {"type": "integer", "minimum": 0},
     "max_length": {"type": "integer", "minimum": 1, "maximum": 1048576},
     "pattern": {"type": "string"},
-    "options": {"type": "array", "minItems": 1, "uniqueItems": True,
-                "items": {"type": "string", "x-message": "must be a text, not {value}",
-                          "x-hint": "quote it: '{value}'"}},
+    # a list of values (each may be {value, label}), or a mapping of value to label:
+    # engine/setup/options.py reads the three forms
+    "options": {
+        "if": {"type": "object"},
+        "then": {"type": "object", "minProperties": 1, "additionalProperties": {
+            "anyOf": [{"type": "null"}, LABEL],
+            "x-message": "must be the option's label: a text, or a mapping of language code "
+                         "to text, not {value}",
+            "x-hint": "write new: {en: New, ru: Новая}, or new: New"}},
+        "else": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {
+            "if": {"type": "object"},
+            "then": {"type": "object", "required": ["value"], "additionalProperties": False,
+                     "properties": {"value": {"type": "string",
+                                              "x-message": "must be a text, not {value}",
+                                              "x-hint": "quote it: '{value}'"},
+                                    "label": LABEL}},
+            "else": {"type": "string", "x-message": "must be a text, not {value}",
+                     "x-hint": "quote it: '{value}'"}}}},
     "required_in_stages": NAME_LIST,
     "label": LABEL,
     "help": LABEL,
