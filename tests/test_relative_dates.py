@@ -327,3 +327,26 @@ def test_bad_dynamic_declarations_are_located(write_setup: Callable[..., Path],
     [diagnostic] = [d for d in raised.value.diagnostics if d.severity == "error"]
     assert diagnostic.key == key and diagnostic.line >= 1
     assert problem in diagnostic.message, diagnostic.message
+
+
+def test_a_users_field_defaults_to_a_list_of_the_acting_user(write_setup: Callable[..., Path],
+                                                             db_url: str) -> None:
+    folder = write_setup({"setup.yaml": "timezone: Europe/Moscow\n", "task.yaml": """
+        fields:
+          subject: {type: string, required: true}
+          observers: {type: users, default: $user}
+    """})
+    kt = Kartoteka(load_setup(folder), Settings(DatabaseSettings(url=db_url)))
+    kt.migrate()
+    try:
+        with TestClient(create_app(kt), base_url="http://127.0.0.1",
+                        raise_server_exceptions=False) as client:
+            assert ok(client.post("/api/task", json={"subject": "ничья"}), 201)["observers"] \
+                is None
+            assert ok(client.get("/api/schema"))["timezone"] == "Europe/Moscow"
+            user, token = kt.users.add("o@example.com", ["admin"])
+            made = ok(client.post("/api/task", json={"subject": "моя"},
+                                  headers={"Authorization": f"Bearer {token}"}), 201)
+            assert made["observers"] == [user.id]
+    finally:
+        kt.close()

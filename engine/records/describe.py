@@ -12,6 +12,7 @@ def describe_setup(setup: SetupSpec, schemas: dict[str, EntitySchemas]) -> dict[
     return {
         "name": setup.name,
         "languages": list(setup.languages),
+        "timezone": setup.timezone,
         "entities": {
             name: _entity(entity, setup, schemas[name]) for name, entity in setup.entities.items()
         },
