@@ -350,3 +350,28 @@ def test_a_users_field_defaults_to_a_list_of_the_acting_user(write_setup: Callab
             assert made["observers"] == [user.id]
     finally:
         kt.close()
+
+
+def test_a_computed_default_still_keeps_the_fields_bounds(write_setup: Callable[..., Path],
+                                                          db_url: str, clock: Clock) -> None:
+    folder = write_setup({"archive.yaml": """
+        fields:
+          title: string
+          filed_on: {type: date, default: today - 1y, min: 2025-06-01}
+    """})
+    kt = Kartoteka(load_setup(folder), Settings(DatabaseSettings(url=db_url)), clock=clock)
+    kt.migrate()
+    try:
+        with TestClient(create_app(kt), base_url="http://127.0.0.1",
+                        raise_server_exceptions=False) as client:
+            refused = client.post("/api/archive", json={"title": "старое"})
+            assert refused.status_code == 422, refused.text
+            assert refused.json()["error"]["details"] == [
+                {"field": "filed_on",
+                 "problem": "the default today-1y must be on or after 2025-06-01"}]
+            assert ok(client.get("/api/archive"))["total"] == 0  # nothing half-written
+            clock.now = utc("2026-07-01T12:00:00Z")
+            assert ok(client.post("/api/archive", json={"title": "новое"}), 201)["filed_on"] \
+                == "2025-07-01"
+    finally:
+        kt.close()

@@ -13,7 +13,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from engine.errors import ErrorDetail, ValidationFailed
-from engine.setup.defaults import DynamicDefault
 from engine.setup.spec import EntitySpec
 from engine.types.fields import ValueProblem
 from engine.types.moments import Clock
@@ -22,18 +21,17 @@ from engine.types.moments import Clock
 def fill_dynamic_defaults(spec: EntitySpec, values: dict[str, Any], clock: Clock,
                           timezone: str, user_id: int | None) -> None:
     """Set each dynamic default `values` leaves out, or raise `ValidationFailed`."""
-    dynamic = [field for field in spec.fields.values()
-               if isinstance(field.dynamic_default, DynamicDefault) and field.name not in values]
+    dynamic = [(field, field.dynamic_default) for field in spec.fields.values()
+               if field.dynamic_default is not None and field.name not in values]
     if not dynamic:
         return
     now, zone = clock(), ZoneInfo(timezone)
     problems = []
-    for field in dynamic:
+    for field, default in dynamic:
         try:
-            value = field.dynamic_default.value(field, field.type, now, zone, user_id)
+            value = default.value(field, field.type, now, zone, user_id)
         except ValueProblem as problem:
-            problems.append(ErrorDetail(field.name, f"the default {field.dynamic_default.text} "
-                                                    f"{problem}"))
+            problems.append(ErrorDetail(field.name, f"the default {default.text} {problem}"))
             continue
         if value is None and field.required:
             problems.append(ErrorDetail(field.name, "is required (its default, $user, is empty "

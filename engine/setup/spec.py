@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from engine.types.fields import FieldType
 
 if TYPE_CHECKING:
+    from engine.setup.defaults import DynamicDefault
     from engine.setup.roles import RoleSpec
 
 #: a label: one string, or one per language code
@@ -59,7 +60,7 @@ class FieldSpec:
     #: the field's name in the database before a rename (`renamed_from:`); read by migrate
     renamed_from: str | None = None
     #: a default computed on each create (`today + 7d`, `$user`: engine/setup/defaults.py)
-    dynamic_default: Any = None
+    dynamic_default: DynamicDefault | None = None
     #: per option, its label in each language given (`options: {new: {en: New, ru: Новое}}`)
     option_labels: Mapping[str, Label] = field(default_factory=lambda: MappingProxyType({}))
 
