@@ -30,6 +30,7 @@ from engine.errors import (
     StaleVersion,
     ValidationFailed,
 )
+from engine.records.constraints import Rules
 from engine.records.query import ListQuery, QueryParser, after_condition, encode_cursor, order_by
 from engine.records.schemas import EntitySchemas, schema_problems
 from engine.setup.filters import LIST_PARAMS, FilterGrammar
@@ -128,6 +129,7 @@ class Records:
         self.parser = QueryParser(storage, grammar, database.dialect, self.access)
         self.journal = Journal(storage)
         self.shapes = {name: _Shape(table) for name, table in storage.entities.items()}
+        self.rules = Rules(storage, self.access, database.dialect)  # unique sets, no_overlap
         self._unique_fields = {
             constraint.name: (table.name, next(iter(constraint.columns)).name)
             for table in storage.entities.values()
@@ -438,6 +440,7 @@ class Records:
                 # foreign keys catch a missing target of a plain link (see the except below);
                 # polymorphic links have none, so they are checked here
                 self._check_links(conn, table, values, many, polymorphic_only=True)
+                self.rules.before_write(conn, table, values, values)
                 new_id = conn.execute(
                     sa.insert(table.table).values(values).returning(table.table.c.id)
                 ).scalar_one()
@@ -510,6 +513,7 @@ class Records:
                     return self.render(conn, table, [current])[0]
                 self._check_links(conn, table, _changed_links(spec, changes, merged),
                                   {n: sorted(add) for n, (add, _) in link_changes.items()})
+                self.rules.before_write(conn, table, {**merged, **changes}, changes, record_id)
                 if table.search_column is not None and any(f in changes for f in spec.search):
                     changes[SEARCH_COLUMN] = search_text(spec, merged)
                 now = _now()
@@ -798,6 +802,9 @@ class Records:
             )
 
     def _integrity(self, error: IntegrityError) -> Exception:
+        conflict = self.rules.conflict(error)  # unique sets, no_overlap, unique fields
+        if conflict is not None:
+            return conflict
         text = str(error.orig)
         constraint = getattr(getattr(error.orig, "diag", None), "constraint_name", None)
         target: tuple[str, str] | None = None

@@ -25,6 +25,7 @@ from typing import Any
 import jsonschema
 
 from engine.errors import Diagnostic, SetupError
+from engine.setup.constraints import OverlapSpec, UniqueSpec, check_constraints
 from engine.setup.metaschema import SETUP_SCHEMA, entity_schema, shape_diagnostics
 from engine.setup.names import (
     INTERNAL_PREFIX,
@@ -251,6 +252,9 @@ class _Loader:
         self._check_link_declarations(draft)
         self._check_pipeline(draft)
         self._check_search_and_title(draft)
+        problems, draft.unique, draft.no_overlap = check_constraints(
+            source, data, draft.fields, draft.links, (*draft.field_names, *(data.get("links") or {})))
+        self.diagnostics += problems
         return draft
 
     def _validate_shape(self, source: SourceFile, data: Any,
@@ -325,7 +329,7 @@ class _Loader:
                 type=field_type,
                 label=_label(decl.get("label"), name, draft.languages),
                 required=bool(decl.get("required", False)),
-                unique=bool(decl.get("unique", False)),
+                unique=decl.get("unique") is True,
                 index=bool(decl.get("index", False)),
                 min=bounds["min"] if bounds else None,
                 max=bounds["max"] if bounds else None,
@@ -858,6 +862,8 @@ class _EntityDraft:
         self.links: dict[str, LinkSpec] = {}
         self.link_paths: dict[str, tuple[str | int, ...]] = {}
         self.pipeline: PipelinesSpec | None = None
+        self.unique: tuple[UniqueSpec, ...] = ()
+        self.no_overlap: tuple[OverlapSpec, ...] = ()
 
     def build(self) -> EntitySpec:
         data = self.data
@@ -875,6 +881,8 @@ class _EntityDraft:
             help=_label(data["help"], "", self.languages) if "help" in data else None,
             location=Location(self.source.name, 1),
             renamed_from=data.get("renamed_from"),
+            unique=self.unique,
+            no_overlap=self.no_overlap,
         )
 
 

@@ -1,0 +1,324 @@
+"""Unique sets and no-overlap rules (`unique:`, `no_overlap:`), over real HTTP on SQLite
+and PostgreSQL: composite and case-/space-insensitive uniqueness (Unicode-correct on both
+databases), NULLs that never collide, overlapping bookings refused and back-to-back ones
+accepted, 20 concurrent bookings of which exactly one wins, and migrations that list the
+records violating a new rule and change nothing while they exist."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from api import create_app
+from engine import Kartoteka
+from engine.errors import Conflict
+from tests.races import together
+
+SETUP = {
+    "setup.yaml": """
+        name: Clinic
+        languages: [en, ru]
+    """,
+    "client.yaml": """
+        fields:
+          name: {type: string, required: true}
+          email: {type: email, unique: {ignore_case: true}}
+          company: {type: string, unique: {ignore_case: true, ignore_spaces: true}}
+          city: string
+          code: {type: string, unique: true}
+        unique: [{fields: [name, city], ignore_case: true}]
+    """,
+    "supplier.yaml": """
+        fields:
+          name: {type: string, required: true}
+    """,
+    "invoice.yaml": """
+        fields:
+          number: {type: string, required: true}
+          amount: integer
+        links:
+          supplier: {to: supplier}
+        unique: [[supplier, number]]
+    """,
+    "room.yaml": """
+        fields:
+          name: {type: string, required: true}
+    """,
+    "booking.yaml": """
+        fields:
+          dentist: string
+          starts_at: datetime
+          ends_at: datetime
+        links:
+          room: {to: room}
+        no_overlap:
+          - {key: [dentist], range: [starts_at, ends_at]}
+          - {key: [room], range: [starts_at, ends_at]}
+    """,
+    "stay.yaml": """
+        fields:
+          guest: string
+          check_in: date
+          check_out: date
+        links:
+          room: {to: room}
+        no_overlap: [{key: [room], range: [check_in, check_out]}]
+    """,
+}
+
+
+@pytest.fixture
+def setup_dir(write_setup: Callable[..., Path]) -> Path:
+    return write_setup(SETUP)
+
+
+@pytest.fixture
+def kt(make_kt: Callable[..., Kartoteka], setup_dir: Path) -> Kartoteka:
+    return make_kt(setup_dir)
+
+
+@pytest.fixture
+def api(kt: Kartoteka) -> Iterator[TestClient]:
+    with TestClient(create_app(kt), base_url="http://127.0.0.1",
+                    raise_server_exceptions=False) as client:
+        yield client
+
+
+def _created(api: TestClient, entity: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = api.post(f"/api/{entity}", json=body)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def _error(response: Any, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    error: dict[str, Any] = response.json()["error"]
+    assert error["code"] == code, error
+    return error
+
+
+# -- unique sets -------------------------------------------------------------------------------
+
+def test_composite_unique_refuses_the_same_pair_and_takes_another(api: TestClient) -> None:
+    a = _created(api, "supplier", {"name": "A"})["id"]
+    b = _created(api, "supplier", {"name": "B"})["id"]
+    _created(api, "invoice", {"supplier": a, "number": "INV-1"})
+    error = _error(api.post("/api/invoice", json={"supplier": a, "number": "INV-1"}),
+                   409, "unique_violation")
+    assert "supplier and number" in error["message"]
+    assert {d["field"] for d in error["details"]} == {"supplier", "number"}
+    _created(api, "invoice", {"supplier": b, "number": "INV-1"})   # another supplier
+    _created(api, "invoice", {"supplier": a, "number": "INV-2"})   # another number
+    # an empty member never collides (SQL's NULL): two invoices without a supplier
+    _created(api, "invoice", {"number": "INV-1"})
+    _created(api, "invoice", {"number": "INV-1"})
+    assert api.get("/api/invoice").json()["total"] == 5
+
+
+def test_patch_into_a_taken_pair_is_refused_and_changes_nothing(api: TestClient) -> None:
+    a = _created(api, "supplier", {"name": "A"})["id"]
+    _created(api, "invoice", {"supplier": a, "number": "1"})
+    second = _created(api, "invoice", {"supplier": a, "number": "2", "amount": 5})
+    response = api.patch(f"/api/invoice/{second['id']}", json={"number": "1", "amount": 7})
+    _error(response, 409, "unique_violation")
+    after = api.get(f"/api/invoice/{second['id']}").json()
+    assert (after["number"], after["amount"], after["version"]) == ("2", 5, 1)
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    ("A@x.ru", "a@X.RU"),
+    ("ivan@почта.рф", "IVAN@ПОЧТА.РФ"),
+])
+def test_email_ignoring_case(api: TestClient, first: str, second: str) -> None:
+    _created(api, "client", {"name": "One", "email": first})
+    error = _error(api.post("/api/client", json={"name": "Two", "email": second}),
+                   409, "unique_violation")
+    assert error["details"] == [{"field": "email", "problem": "is already taken by another record"}]
+    assert "ignoring case" in error["message"]
+    # the value is stored as written, never folded
+    assert api.get("/api/client").json()["items"][0]["email"] == first
+    assert "kt_ci_email" not in api.get("/api/client").json()["items"][0]
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    ("Ромашка", "РОМАШКА"),                       # Cyrillic: SQLite's lower() would miss it
+    ("ООО Ромашка", "ооо  ромашка"),              # and spaces do not count
+    ("张伟", " 张 伟 "),                            # Chinese, with spaces around and inside
+    ("شرکت نوین", "شرکت\u00a0نوین"),              # Persian, a no-break space
+    ("Straße", "STRASSE"),                        # full case folding, not lower()
+])
+def test_company_ignoring_case_and_spaces(api: TestClient, first: str, second: str) -> None:
+    _created(api, "client", {"name": "One", "company": first})
+    error = _error(api.post("/api/client", json={"name": "Two", "company": second}),
+                   409, "unique_violation")
+    assert error["details"][0]["field"] == "company"
+    assert api.get("/api/client").json()["items"][0]["company"] == first
+
+
+def test_different_texts_do_not_collide(api: TestClient) -> None:
+    for company in ("Ромашка", "Ромашка-2", "Василёк", "张伟", "张三"):
+        _created(api, "client", {"name": company, "company": company})
+    # a case-sensitive unique stays case-sensitive
+    _created(api, "client", {"name": "x", "code": "abc"})
+    _created(api, "client", {"name": "y", "code": "ABC"})
+
+
+def test_insensitive_composite_and_nulls(api: TestClient) -> None:
+    _created(api, "client", {"name": "Иван Петров", "city": "Казань"})
+    error = _error(api.post("/api/client", json={"name": "ИВАН ПЕТРОВ", "city": "казань"}),
+                   409, "unique_violation")
+    assert {d["field"] for d in error["details"]} == {"name", "city"}
+    _created(api, "client", {"name": "ИВАН ПЕТРОВ", "city": "Москва"})
+    # no city: never a collision
+    _created(api, "client", {"name": "Anna"})
+    _created(api, "client", {"name": "ANNA"})
+    _created(api, "client", {"name": "x1", "company": None})
+    _created(api, "client", {"name": "x2", "company": None})
+
+
+def test_patch_keeps_the_folded_value_in_step(api: TestClient) -> None:
+    first = _created(api, "client", {"name": "One", "email": "old@x.ru"})
+    _created(api, "client", {"name": "Two", "email": "other@x.ru"})
+    # the first client's e-mail changes: the old one is free, the new one is taken
+    assert api.patch(f"/api/client/{first['id']}", json={"email": "NEW@x.ru"}).status_code == 200
+    _created(api, "client", {"name": "Three", "email": "OLD@x.ru"})
+    _error(api.post("/api/client", json={"name": "Four", "email": "new@X.ru"}),
+           409, "unique_violation")
+    _error(api.patch(f"/api/client/{first['id']}", json={"email": "OTHER@x.ru"}),
+           409, "unique_violation")
+    # a change of another field leaves the rule alone
+    assert api.patch(f"/api/client/{first['id']}", json={"city": "Уфа"}).status_code == 200
+
+
+# -- no overlap --------------------------------------------------------------------------------
+
+def _booking(dentist: str | None, start: str, end: str, room: int | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"dentist": dentist, "starts_at": start, "ends_at": end}
+    if room is not None:
+        body["room"] = room
+    return body
+
+
+def test_overlap_refused_back_to_back_and_other_key_accepted(api: TestClient) -> None:
+    first = _created(api, "booking", _booking("Ivanov", "2025-06-01T10:00:00Z",
+                                              "2025-06-01T11:00:00Z"))
+    error = _error(api.post("/api/booking", json=_booking(
+        "Ivanov", "2025-06-01T10:30:00Z", "2025-06-01T11:30:00Z")), 409, "overlap")
+    assert f"booking {first['id']}" in error["message"]
+    assert {d["field"] for d in error["details"]} == {"dentist", "starts_at", "ends_at"}
+    # the same time in another zone is the same time
+    _error(api.post("/api/booking", json=_booking(
+        "Ivanov", "2025-06-01T13:15:00+03:00", "2025-06-01T13:45:00+03:00")), 409, "overlap")
+    # one inside another, and one around another
+    _error(api.post("/api/booking", json=_booking(
+        "Ivanov", "2025-06-01T09:00:00Z", "2025-06-01T12:00:00Z")), 409, "overlap")
+    # back to back: [10, 11) and [11, 12) share no moment
+    _created(api, "booking", _booking("Ivanov", "2025-06-01T11:00:00Z", "2025-06-01T12:00:00Z"))
+    _created(api, "booking", _booking("Ivanov", "2025-06-01T09:00:00Z", "2025-06-01T10:00:00Z"))
+    # another dentist at the same time
+    _created(api, "booking", _booking("Петрова", "2025-06-01T10:00:00Z", "2025-06-01T11:00:00Z"))
+    # no dentist, no start or no end: nothing to check
+    _created(api, "booking", _booking(None, "2025-06-01T10:00:00Z", "2025-06-01T11:00:00Z"))
+    _created(api, "booking", _booking(None, "2025-06-01T10:00:00Z", "2025-06-01T11:00:00Z"))
+    _created(api, "booking", {"dentist": "Ivanov", "starts_at": "2025-06-01T10:00:00Z"})
+
+
+def test_each_rule_has_its_own_key(api: TestClient) -> None:
+    room = _created(api, "room", {"name": "Кабинет 1"})["id"]
+    _created(api, "booking", _booking("A", "2025-06-01T10:00:00Z", "2025-06-01T11:00:00Z", room))
+    # another dentist, the same room at the same time
+    error = _error(api.post("/api/booking", json=_booking(
+        "B", "2025-06-01T10:30:00Z", "2025-06-01T11:00:00Z", room)), 409, "overlap")
+    assert {d["field"] for d in error["details"]} == {"room", "starts_at", "ends_at"}
+    _created(api, "booking", _booking("B", "2025-06-01T10:30:00Z", "2025-06-01T11:00:00Z"))
+
+
+def test_range_backwards_or_empty_is_422(api: TestClient) -> None:
+    for end in ("2025-06-01T09:00:00Z", "2025-06-01T10:00:00Z"):
+        error = _error(api.post("/api/booking", json=_booking(
+            "A", "2025-06-01T10:00:00Z", end)), 422, "validation_failed")
+        assert error["details"] == [{"field": "ends_at", "problem": "must be after starts_at "
+                                                                     "(a range ends after it starts)"}]
+    booked = _created(api, "booking", _booking("A", "2025-06-01T10:00:00Z", "2025-06-01T11:00:00Z"))
+    _error(api.patch(f"/api/booking/{booked['id']}", json={"starts_at": "2025-06-01T12:00:00Z"}),
+           422, "validation_failed")
+    assert api.get("/api/booking").json()["total"] == 1
+
+
+def test_patch_into_an_overlap_and_moving_itself(api: TestClient) -> None:
+    first = _created(api, "booking", _booking("A", "2025-06-01T10:00:00Z", "2025-06-01T11:00:00Z"))
+    second = _created(api, "booking", _booking("A", "2025-06-01T12:00:00Z",
+                                               "2025-06-01T13:00:00Z"))
+    # a booking moved within its own time does not overlap itself
+    assert api.patch(f"/api/booking/{first['id']}",
+                     json={"ends_at": "2025-06-01T11:30:00Z"}).status_code == 200
+    error = _error(api.patch(f"/api/booking/{second['id']}",
+                             json={"starts_at": "2025-06-01T11:00:00Z"}), 409, "overlap")
+    assert f"booking {first['id']}" in error["message"]
+    assert api.get(f"/api/booking/{second['id']}").json()["version"] == 1
+    # changing the dentist into a busy one
+    other = _created(api, "booking", _booking("B", "2025-06-01T10:00:00Z", "2025-06-01T10:30:00Z"))
+    _error(api.patch(f"/api/booking/{other['id']}", json={"dentist": "A"}), 409, "overlap")
+
+
+def test_date_ranges(api: TestClient) -> None:
+    room = _created(api, "room", {"name": "Номер 5"})["id"]
+    _created(api, "stay", {"room": room, "check_in": "2025-07-01", "check_out": "2025-07-05"})
+    _error(api.post("/api/stay", json={"room": room, "check_in": "2025-07-04",
+                                       "check_out": "2025-07-06"}), 409, "overlap")
+    # check-out day is the next guest's check-in day
+    _created(api, "stay", {"room": room, "check_in": "2025-07-05", "check_out": "2025-07-06"})
+    _error(api.post("/api/stay", json={"room": room, "check_in": "2025-07-06",
+                                       "check_out": "2025-07-06"}), 422, "validation_failed")
+
+
+# -- races -------------------------------------------------------------------------------------
+
+def test_twenty_concurrent_bookings_exactly_one_wins(
+        kt: Kartoteka, make_kt: Callable[..., Kartoteka], setup_dir: Path) -> None:
+    """20 bookings of one dentist at overlapping times, at once: 4 over HTTP (each its own
+    app) and 16 straight into engines — three of them, as separate API processes would
+    be. Exactly one is stored; every other gets 409 `overlap`."""
+    engines = [kt, make_kt(setup_dir), make_kt(setup_dir)]
+    with ExitStack() as stack:
+        clients = [stack.enter_context(TestClient(create_app(kt), base_url="http://127.0.0.1",
+                                                  raise_server_exceptions=False))
+                   for _ in range(4)]
+
+        def over_http(client: TestClient, minute: int) -> int:
+            return client.post("/api/booking", json=_booking(
+                "Ivanov", f"2025-06-01T10:{minute:02d}:00Z", "2025-06-01T11:30:00Z")).status_code
+
+        def direct(engine: Kartoteka, minute: int) -> int:
+            try:
+                engine.records.create("booking", _booking(
+                    "Ivanov", f"2025-06-01T10:{minute:02d}:00Z", "2025-06-01T11:30:00Z"))
+            except Conflict as error:
+                assert error.code == "overlap"
+                return 409
+            return 201
+
+        calls: list[Callable[[], int]] = [partial(over_http, c, i) for i, c in enumerate(clients)]
+        calls += [partial(direct, engines[i % 3], 4 + i) for i in range(16)]
+        assert Counter(together(calls)) == {201: 1, 409: 19}
+        assert clients[0].get("/api/booking").json()["total"] == 1
+
+
+def test_concurrent_insensitive_uniques_exactly_one_wins(api: TestClient, kt: Kartoteka) -> None:
+    def create(email: str) -> str:
+        try:
+            kt.records.create("client", {"name": email, "email": email})
+        except Conflict as error:
+            return error.code
+        return "created"
+
+    spellings = ["Anna@X.ru", "anna@x.ru", "ANNA@X.RU", "anna@X.ru"] * 2
+    assert Counter(together([partial(create, e) for e in spellings])) == {
+        "created": 1, "unique_violation": 7}
