@@ -6,6 +6,7 @@ records violating a new rule and change nothing while they exist."""
 
 from __future__ import annotations
 
+import textwrap
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -14,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from starlette.testclient import TestClient
 
 from api import create_app
 from engine import Kartoteka
-from engine.errors import Conflict
+from engine.errors import Conflict, MigrationRefused
 from tests.races import together
 
 SETUP = {
@@ -322,3 +324,90 @@ def test_concurrent_insensitive_uniques_exactly_one_wins(api: TestClient, kt: Ka
     spellings = ["Anna@X.ru", "anna@x.ru", "ANNA@X.RU", "anna@X.ru"] * 2
     assert Counter(together([partial(create, e) for e in spellings])) == {
         "created": 1, "unique_violation": 7}
+
+
+# -- migrations --------------------------------------------------------------------------------
+
+def _without_rules(files: dict[str, str]) -> dict[str, str]:
+    """The setup as it was before its unique sets and no-overlap rules were declared."""
+    plain = {}
+    for name, text in files.items():
+        lines = [line for line in textwrap.dedent(text).splitlines()
+                 if not line.startswith(("unique:", "no_overlap:", "  - {key:"))]
+        plain[name] = "\n".join(lines).replace(", unique: {ignore_case: true}", "").replace(
+            ", unique: {ignore_case: true, ignore_spaces: true}", "") + "\n"
+    return plain
+
+
+def _columns(kt: Kartoteka, table: str) -> set[str]:
+    with kt.db.read() as conn:
+        return {c["name"] for c in sa.inspect(conn).get_columns(table)}
+
+
+def test_new_rules_list_their_violators_and_nothing_is_half_applied(
+        db_url: str, open_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path]) -> None:
+    before = open_kt(write_setup(_without_rules(SETUP), "before"), db_url)
+    before.migrate()
+    records = before.records
+    first = records.create("client", {"name": "One", "email": "A@x.ru", "company": "Ромашка"})
+    second = records.create("client", {"name": "Two", "email": "a@X.RU", "company": "РОМАШКА"})
+    supplier = records.create("supplier", {"name": "S"})["id"]
+    invoices = [records.create("invoice", {"supplier": supplier, "number": "7"})["id"]
+                for _ in range(3)]
+    slot = {"starts_at": "2025-06-01T10:00:00Z", "ends_at": "2025-06-01T11:00:00Z"}
+    bookings = [records.create("booking", {"dentist": "Ivanov", **slot})["id"] for _ in range(2)]
+    backwards = records.create("booking", {"dentist": "Petrov", "starts_at": "2025-06-01T12:00:00Z",
+                                           "ends_at": "2025-06-01T11:00:00Z"})["id"]
+
+    after = open_kt(write_setup(SETUP, "after"), db_url)
+    try:
+        plan = after.plan()
+        refused = {str(step) for step in plan.steps if step.refusal}
+        text = "\n".join(refused)
+        assert f"#{first['id']}, #{second['id']}" in text and "'A@x.ru'" in text
+        assert "'Ромашка'" in text
+        assert "×3 (" + ", ".join(f"#{i}" for i in invoices) + ")" in text
+        assert f"1 pair overlap: #{bookings[0]} and #{bookings[1]}" in text
+        assert f"1 record end before they start: #{backwards}" in text
+        # email, company, the invoice set, and both booking rules (a backwards range breaks
+        # the room's rule too: it cannot be a range at all)
+        assert len(refused) == 5, refused
+        columns = _columns(after, "client")
+        with pytest.raises(MigrationRefused) as refusal:
+            after.migrate()
+        assert "Nothing was changed" in str(refusal.value)
+        assert _columns(after, "client") == columns  # no shadow column was left behind
+        assert [str(step) for step in after.plan().steps] == [str(step) for step in plan.steps]
+
+        # the data put right, the same plan applies, and the rules hold for the old records
+        records.update("client", second["id"], {"email": "b@x.ru", "company": "Василёк"})
+        for record_id in invoices[1:]:
+            records.update("invoice", record_id, {"number": f"7-{record_id}"})
+        records.delete("booking", bookings[1])
+        records.update("booking", backwards, {"ends_at": "2025-06-01T13:00:00Z"})
+        after.migrate()
+        assert after.plan().up_to_date
+        with pytest.raises(Conflict) as taken:
+            after.records.create("client", {"name": "Three", "email": "a@X.ru"})
+        assert taken.value.code == "unique_violation"
+        with pytest.raises(Conflict) as company:
+            after.records.create("client", {"name": "Four", "company": "ромашка"})
+        assert company.value.code == "unique_violation"
+        with pytest.raises(Conflict) as overlap:
+            after.records.create("booking", {"dentist": "Ivanov", **slot})
+        assert overlap.value.code == "overlap"
+    finally:
+        after.close()
+        before.close()
+
+    # and the rules go again without --allow-data-loss, leaving the records as they were
+    again = open_kt(write_setup(_without_rules(SETUP), "again"), db_url)
+    try:
+        plan = again.plan()
+        assert not plan.refusals and not plan.data_loss, [str(s) for s in plan.steps]
+        again.migrate()
+        assert not {c for c in _columns(again, "client") if c.startswith("kt_")}
+        again.records.create("client", {"name": "Five", "email": "a@x.RU"})
+        again.records.create("booking", {"dentist": "Ivanov", **slot})
+    finally:
+        again.close()

@@ -15,7 +15,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ExcludeConstraint
@@ -24,6 +25,9 @@ from engine.setup.constraints import OverlapSpec, UniqueSpec
 from engine.setup.names import db_object_name, link_column, poly_entity_column
 from engine.setup.spec import EntitySpec
 from engine.types.fields import DateType
+
+if TYPE_CHECKING:
+    from engine.storage.tables import EntityTable, Storage
 
 #: created before the first table with an exclusion constraint (PostgreSQL ships it)
 BTREE_GIST = "CREATE EXTENSION IF NOT EXISTS btree_gist"
@@ -80,7 +84,10 @@ def shadow_values(entity: EntitySpec, values: Mapping[str, Any],
 def add_constraints(table: sa.Table, entity: EntitySpec) -> None:
     """The shadow columns, unique sets and exclusion constraints of `entity`'s table."""
     for column in shadows(entity):
-        table.append_column(sa.Column(column, sa.Text(), nullable=True))
+        # added to a table with records by a migration: filled at once (`backfill_shadow`)
+        table.append_column(sa.Column(column, sa.Text(), nullable=True, info={
+            "backfill": partial(backfill_shadow, column=column),
+            "filled": "get their folded values"}))
     for unique in entity.unique:
         table.append_constraint(sa.UniqueConstraint(
             *member_columns(entity, unique.members, unique), name=unique_name(entity, unique)))
@@ -100,3 +107,15 @@ def exclusion(table: sa.Table | sa.TableClause, entity: EntitySpec,
     elements.append((ranged(start, end, sa.literal_column("'[)'")), "&&"))
     return ExcludeConstraint(*elements, name=overlap_name(entity, rule), using="gist",
                              where=sa.and_(start.is_not(None), end.is_not(None)))
+
+
+def backfill_shadow(conn: sa.Connection, storage: Storage, table: EntityTable, *,
+                    column: str) -> None:
+    """Fill a shadow column just added to a table with records, from its field."""
+    unique, name = shadows(table.spec)[column]
+    t = table.table
+    rows = conn.execute(sa.select(t.c.id, t.c[name]).where(t.c[name].is_not(None))).all()
+    updates = [{"kt_id": row[0], "kt_value": unique.fold(str(row[1]))} for row in rows]
+    if updates:
+        conn.execute(sa.update(t).where(t.c.id == sa.bindparam("kt_id"))
+                     .values({column: sa.bindparam("kt_value")}), updates)
