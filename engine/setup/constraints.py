@@ -89,9 +89,13 @@ def _set_shape() -> dict[str, Any]:
                  "properties": {"fields": names, "ignore_case": {"type": "boolean"},
                                 "ignore_spaces": {"type": "boolean"}},
                  "additionalProperties": False},
-        "else": {**names, "x-message": "must be a list of fields, or {fields: [...], "
-                                       "ignore_case: true}",
-                 "x-hint": "write unique: [[supplier, number]]"},
+        "else": {"allOf": [
+            {"type": "array", "x-message": "must be a list of fields, or {fields: [...], "
+                                           "ignore_case: true}",
+             "x-hint": "write unique: [[supplier, number]]"},
+            {"minItems": 1, "x-message": "must list at least one field",
+             "x-hint": "write unique: [[supplier, number]], or remove the empty set"}],
+            "uniqueItems": True, "items": {"type": "string"}},
     }
 
 
@@ -144,7 +148,7 @@ class _Members:
                 f"{what} takes fields and single links")
         elif field is not None and not field.type.can_be_unique:
             yield self.source.diagnostic(
-                "constraint.member", path, f"{name!r} is a {field.type.name} field, which "
+                "constraint.member", path, f"{name!r} is {_a(field.type.name)} field, which "
                 "cannot be compared as one value", f"{what} takes fields of other types and "
                 "single links")
 
@@ -238,7 +242,7 @@ def _range_problems(members: _Members, path: tuple[str | int, ...], names: list[
             continue
         if not isinstance(field.type, (DateType, DateTimeType)):
             yield source.diagnostic(
-                "constraint.range", at, f"{name!r} is a {field.type.name} field; a range is "
+                "constraint.range", at, f"{name!r} is {_a(field.type.name)} field; a range is "
                 "made of dates or of datetimes", "name two date or two datetime fields")
             continue
         if name in key:
@@ -252,5 +256,9 @@ def _range_problems(members: _Members, path: tuple[str | int, ...], names: list[
                                 "name the start field and the end field: [starts_at, ends_at]")
     elif len(kinds) == 2 and kinds[0] != kinds[1]:
         yield source.diagnostic("constraint.range", (*path, "range"),
-                                f"the range mixes a {kinds[0]} and a {kinds[1]} field",
+                                f"the range mixes {_a(kinds[0])} and {_a(kinds[1])} field",
                                 "make both ends dates, or both datetimes")
+
+
+def _a(word: str) -> str:
+    return ("an " if word[:1] in "aeiou" else "a ") + word
