@@ -411,3 +411,51 @@ def test_new_rules_list_their_violators_and_nothing_is_half_applied(
         again.records.create("booking", {"dentist": "Ivanov", **slot})
     finally:
         again.close()
+
+
+def test_the_conflicting_booking_is_named_only_to_those_who_may_read_it(
+        make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path]) -> None:
+    folder = write_setup({
+        "setup.yaml": """
+            roles:
+              doctor:
+                visit: {create: all, read: own, update: own}
+        """,
+        "visit.yaml": """
+            owner: true
+            fields:
+              dentist: string
+              starts_at: datetime
+              ends_at: datetime
+            no_overlap: [{key: [dentist], range: [starts_at, ends_at]}]
+        """,
+    }, "visits")
+    kt = make_kt(folder)
+    slot = {"dentist": "Ivanov", "starts_at": "2025-06-01T10:00:00Z",
+            "ends_at": "2025-06-01T11:00:00Z"}
+    with TestClient(create_app(kt), base_url="http://127.0.0.1",
+                    raise_server_exceptions=False) as http:
+        tokens = {name: kt.users.add(f"{name}@example.com", ["doctor"])[1]
+                  for name in ("anna", "boris")}
+        headers = {name: {"Authorization": f"Bearer {t}"} for name, t in tokens.items()}
+        mine = http.post("/api/visit", json=slot, headers=headers["anna"])
+        assert mine.status_code == 201, mine.text
+        # Anna may read her own visit: it is named
+        error = _error(http.post("/api/visit", json=slot, headers=headers["anna"]), 409, "overlap")
+        assert f"visit {mine.json()['id']}" in error["message"]
+        # Boris may not: the time is taken all the same, but whose visit is not said
+        error = _error(http.post("/api/visit", json=slot, headers=headers["boris"]), 409, "overlap")
+        assert "another visit" in error["message"]
+        assert str(mine.json()["id"]) not in str(error)
+
+
+def test_the_rules_are_described(api: TestClient) -> None:
+    entities = api.get("/api/schema").json()["entities"]
+    assert entities["invoice"]["unique"] == [
+        {"fields": ["supplier", "number"], "ignore_case": False, "ignore_spaces": False}]
+    assert {"fields": ["email"], "ignore_case": True, "ignore_spaces": False} in \
+        entities["client"]["unique"]
+    assert entities["booking"]["no_overlap"] == [
+        {"key": ["dentist"], "range": ["starts_at", "ends_at"]},
+        {"key": ["room"], "range": ["starts_at", "ends_at"]}]
+    assert "unique" not in entities["room"] and "no_overlap" not in entities["room"]
