@@ -368,7 +368,7 @@ def test_new_rules_list_their_violators_and_nothing_is_half_applied(
         assert "'Ромашка'" in text
         assert "×3 (" + ", ".join(f"#{i}" for i in invoices) + ")" in text
         assert f"1 pair overlap: #{bookings[0]} and #{bookings[1]}" in text
-        assert f"1 record end before they start: #{backwards}" in text
+        assert f"1 record ends before it starts: #{backwards}" in text
         # email, company, the invoice set, and both booking rules (a backwards range breaks
         # the room's rule too: it cannot be a range at all)
         assert len(refused) == 5, refused

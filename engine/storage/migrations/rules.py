@@ -102,7 +102,8 @@ class AddOverlap(s.Step):
             problems.append(f"{s.count(self.overlapping, 'pair')} overlap: {listed}"
                             + (f"; and {more:,} more" if more > 0 else ""))
         if self.backwards:
-            problems.append(f"{s.count(self.backward, 'record')} end before they start: "
+            verb = "ends before it starts" if self.backward == 1 else "end before they start"
+            problems.append(f"{s.count(self.backward, 'record')} {verb}: "
                             + ", ".join(f"#{i}" for i in self.backwards[:s.EXAMPLES]))
         return f"{what} ({'; '.join(problems) or 'no records overlap'})"
 
