@@ -3,13 +3,16 @@ what they are, engine/storage/constraints.py how the database holds them).
 
 Every create and update calls `Rules.before_write` inside its write transaction, with the
 record as it will be stored: the shadow columns of insensitive unique sets get their
-folded values, each range is checked (its end after its start, else 422), and each
-no-overlap rule looks for another record with the same key whose range overlaps (409
-`overlap`). That look is race-free: SQLite runs one write transaction at a time, and on
-PostgreSQL a transaction-scoped advisory lock per (rule, key) makes concurrent bookings of
-one dentist wait for each other, so the second one sees the first; the exclusion
-constraint stays as the database's own guarantee. Other records are looked at whatever
-the acting user may read; one they may read is named in the error, any other is not.
+folded values, and each range is checked (its end after its start, else 422). After the
+INSERT or UPDATE, `Rules.after_write` looks, for each no-overlap rule the record takes
+part in (its `where:` holds for the stored row), for another record with the same key
+whose range overlaps (409 `overlap`, and the transaction rolls back). That look is
+race-free: SQLite runs one write transaction at a time, and on PostgreSQL a
+transaction-scoped advisory lock per (rule, key), taken before the write, makes
+concurrent bookings of one dentist wait for each other, so the second one sees the
+first. The exclusion constraint, checked at commit, stays as the database's own
+guarantee. Other records are looked at whatever the acting user may read; one they may
+read is named in the error, any other is not.
 A unique set is enforced by its UNIQUE constraint; `conflict` turns its violation (and an
 exclusion violation) into the 409 the API returns.
 """
@@ -26,8 +29,9 @@ from sqlalchemy.exc import IntegrityError
 from engine.access.scopes import Access
 from engine.errors import Conflict, ErrorDetail, ValidationFailed
 from engine.setup.constraints import OverlapSpec, UniqueSpec
+from engine.setup.names import link_column
 from engine.setup.spec import EntitySpec
-from engine.storage.constraints import member_columns, overlap_name, shadow_values
+from engine.storage.constraints import Where, member_columns, overlap_name, shadow_values
 from engine.storage.tables import EntityTable, Storage
 
 WHY = "no_overlap: a booking conflicts with every other, whoever may read it"
@@ -43,6 +47,9 @@ class Rules:
         #: constraint name, and (table, its columns) as SQLite names them → (entity, members, set)
         self.uniques: dict[Any, tuple[str, tuple[str, ...], UniqueSpec | None]] = {}
         self.overlaps: dict[str, tuple[EntitySpec, OverlapSpec]] = {}
+        #: per (entity, rule): its `where:` as SQL, and every column it reads
+        self.where: dict[tuple[str, OverlapSpec], Where] = {}
+        self.columns: dict[tuple[str, OverlapSpec], frozenset[str]] = {}
         for table in storage.entities.values():
             spec = table.spec
             for field in spec.fields.values():
@@ -52,6 +59,11 @@ class Rules:
                 self._unique(spec, unique.members, unique)
             for rule in spec.no_overlap:
                 self.overlaps[overlap_name(spec, rule)] = (spec, rule)
+                self.where[(spec.name, rule)] = where = Where(storage, spec, rule)
+                self.columns[(spec.name, rule)] = frozenset((
+                    *member_columns(spec, rule.key), rule.start, rule.end,
+                    *(link_column(c.name) if c.name in spec.links else c.name
+                      for c in where.conditions)))
 
     def _unique(self, spec: EntitySpec, members: tuple[str, ...],
                 unique: UniqueSpec | None) -> None:
@@ -67,27 +79,45 @@ class Rules:
     # -- the write path ----------------------------------------------------------------------
     def before_write(self, conn: sa.Connection, table: EntityTable, record: Mapping[str, Any],
                      changes: dict[str, Any], record_id: int | None = None) -> None:
-        """Add the shadow values to `changes`; refuse a backwards range (422) or an overlap
-        (409). `record` is the record as it will be stored, by column; `record_id` is None
-        on create."""
+        """Before the INSERT or UPDATE: add the shadow values to `changes`, refuse a
+        backwards range (422), and on PostgreSQL wait for the bookings of the same key
+        being written now. `record` is the record as it will be stored, by column;
+        `record_id` is None on create."""
         spec = table.spec
         if spec.unique:
             changes.update(shadow_values(spec, record, None if record_id is None else changes))
         if not spec.no_overlap:
             return
         self._check_ranges(spec, record)
-        rules = [rule for rule in spec.no_overlap if record_id is None or any(
-            column in changes for column in (*member_columns(spec, rule.key), rule.start, rule.end))]
-        checked = [(rule, key) for rule in rules
-                   if (key := self._key(spec, rule, record)) is not None]
         if self.dialect == "postgresql":
-            locks = sorted(_lock_id(overlap_name(spec, rule), key) for rule, key in checked)
+            locks = sorted(_lock_id(overlap_name(spec, rule), key)
+                           for rule in self._touched(spec, changes, record_id)
+                           if (key := self._key(spec, rule, record)) is not None)
             for lock in locks:
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock)))
-        for rule, key in checked:
-            other = self._overlapping(conn, table, rule, key, record, record_id)
+
+    def after_write(self, conn: sa.Connection, table: EntityTable, record: Mapping[str, Any],
+                    changes: Mapping[str, Any], record_id: int, *, created: bool) -> None:
+        """After it, in the same transaction: refuse (409, rolled back) a record that now
+        overlaps another under a rule it takes part in (its `where:` holds for it)."""
+        spec = table.spec
+        for rule in self._touched(spec, changes, None if created else record_id):
+            key = self._key(spec, rule, record)
+            if key is None:
+                continue
+            where = self.where[(spec.name, rule)](table.table, self.dialect)
+            if where and conn.execute(self.access.unscoped(sa.select(table.table.c.id).where(
+                    table.table.c.id == record_id, *where), WHY)).first() is None:
+                continue
+            other = self._overlapping(conn, table, rule, key, record, record_id, where)
             if other is not None:
                 raise self._overlap(conn, spec, rule, other)
+
+    def _touched(self, spec: EntitySpec, changes: Mapping[str, Any],
+                 record_id: int | None) -> list[OverlapSpec]:
+        """The rules a write may break: all on create, those whose columns changed on update."""
+        return [rule for rule in spec.no_overlap if record_id is None or any(
+            column in changes for column in self.columns[(spec.name, rule)])]
 
     @staticmethod
     def _check_ranges(spec: EntitySpec, record: Mapping[str, Any]) -> None:
@@ -109,15 +139,14 @@ class Rules:
         return None if any(v is None for v in values) else values
 
     def _overlapping(self, conn: sa.Connection, table: EntityTable, rule: OverlapSpec,
-                     key: tuple[Any, ...], record: Mapping[str, Any],
-                     record_id: int | None) -> int | None:
+                     key: tuple[Any, ...], record: Mapping[str, Any], record_id: int,
+                     where: list[Any]) -> int | None:
         t = table.table
         columns = member_columns(table.spec, rule.key)
         start, end = t.c[rule.start], t.c[rule.end]
         conditions = [t.c[c] == v for c, v in zip(columns, key, strict=False)]
-        conditions += [start < record[rule.end], end > record[rule.start]]
-        if record_id is not None:
-            conditions.append(t.c.id != record_id)
+        conditions += [start < record[rule.end], end > record[rule.start], t.c.id != record_id,
+                       *where]
         found: int | None = conn.execute(self.access.unscoped(
             sa.select(t.c.id).where(*conditions).order_by(t.c.id).limit(1), WHY)).scalar()
         return found

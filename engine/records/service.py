@@ -444,6 +444,7 @@ class Records:
                 new_id = conn.execute(
                     sa.insert(table.table).values(values).returning(table.table.c.id)
                 ).scalar_one()
+                self.rules.after_write(conn, table, values, values, new_id, created=True)
                 if rights is not None:
                     # a condition on create (or on reassign, for a given owner) is met by
                     # the new record as stored, or the insert is rolled back
@@ -527,6 +528,8 @@ class Records:
                 if updated != 1:
                     raise StaleVersion(f"{entity} {record_id} was changed by someone else; "
                                        "read it again and reapply your change")
+                self.rules.after_write(conn, table, {**merged, **changes}, changes, record_id,
+                                       created=False)
                 for name, (added, removed) in link_changes.items():
                     joins = table.join_tables[name]
                     if removed:

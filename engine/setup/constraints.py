@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine.errors import Diagnostic, format_path
+from engine.setup.filters import ATTRIBUTE, Condition, FilterGrammar, FilterRefused
 from engine.setup.names import did_you_mean
+from engine.setup.roles import condition_params
 from engine.setup.source import SourceFile
-from engine.setup.spec import FieldSpec, LinkSpec, Location
-from engine.types.fields import DateTimeType, DateType, StringType
+from engine.setup.spec import FieldSpec, LinkSpec, Location, SetupSpec
+from engine.types.fields import DateTimeType, DateType, FieldTypeRegistry, StringType
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,9 @@ class OverlapSpec:
     start: str
     end: str
     location: Location = field(default_factory=lambda: Location(""))
+    #: only records meeting this condition take part (`where:`, e.g. not cancelled), as
+    #: the list call's filter parameters; checked by the filter grammar when the setup loads
+    where: tuple[tuple[str, str], ...] = ()
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -117,6 +122,9 @@ ENTITY_KEYS: dict[str, Any] = {
             "range": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "string"},
                       "x-message": "must name two fields: [start, end]",
                       "x-hint": "write range: [starts_at, ends_at]"},
+            "where": {"type": "object", "minProperties": 1,
+                      "x-message": "must be a condition such as {status: {ne: cancelled}}",
+                      "x-hint": "write where: {status: {ne: cancelled}}"},
         },
         "additionalProperties": False}},
 }
@@ -220,7 +228,8 @@ def check_constraints(source: SourceFile, data: Mapping[str, Any],
             continue
         taken[marker] = index
         rules.append(OverlapSpec(tuple(raw["key"]), raw["range"][0], raw["range"][1],
-                                 Location(source.name, source.line_of(path)[0])))
+                                 Location(source.name, source.line_of(path)[0]),
+                                 tuple(condition_params(raw.get("where") or {}))))
     return problems, tuple(sets), tuple(rules)
 
 
@@ -262,3 +271,33 @@ def _range_problems(members: _Members, path: tuple[str | int, ...], names: list[
 
 def _a(word: str) -> str:
     return ("an " if word[:1] in "aeiou" else "a ") + word
+
+
+def overlap_conditions(grammar: FilterGrammar, entity: str,
+                       rule: OverlapSpec) -> list[Condition]:
+    """The rule's `where:` parsed (FilterRefused when it cannot be; the loader has checked)."""
+    conditions = [grammar.parse(entity, key, text) for key, text in rule.where]
+    for condition in conditions:
+        if condition.kind != ATTRIBUTE:
+            raise FilterRefused(f"{condition.name!r} is not a field or single link of {entity}; "
+                                "where: compares each record's own values")
+    return conditions
+
+
+def check_overlap_where(setup: SetupSpec, registry: FieldTypeRegistry,
+                        sources: Mapping[str, SourceFile]) -> list[Diagnostic]:
+    """Every `where:` of a no-overlap rule parses, and names the record's own values only
+    (the database checks it on each row, as part of the constraint)."""
+    grammar = FilterGrammar(setup, registry)
+    problems = []
+    for entity in setup.entities.values():
+        for index, rule in enumerate(entity.no_overlap):
+            for key, text in rule.where:
+                try:
+                    overlap_conditions(grammar, entity.name, replace(rule, where=((key, text),)))
+                except FilterRefused as problem:
+                    problems.append(sources[entity.name].diagnostic(
+                        "constraint.where", ("no_overlap", index, "where"), f"{key}: {problem}",
+                        "write the condition as the list call's filters on this entity's own "
+                        "fields, e.g. {status: {ne: cancelled}}"))
+    return problems

@@ -25,7 +25,12 @@ from typing import Any
 import jsonschema
 
 from engine.errors import Diagnostic, SetupError
-from engine.setup.constraints import OverlapSpec, UniqueSpec, check_constraints
+from engine.setup.constraints import (
+    OverlapSpec,
+    UniqueSpec,
+    check_constraints,
+    check_overlap_where,
+)
 from engine.setup.metaschema import SETUP_SCHEMA, entity_schema, shape_diagnostics
 from engine.setup.names import (
     INTERNAL_PREFIX,
@@ -166,6 +171,8 @@ class _Loader:
         roles, problems = check_roles(self.setup_source, settings.get("roles"), setup,
                                       self.registry)
         problems += self._check_stage_roles(drafts, roles)
+        problems += check_overlap_where(setup, self.registry,  # no_overlap's where:
+                                        {name: draft.source for name, draft in drafts.items()})
         if problems:
             return LoadResult(None, [*self.diagnostics, *problems])
         return LoadResult(replace(setup, roles=MappingProxyType(roles)), self.diagnostics)

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ExcludeConstraint
 
-from engine.setup.constraints import OverlapSpec, UniqueSpec
+from engine.setup.attributes import SystemFields
+from engine.setup.constraints import OverlapSpec, UniqueSpec, overlap_conditions
+from engine.setup.filters import FilterGrammar
 from engine.setup.names import db_object_name, link_column, poly_entity_column
 from engine.setup.spec import EntitySpec
 from engine.types.fields import DateType
@@ -59,8 +62,12 @@ def unique_name(entity: EntitySpec, unique: UniqueSpec) -> str:
 
 
 def overlap_name(entity: EntitySpec, rule: OverlapSpec) -> str:
+    """`ex_<table>_<key>_<start>_<end>`, and a digest of the `where:` when there is one (a
+    changed condition is another constraint: the migration drops one and adds the other)."""
+    condition = ("w" + hashlib.sha1(repr(rule.where).encode()).hexdigest()[:8],) \
+        if rule.where else ()
     return db_object_name("ex", entity.name, *member_columns(entity, rule.key), rule.start,
-                          rule.end)
+                          rule.end, *condition)
 
 
 def shadows(entity: EntitySpec) -> dict[str, tuple[UniqueSpec, str]]:
@@ -81,7 +88,7 @@ def shadow_values(entity: EntitySpec, values: Mapping[str, Any],
     return result
 
 
-def add_constraints(table: sa.Table, entity: EntitySpec) -> None:
+def add_constraints(storage: Storage, table: sa.Table, entity: EntitySpec) -> None:
     """The shadow columns, unique sets and exclusion constraints of `entity`'s table."""
     for column in shadows(entity):
         # added to a table with records by a migration: filled at once (`backfill_shadow`)
@@ -92,21 +99,46 @@ def add_constraints(table: sa.Table, entity: EntitySpec) -> None:
         table.append_constraint(sa.UniqueConstraint(
             *member_columns(entity, unique.members, unique), name=unique_name(entity, unique)))
     for rule in entity.no_overlap:
-        table.append_constraint(exclusion(table, entity, rule).ddl_if(dialect="postgresql"))
+        where = Where(storage, entity, rule)
+        table.append_constraint(exclusion(table, entity, rule, where(table, "postgresql"))
+                                .ddl_if(dialect="postgresql"))
     if entity.no_overlap:
         extension = sa.DDL(BTREE_GIST)  # type: ignore[no-untyped-call]
         sa.event.listen(table, "before_create", extension.execute_if(dialect="postgresql"))
 
 
-def exclusion(table: sa.Table | sa.TableClause, entity: EntitySpec,
-              rule: OverlapSpec) -> ExcludeConstraint:
+def exclusion(table: sa.Table | sa.TableClause, entity: EntitySpec, rule: OverlapSpec,
+              where: list[Any]) -> ExcludeConstraint:
+    """`EXCLUDE USING gist (key WITH =, range WITH &&) WHERE (...)`, checked at commit
+    (DEFERRABLE INITIALLY DEFERRED): the write path looks first and names the other
+    record; the constraint is the database's own guarantee behind it."""
     start, end = table.c[rule.start], table.c[rule.end]
     ranged = sa.func.daterange if isinstance(entity.fields[rule.start].type, DateType) \
         else sa.func.tstzrange
     elements: list[tuple[Any, str]] = [(table.c[c], "=") for c in member_columns(entity, rule.key)]
     elements.append((ranged(start, end, sa.literal_column("'[)'")), "&&"))
     return ExcludeConstraint(*elements, name=overlap_name(entity, rule), using="gist",
-                             where=sa.and_(start.is_not(None), end.is_not(None)))
+                             where=sa.and_(start.is_not(None), end.is_not(None), *where),
+                             deferrable=True, initially="DEFERRED")
+
+
+class Where:
+    """A no-overlap rule's `where:` as SQL over a table (or an alias of it)."""
+
+    def __init__(self, storage: Storage, entity: EntitySpec, rule: OverlapSpec):
+        self.entity = entity
+        self.attributes = SystemFields(storage.registry).attributes(entity)
+        self.conditions = overlap_conditions(FilterGrammar(storage.setup, storage.registry),
+                                             entity.name, rule) if rule.where else []
+
+    def __call__(self, table: Any, dialect: str) -> list[Any]:
+        found = []
+        for condition in self.conditions:
+            spec, link = self.attributes[condition.name]
+            column = table.c[link_column(condition.name) if link else condition.name]
+            found.append(spec.type.filter(spec, column, condition.op, condition.value, dialect))
+        return found
+
 
 
 def backfill_shadow(conn: sa.Connection, storage: Storage, table: EntityTable, *,

@@ -228,7 +228,7 @@ class Storage:
         for field_name in (f.name for f in entity.fields.values() if f.unique):
             table.append_constraint(sa.UniqueConstraint(
                 field_name, name=db_object_name("uq", name, field_name)))
-        add_constraints(table, entity)  # unique sets, no_overlap (engine/storage/constraints.py)
+        add_constraints(self, table, entity)  # unique sets, no_overlap (engine/storage/constraints.py)
         money = [f.name for f in entity.fields.values() if f.type.summable]
         by_stage = {"owner", *(link_column(link.name) for link in entity.links.values()
                                if not link.many and not link.polymorphic)}

@@ -199,7 +199,8 @@ class _Planner:
         self.keys(table, live, kept, rows)
         self.uniques(table, live, kept, previous)
         if entity is not None:  # no_overlap rules (migrations/rules.py)
-            self.steps += rules.overlap_steps(self.conn, entity, live, kept, previous)
+            self.steps += rules.overlap_steps(self.conn, self.storage, entity, live, kept,
+                                              previous)
         self.indexes(table, live)
 
     def added(self, table: sa.Table, entity: EntitySpec | None, column: sa.Column[Any],

@@ -23,8 +23,15 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 
 from engine.setup.constraints import OverlapSpec, UniqueSpec
+from engine.setup.names import link_column
 from engine.setup.spec import EntitySpec
-from engine.storage.constraints import BTREE_GIST, member_columns, overlap_name, unique_name
+from engine.storage.constraints import (
+    BTREE_GIST,
+    Where,
+    member_columns,
+    overlap_name,
+    unique_name,
+)
 from engine.storage.migrations import steps as s
 from engine.storage.tables import Storage
 
@@ -130,8 +137,8 @@ class DropOverlap(s.Step):
                                      f'"{self.name}"')
 
 
-def overlap_steps(conn: sa.Connection, entity: EntitySpec, live: str, kept: Mapping[str, str],
-                  previous: Mapping[str, Any]) -> list[s.Step]:
+def overlap_steps(conn: sa.Connection, storage: Storage, entity: EntitySpec, live: str,
+                  kept: Mapping[str, str], previous: Mapping[str, Any]) -> list[s.Step]:
     """Add the new no-overlap rules (each with the records that break it), drop the old."""
     if conn.dialect.name == "postgresql":
         present = set(conn.execute(sa.text(
@@ -145,7 +152,7 @@ def overlap_steps(conn: sa.Connection, entity: EntitySpec, live: str, kept: Mapp
     for name, rule in wanted.items():
         if name in present:
             continue
-        pairs, total, backwards, backward = _overlapping(conn, entity, rule, live, kept)
+        pairs, total, backwards, backward = _overlapping(conn, storage, entity, rule, live, kept)
         step = AddOverlap(table=entity.name, rule=rule, name=name, pairs=pairs,
                           overlapping=total, backwards=backwards, backward=backward)
         if total or backward:
@@ -154,17 +161,25 @@ def overlap_steps(conn: sa.Connection, entity: EntitySpec, live: str, kept: Mapp
     return found
 
 
-def _overlapping(conn: sa.Connection, entity: EntitySpec, rule: OverlapSpec, live: str,
-                 kept: Mapping[str, str]) -> tuple[list[Pair], int, list[int], int]:
+def _overlapping(conn: sa.Connection, storage: Storage, entity: EntitySpec, rule: OverlapSpec,
+                 live: str, kept: Mapping[str, str]) -> tuple[list[Pair], int, list[int], int]:
+    """The pairs of records that overlap under the rule (the first few, and how many),
+    and the records whose range ends before it starts."""
+    where = Where(storage, entity, rule)
+    read = {link_column(c.name) if c.name in entity.links else c.name for c in where.conditions}
     columns = [*member_columns(entity, rule.key), rule.start, rule.end]
-    if any(c not in kept for c in columns):
-        return [], 0, [], 0
-    a = sa.table(live, sa.column("id"), *(sa.column(kept[c]) for c in columns)).alias("a")
-    b = sa.table(live, sa.column("id"), *(sa.column(kept[c]) for c in columns)).alias("b")
-    start, end = kept[rule.start], kept[rule.end]
-    present = [t.c[kept[c]].is_not(None) for t in (a, b) for c in columns]
-    same_key = [a.c[kept[c]] == b.c[kept[c]] for c in member_columns(entity, rule.key)]
+    if any(c not in kept for c in (*columns, *read)):
+        return [], 0, [], 0  # a column this plan adds is empty everywhere: nothing overlaps
+    # the table as it is now, its columns typed as the setup reads them, by their new names
+    model = storage.entities[entity.name].table
+    typed = [sa.column(kept[c], model.c[c].type).label(c) for c in {*columns, *read}]
+    now = sa.select(sa.column("id"), *typed).select_from(sa.table(live)).subquery()
+    a, b = now.alias("a"), now.alias("b")
+    start, end = rule.start, rule.end
+    present = [t.c[c].is_not(None) for t in (a, b) for c in columns]
+    same_key = [a.c[c] == b.c[c] for c in member_columns(entity, rule.key)]
     condition = sa.and_(a.c.id < b.c.id, *present, *same_key,
+                        *where(a, conn.dialect.name), *where(b, conn.dialect.name),
                         a.c[start] < b.c[end], b.c[start] < a.c[end],
                         a.c[start] < a.c[end], b.c[start] < b.c[end])
     pairs = [(int(x), int(y)) for x, y in conn.execute(
@@ -172,8 +187,8 @@ def _overlapping(conn: sa.Connection, entity: EntitySpec, rule: OverlapSpec, liv
         .order_by(a.c.id, b.c.id).limit(s.EXAMPLES)).all()]
     total = int(conn.execute(sa.select(sa.func.count()).select_from(a).join(b, condition))
                 .scalar() or 0) if pairs else 0
-    one = sa.table(live, sa.column("id"), sa.column(start), sa.column(end))
-    backwards = one.c[end] < one.c[start]
+    one = now.alias("one")
+    backwards = sa.and_(one.c[end] < one.c[start], *where(one, conn.dialect.name))
     first = list(conn.execute(sa.select(one.c.id).where(backwards).order_by(one.c.id)
                               .limit(s.EXAMPLES)).scalars())
     counted = int(conn.execute(sa.select(sa.func.count()).select_from(one).where(backwards))
