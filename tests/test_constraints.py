@@ -64,6 +64,14 @@ SETUP = {
           - {key: [dentist], range: [starts_at, ends_at]}
           - {key: [room], range: [starts_at, ends_at]}
     """,
+    "slot.yaml": """
+        fields:
+          truck: string
+          starts_at: datetime
+          ends_at: datetime
+          status: {type: choice, options: [booked, cancelled], default: booked}
+        no_overlap: [{key: [truck], range: [starts_at, ends_at], where: {status: {ne: cancelled}}}]
+    """,
     "stay.yaml": """
         fields:
           guest: string
@@ -281,6 +289,23 @@ def test_date_ranges(api: TestClient) -> None:
                                        "check_out": "2025-07-06"}), 422, "validation_failed")
 
 
+def test_where_leaves_cancelled_bookings_out(api: TestClient) -> None:
+    slot = {"truck": "А123ВС", "starts_at": "2025-06-01T10:00:00Z",
+            "ends_at": "2025-06-01T11:00:00Z"}
+    first = _created(api, "slot", slot)
+    _error(api.post("/api/slot", json=slot), 409, "overlap")
+    # a cancelled booking neither blocks nor is blocked
+    cancelled = _created(api, "slot", {**slot, "status": "cancelled"})
+    assert api.patch(f"/api/slot/{first['id']}", json={"status": "cancelled"}).status_code == 200
+    second = _created(api, "slot", slot)
+    # booking the cancelled one again is a new overlap
+    error = _error(api.patch(f"/api/slot/{first['id']}", json={"status": "booked"}),
+                   409, "overlap")
+    assert f"slot {second['id']}" in error["message"]
+    _error(api.patch(f"/api/slot/{cancelled['id']}", json={"status": "booked"}), 409, "overlap")
+    assert api.get("/api/slot", params={"status": "booked"}).json()["total"] == 1
+
+
 # -- races -------------------------------------------------------------------------------------
 
 def test_twenty_concurrent_bookings_exactly_one_wins(
@@ -356,6 +381,9 @@ def test_new_rules_list_their_violators_and_nothing_is_half_applied(
                 for _ in range(3)]
     slot = {"starts_at": "2025-06-01T10:00:00Z", "ends_at": "2025-06-01T11:00:00Z"}
     bookings = [records.create("booking", {"dentist": "Ivanov", **slot})["id"] for _ in range(2)]
+    # one of two overlapping slots is cancelled: no violation of the slot's rule
+    records.create("slot", {"truck": "T1", **slot})
+    records.create("slot", {"truck": "T1", "status": "cancelled", **slot})
     backwards = records.create("booking", {"dentist": "Petrov", "starts_at": "2025-06-01T12:00:00Z",
                                            "ends_at": "2025-06-01T11:00:00Z"})["id"]
 
@@ -396,6 +424,10 @@ def test_new_rules_list_their_violators_and_nothing_is_half_applied(
         with pytest.raises(Conflict) as overlap:
             after.records.create("booking", {"dentist": "Ivanov", **slot})
         assert overlap.value.code == "overlap"
+        with pytest.raises(Conflict) as truck:
+            after.records.create("slot", {"truck": "T1", **slot})
+        assert truck.value.code == "overlap"
+        after.records.create("slot", {"truck": "T1", "status": "cancelled", **slot})
     finally:
         after.close()
         before.close()

@@ -211,7 +211,7 @@ def check_constraints(source: SourceFile, data: Mapping[str, Any],
         sets.append(UniqueSpec(tuple(names), case, spaces, text if case or spaces else frozenset(),
                                Location(source.name, source.line_of(path)[0])))
     rules: list[OverlapSpec] = []
-    taken: dict[tuple[frozenset[str], str, str], int] = {}
+    taken: dict[tuple[frozenset[str], str, str, tuple[tuple[str, str], ...]], int] = {}
     for index, raw in enumerate(data.get("no_overlap") or ()):
         path = ("no_overlap", index)
         found = [p for i, name in enumerate(raw["key"])
@@ -220,7 +220,8 @@ def check_constraints(source: SourceFile, data: Mapping[str, Any],
         problems += found
         if found or any(n not in fields and n not in links for n in raw["key"]):
             continue
-        marker = (frozenset(raw["key"]), raw["range"][0], raw["range"][1])
+        marker = (frozenset(raw["key"]), raw["range"][0], raw["range"][1],
+                  tuple(condition_params(raw.get("where") or {})))
         if marker in taken:
             problems.append(source.diagnostic(
                 "constraint.duplicate", path, f"the same rule is already no_overlap[{taken[marker]}]",
