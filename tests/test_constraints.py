@@ -6,6 +6,7 @@ records violating a new rule and change nothing while they exist."""
 
 from __future__ import annotations
 
+import datetime as dt
 import textwrap
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -19,7 +20,7 @@ import sqlalchemy as sa
 from starlette.testclient import TestClient
 
 from api import create_app
-from engine import Kartoteka
+from engine import Kartoteka, check_setup
 from engine.errors import Conflict, MigrationRefused
 from tests.races import together
 
@@ -491,3 +492,34 @@ def test_the_rules_are_described(api: TestClient) -> None:
         {"key": ["dentist"], "range": ["starts_at", "ends_at"]},
         {"key": ["room"], "range": ["starts_at", "ends_at"]}]
     assert "unique" not in entities["room"] and "no_overlap" not in entities["room"]
+
+
+def test_postgresql_holds_the_rule_itself(kt: Kartoteka) -> None:
+    """Behind the write path, the exclusion constraint: a row written around the engine
+    that overlaps another is refused by PostgreSQL when the transaction commits."""
+    if kt.db.dialect != "postgresql":
+        pytest.skip("SQLite has no exclusion constraints; its writes go through the engine")
+    kt.records.create("booking", _booking("Ivanov", "2025-06-01T10:00:00Z", "2025-06-01T11:00:00Z"))
+    table = kt.storage["booking"].table
+    now = dt.datetime.now(dt.UTC)
+    row = {"created_at": now, "updated_at": now, "version": 1, "dentist": "Ivanov",
+           "starts_at": dt.datetime(2025, 6, 1, 10, 30, tzinfo=dt.UTC),
+           "ends_at": dt.datetime(2025, 6, 1, 11, 30, tzinfo=dt.UTC)}
+    with pytest.raises(sa.exc.IntegrityError, match="ex_booking_dentist_starts_at_ends_at"):
+        with kt.db.write(system="a test writing around the engine") as conn:
+            conn.execute(sa.insert(table).values(row))
+    assert kt.records.list_page("booking", []).total == 1
+
+
+def test_where_on_the_stage_is_refused(write_setup: Callable[..., Path]) -> None:
+    folder = write_setup({"visit.yaml": """
+        fields:
+          dentist: string
+          starts_at: datetime
+          ends_at: datetime
+        pipeline: {stages: [planned, done, cancelled]}
+        no_overlap: [{key: [dentist], range: [starts_at, ends_at], where: {stage: {ne: cancelled}}}]
+    """}, "staged")
+    [problem] = check_setup(folder).errors
+    assert (problem.file, problem.line, problem.key) == ("visit.yaml", 5, "no_overlap[0].where")
+    assert "stage moves" in problem.message and problem.hint

@@ -279,6 +279,9 @@ def overlap_conditions(grammar: FilterGrammar, entity: str,
     """The rule's `where:` parsed (FilterRefused when it cannot be; the loader has checked)."""
     conditions = [grammar.parse(entity, key, text) for key, text in rule.where]
     for condition in conditions:
+        if condition.kind == ATTRIBUTE and condition.name == "stage":
+            raise FilterRefused("the stage changes by stage moves, which this rule does not "
+                                "follow; use a choice field of the entity")
         if condition.kind != ATTRIBUTE:
             raise FilterRefused(f"{condition.name!r} is not a field or single link of {entity}; "
                                 "where: compares each record's own values")
