@@ -521,5 +521,5 @@ def test_where_on_the_stage_is_refused(write_setup: Callable[..., Path]) -> None
         no_overlap: [{key: [dentist], range: [starts_at, ends_at], where: {stage: {ne: cancelled}}}]
     """}, "staged")
     [problem] = check_setup(folder).errors
-    assert (problem.file, problem.line, problem.key) == ("visit.yaml", 5, "no_overlap[0].where")
+    assert (problem.file, problem.line, problem.key) == ("visit.yaml", 6, "no_overlap[0].where")
     assert "stage moves" in problem.message and problem.hint
