@@ -73,6 +73,13 @@ SETUP = {
           status: {type: choice, options: [booked, cancelled], default: booked}
         no_overlap: [{key: [truck], range: [starts_at, ends_at], where: {status: {ne: cancelled}}}]
     """,
+    "tag.yaml": """
+        fields:
+          label: {type: string, required: true}
+        links:
+          about: {to: [supplier, room]}
+        unique: [{fields: [about, label], ignore_case: true}]
+    """,
     "stay.yaml": """
         fields:
           guest: string
@@ -206,6 +213,17 @@ def test_patch_keeps_the_folded_value_in_step(api: TestClient) -> None:
            409, "unique_violation")
     # a change of another field leaves the rule alone
     assert api.patch(f"/api/client/{first['id']}", json={"city": "Уфа"}).status_code == 200
+
+
+def test_a_polymorphic_link_counts_as_entity_and_id(api: TestClient) -> None:
+    supplier = _created(api, "supplier", {"name": "S"})["id"]
+    room = _created(api, "room", {"name": "R"})["id"]
+    assert supplier == room  # the same id, in two entities
+    _created(api, "tag", {"about": {"entity": "supplier", "id": supplier}, "label": "VIP"})
+    error = _error(api.post("/api/tag", json={"about": {"entity": "supplier", "id": supplier},
+                                              "label": "vip"}), 409, "unique_violation")
+    assert {d["field"] for d in error["details"]} == {"about", "label"}
+    _created(api, "tag", {"about": {"entity": "room", "id": room}, "label": "VIP"})
 
 
 # -- no overlap --------------------------------------------------------------------------------
