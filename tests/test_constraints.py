@@ -541,3 +541,42 @@ def test_where_on_the_stage_is_refused(write_setup: Callable[..., Path]) -> None
     [problem] = check_setup(folder).errors
     assert (problem.file, problem.line, problem.key) == ("visit.yaml", 6, "no_overlap[0].where")
     assert "stage moves" in problem.message and problem.hint
+
+
+def test_renaming_a_field_of_a_set_keeps_the_rule(
+        db_url: str, open_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path]) -> None:
+    supplier = """
+        fields:
+          name: string
+    """
+    before = open_kt(write_setup({"supplier.yaml": supplier, "invoice.yaml": """
+        fields:
+          number: {type: string, unique: {ignore_case: true}}
+          code: string
+        links:
+          supplier: {to: supplier}
+        unique: [[supplier, code]]
+    """}, "v1"), db_url)
+    after = open_kt(write_setup({"supplier.yaml": supplier, "invoice.yaml": """
+        fields:
+          doc_no: {type: string, unique: {ignore_case: true}, renamed_from: number}
+          ref: {type: string, renamed_from: code}
+        links:
+          supplier: {to: supplier}
+        unique: [[supplier, ref]]
+    """}, "v2"), db_url)
+    try:
+        before.migrate()
+        s = before.records.create("supplier", {"name": "S"})["id"]
+        before.records.create("invoice", {"supplier": s, "number": "A-1", "code": "x"})
+        plan = after.plan()
+        assert not plan.refusals and not plan.data_loss, [str(step) for step in plan.steps]
+        after.migrate()
+        assert after.plan().up_to_date
+        for body in ({"supplier": s, "doc_no": "a-1"}, {"supplier": s, "ref": "x"}):
+            with pytest.raises(Conflict):
+                after.records.create("invoice", body)
+        after.records.create("invoice", {"supplier": s, "doc_no": "A-2", "ref": "y"})
+    finally:
+        after.close()
+        before.close()
