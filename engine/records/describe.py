@@ -38,7 +38,21 @@ def _entity(entity: EntitySpec, setup: SetupSpec, schemas: EntitySchemas) -> dic
             "pipelines": {name: _pipeline(p) for name, p in entity.pipeline.pipelines.items()},
         },
         "schemas": schemas.names,
+        **_rules(entity),
     }
+
+
+def _rules(entity: EntitySpec) -> dict[str, Any]:
+    """Unique sets and no-overlap rules, when the entity declares any (a field's own
+    `unique: {ignore_case: true}` is listed here as a set of one)."""
+    found: dict[str, Any] = {}
+    if entity.unique:
+        found["unique"] = [{"fields": list(u.members), "ignore_case": u.ignore_case,
+                            "ignore_spaces": u.ignore_spaces} for u in entity.unique]
+    if entity.no_overlap:
+        found["no_overlap"] = [{"key": list(r.key), "range": [r.start, r.end]}
+                               for r in entity.no_overlap]
+    return found
 
 
 def _field(field: FieldSpec) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from engine.errors import (
     StaleVersion,
     ValidationFailed,
 )
+from engine.records.constraints import Rules
 from engine.records.defaults import fill_dynamic_defaults
 from engine.records.query import ListQuery, QueryParser, after_condition, encode_cursor, order_by
 from engine.records.schemas import EntitySchemas, schema_problems
@@ -133,6 +134,7 @@ class Records:
         self.parser = QueryParser(storage, grammar, database.dialect, self.access)
         self.journal = Journal(storage)
         self.shapes = {name: _Shape(table) for name, table in storage.entities.items()}
+        self.rules = Rules(storage, self.access, database.dialect)  # unique sets, no_overlap
         self._unique_fields = {
             constraint.name: (table.name, next(iter(constraint.columns)).name)
             for table in storage.entities.values()
@@ -446,9 +448,11 @@ class Records:
                 # foreign keys catch a missing target of a plain link (see the except below);
                 # polymorphic links have none, so they are checked here
                 self._check_links(conn, table, values, many, polymorphic_only=True)
+                self.rules.before_write(conn, table, values, values)
                 new_id = conn.execute(
                     sa.insert(table.table).values(values).returning(table.table.c.id)
                 ).scalar_one()
+                self.rules.after_write(conn, table, values, values, new_id, created=True)
                 if rights is not None:
                     # a condition on create (or on reassign, for a given owner) is met by
                     # the new record as stored, or the insert is rolled back
@@ -518,6 +522,7 @@ class Records:
                     return self.render(conn, table, [current])[0]
                 self._check_links(conn, table, _changed_links(spec, changes, merged),
                                   {n: sorted(add) for n, (add, _) in link_changes.items()})
+                self.rules.before_write(conn, table, {**merged, **changes}, changes, record_id)
                 if table.search_column is not None and any(f in changes for f in spec.search):
                     changes[SEARCH_COLUMN] = search_text(spec, merged)
                 now = _now()
@@ -531,6 +536,8 @@ class Records:
                 if updated != 1:
                     raise StaleVersion(f"{entity} {record_id} was changed by someone else; "
                                        "read it again and reapply your change")
+                self.rules.after_write(conn, table, {**merged, **changes}, changes, record_id,
+                                       created=False)
                 for name, (added, removed) in link_changes.items():
                     joins = table.join_tables[name]
                     if removed:
@@ -806,6 +813,9 @@ class Records:
             )
 
     def _integrity(self, error: IntegrityError) -> Exception:
+        conflict = self.rules.conflict(error)  # unique sets, no_overlap, unique fields
+        if conflict is not None:
+            return conflict
         text = str(error.orig)
         constraint = getattr(getattr(error.orig, "diag", None), "constraint_name", None)
         target: tuple[str, str] | None = None

@@ -25,6 +25,12 @@ from typing import Any
 import jsonschema
 
 from engine.errors import Diagnostic, SetupError
+from engine.setup.constraints import (
+    OverlapSpec,
+    UniqueSpec,
+    check_constraints,
+    check_overlap_where,
+)
 from engine.setup.defaults import (
     DEFAULT_TIMEZONE,
     dynamic_default,
@@ -173,6 +179,8 @@ class _Loader:
         roles, problems = check_roles(self.setup_source, settings.get("roles"), setup,
                                       self.registry)
         problems += self._check_stage_roles(drafts, roles)
+        problems += check_overlap_where(setup, self.registry,  # no_overlap's where:
+                                        {name: draft.source for name, draft in drafts.items()})
         if problems:
             return LoadResult(None, [*self.diagnostics, *problems])
         return LoadResult(replace(setup, roles=MappingProxyType(roles)), self.diagnostics)
@@ -263,6 +271,9 @@ class _Loader:
         self._check_link_declarations(draft)
         self._check_pipeline(draft)
         self._check_search_and_title(draft)
+        problems, draft.unique, draft.no_overlap = check_constraints(
+            source, data, draft.fields, draft.links, (*draft.field_names, *(data.get("links") or {})))
+        self.diagnostics += problems
         return draft
 
     def _validate_shape(self, source: SourceFile, data: Any,
@@ -341,7 +352,7 @@ class _Loader:
                 type=field_type,
                 label=_label(decl.get("label"), name, draft.languages),
                 required=bool(decl.get("required", False)),
-                unique=bool(decl.get("unique", False)),
+                unique=decl.get("unique") is True,
                 index=bool(decl.get("index", False)),
                 min=bounds["min"] if bounds else None,
                 max=bounds["max"] if bounds else None,
@@ -879,6 +890,8 @@ class _EntityDraft:
         self.links: dict[str, LinkSpec] = {}
         self.link_paths: dict[str, tuple[str | int, ...]] = {}
         self.pipeline: PipelinesSpec | None = None
+        self.unique: tuple[UniqueSpec, ...] = ()
+        self.no_overlap: tuple[OverlapSpec, ...] = ()
 
     def build(self) -> EntitySpec:
         data = self.data
@@ -896,6 +909,8 @@ class _EntityDraft:
             help=_label(data["help"], "", self.languages) if "help" in data else None,
             location=Location(self.source.name, 1),
             renamed_from=data.get("renamed_from"),
+            unique=self.unique,
+            no_overlap=self.no_overlap,
         )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import jsonschema
 
 from engine.errors import Diagnostic
+from engine.setup.constraints import ENTITY_KEYS, FIELD_UNIQUE
 from engine.setup.names import did_you_mean
 from engine.setup.source import SourceFile
 from engine.types.fields import FieldTypeRegistry
@@ -31,7 +32,7 @@ NAME_LIST: dict[str, Any] = {"type": "array", "items": {"type": "string"}, "uniq
 COMMON_FIELD_KEYS: dict[str, Any] = {
     "type": {"type": "string"},
     "required": {"type": "boolean"},
-    "unique": {"type": "boolean"},
+    "unique": FIELD_UNIQUE,
     "index": {"type": "boolean"},
     "default": {},
     "min": {},
@@ -154,6 +155,7 @@ def entity_schema(registry: FieldTypeRegistry) -> dict[str, Any]:
             "pipelines": {"type": "object", "minProperties": 1, "additionalProperties": PIPELINE},
             "pipeline_by": {"type": "string"},
             "renamed_from": {"type": "string"},
+            **ENTITY_KEYS,
         },
         "additionalProperties": False,
     }

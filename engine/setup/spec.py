@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from engine.types.fields import FieldType
 
 if TYPE_CHECKING:
+    from engine.setup.constraints import OverlapSpec, UniqueSpec
     from engine.setup.defaults import DynamicDefault
     from engine.setup.roles import RoleSpec
 
@@ -156,6 +157,10 @@ class EntitySpec:
     location: Location = Location("")
     #: the entity's name in the database before a rename (`renamed_from:`); read by migrate
     renamed_from: str | None = None
+    #: sets of fields no two records share, and ranges that must not overlap
+    #: (`unique:`, `no_overlap:`; engine/setup/constraints.py)
+    unique: tuple[UniqueSpec, ...] = ()
+    no_overlap: tuple[OverlapSpec, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from engine.errors import NotFound
 from engine.setup.attributes import SystemFields
 from engine.setup.names import db_object_name, did_you_mean, join_table_name, link_column, poly_entity_column
 from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec, SetupSpec
+from engine.storage.constraints import add_constraints
 from engine.storage.progress import REACHED_COLUMN, reached_column, stage_bits
 from engine.storage.users import user_tables
 from engine.types.columns import UTCDateTime, id_column_type, json_column
@@ -227,6 +228,7 @@ class Storage:
         for field_name in (f.name for f in entity.fields.values() if f.unique):
             table.append_constraint(sa.UniqueConstraint(
                 field_name, name=db_object_name("uq", name, field_name)))
+        add_constraints(self, table, entity)  # unique sets, no_overlap (engine/storage/constraints.py)
         money = [f.name for f in entity.fields.values() if f.type.summable]
         by_stage = {"owner", *(link_column(link.name) for link in entity.links.values()
                                if not link.many and not link.polymorphic)}

@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from engine.setup.spec import EntitySpec, FieldSpec
+from engine.storage.migrations import rules
 from engine.storage.tables import Storage
 from engine.types.fields import FieldTypeRegistry
 
@@ -51,6 +52,7 @@ def entity_model(entity: EntitySpec) -> dict[str, Any]:
         "pipeline_by": entity.pipeline.pipeline_by if entity.pipeline else None,
         "search": list(entity.search),
         "owner": entity.owner,
+        **rules.model(entity),  # unique sets, no_overlap (when declared)
     }
 
 

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from engine.setup.names import join_table_name, link_column, poly_entity_column
 from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec
+from engine.storage.migrations import rules
 from engine.storage.migrations import steps as s
 from engine.storage.migrations.convert import Converter, shown
 from engine.storage.migrations.model import digest, field_from_model, field_model, setup_model
@@ -197,6 +198,9 @@ class _Planner:
             self.search(entity, previous, kept, rows)
         self.keys(table, live, kept, rows)
         self.uniques(table, live, kept, previous)
+        if entity is not None:  # no_overlap rules (migrations/rules.py)
+            self.steps += rules.overlap_steps(self.conn, self.storage, entity, live, kept,
+                                              previous)
         self.indexes(table, live)
 
     def added(self, table: sa.Table, entity: EntitySpec | None, column: sa.Column[Any],
@@ -225,6 +229,8 @@ class _Planner:
             what = f"add the owner of {name}"
         elif column.name == SEARCH_COLUMN:
             what = f"add the search text of {name}"
+        elif rules.is_shadow(column.name):
+            what = f"add {name}.{column.name}, the folded copy a unique rule compares"
         step = s.AddColumn(table=name, what=what, detail=detail, column=column, rows=rows,
                            fill=fill, fill_text=fill_text)
         if not column.nullable and rows and fill is None and not column.info.get("backfill"):
@@ -237,6 +243,9 @@ class _Planner:
         fields = previous.get("fields") or {}
         links = previous.get("links") or {}
         columns: tuple[str, ...] = (column,)
+        if rules.is_shadow(column):
+            return rules.DropShadow(table=table, what=f"remove {table}.{column}, the folded "
+                                    "copy an old unique rule compared", columns=columns, values=0)
         if column in fields:
             what = f"remove field {table}.{column} ({fields[column].get('type')})"
         elif column.endswith("_id") and column[:-3] in links:
@@ -373,6 +382,10 @@ class _Planner:
                    for u in self.inspector.get_unique_constraints(live)}
         for columns, constraint in wanted.items():
             if columns in present:
+                continue
+            unique_set = rules.add_unique(self.conn, self.storage, table, constraint, live, kept)
+            if unique_set is not None:
+                self.steps.append(unique_set)
                 continue
             name = columns[0]
             live_column = kept.get(name)

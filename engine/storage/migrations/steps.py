@@ -205,7 +205,8 @@ class AddColumn(Step):
             verb = "gets" if self.rows == 1 else "get"
             effect = f"{count(self.rows, 'existing row')} {verb} {self.fill_text or repr(self.fill)}"
         elif self.column.info.get("backfill"):
-            effect = f"{count(self.rows, 'existing row')} filled from their history"
+            effect = f"{count(self.rows, 'existing row')} " + \
+                self.column.info.get("filled", "filled from their history")
         else:
             effect = f"{count(self.rows, 'existing row')} left empty"
         return f"{self.what} ({self.detail}, {effect})" if self.detail else f"{self.what} ({effect})"
@@ -394,6 +395,8 @@ class AddUnique(Step):
     column: str
     name: str
     duplicates: list[tuple[str, int, list[int]]]
+    #: the constraint's columns, when more than `column` (a unique set: migrations/rules.py)
+    columns: tuple[str, ...] = ()
     phase: ClassVar[int] = 6
 
     def describe(self) -> str:
@@ -407,7 +410,7 @@ class AddUnique(Step):
 
     def apply(self, ctx: Context) -> None:
         with ctx.batch(self.table) as batch:
-            batch.create_unique_constraint(self.name, [self.column])
+            batch.create_unique_constraint(self.name, list(self.columns or (self.column,)))
 
 
 @dataclass(kw_only=True)
