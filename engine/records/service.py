@@ -30,6 +30,7 @@ from engine.errors import (
     StaleVersion,
     ValidationFailed,
 )
+from engine.records.formulas import Formulas
 from engine.records.query import ListQuery, QueryParser, after_condition, encode_cursor, order_by
 from engine.records.schemas import EntitySchemas, schema_problems
 from engine.setup.filters import LIST_PARAMS, FilterGrammar
@@ -127,6 +128,7 @@ class Records:
         #: parses the acting user's queries: their read scope and hidden fields applied
         self.parser = QueryParser(storage, grammar, database.dialect, self.access)
         self.journal = Journal(storage)
+        self.formulas = Formulas(storage)
         self.shapes = {name: _Shape(table) for name, table in storage.entities.items()}
         self._unique_fields = {
             constraint.name: (table.name, next(iter(constraint.columns)).name)
@@ -412,6 +414,7 @@ class Records:
             raise Forbidden(f"your role may not create {entity} records",
                             code="operation_forbidden")
         self._check_writable(entity, body, rights)
+        self.formulas.refuse_computed(entity, body)
         values, many = self._parse(table, body, self.schemas[entity].create_validator)
         owner_given = "owner" in values
         for field in spec.fields.values():
@@ -441,6 +444,7 @@ class Records:
                 new_id = conn.execute(
                     sa.insert(table.table).values(values).returning(table.table.c.id)
                 ).scalar_one()
+                values.update(self.formulas.on_write(conn, entity, new_id, None, values))
                 if rights is not None:
                     # a condition on create (or on reassign, for a given owner) is met by
                     # the new record as stored, or the insert is rolled back
@@ -477,6 +481,7 @@ class Records:
         record_id = checked_id(record_id, entity)
         rights = self.access.rights(entity)
         self._check_writable(entity, body, rights)
+        self.formulas.refuse_computed(entity, body)
         values, many = self._parse(table, body, self.schemas[entity].patch_validator)
         try:
             with self.db.write() as conn:
@@ -523,6 +528,8 @@ class Records:
                 if updated != 1:
                     raise StaleVersion(f"{entity} {record_id} was changed by someone else; "
                                        "read it again and reapply your change")
+                changes.update(self.formulas.on_write(conn, entity, record_id, current,
+                                                      {**merged, **changes}))
                 for name, (added, removed) in link_changes.items():
                     joins = table.join_tables[name]
                     if removed:
@@ -782,6 +789,7 @@ class Records:
             conn.execute(sa.update(source.table).where(where).values(
                 **cleared, version=source.table.c.version + 1, updated_at=_now()),
                 execution_options=reason)
+            self.formulas.changed(conn, source.name, affected, cleared)
             old = {"entity": entity, "id": ids[0]} if link.polymorphic else ids[0]
             self.journal.changes_many(conn, source.name, affected, "update",
                                       {link.name: [old if len(ids) == 1 else None, None]},

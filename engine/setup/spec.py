@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from engine.types.fields import FieldType
 
 if TYPE_CHECKING:
+    from engine.setup.expressions import Formula
     from engine.setup.roles import RoleSpec
 
 #: a label: one string, or one per language code
@@ -58,6 +59,9 @@ class FieldSpec:
     system: bool = False
     #: the field's name in the database before a rename (`renamed_from:`); read by migrate
     renamed_from: str | None = None
+    #: `formula:` checked and compiled (engine/setup/expressions.py): the server computes
+    #: and stores the value; clients never send it
+    formula: Formula | None = None
 
     @property
     def has_default(self) -> bool:

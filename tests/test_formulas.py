@@ -1,0 +1,286 @@
+"""Formula fields over HTTP on both databases: exact arithmetic, dates, text in several
+scripts, conditionals and nulls, paths through links two deep, recomputation when a
+linked record changes or goes, the 422 for a client that sends one, filters and sorts on
+them, and a property test that the stored values always equal a recomputation from scratch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from starlette.testclient import TestClient
+
+from api.app import create_app
+from engine import Kartoteka
+from engine.setup.expressions import NOW, TODAY, finish
+
+Record = dict[str, Any]
+
+FILES = {
+    "region.yaml": """
+entity: region
+fields:
+  name: {type: string}
+  rate: {type: decimal, places: 4}
+""",
+    "client.yaml": """
+entity: client
+fields:
+  name: {type: string, required: true}
+  discount: {type: decimal, places: 2}
+  tier: {type: string, formula: "if(coalesce(discount, 0) > 10, 'gold', 'plain')"}
+links:
+  region: {to: region, on_delete: set_null}
+""",
+    "sale.yaml": """
+entity: sale
+fields:
+  number: {type: string}
+  amount: {type: money}
+  price: {type: decimal, places: 1}
+  due: {type: date}
+  net: {type: money, index: true,
+        formula: "amount * (1 - coalesce(client.discount, 0) / 100)"}
+  sum: {type: decimal, places: 2, formula: "price + 0.2"}
+  rate: {type: decimal, places: 4, formula: "client.region.rate * 2"}
+  days_left: {type: integer, formula: "due - today"}
+  label: {type: string, formula: "number & ' / ' & client.name & ' ' & client.tier"}
+  shout: {type: text, formula: "upper(concat(number, '!', len(number)))"}
+  follow_up: {type: date, formula: "due + 30 days"}
+  big: {type: boolean, formula: "net >= 1000 or stage = 'won'"}
+  rounded: {type: integer, formula: "round(amount / 3)"}
+links:
+  client: {to: client, on_delete: set_null}
+pipeline:
+  stages: [lead, won, lost]
+  final: [won, lost]
+""",
+}
+
+
+@pytest.fixture
+def setup_dir(write_setup: Callable[..., Path]) -> Path:
+    return write_setup(FILES)
+
+
+@pytest.fixture
+def kt(make_kt: Callable[..., Kartoteka], setup_dir: Path) -> Kartoteka:
+    return make_kt(setup_dir)
+
+
+@pytest.fixture
+def client(kt: Kartoteka) -> Iterator[TestClient]:
+    with TestClient(create_app(kt), base_url="http://127.0.0.1",
+                    raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def _post(client: TestClient, entity: str, body: dict[str, Any]) -> Record:
+    response = client.post(f"/api/{entity}", json=body)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def _patch(client: TestClient, entity: str, record_id: int, body: dict[str, Any]) -> Record:
+    response = client.patch(f"/api/{entity}/{record_id}", json=body)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def _get(client: TestClient, entity: str, record_id: int) -> Record:
+    response = client.get(f"/api/{entity}/{record_id}")
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_money_is_exact_and_rounded_half_up(client: TestClient) -> None:
+    buyer = _post(client, "client", {"name": "A", "discount": "12.5"})
+    sale = _post(client, "sale", {"number": "S1", "amount": "100.10", "price": "0.1",
+                                  "client": buyer["id"]})
+    assert sale["net"] == "87.59"  # 87.5875 rounded half up
+    assert sale["sum"] == "0.30"  # 0.1 + 0.2, exactly
+    assert sale["rounded"] == 33
+    assert _get(client, "sale", sale["id"])["net"] == "87.59"
+    assert _patch(client, "sale", sale["id"], {"amount": "0.05"})["net"] == "0.04"
+
+
+def test_dates_and_today(client: TestClient) -> None:
+    today = dt.datetime.now(dt.UTC).date()
+    due = today + dt.timedelta(days=10)
+    sale = _post(client, "sale", {"number": "S1", "due": due.isoformat()})
+    assert sale["days_left"] == 10
+    assert sale["follow_up"] == (due + dt.timedelta(days=30)).isoformat()
+    assert _patch(client, "sale", sale["id"], {"due": None})["days_left"] is None
+
+
+def test_text_in_several_scripts_and_nulls(client: TestClient) -> None:
+    buyer = _post(client, "client", {"name": "Иванов 王 رضا"})
+    sale = _post(client, "sale", {"number": "№5", "client": buyer["id"]})
+    assert sale["label"] == "№5 / Иванов 王 رضا plain"
+    assert sale["shout"] == "№5!2"
+    lonely = _post(client, "sale", {"number": "x"})
+    assert lonely["label"] is None  # & propagates null, as SQL's ||
+    assert lonely["shout"] == "X!1"  # concat() skips nulls
+    assert lonely["net"] is None and lonely["rate"] is None
+
+
+def test_conditionals_and_stage(client: TestClient) -> None:
+    sale = _post(client, "sale", {"number": "S", "amount": "5"})
+    assert sale["big"] is False
+    moved = client.post(f"/api/sale/{sale['id']}/stage", json={"to": "won"})
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["big"] is True
+    assert _get(client, "sale", sale["id"])["big"] is True
+
+
+def test_a_linked_change_updates_every_dependent(client: TestClient) -> None:
+    region = _post(client, "region", {"name": "North", "rate": "0.0125"})
+    buyer = _post(client, "client", {"name": "A", "discount": "10", "region": region["id"]})
+    sales = [_post(client, "sale", {"number": f"S{i}", "amount": "200", "client": buyer["id"]})
+             for i in range(3)]
+    assert {s["net"] for s in sales} == {"180.00"}
+    assert {s["rate"] for s in sales} == {"0.0250"}
+    version = _get(client, "sale", sales[0]["id"])["version"]
+    _patch(client, "client", buyer["id"], {"discount": "25"})
+    _patch(client, "region", region["id"], {"rate": "1"})
+    for sale in sales:
+        stored = _get(client, "sale", sale["id"])
+        assert (stored["net"], stored["rate"], stored["version"]) == ("150.00", "2.0000", version)
+        assert stored["label"].endswith("gold")  # a formula reading a formula of the client
+    other = _post(client, "region", {"name": "South", "rate": "3"})
+    _patch(client, "client", buyer["id"], {"region": other["id"]})
+    assert _get(client, "sale", sales[1]["id"])["rate"] == "6.0000"
+    assert client.delete(f"/api/region/{other['id']}").status_code == 204
+    assert _get(client, "sale", sales[1]["id"])["rate"] is None
+    assert client.delete(f"/api/client/{buyer['id']}").status_code == 204
+    assert _get(client, "sale", sales[2]["id"])["net"] == "200.00"
+
+
+def test_a_client_sending_a_formula_gets_422(client: TestClient) -> None:
+    response = client.post("/api/sale", json={"number": "S", "net": "1", "label": "x"})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "field_computed"
+    assert {d["field"] for d in error["details"]} == {"net", "label"}
+    sale = _post(client, "sale", {"number": "S"})
+    response = client.patch(f"/api/sale/{sale['id']}", json={"net": None})
+    assert response.status_code == 422 and response.json()["error"]["code"] == "field_computed"
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert "net" not in schemas["SaleCreate"]["properties"]
+    assert "net" not in schemas["SalePatch"]["properties"]
+    assert schemas["Sale"]["properties"]["net"]["readOnly"] is True
+
+
+def test_filter_and_sort_on_a_formula(client: TestClient) -> None:
+    for amount in ("300", "100", "200"):
+        _post(client, "sale", {"number": amount, "amount": amount})
+    listed = client.get("/api/sale", params={"net[gte]": "150", "sort": "-net"}).json()
+    assert [item["number"] for item in listed["items"]] == ["300", "200"]
+
+
+def test_an_overflowing_result_writes_nothing(client: TestClient) -> None:
+    sale = _post(client, "sale", {"number": "S", "amount": "1"})
+    response = client.patch(f"/api/sale/{sale['id']}", json={"due": "9999-12-30"})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "formula_out_of_range"
+    assert _get(client, "sale", sale["id"])["due"] is None
+
+
+# -- the property: stored formulas equal a recomputation from scratch ---------------------
+def _from_scratch(kt: Kartoteka) -> None:
+    """Every formula of every record evaluated again in Python from the raw rows."""
+    setup = kt.storage.setup
+    with kt.db.read(system="test: compare with a recomputation") as conn:
+        rows = {name: {row.id: dict(row._mapping) for row in conn.execute(
+            kt.storage[name].table.select())} for name in setup.entities}
+    now = dt.datetime.now(dt.UTC)
+    for name, entity in setup.entities.items():
+        formulas = [f for f in entity.fields.values() if f.formula is not None]
+        ordered = kt.records.formulas.entities[name].fields if formulas else []
+        for record in rows[name].values():
+            env: dict[str, Any] = {TODAY: now.date(), NOW: now}
+            for field in ordered:
+                assert field.formula is not None
+                for path in field.formula.paths:
+                    env[".".join(path)] = _follow(setup, rows, name, record, path)
+            for field in ordered:
+                assert field.formula is not None
+                value = finish(field.formula.evaluate(env), field.type.name,
+                               field.params.get("places"))
+                env[field.name] = value
+                assert record[field.name] == value, (name, record["id"], field.name)
+
+
+def _follow(setup: Any, rows: dict[str, dict[int, Record]], entity: str, record: Record,
+            path: tuple[str, ...]) -> Any:
+    for step in path[:-1]:
+        target = setup.entity(entity).links[step].target
+        linked = record[f"{step}_id"]
+        if linked is None:
+            return None
+        record, entity = rows[target][linked], target
+    return record[path[-1]]
+
+
+ACTIONS = st.lists(st.tuples(
+    st.sampled_from(["region", "client", "sale", "update_client", "update_region",
+                     "update_sale", "relink", "delete_client", "delete_region", "move"]),
+    st.integers(0, 5), st.integers(0, 5),
+    st.decimals(min_value=0, max_value=99, places=2, allow_nan=False)), max_size=25)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(actions=ACTIONS)
+def test_stored_formulas_equal_a_recomputation(make_kt: Callable[..., Kartoteka],
+                                               setup_dir: Path, actions: list[Any]) -> None:
+    kt = make_kt(setup_dir)
+    made: dict[str, list[int]] = {"region": [], "client": [], "sale": []}
+
+    def pick(entity: str, index: int) -> int | None:
+        ids = made[entity]
+        return ids[index % len(ids)] if ids else None
+
+    with TestClient(create_app(kt), base_url="http://127.0.0.1") as client:
+        for action, first, second, number in actions:
+            text = str(number)
+            if action == "region":
+                made["region"].append(_post(client, "region", {"rate": text})["id"])
+            elif action == "client":
+                made["client"].append(_post(client, "client", {
+                    "name": f"К{first}", "discount": text, "region": pick("region", first)})["id"])
+            elif action == "sale":
+                made["sale"].append(_post(client, "sale", {
+                    "number": f"S{first}", "amount": text, "price": "1.5",
+                    "client": pick("client", second)})["id"])
+            elif action.startswith("update_"):
+                entity = action.removeprefix("update_")
+                key = {"client": "discount", "region": "rate", "sale": "amount"}[entity]
+                target = pick(entity, first)
+                if target is not None:
+                    _patch(client, entity, target, {key: text})
+            elif action == "relink":
+                sale, buyer = pick("sale", first), pick("client", second)
+                if sale is not None:
+                    _patch(client, "sale", sale, {"client": buyer})
+                buyer, region = pick("client", first), pick("region", second)
+                if buyer is not None:
+                    _patch(client, "client", buyer, {"region": region})
+            elif action.startswith("delete_"):
+                entity = action.removeprefix("delete_")
+                target = pick(entity, first)
+                if target is not None:
+                    assert client.delete(f"/api/{entity}/{target}").status_code == 204
+                    made[entity].remove(target)
+            else:
+                target = pick("sale", first)
+                if target is not None:
+                    client.post(f"/api/sale/{target}/stage",
+                                json={"to": ["lead", "won", "lost"][second % 3]})
+    _from_scratch(kt)
+    kt.close()
