@@ -19,6 +19,7 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from engine import Kartoteka
 from engine.setup.expressions import NOW, TODAY, finish
+from engine.storage.migrations import apply, plan
 
 Record = dict[str, Any]
 
@@ -284,3 +285,45 @@ def test_stored_formulas_equal_a_recomputation(make_kt: Callable[..., Kartoteka]
                                 json={"to": ["lead", "won", "lost"][second % 3]})
     _from_scratch(kt)
     kt.close()
+
+
+# -- migrations -------------------------------------------------------------------------
+def test_adding_changing_and_removing_a_formula_is_a_planned_migration(
+        db_url: str, open_kt: Callable[..., Kartoteka],
+        write_setup: Callable[..., Path]) -> None:
+    plain = FILES["sale.yaml"].split("  net:")[0] + "links:\n  client: {to: client}\n"
+    files = {**FILES, "sale.yaml": plain}
+    first = open_kt(write_setup(files, "v1"), db_url)
+    first.migrate()
+    for amount in ("10", "20", "30"):
+        first.records.create("sale", {"number": amount, "amount": amount})
+    first.close()
+
+    with_formula = plain.replace("fields:\n", "fields:\n  double: {type: money, formula: "
+                                              "\"amount * 2\"}\n", 1)
+    second = open_kt(write_setup({**files, "sale.yaml": with_formula}, "v2"), db_url)
+    steps = [str(step) for step in plan(second.storage, second.db).steps]
+    assert "recompute 3 rows of sale.double (new formula)" in steps, steps
+    heard: list[str] = []
+    apply(second.storage, second.db, on_progress=heard.append)
+    assert heard == ["  sale: 3 of 3 rows computed"]
+    assert sorted(str(r["double"]) for r in _all(second, "sale")) == ["20.00", "40.00", "60.00"]
+    assert plan(second.storage, second.db).up_to_date
+    second.close()
+
+    changed = with_formula.replace("amount * 2", "amount / 3")
+    third = open_kt(write_setup({**files, "sale.yaml": changed}, "v3"), db_url)
+    steps = [str(step) for step in plan(third.storage, third.db).steps]
+    assert steps == ["recompute 3 rows of sale.double (formula changed)"], steps
+    third.migrate()
+    assert sorted(str(r["double"]) for r in _all(third, "sale")) == ["10.00", "3.33", "6.67"]
+    third.close()
+
+    removed = open_kt(write_setup(files, "v4"), db_url)
+    steps = [str(step) for step in plan(removed.storage, removed.db).steps]
+    assert len(steps) == 1 and steps[0].startswith("remove field sale.double"), steps
+    removed.close()
+
+
+def _all(kt: Kartoteka, entity: str) -> list[Record]:
+    return kt.records.list_page(entity, [("limit", "100")]).items
