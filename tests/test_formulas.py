@@ -327,3 +327,11 @@ def test_adding_changing_and_removing_a_formula_is_a_planned_migration(
 
 def _all(kt: Kartoteka, entity: str) -> list[Record]:
     return kt.records.list_page(entity, [("limit", "100")]).items
+
+
+def test_the_benchmark_runs(tmp_path: Path) -> None:
+    """bench/formulas.py does not rot: a tiny run recomputes every row (no timing)."""
+    from bench.formulas import measure
+
+    result = measure(f"sqlite:///{tmp_path / 'bench.db'}", 300, tmp_path / "setup")
+    assert result["rows"] == 300

@@ -18,6 +18,7 @@ places half up (ROUND_HALF_UP) when stored — see docs/setup-language.md, "Form
 from __future__ import annotations
 
 import datetime as dt
+import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -479,13 +480,14 @@ def _c_unary(node: Node) -> Evaluator:
 def _divide(a: Any, b: Any) -> Any:
     if not b:
         return None
-    return Decimal(a) / Decimal(b)
+    if type(a) is int and type(b) is int:
+        return Decimal(a) / b
+    return a / b  # Decimal with int or Decimal: exact to the context's precision
 
 
 def _subtract(a: Any, b: Any) -> Any:
     result = a - b
-    if isinstance(result, dt.timedelta) and isinstance(a, dt.date) and not isinstance(
-            a, dt.datetime):
+    if type(result) is dt.timedelta and type(a) is dt.date:
         return result.days  # date - date: whole days
     return result
 
@@ -503,10 +505,9 @@ def _text(value: Any) -> str:
 
 
 _OPERATIONS: Mapping[str, Callable[[Any, Any], Any]] = {
-    "+": lambda a, b: a + b, "-": _subtract, "*": lambda a, b: a * b, "/": _divide,
-    "=": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
-    "&": lambda a, b: _text(a) + _text(b),
+    "+": operator.add, "-": _subtract, "*": operator.mul, "/": _divide,
+    "=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+    ">": operator.gt, ">=": operator.ge, "&": lambda a, b: _text(a) + _text(b),
 }
 
 
@@ -530,6 +531,20 @@ def _c_binary(node: Node) -> Evaluator:
             return True if b is True else None if a is None or b is None else False
         return either
     operation = _OPERATIONS[node.op]
+    if isinstance(node.right, Literal) and node.right.value is not None:
+        constant = compile_tree(node.right)(None)  # type: ignore[arg-type]
+
+        def with_constant(env: Env) -> Any:
+            a = left(env)
+            return None if a is None else operation(a, constant)
+        return with_constant
+    if isinstance(node.left, Literal) and node.left.value is not None:
+        first = compile_tree(node.left)(None)  # type: ignore[arg-type]
+
+        def after_constant(env: Env) -> Any:
+            b = right(env)
+            return None if b is None else operation(first, b)
+        return after_constant
 
     def apply(env: Env) -> Any:
         a = left(env)
@@ -547,6 +562,9 @@ def _c_call(node: Node) -> Evaluator:
     if name == "if":
         condition, then, otherwise = args
         return lambda env: then(env) if condition(env) is True else otherwise(env)
+    if name == "coalesce" and len(args) == 2:
+        head, tail = args
+        return lambda env: tail(env) if (v := head(env)) is None else v
     if name == "coalesce":
         def coalesce(env: Env) -> Any:
             for arg in args:

@@ -68,9 +68,6 @@ class EntityFormulas:
         #: the columns of the entity itself that its formulas read (a path's first step)
         self.own_columns = frozenset(
             link_column(p[0]) if len(p) > 1 else p[0] for p in self.paths)
-        self.update = unscoped(
-            sa.update(table).where(table.c.id == sa.bindparam("kt_id"))
-            .values({name: sa.bindparam(f"kt_{name}") for name in self.names}))
         self.finishers = [_finisher(f) for f in self.fields]
 
     def recompute(self, conn: sa.Connection, ids: Sequence[int]) -> Changes:
@@ -107,26 +104,47 @@ class EntityFormulas:
             now = dt.datetime.now(dt.UTC)
             env = {TODAY: now.date(), NOW: now}
         changes: Changes = {}
-        updates = []
+        updates: list[tuple[Any, ...]] = []
+        names = self.names
         with decimal.localcontext(EXACT):
-            for row in rows:
+            for row in rows:  # the hot loop of a recompute: kept flat on purpose
                 env.update(zip(keys, row[1 + count:], strict=True))
-                new = {}
+                new = []
                 for name, evaluate, finished in evaluated:
                     try:
                         value = finished(evaluate(env))
                     except (ValueError, ArithmeticError, OverflowError) as problem:
                         raise _unstorable(self.entity, row[0], name, problem) from None
-                    env[name] = new[name] = value
-                old = row[1:1 + count]
-                if any(a != b for a, b in zip(old, new.values(), strict=True)):
-                    changes[row[0]] = {n: v for (n, v), o in zip(new.items(), old, strict=True)
+                    env[name] = value
+                    new.append(value)
+                old = tuple(row[1:1 + count])
+                if tuple(new) != old:
+                    changes[row[0]] = {n: v for n, v, o in zip(names, new, old, strict=True)
                                        if v != o}
-                    updates.append({"kt_id": row[0],
-                                    **{f"kt_{n}": v for n, v in new.items()}})
+                    updates.append((*new, row[0]))
         if updates:
-            conn.execute(self.update, updates)
+            self._write(conn, updates)
         return changes
+
+    def _write(self, conn: sa.Connection, updates: list[tuple[Any, ...]]) -> None:
+        """One executemany of `UPDATE ... SET f = ? WHERE id = ?` through the driver, with
+        the columns' own bind processing: SQLAlchemy's per-row parameter handling cost as
+        much as the evaluation."""
+        dialect = conn.dialect
+        quote = dialect.identifier_preparer.quote
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        sql = (f"UPDATE {quote(self.table.name)} SET "
+               + ", ".join(f"{quote(name)} = {mark}" for name in self.names)
+               + f" WHERE id = {mark}")
+        processors = [self.table.c[name].type.bind_processor(dialect) for name in self.names]
+        if len(processors) == 1 and processors[0] is not None:
+            process = processors[0]  # the common case, one formula: one call per row
+            updates = [(process(value), record_id) for value, record_id in updates]
+        elif any(processors):
+            updates = [(*(value if p is None else p(value)
+                          for p, value in zip(processors, update[:-1], strict=True)), update[-1])
+                       for update in updates]
+        conn.exec_driver_sql(sql, updates, execution_options={UNSCOPED: WHY})
 
 
 def in_order(spec: EntitySpec) -> list[FieldSpec]:
@@ -162,13 +180,24 @@ def _finisher(spec: FieldSpec) -> Callable[[Any], Any]:
     places = spec.params.get("places")
     digits = spec.params.get("digits")
     limit = spec.max_length or getattr(spec.type, "max_length", lambda _: None)(spec)
+    if digits is not None and places is not None:
+        quantum = decimal.Decimal(1).scaleb(-places)
+        largest = digits - places
+
+        def exact(value: Any) -> Any:
+            if value is None:
+                return None
+            value = (value if type(value) is decimal.Decimal else decimal.Decimal(value)
+                     ).quantize(quantum, decimal.ROUND_HALF_UP)
+            if value and value.adjusted() >= largest:
+                raise ValueError(f"is too large: at most {largest} digits before the point")
+            return value
+        return exact
 
     def finished(value: Any) -> Any:
         value = finish(value, type_name, places)
         if value is None:
             return None
-        if digits is not None and value and value.adjusted() + 1 > digits - places:
-            raise ValueError(f"is too large: at most {digits - places} digits before the point")
         if type_name == "integer" and not INT64_MIN <= value <= INT64_MAX:
             raise ValueError("is out of range for a 64-bit integer")
         if isinstance(value, str) and limit is not None and len(value) > limit:
