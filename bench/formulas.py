@@ -9,7 +9,8 @@ fresh SQLite database made by the engine and filled by SQLAlchemy Core executema
 timed), then `EntityFormulas.recompute_all` — what a migration adding the formula runs:
 batches of 5,000 rows read with their client's discount (one joined SELECT), evaluated
 in Python with Decimal, written back with one executemany UPDATE — in one transaction,
-timed. The target (issue 10): at least 100,000 rows/s. Figures go to stdout and
+timed by the clock and by the process's CPU time (on a busy machine the wall clock
+measures the neighbours). The target (issue 10): at least 100,000 rows/s. Figures go to stdout and
 bench/results/formulas-*.json.
 """
 
@@ -82,16 +83,17 @@ def measure(url: str, rows: int, folder: Path) -> dict[str, Any]:
         kt.migrate()
         seed(kt, rows)
         formulas = EntityFormulas(kt.setup, kt.storage, kt.setup.entity("sale"))
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         with kt.db.write(system="bench: recompute") as conn:
             done = formulas.recompute_all(conn)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         with kt.db.read(system="bench: check") as conn:
             empty = conn.execute(sa.text(
                 "SELECT count(*) FROM sale WHERE amount IS NOT NULL AND net IS NULL")).scalar()
         assert done == rows and empty == 0, (done, empty)
         return {"database": kt.db.dialect, "rows": rows, "seconds": round(seconds, 2),
-                "rows_per_s": round(rows / seconds)}
+                "rows_per_s": round(rows / seconds), "cpu_seconds": round(cpu, 2),
+                "rows_per_cpu_s": round(rows / max(cpu, 1e-9))}
     finally:
         kt.close()
 
@@ -104,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         result = measure(f"sqlite:///{Path(tmp) / 'bench.db'}", args.rows, Path(tmp) / "setup")
     verdict = "meets" if result["rows_per_s"] >= TARGET else "misses"
     print(f"sqlite {result['rows']:>9,} rows: net recomputed in {result['seconds']} s, "
-          f"{result['rows_per_s']:,} rows/s ({verdict} the target of {TARGET:,}/s)")
+          f"{result['rows_per_s']:,} rows/s ({verdict} the target of {TARGET:,}/s); "
+          f"{result['cpu_seconds']} s of CPU, {result['rows_per_cpu_s']:,} rows per CPU "
+          "second (the figure to read on a shared machine)")
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     (RESULTS / f"formulas-{stamp}.json").write_text(json.dumps(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,8 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from engine import Kartoteka
-from engine.setup.expressions import NOW, TODAY, finish
+from engine import Kartoteka, check_setup
+from engine.setup.expressions import NOW, TODAY, FormulaProblem, compile_formula, finish
 from engine.storage.migrations import apply, plan
 
 Record = dict[str, Any]
@@ -335,3 +336,108 @@ def test_the_benchmark_runs(tmp_path: Path) -> None:
 
     result = measure(f"sqlite:///{tmp_path / 'bench.db'}", 300, tmp_path / "setup")
     assert result["rows"] == 300
+
+
+def test_money_formulas_add_up_on_the_board(client: TestClient) -> None:
+    buyer = _post(client, "client", {"name": "A", "discount": "50"})
+    for amount in ("10.01", "20.03"):
+        _post(client, "sale", {"number": amount, "amount": amount, "client": buyer["id"]})
+    board = client.get("/api/sale/board").json()
+    lead = board["columns"][0]
+    assert lead["sums"]["net"] == "15.03"  # 5.01 (5.005 half up) + 10.02 (10.015 half up)
+
+
+# -- the language, without a database -------------------------------------------------
+FIELDS = {"n": "integer", "d": "number", "t": "text", "b": "boolean", "day": "date",
+          "at": "datetime", "empty": "number", "none": "text"}
+ENV = {"n": 7, "d": Decimal("2.50"), "t": "Привет 世界", "b": True,
+       "day": dt.date(2024, 2, 28), "at": dt.datetime(2024, 1, 1, 23, 30, tzinfo=dt.UTC),
+       "empty": None, "none": None, TODAY: dt.date(2024, 3, 1),
+       NOW: dt.datetime(2024, 3, 1, 12, 0, tzinfo=dt.UTC)}
+
+
+def _resolve(path: tuple[str, ...], position: int) -> str:
+    return FIELDS[".".join(path)]
+
+
+@pytest.mark.parametrize(("source", "kind", "value"), [
+    ("0.1 + 0.2", "number", Decimal("0.3")),
+    ("n / 2", "number", Decimal("3.5")),
+    ("n * 3 - 1", "integer", 20),
+    ("-(n + 1) * 2", "integer", -16),
+    ("round(1 / 3 * 3, 2)", "number", Decimal("1.00")),
+    ("d / 0", "number", None),
+    ("round(d)", "integer", 3),
+    ("round(-d)", "integer", -3),
+    ("round(d * 1.005, 2)", "number", Decimal("2.51")),
+    ("abs(-d)", "number", Decimal("2.50")),
+    ("min(n, d, empty)", "number", Decimal("2.50")),
+    ("max(n, d)", "number", 7),
+    ("coalesce(empty, n, 1)", "number", 7),
+    ("empty + 1", "number", None),
+    ("day + 2 days", "date", dt.date(2024, 3, 1)),
+    ("day - 1 week", "date", dt.date(2024, 2, 21)),
+    ("today - day", "integer", 2),
+    ("at + 2 hours", "datetime", dt.datetime(2024, 1, 2, 1, 30, tzinfo=dt.UTC)),
+    ("date(at) + (n) days", "date", dt.date(2024, 1, 8)),
+    ("now > at", "boolean", True),
+    ("t & '!' & n", "text", "Привет 世界!7"),
+    ("t & none", "text", None),
+    ("concat(t, none, ' ', d, ' ', b, ' ', day)", "text", "Привет 世界 2.50 true 2024-02-28"),
+    ("len(t)", "integer", 9),
+    ("upper(t)", "text", "ПРИВЕТ 世界"),
+    ("lower('ÄÖ Ру')", "text", "äö ру"),
+    ("'it''s' & \" \"\"x\"\"\"", "text", 'it\'s "x"'),
+    ("if(d > 2, 'big', 'small')", "text", "big"),
+    ("if(empty > 2, 'big', 'small')", "text", "small"),
+    ("not b", "boolean", False),
+    ("b and empty > 1", "boolean", None),
+    ("not b and empty > 1", "boolean", False),
+    ("b or empty > 1", "boolean", True),
+    ("n = 7 and t != 'x' and d <= 2.5 and d >= 2.5 and n <> 8 and n == 7", "boolean", True),
+    ("null", "null", None),
+    ("if(b, null, 1)", "integer", None),
+])
+def test_expressions(source: str, kind: str, value: Any) -> None:
+    formula = compile_formula(source, _resolve)
+    assert formula.type == kind
+    assert formula.evaluate(ENV) == value
+    assert type(formula.evaluate(ENV)) is type(value)
+
+
+@pytest.mark.parametrize(("source", "message", "position"), [
+    ("n +", "expected a value", 3),
+    ("(n", "expected ')'", 2),
+    ("n n", "unexpected 'n'", 2),
+    ("'x", "text is not closed", 0),
+    ("n ^ 2", "unexpected character '^'", 2),
+    ("t + 1", "cannot apply '+' to a text and an integer", 2),
+    ("day + 1", "cannot apply '+' to a date and an integer", 4),
+    ("day + 2 hours", "cannot apply '+' to a date and a duration", 4),
+    ("d days", "a duration counts whole days, not a number", 0),
+    ("if(n, 1, 2)", "if() needs a boolean here, not an integer", 3),
+    ("if(b, 1, 'x')", "if() mixes integer and text", 0),
+    ("round(d, n)", "round() takes its places as a whole number written out", 9),
+    ("round(d, 1, 2)", "round() takes 1 to 2 argument(s), not 3", 0),
+    ("lenght(t)", "no function 'lenght'", 0),
+    ("upper(n)", "upper() needs a text here, not an integer", 6),
+    ("b < b", "cannot apply '<' to a boolean and a boolean", 2),
+    ("day & 1 days", "cannot apply '&' to a date and a days", 4),
+    ("not n", "'not' needs a boolean, not an integer", 0),
+])
+def test_broken_expressions_point_at_the_problem(source: str, message: str,
+                                                 position: int) -> None:
+    with pytest.raises(FormulaProblem) as raised:
+        compile_formula(source, _resolve)
+    assert raised.value.message.startswith(message), raised.value.message
+    assert raised.value.position == position
+    assert raised.value.hint or message.startswith(("cannot apply '<'", "'not'", "if() mixes"))
+
+
+def test_a_setup_error_shows_the_character(write_setup: Callable[..., Path]) -> None:
+    folder = write_setup({"sale.yaml": "fields:\n  amount: {type: money}\n"
+                                       "  net: {type: money, formula: \"amount * amout\"}\n"})
+    [error] = check_setup(folder).errors
+    assert (error.file, error.line, error.key) == ("sale.yaml", 3, "fields.net.formula")
+    assert "(at character 10: amount * ⟨here⟩amout)" in error.message
+    assert error.hint == "did you mean 'amount'?"

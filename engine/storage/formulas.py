@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -64,6 +64,8 @@ class EntityFormulas:
         inputs = [aliases[p[:-1]].c[p[-1]].label(f"in_{i}") for i, p in enumerate(self.paths)]
         stored = [table.c[name].label(f"out_{i}") for i, name in enumerate(self.names)]
         self.select = sa.select(table.c.id, *stored, *inputs).select_from(joined)
+        #: without the stored values: a recompute of every row writes every row
+        self.select_inputs = sa.select(table.c.id, *inputs).select_from(joined)
         self.table = table
         #: the columns of the entity itself that its formulas read (a path's first step)
         self.own_columns = frozenset(
@@ -82,11 +84,11 @@ class EntityFormulas:
         done, last = 0, 0
         while True:
             rows = conn.execute(unscoped(
-                self.select.where(self.table.c.id > last).order_by(self.table.c.id)
+                self.select_inputs.where(self.table.c.id > last).order_by(self.table.c.id)
                 .limit(BATCH))).all()
             if not rows:
                 return done
-            self.store(conn, rows)
+            self._write(conn, list(self._evaluate(rows, 1)))
             done += len(rows)
             last = rows[-1][0]
             if report is not None:
@@ -96,6 +98,21 @@ class EntityFormulas:
         """Evaluate the formulas over `rows` (id, stored values, inputs) and write back the
         rows whose values changed."""
         count = len(self.names)
+        changes: Changes = {}
+        updates: list[tuple[Any, ...]] = []
+        for row, computed in zip(rows, self._evaluate(rows, 1 + count), strict=True):
+            new, old = computed[:-1], tuple(row[1:1 + count])
+            if new != old:
+                changes[row[0]] = {n: v for n, v, o in zip(self.names, new, old, strict=True)
+                                   if v != o}
+                updates.append(computed)
+        if updates:
+            self._write(conn, updates)
+        return changes
+
+    def _evaluate(self, rows: Sequence[sa.Row[Any]], start: int) -> Iterator[tuple[Any, ...]]:
+        """(values of the formulas..., id) for each row, its inputs from column `start` on:
+        the hot loop of a recompute, kept flat on purpose."""
         keys = self.keys
         evaluated = [(f.name, f.formula.evaluate, finisher)  # type: ignore[union-attr]
                      for f, finisher in zip(self.fields, self.finishers, strict=True)]
@@ -103,12 +120,9 @@ class EntityFormulas:
         if self.uses_clock:
             now = dt.datetime.now(dt.UTC)
             env = {TODAY: now.date(), NOW: now}
-        changes: Changes = {}
-        updates: list[tuple[Any, ...]] = []
-        names = self.names
         with decimal.localcontext(EXACT):
-            for row in rows:  # the hot loop of a recompute: kept flat on purpose
-                env.update(zip(keys, row[1 + count:], strict=True))
+            for row in rows:
+                env.update(zip(keys, row[start:], strict=True))
                 new = []
                 for name, evaluate, finished in evaluated:
                     try:
@@ -117,16 +131,11 @@ class EntityFormulas:
                         raise _unstorable(self.entity, row[0], name, problem) from None
                     env[name] = value
                     new.append(value)
-                old = tuple(row[1:1 + count])
-                if tuple(new) != old:
-                    changes[row[0]] = {n: v for n, v, o in zip(names, new, old, strict=True)
-                                       if v != o}
-                    updates.append((*new, row[0]))
-        if updates:
-            self._write(conn, updates)
-        return changes
+                yield (*new, row[0])
 
     def _write(self, conn: sa.Connection, updates: list[tuple[Any, ...]]) -> None:
+        if not updates:
+            return
         """One executemany of `UPDATE ... SET f = ? WHERE id = ?` through the driver, with
         the columns' own bind processing: SQLAlchemy's per-row parameter handling cost as
         much as the evaluation."""
