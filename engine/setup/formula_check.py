@@ -77,6 +77,13 @@ def _check_one(draft: Draft, name: str, raw: Mapping[str, Any], drafts: Mapping[
             f"a formula cannot compute {_a(spec.type.name)} field",
             "formula fields are " + ", ".join(RESULT_TYPES))
         return
+    if name in (draft.data.get("search") or ()):
+        position = list(draft.data["search"]).index(name)
+        yield draft.source.diagnostic(
+            "formula.search", ("search", position),
+            f"{name!r} is a formula field; search does not cover formulas yet",
+            "search the fields the formula reads instead")
+        return
     if clashes:
         return
     try:
