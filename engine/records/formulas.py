@@ -62,6 +62,8 @@ class Formulas:
                     watcher = _Watcher(plan.entity, path[:depth])
                     if watcher not in self.watchers[(at.name, column)]:
                         self.watchers[(at.name, column)].append(watcher)
+        #: entity → whether formulas elsewhere read any of its columns
+        self.watched = {entity: True for entity, _ in self.watchers}
 
     def refuse_computed(self, entity: str, body: Any) -> None:
         """A client never sends a formula field: 422 `field_computed` naming each one."""
@@ -81,10 +83,12 @@ class Formulas:
         """After a record's INSERT (`before` None) or UPDATE: compute its formulas, store the
         ones that changed, recompute the records whose formulas read what changed. Returns
         the record's formula values that changed, to merge into what the caller answers."""
+        plan = self.entities.get(entity)
+        if plan is None and (before is None or not self.watched.get(entity)):
+            return {}  # the hot path of a setup without formulas here: nothing to do
         changed = set(after) if before is None else {
             key for key, value in after.items() if before.get(key) != value}
         own: dict[str, Any] = {}
-        plan = self.entities.get(entity)
         if plan is not None and (before is None or plan.uses_clock
                                  or changed & plan.own_columns):
             own = plan.recompute(conn, [record_id]).get(record_id, {})
