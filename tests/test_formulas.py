@@ -441,3 +441,21 @@ def test_a_setup_error_shows_the_character(write_setup: Callable[..., Path]) -> 
     assert (error.file, error.line, error.key) == ("sale.yaml", 3, "fields.net.formula")
     assert "(at character 10: amount * ⟨here⟩amout)" in error.message
     assert error.hint == "did you mean 'amount'?"
+
+
+def test_changed_recomputes_what_reads_a_column_changed_elsewhere(
+        kt: Kartoteka, client: TestClient) -> None:
+    """`Formulas.changed` is the call for a stored value changed outside a record write (a
+    roll-up): the records reading it, directly or through links, follow."""
+    import sqlalchemy as sa
+
+    buyer = _post(client, "client", {"name": "A", "discount": "10"})
+    sale = _post(client, "sale", {"number": "S", "amount": "100", "client": buyer["id"]})
+    table = kt.storage["client"].table
+    with kt.db.write(system="test: a roll-up's own write") as conn:
+        conn.execute(sa.update(table).where(table.c.id == buyer["id"]).values(
+            discount=Decimal("20")).execution_options(kt_unscoped="test"))
+        kt.records.formulas.changed(conn, "client", [buyer["id"]], {"discount"})
+    assert _get(client, "client", buyer["id"])["tier"] == "gold"
+    stored = _get(client, "sale", sale["id"])
+    assert (stored["net"], stored["label"]) == ("80.00", "S / A gold")
