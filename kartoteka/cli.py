@@ -193,7 +193,8 @@ def migrate(ctx: click.Context, setup: Path, db_url: str, plan_only: bool, as_js
                 ctx.exit(1 if plan.refusals else 0)
             applied = migrations.apply(
                 kt.storage, kt.db, allow_data_loss=allow_data_loss, backup_dir=backup_dir,
-                on_step=lambda step: click.echo(f"{_mark(step)} {step}"))
+                on_step=lambda step: click.echo(f"{_mark(step)} {step}"),
+                on_progress=click.echo)
             if applied.backup is not None:
                 click.echo(f"Backup written first: {applied.backup}")
             steps = applied.plan.steps

@@ -69,6 +69,7 @@ class StageMoves:
                                   by=actor, at=now, seconds=seconds_since(entered, now))
             merged = {**current, "stage": target, "version": current["version"] + 1,
                       "updated_at": now}
+            merged.update(records.formulas.on_write(conn, entity, record_id, current, merged))
             return records.render(conn, table, [merged])[0]
 
 

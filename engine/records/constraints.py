@@ -1,10 +1,10 @@
 """Unique sets and no-overlap rules on the write path (engine/setup/constraints.py says
 what they are, engine/storage/constraints.py how the database holds them).
 
-Every create and update calls `Rules.before_write` inside its write transaction, with the
+Every create and update calls `Constraints.before_write` inside its write transaction, with the
 record as it will be stored: the shadow columns of insensitive unique sets get their
 folded values, and each range is checked (its end after its start, else 422). After the
-INSERT or UPDATE, `Rules.after_write` looks, for each no-overlap rule the record takes
+INSERT or UPDATE, `Constraints.after_write` looks, for each no-overlap rule the record takes
 part in (its `where:` holds for the stored row), for another record with the same key
 whose range overlaps (409 `overlap`, and the transaction rolls back). That look is
 race-free: SQLite runs one write transaction at a time, and on PostgreSQL a
@@ -37,7 +37,7 @@ from engine.storage.tables import EntityTable, Storage
 WHY = "no_overlap: a booking conflicts with every other, whoever may read it"
 
 
-class Rules:
+class Constraints:
     """The unique sets and no-overlap rules of one storage, for one acting user."""
 
     def __init__(self, storage: Storage, access: Access, dialect: str):

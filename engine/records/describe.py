@@ -78,6 +78,8 @@ def _field(field: FieldSpec) -> dict[str, Any]:
         out["required_in_stages"] = sorted(field.required_in_stages)
     if field.help:
         out["help"] = dict(field.help)
+    if field.formula is not None:
+        out["formula"] = field.formula.source  # computed by the server, read-only
     out.update(field.params)
     return out
 

@@ -117,6 +117,8 @@ def _write_schema(table: EntityTable, language: str, *, patch: bool) -> dict[str
     properties: dict[str, Any] = {}
     required: list[str] = []
     for spec in entity.fields.values():
+        if spec.formula is not None:
+            continue  # computed by the server: a client sending it gets 422 field_computed
         schema = spec.type.json_schema(spec)
         if not spec.required:
             schema = nullable(schema)
@@ -162,6 +164,9 @@ def _read_schema(table: EntityTable, language: str, hidden: frozenset[str]) -> d
         schema = spec.type.json_schema(spec, read=True)
         properties[spec.name] = _described(schema if spec.required else nullable(schema),
                                            spec, language)
+        if spec.formula is not None:
+            properties[spec.name]["readOnly"] = True
+            properties[spec.name]["x-formula"] = spec.formula.source
     for link in entity.links.values():
         properties[link.name] = _described(_link_schema(link, read=True), link, language)
     for name in hidden:

@@ -30,8 +30,9 @@ from engine.errors import (
     StaleVersion,
     ValidationFailed,
 )
-from engine.records.constraints import Rules
+from engine.records.constraints import Constraints
 from engine.records.defaults import fill_dynamic_defaults
+from engine.records.formulas import Formulas
 from engine.records.query import ListQuery, QueryParser, after_condition, encode_cursor, order_by
 from engine.records.schemas import EntitySchemas, schema_problems
 from engine.setup.filters import LIST_PARAMS, FilterGrammar
@@ -133,8 +134,9 @@ class Records:
         #: parses the acting user's queries: their read scope and hidden fields applied
         self.parser = QueryParser(storage, grammar, database.dialect, self.access)
         self.journal = Journal(storage)
+        self.formulas = Formulas(storage)
         self.shapes = {name: _Shape(table) for name, table in storage.entities.items()}
-        self.rules = Rules(storage, self.access, database.dialect)  # unique sets, no_overlap
+        self.constraints = Constraints(storage, self.access, database.dialect)  # unique sets, no_overlap
         self._unique_fields = {
             constraint.name: (table.name, next(iter(constraint.columns)).name)
             for table in storage.entities.values()
@@ -419,6 +421,7 @@ class Records:
             raise Forbidden(f"your role may not create {entity} records",
                             code="operation_forbidden")
         self._check_writable(entity, body, rights)
+        self.formulas.refuse_computed(entity, body)
         values, many = self._parse(table, body, self.schemas[entity].create_validator)
         owner_given = "owner" in values
         for field in spec.fields.values():
@@ -448,11 +451,12 @@ class Records:
                 # foreign keys catch a missing target of a plain link (see the except below);
                 # polymorphic links have none, so they are checked here
                 self._check_links(conn, table, values, many, polymorphic_only=True)
-                self.rules.before_write(conn, table, values, values)
+                self.constraints.before_write(conn, table, values, values)
                 new_id = conn.execute(
                     sa.insert(table.table).values(values).returning(table.table.c.id)
                 ).scalar_one()
-                self.rules.after_write(conn, table, values, values, new_id, created=True)
+                values.update(self.formulas.on_write(conn, entity, new_id, None, values))
+                self.constraints.after_write(conn, table, values, values, new_id, created=True)
                 if rights is not None:
                     # a condition on create (or on reassign, for a given owner) is met by
                     # the new record as stored, or the insert is rolled back
@@ -489,6 +493,7 @@ class Records:
         record_id = checked_id(record_id, entity)
         rights = self.access.rights(entity)
         self._check_writable(entity, body, rights)
+        self.formulas.refuse_computed(entity, body)
         values, many = self._parse(table, body, self.schemas[entity].patch_validator)
         try:
             with self.db.write() as conn:
@@ -522,7 +527,7 @@ class Records:
                     return self.render(conn, table, [current])[0]
                 self._check_links(conn, table, _changed_links(spec, changes, merged),
                                   {n: sorted(add) for n, (add, _) in link_changes.items()})
-                self.rules.before_write(conn, table, {**merged, **changes}, changes, record_id)
+                self.constraints.before_write(conn, table, {**merged, **changes}, changes, record_id)
                 if table.search_column is not None and any(f in changes for f in spec.search):
                     changes[SEARCH_COLUMN] = search_text(spec, merged)
                 now = _now()
@@ -536,7 +541,9 @@ class Records:
                 if updated != 1:
                     raise StaleVersion(f"{entity} {record_id} was changed by someone else; "
                                        "read it again and reapply your change")
-                self.rules.after_write(conn, table, {**merged, **changes}, changes, record_id,
+                changes.update(self.formulas.on_write(conn, entity, record_id, current,
+                                                      {**merged, **changes}))
+                self.constraints.after_write(conn, table, {**merged, **changes}, changes, record_id,
                                        created=False)
                 for name, (added, removed) in link_changes.items():
                     joins = table.join_tables[name]
@@ -797,6 +804,7 @@ class Records:
             conn.execute(sa.update(source.table).where(where).values(
                 **cleared, version=source.table.c.version + 1, updated_at=_now()),
                 execution_options=reason)
+            self.formulas.changed(conn, source.name, affected, cleared)
             old = {"entity": entity, "id": ids[0]} if link.polymorphic else ids[0]
             self.journal.changes_many(conn, source.name, affected, "update",
                                       {link.name: [old if len(ids) == 1 else None, None]},
@@ -813,7 +821,7 @@ class Records:
             )
 
     def _integrity(self, error: IntegrityError) -> Exception:
-        conflict = self.rules.conflict(error)  # unique sets, no_overlap, unique fields
+        conflict = self.constraints.conflict(error)  # unique sets, no_overlap, unique fields
         if conflict is not None:
             return conflict
         text = str(error.orig)

@@ -37,6 +37,7 @@ from engine.setup.defaults import (
     timezone_hint,
     timezone_problem,
 )
+from engine.setup.formula_check import check_formulas
 from engine.setup.metaschema import SETUP_SCHEMA, entity_schema, shape_diagnostics
 from engine.setup.names import (
     INTERNAL_PREFIX,
@@ -162,6 +163,7 @@ class _Loader:
         self._check_schema_names(drafts)
         self._check_entity_renames(drafts)
         self._check_title_links(drafts)
+        self.diagnostics.extend(check_formulas(drafts, self.broken))
 
         self.diagnostics.sort(key=self._place)
         if any(d.severity == "error" for d in self.diagnostics):

@@ -62,6 +62,9 @@ COMMON_FIELD_KEYS: dict[str, Any] = {
     "label": LABEL,
     "help": LABEL,
     "renamed_from": {"type": "string"},
+    "formula": {"type": "string", "minLength": 1,
+                "x-message": "must be an expression in quotes, not {value}",
+                "x-hint": "write formula: \"amount * 2\""},
 }
 
 LINK: dict[str, Any] = {

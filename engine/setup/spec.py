@@ -19,6 +19,7 @@ from engine.types.fields import FieldType
 if TYPE_CHECKING:
     from engine.setup.constraints import OverlapSpec, UniqueSpec
     from engine.setup.defaults import DynamicDefault
+    from engine.setup.expressions import Formula
     from engine.setup.roles import RoleSpec
 
 #: a label: one string, or one per language code
@@ -64,6 +65,9 @@ class FieldSpec:
     dynamic_default: DynamicDefault | None = None
     #: per option, its label in each language given (`options: {new: {en: New, ru: Новое}}`)
     option_labels: Mapping[str, Label] = field(default_factory=lambda: MappingProxyType({}))
+    #: `formula:` checked and compiled (engine/setup/expressions.py): the server computes
+    #: and stores the value; clients never send it
+    formula: Formula | None = None
 
     @property
     def has_default(self) -> bool:

@@ -66,6 +66,8 @@ def field_model(spec: FieldSpec) -> dict[str, Any]:
         "params": dict(spec.params),
         "max_length": spec.max_length,
         "options": list(spec.options) if spec.options is not None else None,
+        # only on formula fields, so the digest of a setup without formulas is unchanged
+        **({"formula": spec.formula.source} if spec.formula is not None else {}),
     }
 
 

@@ -20,6 +20,7 @@ from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec
 from engine.storage.migrations import rules
 from engine.storage.migrations import steps as s
 from engine.storage.migrations.convert import Converter, shown
+from engine.storage.migrations.formulas import formula_steps
 from engine.storage.migrations.model import digest, field_from_model, field_model, setup_model
 from engine.storage.progress import REACHED_COLUMN
 from engine.storage.tables import SEARCH_COLUMN, Storage
@@ -92,6 +93,8 @@ class _Planner:
             else:
                 self.steps.append(s.CreateTable(table=table.name, what=self.creation(table)))
         self.removed_tables()
+        self.steps += formula_steps(self.storage.setup, self.previous_entities, self.live_name,
+                                    self.rows)
 
     # -- entities ---------------------------------------------------------------------------
     def entity_renames(self) -> None:

@@ -53,7 +53,8 @@ class Applied:
 
 def apply(storage: Storage, database: Database, *, allow_data_loss: bool = False,
           backup_dir: Path | None = None,
-          on_step: Callable[[s.Step], None] | None = None) -> Applied:
+          on_step: Callable[[s.Step], None] | None = None,
+          on_progress: Callable[[str], None] | None = None) -> Applied:
     """Bring the database in step with the setup, in one transaction; raise `PlanRefused`
     (and change nothing) when a step is refused or would lose data without the flag.
     `on_step` is called after each applied step (progress; tests make it fail midway)."""
@@ -70,7 +71,7 @@ def apply(storage: Storage, database: Database, *, allow_data_loss: bool = False
             tables = [step.table for step in plan.data_loss]
             backup = write_backup(conn, tables, backup_dir)
         context = s.Context(conn, Operations(MigrationContext.configure(connection=conn)), storage,
-                            conn.dialect.name, dt.datetime.now(dt.UTC))
+                            conn.dialect.name, dt.datetime.now(dt.UTC), on_progress)
         for step in plan.steps:
             try:
                 step.apply(context)

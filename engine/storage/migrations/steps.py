@@ -39,6 +39,8 @@ class Context:
     storage: Storage
     dialect: str
     now: dt.datetime
+    #: hears a long step's progress (a formula recomputed in batches), when someone listens
+    progress: Callable[[str], None] | None = None
 
     @contextmanager
     def batch(self, table: str, *, recreate: str = "auto") -> Iterator[BatchOperations]:
