@@ -31,6 +31,7 @@ from engine.errors import (
     ValidationFailed,
 )
 from engine.records.query import ListQuery, QueryParser, after_condition, encode_cursor, order_by
+from engine.records.rules import Rules
 from engine.records.schemas import EntitySchemas, schema_problems
 from engine.setup.filters import LIST_PARAMS, FilterGrammar
 from engine.setup.names import link_column, poly_entity_column
@@ -127,6 +128,7 @@ class Records:
         #: parses the acting user's queries: their read scope and hidden fields applied
         self.parser = QueryParser(storage, grammar, database.dialect, self.access)
         self.journal = Journal(storage)
+        self.rules = Rules(storage, database.dialect, acting)
         self.shapes = {name: _Shape(table) for name, table in storage.entities.items()}
         self._unique_fields = {
             constraint.name: (table.name, next(iter(constraint.columns)).name)
@@ -463,6 +465,7 @@ class Records:
                 if pipeline is not None:
                     self.journal.stage(conn, entity, new_id, pipeline.name, None, pipeline.initial,
                                        by=actor, at=now, seconds=None)
+                self.rules.check(conn, entity, [new_id])
         except IntegrityError as error:
             if _is_foreign_key(error):
                 with self.db.read() as conn:  # say which link named a missing record
@@ -486,6 +489,7 @@ class Records:
                         f"{entity} {record_id} is at version {current['version']}, "
                         f"not {if_version}; read it again and reapply your change")
                 changes = {k: v for k, v in values.items() if current.get(k) != v}
+                self.rules.check_locks(entity, current, changes)
                 link_changes: dict[str, tuple[set[int], set[int]]] = {}
                 for name, ids in many.items():
                     joins = table.join_tables[name]
@@ -547,6 +551,7 @@ class Records:
                         spec.pipeline.for_record(merged.get(spec.pipeline.pipeline_by or "")).name,
                         current["stage"], merged["stage"], by=actor, at=now,
                         seconds=seconds_since(entered, now))
+                self.rules.check(conn, entity, [record_id])
                 return record
         except IntegrityError as error:
             raise self._integrity(error) from None

@@ -40,6 +40,7 @@ from engine.setup.names import (
     poly_entity_column,
 )
 from engine.setup.roles import ADMIN, check_roles
+from engine.setup.rules import check_rules
 from engine.setup.source import SourceFile, read_yaml
 from engine.setup.spec import (
     MAX_STAGES,
@@ -165,9 +166,14 @@ class _Loader:
         roles, problems = check_roles(self.setup_source, settings.get("roles"), setup,
                                       self.registry)
         problems += self._check_stage_roles(drafts, roles)
+        rules, found = check_rules({n: d.source for n, d in drafts.items()}, setup, roles,
+                                   self.registry)
+        problems += [d for d in found if d.severity == "error"]
         if problems:
             return LoadResult(None, [*self.diagnostics, *problems])
-        return LoadResult(replace(setup, roles=MappingProxyType(roles)), self.diagnostics)
+        return LoadResult(replace(setup, roles=MappingProxyType(roles),
+                                  rules=MappingProxyType(rules)),
+                          [*self.diagnostics, *(d for d in found if d.severity != "error")])
 
     def _check_stage_roles(self, drafts: Mapping[str, _EntityDraft],
                            roles: Mapping[str, Any]) -> list[Diagnostic]:

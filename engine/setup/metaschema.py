@@ -43,6 +43,7 @@ COMMON_FIELD_KEYS: dict[str, Any] = {
                 "items": {"type": "string", "x-message": "must be a text, not {value}",
                           "x-hint": "quote it: '{value}'"}},
     "required_in_stages": NAME_LIST,
+    "readonly_in_stages": NAME_LIST,
     "label": LABEL,
     "help": LABEL,
     "renamed_from": {"type": "string"},
@@ -139,6 +140,7 @@ def entity_schema(registry: FieldTypeRegistry) -> dict[str, Any]:
             "pipelines": {"type": "object", "minProperties": 1, "additionalProperties": PIPELINE},
             "pipeline_by": {"type": "string"},
             "renamed_from": {"type": "string"},
+            "rules": {"type": "object"},
         },
         "additionalProperties": False,
     }

@@ -18,6 +18,7 @@ from engine.types.fields import FieldType
 
 if TYPE_CHECKING:
     from engine.setup.roles import RoleSpec
+    from engine.setup.rules import EntityRules
 
 #: a label: one string, or one per language code
 Label = Mapping[str, str]
@@ -168,6 +169,8 @@ class SetupSpec:
     languages: tuple[str, ...]
     entities: Mapping[str, EntitySpec]
     roles: Mapping[str, RoleSpec] = field(default_factory=lambda: MappingProxyType({}))
+    #: rules and stage locks by entity (engine/setup/rules.py); entities without are absent
+    rules: Mapping[str, EntityRules] = field(default_factory=lambda: MappingProxyType({}))
     automations: tuple[Any, ...] = ()
     source: str = ""
 
