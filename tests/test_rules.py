@@ -321,3 +321,11 @@ def test_a_message_missing_a_language_is_a_warning(write_setup: Callable[..., Pa
 def _dedent(text: str) -> str:
     import textwrap
     return textwrap.dedent(text).lstrip("\n")
+
+
+def test_the_patch_schema_says_which_stages_lock_a_field(kt: Kartoteka) -> None:
+    with TestClient(create_app(kt), base_url="http://127.0.0.1") as http:
+        document = http.get("/openapi.json").json()
+    amount = document["components"]["schemas"]["ContractPatch"]["properties"]["amount"]
+    assert amount["x-readonly-in-stages"] == ["closed", "signed"]
+    assert "Read-only while the record is in stage closed, signed" in amount["description"]
