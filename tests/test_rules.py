@@ -329,3 +329,100 @@ def test_the_patch_schema_says_which_stages_lock_a_field(kt: Kartoteka) -> None:
     amount = document["components"]["schemas"]["ContractPatch"]["properties"]["amount"]
     assert amount["x-readonly-in-stages"] == ["closed", "signed"]
     assert "Read-only while the record is in stage closed, signed" in amount["description"]
+
+
+PLAIN_CONTRACT = """
+    entity: contract
+    fields:
+      number: {type: string, required: true}
+      discount: {type: integer}
+      valid_from: {type: date}
+      valid_to: {type: date}
+"""
+DISCOUNT_RULE = """
+    rules:
+      small_discount:
+        require: {discount: {lte: 10}}
+        message: "At most 10"
+"""
+
+
+def test_a_new_rule_is_a_planned_step_listing_the_records_that_break_it(
+        db_url: str, write_setup: Callable[..., Path]) -> None:
+    from engine.storage.migrations import apply, plan
+
+    folder = write_setup({"contract.yaml": PLAIN_CONTRACT})
+    kt = Kartoteka.open(folder, db_url)
+    kt.migrate()
+    with TestClient(create_app(kt), base_url="http://127.0.0.1") as http:
+        ids = [http.post("/api/contract", json={"number": f"N-{d}", "discount": d}).json()["id"]
+               for d in (5, 11, None, 40, 10)]
+    kt.close()
+
+    write_setup({"contract.yaml": PLAIN_CONTRACT + DISCOUNT_RULE})
+    kt = Kartoteka.open(folder, db_url)
+    try:
+        planned = plan(kt.storage, kt.db)
+        [step] = [s for s in planned.as_json()["steps"] if s["step"] == "RuleStep"]
+        assert (step["change"], step["breaking"], step["ids"]) == ("add", 2, [ids[1], ids[3]])
+        assert step["kind"] == "safe"
+        assert f"2 records break it now: #{ids[1]}, #{ids[3]}" in step["text"]
+        apply(kt.storage, kt.db)
+        assert plan(kt.storage, kt.db).up_to_date
+        with TestClient(create_app(kt), base_url="http://127.0.0.1") as http:
+            # a breaking record is refused its next write until it satisfies the rule
+            refused(http.patch(f"/api/contract/{ids[1]}", json={"number": "x"}))
+            assert http.patch(f"/api/contract/{ids[1]}", json={"discount": 9}).status_code == 200
+    finally:
+        kt.close()
+
+    # changing what the rule checks is a step again; changing only its message is not
+    write_setup({"contract.yaml": PLAIN_CONTRACT + DISCOUNT_RULE.replace("At most 10", "≤ 10")})
+    kt = Kartoteka.open(folder, db_url)
+    try:
+        assert plan(kt.storage, kt.db).up_to_date
+    finally:
+        kt.close()
+    write_setup({"contract.yaml": PLAIN_CONTRACT + DISCOUNT_RULE.replace("lte: 10", "lte: 4")})
+    kt = Kartoteka.open(folder, db_url)
+    try:
+        [step] = [s for s in plan(kt.storage, kt.db).as_json()["steps"]]
+        assert (step["change"], step["breaking"]) == ("change", 4)  # 5, 9 (was 11), 40, 10
+        assert step["ids"] == [ids[0], ids[1], ids[3], ids[4]]
+        apply(kt.storage, kt.db)
+    finally:
+        kt.close()
+    write_setup({"contract.yaml": PLAIN_CONTRACT})
+    kt = Kartoteka.open(folder, db_url)
+    try:
+        [step] = plan(kt.storage, kt.db).steps
+        assert str(step) == "remove rule contract.small_discount"
+        apply(kt.storage, kt.db)
+        assert plan(kt.storage, kt.db).up_to_date
+    finally:
+        kt.close()
+
+
+def test_a_rule_on_a_field_the_same_migration_adds(db_url: str,
+                                                   write_setup: Callable[..., Path]) -> None:
+    from engine.storage.migrations import apply, plan
+
+    folder = write_setup({"contract.yaml": PLAIN_CONTRACT})
+    kt = Kartoteka.open(folder, db_url)
+    kt.migrate()
+    kt.close()
+    write_setup({"contract.yaml": PLAIN_CONTRACT + "      paid: {type: money}\n" + """
+    rules:
+      paid_small:
+        require: {paid: {lte: 100}}
+        message: "x"
+    """})
+    kt = Kartoteka.open(folder, db_url)
+    try:
+        steps = plan(kt.storage, kt.db).steps
+        assert "add rule contract.paid_small (records are checked against it from their next " \
+               "write)" in [str(s) for s in steps]
+        apply(kt.storage, kt.db)
+        assert plan(kt.storage, kt.db).up_to_date
+    finally:
+        kt.close()

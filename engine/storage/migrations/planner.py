@@ -20,6 +20,7 @@ from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec
 from engine.storage.migrations import steps as s
 from engine.storage.migrations.convert import Converter, shown
 from engine.storage.migrations.model import digest, field_from_model, field_model, setup_model
+from engine.storage.migrations.rules import rule_steps
 from engine.storage.progress import REACHED_COLUMN
 from engine.storage.tables import SEARCH_COLUMN, Storage
 from engine.types.fields import ValueProblem
@@ -63,6 +64,7 @@ def compare(conn: sa.Connection, storage: Storage, previous: dict[str, Any] | No
     version = digest(model)
     planner = _Planner(conn, storage, previous or {})
     planner.run()
+    planner.steps += rule_steps(conn, storage, previous or {}, planner.live_name)
     ordered = sorted(planner.steps, key=lambda step: step.phase)
     return MigrationPlan(ordered, version, model,
                          previous is None or previous.get("digest") != version)
