@@ -288,6 +288,10 @@ BROKEN_RULES = [
     ({"require": {"discount": {"lte": 10}}, "message": "m", "fields": ["discont"]},
      "rule.fields", "no field 'discont'"),
     ({"message": "m"}, "rule.require", "'require' is missing"),
+    ({"require": {"discount": {"lte": 10}}, "message": "m", "roles": ["manager"],
+      "unless_role": ["director"]}, "rule.roles", "not both"),
+    ({"when": {"discount": {"gt": 1}}, "require": {"discount": {"lte": 10}},
+      "message": {"en": ""}}, "rule.message", "a text per language"),
 ]
 
 
@@ -307,6 +311,14 @@ def test_a_broken_rule_is_located(write_setup: Callable[..., Path], rule: dict[s
     assert message in found[0].message, str(found[0])
     assert found[0].file == "contract.yaml" and found[0].line > 0
     assert found[0].key.startswith("rules.the_rule") and found[0].hint
+
+
+def test_a_rule_name_is_an_identifier(write_setup: Callable[..., Path]) -> None:
+    files = {**SETUP, "contract.yaml": SETUP["contract.yaml"].replace(
+        "small_discount:", "Small Discount:")}
+    result = check_setup(write_setup(files))
+    assert [d.code for d in result.errors] == ["rule.name"]
+    assert result.errors[0].key == "rules.Small Discount" and result.errors[0].line > 0
 
 
 def test_a_message_missing_a_language_is_a_warning(write_setup: Callable[..., Path]) -> None:
@@ -426,3 +438,41 @@ def test_a_rule_on_a_field_the_same_migration_adds(db_url: str,
         assert plan(kt.storage, kt.db).up_to_date
     finally:
         kt.close()
+
+
+def test_a_rule_on_a_many_to_many_link_binds_adding_and_removing_one(
+        make_kt: Callable[..., Kartoteka], write_setup: Callable[[dict[str, str]], Path]) -> None:
+    kt = make_kt(write_setup({
+        "product.yaml": "entity: product\nfields: {name: string}\n",
+        "order.yaml": """
+            entity: order
+            fields: {number: string}
+            links: {products: {to: product, many: true}}
+            rules:
+              not_empty:
+                require: {products: {isnull: false}}
+                message: "An order lists at least one product"
+        """,
+    }))
+    with TestClient(create_app(kt), base_url="http://127.0.0.1") as http:
+        product = http.post("/api/product", json={"name": "Чай"}).json()["id"]
+        refused(http.post("/api/order", json={"number": "1"}))
+        order = http.post("/api/order", json={"number": "1", "products": [product]}).json()
+        refused(http.delete(f"/api/order/{order['id']}/products/{product}"))
+        assert http.get(f"/api/order/{order['id']}").json()["products"] == [product]
+
+
+def test_whom_a_rule_binds() -> None:
+    from types import MappingProxyType
+
+    from engine.setup.rules import RuleSpec
+    message = MappingProxyType({"en": "m"})
+    everyone = RuleSpec("r", "e", (), message)
+    only = RuleSpec("r", "e", (), message, roles=frozenset({"manager"}))
+    unless = RuleSpec("r", "e", (), message, unless_roles=frozenset({"director"}))
+    for roles, expected in (((), (True, False, True)), (("manager",), (True, True, True)),
+                            (("director",), (True, False, False)),
+                            (("manager", "director"), (True, True, False)),
+                            (("admin",), (True, False, True))):
+        assert (everyone.applies_to(roles), only.applies_to(roles),
+                unless.applies_to(roles)) == expected, roles

@@ -212,7 +212,9 @@ ERROR_SCHEMA: dict[str, Any] = {
                     "type": "array",
                     "items": {
                         "type": "object",
-                        "properties": {"field": {"type": "string"}, "problem": {"type": "string"}},
+                        "properties": {"field": {"type": "string"}, "problem": {"type": "string"},
+                                       "rule": {"type": "string",
+                                                "description": "the broken rule (rule_failed)"}},
                         "required": ["field", "problem"],
                     },
                 },

@@ -628,6 +628,7 @@ class Records:
                     {"added": [], "removed": [target_id]}
                 self.journal.change(conn, owner_entity, source_id, "update", {owner_link: change},
                                     by=actor, at=now)
+                self.rules.check(conn, owner_entity, [source_id])
         except IntegrityError as error:
             raise self._integrity(error) from None
 

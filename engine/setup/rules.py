@@ -37,7 +37,7 @@ from typing import Any
 
 from engine.errors import Diagnostic
 from engine.setup.filters import Condition, FilterGrammar, FilterRefused
-from engine.setup.names import did_you_mean
+from engine.setup.names import did_you_mean, identifier_problem
 from engine.setup.roles import ADMIN, condition_params
 from engine.setup.source import SourceFile
 from engine.setup.spec import Label, Location, SetupSpec
@@ -134,6 +134,12 @@ class _RuleChecker:
     def rule(self, name: str, body: Any) -> RuleSpec | None:
         path: tuple[str | int, ...] = ("rules", name)
         before = len(self.diagnostics)
+        problem = identifier_problem(name)
+        if problem:
+            self.problem("rule.name", path, f"rule name {problem}", "rule names are "
+                         "lower_snake, e.g. period_ordered: the API's errors name them",
+                         at_key=True)
+            return None
         if not isinstance(body, dict):
             self.problem("rule.shape", path, "must be a mapping with require: and message:",
                          "e.g. {require: {discount: {lte: 10}}, message: Too much}")
