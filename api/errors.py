@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 
 from api.guard import ALWAYS, PRIVATE
+from api.language import pick_language
 from api.responses import json_response
 from engine.errors import (
     Conflict,
@@ -27,6 +28,7 @@ from engine.errors import (
     NotFound,
     PayloadTooLarge,
     RequestError,
+    RuleFailed,
     StaleVersion,
     Unauthorized,
     UnsupportedMedia,
@@ -89,7 +91,10 @@ def error_body(code: str, message: str, details: list[dict[str, str]] | None = N
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestError)
-    async def _request_error(_request: Request, error: RequestError) -> Response:
+    async def _request_error(request: Request, error: RequestError) -> Response:
+        if isinstance(error, RuleFailed):  # the rules' messages in the caller's language
+            language = pick_language(request.headers.get("accept-language"), error.languages)
+            return json_response(error.as_json(language), status_of(error))
         return json_response(error.as_json(), status_of(error))
 
     @app.exception_handler(StarletteHTTPException)

@@ -20,6 +20,7 @@
         ├── PayloadTooLarge     body over the configured cap                       (HTTP 413)
         ├── UnsupportedMedia    body that is not JSON                              (HTTP 415)
         └── ValidationFailed    a value, field or link is not acceptable           (HTTP 422)
+            └── RuleFailed      the record breaks a rule of its entity; messages per language
 
 The engine knows nothing of HTTP; `api/errors.py` maps each class to its status.
 Every RequestError has a stable `code`, a human `message` and `details`: a list of
@@ -29,7 +30,7 @@ as key paths in setup diagnostics.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -206,3 +207,46 @@ class UnsupportedMedia(RequestError):
 
 class ValidationFailed(RequestError):
     code = "validation_failed"
+
+
+@dataclass(frozen=True)
+class BrokenRule:
+    """One rule a record breaks: its name, the fields it names, its message by language."""
+
+    rule: str
+    fields: tuple[str, ...]
+    messages: Mapping[str, str]
+
+    def message(self, language: str | None) -> str:
+        if language is not None and language in self.messages:
+            return self.messages[language]
+        return next(iter(self.messages.values()), self.rule)
+
+
+class RuleFailed(ValidationFailed):
+    """A write would leave a record breaking rules of its entity (`rules:` in the setup);
+    nothing was written. `as_json(language)` gives the rules' messages in that language
+    (the API picks it from Accept-Language), else in the setup's first."""
+
+    code = "rule_failed"
+
+    def __init__(self, entity: str, broken: Sequence[BrokenRule], languages: Sequence[str]):
+        self.entity = entity
+        self.broken = tuple(broken)
+        #: the setup's languages, the first the default
+        self.languages = tuple(languages)
+        self.language = self.languages[0] if self.languages else None
+        super().__init__(self._message(self.language))
+
+    def _message(self, language: str | None) -> str:
+        texts = [b.message(language) for b in self.broken]
+        if len(texts) == 1:
+            return texts[0]
+        return f"the {self.entity} breaks {len(texts)} rules: " + "; ".join(texts)
+
+    def as_json(self, language: str | None = None) -> dict[str, Any]:
+        language = language or self.language
+        details = [{"field": name, "problem": b.message(language), "rule": b.rule}
+                   for b in self.broken for name in b.fields or ("",)]
+        return {"error": {"code": self.code, "message": self._message(language),
+                          "details": details}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.records.schemas import EntitySchemas
+from engine.setup.rules import NO_RULES, RuleSpec
 from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec, PipelineSpec, SetupSpec
 
 
@@ -20,6 +21,22 @@ def describe_setup(setup: SetupSpec, schemas: dict[str, EntitySchemas]) -> dict[
 
 
 def _entity(entity: EntitySpec, setup: SetupSpec, schemas: EntitySchemas) -> dict[str, Any]:
+    described = _entity_body(entity, setup, schemas)
+    rules = setup.rules.get(entity.name, NO_RULES)
+    for name, stages in rules.locked.items():
+        described["fields"][name]["readonly_in_stages"] = sorted(stages)
+    described["rules"] = [_rule(rule) for rule in rules.rules]
+    return described
+
+
+def _rule(rule: RuleSpec) -> dict[str, Any]:
+    """What a front end may check before it writes: a rule's name, fields and message."""
+    return {"name": rule.name, "fields": list(rule.fields), "message": dict(rule.message),
+            "roles": None if rule.roles is None else sorted(rule.roles),
+            "unless_role": sorted(rule.unless_roles)}
+
+
+def _entity_body(entity: EntitySpec, setup: SetupSpec, schemas: EntitySchemas) -> dict[str, Any]:
     reverse = setup.reverse_links[entity.name]
     return {
         "label": dict(entity.label),

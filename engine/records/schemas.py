@@ -11,7 +11,7 @@ diagnostics name keys (`products[1]`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -19,6 +19,7 @@ import jsonschema
 
 from engine.errors import ErrorDetail, format_path
 from engine.setup.names import SERVER_MANAGED, did_you_mean, pascal
+from engine.setup.rules import NO_RULES
 from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec, label_text
 from engine.storage.tables import EntityTable, Storage
 
@@ -46,6 +47,7 @@ def build_schemas(storage: Storage) -> dict[str, EntitySchemas]:
     for name, table in storage.entities.items():
         create = _write_schema(table, storage.setup.languages[0], patch=False)
         patch = _write_schema(table, storage.setup.languages[0], patch=True)
+        _note_locks(patch, storage.setup.rules.get(name, NO_RULES).locked)
         read = _read_schema(table, storage.setup.languages[0], hideable(storage, name))
         result[name] = EntitySchemas(
             name, create, patch, read,
@@ -53,6 +55,17 @@ def build_schemas(storage: Storage) -> dict[str, EntitySchemas]:
             jsonschema.Draft202012Validator(patch),
         )
     return result
+
+
+def _note_locks(patch: dict[str, Any], locked: Mapping[str, frozenset[str]]) -> None:
+    """A field read-only in stages says so in the patch schema (a JSON Schema cannot check
+    it: the stage is the stored record's, not the body's)."""
+    for name, stages in locked.items():
+        schema = patch["properties"][name]
+        schema["x-readonly-in-stages"] = sorted(stages)
+        note = "Read-only while the record is in stage " + ", ".join(sorted(stages)) + "."
+        before = schema.get("description")
+        schema["description"] = f"{before.rstrip('.')}. {note}" if before else note
 
 
 def hideable(storage: Storage, entity: str) -> frozenset[str]:
@@ -209,7 +222,9 @@ ERROR_SCHEMA: dict[str, Any] = {
                     "type": "array",
                     "items": {
                         "type": "object",
-                        "properties": {"field": {"type": "string"}, "problem": {"type": "string"}},
+                        "properties": {"field": {"type": "string"}, "problem": {"type": "string"},
+                                       "rule": {"type": "string",
+                                                "description": "the broken rule (rule_failed)"}},
                         "required": ["field", "problem"],
                     },
                 },

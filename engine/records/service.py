@@ -34,6 +34,7 @@ from engine.records.constraints import Constraints
 from engine.records.defaults import fill_dynamic_defaults
 from engine.records.formulas import Formulas
 from engine.records.query import ListQuery, QueryParser, after_condition, encode_cursor, order_by
+from engine.records.rules import Rules
 from engine.records.schemas import EntitySchemas, schema_problems
 from engine.setup.filters import LIST_PARAMS, FilterGrammar
 from engine.setup.names import link_column, poly_entity_column
@@ -135,6 +136,7 @@ class Records:
         self.parser = QueryParser(storage, grammar, database.dialect, self.access)
         self.journal = Journal(storage)
         self.formulas = Formulas(storage)
+        self.rules = Rules(storage, database.dialect, acting)
         self.shapes = {name: _Shape(table) for name, table in storage.entities.items()}
         self.constraints = Constraints(storage, self.access, database.dialect)  # unique sets, no_overlap
         self._unique_fields = {
@@ -479,6 +481,7 @@ class Records:
                 if pipeline is not None:
                     self.journal.stage(conn, entity, new_id, pipeline.name, None, pipeline.initial,
                                        by=actor, at=now, seconds=None)
+                self.rules.check(conn, entity, [new_id])
         except IntegrityError as error:
             if _is_foreign_key(error):
                 with self.db.read() as conn:  # say which link named a missing record
@@ -503,6 +506,7 @@ class Records:
                         f"{entity} {record_id} is at version {current['version']}, "
                         f"not {if_version}; read it again and reapply your change")
                 changes = {k: v for k, v in values.items() if current.get(k) != v}
+                self.rules.check_locks(entity, current, changes)
                 link_changes: dict[str, tuple[set[int], set[int]]] = {}
                 for name, ids in many.items():
                     joins = table.join_tables[name]
@@ -569,6 +573,7 @@ class Records:
                         spec.pipeline.for_record(merged.get(spec.pipeline.pipeline_by or "")).name,
                         current["stage"], merged["stage"], by=actor, at=now,
                         seconds=seconds_since(entered, now))
+                self.rules.check(conn, entity, [record_id])
                 return record
         except IntegrityError as error:
             raise self._integrity(error) from None
@@ -645,6 +650,7 @@ class Records:
                     {"added": [], "removed": [target_id]}
                 self.journal.change(conn, owner_entity, source_id, "update", {owner_link: change},
                                     by=actor, at=now)
+                self.rules.check(conn, owner_entity, [source_id])
         except IntegrityError as error:
             raise self._integrity(error) from None
 

@@ -54,6 +54,7 @@ from engine.setup.names import (
 )
 from engine.setup.options import option_labels, option_problems, option_values
 from engine.setup.roles import ADMIN, check_roles
+from engine.setup.rules import check_rules
 from engine.setup.source import SourceFile, read_yaml
 from engine.setup.spec import (
     MAX_STAGES,
@@ -183,9 +184,14 @@ class _Loader:
         problems += self._check_stage_roles(drafts, roles)
         problems += check_overlap_where(setup, self.registry,  # no_overlap's where:
                                         {name: draft.source for name, draft in drafts.items()})
+        rules, found = check_rules({n: d.source for n, d in drafts.items()}, setup, roles,
+                                   self.registry)
+        problems += [d for d in found if d.severity == "error"]
         if problems:
             return LoadResult(None, [*self.diagnostics, *problems])
-        return LoadResult(replace(setup, roles=MappingProxyType(roles)), self.diagnostics)
+        return LoadResult(replace(setup, roles=MappingProxyType(roles),
+                                  rules=MappingProxyType(rules)),
+                          [*self.diagnostics, *(d for d in found if d.severity != "error")])
 
     def _check_stage_roles(self, drafts: Mapping[str, _EntityDraft],
                            roles: Mapping[str, Any]) -> list[Diagnostic]:

@@ -59,6 +59,7 @@ COMMON_FIELD_KEYS: dict[str, Any] = {
             "else": {"type": "string", "x-message": "must be a text, not {value}",
                      "x-hint": "quote it: '{value}'"}}}},
     "required_in_stages": NAME_LIST,
+    "readonly_in_stages": NAME_LIST,
     "label": LABEL,
     "help": LABEL,
     "renamed_from": {"type": "string"},
@@ -159,6 +160,7 @@ def entity_schema(registry: FieldTypeRegistry) -> dict[str, Any]:
             "pipeline_by": {"type": "string"},
             "renamed_from": {"type": "string"},
             **ENTITY_KEYS,
+            "rules": {"type": "object"},
         },
         "additionalProperties": False,
     }

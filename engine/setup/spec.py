@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from engine.setup.defaults import DynamicDefault
     from engine.setup.expressions import Formula
     from engine.setup.roles import RoleSpec
+    from engine.setup.rules import EntityRules
 
 #: a label: one string, or one per language code
 Label = Mapping[str, str]
@@ -182,6 +183,8 @@ class SetupSpec:
     languages: tuple[str, ...]
     entities: Mapping[str, EntitySpec]
     roles: Mapping[str, RoleSpec] = field(default_factory=lambda: MappingProxyType({}))
+    #: rules and stage locks by entity (engine/setup/rules.py); entities without are absent
+    rules: Mapping[str, EntityRules] = field(default_factory=lambda: MappingProxyType({}))
     automations: tuple[Any, ...] = ()
     source: str = ""
     #: the IANA time zone relative dates and dynamic defaults are taken in (`timezone:`)

@@ -18,7 +18,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from engine.setup.spec import EntitySpec, FieldSpec
-from engine.storage.migrations import rules
+from engine.storage.migrations import constraints
+from engine.storage.migrations.rules import rules_model
 from engine.storage.tables import Storage
 from engine.types.fields import FieldTypeRegistry
 
@@ -34,7 +35,8 @@ def setup_model(storage: Storage) -> dict[str, Any]:
         for table in storage.metadata.sorted_tables
     }
     entities = {name: entity_model(spec) for name, spec in storage.setup.entities.items()}
-    return {"setup": storage.setup.name, "tables": tables, "entities": entities}
+    return {"setup": storage.setup.name, "tables": tables, "entities": entities,
+            **rules_model(storage.setup)}
 
 
 def entity_model(entity: EntitySpec) -> dict[str, Any]:
@@ -52,7 +54,7 @@ def entity_model(entity: EntitySpec) -> dict[str, Any]:
         "pipeline_by": entity.pipeline.pipeline_by if entity.pipeline else None,
         "search": list(entity.search),
         "owner": entity.owner,
-        **rules.model(entity),  # unique sets, no_overlap (when declared)
+        **constraints.model(entity),  # unique sets, no_overlap (when declared)
     }
 
 

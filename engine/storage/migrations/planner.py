@@ -17,11 +17,12 @@ import sqlalchemy as sa
 
 from engine.setup.names import join_table_name, link_column, poly_entity_column
 from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec
-from engine.storage.migrations import rules
+from engine.storage.migrations import constraints
 from engine.storage.migrations import steps as s
 from engine.storage.migrations.convert import Converter, shown
 from engine.storage.migrations.formulas import formula_steps
 from engine.storage.migrations.model import digest, field_from_model, field_model, setup_model
+from engine.storage.migrations.rules import rule_steps
 from engine.storage.progress import REACHED_COLUMN
 from engine.storage.tables import SEARCH_COLUMN, Storage
 from engine.types.fields import ValueProblem
@@ -65,6 +66,7 @@ def compare(conn: sa.Connection, storage: Storage, previous: dict[str, Any] | No
     version = digest(model)
     planner = _Planner(conn, storage, previous or {})
     planner.run()
+    planner.steps += rule_steps(conn, storage, previous or {}, planner.live_name)
     ordered = sorted(planner.steps, key=lambda step: step.phase)
     return MigrationPlan(ordered, version, model,
                          previous is None or previous.get("digest") != version)
@@ -201,8 +203,8 @@ class _Planner:
             self.search(entity, previous, kept, rows)
         self.keys(table, live, kept, rows)
         self.uniques(table, live, kept, previous)
-        if entity is not None:  # no_overlap rules (migrations/rules.py)
-            self.steps += rules.overlap_steps(self.conn, self.storage, entity, live, kept,
+        if entity is not None:  # no_overlap rules (migrations/constraints.py)
+            self.steps += constraints.overlap_steps(self.conn, self.storage, entity, live, kept,
                                               previous)
         self.indexes(table, live)
 
@@ -232,7 +234,7 @@ class _Planner:
             what = f"add the owner of {name}"
         elif column.name == SEARCH_COLUMN:
             what = f"add the search text of {name}"
-        elif rules.is_shadow(column.name):
+        elif constraints.is_shadow(column.name):
             what = f"add {name}.{column.name}, the folded copy a unique rule compares"
         step = s.AddColumn(table=name, what=what, detail=detail, column=column, rows=rows,
                            fill=fill, fill_text=fill_text)
@@ -246,8 +248,8 @@ class _Planner:
         fields = previous.get("fields") or {}
         links = previous.get("links") or {}
         columns: tuple[str, ...] = (column,)
-        if rules.is_shadow(column):
-            return rules.DropShadow(table=table, what=f"remove {table}.{column}, the folded "
+        if constraints.is_shadow(column):
+            return constraints.DropShadow(table=table, what=f"remove {table}.{column}, the folded "
                                     "copy an old unique rule compared", columns=columns, values=0)
         if column in fields:
             what = f"remove field {table}.{column} ({fields[column].get('type')})"
@@ -386,7 +388,7 @@ class _Planner:
         for columns, constraint in wanted.items():
             if columns in present:
                 continue
-            unique_set = rules.add_unique(self.conn, self.storage, table, constraint, live, kept)
+            unique_set = constraints.add_unique(self.conn, self.storage, table, constraint, live, kept)
             if unique_set is not None:
                 self.steps.append(unique_set)
                 continue

@@ -397,7 +397,7 @@ class AddUnique(Step):
     column: str
     name: str
     duplicates: list[tuple[str, int, list[int]]]
-    #: the constraint's columns, when more than `column` (a unique set: migrations/rules.py)
+    #: the constraint's columns, when more than `column` (a unique set: migrations/constraints.py)
     columns: tuple[str, ...] = ()
     phase: ClassVar[int] = 6
 
