@@ -130,7 +130,7 @@ class Access:
         marked = by_operation.get(operation)
         if marked is None:
             marked = by_operation[operation] = statement.execution_options(**{SCOPED: operation})
-        return marked  # type: ignore[no-any-return]
+        return marked
 
     @staticmethod
     def unscoped(statement: Statement, why: str) -> Statement:

@@ -99,7 +99,7 @@ class _Shape:
         #: (link index, source id, target id) of every many-to-many link of records `ids`
         self.many_links: sa.Select[Any] | sa.CompoundSelect[Any] | None = None
         if self.many:
-            ids = sa.bindparam("ids", expanding=True)
+            ids: sa.BindParameter[Any] = sa.bindparam("ids", expanding=True)
             parts = [sa.select(sa.literal(index, sa.Integer()).label("link"),
                                joins.c.source_id, joins.c.target_id)
                      .where(joins.c.source_id.in_(ids))
