@@ -218,6 +218,11 @@ def build(seed_url: str, url: str) -> int:
                     write.execute(sa.insert(narrow), [dict(zip(names, row, strict=True))
                                                       for row in batch])
                     copied += len(batch)
+            if target.dialect.name == "postgresql":  # ids were copied: new ones come after
+                for table in ("client", "sale"):
+                    write.exec_driver_sql(
+                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                        f"(SELECT coalesce(max(id), 0) + 1 FROM {table}), false)")
         if target.dialect.name == "postgresql":
             with target.connect() as conn:
                 conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM ANALYZE")
