@@ -125,3 +125,18 @@ def test_a_system_write_among_grouped_writes(kt: Kartoteka) -> None:
     assert done == [True]
     assert _count(kt, "SELECT count(*) FROM sale") == 29
     assert _count(kt, "SELECT city FROM client") == "Казань"
+
+
+def test_a_write_whose_transaction_cannot_begin_fails_alone(kt: Kartoteka) -> None:
+    client = kt.records.create("client", {"name": "Client"})["id"]
+    refused = []
+
+    def refuse_once(_conn: Any) -> None:
+        if not refused:
+            refused.append(True)
+            raise OSError("database is locked (simulated)")
+    sa.event.listen(kt.db.engine, "begin", refuse_once)
+    with pytest.raises(OSError):
+        kt.records.create("sale", {"number": "first", "client": client})
+    assert kt.records.create("sale", {"number": "second", "client": client})["number"] == "second"
+    assert _count(kt, "SELECT group_concat(number) FROM sale") == "second"

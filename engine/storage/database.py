@@ -206,11 +206,9 @@ class _GroupCommit:
         batch: _Batch | None = None
         try:
             if self.connection is None:
-                self.connection = self.engine.connect()
-                self.connection.execution_options(kt_write=True)
-                self.transaction = self.connection.begin()
-                self.batch, self.size = _Batch(), 0
+                self._begin()
             connection, batch = self.connection, self.batch
+            assert connection is not None
             savepoint = connection.begin_nested() if self.size else None
             self.size += 1
             try:
@@ -233,12 +231,25 @@ class _GroupCommit:
         if batch.error is not None:
             raise batch.error
 
+    def _begin(self) -> None:
+        """Open a batch: a connection and its write transaction (BEGIN IMMEDIATE)."""
+        connection = self.engine.connect()
+        try:
+            connection.execution_options(kt_write=True)
+            transaction = connection.begin()
+        except BaseException:
+            connection.invalidate()  # half begun: not used again
+            connection.close()
+            raise
+        self.connection, self.transaction = connection, transaction
+        self.batch, self.size = _Batch(), 0
+
     @staticmethod
     def _undo(savepoint: sa.NestedTransaction) -> bool:
         """Roll back one write's savepoint; False when the transaction itself is gone."""
         try:
             savepoint.rollback()
-        except sa.exc.DBAPIError:
+        except sa.exc.SQLAlchemyError:
             return False
         driver = savepoint.connection.connection.driver_connection
         return bool(getattr(driver, "in_transaction", True))
