@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 _LINE = re.compile(r":\d+\)$")
-_IDLE_LEAVES = ("Condition.wait (threading.py)", "EpollSelector.select (selectors.py)")
+# waiting, not working: a pool worker with nothing to do, the loop in select, and a writer
+# queuing for SQLite's write lock (engine/storage/database.py: its turn comes in order)
+_IDLE_LEAVES = ("Condition.wait (threading.py)", "EpollSelector.select (selectors.py)",
+                "_GroupCommit._acquire (engine/storage/database.py)")
 _PROJECT = (" (engine/", " (api/", " (bench/")
 
 

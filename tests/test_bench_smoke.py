@@ -1,9 +1,12 @@
 """The benchmark's code does not rot: the seeder fills a small SQLite database through the
-engine's tables, and the hand-written baseline (bench/handwritten.py) answers its four
-calls there with the generated API's JSON. No wrk, no timing."""
+engine's tables, the hand-written baseline (bench/handwritten.py) answers its four calls
+there with the generated API's JSON, the minimal baseline (bench/minimal.py) answers them
+over its copy of the same records, and bench/run.py runs end to end (three real servers,
+wrk for one second per call) when wrk is installed."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +15,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from api import create_app
+from bench import run
 from bench.handwritten import create_app as create_handwritten
+from bench.minimal import build as build_minimal
+from bench.minimal import create_app as create_minimal
 from bench.seed import seed
 from engine import Kartoteka
 
@@ -100,3 +106,56 @@ def test_same_json_as_the_generated_api(hand: TestClient, gen: TestClient) -> No
 
 def _stable(record: dict[str, object]) -> dict[str, object]:
     return {k: v for k, v in record.items() if k not in ("created_at", "updated_at")}
+
+
+@pytest.fixture
+def low(seeded: Path, tmp_path: Path) -> Iterator[TestClient]:
+    url = f"sqlite:///{tmp_path / 'minimal.db'}"
+    assert build_minimal(f"sqlite:///{seeded}", url) == 430
+    app = create_minimal(url)
+    with TestClient(app) as client:
+        yield client
+    app.state.db.engine.dispose()
+
+
+def test_the_minimal_app_answers_the_same_records(low: TestClient, gen: TestClient) -> None:
+    one = low.get("/api/client/5")
+    assert one.status_code == 200 and one.json()["name"] == gen.get("/api/client/5").json()["name"]
+    low_page, gen_page = low.get(LIST).json(), gen.get(LIST).json()
+    assert [(i["id"], i["amount"]) for i in low_page["items"]] == \
+        [(i["id"], i["amount"]) for i in gen_page["items"]]
+    assert low_page["total"] == gen_page["total"]
+
+    created = low.post("/api/sale", json={"number": "Т-1 договор", "client": 3, "amount": "5"})
+    assert created.status_code == 201, created.text
+    sale = created.json()
+    assert (sale["amount"], sale["stage"], sale["version"]) == ("5.00", "lead", 1)
+    patched = low.patch(f"/api/sale/{sale['id']}", json={"amount": "0.1"})
+    assert patched.status_code == 200 and patched.json()["amount"] == "0.10"
+    assert patched.json()["version"] == 2 and patched.headers["etag"] == '"2"'
+
+
+def test_the_minimal_app_refuses_like_the_others(low: TestClient) -> None:
+    assert low.get("/api/client/999999").status_code == 404
+    assert low.patch("/api/sale/999999", json={"amount": "1"}).status_code == 404
+    assert low.post("/api/sale", json={"number": "T-2", "client": 999999}).status_code == 422
+    assert low.post("/api/sale", json={"number": "S-0000001", "client": 1}).status_code == 409
+    assert low.post("/api/sale", json={"number": "T-3", "client": 1, "amount": "-1"}).status_code == 422
+    assert low.get("/api/sale?sort=notes").status_code == 400
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_run_measures_the_three_apps_end_to_end(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    code = run.main(["--clients", "40", "--sales", "400", "--seconds", "1", "--warmup", "0",
+                     "--connections", "4", "--results", str(tmp_path)])
+    report = json.loads((tmp_path / "latest.json").read_text())
+    assert code == 0, report["warnings"]
+    assert [row["operation"] for row in report["summary"]] == [op.key for op in run.OPERATIONS]
+    for row in report["summary"]:
+        assert row["gen_rps"] > 0 and row["hand_rps"] > 0 and row["min_rps"] > 0
+        assert row["ratio_hand"] > 0 and row["ratio_min"] > 0 and row["non_2xx"] == 0
+    # every server ran on the fast event loop and HTTP parser (dependencies of the project)
+    served = report["rounds"][0]["served"]
+    assert served == {app: {"loop": "uvloop", "http": "httptools"} for app in run.APPS}
+    assert "gen÷min" in capsys.readouterr().out

@@ -23,6 +23,7 @@ scope fails in the first test that takes it, instead of leaking records in produ
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -83,6 +84,9 @@ class Access:
         self.roles: Mapping[str, RoleSpec] = storage.setup.roles
         self._cache: dict[tuple[object, ...], dict[str, Rights]] = {}
         self._lock = threading.Lock()
+        #: statement → operation → the statement marked scoped (kept while the statement
+        #: lives: statements built per call leave with their last reference)
+        self._marked: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
     def rights(self, entity: str) -> Rights | None:
         """The acting user's rights on `entity`; None when nothing is restricted."""
@@ -116,8 +120,17 @@ class Access:
         `operation`, and marked as scoped: the one way to reach an entity table."""
         conditions = self.conditions(entity, operation)
         if conditions:
-            statement = statement.where(*conditions)
-        return statement.execution_options(**{SCOPED: operation})
+            return statement.where(*conditions).execution_options(**{SCOPED: operation})
+        # unnarrowed, a statement built once (a record's select by id, its update) is
+        # marked once: the same marked object, whose compiled form SQLAlchemy finds by a
+        # cache key it computed once (a new copy per call costs a new key, every time)
+        by_operation = self._marked.get(statement)
+        if by_operation is None:
+            by_operation = self._marked.setdefault(statement, {})
+        marked = by_operation.get(operation)
+        if marked is None:
+            marked = by_operation[operation] = statement.execution_options(**{SCOPED: operation})
+        return marked
 
     @staticmethod
     def unscoped(statement: Statement, why: str) -> Statement:
@@ -196,13 +209,19 @@ def guard(engine: sa.Engine, tables: Collection[sa.Table]) -> None:
     or a subquery of it: a scoped subquery inside a statement over another table passes)."""
     guarded = frozenset(tables)
     checked = (sa.Select, sa.CompoundSelect, sa.Update, sa.Delete)
+    # statements found to reach no guarded table, while they live: one built once and run
+    # on every call (a record's many-to-many links) is walked once, not per execution
+    harmless: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def before_execute(conn: sa.Connection, statement: Any, multiparams: Any, params: Any,
                        options: Mapping[str, Any]) -> None:
-        if not isinstance(statement, checked) or SCOPED in options or UNSCOPED in options:
+        if not isinstance(statement, checked) or SCOPED in options or UNSCOPED in options \
+                or statement in harmless:
             return
         table = _unscoped_table(statement, guarded)
-        if table is not None:
+        if table is None:
+            harmless.add(statement)
+        else:
             raise UnscopedStatement(
                 f"a statement over {table.name} skipped the access scope: build it with "
                 "Access.scoped(statement, entity, operation), or Access.unscoped(statement, "

@@ -47,6 +47,9 @@ from engine.types.fields import ValueProblem
 from engine.types.moments import Clock, system_clock
 
 MAX_ID = 2**63 - 1
+#: the parameters naming the row `_Shape.update` changes (kt_: never a field's name)
+WHERE_ID = "kt_where_id"
+WHERE_VERSION = "kt_where_version"
 Record = dict[str, Any]
 #: a database row or a dict of column values, by column name
 Row = Mapping[Any, Any]
@@ -91,6 +94,37 @@ class _Shape:
         #: built once: statement construction costs more than the query on a hot path
         self.select_by_id = sa.select(*self.columns).where(by_id)
         self.lock_by_id = sa.select(table.table).where(by_id).with_for_update()
+        # the writes' statements, built once too: the values are execute parameters, so
+        # SQLAlchemy compiles each shape of them once (building `.values(...)` per call,
+        # coercing and cache-keying every value, was a third of a create)
+        self._insert = sa.insert(table.table).returning(table.table.c.id)
+        self._update = sa.update(table.table).where(
+            table.table.c.id == sa.bindparam(WHERE_ID),
+            table.table.c.version == sa.bindparam(WHERE_VERSION))
+        #: (link index, source id, target id) of every many-to-many link of records `ids`
+        self.many_links: sa.Select[Any] | sa.CompoundSelect[Any] | None = None
+        if self.many:
+            ids: sa.BindParameter[Any] = sa.bindparam("ids", expanding=True)
+            parts = [sa.select(sa.literal(index, sa.Integer()).label("link"),
+                               joins.c.source_id, joins.c.target_id)
+                     .where(joins.c.source_id.in_(ids))
+                     for index, joins in enumerate(table.join_tables[n] for n in self.many)]
+            self.many_links = parts[0] if len(parts) == 1 else sa.union_all(*parts)
+
+    def insert(self, values: Mapping[str, Any]) -> tuple[sa.Insert, Mapping[str, Any]]:
+        """The INSERT … RETURNING id of a new row, and its execute parameters."""
+        if any(isinstance(v, sa.ClauseElement) for v in values.values()):
+            return self._insert.values(dict(values)), {}  # SQL computes a value
+        return self._insert, values
+
+    def update(self, changes: Mapping[str, Any], record_id: int,
+               version: int) -> tuple[sa.Update, dict[str, Any]]:
+        """The UPDATE of `changes` to one record still at `version`, and its execute
+        parameters (a row changed since matches nothing)."""
+        where = {WHERE_ID: record_id, WHERE_VERSION: version}
+        if any(isinstance(v, sa.ClauseElement) for v in changes.values()):
+            return self._update.values(dict(changes)), where  # SQL computes a value
+        return self._update, {**changes, **where}
 
     def render(self, row: Row) -> Record:
         record: Record = {}
@@ -275,14 +309,10 @@ class Records:
         if shape.many and records:
             # every many-to-many link's ids in one statement (UNION ALL), not one per link
             by_id = {record["id"]: record for record in records}
-            ids = list(by_id)
-            parts = [sa.select(sa.literal(index, sa.Integer()).label("link"),
-                               joins.c.source_id, joins.c.target_id)
-                     .where(joins.c.source_id.in_(ids))
-                     for index, joins in enumerate(table.join_tables[n] for n in shape.many)]
-            statement = parts[0] if len(parts) == 1 else sa.union_all(*parts)
+            assert shape.many_links is not None
             touched = set()
-            for link, source_id, target_id in conn.execute(statement):
+            for link, source_id, target_id in conn.execute(shape.many_links,
+                                                           {"ids": list(by_id)}):
                 name = shape.many[link]
                 if name in by_id[source_id]:
                     by_id[source_id][name].append(target_id)
@@ -454,9 +484,7 @@ class Records:
                 # polymorphic links have none, so they are checked here
                 self._check_links(conn, table, values, many, polymorphic_only=True)
                 self.constraints.before_write(conn, table, values, values)
-                new_id = conn.execute(
-                    sa.insert(table.table).values(values).returning(table.table.c.id)
-                ).scalar_one()
+                new_id = conn.execute(*self.shapes[entity].insert(values)).scalar_one()
                 values.update(self.formulas.on_write(conn, entity, new_id, None, values))
                 self.constraints.after_write(conn, table, values, values, new_id, created=True)
                 if rights is not None:
@@ -536,12 +564,10 @@ class Records:
                     changes[SEARCH_COLUMN] = search_text(spec, merged)
                 now = _now()
                 changes.update(version=current["version"] + 1, updated_at=now)
-                updated = conn.execute(self.access.scoped(
-                    sa.update(table.table)
-                    .where(table.table.c.id == record_id,
-                           table.table.c.version == current["version"])
-                    .values(changes), entity, "update")
-                ).rowcount
+                statement, parameters = self.shapes[entity].update(
+                    changes, record_id, current["version"])
+                updated = conn.execute(self.access.scoped(statement, entity, "update"),
+                                       parameters).rowcount
                 if updated != 1:
                     raise StaleVersion(f"{entity} {record_id} was changed by someone else; "
                                        "read it again and reapply your change")

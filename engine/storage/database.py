@@ -4,6 +4,9 @@ SQLite: WAL journal, foreign keys on, `synchronous=FULL` by default (an acknowle
 survives a power cut), a busy timeout, case-sensitive LIKE (as PostgreSQL's), and write
 transactions that start with BEGIN IMMEDIATE behind one lock per process: SQLite has one
 writer at a time, and contending connections would otherwise spin on "database is locked".
+Writes that queue for that lock share one commit (group commit, `_GroupCommit`): each
+runs in its own SAVEPOINT of one transaction, and none returns before the commit that
+holds it is on disk — so one fsync serves many writes, and durability is unchanged.
 PostgreSQL: psycopg 3, a connection pool, writes in READ COMMITTED with row locks.
 """
 
@@ -87,6 +90,7 @@ class Database:
             self.engine = self._create_engine(url, pool_size=settings.pool_size, max_overflow=20)
             self._configure_sqlite()
             self._write_lock: threading.Lock | None = threading.Lock()
+            self._group: _GroupCommit | None = _GroupCommit(self.engine, self._write_lock)
         elif self.dialect == "postgresql":
             # the session in UTC: timestamps near year 1 or 9999 must not be shifted out of
             # range into the server's local zone when they are read back
@@ -94,6 +98,7 @@ class Database:
                                               pool_pre_ping=True,
                                               connect_args={"options": "-c timezone=UTC"})
             self._write_lock = None
+            self._group = None
         else:
             raise SettingsError(f"unsupported database {url.get_backend_name()!r}: {URL_HINT}")
 
@@ -131,7 +136,11 @@ class Database:
         """A write transaction: committed when the block ends, rolled back on any error.
         `system` says why its statements may reach every record without the acting
         user's scope (a migration, a backfill); see `engine.access.scopes.guard`."""
-        with self._write_lock or nullcontext():
+        if self._group is not None and system is None:
+            with self._group.write() as connection:
+                yield connection
+            return
+        with self._group.exclusive() if self._group is not None else nullcontext():
             with self.engine.connect() as connection:
                 connection.execution_options(kt_write=True, **_system(system))
                 with connection.begin():
@@ -148,6 +157,135 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+#: the most writes that share one commit (a bound on how long the first of them waits)
+GROUP_LIMIT = 64
+
+
+class _Batch:
+    """Writes sharing one transaction: done when it is committed (or failed: `error`)."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
+class _GroupCommit:
+    """SQLite write transactions that share a commit while writers queue for the lock.
+
+    A writer takes the lock and, when no transaction is open, begins one (BEGIN
+    IMMEDIATE); a writer joining an open one runs in a SAVEPOINT, so its failure undoes
+    only its own statements. When it is done and another writer is waiting for the lock,
+    it hands the open transaction on; the last of a run (or the GROUP_LIMIT-th) commits.
+    Every writer waits for the commit of its batch before it returns, and raises if that
+    commit failed: a write is acknowledged only once it is on disk, as before. A lone
+    writer commits at once, exactly as without grouping.
+    """
+
+    def __init__(self, engine: sa.Engine, lock: threading.Lock):
+        self.engine = engine
+        self.lock = lock
+        self._counting = threading.Lock()
+        self.waiting = 0  # writers blocked on `lock`
+        self.connection: sa.Connection | None = None
+        self.transaction: sa.RootTransaction | None = None
+        self.batch: _Batch | None = None
+        self.size = 0
+
+    def _acquire(self) -> None:
+        with self._counting:
+            self.waiting += 1
+        self.lock.acquire()
+        with self._counting:
+            self.waiting -= 1
+
+    @contextmanager
+    def write(self) -> Iterator[sa.Connection]:
+        self._acquire()
+        batch: _Batch | None = None
+        try:
+            if self.connection is None:
+                self._begin()
+            connection, batch = self.connection, self.batch
+            assert connection is not None
+            savepoint = connection.begin_nested() if self.size else None
+            self.size += 1
+            try:
+                yield connection
+            except BaseException as error:
+                batch = None  # not acknowledged: nothing to wait for
+                if savepoint is None or not self._undo(savepoint):
+                    # the batch's first write (nothing else in it yet), or a failure that
+                    # ended the whole transaction: every write in the batch is lost
+                    self._end(commit=False, error=error)
+                raise
+            if savepoint is not None:
+                savepoint.commit()
+        finally:
+            if self.connection is not None and (self.waiting == 0 or self.size >= GROUP_LIMIT):
+                self._end(commit=True)
+            self.lock.release()
+        assert batch is not None
+        batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+
+    def _begin(self) -> None:
+        """Open a batch: a connection and its write transaction (BEGIN IMMEDIATE)."""
+        connection = self.engine.connect()
+        try:
+            connection.execution_options(kt_write=True)
+            transaction = connection.begin()
+        except BaseException:
+            connection.invalidate()  # half begun: not used again
+            connection.close()
+            raise
+        self.connection, self.transaction = connection, transaction
+        self.batch, self.size = _Batch(), 0
+
+    @staticmethod
+    def _undo(savepoint: sa.NestedTransaction) -> bool:
+        """Roll back one write's savepoint; False when the transaction itself is gone."""
+        try:
+            savepoint.rollback()
+        except sa.exc.SQLAlchemyError:
+            return False
+        driver = savepoint.connection.connection.driver_connection
+        return bool(getattr(driver, "in_transaction", True))
+
+    def _end(self, *, commit: bool, error: BaseException | None = None) -> None:
+        """Commit (or roll back) the open batch and wake its writers."""
+        connection, transaction, batch = self.connection, self.transaction, self.batch
+        self.connection = self.transaction = self.batch = None
+        self.size = 0
+        assert connection is not None and transaction is not None and batch is not None
+        try:
+            if commit:
+                transaction.commit()
+            else:
+                transaction.rollback()
+                batch.error = error
+        except BaseException as failure:  # the commit failed: no write of it is on disk
+            batch.error = failure
+            connection.invalidate()  # whatever state it is in, it is not used again
+        finally:
+            try:
+                connection.close()
+            finally:
+                batch.done.set()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """The lock for a write of its own (a system write: its connection says why):
+        a batch handed on to it is committed first."""
+        self._acquire()
+        try:
+            if self.connection is not None:
+                self._end(commit=True)  # its writers hear of a failure themselves
+            yield
+        finally:
+            self.lock.release()
 
 
 #: the execution option of a statement or connection that reaches every record on purpose,
