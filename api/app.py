@@ -33,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from api.auth import Authentication
+from api.docs import install_docs
 from api.errors import install_error_handlers, refuse_method
 from api.guard import install_guard
 from api.responses import json_response, no_query, read_json
@@ -69,7 +70,7 @@ def create_app(kt: Kartoteka, settings: ApiSettings | None = None) -> FastAPI:
         title=f"{kt.setup.name} — Kartoteka API",
         version=VERSION,
         description=_DESCRIPTION,
-        docs_url="/docs",
+        docs_url=None,  # api.docs serves /docs from local assets
         redoc_url=None,
         openapi_url="/openapi.json",
     )
@@ -84,6 +85,7 @@ def create_app(kt: Kartoteka, settings: ApiSettings | None = None) -> FastAPI:
     for entity in kt.setup.entities.values():
         routes.add_entity(app, entity)
     add_user_routes(app, kt, kt.settings.max_body_bytes, _REFUSED)
+    install_docs(app)
     app.openapi = lambda: _openapi(app, kt)  # type: ignore[method-assign]
     return app
 
@@ -460,5 +462,19 @@ def _openapi(app: FastAPI, kt: Kartoteka) -> dict[str, Any]:
         components[names["list"]] = list_schema(name)
     components["Error"] = ERROR_SCHEMA
     components.update(PIPELINE_SCHEMAS)
+    _publish_bearer(schema)
     app.openapi_schema = schema
     return schema
+
+
+def _publish_bearer(schema: dict[str, Any]) -> None:
+    """Every `/api` operation takes `Authorization: Bearer <token>` (see api.auth), so
+    clients and /docs' "Authorize" button know how to send it. While the database has no
+    users the API is open and the header is ignored, which the scheme cannot express."""
+    schema["components"]["securitySchemes"] = {"bearer": {
+        "type": "http", "scheme": "bearer",
+        "description": "a user's API token (`kartoteka users token` or POST /api/users)"}}
+    for path, operations in schema.get("paths", {}).items():
+        if (path + "/").startswith("/api/"):
+            for operation in operations.values():
+                operation["security"] = [{"bearer": []}]

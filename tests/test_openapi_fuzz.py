@@ -254,3 +254,34 @@ def test_docs_page_needs_no_token(plain_client: TestClient) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert "/openapi.json" in response.text
+
+
+def test_docs_page_loads_only_local_pinned_assets(plain_client: TestClient) -> None:
+    """/docs runs the Swagger UI release of the installed swagger-ui-bundle, never a CDN's."""
+    page = plain_client.get("/docs").text
+    urls = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", page)
+    assert urls, "the page references no assets"
+    outside = [u for u in urls if re.match(r"(?i)(https?:)?//", u)]
+    assert not outside, f"/docs references assets outside the server: {outside}"
+    assert not re.search(r"(?i)https?://", page)
+    expected = {".js": "javascript", ".css": "text/css", ".png": "image/png",
+                ".json": "application/json"}
+    for url in urls:
+        answer = plain_client.get(url)
+        assert answer.status_code == 200, url
+        kind = next(v for k, v in expected.items() if url.endswith(k))
+        assert kind in answer.headers["content-type"], (url, answer.headers["content-type"])
+    assert plain_client.get("/docs/assets/no-such-file.js").status_code == 404
+
+
+def test_bearer_scheme_is_published_for_every_api_operation(plain_client: TestClient) -> None:
+    document = plain_client.get("/openapi.json").json()
+    assert document["components"]["securitySchemes"]["bearer"] == {
+        "type": "http", "scheme": "bearer",
+        "description": document["components"]["securitySchemes"]["bearer"]["description"]}
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if path.startswith("/api/"):
+                assert operation.get("security") == [{"bearer": []}], f"{method} {path}"
+            else:
+                assert "security" not in operation, f"{method} {path}"
