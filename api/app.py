@@ -41,7 +41,7 @@ from api.users import add_user_routes
 from engine.core import Kartoteka
 from engine.errors import ErrorDetail, MalformedRequest, NotFound, StaleVersion
 from engine.records.query import DEFAULT_LIMIT, MAX_LIMIT
-from engine.records.schemas import ERROR_SCHEMA, PIPELINE_SCHEMAS, list_schema
+from engine.records.schemas import ERROR_SCHEMA, PIPELINE_SCHEMAS, builtin, list_schema
 from engine.setup.names import LINKS_ROUTE, RECORD_ROUTES, pascal
 from engine.setup.spec import EntitySpec, label_text
 
@@ -101,7 +101,7 @@ startswith isnull), `link=id`, `link.field=value`, `q=` (case-insensitive search
 
 _REFUSED: dict[int | str, dict[str, Any]] = {"4XX": {
     "description": "The request was refused; nothing was changed",
-    "content": {"application/json": {"schema": {"$ref": REF + "Error"}}}}}
+    "content": {"application/json": {"schema": {"$ref": REF + builtin("Error")}}}}}
 
 
 def _ok(schema: dict[str, Any], status: int = 200, headers: dict[str, Any] | None = None,
@@ -275,7 +275,7 @@ class _Routes:
                               "schema": {"type": "integer", "minimum": 1, "maximum": 100,
                                          "default": 10}}, {
                               "name": "sort", "in": "query", "schema": {"type": "string"}}]},
-                          responses=_ok({"$ref": REF + "Board"}))
+                          responses=_ok({"$ref": REF + builtin("Board")}))
         app.add_api_route(f"{base}/funnel", funnel, methods=["GET"], tags=tags,
                           response_class=Response, operation_id=f"funnel_{name}",
                           summary="Funnel: per stage reached, conversion, time in stage, forecast",
@@ -283,7 +283,7 @@ class _Routes:
                               {"name": key, "in": "query", "description": f"records created {word}",
                                "schema": {"type": "string", "format": "date"}}
                               for key, word in (("from", "on or after"), ("to", "on or before")))]},
-                          responses=_ok({"$ref": REF + "Funnel"}))
+                          responses=_ok({"$ref": REF + builtin("Funnel")}))
         for fixed in ("board", "funnel"):  # not taken for a record id by `/{id}`: 405
             app.add_api_route(f"{base}/{fixed}", refuse_method, include_in_schema=False,
                               methods=["POST", "PUT", "PATCH", "DELETE"])
@@ -293,7 +293,7 @@ class _Routes:
                           openapi_extra={"parameters": [_id_param(), {
                               "name": "If-Match", "in": "header", "schema": {"type": "string"}}],
                               "requestBody": {"required": True, "content": {"application/json": {
-                                  "schema": {"$ref": REF + "StageMove"}}}}},
+                                  "schema": {"$ref": REF + builtin("StageMove")}}}}},
                           responses=_ok({"$ref": REF + pascal(name)}, 200, _ETAG))
 
     def _add_timeline(self, app: FastAPI, entity: EntitySpec) -> None:
@@ -324,7 +324,7 @@ class _Routes:
                               "name": "limit", "in": "query",
                               "schema": {"type": "integer", "minimum": 1, "maximum": 200}}, {
                               "name": "cursor", "in": "query", "schema": {"type": "string"}}]},
-                          responses=_ok({"$ref": REF + "Timeline"}))
+                          responses=_ok({"$ref": REF + builtin("Timeline")}))
         for path, method, schema, what in (("comments", kt.timeline.comment, "Comment", "comment"),
                                            ("activities", kt.timeline.activity, "Activity",
                                             "call, e-mail or meeting")):
@@ -333,8 +333,8 @@ class _Routes:
                               operation_id=f"add_{name}_{path}", summary=f"Add a {what}",
                               openapi_extra={"parameters": [_id_param()], "requestBody": {
                                   "required": True, "content": {"application/json": {
-                                      "schema": {"$ref": REF + schema}}}}},
-                              responses=_ok({"$ref": REF + "TimelineItem"}, 201, None, "Added"))
+                                      "schema": {"$ref": REF + builtin(schema)}}}}},
+                              responses=_ok({"$ref": REF + builtin("TimelineItem")}, 201, None, "Added"))
 
     def _add_links(self, app: FastAPI, entity: EntitySpec) -> None:
         name = entity.name
@@ -460,7 +460,7 @@ def _openapi(app: FastAPI, kt: Kartoteka) -> dict[str, Any]:
         components[names["create"]] = entity_schemas.create
         components[names["patch"]] = entity_schemas.patch
         components[names["list"]] = list_schema(name)
-    components["Error"] = ERROR_SCHEMA
+    components[builtin("Error")] = ERROR_SCHEMA
     components.update(PIPELINE_SCHEMAS)
     _publish_bearer(schema)
     app.openapi_schema = schema

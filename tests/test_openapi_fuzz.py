@@ -246,7 +246,7 @@ def test_openapi_document_is_valid_openapi_3_1(plain_client: TestClient) -> None
             "$ref": f"#/components/schemas/{base}"}
         assert f"/api/{entity}" in document["paths"]
         assert f"/api/{entity}/{{id}}" in document["paths"]
-    assert "Error" in components
+    assert "kartoteka.Error" in components
 
 
 def test_docs_page_needs_no_token(plain_client: TestClient) -> None:
@@ -285,3 +285,39 @@ def test_bearer_scheme_is_published_for_every_api_operation(plain_client: TestCl
                 assert operation.get("security") == [{"bearer": []}], f"{method} {path}"
             else:
                 assert "security" not in operation, f"{method} {path}"
+
+
+#: entities named like the API's own components (`kartoteka.Error`, `kartoteka.Board`…)
+BUILTIN_NAMED = ("error", "comment", "activity", "board", "funnel", "timeline", "stage_move",
+                 "timeline_item", "page", "problem")
+
+
+def test_entities_named_like_built_in_components_keep_their_own_schemas(
+        write_setup: Callable[..., Path], make_kt: Callable[..., Kartoteka]) -> None:
+    pipeline = ("pipeline:\n  stages:\n    - {name: open}\n    - {name: won, category: won}\n"
+                "  final: [won]\n")
+    files = {f"{name}.yaml": f"entity: {name}\nfields:\n  {name}_own: {{type: string}}\n"
+             + (pipeline if name in ("board", "funnel") else "") for name in BUILTIN_NAMED}
+    kt = make_kt(write_setup(files))
+    with TestClient(create_app(kt), base_url="http://127.0.0.1") as http:
+        document = http.get("/openapi.json").json()
+        meta = jsonschema.Draft202012Validator(OPENAPI_31)
+        assert not [e.message for e in meta.iter_errors(document)]
+        for ref in set(_refs(document)):
+            _resolve(document, ref)
+        components = document["components"]["schemas"]
+        for name in BUILTIN_NAMED:
+            base = "".join(part.capitalize() for part in name.split("_"))
+            assert f"{name}_own" in components[base]["properties"], base
+            assert f"{name}_own" in components[base + "Create"]["properties"], base
+        assert components["kartoteka.Error"]["required"] == ["error"]
+        assert "kind" in components["kartoteka.Activity"]["properties"]
+        assert components["kartoteka.Comment"]["required"] == ["text"]
+        assert "columns" in components["kartoteka.Board"]["properties"]
+        assert "stages" in components["kartoteka.Funnel"]["properties"]
+        assert components["kartoteka.StageMove"]["required"] == ["to"]
+        # and schemathesis loads it (every $ref resolves, every operation is readable)
+        operations = list(schemathesis.openapi.from_dict(document).get_all_operations())
+        assert operations and all(op.ok() for op in operations)
+        made = http.post("/api/error", json={"error_own": "Ошибка 错误"})
+        assert made.status_code == 201 and made.json()["error_own"] == "Ошибка 错误"
