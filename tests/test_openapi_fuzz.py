@@ -163,6 +163,47 @@ def test_every_operation_answers_as_documented(case: Any, seeded_app: Any) -> No
     case.call_and_validate(app=seeded_app, checks=CHECKS)
 
 
+#: the roles of the default setup every read is also fuzzed as, with a real token each
+ROLES = ("manager", "director")
+READS = schema.include(method="GET")
+
+
+@pytest.fixture(scope="module")
+def role_apps(seeded_database: Path, tmp_path_factory: pytest.TempPathFactory,
+              open_kt: Callable[..., Kartoteka]) -> Iterator[dict[str, tuple[Any, str]]]:
+    """One app over one copy of the seeded database, with a user and a token per role: reads
+    change nothing, so every GET of every role shares it (and the database is not open)."""
+    copy = tmp_path_factory.mktemp("roles") / "roles.db"
+    shutil.copyfile(seeded_database, copy)
+    kt = open_kt(DEFAULT_SETUP, f"sqlite:///{copy}")
+    tokens = {role: kt.users.add(f"{role}@example.com", [role], team="north")[1] for role in ROLES}
+    app = create_app(kt)
+    with TestClient(app, base_url="http://127.0.0.1") as http:  # the tokens are real ones
+        for token in tokens.values():
+            assert http.get("/api/sale", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert http.get("/api/sale").status_code == 401
+        assert len(http.get("/api/sale", headers={
+            "Authorization": f"Bearer {tokens['director']}"}).json()["items"]) == SEEDED
+    yield {role: (app, token) for role, token in tokens.items()}
+    kt.close()
+
+
+def _fuzz_reads_as(role: str) -> Any:
+    @READS.parametrize()
+    @hypothesis.settings(max_examples=ROLE_EXAMPLES, derandomize=True, database=None, deadline=None,
+                         suppress_health_check=list(hypothesis.HealthCheck))
+    def test(case: Any, role_apps: dict[str, tuple[Any, str]]) -> None:
+        app, token = role_apps[role]
+        case.call_and_validate(app=app, headers={"Authorization": f"Bearer {token}"},
+                               checks=CHECKS)
+    return test
+
+
+ROLE_EXAMPLES = 3
+test_every_read_answers_as_documented_for_a_manager = _fuzz_reads_as("manager")
+test_every_read_answers_as_documented_for_a_director = _fuzz_reads_as("director")
+
+
 # -- the OpenAPI document itself ---------------------------------------------------------
 
 
