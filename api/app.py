@@ -22,6 +22,7 @@ block the loop. On PostgreSQL everything goes to the pool: every call waits on t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -40,10 +41,11 @@ from api.responses import json_response, no_query, read_json
 from api.users import add_user_routes
 from engine.core import Kartoteka
 from engine.errors import ErrorDetail, MalformedRequest, NotFound, StaleVersion
-from engine.records.query import DEFAULT_LIMIT, MAX_LIMIT
+from engine.records.query import DEFAULT_LIMIT, MAX_LIMIT, MAX_SORT_KEYS
 from engine.records.schemas import ERROR_SCHEMA, PIPELINE_SCHEMAS, builtin, list_schema
 from engine.setup.names import LINKS_ROUTE, RECORD_ROUTES, pascal
 from engine.setup.spec import EntitySpec, label_text
+from engine.storage.tables import Storage
 
 REF = "#/components/schemas/"
 VERSION = "0.1.0"
@@ -121,23 +123,42 @@ def _id_param(name: str = "id", what: str = "record") -> dict[str, Any]:
 _ETAG = {"ETag": {"description": "the record's version", "schema": {"type": "string"}}}
 
 
-def _list_params(entity: EntitySpec) -> list[dict[str, Any]]:
+#: the largest `offset` the list query accepts (engine.records.query)
+MAX_OFFSET = 10**9
+
+
+def _list_params(entity: EntitySpec, storage: Storage) -> list[dict[str, Any]]:
     links = ", ".join(entity.links) or "none"
+    table = storage.entities[entity.name]
+    sortable = [name for name, attribute in table.attributes.items() if attribute.field.type.sortable]
     return [
         {"name": "q", "in": "query", "schema": {"type": "string", "maxLength": 200},
          "description": "case-insensitive search in: " + (", ".join(entity.search) or "nothing")},
-        {"name": "sort", "in": "query", "schema": {"type": "string"},
-         "description": "comma-separated fields, '-' for descending: -amount,number"},
+        {"name": "sort", "in": "query", "schema": {"type": "string", "pattern": _names_pattern(
+            sortable, "[-+]?", MAX_SORT_KEYS)},
+         "description": f"comma-separated fields (at most {MAX_SORT_KEYS}), '-' for descending: "
+                        "-amount,number; sortable: " + ", ".join(sortable)},
         {"name": "limit", "in": "query",
          "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}},
-        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}},
         {"name": "cursor", "in": "query", "schema": {"type": "string"},
          "description": "the `next` of the previous page; not with `offset`"},
-        {"name": "include", "in": "query", "schema": {"type": "string"},
+        {"name": "include", "in": "query", "schema": {"type": "string", "pattern": _names_pattern(
+            list(entity.links), "", len(entity.links))},
          "description": f"links to embed, comma-separated: {links}"},
         {"name": "total", "in": "query", "schema": {"type": "boolean", "default": True},
          "description": "false skips counting"},
     ]
+
+
+def _names_pattern(names: list[str], prefix: str, most: int) -> str:
+    """A comma-separated list of up to `most` of `names`, each after `prefix` (for `sort`
+    and `include`): what a client may send whatever its roles; a role that cannot see a
+    field or link is refused it with 400. No names: only the empty value."""
+    if not names or most < 1:
+        return "^$"
+    one = prefix + "(" + "|".join(re.escape(name) for name in names) + ")"
+    return f"^({one}(,{one}){{0,{most - 1}}})?$"
 
 
 class _Routes:
@@ -210,7 +231,7 @@ class _Routes:
             self._add_pipeline(app, entity)
         app.add_api_route(base, list_records, methods=["GET"], tags=tags, response_class=Response,
                           summary=f"List {label} records", operation_id=f"list_{name}",
-                          openapi_extra={"parameters": _list_params(entity)},
+                          openapi_extra={"parameters": _list_params(entity, self.kt.storage)},
                           responses=_ok({"$ref": REF + schema_name + "List"}))
         app.add_api_route(base, create_record, methods=["POST"], tags=tags, status_code=201,
                           response_class=Response, summary=f"Create a {label}",
@@ -265,8 +286,8 @@ class _Routes:
         pipeline_param = {"name": "pipeline", "in": "query", "schema": {
             "type": "string", "enum": list(entity.pipeline.pipelines) if entity.pipeline else []},
             "description": "which pipeline (the first when not given)"}
-        filters = [p for p in _list_params(entity) if p["name"] == "q"]
-        board_filters = [p for p in _list_params(entity) if p["name"] in ("q", "include")]
+        filters = [p for p in _list_params(entity, self.kt.storage) if p["name"] == "q"]
+        board_filters = [p for p in _list_params(entity, self.kt.storage) if p["name"] in ("q", "include")]
         app.add_api_route(f"{base}/board", board, methods=["GET"], tags=tags,
                           response_class=Response, operation_id=f"board_{name}",
                           summary="Kanban board: every stage with its count, sums and first records",
@@ -382,7 +403,8 @@ class _Routes:
                                   tags=[name], response_class=Response,
                                   summary=f"{way} of a {name}", operation_id=f"list_{operation}",
                                   openapi_extra={"parameters": [
-                                      _id_param(), *_list_params(setup.entities[target or name])]},
+                                      _id_param(),
+                                      *_list_params(setup.entities[target or name], self.kt.storage)]},
                                   responses=_ok(target_ref))
                 if not many:
                     continue

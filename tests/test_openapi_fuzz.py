@@ -362,3 +362,25 @@ def test_entities_named_like_built_in_components_keep_their_own_schemas(
         assert operations and all(op.ok() for op in operations)
         made = http.post("/api/error", json={"error_own": "Ошибка 错误"})
         assert made.status_code == 201 and made.json()["error_own"] == "Ошибка 错误"
+
+
+def test_published_sort_and_include_constraints_are_what_the_server_accepts(
+        plain_client: TestClient) -> None:
+    """Every value the published patterns allow that names real fields and links is
+    answered 200; a name outside them is refused (and not allowed by the pattern either)."""
+    document = plain_client.get("/openapi.json").json()
+    kt = plain_client.app.state.kartoteka  # type: ignore[attr-defined]
+    for name, entity in kt.setup.entities.items():
+        params = {p["name"]: p["schema"] for p in document["paths"][f"/api/{name}"]["get"]["parameters"]}
+        sortable = [n for n, a in kt.storage.entities[name].attributes.items() if a.field.type.sortable]
+        for value in (",".join("-" + n for n in sortable[:5]), sortable[-1], ""):
+            assert re.fullmatch(params["sort"]["pattern"], value), (name, value)
+            assert plain_client.get(f"/api/{name}", params={"sort": value}).status_code == 200
+        links = ",".join(entity.links)
+        assert re.fullmatch(params["include"]["pattern"], links)
+        assert plain_client.get(f"/api/{name}", params={"include": links}).status_code == 200
+        for bad in ("nosuch", "-名前", ",".join(["id"] * 6)):
+            assert not re.fullmatch(params["sort"]["pattern"], bad)
+            assert plain_client.get(f"/api/{name}", params={"sort": bad}).status_code == 400
+        assert not re.fullmatch(params["include"]["pattern"], "ссылка")
+        assert params["offset"]["maximum"] == 10**9 and params["limit"]["maximum"] == 500
