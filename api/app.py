@@ -23,6 +23,7 @@ PostgreSQL everything goes to the pool: every call waits on the network.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -34,16 +35,18 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from api.auth import Authentication
+from api.docs import install_docs
 from api.errors import install_error_handlers, refuse_method
 from api.guard import install_guard
 from api.responses import json_response, no_query, read_json
 from api.users import add_user_routes
 from engine.core import Kartoteka
 from engine.errors import ErrorDetail, MalformedRequest, NotFound, StaleVersion
-from engine.records.query import DEFAULT_LIMIT, MAX_LIMIT
-from engine.records.schemas import ERROR_SCHEMA, PIPELINE_SCHEMAS, list_schema
+from engine.records.query import DEFAULT_LIMIT, MAX_LIMIT, MAX_SORT_KEYS
+from engine.records.schemas import ERROR_SCHEMA, PIPELINE_SCHEMAS, builtin, list_schema
 from engine.setup.names import LINKS_ROUTE, RECORD_ROUTES, pascal
 from engine.setup.spec import EntitySpec, label_text
+from engine.storage.tables import Storage
 
 REF = "#/components/schemas/"
 VERSION = "0.1.0"
@@ -70,7 +73,7 @@ def create_app(kt: Kartoteka, settings: ApiSettings | None = None) -> FastAPI:
         title=f"{kt.setup.name} — Kartoteka API",
         version=VERSION,
         description=_DESCRIPTION,
-        docs_url="/docs",
+        docs_url=None,  # api.docs serves /docs from local assets
         redoc_url=None,
         openapi_url="/openapi.json",
     )
@@ -85,6 +88,7 @@ def create_app(kt: Kartoteka, settings: ApiSettings | None = None) -> FastAPI:
     for entity in kt.setup.entities.values():
         routes.add_entity(app, entity)
     add_user_routes(app, kt, kt.settings.max_body_bytes, _REFUSED)
+    install_docs(app)
     app.openapi = lambda: _openapi(app, kt)  # type: ignore[method-assign]
     return app
 
@@ -100,7 +104,7 @@ startswith isnull), `link=id`, `link.field=value`, `q=` (case-insensitive search
 
 _REFUSED: dict[int | str, dict[str, Any]] = {"4XX": {
     "description": "The request was refused; nothing was changed",
-    "content": {"application/json": {"schema": {"$ref": REF + "Error"}}}}}
+    "content": {"application/json": {"schema": {"$ref": REF + builtin("Error")}}}}}
 
 
 def _ok(schema: dict[str, Any], status: int = 200, headers: dict[str, Any] | None = None,
@@ -120,23 +124,42 @@ def _id_param(name: str = "id", what: str = "record") -> dict[str, Any]:
 _ETAG = {"ETag": {"description": "the record's version", "schema": {"type": "string"}}}
 
 
-def _list_params(entity: EntitySpec) -> list[dict[str, Any]]:
+#: the largest `offset` the list query accepts (engine.records.query)
+MAX_OFFSET = 10**9
+
+
+def _list_params(entity: EntitySpec, storage: Storage) -> list[dict[str, Any]]:
     links = ", ".join(entity.links) or "none"
+    table = storage.entities[entity.name]
+    sortable = [name for name, attribute in table.attributes.items() if attribute.field.type.sortable]
     return [
         {"name": "q", "in": "query", "schema": {"type": "string", "maxLength": 200},
          "description": "case-insensitive search in: " + (", ".join(entity.search) or "nothing")},
-        {"name": "sort", "in": "query", "schema": {"type": "string"},
-         "description": "comma-separated fields, '-' for descending: -amount,number"},
+        {"name": "sort", "in": "query", "schema": {"type": "string", "pattern": _names_pattern(
+            sortable, "[-+]?", MAX_SORT_KEYS)},
+         "description": f"comma-separated fields (at most {MAX_SORT_KEYS}), '-' for descending: "
+                        "-amount,number; sortable: " + ", ".join(sortable)},
         {"name": "limit", "in": "query",
          "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}},
-        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}},
         {"name": "cursor", "in": "query", "schema": {"type": "string"},
          "description": "the `next` of the previous page; not with `offset`"},
-        {"name": "include", "in": "query", "schema": {"type": "string"},
+        {"name": "include", "in": "query", "schema": {"type": "string", "pattern": _names_pattern(
+            list(entity.links), "", len(entity.links))},
          "description": f"links to embed, comma-separated: {links}"},
         {"name": "total", "in": "query", "schema": {"type": "boolean", "default": True},
          "description": "false skips counting"},
     ]
+
+
+def _names_pattern(names: list[str], prefix: str, most: int) -> str:
+    """A comma-separated list of up to `most` of `names`, each after `prefix` (for `sort`
+    and `include`): what a client may send whatever its roles; a role that cannot see a
+    field or link is refused it with 400. No names: only the empty value."""
+    if not names or most < 1:
+        return "^$"
+    one = prefix + "(" + "|".join(re.escape(name) for name in names) + ")"
+    return f"^({one}(,{one}){{0,{most - 1}}})?$"
 
 
 class _Routes:
@@ -209,7 +232,7 @@ class _Routes:
             self._add_pipeline(app, entity)
         app.add_api_route(base, list_records, methods=["GET"], tags=tags, response_class=Response,
                           summary=f"List {label} records", operation_id=f"list_{name}",
-                          openapi_extra={"parameters": _list_params(entity)},
+                          openapi_extra={"parameters": _list_params(entity, self.kt.storage)},
                           responses=_ok({"$ref": REF + schema_name + "List"}))
         app.add_api_route(base, create_record, methods=["POST"], tags=tags, status_code=201,
                           response_class=Response, summary=f"Create a {label}",
@@ -264,8 +287,8 @@ class _Routes:
         pipeline_param = {"name": "pipeline", "in": "query", "schema": {
             "type": "string", "enum": list(entity.pipeline.pipelines) if entity.pipeline else []},
             "description": "which pipeline (the first when not given)"}
-        filters = [p for p in _list_params(entity) if p["name"] == "q"]
-        board_filters = [p for p in _list_params(entity) if p["name"] in ("q", "include")]
+        filters = [p for p in _list_params(entity, self.kt.storage) if p["name"] == "q"]
+        board_filters = [p for p in _list_params(entity, self.kt.storage) if p["name"] in ("q", "include")]
         app.add_api_route(f"{base}/board", board, methods=["GET"], tags=tags,
                           response_class=Response, operation_id=f"board_{name}",
                           summary="Kanban board: every stage with its count, sums and first records",
@@ -274,7 +297,7 @@ class _Routes:
                               "schema": {"type": "integer", "minimum": 1, "maximum": 100,
                                          "default": 10}}, {
                               "name": "sort", "in": "query", "schema": {"type": "string"}}]},
-                          responses=_ok({"$ref": REF + "Board"}))
+                          responses=_ok({"$ref": REF + builtin("Board")}))
         app.add_api_route(f"{base}/funnel", funnel, methods=["GET"], tags=tags,
                           response_class=Response, operation_id=f"funnel_{name}",
                           summary="Funnel: per stage reached, conversion, time in stage, forecast",
@@ -282,7 +305,7 @@ class _Routes:
                               {"name": key, "in": "query", "description": f"records created {word}",
                                "schema": {"type": "string", "format": "date"}}
                               for key, word in (("from", "on or after"), ("to", "on or before")))]},
-                          responses=_ok({"$ref": REF + "Funnel"}))
+                          responses=_ok({"$ref": REF + builtin("Funnel")}))
         for fixed in ("board", "funnel"):  # not taken for a record id by `/{id}`: 405
             app.add_api_route(f"{base}/{fixed}", refuse_method, include_in_schema=False,
                               methods=["POST", "PUT", "PATCH", "DELETE"])
@@ -292,7 +315,7 @@ class _Routes:
                           openapi_extra={"parameters": [_id_param(), {
                               "name": "If-Match", "in": "header", "schema": {"type": "string"}}],
                               "requestBody": {"required": True, "content": {"application/json": {
-                                  "schema": {"$ref": REF + "StageMove"}}}}},
+                                  "schema": {"$ref": REF + builtin("StageMove")}}}}},
                           responses=_ok({"$ref": REF + pascal(name)}, 200, _ETAG))
 
     def _add_timeline(self, app: FastAPI, entity: EntitySpec) -> None:
@@ -323,7 +346,7 @@ class _Routes:
                               "name": "limit", "in": "query",
                               "schema": {"type": "integer", "minimum": 1, "maximum": 200}}, {
                               "name": "cursor", "in": "query", "schema": {"type": "string"}}]},
-                          responses=_ok({"$ref": REF + "Timeline"}))
+                          responses=_ok({"$ref": REF + builtin("Timeline")}))
         for path, method, schema, what in (("comments", kt.timeline.comment, "Comment", "comment"),
                                            ("activities", kt.timeline.activity, "Activity",
                                             "call, e-mail or meeting")):
@@ -332,8 +355,8 @@ class _Routes:
                               operation_id=f"add_{name}_{path}", summary=f"Add a {what}",
                               openapi_extra={"parameters": [_id_param()], "requestBody": {
                                   "required": True, "content": {"application/json": {
-                                      "schema": {"$ref": REF + schema}}}}},
-                              responses=_ok({"$ref": REF + "TimelineItem"}, 201, None, "Added"))
+                                      "schema": {"$ref": REF + builtin(schema)}}}}},
+                              responses=_ok({"$ref": REF + builtin("TimelineItem")}, 201, None, "Added"))
 
     def _add_links(self, app: FastAPI, entity: EntitySpec) -> None:
         name = entity.name
@@ -381,7 +404,8 @@ class _Routes:
                                   tags=[name], response_class=Response,
                                   summary=f"{way} of a {name}", operation_id=f"list_{operation}",
                                   openapi_extra={"parameters": [
-                                      _id_param(), *_list_params(setup.entities[target or name])]},
+                                      _id_param(),
+                                      *_list_params(setup.entities[target or name], self.kt.storage)]},
                                   responses=_ok(target_ref))
                 if not many:
                     continue
@@ -459,7 +483,21 @@ def _openapi(app: FastAPI, kt: Kartoteka) -> dict[str, Any]:
         components[names["create"]] = entity_schemas.create
         components[names["patch"]] = entity_schemas.patch
         components[names["list"]] = list_schema(name)
-    components["Error"] = ERROR_SCHEMA
+    components[builtin("Error")] = ERROR_SCHEMA
     components.update(PIPELINE_SCHEMAS)
+    _publish_bearer(schema)
     app.openapi_schema = schema
     return schema
+
+
+def _publish_bearer(schema: dict[str, Any]) -> None:
+    """Every `/api` operation takes `Authorization: Bearer <token>` (see api.auth), so
+    clients and /docs' "Authorize" button know how to send it. While the database has no
+    users the API is open and the header is ignored, which the scheme cannot express."""
+    schema["components"]["securitySchemes"] = {"bearer": {
+        "type": "http", "scheme": "bearer",
+        "description": "a user's API token (`kartoteka users token` or POST /api/users)"}}
+    for path, operations in schema.get("paths", {}).items():
+        if (path + "/").startswith("/api/"):
+            for operation in operations.values():
+                operation["security"] = [{"bearer": []}]

@@ -183,7 +183,7 @@ def test_error_messages_echo_odd_input_as_valid_json(client: TestClient) -> None
 
 def test_the_openapi_error_schema_matches(client: TestClient) -> None:
     """What /openapi.json promises for errors is what the handlers send."""
-    schema = client.get("/openapi.json").json()["components"]["schemas"]["Error"]
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["kartoteka.Error"]
     error = schema["properties"]["error"]
     assert set(error["properties"]) == {"code", "message", "details"}
     assert set(error["required"]) == {"code", "message"}

@@ -163,6 +163,47 @@ def test_every_operation_answers_as_documented(case: Any, seeded_app: Any) -> No
     case.call_and_validate(app=seeded_app, checks=CHECKS)
 
 
+#: the roles of the default setup every read is also fuzzed as, with a real token each
+ROLES = ("manager", "director")
+READS = schema.include(method="GET")
+
+
+@pytest.fixture(scope="module")
+def role_apps(seeded_database: Path, tmp_path_factory: pytest.TempPathFactory,
+              open_kt: Callable[..., Kartoteka]) -> Iterator[dict[str, tuple[Any, str]]]:
+    """One app over one copy of the seeded database, with a user and a token per role: reads
+    change nothing, so every GET of every role shares it (and the database is not open)."""
+    copy = tmp_path_factory.mktemp("roles") / "roles.db"
+    shutil.copyfile(seeded_database, copy)
+    kt = open_kt(DEFAULT_SETUP, f"sqlite:///{copy}")
+    tokens = {role: kt.users.add(f"{role}@example.com", [role], team="north")[1] for role in ROLES}
+    app = create_app(kt)
+    with TestClient(app, base_url="http://127.0.0.1") as http:  # the tokens are real ones
+        for token in tokens.values():
+            assert http.get("/api/sale", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert http.get("/api/sale").status_code == 401
+        assert len(http.get("/api/sale", headers={
+            "Authorization": f"Bearer {tokens['director']}"}).json()["items"]) == SEEDED
+    yield {role: (app, token) for role, token in tokens.items()}
+    kt.close()
+
+
+def _fuzz_reads_as(role: str) -> Any:
+    @READS.parametrize()
+    @hypothesis.settings(max_examples=ROLE_EXAMPLES, derandomize=True, database=None, deadline=None,
+                         suppress_health_check=list(hypothesis.HealthCheck))
+    def test(case: Any, role_apps: dict[str, tuple[Any, str]]) -> None:
+        app, token = role_apps[role]
+        case.call_and_validate(app=app, headers={"Authorization": f"Bearer {token}"},
+                               checks=CHECKS)
+    return test
+
+
+ROLE_EXAMPLES = 3
+test_every_read_answers_as_documented_for_a_manager = _fuzz_reads_as("manager")
+test_every_read_answers_as_documented_for_a_director = _fuzz_reads_as("director")
+
+
 # -- the OpenAPI document itself ---------------------------------------------------------
 
 
@@ -246,7 +287,7 @@ def test_openapi_document_is_valid_openapi_3_1(plain_client: TestClient) -> None
             "$ref": f"#/components/schemas/{base}"}
         assert f"/api/{entity}" in document["paths"]
         assert f"/api/{entity}/{{id}}" in document["paths"]
-    assert "Error" in components
+    assert "kartoteka.Error" in components
 
 
 def test_docs_page_needs_no_token(plain_client: TestClient) -> None:
@@ -254,3 +295,92 @@ def test_docs_page_needs_no_token(plain_client: TestClient) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert "/openapi.json" in response.text
+
+
+def test_docs_page_loads_only_local_pinned_assets(plain_client: TestClient) -> None:
+    """/docs runs the Swagger UI release of the installed swagger-ui-bundle, never a CDN's."""
+    page = plain_client.get("/docs").text
+    urls = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", page)
+    assert urls, "the page references no assets"
+    outside = [u for u in urls if re.match(r"(?i)(https?:)?//", u)]
+    assert not outside, f"/docs references assets outside the server: {outside}"
+    assert not re.search(r"(?i)https?://", page)
+    expected = {".js": "javascript", ".css": "text/css", ".png": "image/png",
+                ".json": "application/json"}
+    for url in urls:
+        answer = plain_client.get(url)
+        assert answer.status_code == 200, url
+        kind = next(v for k, v in expected.items() if url.endswith(k))
+        assert kind in answer.headers["content-type"], (url, answer.headers["content-type"])
+    assert plain_client.get("/docs/assets/no-such-file.js").status_code == 404
+
+
+def test_bearer_scheme_is_published_for_every_api_operation(plain_client: TestClient) -> None:
+    document = plain_client.get("/openapi.json").json()
+    assert document["components"]["securitySchemes"]["bearer"] == {
+        "type": "http", "scheme": "bearer",
+        "description": document["components"]["securitySchemes"]["bearer"]["description"]}
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if path.startswith("/api/"):
+                assert operation.get("security") == [{"bearer": []}], f"{method} {path}"
+            else:
+                assert "security" not in operation, f"{method} {path}"
+
+
+#: entities named like the API's own components (`kartoteka.Error`, `kartoteka.Board`…)
+BUILTIN_NAMED = ("error", "comment", "activity", "board", "funnel", "timeline", "stage_move",
+                 "timeline_item", "page", "problem")
+
+
+def test_entities_named_like_built_in_components_keep_their_own_schemas(
+        write_setup: Callable[..., Path], make_kt: Callable[..., Kartoteka]) -> None:
+    pipeline = ("pipeline:\n  stages:\n    - {name: open}\n    - {name: won, category: won}\n"
+                "  final: [won]\n")
+    files = {f"{name}.yaml": f"entity: {name}\nfields:\n  {name}_own: {{type: string}}\n"
+             + (pipeline if name in ("board", "funnel") else "") for name in BUILTIN_NAMED}
+    kt = make_kt(write_setup(files))
+    with TestClient(create_app(kt), base_url="http://127.0.0.1") as http:
+        document = http.get("/openapi.json").json()
+        meta = jsonschema.Draft202012Validator(OPENAPI_31)
+        assert not [e.message for e in meta.iter_errors(document)]
+        for ref in set(_refs(document)):
+            _resolve(document, ref)
+        components = document["components"]["schemas"]
+        for name in BUILTIN_NAMED:
+            base = "".join(part.capitalize() for part in name.split("_"))
+            assert f"{name}_own" in components[base]["properties"], base
+            assert f"{name}_own" in components[base + "Create"]["properties"], base
+        assert components["kartoteka.Error"]["required"] == ["error"]
+        assert "kind" in components["kartoteka.Activity"]["properties"]
+        assert components["kartoteka.Comment"]["required"] == ["text"]
+        assert "columns" in components["kartoteka.Board"]["properties"]
+        assert "stages" in components["kartoteka.Funnel"]["properties"]
+        assert components["kartoteka.StageMove"]["required"] == ["to"]
+        # and schemathesis loads it (every $ref resolves, every operation is readable)
+        operations = list(schemathesis.openapi.from_dict(document).get_all_operations())
+        assert operations and all(op.ok() for op in operations)
+        made = http.post("/api/error", json={"error_own": "Ошибка 错误"})
+        assert made.status_code == 201 and made.json()["error_own"] == "Ошибка 错误"
+
+
+def test_published_sort_and_include_constraints_are_what_the_server_accepts(
+        plain_client: TestClient) -> None:
+    """Every value the published patterns allow that names real fields and links is
+    answered 200; a name outside them is refused (and not allowed by the pattern either)."""
+    document = plain_client.get("/openapi.json").json()
+    kt = plain_client.app.state.kartoteka  # type: ignore[attr-defined]
+    for name, entity in kt.setup.entities.items():
+        params = {p["name"]: p["schema"] for p in document["paths"][f"/api/{name}"]["get"]["parameters"]}
+        sortable = [n for n, a in kt.storage.entities[name].attributes.items() if a.field.type.sortable]
+        for value in (",".join("-" + n for n in sortable[:5]), sortable[-1], ""):
+            assert re.fullmatch(params["sort"]["pattern"], value), (name, value)
+            assert plain_client.get(f"/api/{name}", params={"sort": value}).status_code == 200
+        links = ",".join(entity.links)
+        assert re.fullmatch(params["include"]["pattern"], links)
+        assert plain_client.get(f"/api/{name}", params={"include": links}).status_code == 200
+        for bad in ("nosuch", "-名前", ",".join(["id"] * 6)):
+            assert not re.fullmatch(params["sort"]["pattern"], bad)
+            assert plain_client.get(f"/api/{name}", params={"sort": bad}).status_code == 400
+        assert not re.fullmatch(params["include"]["pattern"], "ссылка")
+        assert params["offset"]["maximum"] == 10**9 and params["limit"]["maximum"] == 500

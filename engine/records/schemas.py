@@ -330,11 +330,22 @@ _TIMELINE_ITEM: dict[str, Any] = {
     },
     "required": ["type", "id", "at"],
 }
+#: the prefix of the API's own OpenAPI components (`kartoteka.Error`, `kartoteka.Board`…):
+#: an entity's components are PascalCase letters and digits, never with a dot, so an entity
+#: named `error`, `board` or `comment` keeps its own schema beside the built-in one
+BUILTIN = "kartoteka."
+
+
+def builtin(name: str) -> str:
+    """The component name of a built-in schema (see BUILTIN)."""
+    return BUILTIN + name
+
+
 #: the documents of the pipeline and timeline calls, published in OpenAPI
 PIPELINE_SCHEMAS: dict[str, Any] = {
-    "StageMove": {"type": "object", "properties": {"to": {"type": "string"}},
+    builtin("StageMove"): {"type": "object", "properties": {"to": {"type": "string"}},
                   "required": ["to"], "additionalProperties": False},
-    "Board": {"type": "object", "required": ["pipeline", "columns"], "properties": {
+    builtin("Board"): {"type": "object", "required": ["pipeline", "columns"], "properties": {
         "pipeline": {"type": "string"},
         "columns": {"type": "array", "items": {"type": "object", "properties": {
             "stage": {"type": "string"}, "label": {"type": "string"},
@@ -342,20 +353,20 @@ PIPELINE_SCHEMAS: dict[str, Any] = {
             "items": {"type": "array", "items": {"type": "object"}},
             "next": {"type": ["string", "null"]}},
             "required": ["stage", "count", "sums", "items", "next"]}}}},
-    "Funnel": {"type": "object", "required": ["pipeline", "records", "stages"], "properties": {
+    builtin("Funnel"): {"type": "object", "required": ["pipeline", "records", "stages"], "properties": {
         "pipeline": {"type": "string"}, "records": {"type": "integer"},
         "stages": {"type": "array", "items": {"type": "object", "properties": {
             "stage": {"type": "string"}, "reached": {"type": "integer"},
             "conversion": {"type": ["number", "null"]}, "drop_off": {"type": ["integer", "null"]},
             "time_in_stage": {"type": "object"}, "current": {"type": "object"},
             "forecast": _SUMS}, "required": ["stage", "reached"]}}}},
-    "Timeline": {"type": "object", "required": ["items", "next"], "properties": {
-        "items": {"type": "array", "items": {"$ref": "#/components/schemas/TimelineItem"}},
+    builtin("Timeline"): {"type": "object", "required": ["items", "next"], "properties": {
+        "items": {"type": "array", "items": {"$ref": "#/components/schemas/kartoteka.TimelineItem"}},
         "next": {"type": ["string", "null"]}}},
-    "TimelineItem": _TIMELINE_ITEM,
-    "Comment": {"type": "object", "properties": {"text": {"type": "string", "minLength": 1}},
+    builtin("TimelineItem"): _TIMELINE_ITEM,
+    builtin("Comment"): {"type": "object", "properties": {"text": {"type": "string", "minLength": 1}},
                 "required": ["text"], "additionalProperties": False},
-    "Activity": {"type": "object", "required": ["kind"], "additionalProperties": False,
+    builtin("Activity"): {"type": "object", "required": ["kind"], "additionalProperties": False,
                  "properties": {
                      "kind": {"enum": ["call", "email", "meeting"]},
                      "direction": {"enum": ["in", "out", None]},
