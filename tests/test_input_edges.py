@@ -177,3 +177,27 @@ def test_the_funnel_takes_the_first_and_last_days_of_the_calendar(client: TestCl
                    {"from": "0001-01-01", "to": "9999-12-31"}):
         answer = client.get("/api/sale/funnel", params=params)
         assert answer.status_code == 200, (params, answer.text)
+
+
+# -- money sums at the edge of the type --------------------------------------------------------
+
+def test_board_and_funnel_sum_money_at_its_largest_exactly(client: TestClient) -> None:
+    """SQLite keeps money as an integer of cents; summing a few of the largest amounts
+    once overflowed SQLite's 64-bit SUM into a 500. The sums are exact, never floats."""
+    largest = "9999999999999999.99"
+    client_id = client.post("/api/client", json={"name": "Крупный 大 بزرگ"}).json()["id"]
+    for number in range(5):
+        created = client.post("/api/sale", json={"number": f"BIG-{number}", "amount": largest,
+                                                 "client": client_id})
+        assert created.status_code == 201, created.text
+    small = client.post("/api/sale", json={"number": "SMALL", "amount": "0.01",
+                                           "client": client_id})
+    assert small.status_code == 201, small.text
+    expected = "49999999999999999.96"  # 5 × largest + 0.01, to the cent
+    board = client.get("/api/sale/board")
+    assert board.status_code == 200, board.text
+    lead = board.json()["columns"][0]
+    assert lead["count"] == 6 and lead["sums"]["amount"] == expected
+    funnel = client.get("/api/sale/funnel")
+    assert funnel.status_code == 200, funnel.text
+    assert funnel.json()["stages"][0]["current"]["sums"]["amount"] == expected
