@@ -201,3 +201,14 @@ def test_board_and_funnel_sum_money_at_its_largest_exactly(client: TestClient) -
     funnel = client.get("/api/sale/funnel")
     assert funnel.status_code == 200, funnel.text
     assert funnel.json()["stages"][0]["current"]["sums"]["amount"] == expected
+
+
+# -- numbers in query parameters are ASCII digits ----------------------------------------------
+
+@pytest.mark.parametrize("path", ["/api/sale/board", "/api/sale"])
+@pytest.mark.parametrize("limit", ["²", "٣", "３", "1²", "99999999999999999999999"])
+def test_limit_of_non_ascii_digits_is_a_400(client: TestClient, path: str, limit: str) -> None:
+    """`"²".isdigit()` is True yet int("²") fails, and int("٣") is 3: neither is a limit."""
+    answer = client.get(path, params={"limit": limit})
+    assert 400 <= answer.status_code < 500, answer.text
+    assert answer.json()["error"]["code"]

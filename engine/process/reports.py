@@ -72,7 +72,8 @@ class Reports:
             rest.append(("limit", str(BOARD_LIMIT)))
         problems = []
         for key, value in rest:
-            if key == "limit" and not (value.isdigit() and 1 <= int(value) <= MAX_BOARD_LIMIT):
+            if key == "limit" and not (value.isascii() and value.isdigit() and len(value) < 19
+                                            and 1 <= int(value) <= MAX_BOARD_LIMIT):
                 problems.append(ErrorDetail(
                     "limit", f"must be between 1 and {MAX_BOARD_LIMIT} records per column"))
             if key in ("cursor", "offset", "total"):
