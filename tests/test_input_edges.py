@@ -212,3 +212,11 @@ def test_limit_of_non_ascii_digits_is_a_400(client: TestClient, path: str, limit
     answer = client.get(path, params={"limit": limit})
     assert 400 <= answer.status_code < 500, answer.text
     assert answer.json()["error"]["code"]
+
+
+@pytest.mark.parametrize("key", ["from", "to"])
+def test_a_repeated_funnel_bound_is_a_400(client: TestClient, key: str) -> None:
+    """Two `from`s (or `to`s) are a mistake, not silently the first or the last one."""
+    answer = client.get(f"/api/sale/funnel?{key}=2025-01-01&{key}=2025-06-30")
+    error = error_of(answer, 400, "invalid_query")
+    assert any(d["field"] == key for d in error["details"]), error

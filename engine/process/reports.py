@@ -350,8 +350,12 @@ def _date_range(params: Sequence[tuple[str, str]], problems: list[ErrorDetail]
                 ) -> tuple[dt.datetime | None, dt.datetime | None, list[tuple[str, str]]]:
     bounds: dict[str, dt.datetime] = {}
     rest = []
+    seen: set[str] = set()
     for key, value in params:
-        if key in ("from", "to"):
+        if key in ("from", "to") and key in seen:
+            problems.append(ErrorDetail(key, "is given more than once; give it once"))
+        elif key in ("from", "to"):
+            seen.add(key)
             try:
                 day = dt.date.fromisoformat(value)
                 bounds[key] = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
