@@ -220,3 +220,12 @@ def test_a_repeated_funnel_bound_is_a_400(client: TestClient, key: str) -> None:
     answer = client.get(f"/api/sale/funnel?{key}=2025-01-01&{key}=2025-06-30")
     error = error_of(answer, 400, "invalid_query")
     assert any(d["field"] == key for d in error["details"]), error
+
+
+@pytest.mark.parametrize("header", ["1", "W/\"1\"", "\"1", "1\""])
+def test_an_unquoted_or_weak_if_match_says_what_is_wrong(client: TestClient, header: str) -> None:
+    url = f"/api/client/{client.post('/api/client', json={'name': 'Ётаг'}).json()['id']}"
+    error = error_of(client.patch(url, json={"city": "Kazan"}, headers={"If-Match": header}),
+                     400, "invalid_header")
+    assert "weak" in error["message"] or "not quoted" in error["message"]
+    assert client.get(url).json()["city"] is None
