@@ -463,8 +463,16 @@ def _if_match(request: Request) -> int | None:
         return None
     tag = header.split(",")[0].strip()
     if tag.startswith("W/"):
-        tag = tag[2:]
-    tag = tag.strip('"')
+        raise MalformedRequest(f"If-Match {tag!r} is a weak tag, and If-Match compares strong "
+                               "ones: send the ETag as you read it, e.g. If-Match: \"3\"",
+                               [ErrorDetail("If-Match", "is a weak tag (W/...)")],
+                               code="invalid_header")
+    if len(tag) < 2 or not (tag.startswith('"') and tag.endswith('"')):
+        raise MalformedRequest(f"If-Match {tag!r} is not quoted: an ETag is in double quotes, "
+                               "e.g. If-Match: \"3\"",
+                               [ErrorDetail("If-Match", "is not a quoted tag")],
+                               code="invalid_header")
+    tag = tag[1:-1]
     if not (tag.isascii() and tag.isdigit() and len(tag) < 10):
         raise StaleVersion(f"If-Match {header!r} names no version of this record; "
                            "send the ETag you read, e.g. If-Match: \"3\"")

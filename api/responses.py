@@ -61,7 +61,7 @@ async def read_json(request: Request, cap: int) -> Any:
     if problem:
         raise UnsupportedMedia(problem)
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > cap:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > cap:
         raise PayloadTooLarge(f"the body is larger than {cap} bytes")
     data = bytearray()
     async for chunk in request.stream():

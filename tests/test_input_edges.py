@@ -177,3 +177,55 @@ def test_the_funnel_takes_the_first_and_last_days_of_the_calendar(client: TestCl
                    {"from": "0001-01-01", "to": "9999-12-31"}):
         answer = client.get("/api/sale/funnel", params=params)
         assert answer.status_code == 200, (params, answer.text)
+
+
+# -- money sums at the edge of the type --------------------------------------------------------
+
+def test_board_and_funnel_sum_money_at_its_largest_exactly(client: TestClient) -> None:
+    """SQLite keeps money as an integer of cents; summing a few of the largest amounts
+    once overflowed SQLite's 64-bit SUM into a 500. The sums are exact, never floats."""
+    largest = "9999999999999999.99"
+    client_id = client.post("/api/client", json={"name": "Крупный 大 بزرگ"}).json()["id"]
+    for number in range(5):
+        created = client.post("/api/sale", json={"number": f"BIG-{number}", "amount": largest,
+                                                 "client": client_id})
+        assert created.status_code == 201, created.text
+    small = client.post("/api/sale", json={"number": "SMALL", "amount": "0.01",
+                                           "client": client_id})
+    assert small.status_code == 201, small.text
+    expected = "49999999999999999.96"  # 5 × largest + 0.01, to the cent
+    board = client.get("/api/sale/board")
+    assert board.status_code == 200, board.text
+    lead = board.json()["columns"][0]
+    assert lead["count"] == 6 and lead["sums"]["amount"] == expected
+    funnel = client.get("/api/sale/funnel")
+    assert funnel.status_code == 200, funnel.text
+    assert funnel.json()["stages"][0]["current"]["sums"]["amount"] == expected
+
+
+# -- numbers in query parameters are ASCII digits ----------------------------------------------
+
+@pytest.mark.parametrize("path", ["/api/sale/board", "/api/sale"])
+@pytest.mark.parametrize("limit", ["²", "٣", "３", "1²", "99999999999999999999999"])
+def test_limit_of_non_ascii_digits_is_a_400(client: TestClient, path: str, limit: str) -> None:
+    """`"²".isdigit()` is True yet int("²") fails, and int("٣") is 3: neither is a limit."""
+    answer = client.get(path, params={"limit": limit})
+    assert 400 <= answer.status_code < 500, answer.text
+    assert answer.json()["error"]["code"]
+
+
+@pytest.mark.parametrize("key", ["from", "to"])
+def test_a_repeated_funnel_bound_is_a_400(client: TestClient, key: str) -> None:
+    """Two `from`s (or `to`s) are a mistake, not silently the first or the last one."""
+    answer = client.get(f"/api/sale/funnel?{key}=2025-01-01&{key}=2025-06-30")
+    error = error_of(answer, 400, "invalid_query")
+    assert any(d["field"] == key for d in error["details"]), error
+
+
+@pytest.mark.parametrize("header", ["1", "W/\"1\"", "\"1", "1\""])
+def test_an_unquoted_or_weak_if_match_says_what_is_wrong(client: TestClient, header: str) -> None:
+    url = f"/api/client/{client.post('/api/client', json={'name': 'Ётаг'}).json()['id']}"
+    error = error_of(client.patch(url, json={"city": "Kazan"}, headers={"If-Match": header}),
+                     400, "invalid_header")
+    assert "weak" in error["message"] or "not quoted" in error["message"]
+    assert client.get(url).json()["city"] is None

@@ -353,7 +353,7 @@ def test_if_match_on_a_move(client: TestClient) -> None:
     assert error["code"] == "stale_version"
     assert _get(client, "sale", sale["id"])["stage"] == "lead"
     assert len(_history(client, "sale", sale["id"])) == 1
-    for bad in ('"x"', "garbage", '"99"'):
+    for bad in ('"x"', '"garbage"', '"99"'):
         _error(_move(client, "sale", sale["id"], "proposal", if_match=bad), 412)
     fresh = client.get(f"/api/sale/{sale['id']}").headers["ETag"]
     response = _move(client, "sale", sale["id"], "proposal", if_match=fresh)

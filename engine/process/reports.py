@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -53,6 +54,7 @@ from engine.records.service import Records
 from engine.setup.spec import PipelineSpec, label_text
 from engine.storage.progress import REACHED_COLUMN, mask
 from engine.storage.tables import EntityTable
+from engine.types.columns import ExactDecimal
 
 BOARD_LIMIT = 10
 MAX_BOARD_LIMIT = 100
@@ -70,7 +72,8 @@ class Reports:
             rest.append(("limit", str(BOARD_LIMIT)))
         problems = []
         for key, value in rest:
-            if key == "limit" and not (value.isdigit() and 1 <= int(value) <= MAX_BOARD_LIMIT):
+            if key == "limit" and not (value.isascii() and value.isdigit() and len(value) < 19
+                                            and 1 <= int(value) <= MAX_BOARD_LIMIT):
                 problems.append(ErrorDetail(
                     "limit", f"must be between 1 and {MAX_BOARD_LIMIT} records per column"))
             if key in ("cursor", "offset", "total"):
@@ -87,9 +90,9 @@ class Reports:
         access = self.records.access
         with self.records.db.read() as conn:
             totals = {
-                row[0]: row[1:]
+                row[0]: [row[1], *_combined(conn, table, summable, row[2:])]
                 for row in conn.execute(access.scoped(
-                    sa.select(stage, sa.func.count(), *(sa.func.sum(table.table.c[f.name]) for f in summable))
+                    sa.select(stage, sa.func.count(), *_summed(conn, table, summable))
                     .where(*conditions).group_by(stage), entity, "read"))
             }
             columns = []
@@ -141,7 +144,7 @@ class Reports:
             # how many are in each stage with each set of stages entered, and their sums
             groups = conn.execute(access.scoped(
                 sa.select(t.c.stage, reached_column, sa.func.count(),
-                          *(sa.func.sum(t.c[f.name]) for f in summable))
+                          *_summed(conn, table, summable))
                 .where(*conditions).group_by(t.c.stage, reached_column), entity, "read")).all()
             if chosen or access.conditions(entity, "read"):
                 # filtered, or a scoped caller: exact, from the selected records' history
@@ -151,7 +154,8 @@ class Reports:
                 times = self._times_all(conn, entity, pipeline)
         current: dict[str, list[Any]] = {}  # stage: [count, sums...]
         reached_by_mask: dict[int, int] = {}
-        for stage_name, reached_mask, count, *stage_sums in groups:
+        for stage_name, reached_mask, count, *raw_sums in groups:
+            stage_sums = _combined(conn, table, summable, raw_sums)
             totals = current.setdefault(stage_name, [0] + [None] * len(summable))
             totals[0] += count
             for index, value in enumerate(stage_sums, start=1):
@@ -286,6 +290,48 @@ class Reports:
         return [column == pipeline.name]
 
 
+#: on SQLite an exact decimal is an integer scaled by 10**places (ExactDecimal), and
+#: SQLite's SUM of integers raises "integer overflow" past 2**63: such a column is summed
+#: as its high and low halves, each far from overflowing, and joined exactly in Python
+_HALF = 2 ** 32
+
+
+def _split(conn: sa.Connection, column: Any) -> bool:
+    return conn.dialect.name == "sqlite" and isinstance(column.type, ExactDecimal)
+
+
+def _summed(conn: sa.Connection, table: EntityTable, summed: list[Any]) -> list[Any]:
+    """The SUM expressions of the summed fields: one each, two for a split column
+    (SQLite's integer `/` and `%` truncate toward zero, so high * _HALF + low is the value)."""
+    expressions: list[Any] = []
+    for field in summed:
+        column = table.table.c[field.name]
+        if _split(conn, column):
+            raw = sa.type_coerce(column, sa.BigInteger)
+            expressions += [sa.func.sum(raw // _HALF), sa.func.sum(raw % _HALF)]
+        else:
+            expressions.append(sa.func.sum(column))
+    return expressions
+
+
+def _combined(conn: sa.Connection, table: EntityTable, summed: list[Any],
+              values: Sequence[Any]) -> list[Any]:
+    """A row's sums from `_summed`'s columns: split halves joined and scaled, exactly."""
+    sums: list[Any] = []
+    position = 0
+    for field in summed:
+        column = table.table.c[field.name]
+        if _split(conn, column):
+            high, low = values[position:position + 2]
+            position += 2
+            sums.append(None if high is None else
+                        Decimal(int(high) * _HALF + int(low)).scaleb(-column.type.places))
+        else:
+            sums.append(values[position])
+            position += 1
+    return sums
+
+
 def _forecast(summed: list[Any], totals: Sequence[Any] | None,
               probability: int | None) -> dict[str, Any]:
     if probability is None:
@@ -304,8 +350,12 @@ def _date_range(params: Sequence[tuple[str, str]], problems: list[ErrorDetail]
                 ) -> tuple[dt.datetime | None, dt.datetime | None, list[tuple[str, str]]]:
     bounds: dict[str, dt.datetime] = {}
     rest = []
+    seen: set[str] = set()
     for key, value in params:
-        if key in ("from", "to"):
+        if key in ("from", "to") and key in seen:
+            problems.append(ErrorDetail(key, "is given more than once; give it once"))
+        elif key in ("from", "to"):
+            seen.add(key)
             try:
                 day = dt.date.fromisoformat(value)
                 bounds[key] = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
