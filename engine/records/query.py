@@ -126,11 +126,8 @@ class QueryParser:
         sort = self._sort(table, seen.get("sort"), problems)
         signature = ",".join(("-" if k.descending else "") + k.attribute.name for k in sort)
         after = None
-        if "cursor" in seen:
-            if "offset" in seen:
-                problems.append(ErrorDetail("cursor", "give either cursor or offset, not both"))
-            else:
-                after = self._cursor(seen["cursor"], sort, signature, problems)
+        if "cursor" in seen:  # with an offset: that many records skipped after the cursor
+            after = self._cursor(seen["cursor"], sort, signature, problems)
         if "q" in seen:
             search = self._search(table, seen["q"], problems)
             if search is not None:
