@@ -270,15 +270,16 @@ class PhoneType(StringType):
     accepts = frozenset({"max_length"})
     default_max_length = 32
     noun = "a phone number"
-    _shape = re.compile(r"^\+?[0-9 ()./-]+(?: *(?:ext\.?|x|#) *[0-9]+)?$")
+    #: at least three ASCII digits before an extension; the published pattern is this one,
+    #: so a number the schema allows is one the server takes
+    _shape = re.compile(r"^\+?(?:[ ()./-]*[0-9]){3}[0-9 ()./-]*(?: *(?:ext\.?|x|#) *[0-9]+)?$")
 
     def json_schema(self, field: FieldSpec, *, read: bool = False) -> dict[str, Any]:
         return {**super().json_schema(field, read=read), "pattern": self._shape.pattern}
 
     def parse(self, field: FieldSpec, value: Any) -> Any:
         value = super().parse(field, value)
-        digits = sum(ch.isdigit() for ch in value)
-        if not self._shape.match(value) or digits < 3:
+        if not self._shape.match(value):
             raise ValueProblem("is not a phone number (digits, spaces, + ( ) - . allowed)")
         return value
 
@@ -364,10 +365,15 @@ class DecimalType(FieldType):
         if read:
             return {"type": "string", "pattern": self._shape.pattern,
                     "description": f"exact decimal with {places} places, as a string"}
+        whole = field.params["digits"] - places
+        # trailing zeros past the places change nothing, so they are taken (1.5000)
+        fraction = rf"(\.[0-9]{{1,{places}}}0*)?" if places else r"(\.0+)?"
         schema: dict[str, Any] = {
             "type": ["string", "number"],
-            "pattern": self._shape.pattern,
-            "description": f"exact decimal, at most {places} places; a number or a string",
+            # the digits the column holds, so a value the schema allows is one it stores
+            "pattern": rf"^-?[0-9]{{1,{whole}}}{fraction}$",
+            "description": f"exact decimal, at most {whole} digits before the point and "
+                           f"{places} after; a number or a string",
         }
         return _with_bounds(schema, field, numeric=True)
 
