@@ -229,3 +229,65 @@ def test_an_unquoted_or_weak_if_match_says_what_is_wrong(client: TestClient, hea
                      400, "invalid_header")
     assert "weak" in error["message"] or "not quoted" in error["message"]
     assert client.get(url).json()["city"] is None
+
+
+# -- caps that hold after normalisation, and for every kind of link ---------------------------
+
+def test_a_polymorphic_in_filter_over_the_cap_is_a_400(client: TestClient) -> None:
+    """`about[in]` lists entity:id pairs; more than MAX_IN_VALUES is refused like any `in`."""
+    from engine.setup.filters import MAX_IN_VALUES
+    pairs = ",".join(f"client:{n}" for n in range(1, MAX_IN_VALUES + 2))
+    error = error_of(client.get("/api/task", params={"about[in]": pairs}), 400, "invalid_query")
+    assert str(MAX_IN_VALUES) in str(error)
+    at_cap = ",".join(f"client:{n}" for n in range(1, MAX_IN_VALUES + 1))
+    answer = client.get("/api/task", params={"about[in]": at_cap})
+    assert answer.status_code == 200 and answer.json()["total"] == 0, answer.text
+
+
+#: 'İ' (U+0130) lowercases to two characters, 'i' and a combining dot above (U+0307)
+DOTTED = "İ"
+
+
+@pytest.mark.parametrize("email", [f"{DOTTED * 125}@ex.com",  # 132 characters, 257 lowercased
+                                   f"{'a' * 250}@ex.com", f"a@{'İstanbul' * 30}.com"])
+def test_a_users_email_too_long_after_lowercasing_is_a_422(client: TestClient, email: str) -> None:
+    assert len(email.lower()) > 254
+    answer = client.post("/api/users", json={"email": email, "roles": ["manager"]})
+    error = error_of(answer, 422, "validation_failed")
+    assert [d["field"] for d in error["details"]] == ["email"], error
+    assert client.get("/api/client").status_code == 200  # still no user: the API stays open
+
+
+def test_a_users_email_at_the_cap_after_lowercasing_is_stored(client: TestClient) -> None:
+    email = f"{DOTTED * 61}@{'x' * 127}.com"  # 61 characters, 122 lowercased: 254 in all
+    assert len(email.lower()) == 254
+    answer = client.post("/api/users", json={"email": email, "roles": ["admin"]})
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["user"]["email"] == email.lower()
+
+
+@pytest.mark.parametrize("email", [f"{DOTTED * 248}@ex.com", f"{'a' * 250}@ex.com",
+                                   f"a@{DOTTED * 250}.com"])
+def test_a_records_email_over_its_cap_is_a_422_and_writes_nothing(
+        kt: Kartoteka, client: TestClient, email: str) -> None:
+    """A record's e-mail is kept as written (254 characters at most); a unique e-mail is
+    compared ignoring case, so a value that grows when lowercased must still be stored."""
+    at_cap = f"{DOTTED * 247}@ex.com"
+    created = client.post("/api/client", json={"name": "Почта", "email": at_cap})
+    assert created.status_code == 201 and created.json()["email"] == at_cap, created.text
+    assert client.get("/api/client", params={"email": at_cap}).json()["total"] == 1
+    before = counts(kt)
+    error = error_of(client.post("/api/client", json={"name": "Почта", "email": email}), 422)
+    assert [d["field"] for d in error["details"]] == ["email"], error
+    assert counts(kt) == before
+    filtered = client.get("/api/client", params={"email": email})
+    assert filtered.status_code in (200, 400), filtered.text
+
+
+@pytest.mark.parametrize("phone", ["²²²", "+7 ٣٣٣ 12", "١٢٣٤٥٦٧", "１２３", "12²", "+1 ⁵⁵⁵ 0100"])
+def test_a_phone_of_non_ascii_digits_is_a_422(kt: Kartoteka, client: TestClient, phone: str) -> None:
+    before = counts(kt)
+    error = error_of(client.post("/api/client", json={"name": "Телефон", "phone": phone}), 422)
+    assert [d["field"] for d in error["details"]] == ["phone"], error
+    assert counts(kt) == before
+    assert 200 <= client.get("/api/client", params={"phone": phone}).status_code < 500

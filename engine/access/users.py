@@ -45,6 +45,8 @@ TOKEN_PREFIX = "kt_"
 #: or a user disabled by another process (the command line) stops working within this time
 TOKEN_CACHE_SECONDS = 2.0
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+#: the kt_user.email column's length (engine/storage/users.py)
+EMAIL_MAX_LENGTH = 254
 
 
 def hash_token(token: str) -> str:
@@ -93,6 +95,9 @@ class Users:
         email = email.strip().lower()
         if not _EMAIL.match(email):
             problems.append(ErrorDetail("email", "is not an e-mail address"))
+        elif len(email) > EMAIL_MAX_LENGTH:  # counted as stored: lowercasing can lengthen it
+            problems.append(ErrorDetail("email", f"must be at most {EMAIL_MAX_LENGTH} characters "
+                                                 "(in lower case, as it is stored)"))
         problems += self._role_problems(roles)
         if team is not None and not (isinstance(team, str) and 0 < len(team) <= 100):
             problems.append(ErrorDetail("team", "must be a name of at most 100 characters"))
