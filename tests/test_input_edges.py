@@ -4,6 +4,7 @@ round-trips — on SQLite and PostgreSQL, and leave nothing half-written."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -291,3 +292,97 @@ def test_a_phone_of_non_ascii_digits_is_a_422(kt: Kartoteka, client: TestClient,
     assert [d["field"] for d in error["details"]] == ["phone"], error
     assert counts(kt) == before
     assert 200 <= client.get("/api/client", params={"phone": phone}).status_code < 500
+
+
+# -- every route, walked with junk ---------------------------------------------------------------
+
+JUNK_QUERIES = ["zz=1", "limit=²", "sort=%00"]
+JUNK_BODIES = [b"{not json", b"[1, 2]", b'"' + b"x" * 200_000 + b'"', b'{"a.b": 1}']
+BAD_IDS = ["0", "-1", "99999999999999999999", "abc"]
+PATH_PARAMETER = re.compile(r"{(\w+)(?::\w+)?}")
+
+
+def _one_of_each(kt: Kartoteka) -> None:
+    """A record of every entity of the default setup (id 1 everywhere), linked together."""
+    create = kt.records.create
+    create("client", {"name": "Ромашка 菊花 بابونه", "email": "c@example.com"})
+    create("supplier", {"name": "Поставщик"})
+    create("logistics", {"name": "Перевозчик"})
+    create("product", {"sku": "SKU-1", "name": "Товар", "supplier": 1})
+    create("sale", {"number": "S-1", "client": 1, "carriers": [1], "products": [1]})
+    create("document", {"kind": "contract", "number": "D-1", "about": {"entity": "sale", "id": 1}})
+    create("task", {"subject": "Позвонить", "about": {"entity": "client", "id": 1}})
+
+
+def _rows_of_every_table(kt: Kartoteka) -> dict[str, int]:
+    """Rows of every table, Kartoteka's own (changes, activities, users, tokens) included."""
+    with kt.db.read(system="test: counting every table") as conn:
+        tables = sa.MetaData()
+        tables.reflect(conn)
+        return {name: conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+                for name, table in tables.tables.items()}
+
+
+def _is_json_error_or_success(answer: Any) -> str | None:
+    """None when the answer is a 2xx/3xx, or a 4xx in the one error shape; else what is wrong."""
+    if answer.status_code < 400:
+        return None
+    if answer.status_code >= 500:
+        return f"{answer.status_code}: {answer.text[:300]}"
+    try:
+        error = answer.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        return f"{answer.status_code} is not the JSON error shape: {answer.text[:300]}"
+    if not (isinstance(error, dict) and error.get("code") and error.get("message")):
+        return f"{answer.status_code} error without code or message: {answer.text[:300]}"
+    return None
+
+
+def test_every_route_answers_junk_with_a_json_4xx_and_writes_nothing(
+        kt: Kartoteka, client: TestClient) -> None:
+    """Each route of the default setup's app (records, ways back, links, stages, board,
+    funnel, timeline, comments, users, tokens, schema, docs) is called with junk query
+    parameters, junk bodies and bad ids: never a 500, never an answer outside the one error
+    shape, and no record is written. A DELETE with a good id is not sent (it may rightly
+    succeed); a PUT with good ids attaches a link that is already there."""
+    from api import create_app
+
+    _one_of_each(kt)
+    before = _rows_of_every_table(kt)
+    app = create_app(kt)
+    failures: list[str] = []
+    seen: dict[int, int] = {}
+
+    def call(method: str, path: str, body: bytes | None = None) -> None:
+        answer = client.request(method, path, content=body,
+                                headers=JSON if body is not None else None)
+        seen[answer.status_code] = seen.get(answer.status_code, 0) + 1
+        problem = _is_json_error_or_success(answer)
+        if problem:
+            failures.append(f"{method} {path} {(body or b'')[:40]!r}: {problem}")
+        elif method != "GET" and answer.status_code < 300 and body is not None:
+            failures.append(f"{method} {path} {(body or b'')[:40]!r}: accepted junk")
+
+    walked = 0
+    for route in app.routes:
+        path = getattr(route, "path", "")
+        methods = sorted(set(getattr(route, "methods", None) or ()) - {"HEAD"})
+        if not methods or "{path" in path:
+            continue
+        good = PATH_PARAMETER.sub("1", path)
+        for method in methods:
+            walked += 1
+            writes = method in ("POST", "PATCH", "PUT", "DELETE")
+            if method != "DELETE":  # a DELETE with a good id and a junk query may well delete
+                for query in JUNK_QUERIES:
+                    call(method, f"{good}?{query}")
+            if method in ("POST", "PATCH"):  # DELETE and PUT (attach a link) read no body
+                for body in JUNK_BODIES:
+                    call(method, good, body)
+            if PATH_PARAMETER.search(path):
+                for bad in BAD_IDS:
+                    call(method, PATH_PARAMETER.sub(bad, path), b"{}" if writes else None)
+    assert walked > 100, walked
+    assert seen.get(422) and seen.get(404) and seen.get(400), seen  # each kind of junk got in
+    assert not failures, f"{len(failures)} bad answers:\n" + "\n".join(failures[:40])
+    assert _rows_of_every_table(kt) == before
