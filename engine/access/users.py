@@ -37,6 +37,7 @@ from engine.errors import (
 from engine.setup.names import identifier_problem
 from engine.setup.roles import ADMIN
 from engine.storage.database import Database
+from engine.storage.users import EMAIL_LENGTH
 from engine.types.fields import ValueProblem, check_text
 
 log = logging.getLogger("kartoteka.auth")
@@ -45,8 +46,6 @@ TOKEN_PREFIX = "kt_"
 #: or a user disabled by another process (the command line) stops working within this time
 TOKEN_CACHE_SECONDS = 2.0
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
-#: the kt_user.email column's length (engine/storage/users.py)
-EMAIL_MAX_LENGTH = 254
 
 
 def hash_token(token: str) -> str:
@@ -95,8 +94,8 @@ class Users:
         email = email.strip().lower()
         if not _EMAIL.match(email):
             problems.append(ErrorDetail("email", "is not an e-mail address"))
-        elif len(email) > EMAIL_MAX_LENGTH:  # counted as stored: lowercasing can lengthen it
-            problems.append(ErrorDetail("email", f"must be at most {EMAIL_MAX_LENGTH} characters "
+        elif len(email) > EMAIL_LENGTH:  # counted as stored: lowercasing can lengthen it
+            problems.append(ErrorDetail("email", f"must be at most {EMAIL_LENGTH} characters "
                                                  "(in lower case, as it is stored)"))
         problems += self._role_problems(roles)
         if team is not None and not (isinstance(team, str) and 0 < len(team) <= 100):
