@@ -1,6 +1,7 @@
-"""The README's walkthrough is run, not just read: its `kartoteka migrate` commands (with and
-without `--plan`) and its curl calls (through the ASGI app, in the order shown) must print
-what the README shows, on SQLite and on PostgreSQL.
+"""The README's walkthroughs are run, not just read: the printing house's `kartoteka migrate`
+commands (with and without `--plan`) and curl calls (through the ASGI app, in the order
+shown), and "Who may do what"'s `kartoteka user add` and Anna's calls with her token, must
+print what the README shows, on SQLite and on PostgreSQL.
 
 `kartoteka check` outputs are compared by tests/test_docs.py. Here the printing house's
 files are written into a temp folder `printshop/`, `sqlite:///shop.db` is replaced by the
@@ -28,9 +29,14 @@ from kartoteka.cli import main
 from tests.test_docs import ROOT, Block, Section, sections
 
 README = ROOT / "README.md"
+DEFAULT_SETUP = ROOT / "schemas"
 WALKTHROUGH = "Five minutes with a new setup: a printing house"
+ROLES = "Who may do what"
 SHOWN_DB = "sqlite:///shop.db"
 SHOWN_ORIGIN = "http://127.0.0.1:8001"
+SERVED_DB = "sqlite:///kartoteka.db"  # what ./scripts/serve serves
+SERVED_ORIGIN = "http://127.0.0.1:8000"
+TOKEN = re.compile(r"kt_[A-Za-z0-9_-]{20,}")
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 SECONDS = re.compile(r'"(average_seconds|median_seconds)":\d+(\.\d+)?')
 
@@ -42,9 +48,9 @@ class Command:
     output: list[str]
 
 
-def walkthrough() -> Section:
-    found = [s for s in sections(README) if s.title == WALKTHROUGH]
-    assert found, f"README.md has no section {WALKTHROUGH!r}"
+def walkthrough(title: str = WALKTHROUGH) -> Section:
+    found = [s for s in sections(README) if s.title == title]
+    assert found, f"README.md has no section {title!r}"
     return found[0]
 
 
@@ -99,7 +105,7 @@ class Curl:
     show_headers: bool
 
 
-def parse_curl(line: str) -> Curl:
+def parse_curl(line: str, origin: str = SHOWN_ORIGIN) -> Curl:
     words = shlex.split(line)[1:]
     method, headers, body, url, show = "GET", {}, None, "", False
     index = 0
@@ -119,8 +125,8 @@ def parse_curl(line: str) -> Curl:
         else:
             url = word
         index += 1
-    assert url.startswith(SHOWN_ORIGIN), url
-    return Curl(method, url[len(SHOWN_ORIGIN):], headers, body, show)
+    assert url.startswith(origin), url
+    return Curl(method, url[len(origin):], headers, body, show)
 
 
 def _normal(text: str) -> str:
@@ -132,8 +138,13 @@ def _answer_matches(shown: str, actual: str) -> bool:
     return re.fullmatch(pattern, _normal(actual), re.S) is not None
 
 
-def _call(client: TestClient, command: Command) -> None:
-    curl = parse_curl(command.line)
+def _call(client: TestClient, command: Command, origin: str = SHOWN_ORIGIN,
+          tokens: dict[str, str] | None = None) -> None:
+    """Run one shown curl call; `tokens` maps a token shown in the README to the real one."""
+    curl = parse_curl(command.line, origin)
+    for name, value in curl.headers.items():
+        for shown, real in (tokens or {}).items():
+            curl.headers[name] = value.replace(shown, real)
     answer = client.request(curl.method, curl.path, headers=curl.headers,
                             content=curl.body.encode() if curl.body is not None else None)
     where = f"README.md, block at line {command.block.line}: `{command.line[:80]}…`"
@@ -172,3 +183,34 @@ def test_the_walkthrough_prints_what_the_readme_shows(printshop: Path, db_url: s
     finally:
         if kt is not None:
             kt.close()
+
+
+def test_the_roles_walkthrough_prints_what_the_readme_shows(db_url: str) -> None:
+    """`kartoteka user add` on the default setup, then Anna's calls with her token (the
+    README's token stands for the real one, which is new each time)."""
+    kt = Kartoteka.open(DEFAULT_SETUP, db_url)
+    try:
+        kt.migrate()
+        kt.records.create("client", {"name": "Made before anyone had a token"})
+        client = TestClient(create_app(kt), base_url=SERVED_ORIGIN, raise_server_exceptions=False)
+        tokens: dict[str, str] = {}
+        ran = 0
+        for command in commands(walkthrough(ROLES)):
+            words = command.line.split()
+            if words[:3] == ["kartoteka", "user", "add"]:
+                args = [str(DEFAULT_SETUP) if a == "schemas" else db_url if a == SERVED_DB else a
+                        for a in shlex.split(command.line)[1:]]
+                result = CliRunner().invoke(main, args, catch_exceptions=False)
+                assert result.exit_code == 0, result.output
+                real = TOKEN.findall(result.output)
+                shown = TOKEN.findall("\n".join(command.output))
+                assert len(real) == len(shown) == 1, (result.output, command.output)
+                tokens[shown[0]] = real[0]
+                assert TOKEN.sub("<token>", result.output).splitlines() == \
+                    [TOKEN.sub("<token>", line) for line in command.output], result.output
+            elif words[0] == "curl":
+                _call(client, command, SERVED_ORIGIN, tokens)
+            ran += 1
+        assert ran >= 3 and tokens, "the roles walkthrough shows `kartoteka user add` and curl"
+    finally:
+        kt.close()
