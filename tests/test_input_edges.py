@@ -4,6 +4,7 @@ round-trips — on SQLite and PostgreSQL, and leave nothing half-written."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -229,3 +230,159 @@ def test_an_unquoted_or_weak_if_match_says_what_is_wrong(client: TestClient, hea
                      400, "invalid_header")
     assert "weak" in error["message"] or "not quoted" in error["message"]
     assert client.get(url).json()["city"] is None
+
+
+# -- caps that hold after normalisation, and for every kind of link ---------------------------
+
+def test_a_polymorphic_in_filter_over_the_cap_is_a_400(client: TestClient) -> None:
+    """`about[in]` lists entity:id pairs; more than MAX_IN_VALUES is refused like any `in`."""
+    from engine.setup.filters import MAX_IN_VALUES
+    pairs = ",".join(f"client:{n}" for n in range(1, MAX_IN_VALUES + 2))
+    error = error_of(client.get("/api/task", params={"about[in]": pairs}), 400, "invalid_query")
+    assert str(MAX_IN_VALUES) in str(error)
+    at_cap = ",".join(f"client:{n}" for n in range(1, MAX_IN_VALUES + 1))
+    answer = client.get("/api/task", params={"about[in]": at_cap})
+    assert answer.status_code == 200 and answer.json()["total"] == 0, answer.text
+
+
+#: 'İ' (U+0130) lowercases to two characters, 'i' and a combining dot above (U+0307)
+DOTTED = "İ"
+
+
+@pytest.mark.parametrize("email", [f"{DOTTED * 125}@ex.com",  # 132 characters, 257 lowercased
+                                   f"{'a' * 250}@ex.com", f"a@{'İstanbul' * 30}.com"])
+def test_a_users_email_too_long_after_lowercasing_is_a_422(client: TestClient, email: str) -> None:
+    assert len(email.lower()) > 254
+    answer = client.post("/api/users", json={"email": email, "roles": ["manager"]})
+    error = error_of(answer, 422, "validation_failed")
+    assert [d["field"] for d in error["details"]] == ["email"], error
+    assert client.get("/api/client").status_code == 200  # still no user: the API stays open
+
+
+def test_a_users_email_at_the_cap_after_lowercasing_is_stored(client: TestClient) -> None:
+    email = f"{DOTTED * 61}@{'x' * 127}.com"  # 61 characters, 122 lowercased: 254 in all
+    assert len(email.lower()) == 254
+    answer = client.post("/api/users", json={"email": email, "roles": ["admin"]})
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["user"]["email"] == email.lower()
+
+
+@pytest.mark.parametrize("email", [f"{DOTTED * 248}@ex.com", f"{'a' * 250}@ex.com",
+                                   f"a@{DOTTED * 250}.com"])
+def test_a_records_email_over_its_cap_is_a_422_and_writes_nothing(
+        kt: Kartoteka, client: TestClient, email: str) -> None:
+    """A record's e-mail is kept as written (254 characters at most); a unique e-mail is
+    compared ignoring case, so a value that grows when lowercased must still be stored."""
+    at_cap = f"{DOTTED * 247}@ex.com"
+    created = client.post("/api/client", json={"name": "Почта", "email": at_cap})
+    assert created.status_code == 201 and created.json()["email"] == at_cap, created.text
+    assert client.get("/api/client", params={"email": at_cap}).json()["total"] == 1
+    before = counts(kt)
+    error = error_of(client.post("/api/client", json={"name": "Почта", "email": email}), 422)
+    assert [d["field"] for d in error["details"]] == ["email"], error
+    assert counts(kt) == before
+    filtered = client.get("/api/client", params={"email": email})
+    assert filtered.status_code in (200, 400), filtered.text
+
+
+@pytest.mark.parametrize("phone", ["²²²", "+7 ٣٣٣ 12", "١٢٣٤٥٦٧", "１２３", "12²", "+1 ⁵⁵⁵ 0100"])
+def test_a_phone_of_non_ascii_digits_is_a_422(kt: Kartoteka, client: TestClient, phone: str) -> None:
+    before = counts(kt)
+    error = error_of(client.post("/api/client", json={"name": "Телефон", "phone": phone}), 422)
+    assert [d["field"] for d in error["details"]] == ["phone"], error
+    assert counts(kt) == before
+    assert 200 <= client.get("/api/client", params={"phone": phone}).status_code < 500
+
+
+# -- every route, walked with junk ---------------------------------------------------------------
+
+JUNK_QUERIES = ["zz=1", "limit=²", "sort=%00"]
+JUNK_BODIES = [b"{not json", b"[1, 2]", b'"' + b"x" * 200_000 + b'"', b'{"a.b": 1}']
+BAD_IDS = ["0", "-1", "99999999999999999999", "abc"]
+PATH_PARAMETER = re.compile(r"{(\w+)(?::\w+)?}")
+
+
+def _one_of_each(kt: Kartoteka) -> None:
+    """A record of every entity of the default setup (id 1 everywhere), linked together."""
+    create = kt.records.create
+    create("client", {"name": "Ромашка 菊花 بابونه", "email": "c@example.com"})
+    create("supplier", {"name": "Поставщик"})
+    create("logistics", {"name": "Перевозчик"})
+    create("product", {"sku": "SKU-1", "name": "Товар", "supplier": 1})
+    create("sale", {"number": "S-1", "client": 1, "carriers": [1], "products": [1]})
+    create("document", {"kind": "contract", "number": "D-1", "about": {"entity": "sale", "id": 1}})
+    create("task", {"subject": "Позвонить", "about": {"entity": "client", "id": 1}})
+
+
+def _rows_of_every_table(kt: Kartoteka) -> dict[str, int]:
+    """Rows of every table, Kartoteka's own (changes, activities, users, tokens) included."""
+    with kt.db.read(system="test: counting every table") as conn:
+        tables = sa.MetaData()
+        tables.reflect(conn)
+        return {name: conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+                for name, table in tables.tables.items()}
+
+
+def _is_json_error_or_success(answer: Any) -> str | None:
+    """None when the answer is a 2xx/3xx, or a 4xx in the one error shape; else what is wrong."""
+    if answer.status_code < 400:
+        return None
+    if answer.status_code >= 500:
+        return f"{answer.status_code}: {answer.text[:300]}"
+    try:
+        error = answer.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        return f"{answer.status_code} is not the JSON error shape: {answer.text[:300]}"
+    if not (isinstance(error, dict) and error.get("code") and error.get("message")):
+        return f"{answer.status_code} error without code or message: {answer.text[:300]}"
+    return None
+
+
+def test_every_route_answers_junk_with_a_json_4xx_and_writes_nothing(
+        kt: Kartoteka, client: TestClient) -> None:
+    """Each route of the default setup's app (records, ways back, links, stages, board,
+    funnel, timeline, comments, users, tokens, schema, docs) is called with junk query
+    parameters, junk bodies and bad ids: never a 500, never an answer outside the one error
+    shape, and no record is written. A DELETE with a good id is not sent (it may rightly
+    succeed); a PUT with good ids attaches a link that is already there."""
+    from api import create_app
+
+    _one_of_each(kt)
+    before = _rows_of_every_table(kt)
+    app = create_app(kt)
+    failures: list[str] = []
+    seen: dict[int, int] = {}
+
+    def call(method: str, path: str, body: bytes | None = None) -> None:
+        answer = client.request(method, path, content=body,
+                                headers=JSON if body is not None else None)
+        seen[answer.status_code] = seen.get(answer.status_code, 0) + 1
+        problem = _is_json_error_or_success(answer)
+        if problem:
+            failures.append(f"{method} {path} {(body or b'')[:40]!r}: {problem}")
+        elif method != "GET" and answer.status_code < 300 and body is not None:
+            failures.append(f"{method} {path} {(body or b'')[:40]!r}: accepted junk")
+
+    walked = 0
+    for route in app.routes:
+        path = getattr(route, "path", "")
+        methods = sorted(set(getattr(route, "methods", None) or ()) - {"HEAD"})
+        if not methods or "{path" in path:
+            continue
+        good = PATH_PARAMETER.sub("1", path)
+        for method in methods:
+            walked += 1
+            writes = method in ("POST", "PATCH", "PUT", "DELETE")
+            if method != "DELETE":  # a DELETE with a good id and a junk query may well delete
+                for query in JUNK_QUERIES:
+                    call(method, f"{good}?{query}")
+            if method in ("POST", "PATCH"):  # DELETE and PUT (attach a link) read no body
+                for body in JUNK_BODIES:
+                    call(method, good, body)
+            if PATH_PARAMETER.search(path):
+                for bad in BAD_IDS:
+                    call(method, PATH_PARAMETER.sub(bad, path), b"{}" if writes else None)
+    assert walked > 100, walked
+    assert seen.get(422) and seen.get(404) and seen.get(400), seen  # each kind of junk got in
+    assert not failures, f"{len(failures)} bad answers:\n" + "\n".join(failures[:40])
+    assert _rows_of_every_table(kt) == before

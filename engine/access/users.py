@@ -37,6 +37,7 @@ from engine.errors import (
 from engine.setup.names import identifier_problem
 from engine.setup.roles import ADMIN
 from engine.storage.database import Database
+from engine.storage.users import EMAIL_LENGTH
 from engine.types.fields import ValueProblem, check_text
 
 log = logging.getLogger("kartoteka.auth")
@@ -93,6 +94,9 @@ class Users:
         email = email.strip().lower()
         if not _EMAIL.match(email):
             problems.append(ErrorDetail("email", "is not an e-mail address"))
+        elif len(email) > EMAIL_LENGTH:  # counted as stored: lowercasing can lengthen it
+            problems.append(ErrorDetail("email", f"must be at most {EMAIL_LENGTH} characters "
+                                                 "(in lower case, as it is stored)"))
         problems += self._role_problems(roles)
         if team is not None and not (isinstance(team, str) and 0 < len(team) <= 100):
             problems.append(ErrorDetail("team", "must be a name of at most 100 characters"))

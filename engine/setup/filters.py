@@ -185,8 +185,11 @@ def _polymorphic(link: LinkSpec, op: str, text: str) -> list[tuple[str, int]] | 
     if op not in ("eq", "in"):
         raise FilterRefused("a link to several entities filters with eq, in or isnull "
                             f"(value entity:id, e.g. {link.targets[0]}:7)")
+    parts = text.split(",") if op == "in" else [text]
+    if len(parts) > MAX_IN_VALUES:
+        raise FilterRefused(f"lists more than {MAX_IN_VALUES} values")
     pairs = []
-    for part in text.split(",") if op == "in" else [text]:
+    for part in parts:
         name, _, raw_id = part.partition(":")
         if name not in link.targets:
             raise FilterRefused(f"{part!r} must be entity:id with entity one of "

@@ -7,12 +7,15 @@ import sqlalchemy as sa
 
 from engine.types.columns import UTCDateTime, id_column_type, json_column
 
+#: the longest e-mail a user may have, counted in lower case as it is stored
+EMAIL_LENGTH = 254
+
 
 def user_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
     users = sa.Table(
         "kt_user", metadata,
         sa.Column("id", id_column_type(), primary_key=True, autoincrement=True),
-        sa.Column("email", sa.String(254), nullable=False, unique=True),
+        sa.Column("email", sa.String(EMAIL_LENGTH), nullable=False, unique=True),
         sa.Column("name", sa.String(200), nullable=True),
         sa.Column("roles", json_column(), nullable=False),
         sa.Column("team", sa.String(100), nullable=True),
