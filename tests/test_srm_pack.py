@@ -222,3 +222,23 @@ def test_options_are_labelled_in_three_languages(srm: TestClient) -> None:
     text = str(schema)
     for label in ("Заблокирован", "已禁用", "Рамочный договор", "Неполная поставка"):
         assert label in text
+
+
+def test_the_readmes_lists_answer(srm: TestClient) -> None:
+    done = ordered_and_received(srm)
+    made(srm.post("/api/supplier_invoice", json={
+        "invoice_no": "INV-1", "supplier": done["supplier"]["id"],
+        "purchase_order": done["po"]["id"], "net_amount": "1540.00", "quantity_invoiced": "108"}))
+    low = supplier(srm, "Low", quality_score=60, delivery_score=60, cost_score=60)
+    made(srm.post("/api/contract", json={
+        "number": "C-1", "title": "t", "supplier": low["id"], "status": "active",
+        "valid_from": "2020-01-01", "valid_to": "2021-01-01", "renewal_notice_days": 30}))
+
+    def ids(path: str, params: dict[str, str]) -> list[int]:
+        return [x["id"] for x in made(srm.get(path, params=params), 200)["items"]]
+
+    assert ids("/api/supplier", {"below_threshold": "true", "sort": "overall_score"}) == [low["id"]]
+    assert len(ids("/api/supplier_invoice", {"match_status": "price_variance"})) == 1
+    assert len(ids("/api/po_line", {"quantity_open[gt]": "0"})) == 2
+    assert len(ids("/api/contract", {"renewal_decision_by[lte]": "today+30d",
+                                     "status": "active"})) == 1
