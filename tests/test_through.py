@@ -31,6 +31,7 @@ links:
   procedures:
     to: procedure
     many: true
+    reverse: plans
     through:
       tooth: {type: integer, min: 11, max: 48}
       price: {type: money, required: true}
@@ -170,6 +171,23 @@ def test_put_one_pair_with_a_body(client: TestClient) -> None:
     assert client.put(helpers, json={"price": "1"}).status_code == 422
     assert client.delete(f"{url}/{a}").status_code == 204
     assert client.get(f"/api/plan/{plan['id']}").json()["procedures"] == []
+
+
+def test_linked_lists_carry_the_pair_values_both_ways(client: TestClient) -> None:
+    a, b = _procedures(client, "A", "B")
+    plan = client.post("/api/plan", json={"procedures": [
+        {"id": a, "price": "5", "tooth": 11}, {"id": b, "price": "6"}]}).json()
+    page = client.get(f"/api/plan/{plan['id']}/procedures", params={"sort": "id"}).json()
+    assert [(i["name"], i["$link"]["price"], i["$link"]["tooth"]) for i in page["items"]] == [
+        ("A", "5.00", 11), ("B", "6.00", None)]
+    back = client.get(f"/api/procedure/{a}/plans").json()["items"]
+    assert [(i["id"], i["$link"]["price"]) for i in back] == [(plan["id"], "5.00")]
+    # a pair written from the other end, with a body
+    other = client.post("/api/plan", json={"title": "Q"}).json()
+    assert client.put(f"/api/procedure/{b}/plans/{other['id']}",
+                      json={"price": "9.99", "tooth": 48}).status_code == 204
+    assert client.get(f"/api/plan/{other['id']}").json()["procedures"] == [
+        {"id": b, "tooth": 48, "price": "9.99", "quantity": 1, "note": None}]
 
 
 def test_schemas_say_the_link_is_a_list_of_objects(client: TestClient) -> None:

@@ -56,6 +56,10 @@ Record = dict[str, Any]
 Row = Mapping[Any, Any]
 
 
+#: the key of a pair's values on each record of a linked list (GET /api/{e}/{id}/{link})
+PAIR_KEY = "$link"
+
+
 @dataclass(frozen=True)
 class Page:
     items: list[Record]
@@ -224,7 +228,29 @@ class Records:
                                            code="invalid_query")
                 return Page([], 0, None)
             query = self.parser.parse(target, params)
-            return self.page(conn, query, condition)
+            page = self.page(conn, query, condition)
+            self._add_pair_values(conn, table, record_id, name, page.items)
+            return page
+
+    def _add_pair_values(self, conn: sa.Connection, table: EntityTable, record_id: int,
+                         name: str, items: list[Record]) -> None:
+        """Each record listed through a link that carries data gets its pair's values
+        under `$link` (never a member's name: those are identifiers)."""
+        link = table.spec.links.get(name)
+        if link is not None:
+            if link.through:
+                pairs = through.read(conn, table.join_tables[name], link, [record_id])
+                for item in items:
+                    item[PAIR_KEY] = through.render_values(
+                        link, pairs.get(record_id, {}).get(item["id"], {}))
+            return
+        reverse = self.storage.setup.reverse_links[table.name][name]
+        if reverse.link.through:
+            joins = self.storage[reverse.entity].join_tables[reverse.link.name]
+            found = through.read(conn, joins, reverse.link, [item["id"] for item in items])
+            for item in items:
+                item[PAIR_KEY] = through.render_values(
+                    reverse.link, found.get(item["id"], {}).get(record_id, {}))
 
     def _linked_condition(self, table: EntityTable, row: Row,
                           name: str) -> tuple[str | None, ColumnElement[bool]]:
