@@ -15,6 +15,8 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from engine import Kartoteka, check_setup
+from engine.storage.migrations import apply
+from engine.storage.migrations.runner import PlanRefused
 
 Record = dict[str, Any]
 
@@ -235,3 +237,14 @@ def test_migration_adds_a_through_field(open_kt: Callable[..., Kartoteka], db_ur
         assert second.records.get("plan", plan)["procedures"][0]["surface"] == "буккальная"
     finally:
         second.close()
+    fewer = PLAN.replace("      tooth: {type: integer, min: 11, max: 48}\n", "")
+    third = open_kt(write_setup({"procedure.yaml": PROCEDURE, "plan.yaml": fewer}, "v3"), db_url)
+    with pytest.raises(PlanRefused, match="remove column plan__procedures.tooth"):
+        third.migrate()  # dropping a through field loses data: asked for, as for a field
+    apply(third.storage, third.db, allow_data_loss=True)
+    try:
+        assert "tooth" not in third.records.get("plan", plan)["procedures"][0]
+        assert third.describe()["entities"]["plan"]["links"]["procedures"]["through"]["price"][
+            "required"] is True
+    finally:
+        third.close()
