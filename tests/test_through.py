@@ -219,7 +219,8 @@ def test_setup_errors_are_located(write_setup: Callable[..., Path]) -> None:
 
 
 def test_migration_adds_a_through_field(open_kt: Callable[..., Kartoteka], db_url: str,
-                                        write_setup: Callable[..., Path]) -> None:
+                                        write_setup: Callable[..., Path],
+                                        tmp_path: Path) -> None:
     first = open_kt(write_setup({"procedure.yaml": PROCEDURE, "plan.yaml": PLAN}, "v1"), db_url)
     first.migrate()
     procedure = first.records.create("procedure", {"name": "A"})["id"]
@@ -241,7 +242,7 @@ def test_migration_adds_a_through_field(open_kt: Callable[..., Kartoteka], db_ur
     third = open_kt(write_setup({"procedure.yaml": PROCEDURE, "plan.yaml": fewer}, "v3"), db_url)
     with pytest.raises(PlanRefused, match=r"remove column plan__procedures\.tooth"):
         third.migrate()  # dropping a through field loses data: asked for, as for a field
-    apply(third.storage, third.db, allow_data_loss=True)
+    apply(third.storage, third.db, allow_data_loss=True, backup_dir=tmp_path / "backup")
     try:
         assert "tooth" not in third.records.get("plan", plan)["procedures"][0]
         assert third.describe()["entities"]["plan"]["links"]["procedures"]["through"]["price"][
