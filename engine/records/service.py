@@ -701,8 +701,6 @@ class Records:
         reversed_ = None if link is not None else self.storage.setup.reverse_links[entity][name]
         owning: LinkSpec = link if link is not None else reversed_.link  # type: ignore[union-attr]
         owning_entity = entity if reversed_ is None else reversed_.entity
-        carried = _pair_values(self.storage.setup.entities[owning_entity], owning,
-                               other_id if link is not None else record_id, body) if add else None
         if link is not None:
             owner_entity, joins, owner_link = entity, table.join_tables[name], name
             other_entity = link.target
@@ -731,6 +729,9 @@ class Records:
                             sa.select(check.c.id).where(check.c.id == check_id),
                             check_entity, "read")).first() is None:
                         raise NotFound(f"no {check_entity} with id {check_id}")
+                # the body is judged once both ends are known to be visible: a 404 first
+                carried = _pair_values(self.storage.setup.entities[owning_entity], owning,
+                                       target_id, body) if add else None
                 pair = sa.and_(joins.c.source_id == source_id, joins.c.target_id == target_id)
                 exists = conn.execute(sa.select(joins.c.source_id).where(pair)).first() is not None
                 if carried is not None:
