@@ -387,9 +387,15 @@ class _Routes:
                     record_id = _path_id(request, "id", name)
                     no_query(request)
                     other_id = _path_id(request, "other_id", other)
-                    method = records.add_link if add else records.remove_link
-                    await self.run("link", method, name, record_id, way, other_id,
-                                   actor=_actor(request))
+                    if add:  # a link that carries data takes the pair's values as a body
+                        sent = request.headers.get("content-length") not in (None, "0") \
+                            or "transfer-encoding" in request.headers
+                        body = await read_json(request, self.cap) if sent else None
+                        await self.run("link", records.add_link, name, record_id, way, other_id,
+                                       actor=_actor(request), body=body)
+                    else:
+                        await self.run("link", records.remove_link, name, record_id, way,
+                                       other_id, actor=_actor(request))
                     return Response(status_code=204)
                 return change
 

@@ -102,6 +102,13 @@ def _field(field: FieldSpec) -> dict[str, Any]:
 
 
 def _link(link: LinkSpec) -> dict[str, Any]:
+    described = _link_only(link)
+    if link.through:  # a link that carries data: its pairs' fields
+        described["through"] = {name: _field(field) for name, field in link.through.items()}
+    return described
+
+
+def _link_only(link: LinkSpec) -> dict[str, Any]:
     return {
         "to": list(link.targets) if link.polymorphic else link.target,
         "label": dict(link.label),

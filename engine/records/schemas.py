@@ -12,7 +12,7 @@ diagnostics name keys (`products[1]`).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import jsonschema
@@ -115,6 +115,8 @@ def _link_schema(link: LinkSpec, *, read: bool) -> dict[str, Any]:
         if read:
             ref["properties"]["record"] = {"anyOf": [{"$ref": REF + pascal(t)} for t in link.targets]}
         return ref if link.required else nullable(ref)
+    if link.through:
+        return _through_schema(link, id_schema, read=read)
     if read:
         id_schema = {"anyOf": [id_schema, {"$ref": REF + pascal(link.target)}]}
     if link.many:
@@ -123,6 +125,29 @@ def _link_schema(link: LinkSpec, *, read: bool) -> dict[str, Any]:
     if link.required:
         return id_schema
     return {"anyOf": [*id_schema["anyOf"], {"type": "null"}]} if read else nullable(id_schema)
+
+
+def _through_schema(link: LinkSpec, id_schema: dict[str, Any], *, read: bool) -> dict[str, Any]:
+    """A link that carries data: objects of the target's id and the pair's fields; a body
+    may also give bare ids (the fields take their defaults)."""
+    fields = {name: nullable(spec.type.json_schema(spec)) for name, spec in link.through.items()}
+    item: dict[str, Any] = {"type": "object", "properties": {"id": id_schema, **fields},
+                            "required": ["id"], "additionalProperties": False}
+    if read:
+        item["properties"]["record"] = {"$ref": REF + pascal(link.target)}
+        items: dict[str, Any] = item
+    else:
+        items = {"if": {"type": "object"}, "then": item, "else": id_schema}
+    return {"type": "array", "items": items, "maxItems": MAX_LINKS_IN_BODY}
+
+
+def pair_problems(entity: EntitySpec, link: LinkSpec, body: Mapping[str, Any]) -> list[ErrorDetail]:
+    """What is wrong with the values of one pair of a link that carries data (a PUT of
+    the pair), said as for a record's fields."""
+    schema = {"type": "object", "properties": {
+        name: nullable(spec.type.json_schema(spec)) for name, spec in link.through.items()}}
+    pair = replace(entity, fields=link.through, links={})
+    return schema_problems(jsonschema.Draft202012Validator(schema), body, pair)
 
 
 def _write_schema(table: EntityTable, language: str, *, patch: bool) -> dict[str, Any]:
@@ -281,6 +306,8 @@ def _problem(error: jsonschema.ValidationError, entity: EntitySpec, path: list[A
     kind, value = error.validator, cast(Any, error.validator_value)
     spec = entity.fields.get(path[0]) if path and isinstance(path[0], str) else None
     link = entity.links.get(path[0]) if path and isinstance(path[0], str) else None
+    if link is not None and len(path) == 3 and path[2] in link.through:  # a pair's field
+        spec, link, path = link.through[path[2]], None, [path[2]]
     if kind in ("type", "anyOf"):
         if error.instance is None:
             return "is required and cannot be empty"

@@ -30,14 +30,15 @@ from engine.errors import (
     StaleVersion,
     ValidationFailed,
 )
+from engine.records import through
 from engine.records.constraints import Constraints
 from engine.records.defaults import fill_dynamic_defaults
 from engine.records.formulas import Formulas
 from engine.records.query import ListQuery, QueryParser, after_condition, encode_cursor, order_by
 from engine.records.rules import Rules
-from engine.records.schemas import EntitySchemas, schema_problems
+from engine.records.schemas import EntitySchemas, pair_problems, schema_problems
 from engine.setup.filters import LIST_PARAMS, FilterGrammar
-from engine.setup.names import link_column, poly_entity_column
+from engine.setup.names import did_you_mean, link_column, poly_entity_column
 from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec
 from engine.storage import progress
 from engine.storage.database import UNSCOPED, Database
@@ -53,6 +54,10 @@ WHERE_VERSION = "kt_where_version"
 Record = dict[str, Any]
 #: a database row or a dict of column values, by column name
 Row = Mapping[Any, Any]
+
+
+#: the key of a pair's values on each record of a linked list (GET /api/{e}/{id}/{link})
+PAIR_KEY = "$link"
 
 
 @dataclass(frozen=True)
@@ -223,7 +228,29 @@ class Records:
                                            code="invalid_query")
                 return Page([], 0, None)
             query = self.parser.parse(target, params)
-            return self.page(conn, query, condition)
+            page = self.page(conn, query, condition)
+            self._add_pair_values(conn, table, record_id, name, page.items)
+            return page
+
+    def _add_pair_values(self, conn: sa.Connection, table: EntityTable, record_id: int,
+                         name: str, items: list[Record]) -> None:
+        """Each record listed through a link that carries data gets its pair's values
+        under `$link` (never a member's name: those are identifiers)."""
+        link = table.spec.links.get(name)
+        if link is not None:
+            if link.through:
+                pairs = through.read(conn, table.join_tables[name], link, [record_id])
+                for item in items:
+                    item[PAIR_KEY] = through.render_values(
+                        link, pairs.get(record_id, {}).get(item["id"], {}))
+            return
+        reverse = self.storage.setup.reverse_links[table.name][name]
+        if reverse.link.through:
+            joins = self.storage[reverse.entity].join_tables[reverse.link.name]
+            found = through.read(conn, joins, reverse.link, [item["id"] for item in items])
+            for item in items:
+                item[PAIR_KEY] = through.render_values(
+                    reverse.link, found.get(item["id"], {}).get(record_id, {}))
 
     def _linked_condition(self, table: EntityTable, row: Row,
                           name: str) -> tuple[str | None, ColumnElement[bool]]:
@@ -319,7 +346,19 @@ class Records:
                     touched.add((source_id, name))
             for source_id, name in touched:  # in id order, as every list of ids
                 by_id[source_id][name].sort()
+            self._render_through(conn, table, by_id)
         return records
+
+    def _render_through(self, conn: sa.Connection, table: EntityTable,
+                        by_id: Mapping[int, Record]) -> None:
+        """Each link that carries data as objects with its pairs' values, not bare ids."""
+        for link in table.spec.links.values():
+            if not link.through:
+                continue
+            pairs = through.read(conn, table.join_tables[link.name], link, by_id)
+            for source_id, record in by_id.items():
+                if link.name in record:
+                    record[link.name] = through.render(link, pairs.get(source_id, {}))
 
     def _include(self, conn: sa.Connection, table: EntityTable, records: list[Record],
                  include: Sequence[str]) -> None:
@@ -339,6 +378,13 @@ class Records:
                     ref = record[name]
                     if ref is not None:
                         ref["record"] = found.get((ref["entity"], ref["id"]))
+                continue
+            if link.through:  # each pair's object gets the linked record under "record"
+                by_id = {r["id"]: r for r in self.fetch(
+                    conn, link.target, {item["id"] for record in records for item in record[name]})}
+                for record in records:
+                    record[name] = [{**item, "record": by_id[item["id"]]}
+                                    for item in record[name] if item["id"] in by_id]
                 continue
             ids: set[int] = set()
             for record in records:
@@ -455,6 +501,8 @@ class Records:
         self._check_writable(entity, body, rights)
         self.formulas.refuse_computed(entity, body)
         values, many = self._parse(table, body, self.schemas[entity].create_validator)
+        carried = {name: through.resolve(spec.links[name], linked, {})
+                   for name, linked in many.items() if isinstance(linked, through.Linked)}
         owner_given = "owner" in values
         for field in spec.fields.values():
             if field.name not in values and field.default is not None:
@@ -495,13 +543,17 @@ class Records:
                     for operation in ("create", "reassign") if reassigned else ("create",):
                         self._require(conn, entity, rights, operation, new_id)
                 for name, ids in many.items():
-                    self._insert_links(conn, table.join_tables[name], new_id, ids)
+                    if name in carried:
+                        through.write(conn, table.join_tables[name], new_id, {}, carried[name])
+                    else:
+                        self._insert_links(conn, table.join_tables[name], new_id, ids)
                 values["id"] = new_id
                 for column in self.shapes[entity].columns:
                     values.setdefault(column.name, None)
                 record = self.shapes[entity].render(values)
                 for name, ids in many.items():
-                    record[name] = sorted(ids)
+                    record[name] = (through.render(spec.links[name], carried[name])
+                                    if name in carried else sorted(ids))
                 journalled = {k: v[1] for k, v in diff({}, record).items() if v[1] not in (None, [])}
                 for name in rights.hidden if rights is not None else ():
                     record.pop(name, None)
@@ -536,8 +588,19 @@ class Records:
                 changes = {k: v for k, v in values.items() if current.get(k) != v}
                 self.rules.check_locks(entity, current, changes)
                 link_changes: dict[str, tuple[set[int], set[int]]] = {}
+                #: links that carry data: (pairs before, pairs after, journal entry)
+                carried: dict[str, tuple[Any, Any, Any]] = {}
                 for name, ids in many.items():
                     joins = table.join_tables[name]
+                    if isinstance(ids, through.Linked):
+                        link = spec.links[name]
+                        pairs = through.read(conn, joins, link, [record_id]).get(record_id, {})
+                        wanted_pairs = through.resolve(link, ids, pairs)
+                        entry = through.journal(link, pairs, wanted_pairs)
+                        if entry is not None:
+                            carried[name] = (pairs, wanted_pairs, entry)
+                            link_changes[name] = (set(entry["added"]), set(entry["removed"]))
+                        continue
                     existing = set(conn.execute(sa.select(joins.c.target_id).where(
                         joins.c.source_id == record_id)).scalars())
                     wanted = set(ids)
@@ -555,7 +618,7 @@ class Records:
                         changes["stage"] = merged["stage"] = switched
                         changes.update(progress.on_enter(table, switched))
                     self._check_stage_requirements(spec, merged)
-                if not changes and not link_changes:
+                if not changes and not link_changes and not carried:
                     return self.render(conn, table, [current])[0]
                 self._check_links(conn, table, _changed_links(spec, changes, merged),
                                   {n: sorted(add) for n, (add, _) in link_changes.items()})
@@ -577,6 +640,9 @@ class Records:
                                        created=False)
                 for name, (added, removed) in link_changes.items():
                     joins = table.join_tables[name]
+                    if name in carried:
+                        through.write(conn, joins, record_id, *carried[name][:2])
+                        continue
                     if removed:
                         conn.execute(sa.delete(joins).where(
                             joins.c.source_id == record_id, joins.c.target_id.in_(removed)))
@@ -588,7 +654,8 @@ class Records:
                     if k not in shape.many}
                 record = self.render(conn, table, [after])[0]
                 for name, (added, removed) in link_changes.items():
-                    journalled[name] = {"added": sorted(added), "removed": sorted(removed)}
+                    journalled[name] = (carried[name][2] if name in carried else
+                                        {"added": sorted(added), "removed": sorted(removed)})
                 self.journal.change(conn, entity, record_id, "update", journalled,
                                     by=actor, at=now)
                 if "stage" in journalled:
@@ -618,17 +685,22 @@ class Records:
             raise self._integrity(error) from None
 
     def add_link(self, entity: str, record_id: int, name: str, other_id: int, *,
-                 actor: int | None = None) -> None:
-        self._change_link(entity, record_id, name, other_id, add=True, actor=actor)
+                 actor: int | None = None, body: Any = None) -> None:
+        """Link two records; `body`, for a link that carries data, holds the pair's values
+        (created or replaced; omitted ones take their defaults)."""
+        self._change_link(entity, record_id, name, other_id, add=True, actor=actor, body=body)
 
     def remove_link(self, entity: str, record_id: int, name: str, other_id: int, *,
                     actor: int | None = None) -> None:
         self._change_link(entity, record_id, name, other_id, add=False, actor=actor)
 
     def _change_link(self, entity: str, record_id: int, name: str, other_id: int, *,
-                     add: bool, actor: int | None) -> None:
+                     add: bool, actor: int | None, body: Any = None) -> None:
         table = self.storage[entity]
         link = table.spec.links.get(name)
+        reversed_ = None if link is not None else self.storage.setup.reverse_links[entity][name]
+        owning: LinkSpec = link if link is not None else reversed_.link  # type: ignore[union-attr]
+        owning_entity = entity if reversed_ is None else reversed_.entity
         if link is not None:
             owner_entity, joins, owner_link = entity, table.join_tables[name], name
             other_entity = link.target
@@ -657,8 +729,21 @@ class Records:
                             sa.select(check.c.id).where(check.c.id == check_id),
                             check_entity, "read")).first() is None:
                         raise NotFound(f"no {check_entity} with id {check_id}")
+                # the body is judged once both ends are known to be visible: a 404 first
+                carried = _pair_values(self.storage.setup.entities[owning_entity], owning,
+                                       target_id, body) if add else None
                 pair = sa.and_(joins.c.source_id == source_id, joins.c.target_id == target_id)
                 exists = conn.execute(sa.select(joins.c.source_id).where(pair)).first() is not None
+                if carried is not None:
+                    before = through.read(conn, joins, owning, [source_id]).get(source_id, {})
+                    before = {target_id: before[target_id]} if target_id in before else {}
+                    entry = through.journal(owning, before, carried)
+                    if entry is None:
+                        return
+                    through.write(conn, joins, source_id, before, carried)
+                    self._touch_link_owner(conn, owner_entity, owner_table, source_id,
+                                           {owner_link: entry}, actor)
+                    return
                 if add and not exists:
                     conn.execute(sa.insert(joins).values(source_id=source_id, target_id=target_id))
                 elif not add and exists:
@@ -667,18 +752,24 @@ class Records:
                     raise NotFound(f"{entity} {record_id} is not linked to {other_entity} {other_id}")
                 else:
                     return
-                now = _now()
-                conn.execute(self.access.scoped(
-                    sa.update(owner_table).where(owner_table.c.id == source_id)
-                    .values(version=owner_table.c.version + 1, updated_at=now),
-                    owner_entity, "update"))
                 change = {"added": [target_id], "removed": []} if add else \
                     {"added": [], "removed": [target_id]}
-                self.journal.change(conn, owner_entity, source_id, "update", {owner_link: change},
-                                    by=actor, at=now)
-                self.rules.check(conn, owner_entity, [source_id])
+                self._touch_link_owner(conn, owner_entity, owner_table, source_id,
+                                       {owner_link: change}, actor)
         except IntegrityError as error:
             raise self._integrity(error) from None
+
+    def _touch_link_owner(self, conn: sa.Connection, owner_entity: str, owner_table: sa.Table,
+                          source_id: int, change: Mapping[str, Any], actor: int | None) -> None:
+        """A link of the record changed: a new version, its history, its rules."""
+        now = _now()
+        conn.execute(self.access.scoped(
+            sa.update(owner_table).where(owner_table.c.id == source_id)
+            .values(version=owner_table.c.version + 1, updated_at=now),
+            owner_entity, "update"))
+        self.journal.change(conn, owner_entity, source_id, "update", dict(change),
+                            by=actor, at=now)
+        self.rules.check(conn, owner_entity, [source_id])
 
     # -- write helpers ---------------------------------------------------------------------
     def _parse(self, table: EntityTable, body: Any,
@@ -707,7 +798,9 @@ class Records:
                         problems.append(ErrorDetail(key, str(problem)))
                     continue
                 link = spec.links[key]
-                if link.many:
+                if link.through:
+                    many[key] = through.parse(link, value, problems)
+                elif link.many:
                     many[key] = sorted(value)
                 elif link.polymorphic:
                     values[poly_entity_column(key)] = None if value is None else value["entity"]
@@ -941,3 +1034,34 @@ def checked_id(value: int, entity: str) -> int:
 def _chunks(ids: list[int], size: int = 500) -> Iterable[list[int]]:
     for start in range(0, len(ids), size):
         yield ids[start:start + size]
+
+
+def _pair_values(owner: EntitySpec, link: LinkSpec, target_id: int,
+                 body: Any) -> dict[int, through.Values] | None:
+    """The values a PUT of one pair of a link that carries data writes (None for a plain
+    link, which takes no body)."""
+    if not link.through:
+        if body is not None:
+            raise ValidationFailed(f"the link {link.name} carries no data; send no body",
+                                   [ErrorDetail("", "must be empty")])
+        return None
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise ValidationFailed("the body must be a JSON object",
+                               [ErrorDetail("", "the body must be a JSON object")])
+    problems = [ErrorDetail(key, f"is not a field of the link {link.name}; "
+                            + (did_you_mean(key, link.through) or
+                               "use one of: " + ", ".join(link.through)))
+                for key in body if key not in link.through]
+    problems += pair_problems(owner, link, {k: v for k, v in body.items() if k in link.through})
+    linked = through.parse(link, [{**body, "id": target_id}], problems)
+    problems = [ErrorDetail(p.field.removeprefix(f"{link.name}[0]."), p.problem) for p in problems]
+    if problems:
+        raise ValidationFailed(f"the {link.name} link is not valid", problems)
+    try:
+        return through.resolve(link, linked, {})
+    except ValidationFailed as error:
+        raise ValidationFailed(str(error), [
+            ErrorDetail(d.field.removeprefix(f"{link.name}[0]."), d.problem)
+            for d in error.details]) from None

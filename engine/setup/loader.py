@@ -298,10 +298,17 @@ class _Loader:
         return not found
 
     # -- fields ------------------------------------------------------------------------------
-    def _check_fields(self, draft: _EntityDraft) -> None:
+    def _check_fields(self, draft: _EntityDraft, at: tuple[str | int, ...] = ("fields",),
+                      into: dict[str, FieldSpec] | None = None) -> None:
+        """The fields declared at `at` (an entity's fields, or a link's `through`), checked
+        and built into `into` (the entity's fields unless given)."""
         source = draft.source
-        for name, raw in (draft.data.get("fields") or {}).items():
-            path: tuple[str | int, ...] = ("fields", name)
+        declared: Any = draft.data
+        for key in at:
+            declared = declared.get(key) or {}
+        fields = draft.fields if into is None else into
+        for name, raw in declared.items():
+            path: tuple[str | int, ...] = (*at, name)
             decl: dict[str, Any] = {"type": raw} if isinstance(raw, str) else dict(raw)
             if not self._member_name_ok(source, path, name, "field"):
                 continue
@@ -395,7 +402,7 @@ class _Loader:
                         hint or f"give {field_type.noun} as the default, or remove it"))
                     continue
                 if dynamic is not None:  # computed on each create (engine/setup/defaults.py)
-                    draft.fields[name] = _replace(spec, dynamic_default=dynamic)
+                    fields[name] = _replace(spec, dynamic_default=dynamic)
                     continue
                 broken = _schema_problem(field_type.json_schema(spec),
                                          field_type.render(spec, default))
@@ -406,8 +413,9 @@ class _Loader:
                         "give a default the field accepts, or remove it"))
                     continue
                 spec = _replace(spec, default=default)
-            draft.fields[name] = spec
-        self._check_field_renames(draft)
+            fields[name] = spec
+        if into is None:
+            self._check_field_renames(draft)
 
     def _check_field_renames(self, draft: _EntityDraft) -> None:
         """`renamed_from` names the field's old column: not a field still declared, not one
@@ -528,6 +536,9 @@ class _Loader:
                     self.diagnostics.append(source.diagnostic(
                         "link.reverse", (*path, "reverse"), f"reverse name {problem}",
                         _rename_hint(reverse)))
+            through: dict[str, FieldSpec] = {}
+            if "through" in decl:
+                ok = self._check_through(draft, path, decl, through) and ok
             if ok:
                 draft.links[name] = LinkSpec(
                     name=name,
@@ -539,8 +550,29 @@ class _Loader:
                     on_delete=on_delete,
                     reverse=reverse,
                     location=Location(source.name, source.line_of(path, key=True)[0]),
+                    through=MappingProxyType(through),
                 )
                 draft.link_paths[name] = path
+
+    def _check_through(self, draft: _EntityDraft, path: tuple[str | int, ...],
+                       decl: Mapping[str, Any], into: dict[str, FieldSpec]) -> bool:
+        """A link's `through` fields, checked as an entity's fields are; only a
+        many-to-many link has a row of its own to carry them."""
+        if not decl.get("many"):
+            self.diagnostics.append(draft.source.diagnostic(
+                "link.through", (*path, "through"),
+                "only a many-to-many link can carry fields",
+                "add 'many: true', or move the fields to the entity", at_key=True))
+            return False
+        before = len(self.diagnostics)
+        self._check_fields(draft, (*path, "through"), into)
+        clash = sorted(set(into) & {"id", "link"})
+        for name in clash:
+            self.diagnostics.append(draft.source.diagnostic(
+                "link.through", (*path, "through", name),
+                f"a through field cannot be called {name!r}: a linked record shows it",
+                "rename the field", at_key=True))
+        return len(self.diagnostics) == before
 
     def _check_links(self, draft: _EntityDraft, drafts: Mapping[str, _EntityDraft]) -> None:
         for name, link in list(draft.links.items()):

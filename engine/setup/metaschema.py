@@ -92,6 +92,11 @@ LINK: dict[str, Any] = {
     "else": {"type": "string", "x-message": "must be a mapping such as {to: client}, or an entity name"},
 }
 
+#: field keys a link's `through` field cannot have: it is computed by nothing and unique
+#: with nothing (one row per linked pair), and it has no stages of its own
+THROUGH_REFUSED = frozenset({"formula", "rollup", "unique", "index", "required_in_stages",
+                             "readonly_in_stages", "renamed_from"})
+
 STAGE: dict[str, Any] = {
     "if": {"type": "object"},
     "then": {
@@ -135,13 +140,19 @@ PIPELINE: dict[str, Any] = {
 
 def entity_schema(registry: FieldTypeRegistry) -> dict[str, Any]:
     field_keys = {**COMMON_FIELD_KEYS, **registry.all_extra_keys()}
-    field_schema = {
+    field_schema: dict[str, Any] = {
         "if": {"type": "object"},
         "then": {"type": "object", "required": ["type"], "properties": field_keys,
                  "additionalProperties": False},
         "else": {"type": "string",
                  "x-message": "must be a mapping such as {type: string}, or a type name"},
     }
+    # a link's `through` fields: field declarations without what a join row cannot have
+    through_keys = {k: v for k, v in field_keys.items() if k not in THROUGH_REFUSED}
+    through_field = {**field_schema, "then": {**field_schema["then"], "properties": through_keys}}
+    link = {**LINK, "then": {**LINK["then"], "properties": {
+        **LINK["then"]["properties"],
+        "through": {"type": "object", "minProperties": 1, "additionalProperties": through_field}}}}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",
@@ -154,7 +165,7 @@ def entity_schema(registry: FieldTypeRegistry) -> dict[str, Any]:
             "search": NAME_LIST,
             "owner": {"type": "boolean"},
             "fields": {"type": "object", "additionalProperties": field_schema},
-            "links": {"type": "object", "additionalProperties": LINK},
+            "links": {"type": "object", "additionalProperties": link},
             "pipeline": PIPELINE,
             "pipelines": {"type": "object", "minProperties": 1, "additionalProperties": PIPELINE},
             "pipeline_by": {"type": "string"},

@@ -86,6 +86,9 @@ class LinkSpec:
     on_delete: str = "restrict"  # restrict | cascade | set_null
     reverse: str | None = None
     location: Location = Location("")
+    #: the fields a many-to-many link carries on each (source, target) pair ("Links that
+    #: carry data"); empty for a plain link
+    through: Mapping[str, FieldSpec] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def target(self) -> str:

@@ -287,6 +287,10 @@ class Storage:
                           sa.ForeignKey(f"{link.target}.id", ondelete=target_ondelete,
                                         name=db_object_name("fk", name, "target_id")),
                           primary_key=True),
+                # a link's through fields; nullable, so that adding one migrates the pairs
+                # already linked (the records layer enforces `required` on writes)
+                *(sa.Column(spec.name, spec.type.column_type(spec), nullable=True)
+                  for spec in link.through.values()),
             )
             _add_index(table, "target_id")
             joins[link.name] = table
