@@ -46,6 +46,7 @@ LONG_FIRST = (
     "test_reliability.py",
     "test_openapi_fuzz.py",
     "test_bench_smoke.py",
+    "test_bench_access_smoke.py",
     "test_serve_stack.py",
     "test_durability.py",
     "test_concurrency.py",
