@@ -39,6 +39,32 @@ def pytest_report_header(config: pytest.Config) -> str:
     return describe_server()
 
 
+#: the modules whose tests take longest (real server processes, fuzzing, end-to-end runs),
+#: longest first: under pytest-xdist they start first, so the last minute of a run is not
+#: one worker finishing a long module alone while the other waits
+LONG_FIRST = (
+    "test_reliability.py",
+    "test_openapi_fuzz.py",
+    "test_bench_smoke.py",
+    "test_bench_access_smoke.py",
+    "test_serve_stack.py",
+    "test_durability.py",
+    "test_concurrency.py",
+    "test_constraints.py",
+    "test_migrations_bench.py",
+    "test_migrations.py",
+    "test_formulas.py",
+)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Long modules first; a stable sort after pytest's own ordering, so each module keeps
+    its order (and its module-scoped fixtures are set up once)."""
+    rank = {name: n for n, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FIRST)))
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[str | None]:
     with postgres_server() as server:

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from tests.pg import HOW_TO, fresh_database
 from tests.races import together
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +61,7 @@ class Server:
                 if call(self.port, "GET", "/api/client?limit=1")[0] == 200:
                     return
             except OSError:
-                time.sleep(0.1)
+                time.sleep(0.02)  # polled: a start-up is ready as soon as it answers
         raise AssertionError("the server did not answer in 60 s")
 
     def kill(self) -> None:
@@ -100,7 +101,28 @@ def call(port: int, method: str, path: str, body: Any = None,
 
 @pytest.fixture
 def server(db_url: str, tmp_path: Path) -> Iterator[Server]:
+    """A server of its own, for a check that kills and restarts it."""
     running = Server(db_url, tmp_path / "server.log")
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def shared_server(request: pytest.FixtureRequest,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server per database for the checks that only add records of their own (a unique
+    number, a client of their own name): a start-up with --migrate is the slow part of them."""
+    folder = tmp_path_factory.mktemp("shared_server")
+    if request.param == "sqlite":
+        url = f"sqlite:///{folder / 'kartoteka.db'}"
+    else:  # a database of its own: other tests empty the worker's scratch database meanwhile
+        postgres = request.getfixturevalue("postgres")
+        if postgres is None:
+            pytest.skip(HOW_TO)
+        url, drop = fresh_database(postgres)
+        request.addfinalizer(drop)
+    running = Server(url, folder / "server.log")
     running.start()
     yield running
     running.stop()
@@ -144,7 +166,8 @@ def test_every_acknowledged_write_survives_kill_9(server: Server) -> None:
     assert status == 200 and page["total"] >= len(acknowledged)
 
 
-def test_read_modify_write_with_if_match_loses_nothing(server: Server) -> None:
+def test_read_modify_write_with_if_match_loses_nothing(shared_server: Server) -> None:
+    server = shared_server
     client = call(server.port, "POST", "/api/client", {"name": "Counter Co"})[1]
     sale = call(server.port, "POST", "/api/sale",
                 {"number": "RMW-1", "client": client["id"], "probability": 0})[1]
@@ -169,7 +192,8 @@ def test_read_modify_write_with_if_match_loses_nothing(server: Server) -> None:
     assert sum(retries) > 0  # they did collide: the check would see a lost update
 
 
-def test_racing_creates_of_one_unique_value_give_one_201(server: Server) -> None:
+def test_racing_creates_of_one_unique_value_give_one_201(shared_server: Server) -> None:
+    server = shared_server
     client = call(server.port, "POST", "/api/client", {"name": "Race Co"})[1]
 
     def create() -> tuple[int, Any]:
