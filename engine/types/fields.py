@@ -365,15 +365,10 @@ class DecimalType(FieldType):
         if read:
             return {"type": "string", "pattern": self._shape.pattern,
                     "description": f"exact decimal with {places} places, as a string"}
-        whole = field.params["digits"] - places
-        # trailing zeros past the places change nothing, so they are taken (1.5000)
-        fraction = rf"(\.[0-9]{{1,{places}}}0*)?" if places else r"(\.0+)?"
         schema: dict[str, Any] = {
             "type": ["string", "number"],
-            # the digits the column holds, so a value the schema allows is one it stores
-            "pattern": rf"^-?[0-9]{{1,{whole}}}{fraction}$",
-            "description": f"exact decimal, at most {whole} digits before the point and "
-                           f"{places} after; a number or a string",
+            "pattern": self._shape.pattern,
+            "description": f"exact decimal, at most {places} places; a number or a string",
         }
         return _with_bounds(schema, field, numeric=True)
 
