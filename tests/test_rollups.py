@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
@@ -302,3 +303,200 @@ def test_exact_sums_at_the_edge_of_money(client: TestClient) -> None:
     assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == "rollup_out_of_range"
     assert _get(client, "order", order["id"])["lines_count"] == 2
+
+
+# -- concurrent writers -----------------------------------------------------------------------
+def test_twenty_concurrent_lines_are_all_added_up(
+        kt: Kartoteka, make_kt: Callable[..., Kartoteka], setup_dir: Path) -> None:
+    """20 lines added to one order at once, through three engines (as three API processes
+    would be): the order's sum and count hold all of them. On PostgreSQL each writer locks
+    the order before it adds up, so none computes from a snapshot missing another's line."""
+    engines = [kt, make_kt(setup_dir), make_kt(setup_dir)]
+    order = kt.records.create("order", {"number": "A-1"})
+    buyer = kt.records.create("customer", {"name": "Ромашка"})
+    kt.records.update("order", order["id"], {"customer": buyer["id"]})
+
+    def add(engine: Kartoteka, cents: int) -> None:
+        engine.records.create("line", {"quantity": 1, "price": f"1.{cents:02d}",
+                                       "order": order["id"]})
+
+    together([partial(add, engines[i % 3], i) for i in range(20)])
+    stored = kt.records.get("order", order["id"])
+    expected = sum(Decimal(f"1.{i:02d}") for i in range(20))
+    assert (Decimal(stored["total"]), stored["lines_count"]) == (expected, 20)
+    assert Decimal(kt.records.get("customer", buyer["id"])["spent"]) == expected
+
+
+# -- the property: stored roll-ups equal a recomputation from scratch --------------------
+def _from_scratch(kt: Kartoteka) -> None:
+    """Every roll-up of every record added up again in Python from the raw rows."""
+    setup = kt.storage.setup
+    with kt.db.read(system="test: compare with a recomputation") as conn:
+        rows = {name: {row.id: dict(row._mapping) for row in conn.execute(
+            kt.storage[name].table.select())} for name in setup.entities}
+        pairs = {(name, link): [tuple(r) for r in conn.execute(
+            sa.select(joins.c.source_id, joins.c.target_id))]
+            for name, table in kt.storage.entities.items()
+            for link, joins in table.join_tables.items()}
+    for name, entity in setup.entities.items():
+        for field in entity.fields.values():
+            rollup = field.rollup
+            if rollup is None:
+                continue
+            for record in rows[name].values():
+                children = [rows[rollup.child][i] for i in _children(
+                    rollup, name, record["id"], rows, pairs)]
+                children = [c for c in children if all(
+                    _holds(c, condition) for condition in rollup.where)]
+                values = [c[rollup.field] for c in children] if rollup.field else children
+                present = [v for v in values if v is not None]
+                expected: Any
+                if rollup.function == "count":
+                    expected = len(present)
+                elif rollup.function == "sum":
+                    expected = sum(present, Decimal(0) if field.type.name != "integer" else 0)
+                elif rollup.function == "avg":
+                    expected = (sum(present) / len(present)).quantize(Decimal("0.01")) \
+                        if present else None
+                else:
+                    expected = (min if rollup.function == "min" else max)(present, default=None)
+                assert record[field.name] == expected, (name, record["id"], field.name)
+
+
+def _children(rollup: Any, parent: str, parent_id: int, rows: dict[str, dict[int, Record]],
+              pairs: dict[tuple[str, str], list[tuple[int, int]]]) -> list[int]:
+    link = rollup.link.name
+    if rollup.kind == "reverse":
+        return [i for i, child in rows[rollup.child].items()
+                if child[f"{link}_id"] == parent_id
+                and (not rollup.link.polymorphic or child[f"{link}_entity"] == parent)]
+    if rollup.kind == "many":
+        return [target for source, target in pairs[(parent, link)] if source == parent_id]
+    return [source for source, target in pairs[(rollup.child, link)] if target == parent_id]
+
+
+def _holds(record: Record, condition: Any) -> bool:
+    value = record[condition.name]
+    assert condition.op == "eq"
+    return bool(value == condition.value)
+
+
+ACTIONS = st.lists(st.tuples(
+    st.sampled_from(["customer", "order", "line", "tag", "task", "update_line", "relink_line",
+                     "relink_order", "tag_order", "untag_order", "move_order", "delete_line",
+                     "delete_order", "delete_customer", "discount", "task_done"]),
+    st.integers(0, 5), st.integers(0, 5), st.integers(-3, 9)), max_size=25)
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(actions=ACTIONS)
+def test_stored_roll_ups_equal_a_recomputation(make_kt: Callable[..., Kartoteka],
+                                               setup_dir: Path, actions: list[Any]) -> None:
+    kt = make_kt(setup_dir)
+    made: dict[str, list[int]] = {e: [] for e in ("customer", "order", "line", "tag", "task")}
+
+    def pick(entity: str, index: int) -> int | None:
+        ids = made[entity]
+        return ids[index % len(ids)] if ids else None
+
+    with TestClient(create_app(kt), base_url="http://127.0.0.1") as client:
+        for action, first, second, number in actions:
+            if action == "customer":
+                made["customer"].append(_post(client, "customer", {"name": f"К{first}"})["id"])
+            elif action == "order":
+                made["order"].append(_post(client, "order", {
+                    "number": f"N{first}", "ordered_on": f"2026-0{second + 1}-1{first}",
+                    "customer": pick("customer", first)})["id"])
+            elif action == "line":
+                made["line"].append(_line(client, pick("order", first), number, f"{second}.5",
+                                          ["open", "shipped"][first % 2])["id"])
+            elif action == "tag":
+                made["tag"].append(_post(client, "tag", {"name": f"t{first}"})["id"])
+            elif action == "task":
+                target = pick("order", first) if second % 2 else pick("customer", first)
+                entity = "order" if second % 2 else "customer"
+                if target is not None:
+                    made["task"].append(_post(client, "task", {
+                        "title": "задача", "about": {"entity": entity, "id": target}})["id"])
+            elif action == "update_line" and (line := pick("line", first)) is not None:
+                _patch(client, "line", line, {"quantity": number,
+                                              "status": ["open", "shipped"][second % 2]})
+            elif action == "relink_line" and (line := pick("line", first)) is not None:
+                _patch(client, "line", line, {"order": pick("order", second)})
+            elif action == "relink_order" and (order := pick("order", first)) is not None:
+                _patch(client, "order", order, {"customer": pick("customer", second)})
+            elif action in ("tag_order", "untag_order") and \
+                    (order := pick("order", first)) is not None and \
+                    (tag := pick("tag", second)) is not None:
+                method = client.put if action == "tag_order" else client.delete
+                assert method(f"/api/order/{order}/tags/{tag}").status_code < 500
+            elif action == "move_order" and (order := pick("order", first)) is not None:
+                client.post(f"/api/order/{order}/stage",
+                            json={"to": ["new", "paid", "cancelled"][second % 3]})
+            elif action.startswith("delete_"):
+                entity = action.removeprefix("delete_")
+                target = pick(entity, first)
+                if target is not None:
+                    assert client.delete(f"/api/{entity}/{target}").status_code == 204
+                    made[entity].remove(target)
+                    if entity == "order":  # its lines and tasks went with it
+                        made["line"] = [i for i in made["line"]
+                                        if client.get(f"/api/line/{i}").status_code == 200]
+                        made["task"] = [i for i in made["task"]
+                                        if client.get(f"/api/task/{i}").status_code == 200]
+                    if entity == "customer":
+                        made["task"] = [i for i in made["task"]
+                                        if client.get(f"/api/task/{i}").status_code == 200]
+            elif action == "discount" and (buyer := pick("customer", first)) is not None:
+                _patch(client, "customer", buyer, {"discount": str(number)})
+            elif action == "task_done" and (task := pick("task", first)) is not None:
+                _patch(client, "task", task, {"done": bool(second % 2)})
+    _from_scratch(kt)
+    kt.close()
+
+
+# -- migrations ---------------------------------------------------------------------------------
+def test_adding_and_changing_a_roll_up_is_a_planned_migration(
+        db_url: str, open_kt: Callable[..., Kartoteka],
+        write_setup: Callable[..., Path]) -> None:
+    plain = {
+        "order.yaml": "entity: order\nfields:\n  number: {type: string}\n",
+        "line.yaml": "entity: line\nfields:\n  amount: {type: money}\n  open: {type: boolean}\n"
+                     "links:\n  order: {to: order, reverse: lines}\n",
+    }
+    first = open_kt(write_setup(plain, "v1"), db_url)
+    first.migrate()
+    orders = [first.records.create("order", {"number": n})["id"] for n in ("A", "B", "C")]
+    for amount, is_open in (("10.10", True), ("0.05", False), ("3", True)):
+        first.records.create("line", {"amount": amount, "open": is_open, "order": orders[0]})
+    first.close()
+
+    rolled = {**plain, "order.yaml": plain["order.yaml"]
+              + "  total: {type: money, rollup: {sum: lines.amount}}\n"
+              + "  doubled: {type: money, formula: \"total * 2\"}\n"}
+    second = open_kt(write_setup(rolled, "v2"), db_url)
+    steps = [str(step) for step in plan(second.storage, second.db).steps]
+    assert steps[-2:] == ["recompute 3 rows of order.total (new roll-up)",
+                          "recompute 3 rows of order.doubled (new formula)"], steps
+    heard: list[str] = []
+    apply(second.storage, second.db, on_progress=heard.append)
+    assert "  order: 3 of 3 rows computed" in heard
+    got = {r["number"]: (r["total"], r["doubled"]) for r in _all(second, "order")}
+    assert got == {"A": ("13.15", "26.30"), "B": ("0.00", "0.00"), "C": ("0.00", "0.00")}
+    assert plan(second.storage, second.db).up_to_date
+    second.close()
+
+    changed = {**rolled, "order.yaml": rolled["order.yaml"].replace(
+        "{sum: lines.amount}", "{sum: lines.amount, where: {open: true}}")}
+    third = open_kt(write_setup(changed, "v3"), db_url)
+    steps = [str(step) for step in plan(third.storage, third.db).steps]
+    assert steps == ["recompute 3 rows of order.total (roll-up changed)",
+                     "recompute 3 rows of order.doubled (reads a recomputed roll-up)"], steps
+    third.migrate()
+    assert {r["number"]: r["total"] for r in _all(third, "order")}["A"] == "13.10"
+    third.close()
+
+
+def _all(kt: Kartoteka, entity: str) -> list[Record]:
+    return kt.records.list_page(entity, [("limit", "100")]).items

@@ -71,11 +71,11 @@ class Rollups:
             for field in plan.fields:
                 rollup = field.rollup
                 assert rollup is not None
-                child = storage[rollup.child]
+                attributes = storage[rollup.child].attributes
                 read = columns[(rollup.child, plan.entity, rollup.kind, rollup.link.name)]
                 if rollup.field is not None:
                     read.add(rollup.field)
-                read.update(child.attributes[c.name].column.name for c in rollup.where)
+                read.update(attributes[c.name].column.name for c in rollup.where)
                 if rollup.kind != REVERSE:
                     declared = plan.entity if rollup.kind == MANY else rollup.child
                     side = "source" if rollup.kind == MANY else "target"

@@ -133,6 +133,8 @@ class _Checker:
                              or "a roll-up is one of " + ", ".join(FUNCTIONS)
                              + " and an optional where", at_key=True)
         functions = [key for key in body if key in FUNCTIONS]
+        if not functions and self.problems:
+            return None  # an unknown key, likely the function misspelt: said already
         if len(functions) != 1:
             self.problem("rollup.function", self.path,
                          "names no function" if not functions else
@@ -140,10 +142,6 @@ class _Checker:
                          "give exactly one of " + ", ".join(FUNCTIONS)
                          + ", e.g. {sum: lines.amount}")
             return None
-        if self.field.name in (self.source.data.get("search") or ()):
-            self.problem("rollup.search", ("search", list(self.source.data["search"]).index(
-                self.field.name)), f"{self.field.name!r} is a roll-up; search does not cover "
-                "computed fields", "search the fields of the records summed over instead")
         if self.problems:
             return None
         function = functions[0]
@@ -175,7 +173,7 @@ class _Checker:
         if way not in ways:
             if way in self.spec.links:
                 self.problem("rollup.way", path,
-                             f"{way!r} links a {self.spec.name} to one record, so there is "
+                             f"{way!r} links {_a(self.spec.name)} to one record, so there is "
                              "nothing to add up", "read the linked record's fields with a "
                              f"formula ({way}.<field>), or roll up over a way back: "
                              + (", ".join(ways) or "none is declared"))
@@ -225,7 +223,7 @@ class _Checker:
         if name is None or function == "count":
             if target != "integer":
                 self.problem("rollup.type", ("fields", self.field.name, "type"),
-                             f"a count is a whole number, but the field is {_a(target)}",
+                             f"a count is a whole number, but the field is {_a(target)} field",
                              "declare type: integer")
                 return False
             return True
@@ -296,11 +294,13 @@ def _cycles(setup: SetupSpec, sources: Mapping[str, SourceFile]) -> list[Diagnos
             if nxt not in reads:
                 continue
             if state.get(nxt) == 1:
-                cycle = [*trail[trail.index(nxt):], nxt]
-                rolled = next((n for n in cycle if setup.entities[n[0]].fields[n[1]].rollup), None)
-                if rolled is None:
+                cycle = trail[trail.index(nxt):]
+                at = next((i for i, n in enumerate(cycle)
+                           if setup.entities[n[0]].fields[n[1]].rollup), None)
+                if at is None:
                     continue  # formulas alone: reported by the formula check
-                entity, field = rolled
+                cycle = [*cycle[at:], *cycle[:at], cycle[at]]  # from the roll-up round
+                entity, field = cycle[0]
                 problems.append(sources[entity].diagnostic(
                     "rollup.cycle", ("fields", field, "rollup"),
                     "the roll-up reads itself: " + " → ".join(f"{e}.{f}" for e, f in cycle),

@@ -9,7 +9,7 @@ the count, in Python), and the parents whose values changed are written back wit
 executemany UPDATE.
 
 Concurrent writers (PostgreSQL, READ COMMITTED): the parents are locked first, in id
-order, by their own statement (`SELECT ... FOR UPDATE`); the aggregate runs after it as a
+order, by their own statement (`SELECT ... FOR NO KEY UPDATE`); the aggregate runs after it as a
 new statement, so it sees every child change committed before the lock was granted. Two
 transactions adding lines to one order therefore serialise on the order's row, and the
 second one's sum includes the first one's line.
@@ -161,7 +161,10 @@ class EntityRollups:
             chunk = wanted[start:start + BATCH]
             statement = self._stored.where(self.table.c.id.in_(chunk)).order_by(self.table.c.id)
             if lock:
-                statement = statement.with_for_update()
+                # FOR NO KEY UPDATE: a child's insert holds FOR KEY SHARE on its parent (the
+                # foreign key), which conflicts with FOR UPDATE: two writers adding lines to
+                # one order would each wait for the other
+                statement = statement.with_for_update(key_share=True)
             stored = {row[0]: tuple(row[1:]) for row in conn.execute(unscoped(statement))}
             if stored:
                 changes.update(self._store(conn, stored))
