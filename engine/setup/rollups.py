@@ -182,9 +182,8 @@ class _Checker:
                              "records that link to it",
                              did_you_mean(way, list(ways)) or (
                                  "ways: " + ", ".join(ways) if ways else
-                                 "declare reverse: on the link of the other entity, e.g. "
-                                 f"links: {{{self.spec.name}: {{to: {self.spec.name}, "
-                                 "reverse: lines}}"))
+                                 "name the way on the link that points here, e.g. "
+                                 f"{{to: {self.spec.name}, reverse: {way}}}"))
             return None
         child, kind, link = ways[way]
         if not name:
