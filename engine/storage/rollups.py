@@ -81,6 +81,10 @@ class _Way:
             columns += self._aggregates(rollup, child)
             self.reading.append((start, len(columns) - start, self._finish(rollup, child, field)))
         self.select = sa.select(*columns).select_from(source).group_by(key)
+        #: one parent, the common case of a write: built once, so that neither the
+        #: statement nor its cache key is made again on every write
+        self.select_one = unscoped(self.select.where(key == sa.bindparam("parent"),
+                                                     *conditions))
 
     def _aggregates(self, rollup: RollupSpec, child: sa.Table) -> list[Any]:
         if rollup.function == "count":
@@ -119,8 +123,9 @@ class _Way:
         """The roll-ups of these parents that have any record along the way; the others
         have the empty values."""
         found: dict[int, tuple[Any, ...]] = {}
-        statement = self.select.where(self.key.in_(ids), *self.conditions)
-        for row in conn.execute(unscoped(statement)):
+        rows = conn.execute(self.select_one, {"parent": ids[0]}) if len(ids) == 1 else \
+            conn.execute(unscoped(self.select.where(self.key.in_(ids), *self.conditions)))
+        for row in rows:
             values = []
             for (start, width, finish), field in zip(self.reading, self.fields, strict=True):
                 try:
@@ -150,6 +155,16 @@ class EntityRollups:
         self.names = tuple(f.name for f in self.fields)
         self.empty = {f.name: f.rollup.empty for f in self.fields}  # type: ignore[union-attr]
         self._stored = sa.select(self.table.c.id, *(self.table.c[n] for n in self.names))
+        self.dialect = dialect
+        table, record = self.table, sa.bindparam("record")
+        #: one record locked (FOR NO KEY UPDATE: see `recompute`), built once
+        self._lock_one = unscoped(sa.select(table.c.id).where(table.c.id == record)
+                                  .with_for_update(key_share=True))
+        #: one record's roll-ups stored when any differs from what is stored (rowcount 1)
+        self._update_one = unscoped(
+            sa.update(table).where(table.c.id == record, sa.or_(*(
+                table.c[n].is_distinct_from(sa.bindparam(f"new_{n}")) for n in self.names)))
+            .values({n: sa.bindparam(f"new_{n}") for n in self.names}))
 
     def recompute(self, conn: sa.Connection, ids: Iterable[int], *, lock: bool = True) -> Changes:
         """Compute these records' roll-ups again; store and return what changed. With
@@ -157,6 +172,8 @@ class EntityRollups:
         their own."""
         changes: Changes = {}
         wanted = sorted(set(ids))
+        if len(wanted) == 1:  # a write's one parent: statements built once, no read back
+            return self._one(conn, wanted[0], lock)
         for start in range(0, len(wanted), BATCH):
             chunk = wanted[start:start + BATCH]
             statement = self._stored.where(self.table.c.id.in_(chunk)).order_by(self.table.c.id)
@@ -169,6 +186,20 @@ class EntityRollups:
             if stored:
                 changes.update(self._store(conn, stored))
         return changes
+
+    def _one(self, conn: sa.Connection, record_id: int, lock: bool) -> Changes:
+        """One record: locked first on PostgreSQL (SQLite has one writer at a time), its
+        roll-ups computed and stored when any changed; then all of them are reported."""
+        if lock and self.dialect != "sqlite" and \
+                conn.execute(self._lock_one, {"record": record_id}).first() is None:
+            return {}
+        values: list[Any] = []
+        for way in self.ways:
+            values.extend(way.compute(conn, [record_id]).get(record_id, way.empty))
+        new = dict(zip(self.names, values, strict=True))
+        stored = conn.execute(self._update_one, {
+            "record": record_id, **{f"new_{n}": v for n, v in new.items()}}).rowcount
+        return {record_id: new} if stored else {}
 
     def recompute_all(self, conn: sa.Connection,
                       report: Callable[[int], None] | None = None) -> int:
