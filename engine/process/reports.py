@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -53,8 +52,8 @@ from engine.errors import ErrorDetail, MalformedRequest, NotFound
 from engine.records.service import Records
 from engine.setup.spec import PipelineSpec, label_text
 from engine.storage.progress import REACHED_COLUMN, mask
+from engine.storage.sums import joined, splits, sum_of
 from engine.storage.tables import EntityTable
-from engine.types.columns import ExactDecimal
 
 BOARD_LIMIT = 10
 MAX_BOARD_LIMIT = 100
@@ -290,45 +289,24 @@ class Reports:
         return [column == pipeline.name]
 
 
-#: on SQLite an exact decimal is an integer scaled by 10**places (ExactDecimal), and
-#: SQLite's SUM of integers raises "integer overflow" past 2**63: such a column is summed
-#: as its high and low halves, each far from overflowing, and joined exactly in Python
-_HALF = 2 ** 32
-
-
-def _split(conn: sa.Connection, column: Any) -> bool:
-    return conn.dialect.name == "sqlite" and isinstance(column.type, ExactDecimal)
-
-
 def _summed(conn: sa.Connection, table: EntityTable, summed: list[Any]) -> list[Any]:
-    """The SUM expressions of the summed fields: one each, two for a split column
-    (SQLite's integer `/` and `%` truncate toward zero, so high * _HALF + low is the value)."""
-    expressions: list[Any] = []
-    for field in summed:
-        column = table.table.c[field.name]
-        if _split(conn, column):
-            raw = sa.type_coerce(column, sa.BigInteger)
-            expressions += [sa.func.sum(raw // _HALF), sa.func.sum(raw % _HALF)]
-        else:
-            expressions.append(sa.func.sum(column))
-    return expressions
+    """The SUM expressions of the summed fields: one each, two for a column SQLite sums in
+    halves (engine/storage/sums.py)."""
+    dialect = conn.dialect.name
+    return [e for field in summed for e in sum_of(dialect, table.table.c[field.name])]
 
 
 def _combined(conn: sa.Connection, table: EntityTable, summed: list[Any],
               values: Sequence[Any]) -> list[Any]:
-    """A row's sums from `_summed`'s columns: split halves joined and scaled, exactly."""
+    """A row's sums from `_summed`'s columns, exactly."""
+    dialect = conn.dialect.name
     sums: list[Any] = []
     position = 0
     for field in summed:
         column = table.table.c[field.name]
-        if _split(conn, column):
-            high, low = values[position:position + 2]
-            position += 2
-            sums.append(None if high is None else
-                        Decimal(int(high) * _HALF + int(low)).scaleb(-column.type.places))
-        else:
-            sums.append(values[position])
-            position += 1
+        width = 2 if splits(dialect, column) else 1
+        sums.append(joined(dialect, column, values[position:position + width]))
+        position += width
     return sums
 
 

@@ -67,10 +67,12 @@ class StageMoves:
                 raise StaleVersion(f"{entity} {record_id} was changed by someone else; read it again")
             records.journal.stage(conn, entity, record_id, pipeline.name, source, target,
                                   by=actor, at=now, seconds=seconds_since(entered, now))
-            records.rules.check(conn, entity, [record_id])
             merged = {**current, "stage": target, "version": current["version"] + 1,
                       "updated_at": now}
             merged.update(records.formulas.on_write(conn, entity, record_id, current, merged))
+            records.rollups.on_write(conn, entity, record_id, current, merged)
+            # last, as on every write: a rule may read a formula or a roll-up the move changed
+            records.rules.check(conn, entity, [record_id])
             return records.render(conn, table, [merged])[0]
 
 

@@ -97,6 +97,8 @@ def _field(field: FieldSpec) -> dict[str, Any]:
         out["help"] = dict(field.help)
     if field.formula is not None:
         out["formula"] = field.formula.source  # computed by the server, read-only
+    if field.rollup is not None:
+        out["rollup"] = field.rollup.source  # added up by the server, read-only
     out.update(field.params)
     return out
 

@@ -21,7 +21,7 @@ Choices, documented in docs/setup-language.md ("Formula fields"):
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,18 +64,27 @@ class Formulas:
                         self.watchers[(at.name, column)].append(watcher)
         #: entity → whether formulas elsewhere read any of its columns
         self.watched = {entity: True for entity, _ in self.watchers}
+        #: hear (conn, entity, ids, fields) when recomputed formulas changed stored values
+        #: of records other than the one written (roll-ups adding them up: records/rollups.py)
+        self.listeners: list[Callable[[sa.Connection, str, list[int], set[str]], None]] = []
+        #: entity → its computed fields (formulas and roll-ups): never sent by a client
+        self.computed = {
+            spec.name: {f.name: "a formula" if f.formula is not None else "a roll-up"
+                        for f in spec.fields.values() if f.computed}
+            for spec in setup.entities.values()}
 
     def refuse_computed(self, entity: str, body: Any) -> None:
-        """A client never sends a formula field: 422 `field_computed` naming each one."""
-        plan = self.entities.get(entity)
-        if plan is None or not isinstance(body, dict):
+        """A client never sends a computed field: 422 `field_computed` naming each one."""
+        computed = self.computed.get(entity)
+        if not computed or not isinstance(body, dict):
             return
-        sent = [name for name in plan.names if name in body]
+        sent = [name for name in computed if name in body]
         if sent:
             raise ValidationFailed(
                 f"{', '.join(sent)} of a {entity} {'is' if len(sent) == 1 else 'are'} computed "
-                "by a formula and cannot be sent",
-                [ErrorDetail(name, "is computed by a formula: leave it out") for name in sent],
+                "by the server and cannot be sent",
+                [ErrorDetail(name, f"is computed by {computed[name]}: leave it out")
+                 for name in sent],
                 code="field_computed")
 
     def on_write(self, conn: sa.Connection, entity: str, record_id: int,
@@ -133,6 +142,8 @@ class Formulas:
                 by_field[name].append(record_id)
         for name, ids in by_field.items():
             self._dependents(conn, entity, ids, {name})
+            for listener in self.listeners:
+                listener(conn, entity, ids, {name})
 
     def _reaching(self, watcher: _Watcher, ids: list[int]) -> sa.Select[Any]:
         """The ids of `watcher.entity` whose link path ends at one of `ids`."""

@@ -155,7 +155,7 @@ def _write_schema(table: EntityTable, language: str, *, patch: bool) -> dict[str
     properties: dict[str, Any] = {}
     required: list[str] = []
     for spec in entity.fields.values():
-        if spec.formula is not None:
+        if spec.computed:
             continue  # computed by the server: a client sending it gets 422 field_computed
         schema = spec.type.json_schema(spec)
         if not spec.required:
@@ -205,6 +205,9 @@ def _read_schema(table: EntityTable, language: str, hidden: frozenset[str]) -> d
         if spec.formula is not None:
             properties[spec.name]["readOnly"] = True
             properties[spec.name]["x-formula"] = spec.formula.source
+        if spec.rollup is not None:
+            properties[spec.name]["readOnly"] = True
+            properties[spec.name]["x-rollup"] = spec.rollup.source
     for link in entity.links.values():
         properties[link.name] = _described(_link_schema(link, read=True), link, language)
     for name in hidden:

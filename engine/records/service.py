@@ -35,6 +35,7 @@ from engine.records.constraints import Constraints
 from engine.records.defaults import fill_dynamic_defaults
 from engine.records.formulas import Formulas
 from engine.records.query import ListQuery, QueryParser, after_condition, encode_cursor, order_by
+from engine.records.rollups import Rollups
 from engine.records.rules import Rules
 from engine.records.schemas import EntitySchemas, pair_problems, schema_problems
 from engine.setup.filters import LIST_PARAMS, FilterGrammar
@@ -176,6 +177,7 @@ class Records:
         self.journal = Journal(storage)
         self.formulas = Formulas(storage)
         self.rules = Rules(storage, database.dialect, acting)
+        self.rollups = Rollups(storage, database.dialect, self.formulas, self.rules)
         self.shapes = {name: _Shape(table) for name, table in storage.entities.items()}
         self.constraints = Constraints(storage, self.access, database.dialect)  # unique sets, no_overlap
         self._unique_fields = {
@@ -521,6 +523,7 @@ class Records:
             values["owner"] = owner
         if table.search_column is not None:
             values[SEARCH_COLUMN] = search_text(spec, values)
+        values.update(self.rollups.empty(entity))
         now = _now()
         values.update(created_at=now, updated_at=now, version=1)
         try:
@@ -534,6 +537,7 @@ class Records:
                 self.constraints.before_write(conn, table, values, values)
                 new_id = conn.execute(*self.shapes[entity].insert(values)).scalar_one()
                 values.update(self.formulas.on_write(conn, entity, new_id, None, values))
+                self.rollups.on_write(conn, entity, new_id, None, values)
                 self.constraints.after_write(conn, table, values, values, new_id, created=True)
                 if rights is not None:
                     # a condition on create (or on reassign, for a given owner) is met by
@@ -547,6 +551,9 @@ class Records:
                         through.write(conn, table.join_tables[name], new_id, {}, carried[name])
                     else:
                         self._insert_links(conn, table.join_tables[name], new_id, ids)
+                    values.update(self.rollups.links_changed(
+                        conn, entity, name, new_id, carried[name] if name in carried else ids
+                    ).get(new_id, {}))
                 values["id"] = new_id
                 for column in self.shapes[entity].columns:
                     values.setdefault(column.name, None)
@@ -636,6 +643,7 @@ class Records:
                                        "read it again and reapply your change")
                 changes.update(self.formulas.on_write(conn, entity, record_id, current,
                                                       {**merged, **changes}))
+                self.rollups.on_write(conn, entity, record_id, current, {**merged, **changes})
                 self.constraints.after_write(conn, table, {**merged, **changes}, changes, record_id,
                                        created=False)
                 for name, (added, removed) in link_changes.items():
@@ -647,6 +655,9 @@ class Records:
                         conn.execute(sa.delete(joins).where(
                             joins.c.source_id == record_id, joins.c.target_id.in_(removed)))
                     self._insert_links(conn, joins, record_id, added)
+                for name, (added, removed) in link_changes.items():
+                    changes.update(self.rollups.links_changed(
+                        conn, entity, name, record_id, added | removed).get(record_id, {}))
                 shape = self.shapes[entity]
                 after = {**merged, **changes}
                 journalled: dict[str, Any] = {
@@ -741,6 +752,8 @@ class Records:
                     if entry is None:
                         return
                     through.write(conn, joins, source_id, before, carried)
+                    self.rollups.links_changed(conn, owner_entity, owner_link, source_id,
+                                               [target_id])
                     self._touch_link_owner(conn, owner_entity, owner_table, source_id,
                                            {owner_link: entry}, actor)
                     return
@@ -752,6 +765,7 @@ class Records:
                     raise NotFound(f"{entity} {record_id} is not linked to {other_entity} {other_id}")
                 else:
                     return
+                self.rollups.links_changed(conn, owner_entity, owner_link, source_id, [target_id])
                 change = {"added": [target_id], "removed": []} if add else \
                     {"added": [], "removed": [target_id]}
                 self._touch_link_owner(conn, owner_entity, owner_table, source_id,
@@ -867,6 +881,7 @@ class Records:
         if not ids:
             return
         seen.update((entity, i) for i in ids)
+        parents = self.rollups.parents_of(conn, entity, ids)  # what adds these up, before
         for source_entity, link in self.storage.setup.inbound_links[entity]:
             source = self.storage[source_entity]
             for chunk in _chunks(ids):
@@ -879,6 +894,7 @@ class Records:
             statement = sa.delete(table.table).where(table.table.c.id.in_(chunk))
             conn.execute(self.access.scoped(statement, entity, "delete") if scoped
                          else self.access.unscoped(statement, "on_delete cascade"))
+        self.rollups.recompute(conn, parents)
         if table.spec.pipeline is not None:
             self.journal.forget_stages(conn, entity, ids)
         self.journal.changes_many(conn, entity, ids, "delete", None, by=actor, at=_now())
@@ -930,6 +946,7 @@ class Records:
                 **cleared, version=source.table.c.version + 1, updated_at=_now()),
                 execution_options=reason)
             self.formulas.changed(conn, source.name, affected, cleared)
+            self.rollups.changed(conn, source.name, affected, cleared)
             old = {"entity": entity, "id": ids[0]} if link.polymorphic else ids[0]
             self.journal.changes_many(conn, source.name, affected, "update",
                                       {link.name: [old if len(ids) == 1 else None, None]},

@@ -54,6 +54,7 @@ from engine.setup.names import (
 )
 from engine.setup.options import option_labels, option_problems, option_values
 from engine.setup.roles import ADMIN, check_roles
+from engine.setup.rollups import check_rollups
 from engine.setup.rules import check_rules
 from engine.setup.source import SourceFile, read_yaml
 from engine.setup.spec import (
@@ -187,10 +188,14 @@ class _Loader:
         rules, found = check_rules({n: d.source for n, d in drafts.items()}, setup, roles,
                                    self.registry)
         problems += [d for d in found if d.severity == "error"]
+        entities, rolled = check_rollups(setup, {n: d.source for n, d in drafts.items()},
+                                         self.registry)
+        problems += rolled
         if problems:
             return LoadResult(None, [*self.diagnostics, *problems])
         return LoadResult(replace(setup, roles=MappingProxyType(roles),
-                                  rules=MappingProxyType(rules)),
+                                  rules=MappingProxyType(rules),
+                                  entities=MappingProxyType(entities)),
                           [*self.diagnostics, *(d for d in found if d.severity != "error")])
 
     def _check_stage_roles(self, drafts: Mapping[str, _EntityDraft],

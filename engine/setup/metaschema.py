@@ -66,6 +66,11 @@ COMMON_FIELD_KEYS: dict[str, Any] = {
     "formula": {"type": "string", "minLength": 1,
                 "x-message": "must be an expression in quotes, not {value}",
                 "x-hint": "write formula: \"amount * 2\""},
+    # checked in engine/setup/rollups.py, where the messages can name the ways and fields
+    "rollup": {"type": "object", "minProperties": 1,
+               "x-message": "must be a mapping such as {sum: lines.amount}, not {value}",
+               "x-hint": "write rollup: {sum: lines.amount}, {count: lines} or "
+                         "{max: orders.ordered_on, where: {stage: won}}"},
 }
 
 LINK: dict[str, Any] = {

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from engine.setup.defaults import DynamicDefault
     from engine.setup.expressions import Formula
     from engine.setup.roles import RoleSpec
+    from engine.setup.rollups import RollupSpec
     from engine.setup.rules import EntityRules
 
 #: a label: one string, or one per language code
@@ -69,10 +70,18 @@ class FieldSpec:
     #: `formula:` checked and compiled (engine/setup/expressions.py): the server computes
     #: and stores the value; clients never send it
     formula: Formula | None = None
+    #: `rollup:` checked (engine/setup/rollups.py): a count, sum, min, max or average over
+    #: the records linking here, computed and stored by the server
+    rollup: RollupSpec | None = None
 
     @property
     def has_default(self) -> bool:
         return self.default is not None
+
+    @property
+    def computed(self) -> bool:
+        """Computed and stored by the server (a formula or a roll-up): never sent by clients."""
+        return self.formula is not None or self.rollup is not None
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,7 @@ class EntityFormulas:
         #: the columns of the entity itself that its formulas read (a path's first step)
         self.own_columns = frozenset(
             link_column(p[0]) if len(p) > 1 else p[0] for p in self.paths)
-        self.finishers = [_finisher(f) for f in self.fields]
+        self.finishers = [finisher(f) for f in self.fields]
 
     def recompute(self, conn: sa.Connection, ids: Sequence[int]) -> Changes:
         """Compute these records' formulas again; store and return what changed."""
@@ -114,8 +114,8 @@ class EntityFormulas:
         """(values of the formulas..., id) for each row, its inputs from column `start` on:
         the hot loop of a recompute, kept flat on purpose."""
         keys = self.keys
-        evaluated = [(f.name, f.formula.evaluate, finisher)  # type: ignore[union-attr]
-                     for f, finisher in zip(self.fields, self.finishers, strict=True)]
+        evaluated = [(f.name, f.formula.evaluate, finish)  # type: ignore[union-attr]
+                     for f, finish in zip(self.fields, self.finishers, strict=True)]
         env: dict[str, Any] = {}
         if self.uses_clock:
             now = dt.datetime.now(dt.UTC)
@@ -134,26 +134,34 @@ class EntityFormulas:
                 yield (*new, row[0])
 
     def _write(self, conn: sa.Connection, updates: list[tuple[Any, ...]]) -> None:
-        if not updates:
-            return
-        """One executemany of `UPDATE ... SET f = ? WHERE id = ?` through the driver, with
-        the columns' own bind processing: SQLAlchemy's per-row parameter handling cost as
-        much as the evaluation."""
-        dialect = conn.dialect
-        quote = dialect.identifier_preparer.quote
-        mark = "?" if dialect.paramstyle == "qmark" else "%s"
-        sql = (f"UPDATE {quote(self.table.name)} SET "
-               + ", ".join(f"{quote(name)} = {mark}" for name in self.names)
-               + f" WHERE id = {mark}")
-        processors = [self.table.c[name].type.bind_processor(dialect) for name in self.names]
-        if len(processors) == 1 and processors[0] is not None:
-            process = processors[0]  # the common case, one formula: one call per row
-            updates = [(process(value), record_id) for value, record_id in updates]
-        elif any(processors):
-            updates = [(*(value if p is None else p(value)
-                          for p, value in zip(processors, update[:-1], strict=True)), update[-1])
-                       for update in updates]
-        conn.exec_driver_sql(sql, updates, execution_options={UNSCOPED: WHY})
+        write_columns(conn, self.table, self.names, updates, WHY)
+
+
+def write_columns(conn: sa.Connection, table: sa.Table, names: Sequence[str],
+                  updates: list[tuple[Any, ...]], why: str) -> None:
+    """One executemany of `UPDATE ... SET f = ? WHERE id = ?` through the driver (each
+    update: the values of `names`, then the id), with the columns' own bind processing:
+    SQLAlchemy's per-row parameter handling cost as much as computing the values."""
+    if not updates:
+        return
+    dialect = conn.dialect
+    quote = dialect.identifier_preparer.quote
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    sql = (f"UPDATE {quote(table.name)} SET "
+           + ", ".join(f"{quote(name)} = {mark}" for name in names)
+           + f" WHERE id = {mark}")
+    # the type as this database stores it: an exact decimal is an INTEGER on SQLite, and
+    # its generic NUMERIC processor would send a float (losing digits past the 15th)
+    processors = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+                  for name in names]
+    if len(processors) == 1 and processors[0] is not None:
+        process = processors[0]  # the common case, one column: one call per row
+        updates = [(process(value), record_id) for value, record_id in updates]
+    elif any(processors):
+        updates = [(*(value if p is None else p(value)
+                      for p, value in zip(processors, update[:-1], strict=True)), update[-1])
+                   for update in updates]
+    conn.exec_driver_sql(sql, updates, execution_options={UNSCOPED: why})
 
 
 def in_order(spec: EntitySpec) -> list[FieldSpec]:
@@ -183,7 +191,7 @@ def entity_at(setup: SetupSpec, spec: EntitySpec, links: Sequence[str]) -> Entit
     return spec
 
 
-def _finisher(spec: FieldSpec) -> Callable[[Any], Any]:
+def finisher(spec: FieldSpec) -> Callable[[Any], Any]:
     """The evaluated value as stored, or ValueError saying why the field cannot hold it."""
     type_name = spec.type.name
     places = spec.params.get("places")

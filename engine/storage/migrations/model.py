@@ -70,6 +70,7 @@ def field_model(spec: FieldSpec) -> dict[str, Any]:
         "options": list(spec.options) if spec.options is not None else None,
         # only on formula fields, so the digest of a setup without formulas is unchanged
         **({"formula": spec.formula.source} if spec.formula is not None else {}),
+        **({"rollup": spec.rollup.source} if spec.rollup is not None else {}),
     }
 
 

@@ -19,8 +19,8 @@ from engine.setup.names import join_table_name, link_column, poly_entity_column
 from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec
 from engine.storage.migrations import constraints
 from engine.storage.migrations import steps as s
+from engine.storage.migrations.computed import computed_steps
 from engine.storage.migrations.convert import Converter, shown
-from engine.storage.migrations.formulas import formula_steps
 from engine.storage.migrations.model import digest, field_from_model, field_model, setup_model
 from engine.storage.migrations.rules import rule_steps
 from engine.storage.progress import REACHED_COLUMN
@@ -95,8 +95,8 @@ class _Planner:
             else:
                 self.steps.append(s.CreateTable(table=table.name, what=self.creation(table)))
         self.removed_tables()
-        self.steps += formula_steps(self.storage.setup, self.previous_entities, self.live_name,
-                                    self.rows)
+        self.steps += computed_steps(self.storage.setup, self.previous_entities,
+                                     self.live_name, self.rows)
 
     # -- entities ---------------------------------------------------------------------------
     def entity_renames(self) -> None:

@@ -1,0 +1,205 @@
+"""Roll-up fields kept true: recomputed in the same transaction as every write that
+changes what they add up — a child created, changed, moved to another parent, deleted or
+moved to another stage, and a many-to-many link added or removed.
+
+The batch computation is `engine/storage/rollups.py`. Here: which parents a write
+affects. A child's write names its parents (its link's old and new values; for a
+many-to-many way, its join rows), and only when it changed something the roll-ups read
+(the rolled-up field, a field of `where`, the link itself). The parents are locked and
+computed again; what changed is then followed like any change of a stored column: the
+parents' formulas and the formulas reading them (engine/records/formulas.py), the
+roll-ups of grandparents that add up a roll-up, and the parents' rules — a line that
+would push an order past a rule on its total is refused, and nothing is written.
+
+As for formulas, a parent recomputed keeps its `version` and `updated_at` and gets no
+timeline entry: nobody edited it, so an `If-Match` a client holds stays valid.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from engine.records.formulas import Formulas
+from engine.records.rules import Rules
+from engine.setup.names import link_column, poly_entity_column
+from engine.setup.rollups import MANY, REVERSE
+from engine.setup.spec import LinkSpec
+from engine.storage.rollups import Changes, EntityRollups, unscoped
+from engine.storage.tables import Storage
+
+#: parent entity → ids whose roll-ups are due
+Due = dict[str, set[int]]
+
+
+@dataclass(frozen=True)
+class _Watch:
+    """Roll-ups of `parent` add up records of the watched entity along one way."""
+
+    parent: str
+    child: str
+    kind: str
+    link: LinkSpec
+    #: the child's columns those roll-ups read (rolled-up fields, `where` fields)
+    columns: frozenset[str]
+    #: the columns that say which parent a child belongs to (REVERSE only)
+    key: tuple[str, ...] = ()
+
+
+class Rollups:
+    """Keeps every roll-up field of one storage equal to its definition."""
+
+    def __init__(self, storage: Storage, dialect: str, formulas: Formulas, rules: Rules):
+        self.storage = storage
+        self.formulas = formulas
+        self.rules = rules
+        setup = storage.setup
+        self.entities = {
+            spec.name: EntityRollups(storage, spec, dialect)
+            for spec in setup.entities.values()
+            if any(f.rollup is not None for f in spec.fields.values())}
+        #: child entity → the ways roll-ups read it along
+        self.watches: dict[str, list[_Watch]] = defaultdict(list)
+        #: (entity declaring a many-to-many link, link) → (parent entity, parents' side)
+        self.joins: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
+        columns: dict[tuple[str, str, str, str], set[str]] = defaultdict(set)
+        for plan in self.entities.values():
+            for field in plan.fields:
+                rollup = field.rollup
+                assert rollup is not None
+                attributes = storage[rollup.child].attributes
+                read = columns[(rollup.child, plan.entity, rollup.kind, rollup.link.name)]
+                if rollup.field is not None:
+                    read.add(rollup.field)
+                read.update(attributes[c.name].column.name for c in rollup.where)
+                if rollup.kind != REVERSE:
+                    declared = plan.entity if rollup.kind == MANY else rollup.child
+                    side = "source" if rollup.kind == MANY else "target"
+                    self.joins[(declared, rollup.link.name)].add((plan.entity, side))
+        links = {(f.rollup.child, plan.entity, f.rollup.kind, f.rollup.link.name): f.rollup.link
+                 for plan in self.entities.values() for f in plan.fields if f.rollup}
+        for (child, parent, kind, name), read in columns.items():
+            link = links[(child, parent, kind, name)]
+            key: tuple[str, ...] = ()
+            if kind == REVERSE:
+                key = (link_column(name),) + ((poly_entity_column(name),)
+                                              if link.polymorphic else ())
+            self.watches[child].append(_Watch(parent, child, kind, link, frozenset(read), key))
+        formulas.listeners.append(self.changed)
+
+    def empty(self, entity: str) -> dict[str, Any]:
+        """A new record's roll-ups: nothing links to it yet."""
+        plan = self.entities.get(entity)
+        return dict(plan.empty) if plan is not None else {}
+
+    def on_write(self, conn: sa.Connection, entity: str, record_id: int,
+                 before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> None:
+        """After a record's INSERT (`before` None) or UPDATE, with its formulas: the
+        roll-ups adding it up along a link it holds, or reading a field it changed."""
+        watches = self.watches.get(entity)
+        if not watches:
+            return  # the hot path of a setup without roll-ups over this entity
+        changed = set(after) if before is None else {
+            key for key, value in after.items() if before.get(key) != value}
+        due: Due = defaultdict(set)
+        for watch in watches:
+            if watch.kind != REVERSE:
+                if before is not None and changed & watch.columns:
+                    due[watch.parent].update(self._parents(conn, watch, [record_id]))
+                continue
+            new = _parent(watch, after)
+            if before is None:
+                due[watch.parent].update([new] if new is not None else [])
+                continue
+            old = _parent(watch, before)
+            if old != new or changed & watch.columns:
+                due[watch.parent].update(i for i in (old, new) if i is not None)
+        self.recompute(conn, due)
+
+    def links_changed(self, conn: sa.Connection, entity: str, link: str, source_id: int,
+                      target_ids: Iterable[int]) -> Changes:
+        """Join rows of `entity.link` from `source_id` to `target_ids` were added or
+        removed: the roll-ups along that link on either side. Returns what changed of the
+        source record's own roll-ups (to answer with)."""
+        sides = self.joins.get((entity, link))
+        if not sides:
+            return {}
+        due: Due = defaultdict(set)
+        for parent, side in sides:
+            due[parent].update([source_id] if side == "source" else target_ids)
+        return self.recompute(conn, due).get(entity, {})
+
+    def parents_of(self, conn: sa.Connection, entity: str, ids: list[int]) -> Due:
+        """Before records are deleted: the parents whose roll-ups add them up."""
+        due: Due = defaultdict(set)
+        for watch in self.watches.get(entity, ()):
+            due[watch.parent].update(self._parents(conn, watch, ids))
+        return due
+
+    def changed(self, conn: sa.Connection, entity: str, ids: Iterable[int],
+                fields: Iterable[str]) -> None:
+        """These stored columns of these records changed outside their own write (a
+        formula recomputed, a roll-up, a link emptied by a deletion): the roll-ups
+        reading them."""
+        watches = self.watches.get(entity)
+        if not watches:
+            return
+        ids, fields = list(ids), set(fields)
+        due: Due = defaultdict(set)
+        for watch in watches:
+            if fields & (watch.columns | set(watch.key)):
+                due[watch.parent].update(self._parents(conn, watch, ids))
+        self.recompute(conn, due)
+
+    def recompute(self, conn: sa.Connection, due: Mapping[str, set[int]]) -> dict[str, Changes]:
+        """Compute these parents' roll-ups again (locked first); follow what changed to
+        the formulas and roll-ups reading them, then check the parents' rules."""
+        done: dict[str, Changes] = {}
+        for parent in sorted(due):
+            ids = due[parent]
+            if not ids:
+                continue
+            changes = self.entities[parent].recompute(conn, ids)
+            if not changes:
+                continue
+            done[parent] = changes
+            by_field: dict[str, list[int]] = defaultdict(list)
+            for record_id, values in changes.items():
+                for name in values:
+                    by_field[name].append(record_id)
+            for name, changed_ids in by_field.items():
+                self.formulas.changed(conn, parent, changed_ids, {name})
+                self.changed(conn, parent, changed_ids, {name})
+            self.rules.check(conn, parent, sorted(changes))
+        return done
+
+    def _parents(self, conn: sa.Connection, watch: _Watch, ids: list[int]) -> set[int]:
+        """The parents the records `ids` are added up into along `watch`'s way."""
+        if not ids:
+            return set()
+        if watch.kind == REVERSE:
+            child = self.storage[watch.child].table
+            statement = sa.select(child.c[watch.key[0]]).where(
+                child.c.id.in_(ids), child.c[watch.key[0]].is_not(None))
+            if watch.link.polymorphic:
+                statement = statement.where(child.c[watch.key[1]] == watch.parent)
+        elif watch.kind == MANY:
+            joins = self.storage[watch.parent].join_tables[watch.link.name]
+            statement = sa.select(joins.c.source_id).where(joins.c.target_id.in_(ids))
+        else:
+            joins = self.storage[watch.child].join_tables[watch.link.name]
+            statement = sa.select(joins.c.target_id).where(joins.c.source_id.in_(ids))
+        return set(conn.execute(unscoped(statement.distinct())).scalars())
+
+
+def _parent(watch: _Watch, values: Mapping[str, Any]) -> int | None:
+    """The parent a child's values name along a REVERSE way (None: none of this entity)."""
+    if watch.link.polymorphic and values.get(watch.key[1]) != watch.parent:
+        return None
+    found = values.get(watch.key[0])
+    return found if isinstance(found, int) else None
+

@@ -1,0 +1,246 @@
+"""Roll-up columns computed and stored for a batch of records: the part of roll-ups that
+needs only the tables, shared by the write path (engine/records/rollups.py) and the
+migration that computes a new or changed roll-up over every row.
+
+For a batch of parent ids, one aggregate SELECT per way and condition reads every roll-up
+along it (`SELECT order_id, SUM(amount), COUNT(*) ... WHERE order_id IN (...) GROUP BY
+order_id`), sums exactly (engine/storage/sums.py; an average is that exact sum divided by
+the count, in Python), and the parents whose values changed are written back with one
+executemany UPDATE.
+
+Concurrent writers (PostgreSQL, READ COMMITTED): the parents are locked first, in id
+order, by their own statement (`SELECT ... FOR NO KEY UPDATE`); the aggregate runs after it as a
+new statement, so it sees every child change committed before the lock was granted. Two
+transactions adding lines to one order therefore serialise on the order's row, and the
+second one's sum includes the first one's line.
+"""
+
+from __future__ import annotations
+
+import decimal
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+from engine.errors import ErrorDetail, ValidationFailed
+from engine.setup.names import link_column, poly_entity_column
+from engine.setup.rollups import MANY, REVERSE, RollupSpec
+from engine.setup.spec import EntitySpec, FieldSpec
+from engine.storage.database import UNSCOPED
+from engine.storage.filters import compile_condition
+from engine.storage.formulas import BATCH, EXACT, finisher, write_columns
+from engine.storage.sums import joined, sum_of
+from engine.storage.tables import Storage
+
+WHY = "roll-ups: every record summed over, whoever may see it"
+#: {id: {field: new value}}: what a batch changed
+Changes = dict[int, dict[str, Any]]
+
+
+def unscoped(statement: Any) -> Any:
+    return statement.execution_options(**{UNSCOPED: WHY})
+
+
+class _Way:
+    """The roll-ups of one entity that share a way and a condition: one aggregate SELECT."""
+
+    def __init__(self, storage: Storage, spec: EntitySpec, fields: list[FieldSpec],
+                 dialect: str):
+        first = fields[0].rollup
+        assert first is not None
+        self.entity = spec.name
+        self.fields = fields
+        self.dialect = dialect
+        child = storage[first.child].table
+        if first.kind == REVERSE:
+            key = child.c[link_column(first.link.name)]
+            source: Any = child
+            conditions: list[ColumnElement[bool]] = []
+            if first.link.polymorphic:
+                conditions.append(child.c[poly_entity_column(first.link.name)] == spec.name)
+        else:
+            declared = spec.name if first.kind == MANY else first.child
+            joins = storage[declared].join_tables[first.link.name]
+            key, other = (joins.c.source_id, joins.c.target_id) if first.kind == MANY \
+                else (joins.c.target_id, joins.c.source_id)
+            source = joins.join(child, child.c.id == other)
+            conditions = []
+        conditions += [compile_condition(storage, c, dialect) for c in first.where]
+        self.key = key
+        self.conditions = conditions
+        #: per field: (where its values start in a row, how many columns, how to finish)
+        self.reading: list[tuple[int, int, Callable[[Sequence[Any]], Any]]] = []
+        columns: list[Any] = [key]
+        for field in fields:
+            rollup = field.rollup
+            assert rollup is not None
+            start = len(columns)
+            columns += self._aggregates(rollup, child)
+            self.reading.append((start, len(columns) - start, self._finish(rollup, child, field)))
+        self.select = sa.select(*columns).select_from(source).group_by(key)
+        #: one parent, the common case of a write: built once, so that neither the
+        #: statement nor its cache key is made again on every write
+        self.select_one = unscoped(self.select.where(key == sa.bindparam("parent"),
+                                                     *conditions))
+
+    def _aggregates(self, rollup: RollupSpec, child: sa.Table) -> list[Any]:
+        if rollup.function == "count":
+            return [sa.func.count(child.c.id if rollup.field is None else child.c[rollup.field])]
+        column = child.c[rollup.field]  # type: ignore[index]
+        if rollup.function == "sum":
+            return sum_of(self.dialect, column)
+        if rollup.function == "avg":
+            return [*sum_of(self.dialect, column), sa.func.count(column)]
+        return [getattr(sa.func, rollup.function)(column)]
+
+    def _finish(self, rollup: RollupSpec, child: sa.Table,
+                field: FieldSpec) -> Callable[[Sequence[Any]], Any]:
+        stored = finisher(field)
+        empty = rollup.empty
+        function = rollup.function
+        column = None if rollup.field is None else child.c[rollup.field]
+        dialect = self.dialect
+        whole = field.type.name == "integer"
+
+        def finish(values: Sequence[Any]) -> Any:
+            if function == "count":
+                return int(values[0] or 0)
+            if function in ("min", "max"):
+                return stored(values[0])
+            total = joined(dialect, column, values[:-1] if function == "avg" else values)
+            if total is None:
+                return empty
+            if function == "avg":
+                with decimal.localcontext(EXACT):
+                    return stored(decimal.Decimal(total) / values[-1])
+            return stored(int(total) if whole else total)
+        return finish
+
+    def compute(self, conn: sa.Connection, ids: Sequence[int]) -> dict[int, tuple[Any, ...]]:
+        """The roll-ups of these parents that have any record along the way; the others
+        have the empty values."""
+        found: dict[int, tuple[Any, ...]] = {}
+        rows = conn.execute(self.select_one, {"parent": ids[0]}) if len(ids) == 1 else \
+            conn.execute(unscoped(self.select.where(self.key.in_(ids), *self.conditions)))
+        for row in rows:
+            values = []
+            for (start, width, finish), field in zip(self.reading, self.fields, strict=True):
+                try:
+                    values.append(finish(row[start:start + width]))
+                except (ValueError, ArithmeticError) as problem:
+                    raise _unstorable(self.entity, row[0], field.name, problem) from None
+            found[row[0]] = tuple(values)
+        return found
+
+    @property
+    def empty(self) -> tuple[Any, ...]:
+        return tuple(f.rollup.empty for f in self.fields)  # type: ignore[union-attr]
+
+
+class EntityRollups:
+    """One entity's roll-up fields, and how to compute them for a batch of its records."""
+
+    def __init__(self, storage: Storage, spec: EntitySpec, dialect: str):
+        self.entity = spec.name
+        self.table = storage[spec.name].table
+        groups: dict[tuple[str, str, tuple[Any, ...]], list[FieldSpec]] = defaultdict(list)
+        for field in spec.fields.values():
+            if field.rollup is not None:
+                groups[(field.rollup.way, field.rollup.kind, field.rollup.where)].append(field)
+        self.ways = [_Way(storage, spec, fields, dialect) for fields in groups.values()]
+        self.fields = [f for way in self.ways for f in way.fields]
+        self.names = tuple(f.name for f in self.fields)
+        self.empty = {f.name: f.rollup.empty for f in self.fields}  # type: ignore[union-attr]
+        self._stored = sa.select(self.table.c.id, *(self.table.c[n] for n in self.names))
+        self.dialect = dialect
+        table, record = self.table, sa.bindparam("record")
+        #: one record locked (FOR NO KEY UPDATE: see `recompute`), built once
+        self._lock_one = unscoped(sa.select(table.c.id).where(table.c.id == record)
+                                  .with_for_update(key_share=True))
+        #: one record's roll-ups stored when any differs from what is stored (rowcount 1)
+        self._update_one = unscoped(
+            sa.update(table).where(table.c.id == record, sa.or_(*(
+                table.c[n].is_distinct_from(sa.bindparam(f"new_{n}")) for n in self.names)))
+            .values({n: sa.bindparam(f"new_{n}") for n in self.names}))
+
+    def recompute(self, conn: sa.Connection, ids: Iterable[int], *, lock: bool = True) -> Changes:
+        """Compute these records' roll-ups again; store and return what changed. With
+        `lock`, the records are locked first (FOR UPDATE, in id order) in a statement of
+        their own."""
+        changes: Changes = {}
+        wanted = sorted(set(ids))
+        if len(wanted) == 1:  # a write's one parent: statements built once, no read back
+            return self._one(conn, wanted[0], lock)
+        for start in range(0, len(wanted), BATCH):
+            chunk = wanted[start:start + BATCH]
+            statement = self._stored.where(self.table.c.id.in_(chunk)).order_by(self.table.c.id)
+            if lock:
+                # FOR NO KEY UPDATE: a child's insert holds FOR KEY SHARE on its parent (the
+                # foreign key), which conflicts with FOR UPDATE: two writers adding lines to
+                # one order would each wait for the other
+                statement = statement.with_for_update(key_share=True)
+            stored = {row[0]: tuple(row[1:]) for row in conn.execute(unscoped(statement))}
+            if stored:
+                changes.update(self._store(conn, stored))
+        return changes
+
+    def _one(self, conn: sa.Connection, record_id: int, lock: bool) -> Changes:
+        """One record: locked first on PostgreSQL (SQLite has one writer at a time), its
+        roll-ups computed and stored when any changed; then all of them are reported."""
+        if lock and self.dialect != "sqlite" and \
+                conn.execute(self._lock_one, {"record": record_id}).first() is None:
+            return {}
+        values: list[Any] = []
+        for way in self.ways:
+            values.extend(way.compute(conn, [record_id]).get(record_id, way.empty))
+        new = dict(zip(self.names, values, strict=True))
+        stored = conn.execute(self._update_one, {
+            "record": record_id, **{f"new_{n}": v for n, v in new.items()}}).rowcount
+        return {record_id: new} if stored else {}
+
+    def recompute_all(self, conn: sa.Connection,
+                      report: Callable[[int], None] | None = None) -> int:
+        """Every record computed from scratch, in batches by id (a migration step)."""
+        done, last = 0, 0
+        while True:
+            rows = conn.execute(unscoped(
+                self._stored.where(self.table.c.id > last).order_by(self.table.c.id)
+                .limit(BATCH))).all()
+            if not rows:
+                return done
+            self._store(conn, {row[0]: tuple(row[1:]) for row in rows})
+            done += len(rows)
+            last = rows[-1][0]
+            if report is not None:
+                report(done)
+
+    def _store(self, conn: sa.Connection, stored: dict[int, tuple[Any, ...]]) -> Changes:
+        ids = list(stored)
+        computed: dict[int, list[Any]] = {i: [] for i in ids}
+        for way in self.ways:
+            found = way.compute(conn, ids)
+            empty = way.empty
+            for record_id in ids:
+                computed[record_id].extend(found.get(record_id, empty))
+        changes: Changes = {}
+        updates: list[tuple[Any, ...]] = []
+        for record_id, old in stored.items():
+            new = tuple(computed[record_id])
+            if new != old:
+                changes[record_id] = {n: v for n, v, o in zip(self.names, new, old, strict=True)
+                                      if v != o}
+                updates.append((*new, record_id))
+        write_columns(conn, self.table, self.names, updates, WHY)
+        return changes
+
+
+def _unstorable(entity: str, record_id: int, name: str, problem: Exception) -> ValidationFailed:
+    reason = str(problem) if isinstance(problem, ValueError) and str(problem) else \
+        "is out of range"
+    return ValidationFailed(
+        f"the roll-up {entity}.{name} of {entity} {record_id} would hold a value the field "
+        f"cannot: it {reason}; nothing was written",
+        [ErrorDetail(name, f"the computed value {reason}")], code="rollup_out_of_range")
