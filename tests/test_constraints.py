@@ -580,3 +580,27 @@ def test_renaming_a_field_of_a_set_keeps_the_rule(
     finally:
         after.close()
         before.close()
+
+
+def test_the_default_setups_client_email_ignores_case(make_kt: Callable[..., Kartoteka]) -> None:
+    """The default setup's clients: `A@x.ru` and `a@x.ru` are one e-mail (issue 10)."""
+    with TestClient(create_app(make_kt()), base_url="http://127.0.0.1") as client:
+        _default_email(client)
+
+
+def _default_email(client: TestClient) -> None:
+    first = client.post("/api/client", json={"name": "Ромашка", "email": "Info@Romashka.ru"})
+    assert first.status_code == 201, first.text
+    second = client.post("/api/client", json={"name": "Ромашка 2", "email": "info@romashka.RU"})
+    _error(second, 409, "unique_violation")
+    assert first.json()["email"] == "Info@Romashka.ru"  # kept as written
+
+
+def test_an_email_unique_as_written_is_a_warning(write_setup: Callable[..., Path]) -> None:
+    folder = write_setup({"person.yaml": "entity: person\nfields:\n"
+                                         "  email: {type: email, unique: true}\n"})
+    result = check_setup(folder)
+    assert result.setup is not None
+    [warning] = [d for d in result.diagnostics if d.code == "constraint.email_case"]
+    assert warning.severity == "warning" and warning.line == 3
+    assert "unique: {ignore_case: true}" in warning.hint

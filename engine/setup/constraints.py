@@ -27,7 +27,7 @@ from engine.setup.names import did_you_mean
 from engine.setup.roles import condition_params
 from engine.setup.source import SourceFile
 from engine.setup.spec import FieldSpec, LinkSpec, Location, SetupSpec
-from engine.types.fields import DateTimeType, DateType, FieldTypeRegistry, StringType
+from engine.types.fields import DateTimeType, DateType, EmailType, FieldTypeRegistry, StringType
 
 
 @dataclass(frozen=True)
@@ -180,6 +180,12 @@ def check_constraints(source: SourceFile, data: Mapping[str, Any],
         if isinstance(raw, dict) and isinstance(raw.get("unique"), dict) and name in fields:
             path: tuple[str | int, ...] = ("fields", name, "unique")
             declarations.append((path, [name], raw["unique"], [path]))
+        elif isinstance(raw, dict) and raw.get("unique") is True and name in fields and \
+                isinstance(fields[name].type, EmailType):
+            problems.append(source.diagnostic(
+                "constraint.email_case", ("fields", name, "unique"), "an e-mail unique as "
+                "written: A@x.ru and a@x.ru would be two different records",
+                "write unique: {ignore_case: true}", severity="warning"))
     for index, raw in enumerate(data.get("unique") or ()):
         path = ("unique", index)
         names = list(raw["fields"]) if isinstance(raw, dict) else list(raw)
