@@ -188,7 +188,7 @@ class EntityRollups:
         self.empty = {f.name: f.rollup.empty for f in self.fields}  # type: ignore[union-attr]
         self._stored = sa.select(self.table.c.id, *(self.table.c[n] for n in self.names))
         self.dialect = dialect
-        table, record = self.table, sa.bindparam("record")
+        table, record = self.table, sa.bindparam("record", type_=sa.BigInteger)
         #: one record locked (FOR NO KEY UPDATE: see `recompute`), built once
         self._lock_one = unscoped(sa.select(table.c.id).where(table.c.id == record)
                                   .with_for_update(key_share=True))
@@ -254,15 +254,16 @@ class EntityRollups:
                 row = None
             if row is not None:
                 return {record_id: dict(zip(self.names, row, strict=True))}
-            stored = conn.execute(unscoped(self._stored.where(self.table.c.id == record_id))).first()
-            return self._store(conn, {record_id: tuple(stored[1:])}) if stored else {}
+            before = conn.execute(unscoped(
+                self._stored.where(self.table.c.id == record_id))).first()
+            return self._store(conn, {record_id: tuple(before[1:])}) if before else {}
         values: list[Any] = []
         for way in self.ways:
             values.extend(way.compute(conn, [record_id]).get(record_id, way.empty))
         new = dict(zip(self.names, values, strict=True))
-        stored = conn.execute(self._update_one, {
+        written = conn.execute(self._update_one, {
             "record": record_id, **{f"new_{n}": v for n, v in new.items()}}).rowcount
-        return {record_id: new} if stored else {}
+        return {record_id: new} if written else {}
 
     def recompute_all(self, conn: sa.Connection,
                       report: Callable[[int], None] | None = None) -> int:
