@@ -22,6 +22,7 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from engine import Kartoteka
+from engine.errors import ValidationFailed
 from engine.storage.migrations import apply, plan
 from tests.races import together
 
@@ -500,3 +501,18 @@ def test_adding_and_changing_a_roll_up_is_a_planned_migration(
 
 def _all(kt: Kartoteka, entity: str) -> list[Record]:
     return kt.records.list_page(entity, [("limit", "100")]).items
+
+
+def test_a_sum_past_64_bits_is_refused_not_wrapped(kt: Kartoteka) -> None:
+    """Quantities whose sum passes what a 64-bit integer holds (SQLite's SUM stops there
+    with an error, PostgreSQL's gives a number the column cannot take): 422 naming the
+    roll-up, never a wrong total, and the line is not written."""
+    order = kt.records.create("order", {"number": "A-1"})
+    half = 2 ** 62
+    kt.records.create("line", {"quantity": half, "order": order["id"]})
+    with pytest.raises(ValidationFailed) as refused:
+        kt.records.create("line", {"quantity": half, "order": order["id"]})
+    assert refused.value.code == "rollup_out_of_range"
+    assert [d.field for d in refused.value.details] == ["pieces"]
+    stored = kt.records.get("order", order["id"])
+    assert (stored["lines_count"], stored["pieces"]) == (1, half)

@@ -34,6 +34,8 @@ from engine.storage.filters import compile_condition
 from engine.storage.formulas import BATCH, EXACT, finisher, write_columns
 from engine.storage.sums import joined, sum_of
 from engine.storage.tables import Storage
+from engine.types.columns import ExactDecimal
+from engine.types.fields import INT64_MAX, INT64_MIN
 
 WHY = "roll-ups: every record summed over, whoever may see it"
 #: {id: {field: new value}}: what a batch changed
@@ -71,6 +73,8 @@ class _Way:
         conditions += [compile_condition(storage, c, dialect) for c in first.where]
         self.key = key
         self.conditions = conditions
+        self.source = source
+        self.child = child
         #: per field: (where its values start in a row, how many columns, how to finish)
         self.reading: list[tuple[int, int, Callable[[Sequence[Any]], Any]]] = []
         columns: list[Any] = [key]
@@ -119,6 +123,34 @@ class _Way:
             return stored(int(total) if whole else total)
         return finish
 
+    def in_sql(self, table: sa.Table, record: Any) -> tuple[Any, list[Any]] | None:
+        """These roll-ups as one SQL row for the parent `record` — (subquery, range
+        guards) — when SQL computes them exactly as stored: counts, and sums, minimums and
+        maximums of a column stored as the field stores its values (integers, or exact
+        decimals of the same places). None when a value needs Python's rounding (an
+        average, another scale)."""
+        columns: list[Any] = []
+        for field in self.fields:
+            rollup = field.rollup
+            assert rollup is not None
+            label = f"v_{field.name}"
+            if rollup.function == "count":
+                columns.append(self._aggregates(rollup, self.child)[0].label(label))
+                continue
+            column = self.child.c[rollup.field]  # type: ignore[index]
+            target = table.c[field.name].type
+            if rollup.function == "avg" or not _same_storage(column.type, target):
+                return None
+            if rollup.function == "sum":
+                total = sa.type_coerce(sa.func.coalesce(sa.func.sum(column), 0), target)
+                columns.append(total.label(label))
+            else:
+                columns.append(getattr(sa.func, rollup.function)(column).label(label))
+        row = sa.select(*columns).select_from(self.source).where(
+            self.key == record, *self.conditions).subquery(f"rollup_{self.fields[0].name}")
+        return row, [_within(row.c[f"v_{f.name}"], table.c[f.name].type) for f in self.fields
+                     if f.rollup is not None and f.rollup.function == "sum"]
+
     def compute(self, conn: sa.Connection, ids: Sequence[int]) -> dict[int, tuple[Any, ...]]:
         """The roll-ups of these parents that have any record along the way; the others
         have the empty values."""
@@ -156,10 +188,14 @@ class EntityRollups:
         self.empty = {f.name: f.rollup.empty for f in self.fields}  # type: ignore[union-attr]
         self._stored = sa.select(self.table.c.id, *(self.table.c[n] for n in self.names))
         self.dialect = dialect
-        table, record = self.table, sa.bindparam("record")
+        table, record = self.table, sa.bindparam("record", type_=sa.BigInteger)
         #: one record locked (FOR NO KEY UPDATE: see `recompute`), built once
         self._lock_one = unscoped(sa.select(table.c.id).where(table.c.id == record)
                                   .with_for_update(key_share=True))
+        #: one record's roll-ups computed and stored by one statement, when SQL computes
+        #: them exactly: `UPDATE … FROM (aggregates) WHERE any differs AND all fit
+        #: RETURNING` — no row back: unchanged, or out of range (the Python path says which)
+        self._in_sql = self._build_in_sql(table, record)
         #: one record's roll-ups stored when any differs from what is stored (rowcount 1)
         self._update_one = unscoped(
             sa.update(table).where(table.c.id == record, sa.or_(*(
@@ -187,19 +223,47 @@ class EntityRollups:
                 changes.update(self._store(conn, stored))
         return changes
 
+    def _build_in_sql(self, table: sa.Table, record: Any) -> Any:
+        rows, guards = [], []
+        for way in self.ways:
+            found = way.in_sql(table, record)
+            if found is None:
+                return None
+            rows.append(found[0])
+            guards += found[1]
+        value = {f.name: next(r.c[f"v_{f.name}"] for r in rows if f"v_{f.name}" in r.c)
+                 for f in self.fields}
+        return unscoped(
+            sa.update(table).where(
+                table.c.id == record, *guards,
+                sa.or_(*(table.c[n].is_distinct_from(value[n]) for n in self.names)))
+            .values(value).returning(*(table.c[n] for n in self.names)))
+
     def _one(self, conn: sa.Connection, record_id: int, lock: bool) -> Changes:
         """One record: locked first on PostgreSQL (SQLite has one writer at a time), its
         roll-ups computed and stored when any changed; then all of them are reported."""
         if lock and self.dialect != "sqlite" and \
                 conn.execute(self._lock_one, {"record": record_id}).first() is None:
             return {}
+        if self._in_sql is not None:
+            try:
+                row = conn.execute(self._in_sql, {"record": record_id}).first()
+            except sa.exc.OperationalError as error:  # SQLite's SUM past 64 bits
+                if "overflow" not in str(error.orig):
+                    raise
+                row = None
+            if row is not None:
+                return {record_id: dict(zip(self.names, row, strict=True))}
+            before = conn.execute(unscoped(
+                self._stored.where(self.table.c.id == record_id))).first()
+            return self._store(conn, {record_id: tuple(before[1:])}) if before else {}
         values: list[Any] = []
         for way in self.ways:
             values.extend(way.compute(conn, [record_id]).get(record_id, way.empty))
         new = dict(zip(self.names, values, strict=True))
-        stored = conn.execute(self._update_one, {
+        written = conn.execute(self._update_one, {
             "record": record_id, **{f"new_{n}": v for n, v in new.items()}}).rowcount
-        return {record_id: new} if stored else {}
+        return {record_id: new} if written else {}
 
     def recompute_all(self, conn: sa.Connection,
                       report: Callable[[int], None] | None = None) -> int:
@@ -244,3 +308,23 @@ def _unstorable(entity: str, record_id: int, name: str, problem: Exception) -> V
         f"the roll-up {entity}.{name} of {entity} {record_id} would hold a value the field "
         f"cannot: it {reason}; nothing was written",
         [ErrorDetail(name, f"the computed value {reason}")], code="rollup_out_of_range")
+
+
+def _same_storage(column: Any, field: Any) -> bool:
+    """Are a child's column and a roll-up's column stored alike, so that SQL's value of one
+    is the other's as stored: both integers, or exact decimals of the same places?"""
+    if isinstance(column, ExactDecimal) or isinstance(field, ExactDecimal):
+        return isinstance(column, ExactDecimal) and isinstance(field, ExactDecimal) \
+            and column.places == field.places
+    return type(column) is type(field)
+
+
+def _within(value: Any, field: Any) -> Any:
+    """SQL: `value` fits the field (money and decimals: their digits before the point;
+    integers: 64 bits). A sum that does not is left to the Python path, which says so."""
+    if isinstance(field, ExactDecimal):
+        limit = decimal.Decimal(10) ** (field.digits - field.places)
+        return sa.and_(value > -limit, value < limit)
+    if isinstance(field, sa.Integer):
+        return value.between(INT64_MIN, INT64_MAX)
+    return sa.true()
