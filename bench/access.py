@@ -299,7 +299,7 @@ def run_round(label: str, urls: dict[str, str], callers: dict[str, Caller],
                 print(f"  CHECK FAILED: {problem}", flush=True)
             if problems:
                 return {"round": label, "results": results}
-        for op in operations:
+        for op in operations if args.warmup else ():
             for name in op.callers:
                 run_wrk(servers[name], scripts[(op.key, name)], args.warmup, args, f"w{label}")
         for position, op in enumerate(operations):
@@ -307,7 +307,7 @@ def run_round(label: str, urls: dict[str, str], callers: dict[str, Caller],
             shift = (index + position) % len(order)
             order = order[shift:] + order[:shift]  # who goes first rotates
             for name in order:
-                time.sleep(0.5)
+                time.sleep(args.pause)
                 result = run_wrk(servers[name], scripts[(op.key, name)], args.seconds, args,
                                  f"{label}{name[0]}")
                 results[op.key][name] = result
@@ -509,7 +509,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--owners", type=int, default=20,
                         help="managers owning the clients and their sales (default 20)")
     parser.add_argument("--seconds", type=int, help="wrk duration per run (default 8)")
-    parser.add_argument("--warmup", type=int, help="warm-up seconds per run (default 2)")
+    parser.add_argument("--warmup", type=int, help="warm-up seconds per run (default 2; 0: none)")
+    parser.add_argument("--pause", type=float, default=0.5,
+                        help="seconds of quiet before each measured run (default 0.5)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--try-index", action="store_true",
@@ -521,7 +523,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.clients = args.clients or (1_000 if quick else 10_000)
     args.sales = args.sales or (10_000 if quick else 200_000)
     args.seconds = args.seconds or (2 if quick else 8)
-    args.warmup = args.warmup or (1 if quick else 2)
+    args.warmup = (1 if quick else 2) if args.warmup is None else args.warmup
     if args.repeat < 1 or args.owners < 2 or args.clients < 2 * args.owners:
         parser.error("--repeat ≥ 1, --owners ≥ 2, and at least two clients per owner")
     if args.db_url and args.postgres:
