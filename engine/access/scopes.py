@@ -25,7 +25,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
@@ -34,6 +34,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from engine.access.acting import Acting, User
 from engine.errors import UnscopedStatement
 from engine.setup.filters import FilterGrammar, FilterRefused
+from engine.setup.reads import derived_hidden, transitive_reads
 from engine.setup.roles import ADMIN, OPERATIONS, RoleSpec, Scope
 from engine.storage.database import UNSCOPED
 from engine.storage.filters import compile_condition
@@ -82,6 +83,8 @@ class Access:
         self.grammar = grammar
         self.dialect = dialect
         self.roles: Mapping[str, RoleSpec] = storage.setup.roles
+        #: what each computed field reads, transitively (engine/setup/reads.py)
+        self.reads = transitive_reads(storage.setup)
         self._cache: dict[tuple[object, ...], dict[str, Rights]] = {}
         self._lock = threading.Lock()
         #: statement → operation → the statement marked scoped (kept while the statement
@@ -97,6 +100,13 @@ class Access:
         by_entity = self._cache.get(key)
         if by_entity is None:
             by_entity = {name: self._rights(user, name) for name in self.storage.entities}
+            # computed fields reading what the user may not see are as hidden
+            derived = derived_hidden(self.reads, lambda e: by_entity[e].hidden,
+                                     lambda e: not by_entity[e].allows("read"))
+            for name, names in derived.items():
+                rights = by_entity[name]
+                by_entity[name] = replace(rights, hidden=rights.hidden | names,
+                                          readonly=rights.readonly | names)
             with self._lock:
                 if len(self._cache) >= _CACHE_SIZE:
                     self._cache.clear()

@@ -19,6 +19,7 @@ import jsonschema
 
 from engine.errors import ErrorDetail, format_path
 from engine.setup.names import SERVER_MANAGED, did_you_mean, pascal
+from engine.setup.reads import derived_hidden, transitive_reads
 from engine.setup.rules import NO_RULES
 from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec, label_text
 from engine.storage.tables import EntityTable, Storage
@@ -71,8 +72,13 @@ def _note_locks(patch: dict[str, Any], locked: Mapping[str, frozenset[str]]) -> 
 def hideable(storage: Storage, entity: str) -> frozenset[str]:
     """The fields and links of `entity` that at least one role of the setup may not see."""
     names: set[str] = set()
+    reads = transitive_reads(storage.setup)
     for role in storage.setup.roles.values():
         names |= role.grant(entity).hidden
+        names |= derived_hidden(  # computed fields reading what the role may not see
+            reads, lambda e, role=role: role.grant(e).hidden,  # type: ignore[misc]
+            lambda e, role=role: role.grant(e).scope("read").kind == "none",  # type: ignore[misc]
+        ).get(entity, frozenset())
     return frozenset(names)
 
 

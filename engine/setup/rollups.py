@@ -316,7 +316,8 @@ def _cycles(setup: SetupSpec, sources: Mapping[str, SourceFile]) -> list[Diagnos
 
 def computed_reads(setup: SetupSpec) -> dict[tuple[str, str], set[tuple[str, str]]]:
     """For each computed field (entity, field), the stored fields it reads directly: a
-    formula's paths' ends, a roll-up's field and the fields of its `where`."""
+    formula's paths' ends, a roll-up's records (`id`), field and the fields of its
+    `where`."""
     reads: dict[tuple[str, str], set[tuple[str, str]]] = {}
     for entity in setup.entities.values():
         for field in entity.fields.values():
@@ -329,6 +330,7 @@ def computed_reads(setup: SetupSpec) -> dict[tuple[str, str], set[tuple[str, str
 
 
 def _rollup_reads(rollup: RollupSpec) -> Iterator[tuple[str, str]]:
+    yield rollup.child, "id"  # the records themselves: a count tells how many there are
     if rollup.field is not None:
         yield rollup.child, rollup.field
     for condition in rollup.where:
