@@ -37,7 +37,7 @@ from engine.setup.filters import FilterGrammar, FilterRefused
 from engine.setup.reads import derived_hidden, transitive_reads
 from engine.setup.roles import ADMIN, OPERATIONS, RoleSpec, Scope
 from engine.storage.database import UNSCOPED
-from engine.storage.filters import compile_condition
+from engine.storage.filters import compile_all
 
 if TYPE_CHECKING:
     from engine.storage.tables import Storage
@@ -198,9 +198,9 @@ class Access:
             return table.c.owner.in_(sa.select(users.c.id).where(users.c.team == user.team))
         try:
             # compiled unscoped: a condition's links are never narrowed a second time
-            return sa.and_(*(compile_condition(
-                self.storage, self.grammar.parse(entity, key, _substitute(text, user)),
-                self.dialect) for key, text in scope.where))
+            return sa.and_(*compile_all(self.storage, [
+                self.grammar.parse(entity, key, _substitute(text, user))
+                for key, text in scope.where], self.dialect))
         except FilterRefused:
             # a user value the field cannot hold (a team name that is not one of a choice
             # field's options) matches no record

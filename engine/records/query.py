@@ -29,12 +29,13 @@ from engine.setup.filters import (
     CONTROLS,
     LIST_PARAMS,
     REPORT_PARAMS,
+    Condition,
     FilterGrammar,
     FilterRefused,
     nothing_hidden,
 )
 from engine.setup.names import did_you_mean
-from engine.storage.filters import compile_condition
+from engine.storage.filters import compile_all
 from engine.storage.tables import Attribute, EntityTable, Storage
 from engine.types.fields import ValueProblem, check_text, fold_text
 
@@ -97,6 +98,7 @@ class QueryParser:
         problems: list[ErrorDetail] = []
         seen: dict[str, str] = {}
         conditions: list[ColumnElement[bool]] = []
+        parsed: list[Condition] = []
         filters = sum(1 for key, _ in params if key not in CONTROLS)
         if filters > MAX_FILTERS:
             # a statement of a thousand conditions nests past SQLite's expression depth
@@ -118,9 +120,10 @@ class QueryParser:
                                                  "not of a list"))
                 continue
             try:
-                conditions.append(self._filter(table, key, value))
+                parsed.append(self._parse(table, key, value))
             except FilterRefused as refused:
                 problems.append(ErrorDetail(key, str(refused)))
+        conditions += self._compile(parsed)
         limit = self._integer(seen, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT, problems)
         offset = self._integer(seen, "offset", 0, 0, 10**9, problems)
         sort = self._sort(table, seen.get("sort"), problems)
@@ -156,13 +159,16 @@ class QueryParser:
                 if d.field in CONTROLS and d.field in names else d for d in problems]
 
     # -- filters ---------------------------------------------------------------------------
-    def _filter(self, table: EntityTable, key: str, text: str) -> ColumnElement[bool]:
-        """One filter parameter, parsed by the setup's grammar and compiled over the
-        tables; every entity it goes through is narrowed to what the caller may read."""
+    def _parse(self, table: EntityTable, key: str, text: str) -> Condition:
+        """One filter parameter, parsed by the setup's grammar (hidden fields unknown)."""
         hidden = self._hidden_by_name if self.access is not None else nothing_hidden
-        condition = self.grammar.parse(table.name, key, text, hidden)
+        return self.grammar.parse(table.name, key, text, hidden)
+
+    def _compile(self, conditions: list[Condition]) -> list[ColumnElement[bool]]:
+        """The parsed filters over the tables; every entity they go through is narrowed
+        to what the caller may read, and conditions on one link's pairs hold on one pair."""
         scope = self.access.conditions_for_read if self.access is not None else None
-        return compile_condition(self.storage, condition, self.dialect, scope)
+        return compile_all(self.storage, conditions, self.dialect, scope)
 
     def _hidden_by_name(self, entity: str) -> frozenset[str]:
         return self._hidden(self.storage[entity])

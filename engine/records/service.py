@@ -38,11 +38,12 @@ from engine.records.query import ListQuery, QueryParser, after_condition, encode
 from engine.records.rollups import Rollups
 from engine.records.rules import Rules
 from engine.records.schemas import EntitySchemas, pair_problems, schema_problems
-from engine.setup.filters import LIST_PARAMS, FilterGrammar
+from engine.setup.filters import LIST_PARAMS, PAIR_KEY, FilterGrammar, FilterRefused
 from engine.setup.names import did_you_mean, link_column, poly_entity_column
 from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec
 from engine.storage import progress
 from engine.storage.database import UNSCOPED, Database
+from engine.storage.filters import pair_clauses
 from engine.storage.journal import Journal, diff
 from engine.storage.tables import SEARCH_COLUMN, EntityTable, Storage, search_text
 from engine.types.fields import ValueProblem
@@ -58,7 +59,6 @@ Row = Mapping[Any, Any]
 
 
 #: the key of a pair's values on each record of a linked list (GET /api/{e}/{id}/{link})
-PAIR_KEY = "$link"
 
 
 @dataclass(frozen=True)
@@ -218,7 +218,10 @@ class Records:
             ).first()
             if row is None:
                 raise NotFound(f"no {entity} with id {record_id}")
-            target, condition = self._linked_condition(table, row._mapping, name)
+            # `$link.<field>` filters the pairs themselves (a link that carries data)
+            pairs = self._pair_filters(table, name, params)
+            params = [(k, v) for k, v in params if not k.startswith(PAIR_KEY + ".")]
+            target, condition = self._linked_condition(table, row._mapping, name, pairs)
             if target is None:
                 # an empty link to several entities: no entity to filter, so only the
                 # controls are valid — a filter or a typo is refused as on any list
@@ -254,8 +257,25 @@ class Records:
                 item[PAIR_KEY] = through.render_values(
                     reverse.link, found.get(item["id"], {}).get(record_id, {}))
 
-    def _linked_condition(self, table: EntityTable, row: Row,
-                          name: str) -> tuple[str | None, ColumnElement[bool]]:
+    def _pair_filters(self, table: EntityTable, name: str,
+                      params: Sequence[tuple[str, str]]) -> list[ColumnElement[bool]]:
+        """`$link.tooth[gte]=12` on a linked list: clauses over the link's join table."""
+        conditions, problems = [], []
+        for key, text in params:
+            if not key.startswith(PAIR_KEY + "."):
+                continue
+            try:
+                conditions.append(self.parser.grammar.parse(table.name, f"{name}.{key}", text))
+            except FilterRefused as refused:
+                problems.append(ErrorDetail(key, str(refused)))
+        if problems:
+            raise MalformedRequest("the list parameters are not valid", problems,
+                                   code="invalid_query")
+        return pair_clauses(self.storage, table, name, conditions, self.db.dialect)
+
+    def _linked_condition(self, table: EntityTable, row: Row, name: str,
+                          pairs: Sequence[ColumnElement[bool]] = ()
+                          ) -> tuple[str | None, ColumnElement[bool]]:
         link = table.spec.links.get(name)
         if link is not None:
             if link.polymorphic:
@@ -268,7 +288,7 @@ class Records:
             if link.many:
                 joins = table.join_tables[name]
                 return link.target, target.table.c.id.in_(
-                    sa.select(joins.c.target_id).where(joins.c.source_id == row["id"]))
+                    sa.select(joins.c.target_id).where(joins.c.source_id == row["id"], *pairs))
             return link.target, target.table.c.id == row[link_column(name)]
         reverse = self.storage.setup.reverse_links[table.name][name]
         source = self.storage[reverse.entity]
@@ -276,7 +296,7 @@ class Records:
         if declared.many:
             joins = source.join_tables[declared.name]
             return reverse.entity, source.table.c.id.in_(
-                sa.select(joins.c.source_id).where(joins.c.target_id == row["id"]))
+                sa.select(joins.c.source_id).where(joins.c.target_id == row["id"], *pairs))
         condition = source.table.c[link_column(declared.name)] == row["id"]
         if declared.polymorphic:
             condition = sa.and_(

@@ -36,8 +36,12 @@ LIST_PARAMS = ("q", "sort", "limit", "offset", "cursor", "include", "total")
 REPORT_PARAMS = ("pipeline", "from", "to")
 CONTROLS = frozenset(LIST_PARAMS + REPORT_PARAMS)
 MAX_IN_VALUES = 500
+#: the key that names a field of a linked pair: `procedures.$link.tooth` (as in the `$link`
+#: object a linked list carries), never a field name (those are identifiers)
+PAIR_KEY = "$link"
 _FILTER_KEY = re.compile(
-    r"^(?P<head>[a-z][a-z0-9_]*)(?:\.(?P<tail>[a-z][a-z0-9_]*))?(?:\[(?P<op>[a-z]+)\])?$")
+    r"^(?P<head>[a-z][a-z0-9_]*)(?:\.(?P<pair>\$link\.)?(?P<tail>[a-z][a-z0-9_]*))?"
+    r"(?:\[(?P<op>[a-z]+)\])?$")
 
 #: Condition kinds
 ATTRIBUTE = "attribute"      # a field, system column or single link's id; value typed
@@ -45,6 +49,7 @@ MANY = "many"                # a many-to-many link by target ids; value list[int
 POLYMORPHIC = "polymorphic"  # a link to several entities; value list[(entity, id)] | bool
 REVERSE = "reverse"          # a way back by the ids at its other end; list[int] | bool
 THROUGH = "through"          # `link.field`: `inner` is the condition on the other end
+PAIR = "pair"                # `link.$link.field`: `inner` is about the linked pairs' data
 
 #: which fields of an entity the caller may not see (refused like unknown ones)
 Hidden = Callable[[str], frozenset[str]]
@@ -98,6 +103,9 @@ class FilterGrammar:
         spec = self.setup.entities[entity]
         if head in hidden(entity):
             raise FilterRefused(self.unknown(entity, head, hidden))
+        if match.group("pair"):
+            assert tail is not None
+            return self._pair(spec, head, tail, op, text, hidden)
         if tail is not None:
             target = self._through(spec, head, hidden)
             hidden_there = hidden(target)
@@ -120,6 +128,25 @@ class FilterGrammar:
                 raise FilterRefused("a way back filters with eq, in or isnull")
             return Condition(entity, REVERSE, head, op, _ids(op, text, "a way back"))
         raise FilterRefused(self.unknown(entity, head, hidden))
+
+    def _pair(self, spec: EntitySpec, head: str, name: str, op: str, text: str,
+              hidden: Hidden) -> Condition:
+        """`head.$link.name`: records with a pair along `head` whose `name` matches."""
+        link = spec.links.get(head)
+        reverse = self.setup.reverse_links[spec.name].get(head)
+        declared = link if link is not None else reverse.link if reverse is not None else None
+        if declared is None:
+            raise FilterRefused(self.unknown(spec.name, head, hidden))
+        if not declared.through:
+            raise FilterRefused(f"{head} carries no data of its own; filter the linked "
+                                f"records' fields with {head}.<field>")
+        field = declared.through.get(name)
+        if field is None:
+            raise FilterRefused(f"the pairs of {head} have no field {name!r}" + _hint(
+                did_you_mean(name, list(declared.through))
+                or "their fields: " + ", ".join(declared.through)))
+        inner = Condition(spec.name, ATTRIBUTE, name, op, _compared((field, None), op, text, self))
+        return Condition(spec.name, PAIR, head, op, inner=inner)
 
     def _through(self, spec: EntitySpec, name: str, hidden: Hidden) -> str:
         """The entity at the other end of link (or way back) `name`."""

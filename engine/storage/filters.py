@@ -15,7 +15,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
-from engine.setup.filters import ATTRIBUTE, MANY, POLYMORPHIC, REVERSE, THROUGH, Condition
+from engine.setup.filters import (
+    ATTRIBUTE,
+    MANY,
+    PAIR,
+    POLYMORPHIC,
+    REVERSE,
+    THROUGH,
+    Condition,
+)
 from engine.setup.names import link_column, poly_entity_column
 from engine.storage.tables import EntityTable, Storage
 from engine.types.moments import Deferred
@@ -59,7 +67,53 @@ def compile_condition(storage: Storage, condition: Condition, dialect: str,
         assert condition.inner is not None
         _, subquery_of = through(storage, table, condition.name, scope)
         return subquery_of(compile_condition(storage, condition.inner, dialect, scope))
+    if condition.kind == PAIR:
+        return _pairs(storage, table, condition.name, [condition], dialect, scope)
     raise AssertionError(f"unknown condition kind {condition.kind!r}")
+
+
+def compile_all(storage: Storage, conditions: list[Condition], dialect: str,
+                scope: Scope | None = None) -> list[ColumnElement[bool]]:
+    """Conditions that hold together, as WHERE clauses: those about the pairs of one link
+    (`lines.$link.quantity[gte]=10&lines.$link.price[lt]=5`) must hold on the SAME pair —
+    and so must a condition on the linked record along that link in the same call
+    (`&lines.name=Bolt`: a bolt line of quantity 10) — so they become one subquery; the
+    rest compile one by one."""
+    paired = {(c.entity, c.name) for c in conditions if c.kind == PAIR}
+    pairs: dict[tuple[str, str], list[Condition]] = {}
+    compiled: list[ColumnElement[bool]] = []
+    for condition in conditions:
+        if condition.kind in (PAIR, THROUGH) and (condition.entity, condition.name) in paired:
+            pairs.setdefault((condition.entity, condition.name), []).append(condition)
+        else:
+            compiled.append(compile_condition(storage, condition, dialect, scope))
+    for (entity, name), together in pairs.items():
+        compiled.append(_pairs(storage, storage[entity], name, together, dialect, scope))
+    return compiled
+
+
+def _pairs(storage: Storage, table: EntityTable, name: str, conditions: list[Condition],
+           dialect: str, scope: Scope | None) -> ColumnElement[bool]:
+    """Records of `table` with one pair along `name` (a link that carries data, from
+    either end) meeting every PAIR condition, its other end a record `scope` lets in and
+    meeting every THROUGH condition."""
+    link = table.spec.links.get(name)
+    if link is not None:
+        joins, other = table.join_tables[name], storage[link.target]
+        mine, theirs = joins.c.source_id, joins.c.target_id
+    else:
+        reverse = storage.setup.reverse_links[table.name][name]
+        joins, other = storage[reverse.entity].join_tables[reverse.link.name], \
+            storage[reverse.entity]
+        mine, theirs = joins.c.target_id, joins.c.source_id
+    on_pairs = [c for c in conditions if c.kind == PAIR]
+    on_records = [compile_condition(storage, c.inner, dialect, scope)  # type: ignore[arg-type]
+                  for c in conditions if c.kind == THROUGH]
+    pairs = sa.select(mine).where(*pair_clauses(storage, table, name, on_pairs, dialect))
+    visible = scope(other.name) if scope is not None else []
+    if visible or on_records:
+        pairs = pairs.join(other.table, other.table.c.id == theirs).where(*visible, *on_records)
+    return table.table.c.id.in_(pairs)
 
 
 def _bound(value: Any, column: Any) -> Any:
@@ -110,3 +164,23 @@ def _through_all(storage: Storage, table: EntityTable, name: str) -> tuple[Entit
     # NULLs kept out of the subquery: NOT IN over a list with NULL matches nothing
     return source, lambda cond: table.table.c.id.in_(
         sa.select(id_column).where(id_column.is_not(None), cond))
+
+
+def pair_clauses(storage: Storage, table: EntityTable, name: str, conditions: list[Condition],
+                 dialect: str) -> list[ColumnElement[bool]]:
+    """`PAIR` conditions of `table` along link (or way back) `name` as clauses over the
+    link's join table, whose rows are the pairs."""
+    link = table.spec.links.get(name)
+    if link is not None:
+        joins = table.join_tables[name]
+    else:
+        reverse = storage.setup.reverse_links[table.name][name]
+        link, joins = reverse.link, storage[reverse.entity].join_tables[reverse.link.name]
+    clauses = []
+    for condition in conditions:
+        inner = condition.inner
+        assert inner is not None
+        field, column = link.through[inner.name], joins.c[inner.name]
+        clauses.append(field.type.filter(field, column, inner.op, _bound(inner.value, column),
+                                         dialect))
+    return clauses

@@ -14,21 +14,28 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.setup.rules import Clause, Comparison, RuleSpec
-from engine.storage.filters import compile_condition
+from engine.storage.filters import compile_all
 from engine.storage.tables import Storage
 
 
 def broken(storage: Storage, rule: RuleSpec, dialect: str) -> ColumnElement[bool]:
     """True for the rows of `rule.entity` that break `rule`; never NULL."""
-    holds = sa.and_(*(_clause(storage, c, dialect) for c in rule.require))
-    applies = [_clause(storage, c, dialect) for c in rule.when]
+    holds = sa.and_(*_clauses(storage, rule.require, dialect))
+    applies = _clauses(storage, rule.when, dialect)
     condition = sa.and_(*applies, sa.not_(holds))
     return sa.case((condition, sa.true()), else_=sa.false())
 
 
-def _clause(storage: Storage, clause: Clause, dialect: str) -> ColumnElement[bool]:
-    if not isinstance(clause, Comparison):
-        return compile_condition(storage, clause, dialect)
+def _clauses(storage: Storage, clauses: tuple[Clause, ...],
+             dialect: str) -> list[ColumnElement[bool]]:
+    """Filter conditions compiled together (those on one link's pairs hold on one pair),
+    then the comparisons of two fields."""
+    return [*compile_all(storage, [c for c in clauses if not isinstance(c, Comparison)],
+                         dialect),
+            *(_compared(storage, c) for c in clauses if isinstance(c, Comparison))]
+
+
+def _compared(storage: Storage, clause: Comparison) -> ColumnElement[bool]:
     table = storage[clause.entity]
     left = table.attributes[clause.name].column
     right = table.attributes[clause.other].column
