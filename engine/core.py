@@ -57,11 +57,15 @@ class Kartoteka:
     """A setup, its generated storage and schemas, and the records service over a database."""
 
     def __init__(self, setup: SetupSpec, settings: Settings | None = None, *,
-                 registry: FieldTypeRegistry | None = None, clock: Clock | None = None):
+                 registry: FieldTypeRegistry | None = None, clock: Clock | None = None,
+                 storage: Storage | None = None):
         self.setup = setup
         self.settings = settings or Settings()
         self.registry = registry or default_registry()
-        self.storage = Storage(setup, self.registry)
+        #: the generated tables; `storage` shares one already built for this setup (the
+        #: tests build many engines over few setups: the tables are the bulk of an
+        #: engine's start-up, and nothing changes them once built)
+        self.storage = storage if storage is not None else Storage(setup, self.registry)
         self.db = Database(self.settings.database)
         self.schemas = build_schemas(self.storage)
         #: who this instance acts for in the current context: `with kt.acting.as_user(u):`

@@ -88,7 +88,20 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     database: ScratchDatabase | None = request.getfixturevalue("scratch_database")
     if database is None:
         pytest.skip(HOW_TO)
+    if _only_make_kt_connects(request):
+        database.pending = True  # make_kt resets it: reused when it holds the same setup
+        return database.url
     return database.empty()
+
+
+def _only_make_kt_connects(request: pytest.FixtureRequest) -> bool:
+    """Does the test reach the database only through `make_kt` (no fixture of its own, nor
+    the test itself, takes `db_url`)? Then make_kt decides how to start it afresh."""
+    info = request.node._fixtureinfo  # type: ignore[attr-defined]
+    if "db_url" in info.argnames:
+        return False
+    return all("db_url" not in definition.argnames or definition.func is _make_kt_fixture
+               for definitions in info.name2fixturedefs.values() for definition in definitions)
 
 
 @pytest.fixture(scope="session")
@@ -104,25 +117,46 @@ def open_kt(setups: SetupCache) -> Callable[..., Kartoteka]:
     def open_(setup_dir: Path | str, url: str, *, sqlite_synchronous: str = TEST_SYNCHRONOUS,
               **settings: object) -> Kartoteka:
         database = DatabaseSettings(url=url, sqlite_synchronous=sqlite_synchronous)
-        return Kartoteka(setups.load(setup_dir), Settings(database, **settings),  # type: ignore[arg-type]
-                         registry=setups.registry)
+        setup = setups.load(setup_dir)
+        return Kartoteka(setup, Settings(database, **settings),  # type: ignore[arg-type]
+                         registry=setups.registry, storage=setups.storage(setup))
 
     return open_
 
 
-@pytest.fixture
-def make_kt(db_url: str, open_kt: Callable[..., Kartoteka]) -> Iterator[Callable[..., Kartoteka]]:
+def _make_kt_fixture(db_url: str, open_kt: Callable[..., Kartoteka],
+                     request: pytest.FixtureRequest) -> Iterator[Callable[..., Kartoteka]]:
     engines: list[Kartoteka] = []
+    scratch: ScratchDatabase | None = request.getfixturevalue("scratch_database") \
+        if db_url.startswith("postgresql") else None
 
     def make(setup_dir: Path | str = DEFAULT_SETUP, **settings: object) -> Kartoteka:
-        kt = open_kt(setup_dir, db_url, **settings)
-        kt.migrate()
+        kt = None
+        if scratch is not None and scratch.pending:
+            setup = setups_of(request).load(setup_dir)
+            reused = scratch.reuse(setups_of(request).base(setup))
+            kt = open_kt(setup_dir, db_url, **settings)
+            if not reused:
+                kt.migrate()
+                if not engines:
+                    scratch.migrated(setups_of(request).base(setup))
+        else:
+            kt = open_kt(setup_dir, db_url, **settings)
+            kt.migrate()
         engines.append(kt)
         return kt
 
     yield make
     for kt in engines:
         kt.close()
+
+
+make_kt = pytest.fixture(_make_kt_fixture, name="make_kt")
+
+
+def setups_of(request: pytest.FixtureRequest) -> SetupCache:
+    cache: SetupCache = request.getfixturevalue("setups")
+    return cache
 
 
 @pytest.fixture

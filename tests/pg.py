@@ -98,17 +98,82 @@ def describe_server() -> str:
             "started by the suite when a test first needs it")
 
 
+#: what a database's schema is, in one value: its schemas, the columns, indexes and
+#: constraints of `public`, and the setups recorded as migrated
+_FINGERPRINT = """
+SELECT md5(concat_ws('|',
+  (SELECT string_agg(nspname, ',' ORDER BY nspname) FROM pg_namespace
+    WHERE left(nspname, 3) <> 'pg_' AND nspname <> 'information_schema'),
+  (SELECT string_agg(concat_ws(':', table_name, column_name, data_type, is_nullable,
+                               column_default), ',' ORDER BY table_name, column_name)
+     FROM information_schema.columns WHERE table_schema = 'public'),
+  (SELECT string_agg(indexdef, ',' ORDER BY indexdef) FROM pg_indexes
+    WHERE schemaname = 'public'),
+  (SELECT string_agg(conname || pg_get_constraintdef(oid), ',' ORDER BY conname)
+     FROM pg_constraint WHERE connamespace = 'public'::regnamespace),
+  (SELECT string_agg(proname, ',' ORDER BY proname) FROM pg_proc
+    WHERE pronamespace = 'public'::regnamespace)))
+"""
+#: the table that records migrations: kept by a reset, so a setup still reads as migrated
+HISTORY = "kt_setup_history"
+
+
 class ScratchDatabase:
-    """A database on `server` for one test process, emptied for each test by `empty()`."""
+    """A database on `server` for one test process, emptied for each test by `empty()` —
+    or, when the test only builds engines of the setup the database already holds freshly
+    migrated, reset by `reuse(setup)`: every table emptied, the schema kept (a migration of
+    the default setup is ~40 DDL statements, most of a PostgreSQL test's set-up: 85 ms
+    against 5 ms to check the schema is unchanged and empty the tables)."""
 
     def __init__(self, server: str):
         self.url, self._drop = fresh_database(server)
         self._admin = sa.create_engine(self.url, isolation_level="AUTOCOMMIT")
         with self._admin.connect() as conn:
             self._modern = int(conn.exec_driver_sql("SHOW server_version_num").scalar()) >= 150000
+        #: the setup this database holds as migrated by `migrated()`, and the schema's
+        #: fingerprint then; None when unknown
+        self._holds: tuple[object, str] | None = None
+        #: emptied lazily: `reuse` or `empty` runs before the test's first engine
+        self.pending = False
+
+    def reuse(self, setup: object) -> bool:
+        """Before a test's first engine of `setup`: when the database holds exactly a fresh
+        migration of it (same schema as right after that migration), empty its tables
+        and say so (True: no need to migrate); else empty the database (False)."""
+        self.pending = False
+        if self._holds is not None and self._holds[0] is setup:
+            with self._admin.connect() as conn:
+                conn.exec_driver_sql(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+                if conn.exec_driver_sql(_FINGERPRINT).scalar() == self._holds[1] and \
+                        conn.exec_driver_sql(f"SELECT count(*) FROM {HISTORY}").scalar() == 1:
+                    tables = conn.exec_driver_sql(
+                        "SELECT quote_ident(tablename) FROM pg_tables "
+                        f"WHERE schemaname = 'public' AND tablename <> '{HISTORY}'").scalars()
+                    # DELETE, not TRUNCATE: a test leaves a few rows, and TRUNCATE makes new
+                    # files for every table and index (85 ms for the default setup, vs 1);
+                    # foreign keys off meanwhile (the order of the tables does not matter),
+                    # and every sequence back at 1, as in a new database
+                    conn.exec_driver_sql(
+                        "SET session_replication_role = replica; "
+                        + "".join(f"DELETE FROM {table}; " for table in tables)
+                        + "SET session_replication_role = DEFAULT; "
+                        "SELECT setval(c.oid, 1, false) FROM pg_class c WHERE c.relkind = 'S' "
+                        "AND c.relnamespace = 'public'::regnamespace")
+                    return True
+        self.empty()
+        return False
+
+    def migrated(self, setup: object) -> None:
+        """The database now holds a fresh migration of `setup` (and nothing else)."""
+        with self._admin.connect() as conn:
+            self._holds = (setup, conn.exec_driver_sql(_FINGERPRINT).scalar())
 
     def empty(self) -> str:
         """End every other connection to the database, drop everything in it, return its URL."""
+        self.pending = False
+        self._holds = None
         with self._admin.connect() as conn:
             conn.exec_driver_sql(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "

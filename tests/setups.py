@@ -1,11 +1,13 @@
 """Loaded setups shared by the tests of one session: parsing and checking the same YAML for
-every test was a fifth of a database test's cost.
+every test was a fifth of a database test's cost, and building its tables most of the rest
+of an engine's start-up.
 
 A setup is loaded once per folder name and file contents (not per path: `write_setup`
 writes the same texts into each test's own tmp folder), and handed out with its `source`
-set to the folder asked for. The specs are frozen, so sharing them is safe; every test
-still builds its own `Kartoteka` (its own tables, validators and connection pool) from
-them. A folder that does not load raises `SetupError` every time, as `load_setup` does.
+set to the folder asked for; its generated tables (`Storage`) are built once too. Specs
+and tables are never changed once built, so sharing them is safe; every test still builds
+its own `Kartoteka` (its validators, services and connection pool) over them. A folder
+that does not load raises `SetupError` every time, as `load_setup` does.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from engine import FieldTypeRegistry, default_registry, load_setup
 from engine.setup.spec import SetupSpec
+from engine.storage.tables import Storage
 
 
 class SetupCache:
@@ -23,6 +26,24 @@ class SetupCache:
         #: the registry the cached setups were checked against (their field types are its)
         self.registry: FieldTypeRegistry = default_registry()
         self._loaded: dict[tuple[str, tuple[tuple[str, str], ...]], SetupSpec] = {}
+        #: each loaded setup's generated tables, built once (by the setup's identity)
+        self._storage: dict[int, tuple[SetupSpec, Storage]] = {}
+        #: a setup handed out for another folder → the one loaded (same tables)
+        self._base: dict[int, SetupSpec] = {}
+        self._keep: list[SetupSpec] = []
+
+    def base(self, setup: SetupSpec) -> SetupSpec:
+        """The setup as loaded, for one handed out for another folder (same contents)."""
+        return self._base.get(id(setup), setup)
+
+    def storage(self, setup: SetupSpec) -> Storage:
+        """The tables of a setup this cache loaded, built once: every engine over it shares
+        them (they are never changed once built)."""
+        base = self._base.get(id(setup), setup)
+        found = self._storage.get(id(base))
+        if found is None:
+            found = self._storage[id(base)] = (base, Storage(base, self.registry))
+        return found[1]
 
     def load(self, folder: str | Path) -> SetupSpec:
         folder = Path(folder)
@@ -35,4 +56,9 @@ class SetupCache:
         setup = self._loaded.get(key)
         if setup is None:
             setup = self._loaded[key] = load_setup(folder, self.registry)
-        return setup if setup.source == str(folder) else replace(setup, source=str(folder))
+        if setup.source == str(folder):
+            return setup
+        moved = replace(setup, source=str(folder))
+        self._base[id(moved)] = setup
+        self._keep.append(moved)  # ids stay unique while the session lives
+        return moved

@@ -271,6 +271,8 @@ class Records:
         if problems:
             raise MalformedRequest("the list parameters are not valid", problems,
                                    code="invalid_query")
+        if not conditions:
+            return []
         return pair_clauses(self.storage, table, name, conditions, self.db.dialect)
 
     def _linked_condition(self, table: EntityTable, row: Row, name: str,
