@@ -204,8 +204,8 @@ class EntityRollups:
 
     def recompute(self, conn: sa.Connection, ids: Iterable[int], *, lock: bool = True) -> Changes:
         """Compute these records' roll-ups again; store and return what changed. With
-        `lock`, the records are locked first (FOR UPDATE, in id order) in a statement of
-        their own."""
+        `lock`, the records are locked first (FOR NO KEY UPDATE, in id order) in a
+        statement of their own."""
         changes: Changes = {}
         wanted = sorted(set(ids))
         if len(wanted) == 1:  # a write's one parent: statements built once, no read back
@@ -312,10 +312,11 @@ def _unstorable(entity: str, record_id: int, name: str, problem: Exception) -> V
 
 def _same_storage(column: Any, field: Any) -> bool:
     """Are a child's column and a roll-up's column stored alike, so that SQL's value of one
-    is the other's as stored: both integers, or exact decimals of the same places?"""
+    is the other's as stored: both integers, or exact decimals of the same places (and a
+    child value always fits the roll-up's digits: a minimum or maximum is not guarded)?"""
     if isinstance(column, ExactDecimal) or isinstance(field, ExactDecimal):
         return isinstance(column, ExactDecimal) and isinstance(field, ExactDecimal) \
-            and column.places == field.places
+            and column.places == field.places and column.digits <= field.digits
     return type(column) is type(field)
 
 
