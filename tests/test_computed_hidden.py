@@ -167,6 +167,7 @@ def test_the_published_schema_says_so_and_validates_the_managers_answers(
         for field in SECRET[entity]:
             assert field not in schema.get("required", []), (name, field)
             assert "Left out of the answers" in schema["properties"][field]["description"]
+            assert schema["properties"][field]["x-hidden-from"] == ["manager"]
         answer = _ok(_call(manager, "get", f"/api/{entity}/{world[entity]['id']}"))
         resolver = {"components": {"schemas": schemas}}
         jsonschema.validate(answer, {**schema, **resolver})

@@ -69,17 +69,20 @@ def _note_locks(patch: dict[str, Any], locked: Mapping[str, frozenset[str]]) -> 
         schema["description"] = f"{before.rstrip('.')}. {note}" if before else note
 
 
-def hideable(storage: Storage, entity: str) -> frozenset[str]:
-    """The fields and links of `entity` that at least one role of the setup may not see."""
-    names: set[str] = set()
+def hideable(storage: Storage, entity: str) -> dict[str, list[str]]:
+    """The fields and links of `entity` that at least one role of the setup may not see —
+    declared `hidden:`, or computed fields reading what the role may not see — each with
+    those roles."""
+    roles: dict[str, list[str]] = {}
     reads = transitive_reads(storage.setup)
     for role in storage.setup.roles.values():
-        names |= role.grant(entity).hidden
-        names |= derived_hidden(  # computed fields reading what the role may not see
+        derived = derived_hidden(  # computed fields reading what the role may not see
             reads, lambda e, role=role: role.grant(e).hidden,  # type: ignore[misc]
             lambda e, role=role: role.grant(e).scope("read").kind == "none",  # type: ignore[misc]
         ).get(entity, frozenset())
-    return frozenset(names)
+        for name in sorted(role.grant(entity).hidden | derived):
+            roles.setdefault(name, []).append(role.name)
+    return roles
 
 
 def nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -192,7 +195,8 @@ def _write_schema(table: EntityTable, language: str, *, patch: bool) -> dict[str
     return document
 
 
-def _read_schema(table: EntityTable, language: str, hidden: frozenset[str]) -> dict[str, Any]:
+def _read_schema(table: EntityTable, language: str,
+                 hidden: Mapping[str, list[str]]) -> dict[str, Any]:
     entity = table.spec
     properties: dict[str, Any] = {
         "id": {"type": "integer"},
@@ -220,6 +224,7 @@ def _read_schema(table: EntityTable, language: str, hidden: frozenset[str]) -> d
         note = "Left out of the answers to roles that may not see it."
         before = properties[name].get("description")
         properties[name]["description"] = f"{before.rstrip('.')}. {note}" if before else note
+        properties[name]["x-hidden-from"] = hidden[name]  # the roles that do not get it
     return {
         "type": "object",
         "title": pascal(entity.name),
