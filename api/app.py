@@ -128,13 +128,27 @@ _ETAG = {"ETag": {"description": "the record's version", "schema": {"type": "str
 MAX_OFFSET = 10**9
 
 
-def _list_params(entity: EntitySpec, storage: Storage) -> list[dict[str, Any]]:
-    links = ", ".join(entity.links) or "none"
-    table = storage.entities[entity.name]
-    sortable = [name for name, attribute in table.attributes.items() if attribute.field.type.sortable]
+#: an If-Match header as the server reads it: `*`, or the ETag in double quotes (a weak
+#: `W/` tag, an unquoted or an empty one is a 400); several tags: the first counts
+IF_MATCH: dict[str, Any] = {"type": "string", "pattern": r'^\s*(\*\s*|"[^"]*"\s*(,.*)?)$'}
+
+
+def _list_params(entity: EntitySpec, storage: Storage,
+                 *others: EntitySpec) -> list[dict[str, Any]]:
+    """A list's parameters; with `others`, of a list that may hold any of these entities
+    (a polymorphic link's): what all of them take."""
+    entities = (entity, *others)
+    shared_links = [n for n in entity.links if all(n in e.links for e in others)]
+    links = ", ".join(shared_links) or "none"
+    searched = [n for n in entity.search if all(n in e.search for e in others)]
+
+    def sortable_of(spec: EntitySpec) -> list[str]:
+        return [name for name, attribute in storage.entities[spec.name].attributes.items()
+                if attribute.field.type.sortable]
+    sortable = [n for n in sortable_of(entity) if all(n in sortable_of(e) for e in entities)]
     return [
         {"name": "q", "in": "query", "schema": {"type": "string", "maxLength": 200},
-         "description": "case-insensitive search in: " + (", ".join(entity.search) or "nothing")},
+         "description": "case-insensitive search in: " + (", ".join(searched) or "nothing")},
         {"name": "sort", "in": "query", "schema": {"type": "string", "pattern": _names_pattern(
             sortable, "[-+]?", MAX_SORT_KEYS)},
          "description": f"comma-separated fields (at most {MAX_SORT_KEYS}), '-' for descending: "
@@ -145,11 +159,21 @@ def _list_params(entity: EntitySpec, storage: Storage) -> list[dict[str, Any]]:
         {"name": "cursor", "in": "query", "schema": {"type": "string"},
          "description": "the `next` of the previous page; not with `offset`"},
         {"name": "include", "in": "query", "schema": {"type": "string", "pattern": _names_pattern(
-            list(entity.links), "", len(entity.links))},
+            shared_links, "", len(shared_links))},
          "description": f"links to embed, comma-separated: {links}"},
         {"name": "total", "in": "query", "schema": {"type": "boolean", "default": True},
          "description": "false skips counting"},
     ]
+
+
+def _stage_move(entity: EntitySpec) -> dict[str, Any]:
+    """A stage move's body: `to` one of the entity's stages (whether this record may enter
+    it now — transitions, required fields, roles — depends on the record: 409 or 422)."""
+    assert entity.pipeline is not None
+    return {"type": "object", "title": f"{pascal(entity.name)}StageMove",
+            "properties": {"to": {"type": "string",
+                                  "enum": list(entity.pipeline.all_stage_names)}},
+            "required": ["to"], "additionalProperties": False}
 
 
 def _names_pattern(names: list[str], prefix: str, most: int) -> str:
@@ -244,14 +268,16 @@ class _Routes:
                           response_class=Response, summary=f"Read one {label}",
                           operation_id=f"get_{name}",
                           openapi_extra={"parameters": [_id_param(), {
-                              "name": "include", "in": "query", "schema": {"type": "string"},
+                              "name": "include", "in": "query", "schema": {
+                                  "type": "string", "pattern": _names_pattern(
+                                      list(entity.links), "", len(entity.links))},
                               "description": "links to embed: " + (", ".join(entity.links) or "none")}]},
                           responses={**_ok(one, 200, _ETAG), 304: {"description": "Not modified"}})
         app.add_api_route(base + "/{id}", patch_record, methods=["PATCH"], tags=tags,
                           response_class=Response, summary=f"Change a {label}",
                           operation_id=f"update_{name}",
                           openapi_extra={"parameters": [_id_param(), {
-                              "name": "If-Match", "in": "header", "schema": {"type": "string"},
+                              "name": "If-Match", "in": "header", "schema": IF_MATCH,
                               "description": "the ETag you read; 412 if the record changed since"}],
                               **patch_body},
                           responses=_ok(one, 200, _ETAG))
@@ -313,9 +339,9 @@ class _Routes:
                           response_class=Response, operation_id=f"move_{name}",
                           summary=f"Move a {name} to another stage",
                           openapi_extra={"parameters": [_id_param(), {
-                              "name": "If-Match", "in": "header", "schema": {"type": "string"}}],
+                              "name": "If-Match", "in": "header", "schema": IF_MATCH}],
                               "requestBody": {"required": True, "content": {"application/json": {
-                                  "schema": {"$ref": REF + builtin("StageMove")}}}}},
+                                  "schema": _stage_move(entity)}}}},
                           responses=_ok({"$ref": REF + pascal(name)}, 200, _ETAG))
 
     def _add_timeline(self, app: FastAPI, entity: EntitySpec) -> None:
@@ -363,12 +389,14 @@ class _Routes:
         base = f"/api/{name}"
         records = self.records
         setup = self.kt.setup
-        ways: list[tuple[str, str | None, bool]] = []  # (name, target entity or None, many-to-many)
+        #: (name, target entity or None, many-to-many, the entities the list may hold)
+        ways: list[tuple[str, str | None, bool, tuple[str, ...]]] = []
         for link in entity.links.values():
-            ways.append((link.name, None if link.polymorphic else link.target, link.many))
+            ways.append((link.name, None if link.polymorphic else link.target, link.many,
+                         link.targets))
         for reverse in setup.reverse_links[name].values():
-            ways.append((reverse.name, reverse.entity, reverse.link.many))
-        for way, target, many in ways:
+            ways.append((reverse.name, reverse.entity, reverse.link.many, (reverse.entity,)))
+        for way, target, many, holds in ways:
             target_ref: dict[str, Any] = (
                 {"$ref": REF + pascal(target) + "List"} if target else
                 {"type": "object", "description": "a list of the linked entity's records"})
@@ -411,7 +439,8 @@ class _Routes:
                                   summary=f"{way} of a {name}", operation_id=f"list_{operation}",
                                   openapi_extra={"parameters": [
                                       _id_param(),
-                                      *_list_params(setup.entities[target or name], self.kt.storage)]},
+                                      *_list_params(setup.entities[holds[0]], self.kt.storage,
+                                                    *(setup.entities[e] for e in holds[1:]))]},
                                   responses=_ok(target_ref))
                 if not many:
                     continue

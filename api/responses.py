@@ -54,8 +54,19 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def _number(text: str) -> Decimal | int:
+    """A JSON number written with a fraction or an exponent: an exact Decimal — or, when
+    its value is whole (`3011.0`, `1e3`), the integer, as JSON Schema counts it (an id or an
+    integer field takes it; a decimal field takes either)."""
+    value = Decimal(text)
+    if value.is_finite() and value == value.to_integral_value() and value.adjusted() < 20:
+        return int(value)
+    return value
+
+
 async def read_json(request: Request, cap: int) -> Any:
-    """The request body as JSON; numbers with a fraction become exact Decimals."""
+    """The request body as JSON; numbers with a fraction become exact Decimals (whole ones,
+    integers)."""
     content_type = request.headers.get("content-type")
     problem = json_media_problem(content_type, has_body=False)
     if problem:
@@ -75,7 +86,7 @@ async def read_json(request: Request, cap: int) -> Any:
         raise UnsupportedMedia(problem)
     try:
         text = data.decode("utf-8")
-        return json.loads(text, parse_float=Decimal, parse_constant=_no_constants,
+        return json.loads(text, parse_float=_number, parse_constant=_no_constants,
                           object_pairs_hook=_unique_keys)
     except UnicodeDecodeError:
         raise MalformedRequest("the body is not UTF-8 text") from None

@@ -24,6 +24,7 @@ from api.responses import json_response, no_query, read_json
 from engine.core import Kartoteka
 from engine.errors import NotFound
 from engine.setup.roles import OPERATIONS
+from engine.storage.users import EMAIL_LENGTH
 
 REF = "#/components/schemas/"
 USER_SCHEMA = {
@@ -34,6 +35,27 @@ USER_SCHEMA = {
                    "team": {"type": ["string", "null"]}, "active": {"type": "boolean"}},
     "required": ["id", "email", "name", "roles", "team", "active"],
 }
+
+
+def _body_schemas(roles: list[str]) -> dict[str, dict[str, Any]]:
+    """What `POST /api/users` and `PATCH /api/users/{id}` take, as the users service checks
+    it (engine/access/users.py): the published contract, not just "an object"."""
+    role_list = {"type": "array", "minItems": 1, "uniqueItems": True,
+                 "items": {"enum": roles}, "description": "the setup's roles, or admin"}
+    name = {"type": ["string", "null"], "minLength": 1, "maxLength": 200}
+    team = {"type": ["string", "null"], "minLength": 1, "maxLength": 100}
+    return {
+        "create": {"type": "object", "required": ["email", "roles"],
+                   "additionalProperties": False, "properties": {
+                       "email": {"type": "string", "format": "email", "minLength": 3,
+                                 "maxLength": EMAIL_LENGTH,
+                                 "description": "stored in lower case; unique"},
+                       "roles": role_list, "name": name, "team": team,
+                       "expires_days": {"type": ["integer", "null"], "minimum": 1,
+                                        "maximum": 3650}}},
+        "change": {"type": "object", "additionalProperties": False, "properties": {
+            "roles": role_list, "name": name, "team": team, "active": {"type": "boolean"}}},
+    }
 
 
 def add_user_routes(app: FastAPI, kt: Kartoteka, cap: int,
@@ -107,6 +129,7 @@ def add_user_routes(app: FastAPI, kt: Kartoteka, cap: int,
                 **refused}
 
     listing = {"type": "object", "properties": {"items": {"type": "array", "items": USER_SCHEMA}}}
+    bodies = _body_schemas(sorted(users.known_roles or ()))
     with_token = {"type": "object", "properties": {"user": USER_SCHEMA, "token": {"type": "string"}}}
     for path, method, handler, summary, responses in (
         ("/api/me", "GET", me, "Who I am and what my roles let me do", ok({"type": "object"})),
@@ -130,7 +153,7 @@ def add_user_routes(app: FastAPI, kt: Kartoteka, cap: int,
         extra: dict[str, Any] = {"parameters": parameters}
         if method in ("POST", "PATCH") and handler is not new_token:
             extra["requestBody"] = {"required": True, "content": {"application/json": {
-                "schema": {"type": "object"}}}}
+                "schema": bodies["create" if method == "POST" else "change"]}}}
         app.add_api_route(path, handler, methods=[method], tags=["users"], summary=summary,
                           operation_id=f"{method.lower()}_{path.strip('/').replace('/', '_')}"
                           .replace("{", "").replace("}", ""),

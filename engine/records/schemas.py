@@ -411,7 +411,8 @@ PIPELINE_SCHEMAS: dict[str, Any] = {
                  "properties": {
                      "kind": {"enum": ["call", "email", "meeting"]},
                      "direction": {"enum": ["in", "out", None]},
-                     "duration_seconds": {"type": ["integer", "null"], "minimum": 0},
+                     "duration_seconds": {"type": ["integer", "null"], "minimum": 0,
+                                          "maximum": 10**7},
                      "subject": {"type": ["string", "null"], "maxLength": 300},
                      "text": {"type": ["string", "null"]},
                      "result": {"type": ["string", "null"]},
