@@ -32,6 +32,9 @@ SETUP = {
           city: string
           secret: string
           score: {type: integer, min: 0, max: 100}
+          email: {type: email, unique: {ignore_case: true}}
+          double: {type: integer, formula: "coalesce(score, 0) * 2"}
+          billed: {type: integer, rollup: {sum: invoices.amount}}
         links:
           parent: {to: company}
         rules:
@@ -45,7 +48,7 @@ SETUP = {
           number: {type: string, required: true}
           amount: integer
         links:
-          company: {to: company, required: true}
+          company: {to: company, required: true, reverse: invoices}
         unique: [[company, number]]
     """,
 }
@@ -210,3 +213,35 @@ def test_openapi_has_the_bulk_schemas(http: TestClient) -> None:
     row = components["InvoiceBulk"]["properties"]["rows"]["items"]
     assert row["additionalProperties"] is False and "anyOf" in row["properties"]["company"]
     assert "/api/company/bulk" in schema["paths"]
+
+
+def test_formulas_rollups_and_a_key_that_ignores_case(kt: Kartoteka, http: TestClient) -> None:
+    made = bulk(http, "company", {"upsert_by": "email", "rows": [
+        {"name": "Вега", "email": "Info@Vega.example", "score": 21},
+        {"name": "Вега Плюс", "email": "info@vega.EXAMPLE"},  # the same key, other case
+    ]}).json()
+    assert [r["status"] for r in made["rows"]] == [201, 200]
+    company = http.get(f"/api/company/{made['rows'][0]['id']}").json()
+    assert (company["name"], company["double"]) == ("Вега Плюс", 42)
+    lines = bulk(http, "invoice", {"rows": [
+        {"company": {"email": "INFO@vega.example"}, "number": str(n), "amount": n}
+        for n in (1, 2, 3)]}).json()
+    assert lines["created"] == 3, lines
+    assert http.get(f"/api/company/{company['id']}").json()["billed"] == 6
+    refused = bulk(http, "company", {"mode": "per_row", "rows": [
+        {"id": company["id"], "double": 1}]}).json()["rows"][0]
+    assert (refused["status"], refused["error"]["code"]) == (422, "field_computed")
+
+
+def test_an_all_or_none_batch_with_a_key_twice_is_one_record(
+        kt: Kartoteka, http: TestClient) -> None:
+    before = counts(kt)
+    answer = bulk(http, "company", {"upsert_by": ["inn"], "rows": [
+        {"name": "Первая", "inn": "6000000001"}, {"name": "Вторая", "inn": "6000000001"},
+        {"name": "Bad", "score": "many"}]})
+    assert answer.status_code == 422 and [r["index"] for r in answer.json()["rows"]] == [2]
+    assert counts(kt) == before
+    answer = bulk(http, "company", {"upsert_by": ["inn"], "rows": [
+        {"name": "Первая", "inn": "6000000001"}, {"name": "Вторая", "inn": "6000000001"}]})
+    assert [r["status"] for r in answer.json()["rows"]] == [201, 200]
+    assert [c["name"] for c in http.get("/api/company").json()["items"]] == ["Вторая"]

@@ -30,6 +30,7 @@ from engine.errors import ErrorDetail, MalformedRequest, RequestError, Validatio
 from engine.records.service import Record, Records
 from engine.setup.names import link_column
 from engine.setup.spec import EntitySpec
+from engine.storage.constraints import shadow_column
 from engine.types.fields import ValueProblem
 
 #: the most rows one bulk call takes
@@ -194,6 +195,7 @@ class Bulk:
 
     @staticmethod
     def _parsed(spec: EntitySpec, given: Mapping[str, Any]) -> dict[str, Any]:
+        """A key's values as stored, by member name (a link's as its id)."""
         values: dict[str, Any] = {}
         problems: list[ErrorDetail] = []
         for name, value in given.items():
@@ -201,7 +203,7 @@ class Bulk:
             if field is None:  # a single link, by id
                 if isinstance(value, bool) or not isinstance(value, int):
                     problems.append(ErrorDetail(name, "must be an id"))
-                values[link_column(name)] = value
+                values[name] = value
                 continue
             try:
                 values[name] = field.type.parse(field, value)
@@ -213,19 +215,23 @@ class Bulk:
 
     def _find(self, conn: sa.Connection, entity: str, key: tuple[str, ...],
               values: Mapping[str, Any]) -> int | None:
-        """The id of the record with these key values that the caller may see, if any."""
+        """The id of the record with these key values that the caller may see, if any.
+        A set that ignores case or spaces is looked up by its folded (shadow) columns, as
+        its UNIQUE constraint compares them."""
         table = self.records.storage[entity]
-        folded = {name for unique in table.spec.unique if tuple(unique.members) == key
-                  for name in unique.folded}
+        spec = table.spec
+        unique = next((u for u in spec.unique if tuple(u.members) == key), None)
         conditions = []
-        for column_name, value in values.items():
-            column = table.table.c[column_name]
-            if column_name in folded and isinstance(value, str):
-                conditions.append(sa.func.lower(sa.func.replace(column, " ", ""))
-                                  == value.replace(" ", "").lower())
+        for name in key:
+            value = values[name]
+            if name in spec.links:
+                conditions.append(table.table.c[link_column(name)] == value)
+            elif unique is not None and name in unique.folded:
+                conditions.append(table.table.c[shadow_column(unique, name)]
+                                  == unique.fold(str(value)))
             else:
-                conditions.append(column == value)
-        statement = sa.select(table.table.c.id).where(*conditions).limit(2)
+                conditions.append(table.table.c[name] == value)
+        statement = sa.select(table.table.c.id).where(*conditions).limit(1)
         found = conn.execute(self.records.access.scoped(statement, entity, "read")).scalars().all()
         return found[0] if found else None
 
