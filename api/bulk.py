@@ -100,8 +100,8 @@ def schemas(entity: EntitySpec, create: dict[str, Any],
                               "rows": {"type": "array", "minItems": 1, "maxItems": MAX_ROWS,
                                        "items": row}}}
     result_row = {"type": "object", "required": ["index", "status"], "properties": {
-        "index": {"type": "integer"}, "status": {"type": "integer", "enum": [
-            200, 201, 400, 403, 404, 409, 412, 422]},
+        "index": {"type": "integer"}, "status": {"type": "integer", "description":
+                                    "201 created, 200 updated, else the row's error status"},
         "id": {"type": "integer"}, "version": {"type": "integer"},
         "error": ERROR_SCHEMA["properties"]["error"]}}
     result = {"type": "object", "title": schema_name + "BulkResult",

@@ -245,3 +245,16 @@ def test_an_all_or_none_batch_with_a_key_twice_is_one_record(
         {"name": "Первая", "inn": "6000000001"}, {"name": "Вторая", "inn": "6000000001"}]})
     assert [r["status"] for r in answer.json()["rows"]] == [201, 200]
     assert [c["name"] for c in http.get("/api/company").json()["items"]] == ["Вторая"]
+
+
+def test_keys_of_the_wrong_type_are_row_errors(http: TestClient) -> None:
+    answer = bulk(http, "company", {"mode": "per_row", "upsert_by": "inn", "rows": [
+        {"name": "a", "inn": [1, 2]}, {"name": "b", "inn": None}, {"name": "c", "inn": "12"},
+        {"name": "d", "parent": {"inn": {"x": 1}}}, {"name": "e", "parent": {"city": "x"}},
+        {"name": "f", "parent": {"inn": "1655000001", "extra": 1}},
+        {"name": "g", "inn": "7000000001", "version": 2}, {"id": True, "name": "h"}]})
+    assert answer.status_code == 200, answer.text
+    rows = answer.json()["rows"]
+    assert [r["status"] for r in rows] == [422] * 8, rows
+    assert rows[0]["error"]["details"][0]["field"] == "inn"
+    assert "unique key of company: inn, email" in rows[4]["error"]["details"][0]["problem"]

@@ -27,6 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine.errors import ErrorDetail, MalformedRequest, RequestError, ValidationFailed
+from engine.records.schemas import schema_problems
 from engine.records.service import Record, Records
 from engine.setup.names import link_column
 from engine.setup.spec import EntitySpec
@@ -193,11 +194,14 @@ class Bulk:
                                                 "(upsert_by)") for name in missing])
         return self._parsed(spec, {name: row[name] for name in key})
 
-    @staticmethod
-    def _parsed(spec: EntitySpec, given: Mapping[str, Any]) -> dict[str, Any]:
-        """A key's values as stored, by member name (a link's as its id)."""
+    def _parsed(self, spec: EntitySpec, given: Mapping[str, Any]) -> dict[str, Any]:
+        """A key's values as stored, by member name (a link's as its id); checked against
+        the entity's schema first, as a single write checks them."""
         values: dict[str, Any] = {}
-        problems: list[ErrorDetail] = []
+        problems = schema_problems(self.records.schemas[spec.name].patch_validator,
+                                   dict(given), spec)
+        if problems:
+            raise ValidationFailed(f"the {spec.name}'s key is not valid", problems)
         for name, value in given.items():
             field = spec.fields.get(name)
             if field is None:  # a single link, by id
