@@ -147,6 +147,9 @@ class Database:
                 yield held
             return
         with self._open_write(system) as connection:
+            if system is not None:  # its statements reach every record: never lent on
+                yield connection
+                return
             self._held.connection = connection
             try:
                 yield connection
