@@ -34,10 +34,12 @@ from fastapi.openapi.utils import get_openapi
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from api import bulk as bulk_api
 from api.auth import Authentication
 from api.docs import install_docs
 from api.errors import install_error_handlers, refuse_method
 from api.guard import install_guard
+from api.language import pick_language
 from api.responses import json_response, no_query, read_json
 from api.users import add_user_routes
 from engine.core import Kartoteka
@@ -254,6 +256,7 @@ class _Routes:
         one = {"$ref": REF + schema_name}
         if entity.pipeline is not None:
             self._add_pipeline(app, entity)
+        self._add_bulk(app, entity)  # before /{id}: GET /bulk is 405, not "no record 'bulk'"
         app.add_api_route(base, list_records, methods=["GET"], tags=tags, response_class=Response,
                           summary=f"List {label} records", operation_id=f"list_{name}",
                           openapi_extra={"parameters": _list_params(entity, self.kt.storage)},
@@ -288,6 +291,37 @@ class _Routes:
                           responses={204: {"description": "Deleted"}, **_REFUSED})
         self._add_links(app, entity)
         self._add_timeline(app, entity)
+
+    def _add_bulk(self, app: FastAPI, entity: EntitySpec) -> None:
+        """POST /api/e/bulk: many creates, updates and upserts in one call (api/bulk.py)."""
+        name = entity.name
+        path = f"/api/{name}/bulk"
+        schema_name = pascal(name)
+        kt = self.kt
+
+        async def bulk(request: Request) -> Response:
+            no_query(request)
+            body = await read_json(request, self.cap * bulk_api.BODY_FACTOR)
+            actor = _actor(request)
+            result = await run_in_threadpool(kt.bulk.run, name, body, actor=actor)
+            language = pick_language(request.headers.get("accept-language"),
+                                     kt.setup.languages)
+            content, status = bulk_api.answer(result, language)
+            return json_response(content, status)
+
+        app.add_api_route(path, bulk, methods=["POST"], tags=[name], response_class=Response,
+                          operation_id=f"bulk_{name}",
+                          summary=f"Create, update or upsert up to {bulk_api.MAX_ROWS} {name} "
+                                  "records in one call",
+                          openapi_extra={"requestBody": {"required": True, "content": {
+                              "application/json": {"schema": {"$ref": REF + schema_name + "Bulk"}}}}},
+                          responses={**_ok({"$ref": REF + schema_name + "BulkResult"}),
+                                     422: {"description": "all_or_none: a row cannot be written, "
+                                           "so none was; every bad row is in details and rows",
+                                           "content": {"application/json": {
+                                               "schema": {"$ref": REF + builtin("Error")}}}}})
+        app.add_api_route(path, refuse_method, include_in_schema=False,
+                          methods=["GET", "PUT", "PATCH", "DELETE"])
 
     def _add_pipeline(self, app: FastAPI, entity: EntitySpec) -> None:
         name = entity.name
@@ -526,6 +560,8 @@ def _openapi(app: FastAPI, kt: Kartoteka) -> dict[str, Any]:
         components[names["create"]] = entity_schemas.create
         components[names["patch"]] = entity_schemas.patch
         components[names["list"]] = list_schema(name)
+        components.update(bulk_api.schemas(kt.setup.entities[name], entity_schemas.create,
+                                           pascal(name)))
     components[builtin("Error")] = ERROR_SCHEMA
     components.update(PIPELINE_SCHEMAS)
     _publish_bearer(schema)

@@ -22,6 +22,7 @@ from engine.errors import SettingsError
 from engine.process.reports import Reports
 from engine.process.stages import StageMoves
 from engine.process.timeline import Timeline
+from engine.records.bulk import Bulk
 from engine.records.describe import describe_setup
 from engine.records.schemas import build_schemas
 from engine.records.service import Records
@@ -78,6 +79,7 @@ class Kartoteka:
         self.stages = StageMoves(self.records)
         self.timeline = Timeline(self.records)
         self.reports = Reports(self.records)
+        self.bulk = Bulk(self.records)
         self.users = Users(self.storage.users, self.storage.tokens, self.db,
                            frozenset(setup.roles) | {ADMIN}, acting=self.acting,
                            manages_users=self.records.access.manages_users)

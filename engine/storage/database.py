@@ -101,6 +101,8 @@ class Database:
             self._group = None
         else:
             raise SettingsError(f"unsupported database {url.get_backend_name()!r}: {URL_HINT}")
+        #: this thread's open write connection: a write inside it is a SAVEPOINT of it
+        self._held = threading.local()
 
     @staticmethod
     def _create_engine(url: sa.URL, **options: Any) -> sa.Engine:
@@ -135,7 +137,27 @@ class Database:
     def write(self, *, system: str | None = None) -> Iterator[sa.Connection]:
         """A write transaction: committed when the block ends, rolled back on any error.
         `system` says why its statements may reach every record without the acting
-        user's scope (a migration, a backfill); see `engine.access.scopes.guard`."""
+        user's scope (a migration, a backfill); see `engine.access.scopes.guard`.
+        Inside another write of this thread (a bulk call's, engine/records/bulk.py) it is a
+        SAVEPOINT of that one: its error undoes only its own statements, and it is
+        committed with the outer write."""
+        held: sa.Connection | None = getattr(self._held, "connection", None)
+        if held is not None and system is None:
+            with held.begin_nested():
+                yield held
+            return
+        with self._open_write(system) as connection:
+            if system is not None:  # its statements reach every record: never lent on
+                yield connection
+                return
+            self._held.connection = connection
+            try:
+                yield connection
+            finally:
+                self._held.connection = None
+
+    @contextmanager
+    def _open_write(self, system: str | None) -> Iterator[sa.Connection]:
         if self._group is not None and system is None:
             with self._group.write() as connection:
                 yield connection
