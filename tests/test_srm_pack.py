@@ -1,7 +1,8 @@
 """The purchasing example (examples/purchasing) performed over HTTP, as its README walks a
-purchasing manager through it: order lines compute their totals, receipts count per line,
-the three-way match decides whether an invoice may be paid, a blocked or badly scored
-supplier gets no new order, and the refusals speak Russian and Chinese."""
+purchasing manager through it: order lines compute their totals, the order's totals and
+received quantities are roll-ups nobody writes, receipts and evaluations keep the supplier's
+scorecard, the three-way match decides whether an invoice may be paid, a blocked or badly
+scored supplier gets no new order, and the refusals speak Russian and Chinese."""
 
 from __future__ import annotations
 
@@ -40,19 +41,32 @@ def refused(answer: Any, status: int, code: str) -> dict[str, Any]:
     return error
 
 
-def supplier(client: TestClient, name: str, **fields: Any) -> dict[str, Any]:
-    return made(client.post("/api/supplier", json={"name": name, **fields}))
+def supplier(client: TestClient, name: str, *scores: tuple[int, int, int],
+             **fields: Any) -> dict[str, Any]:
+    """A supplier with one evaluation (quality, delivery, cost) per quarter of 2024."""
+    made_supplier = made(client.post("/api/supplier", json={"name": name, **fields}))
+    for quarter, score in enumerate(scores, start=1):
+        evaluate(client, made_supplier["id"], f"2024-Q{quarter}", *score)
+    return made(client.get(f"/api/supplier/{made_supplier['id']}"), 200)
+
+
+def evaluate(client: TestClient, supplier_id: int, period: str, quality: int, delivery: int,
+             cost: int) -> dict[str, Any]:
+    return made(client.post("/api/supplier_evaluation", json={
+        "supplier": supplier_id, "period": period, "evaluated_on": "2025-01-15",
+        "quality_score": quality, "delivery_score": delivery, "cost_score": cost}))
 
 
 def order(client: TestClient, supplier_id: int, number: str, **headers: str) -> Any:
     return client.post("/api/purchase_order", headers=headers, json={
-        "number": number, "order_date": "2025-03-03", "supplier": supplier_id})
+        "number": number, "order_date": "2025-03-03", "expected_delivery": "2025-03-10",
+        "supplier": supplier_id})
 
 
 def ordered_and_received(client: TestClient) -> dict[str, Any]:
-    """README steps 1–4: a supplier, an item, an order with two lines, a receipt."""
-    hua = supplier(client, "上海华东机电有限公司", status="approved",
-                   quality_score=90, delivery_score=80, cost_score=70)
+    """README steps 1–4: a supplier, an item, an order with two lines, a receipt on time
+    with a rejected part. Nobody writes the order's totals or received quantities."""
+    hua = supplier(client, "上海华东机电有限公司", (90, 80, 70), status="approved")
     item = made(client.post("/api/item", json={"sku": "BRG-6204", "name": "Подшипник 6204 轴承",
                                                 "standard_price": "12.00"}))
     po = made(order(client, hua["id"], "PO-2025-0001"))
@@ -62,33 +76,107 @@ def ordered_and_received(client: TestClient) -> dict[str, Any]:
     line2 = made(client.post("/api/po_line", json={
         "purchase_order": po["id"], "item": item["id"], "line_no": 2, "quantity": 10,
         "unit_price": "33.33", "tax_rate": 13}))
-    po = made(client.patch(f"/api/purchase_order/{po['id']}", json={
-        "net_amount": "1533.30", "tax_amount": "199.33", "quantity_ordered": "110"}), 200)
     receipt = made(client.post("/api/goods_receipt", json={
-        "number": "GR-2025-0001", "purchase_order": po["id"], "delivery_note_no": "ТН-17"}))
+        "number": "GR-2025-0001", "purchase_order": po["id"], "delivery_note_no": "ТН-17",
+        "received_at": "2025-03-08T09:30:00Z"}))
     made(client.post("/api/goods_receipt_line", json={
         "goods_receipt": receipt["id"], "po_line": line1["id"], "quantity_received": "100"}))
     made(client.post("/api/goods_receipt_line", json={
         "goods_receipt": receipt["id"], "po_line": line2["id"],
         "quantity_received": "10", "quantity_rejected": "2"}))
-    po = made(client.patch(f"/api/purchase_order/{po['id']}", json={
-        "quantity_received": "108", "value_received": "1466.64"}), 200)
+    po = made(client.get(f"/api/purchase_order/{po['id']}"), 200)
     return {"supplier": hua, "item": item, "po": po, "lines": [line1, line2], "receipt": receipt}
 
 
 def test_the_scorecard_is_computed_and_levelled(srm: TestClient) -> None:
-    good = supplier(srm, "ООО «Ромашка»", quality_score=90, delivery_score=80, cost_score=70)
+    good = supplier(srm, "ООО «Ромашка»", (90, 80, 70))
+    assert (good["quality_score"], good["evaluation_count"]) == ("90.00", 1)
     assert good["overall_score"] == "81.50"  # 36 + 28 + 17.5
     assert (good["score_level"], good["below_threshold"]) == ("ok", False)
-    warn = made(srm.patch(f"/api/supplier/{good['id']}", json={"quality_score": 50}), 200)
+    assert good["last_evaluated_on"] == "2025-01-15"
+    evaluate(srm, good["id"], "2024-Q2", 10, 60, 70)  # averages 50, 70, 70
+    warn = made(srm.get(f"/api/supplier/{good['id']}"), 200)
     assert (warn["overall_score"], warn["score_level"], warn["below_threshold"]) == \
-        ("65.50", "warn", True)
-    block = made(srm.patch(f"/api/supplier/{good['id']}", json={"delivery_score": 20}), 200)
-    assert (block["overall_score"], block["score_level"]) == ("44.50", "block")
-    unscored = supplier(srm, "شرکت پارس‌نگار", quality_score=90)
+        ("62.00", "warn", True)
+    third = evaluate(srm, good["id"], "2024-Q3", 20, 10, 10)  # averages 40, 50, 50
+    block = made(srm.get(f"/api/supplier/{good['id']}"), 200)
+    assert (block["overall_score"], block["score_level"]) == ("46.00", "block")
+    assert srm.delete(f"/api/supplier_evaluation/{third['id']}").status_code == 204
+    assert made(srm.get(f"/api/supplier/{good['id']}"), 200)["score_level"] == "warn"
+    unscored = supplier(srm, "شرکت پارس‌نگار")
     assert (unscored["overall_score"], unscored["score_level"]) == (None, "unscored")
-    refused(srm.post("/api/supplier", json={"name": "X", "overall_score": 99}),
+    assert (unscored["evaluation_count"], unscored["on_time_percent"]) == (0, None)
+    for field in ("overall_score", "quality_score", "deliveries", "on_time_percent"):
+        refused(srm.post("/api/supplier", json={"name": "X", field: 99}), 422, "field_computed")
+    refused(srm.patch(f"/api/supplier/{good['id']}", json={"quality_score": 100}),
             422, "field_computed")
+
+
+def test_the_orders_totals_and_received_quantities_appear_by_themselves(
+        srm: TestClient) -> None:
+    done = ordered_and_received(srm)
+    po, url = done["po"], f"/api/purchase_order/{done['po']['id']}"
+    assert (po["net_amount"], po["tax_amount"], po["total_amount"]) == \
+        ("1533.30", "199.33", "1732.63")
+    assert (po["line_count"], po["quantity_ordered"], po["quantity_delivered"],
+            po["quantity_rejected"], po["quantity_received"], po["value_received"]) == \
+        (2, "110.000", "110.000", "2.000", "108.000", "1466.64")
+    line2 = made(srm.get(f"/api/po_line/{done['lines'][1]['id']}"), 200)
+    assert (line2["quantity_received"], line2["quantity_open"], line2["value_received"]) == \
+        ("8.000", "2.000", "266.64")
+    # the rest of line 2 arrives late: the order is complete, one receipt of two on time
+    late = made(srm.post("/api/goods_receipt", json={
+        "number": "GR-2025-0002", "purchase_order": po["id"],
+        "received_at": "2025-03-20T08:00:00Z"}))
+    assert late["on_time"] is False
+    rest = made(srm.post("/api/goods_receipt_line", json={
+        "goods_receipt": late["id"], "po_line": line2["id"], "quantity_received": "2"}))
+    po = made(srm.get(url), 200)
+    assert (po["quantity_received"], po["value_received"], po["receipt_count"],
+            po["receipts_on_time"]) == ("110.000", "1533.30", 2, 1)
+    # a correction of a receipt line, then its deletion, are followed too
+    made(srm.patch(f"/api/goods_receipt_line/{rest['id']}", json={"quantity_rejected": "1"}), 200)
+    assert made(srm.get(url), 200)["quantity_received"] == "109.000"
+    assert srm.delete(f"/api/goods_receipt/{late['id']}").status_code == 204  # cascades its line
+    po = made(srm.get(url), 200)
+    assert (po["quantity_received"], po["receipt_count"]) == ("108.000", 1)
+    # a line's price change reaches the order's totals
+    made(srm.patch(f"/api/po_line/{line2['id']}", json={"discount_percent": "10"}), 200)
+    po = made(srm.get(url), 200)
+    assert (po["net_amount"], po["value_received"]) == ("1499.97", "1440.00")  # 8 × 30.00
+    # nobody sends a roll-up, not even the right value
+    refused(srm.patch(url, json={"net_amount": po["net_amount"]}), 422, "field_computed")
+    refused(srm.post("/api/purchase_order", json={
+        "number": "PO-2025-0099", "order_date": "2025-03-03", "supplier": done["supplier"]["id"],
+        "quantity_received": "1"}), 422, "field_computed")
+    refused(srm.patch(f"/api/po_line/{line2['id']}", json={"quantity_received": "10"}),
+            422, "field_computed")
+    assert made(srm.get(url), 200)["net_amount"] == "1499.97"
+
+
+def test_receipts_and_invoices_keep_the_suppliers_scorecard(srm: TestClient) -> None:
+    done = ordered_and_received(srm)
+    hua = f"/api/supplier/{done['supplier']['id']}"
+    card = made(srm.get(hua), 200)
+    assert (card["deliveries"], card["deliveries_on_time"], card["on_time_percent"]) == \
+        (1, 1, "100.00")
+    assert (card["quantity_delivered"], card["quantity_rejected"], card["reject_percent"]) == \
+        ("110.000", "2.000", "1.82")  # 2 of 110
+    assert (card["invoiced_net"], card["price_variance_percent"]) == ("0.00", None)
+    made(srm.post("/api/goods_receipt", json={
+        "number": "GR-2025-0002", "purchase_order": done["po"]["id"],
+        "received_at": "2025-03-11T00:00:00Z"}))  # a day late
+    assert made(srm.get(hua), 200)["on_time_percent"] == "50.00"
+    # moving the expected day makes the late receipt on time: formulas and roll-ups follow
+    made(srm.patch(f"/api/purchase_order/{done['po']['id']}",
+                   json={"expected_delivery": "2025-03-12"}), 200)
+    assert made(srm.get(hua), 200)["on_time_percent"] == "100.00"
+    made(srm.post("/api/supplier_invoice", json={
+        "invoice_no": "INV-778", "supplier": done["supplier"]["id"],
+        "purchase_order": done["po"]["id"], "net_amount": "1480.00", "quantity_invoiced": "108"}))
+    card = made(srm.get(hua), 200)
+    assert (card["invoiced_net"], card["invoiced_expected"], card["price_variance_percent"]) == \
+        ("1480.00", "1466.64", "0.91")  # 13.36 over 1466.64
 
 
 def test_order_lines_compute_their_totals(srm: TestClient) -> None:
@@ -192,19 +280,20 @@ def test_no_new_order_to_a_blocked_or_low_scored_supplier(srm: TestClient) -> No
     po = f"/api/purchase_order/{done['po']['id']}"
     made(srm.post(f"{po}/stage", json={"to": "confirmed"}), 200)
 
-    poor = supplier(srm, "Low Score Ltd", status="approved",
-                    quality_score=40, delivery_score=40, cost_score=40)
+    poor = supplier(srm, "Low Score Ltd", (40, 40, 40), status="approved")
     error = refused(order(srm, poor["id"], "PO-2025-0011", **RU), 422, "rule_failed")
     assert "ниже 50" in str(error)
-    made(srm.patch(f"/api/supplier/{poor['id']}", json={"quality_score": 90}), 200)  # 60: warn
+    error = refused(order(srm, poor["id"], "PO-2025-0011", **ZH), 422, "rule_failed")
+    assert "低于50分" in str(error)
+    evaluate(srm, poor["id"], "2024-Q2", 80, 80, 80)  # averages 60: a warning, not a block
     assert made(order(srm, poor["id"], "PO-2025-0011"))["supplier"] == poor["id"]
     new = supplier(srm, "New Prospect")  # no scores yet: not blocked
     made(order(srm, new["id"], "PO-2025-0012"))
 
 
 def test_contract_dates(srm: TestClient) -> None:
-    hua = supplier(srm, "上海华东机电有限公司")
-    body = {"number": "C-2025-01", "title": "Рамочный договор 框架协议", "supplier": hua["id"],
+    hua = supplier(srm, "上海华东机电有限公司")["id"]
+    body = {"number": "C-2025-01", "title": "Рамочный договор 框架协议", "supplier": hua,
             "valid_from": "2025-01-01", "valid_to": "2025-12-31", "renewal_notice_days": 60}
     contract = made(srm.post("/api/contract", json=body))
     assert contract["renewal_decision_by"] == "2025-11-01"
@@ -229,7 +318,7 @@ def test_the_readmes_lists_answer(srm: TestClient) -> None:
     made(srm.post("/api/supplier_invoice", json={
         "invoice_no": "INV-1", "supplier": done["supplier"]["id"],
         "purchase_order": done["po"]["id"], "net_amount": "1540.00", "quantity_invoiced": "108"}))
-    low = supplier(srm, "Low", quality_score=60, delivery_score=60, cost_score=60)
+    low = supplier(srm, "Low", (60, 60, 60))
     made(srm.post("/api/contract", json={
         "number": "C-1", "title": "t", "supplier": low["id"], "status": "active",
         "valid_from": "2020-01-01", "valid_to": "2021-01-01", "renewal_notice_days": 30}))
@@ -239,6 +328,6 @@ def test_the_readmes_lists_answer(srm: TestClient) -> None:
 
     assert ids("/api/supplier", {"below_threshold": "true", "sort": "overall_score"}) == [low["id"]]
     assert len(ids("/api/supplier_invoice", {"match_status": "price_variance"})) == 1
-    assert len(ids("/api/po_line", {"quantity_open[gt]": "0"})) == 2
+    assert ids("/api/po_line", {"quantity_open[gt]": "0"}) == [done["lines"][1]["id"]]  # 2 rejected
     assert len(ids("/api/contract", {"renewal_decision_by[lte]": "today+30d",
                                      "status": "active"})) == 1
