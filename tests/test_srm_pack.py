@@ -253,6 +253,36 @@ def test_an_invoice_is_paid_only_after_the_three_way_match(srm: TestClient) -> N
         "purchase_order": done["po"]["id"], "net_amount": "1.00"}), 409, "unique_violation")
 
 
+def test_the_match_follows_the_receipts_without_touching_the_invoice(srm: TestClient) -> None:
+    """An invoice for the whole order arrives before the rejected pieces are replaced: its
+    approval is refused; the replacement's receipt alone makes it match."""
+    done = ordered_and_received(srm)
+    invoice = made(srm.post("/api/supplier_invoice", json={
+        "invoice_no": "СФ-2025/17", "supplier": done["supplier"]["id"],
+        "purchase_order": done["po"]["id"], "net_amount": "1533.30", "tax_amount": "199.33",
+        "quantity_invoiced": "110"}))
+    assert (invoice["po_net_amount"], invoice["po_quantity_received"],
+            invoice["expected_amount"], invoice["match_status"]) == \
+        ("1533.30", "108.000", "1466.64", "quantity_variance")
+    url = f"/api/supplier_invoice/{invoice['id']}"
+    made(srm.post(f"{url}/stage", json={"to": "matching"}), 200)
+    error = refused(srm.post(f"{url}/stage", json={"to": "approved_for_payment"}),
+                    422, "rule_failed")
+    assert "The three-way match failed" in str(error)
+    receipt = made(srm.post("/api/goods_receipt", json={
+        "number": "GR-2025-0002", "purchase_order": done["po"]["id"]}))
+    made(srm.post("/api/goods_receipt_line", json={
+        "goods_receipt": receipt["id"], "po_line": done["lines"][1]["id"],
+        "quantity_received": "2"}))
+    now = made(srm.get(url), 200)
+    assert (now["po_quantity_received"], now["expected_amount"], now["variance_amount"],
+            now["match_status"], now["version"]) == \
+        ("110.000", "1533.30", "0.00", "matched", invoice["version"] + 1)  # + the stage move
+    made(srm.post(f"{url}/stage", json={"to": "approved_for_payment"}), 200)
+    # the matched invoice cannot be sent its order's side
+    refused(srm.patch(url, json={"expected_amount": "1.00"}), 422, "field_computed")
+
+
 def test_an_invoice_without_receipt_or_from_another_supplier(srm: TestClient) -> None:
     done = ordered_and_received(srm)
     other = supplier(srm, "АО «Север»")
