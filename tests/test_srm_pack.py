@@ -361,3 +361,95 @@ def test_the_readmes_lists_answer(srm: TestClient) -> None:
     assert ids("/api/po_line", {"quantity_open[gt]": "0"}) == [done["lines"][1]["id"]]  # 2 rejected
     assert len(ids("/api/contract", {"renewal_decision_by[lte]": "today+30d",
                                      "status": "active"})) == 1
+
+
+def test_the_readmes_story(srm: TestClient) -> None:
+    """README, "Walkthrough": request → order → partial receipt with a rejected part →
+    invoice refused → the rest arrives → approved; the scorecard follows; a supplier scored
+    below 50, then one blocked, gets no new order."""
+    hua = made(srm.post("/api/supplier", json={"name": "上海华东机电有限公司", "country": "CN",
+                                                "status": "approved"}))
+    assert (hua["overall_score"], hua["score_level"]) == (None, "unscored")
+    evaluate(srm, hua["id"], "2024-Q4", 90, 80, 70)
+    card = made(srm.get(f"/api/supplier/{hua['id']}"), 200)
+    assert (card["quality_score"], card["overall_score"], card["score_level"]) == \
+        ("90.00", "81.50", "ok")
+    request = made(srm.post("/api/purchase_request", json={
+        "number": "PR-2025-0001", "title": "Подшипники 6204 轴承", "department": "maintenance",
+        "suggested_supplier": hua["id"]}))
+    pr = f"/api/purchase_request/{request['id']}"
+    for stage in ("submitted", "under_review"):
+        made(srm.post(f"{pr}/stage", json={"to": stage}), 200)
+    made(srm.patch(pr, json={"approved_by": "Ли Вэй 李伟", "approved_at": "2025-03-02T10:00:00Z"}),
+         200)
+    made(srm.post(f"{pr}/stage", json={"to": "approved"}), 200)
+    item = made(srm.post("/api/item", json={"sku": "BRG-6204", "name": "Подшипник 6204 轴承"}))
+    po = made(srm.post("/api/purchase_order", json={
+        "number": "PO-2025-0001", "order_date": "2025-03-03", "expected_delivery": "2025-03-10",
+        "supplier": hua["id"], "request": request["id"]}))
+    assert (po["net_amount"], po["total_amount"], po["quantity_ordered"]) == \
+        ("0.00", "0.00", "0.000")
+    made(srm.post(f"{pr}/stage", json={"to": "ordered"}), 200)
+    lines = [made(srm.post("/api/po_line", json={
+        "purchase_order": po["id"], "item": item["id"], "line_no": no, "quantity": quantity,
+        "unit_price": price, "discount_percent": discount, "tax_rate": "13"}))
+        for no, quantity, price, discount in ((1, "100", "12.50", "4"), (2, "10", "33.33", None))]
+    url = f"/api/purchase_order/{po['id']}"
+    po = made(srm.get(url), 200)
+    assert (po["net_amount"], po["tax_amount"], po["total_amount"], po["quantity_ordered"],
+            po["quantity_received"]) == ("1533.30", "199.33", "1732.63", "110.000", "0.000")
+
+    receipt = made(srm.post("/api/goods_receipt", json={
+        "number": "GR-2025-0001", "purchase_order": po["id"], "received_at": "2025-03-08T09:30:00Z",
+        "condition": "partial"}))
+    for line, received, rejected in ((lines[0], "100", None), (lines[1], "10", "2")):
+        made(srm.post("/api/goods_receipt_line", json={
+            "goods_receipt": receipt["id"], "po_line": line["id"], "quantity_received": received,
+            "quantity_rejected": rejected}))
+    po = made(srm.get(url), 200)
+    assert (po["quantity_received"], po["quantity_rejected"], po["value_received"]) == \
+        ("108.000", "2.000", "1466.64")
+    assert made(srm.get(f"/api/po_line/{lines[1]['id']}"), 200)["quantity_open"] == "2.000"
+    refused(srm.patch(url, json={"quantity_received": "110"}), 422, "field_computed")
+
+    invoice = made(srm.post("/api/supplier_invoice", json={
+        "invoice_no": "INV-778", "invoice_date": "2025-03-12", "supplier": hua["id"],
+        "purchase_order": po["id"], "net_amount": "1533.30", "tax_amount": "199.33",
+        "quantity_invoiced": "110"}))
+    assert (invoice["expected_amount"], invoice["variance_amount"], invoice["match_status"]) == \
+        ("1466.64", "66.66", "quantity_variance")
+    inv = f"/api/supplier_invoice/{invoice['id']}"
+    made(srm.post(f"{inv}/stage", json={"to": "matching"}), 200)
+    error = refused(srm.post(f"{inv}/stage", headers=RU, json={"to": "approved_for_payment"}),
+                    422, "rule_failed")
+    assert error["message"].startswith("Сверка заказ–приёмка–счёт не пройдена")
+    assert error["details"][0]["rule"] == "pay_only_matched"
+
+    late = made(srm.post("/api/goods_receipt", json={
+        "number": "GR-2025-0002", "purchase_order": po["id"], "received_at": "2025-03-14T14:00:00Z"}))
+    made(srm.post("/api/goods_receipt_line", json={
+        "goods_receipt": late["id"], "po_line": lines[1]["id"], "quantity_received": "2"}))
+    invoice = made(srm.get(inv), 200)
+    assert (invoice["po_quantity_received"], invoice["expected_amount"],
+            invoice["variance_amount"], invoice["match_status"]) == \
+        ("110.000", "1533.30", "0.00", "matched")
+    assert made(srm.post(f"{inv}/stage", json={"to": "approved_for_payment"}), 200)["stage"] \
+        == "approved_for_payment"
+
+    card = made(srm.get(f"/api/supplier/{hua['id']}"), 200)
+    assert (card["deliveries"], card["deliveries_on_time"], card["on_time_percent"],
+            card["quantity_delivered"], card["quantity_rejected"], card["reject_percent"],
+            card["invoiced_net"], card["invoiced_expected"], card["price_variance_percent"]) == \
+        (2, 1, "50.00", "112.000", "2.000", "1.79", "1533.30", "1533.30", "0.00")
+    evaluate(srm, hua["id"], "2025-Q1", 30, 40, 50)
+    card = made(srm.get(f"/api/supplier/{hua['id']}"), 200)
+    assert (card["quality_score"], card["overall_score"], card["score_level"],
+            card["below_threshold"]) == ("60.00", "60.00", "warn", True)
+    evaluate(srm, hua["id"], "2025-Q2", 0, 10, 10)
+    card = made(srm.get(f"/api/supplier/{hua['id']}"), 200)
+    assert (card["overall_score"], card["score_level"]) == ("42.00", "block")
+    error = refused(order(srm, hua["id"], "PO-2025-0002", **ZH), 422, "rule_failed")
+    assert error["details"][0]["rule"] == "supplier_score_above_block"
+    made(srm.patch(f"/api/supplier/{hua['id']}", json={"status": "blocked"}), 200)
+    error = refused(order(srm, hua["id"], "PO-2025-0002", **RU), 422, "rule_failed")
+    assert "Поставщик заблокирован: новые заказы ему размещать нельзя" in str(error)
