@@ -154,6 +154,31 @@ def test_the_orders_totals_and_received_quantities_appear_by_themselves(
     assert made(srm.get(url), 200)["net_amount"] == "1499.97"
 
 
+def test_no_more_accepted_than_ordered(srm: TestClient) -> None:
+    """A rule on the order line reads its roll-up: a receipt line that would accept more than
+    was ordered is refused, and nothing of it is written; so is ordering less than accepted."""
+    done = ordered_and_received(srm)
+    line1 = done["lines"][0]
+    receipt = made(srm.post("/api/goods_receipt", json={
+        "number": "GR-2025-0002", "purchase_order": done["po"]["id"]}))
+    error = refused(srm.post("/api/goods_receipt_line", headers=ZH, json={
+        "goods_receipt": receipt["id"], "po_line": line1["id"], "quantity_received": "1"}),
+        422, "rule_failed")
+    assert "合格数量将超过订购数量" in error["message"]
+    assert made(srm.get(f"/api/goods_receipt/{receipt['id']}/lines"), 200)["items"] == []
+    po = made(srm.get(f"/api/purchase_order/{done['po']['id']}"), 200)
+    assert (po["quantity_delivered"], po["quantity_received"]) == ("110.000", "108.000")
+    # the surplus piece arrives and is rejected: delivered, not accepted
+    made(srm.post("/api/goods_receipt_line", json={
+        "goods_receipt": receipt["id"], "po_line": line1["id"], "quantity_received": "1",
+        "quantity_rejected": "1"}))
+    po = made(srm.get(f"/api/purchase_order/{done['po']['id']}"), 200)
+    assert (po["quantity_delivered"], po["quantity_received"]) == ("111.000", "108.000")
+    error = refused(srm.patch(f"/api/po_line/{line1['id']}", headers=RU,
+                              json={"quantity": "99"}), 422, "rule_failed")
+    assert "оприходовано больше, чем заказано" in error["message"]
+
+
 def test_receipts_and_invoices_keep_the_suppliers_scorecard(srm: TestClient) -> None:
     done = ordered_and_received(srm)
     hua = f"/api/supplier/{done['supplier']['id']}"
