@@ -179,6 +179,25 @@ def test_no_more_accepted_than_ordered(srm: TestClient) -> None:
     assert "оприходовано больше, чем заказано" in error["message"]
 
 
+def test_a_receipt_with_lines_stays_with_its_order(srm: TestClient) -> None:
+    """Moving a receipt to another order would leave its lines on the first order's lines:
+    the receipt's rule, over a roll-up of its lines' same_order, refuses it."""
+    done = ordered_and_received(srm)
+    other = made(order(srm, done["supplier"]["id"], "PO-2025-0002"))
+    url = f"/api/goods_receipt/{done['receipt']['id']}"
+    error = refused(srm.patch(url, headers=RU, json={"purchase_order": other["id"]}),
+                    422, "rule_failed")
+    assert "перенести её в другой заказ нельзя" in error["message"]
+    assert made(srm.get(url), 200)["purchase_order"] == done["po"]["id"]
+    assert made(srm.get(f"/api/purchase_order/{other['id']}"), 200)["receipt_count"] == 0
+    empty = made(srm.post("/api/goods_receipt", json={
+        "number": "GR-2025-0002", "purchase_order": done["po"]["id"]}))
+    moved = made(srm.patch(f"/api/goods_receipt/{empty['id']}",
+                           json={"purchase_order": other["id"]}), 200)  # no lines yet: fine
+    assert moved["lines_of_other_orders"] == 0
+    assert made(srm.get(f"/api/purchase_order/{other['id']}"), 200)["receipt_count"] == 1
+
+
 def test_receipts_and_invoices_keep_the_suppliers_scorecard(srm: TestClient) -> None:
     done = ordered_and_received(srm)
     hua = f"/api/supplier/{done['supplier']['id']}"
