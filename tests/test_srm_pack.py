@@ -187,7 +187,7 @@ def test_a_receipt_with_lines_stays_with_its_order(srm: TestClient) -> None:
     url = f"/api/goods_receipt/{done['receipt']['id']}"
     error = refused(srm.patch(url, headers=RU, json={"purchase_order": other["id"]}),
                     422, "rule_failed")
-    assert "перенести её в другой заказ нельзя" in error["message"]
+    assert "перенести приёмку со строками в другой заказ" in error["message"]
     assert made(srm.get(url), 200)["purchase_order"] == done["po"]["id"]
     assert made(srm.get(f"/api/purchase_order/{other['id']}"), 200)["receipt_count"] == 0
     empty = made(srm.post("/api/goods_receipt", json={
@@ -250,14 +250,16 @@ def test_receipt_lines_count_received_and_rejected(srm: TestClient) -> None:
     assert "Отклонено больше, чем принято" in str(error)
     assert made(srm.get(f"/api/goods_receipt_line/{lines[1]['id']}"), 200)["quantity_rejected"] \
         == "2.000"
-    # a line of another order cannot be booked on this receipt
+    # a line of another order cannot be booked on this receipt: the receipt's rule over its
+    # lines answers (the line's own rule line_of_the_same_order says the same)
     other = made(order(srm, done["supplier"]["id"], "PO-2025-0002"))
     stray = made(srm.post("/api/po_line", json={
         "purchase_order": other["id"], "item": done["item"]["id"], "line_no": 1,
         "quantity": 5, "unit_price": "1.00"}))
     error = refused(srm.post("/api/goods_receipt_line", headers=ZH, json={
         **body, "po_line": stray["id"]}), 422, "rule_failed")
-    assert "不属于本收货单" in str(error)
+    assert "不能登记其他订单的行" in error["message"], error
+    assert error["details"][0]["rule"] == "lines_stay_with_their_order"
 
 
 def test_an_invoice_is_paid_only_after_the_three_way_match(srm: TestClient) -> None:
