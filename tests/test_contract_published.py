@@ -70,3 +70,22 @@ def test_a_polymorphic_link_list_publishes_what_every_target_takes(
     pattern = re.compile(sort["schema"]["pattern"])
     assert pattern.match("-created_at,id") and not pattern.match("parent")
     assert not pattern.match("amount")  # a sale's, not a client's
+
+
+def test_a_decimal_publishes_its_digits_and_says_which_rule(document: dict[str, Any],
+                                                           client: TestClient) -> None:
+    rate = document["components"]["schemas"]["LogisticsCreate"]["properties"]["rate_per_kg"]
+    limit = rate.get("exclusiveMaximum") or next(
+        s["exclusiveMaximum"] for s in rate.get("anyOf", []) if "exclusiveMaximum" in s)
+    assert limit == 10 ** 16
+    refused = client.post("/api/logistics", json={"name": "x", "rate_per_kg": 1e17})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["details"] == [
+        {"field": "rate_per_kg", "problem": "is too large: at most 16 digits before the decimal point"}]
+
+
+def test_a_users_team_is_checked_on_create(client: TestClient) -> None:
+    refused = client.post("/api/users", json={"email": "a@example.com", "roles": ["manager"],
+                                              "team": "т" * 101})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["details"][0]["field"] == "team"

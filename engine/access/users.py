@@ -131,8 +131,10 @@ class Users:
                                     or not 1 <= expires <= 3650):
             problems.append(ErrorDetail("expires_days", "must be between 1 and 3650"))
         name = body.get("name")
-        if name is not None and not (isinstance(name, str) and 0 < len(name) <= 200):
-            problems.append(ErrorDetail("name", "must be text of at most 200 characters"))
+        for key, limit in (("name", 200), ("team", 100)):  # as `change` checks them
+            value = body.get(key)
+            if value is not None and not (isinstance(value, str) and 0 < len(value) <= limit):
+                problems.append(ErrorDetail(key, f"must be text of at most {limit} characters"))
         if problems:
             raise ValidationFailed("the user is not valid", problems)
         return self.add(body["email"], body["roles"], team=body.get("team"), name=name,

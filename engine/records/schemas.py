@@ -342,6 +342,10 @@ def _problem(error: jsonschema.ValidationError, entity: EntitySpec, path: list[A
         return f"must be at least {value}"
     if kind == "maximum":
         return f"must be at most {value}"
+    if kind in ("exclusiveMaximum", "exclusiveMinimum") and spec is not None and "digits" in spec.params:
+        whole = spec.params["digits"] - spec.params["places"]  # a decimal's published limit
+        if abs(value) == 10 ** whole:
+            return f"is too large: at most {whole} digits before the decimal point"
     if kind == "minLength":
         return "must not be empty" if value == 1 else f"must be at least {value} characters long"
     if kind == "maxLength":

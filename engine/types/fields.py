@@ -369,8 +369,16 @@ class DecimalType(FieldType):
             "type": ["string", "number"],
             "pattern": self._shape.pattern,
             "description": f"exact decimal, at most {places} places; a number or a string",
+            # the digits the column holds before the point, as bounds on a number (a
+            # digit-limited pattern would hide the rule behind "must be a decimal")
+            "exclusiveMaximum": self.limit(field), "exclusiveMinimum": -self.limit(field),
         }
         return _with_bounds(schema, field, numeric=True)
+
+    @staticmethod
+    def limit(field: FieldSpec) -> int:
+        """The first whole number too large for the field: 10 ** digits before the point."""
+        return int(10 ** (field.params["digits"] - field.params["places"]))
 
     def _decimal(self, value: Any) -> Decimal:
         if isinstance(value, bool):
