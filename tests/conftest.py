@@ -1,7 +1,9 @@
 """Fixtures: every database test runs on a real SQLite file and on a real PostgreSQL server.
 
 - `db_url`: a fresh, empty database, parametrised as [sqlite] and [postgresql] (on
-  PostgreSQL one database per test process, emptied before each test: `tests/pg.py`);
+  PostgreSQL one database per test process, emptied before each test: `tests/pg.py`; a
+  test that reaches it only through `make_kt` finds the schema of its setup already there
+  when the previous test left it unchanged, with every table emptied);
 - `make_kt(setup_dir)`: a migrated `Kartoteka` engine over that database;
 - `open_kt(setup_dir, url)`: a `Kartoteka` as the tests build them, not migrated;
 - `client`: a TestClient (real HTTP through the ASGI app) over the default setup;
