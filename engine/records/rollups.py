@@ -66,13 +66,16 @@ class Rollups:
         self.watches: dict[str, list[_Watch]] = defaultdict(list)
         #: (entity declaring a many-to-many link, link) → (parent entity, parents' side)
         self.joins: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
-        columns: dict[tuple[str, str, str, str], set[str]] = defaultdict(set)
+        #: (child, parent, kind, link) → the link, and the child's columns read along it
+        ways: dict[tuple[str, str, str, str], tuple[LinkSpec, set[str]]] = {}
         for plan in self.entities.values():
             for field in plan.fields:
                 rollup = field.rollup
                 assert rollup is not None
                 attributes = storage[rollup.child].attributes
-                read = columns[(rollup.child, plan.entity, rollup.kind, rollup.link.name)]
+                _, read = ways.setdefault(
+                    (rollup.child, plan.entity, rollup.kind, rollup.link.name),
+                    (rollup.link, set()))
                 if rollup.field is not None:
                     read.add(rollup.field)
                 read.update(attributes[c.name].column.name for c in rollup.where)
@@ -80,10 +83,7 @@ class Rollups:
                     declared = plan.entity if rollup.kind == MANY else rollup.child
                     side = "source" if rollup.kind == MANY else "target"
                     self.joins[(declared, rollup.link.name)].add((plan.entity, side))
-        links = {(f.rollup.child, plan.entity, f.rollup.kind, f.rollup.link.name): f.rollup.link
-                 for plan in self.entities.values() for f in plan.fields if f.rollup}
-        for (child, parent, kind, name), read in columns.items():
-            link = links[(child, parent, kind, name)]
+        for (child, parent, kind, name), (link, read) in ways.items():
             key: tuple[str, ...] = ()
             if kind == REVERSE:
                 key = (link_column(name),) + ((poly_entity_column(name),)

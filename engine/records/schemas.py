@@ -45,11 +45,12 @@ class EntitySchemas:
 
 def build_schemas(storage: Storage) -> dict[str, EntitySchemas]:
     result = {}
+    hidden = hideable(storage)
     for name, table in storage.entities.items():
         create = _write_schema(table, storage.setup.languages[0], patch=False)
         patch = _write_schema(table, storage.setup.languages[0], patch=True)
         _note_locks(patch, storage.setup.rules.get(name, NO_RULES).locked)
-        read = _read_schema(table, storage.setup.languages[0], hideable(storage, name))
+        read = _read_schema(table, storage.setup.languages[0], hidden.get(name, {}))
         result[name] = EntitySchemas(
             name, create, patch, read,
             jsonschema.Draft202012Validator(create),
@@ -69,20 +70,22 @@ def _note_locks(patch: dict[str, Any], locked: Mapping[str, frozenset[str]]) -> 
         schema["description"] = f"{before.rstrip('.')}. {note}" if before else note
 
 
-def hideable(storage: Storage, entity: str) -> dict[str, list[str]]:
-    """The fields and links of `entity` that at least one role of the setup may not see —
+def hideable(storage: Storage) -> dict[str, dict[str, list[str]]]:
+    """Per entity, its fields and links that at least one role of the setup may not see —
     declared `hidden:`, or computed fields reading what the role may not see — each with
-    those roles."""
-    roles: dict[str, list[str]] = {}
+    those roles. Derived once for all entities (what computed fields read is walked once)."""
+    found: dict[str, dict[str, list[str]]] = {}
     reads = transitive_reads(storage.setup)
     for role in storage.setup.roles.values():
         derived = derived_hidden(  # computed fields reading what the role may not see
             reads, lambda e, role=role: role.grant(e).hidden,  # type: ignore[misc]
             lambda e, role=role: role.grant(e).scope("read").kind == "none",  # type: ignore[misc]
-        ).get(entity, frozenset())
-        for name in sorted(role.grant(entity).hidden | derived):
-            roles.setdefault(name, []).append(role.name)
-    return roles
+        )
+        for entity in storage.entities:
+            names = role.grant(entity).hidden | derived.get(entity, frozenset())
+            for name in sorted(names):
+                found.setdefault(entity, {}).setdefault(name, []).append(role.name)
+    return found
 
 
 def nullable(schema: dict[str, Any]) -> dict[str, Any]:

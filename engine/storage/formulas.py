@@ -224,9 +224,14 @@ def finisher(spec: FieldSpec) -> Callable[[Any], Any]:
 
 
 def _unstorable(entity: str, record_id: int, name: str, problem: Exception) -> ValidationFailed:
-    reason = str(problem) if isinstance(problem, ValueError) and str(problem) else \
-        "cannot be computed (a date or number out of range)"
-    return ValidationFailed(
-        f"the formula of {entity}.{name} gives a value the field cannot hold "
-        f"for {entity} {record_id}: it {reason}; nothing was written",
-        [ErrorDetail(name, f"the computed value {reason}")], code="formula_out_of_range")
+    return unstorable(f"the formula of {entity}.{name} gives a value the field cannot hold "
+                      f"for {entity} {record_id}", name, problem, "formula_out_of_range")
+
+
+def unstorable(what: str, name: str, problem: Exception, code: str,
+               fallback: str = "cannot be computed (a date or number out of range)"
+               ) -> ValidationFailed:
+    """A computed value its field cannot hold: `what` happened, the write is refused."""
+    reason = str(problem) if isinstance(problem, ValueError) and str(problem) else fallback
+    return ValidationFailed(f"{what}: it {reason}; nothing was written",
+                            [ErrorDetail(name, f"the computed value {reason}")], code=code)

@@ -25,13 +25,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
-from engine.errors import ErrorDetail, ValidationFailed
+from engine.errors import ValidationFailed
 from engine.setup.names import link_column, poly_entity_column
 from engine.setup.rollups import MANY, REVERSE, RollupSpec
 from engine.setup.spec import EntitySpec, FieldSpec
 from engine.storage.database import UNSCOPED
 from engine.storage.filters import compile_condition
-from engine.storage.formulas import BATCH, EXACT, finisher, write_columns
+from engine.storage.formulas import BATCH, EXACT, finisher, unstorable, write_columns
 from engine.storage.sums import joined, sum_of
 from engine.storage.tables import Storage
 from engine.types.columns import ExactDecimal
@@ -302,12 +302,8 @@ class EntityRollups:
 
 
 def _unstorable(entity: str, record_id: int, name: str, problem: Exception) -> ValidationFailed:
-    reason = str(problem) if isinstance(problem, ValueError) and str(problem) else \
-        "is out of range"
-    return ValidationFailed(
-        f"the roll-up {entity}.{name} of {entity} {record_id} would hold a value the field "
-        f"cannot: it {reason}; nothing was written",
-        [ErrorDetail(name, f"the computed value {reason}")], code="rollup_out_of_range")
+    return unstorable(f"the roll-up {entity}.{name} of {entity} {record_id} would hold a value "
+                      "the field cannot", name, problem, "rollup_out_of_range", "is out of range")
 
 
 def _same_storage(column: Any, field: Any) -> bool:

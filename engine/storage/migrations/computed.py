@@ -69,7 +69,7 @@ def computed_steps(setup: SetupSpec, previous: Mapping[str, Any],
         last = steps[-1] if steps else None
         kind: type[RecomputeRollups] | type[RecomputeFormulas] = \
             RecomputeRollups if _is_rollup(setup, (entity, name)) else RecomputeFormulas
-        if isinstance(last, kind) and last.table == entity:
+        if type(last) is kind and last.table == entity:
             last.fields = (*last.fields, name)
             whys = set(last.why.split("; ")) | {dirty[(entity, name)]}
             last.why = "; ".join(sorted(whys))

@@ -10,6 +10,7 @@ from typing import ClassVar
 
 from engine.storage.formulas import EntityFormulas
 from engine.storage.migrations.steps import Context, Step, count
+from engine.storage.rollups import EntityRollups
 
 
 @dataclass(kw_only=True)
@@ -26,8 +27,10 @@ class RecomputeFormulas(Step):
         return f"recompute {count(self.rows, 'row')} of {names} ({self.why})"
 
     def apply(self, ctx: Context) -> None:
-        spec = ctx.storage.setup.entity(self.table)
-        formulas = EntityFormulas(ctx.storage.setup, ctx.storage, spec)
         progress = ctx.progress
-        formulas.recompute_all(ctx.conn, None if progress is None else (
+        self.computer(ctx).recompute_all(ctx.conn, None if progress is None else (
             lambda done: progress(f"  {self.table}: {done:,} of {self.rows:,} rows computed")))
+
+    def computer(self, ctx: Context) -> EntityFormulas | EntityRollups:
+        """What computes the fields over all rows in batches (roll-ups: their subclass)."""
+        return EntityFormulas(ctx.storage.setup, ctx.storage, ctx.storage.setup.entity(self.table))
