@@ -516,3 +516,49 @@ def test_a_sum_past_64_bits_is_refused_not_wrapped(kt: Kartoteka) -> None:
     assert [d.field for d in refused.value.details] == ["pieces"]
     stored = kt.records.get("order", order["id"])
     assert (stored["lines_count"], stored["pieces"]) == (1, half)
+
+
+SCOPED = {
+    "setup.yaml": """
+roles:
+  manager:
+    order: {read: all, create: all}
+    line: {read: own, create: all, update: own}
+""",
+    "order.yaml": """
+entity: order
+fields:
+  number: {type: string}
+  total: {type: money, rollup: {sum: lines.amount}}
+  lines_count: {type: integer, rollup: {count: lines}}
+""",
+    "line.yaml": """
+entity: line
+owner: true
+fields:
+  amount: {type: money}
+links:
+  order: {to: order, reverse: lines}
+""",
+}
+
+
+def test_a_scoped_writer_adds_into_what_everyone_wrote(
+        make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path]) -> None:
+    """Two managers who each see only their own lines: a roll-up adds up every line,
+    whoever wrote it, and a manager's write keeps the others' lines in the total."""
+    kt = make_kt(write_setup(SCOPED))
+    with TestClient(create_app(kt), base_url="http://127.0.0.1") as http:
+        headers = {}
+        for name in ("anna", "boris"):
+            _, token = kt.users.add(f"{name}@example.com", ["manager"])
+            headers[name] = {"Authorization": f"Bearer {token}"}
+        order = http.post("/api/order", json={"number": "N-1"}, headers=headers["anna"]).json()
+        for name, amount in (("anna", "10.00"), ("boris", "5.50")):
+            made = http.post("/api/line", json={"amount": amount, "order": order["id"]},
+                             headers=headers[name])
+            assert made.status_code == 201, made.text
+        seen = http.get(f"/api/order/{order['id']}", headers=headers["anna"]).json()
+        assert (seen["total"], seen["lines_count"]) == ("15.50", 2)
+        mine = http.get(f"/api/order/{order['id']}/lines", headers=headers["anna"]).json()
+        assert [line["amount"] for line in mine["items"]] == ["10.00"]  # her scope still holds
