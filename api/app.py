@@ -348,15 +348,15 @@ class _Routes:
             "type": "string", "enum": list(entity.pipeline.pipelines) if entity.pipeline else []},
             "description": "which pipeline (the first when not given)"}
         filters = [p for p in _list_params(entity, self.kt.storage) if p["name"] == "q"]
-        board_filters = [p for p in _list_params(entity, self.kt.storage) if p["name"] in ("q", "include")]
+        board_filters = [p for p in _list_params(entity, self.kt.storage)
+                         if p["name"] in ("q", "include", "sort")]
         app.add_api_route(f"{base}/board", board, methods=["GET"], tags=tags,
                           response_class=Response, operation_id=f"board_{name}",
                           summary="Kanban board: every stage with its count, sums and first records",
                           openapi_extra={"parameters": [pipeline_param, *board_filters, {
                               "name": "limit", "in": "query", "description": "records per column",
                               "schema": {"type": "integer", "minimum": 1, "maximum": 100,
-                                         "default": 10}}, {
-                              "name": "sort", "in": "query", "schema": {"type": "string"}}]},
+                                         "default": 10}}]},
                           responses=_ok({"$ref": REF + builtin("Board")}))
         app.add_api_route(f"{base}/funnel", funnel, methods=["GET"], tags=tags,
                           response_class=Response, operation_id=f"funnel_{name}",
@@ -554,6 +554,7 @@ def _openapi(app: FastAPI, kt: Kartoteka) -> dict[str, Any]:
     schema = get_openapi(title=app.title, version=app.version, description=app.description,
                          routes=app.routes)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
+    creates = {name: entity_schemas.create for name, entity_schemas in kt.schemas.items()}
     for name, entity_schemas in kt.schemas.items():
         names = entity_schemas.names
         components[names["read"]] = entity_schemas.read
@@ -561,7 +562,7 @@ def _openapi(app: FastAPI, kt: Kartoteka) -> dict[str, Any]:
         components[names["patch"]] = entity_schemas.patch
         components[names["list"]] = list_schema(name)
         components.update(bulk_api.schemas(kt.setup.entities[name], entity_schemas.create,
-                                           pascal(name)))
+                                           pascal(name), creates, kt.setup.entities))
     components[builtin("Error")] = ERROR_SCHEMA
     components.update(PIPELINE_SCHEMAS)
     _publish_bearer(schema)

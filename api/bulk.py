@@ -9,6 +9,7 @@ call had a bad row and nothing was written, every bad row in `details` and in `r
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 from api.errors import status_of
@@ -58,15 +59,22 @@ def answer(result: BulkResult, language: str | None) -> tuple[dict[str, Any], in
             "rows": [row for row in rows if "error" in row]}, 422
 
 
-def schemas(entity: EntitySpec, create: dict[str, Any],
-            schema_name: str) -> dict[str, dict[str, Any]]:
-    """`<Entity>Bulk` (the request) and `<Entity>BulkResult` (the 200 answer)."""
+def schemas(entity: EntitySpec, create: dict[str, Any], schema_name: str,
+            creates: Mapping[str, dict[str, Any]],
+            entities: Mapping[str, EntitySpec]) -> dict[str, dict[str, Any]]:
+    """`<Entity>Bulk` (the request) and `<Entity>BulkResult` (the 200 answer); `creates`
+    and `entities` are every entity's create schema and spec (a link names its target by
+    the target's keys)."""
     properties = copy.deepcopy(create.get("properties", {}))
     for name, link in entity.links.items():
         if name not in properties or link.polymorphic or link.through:
             continue
-        by_key = {"type": "object", "description": f"a unique key of {link.target}, e.g. "
-                  + _example(link.target, entity), "additionalProperties": True}
+        target_keys = unique_keys(entities[link.target])
+        if not target_keys:
+            continue
+        by_key = {"description": f"a unique key of {link.target}, e.g. "
+                  + _example(link.target, entity),
+                  "anyOf": [_key_object(key, creates[link.target]) for key in target_keys]}
         if link.many:
             properties[name] = {"type": "array", "items": {"anyOf": [
                 properties[name].get("items", {"type": "integer"}), by_key]}}
@@ -78,27 +86,43 @@ def schemas(entity: EntitySpec, create: dict[str, Any],
                           "that key); id: an update of that record, like PATCH",
            "properties": {"id": {**whole, "description": "update this record"},
                           "version": {**whole, "description": "the version you read (412 "
-                                      "stale_version if the record changed since)"},
+                                      "stale_version if the record changed since, or, with "
+                                      "upsert_by, if no record has the row's key)"},
                           **properties}}
     keys = unique_keys(entity)
-    choices: list[Any] = [k[0] if len(k) == 1 else list(k) for k in keys]
     upsert: dict[str, Any] = {"description": "a unique field or declared unique set: "
                               "rows without id update the record with their key, or create it"}
-    single = [c for c in choices if isinstance(c, str)]
-    kinds: list[dict[str, Any]] = [{"type": "string", "enum": single}] if single else []
-    if choices:  # a single field may be given as a one-item list too
-        kinds.append({"type": "array", "minItems": 1, "items": {"type": "string"}})
-    if kinds:
-        upsert["anyOf"] = kinds
-    else:
-        upsert["not"] = {}
+    by_key_rows = []
+    for key in keys:  # a key as a field's name, or a list of its members in any order
+        named = [{"type": "array", "items": {"type": "string", "enum": list(key)},
+                  "minItems": len(key), "maxItems": len(key), "uniqueItems": True}]
+        if len(key) == 1:
+            named.insert(0, {"type": "string", "const": key[0]})
+        upsert.setdefault("anyOf", []).extend(named)
+        # with this key, a row without id gives every member of the key
+        by_key_rows.append({
+            "if": {"required": ["upsert_by"], "properties": {"upsert_by": {"anyOf": named}}},
+            "then": {"properties": {"rows": {"items": {"anyOf": [
+                {"required": ["id"]},
+                {"required": list(key),
+                 "properties": {member: {"not": {"type": "null"}} for member in key}}]}}}}})
+    upsert["anyOf"] = [*upsert.get("anyOf", []), {"type": "null"}]  # null: as if not given
+    required = create.get("required", [])
     request = {"type": "object", "title": schema_name + "Bulk", "additionalProperties": False,
                "required": ["rows"],
                "properties": {"mode": {"type": "string", "enum": list(MODES),
                                        "default": "all_or_none"},
                               "upsert_by": upsert,
                               "rows": {"type": "array", "minItems": 1, "maxItems": MAX_ROWS,
-                                       "items": row}}}
+                                       "items": row}},
+               # without upsert_by, a row with an id is an update (its version is that
+               # record's), one without a create (it gives what a create needs)
+               "allOf": [{"if": {"not": {"required": ["upsert_by"], "properties": {
+                              "upsert_by": {"not": {"type": "null"}}}}},
+                          "then": {"properties": {"rows": {"items": {
+                              "dependentRequired": {"version": ["id"]},
+                              "anyOf": [{"required": ["id"]}, {"required": required}]}}}}},
+                         *by_key_rows]}
     result_row = {"type": "object", "required": ["index", "status"], "properties": {
         "index": {"type": "integer"}, "status": {"type": "integer", "description":
                                     "201 created, 200 updated, else the row's error status"},
@@ -111,6 +135,14 @@ def schemas(entity: EntitySpec, create: dict[str, Any],
                              "failed": {"type": "integer"},
                              "rows": {"type": "array", "items": result_row}}}
     return {schema_name + "Bulk": request, schema_name + "BulkResult": result}
+
+
+def _key_object(key: tuple[str, ...], target_create: dict[str, Any]) -> dict[str, Any]:
+    """A link's value naming its target by one of the target's keys: exactly its members."""
+    members = target_create.get("properties", {})
+    return {"type": "object", "additionalProperties": False, "required": list(key),
+            "properties": {name: {"allOf": [copy.deepcopy(members.get(name, {})),
+                                            {"not": {"type": "null"}}]} for name in key}}
 
 
 def _example(target: str, entity: EntitySpec) -> str:

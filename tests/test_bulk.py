@@ -255,6 +255,9 @@ def test_keys_of_the_wrong_type_are_row_errors(http: TestClient) -> None:
         {"name": "g", "inn": "7000000001", "version": 2}, {"id": True, "name": "h"}]})
     assert answer.status_code == 200, answer.text
     rows = answer.json()["rows"]
-    assert [r["status"] for r in rows] == [422] * 8, rows
+    # g: a version for a key no record has is a precondition on nothing, as If-Match is
+    assert [r["status"] for r in rows] == [422] * 6 + [412, 422], rows
     assert rows[0]["error"]["details"][0]["field"] == "inn"
     assert "unique key of company: inn, email" in rows[4]["error"]["details"][0]["problem"]
+    assert rows[6]["error"]["code"] == "stale_version"
+    assert "leave version out to create it" in rows[6]["error"]["message"]

@@ -89,3 +89,77 @@ def test_a_users_team_is_checked_on_create(client: TestClient) -> None:
                                               "team": "т" * 101})
     assert refused.status_code == 422, refused.text
     assert refused.json()["error"]["details"][0]["field"] == "team"
+
+
+def test_a_decimal_string_publishes_its_places_and_digits(document: dict[str, Any],
+                                                          client: TestClient) -> None:
+    """weight_kg is decimal(12, 3), at least 0: its published pattern takes exactly the
+    strings the server takes (trailing zeros past the places and leading zeros are the
+    same number), and refuses the ones the server refuses."""
+    weight = document["components"]["schemas"]["ProductCreate"]["properties"]["weight_kg"]
+    pattern = re.compile(weight["pattern"])
+    supplier = client.post("/api/supplier", json={"name": "Поставщик"}).json()["id"]
+    for n, (text, stored) in enumerate([("1.250", "1.250"), ("1.25000", "1.250"),
+                                        ("000000001.5", "1.500"), ("999999999.999", "999999999.999"),
+                                        ("0", "0.000")]):
+        assert pattern.match(text), text
+        made = client.post("/api/product", json={"sku": f"W-{n}", "name": "x", "supplier": supplier,
+                                                 "weight_kg": text})
+        assert made.status_code == 201, made.text
+        assert made.json()["weight_kg"] == stored
+    for text in ("1.2345", "1000000000", "-1", "1.", ".5", "1,5"):
+        assert not pattern.match(text), text
+        refused = client.post("/api/product", json={"sku": "W-x", "name": "x", "supplier": supplier,
+                                                    "weight_kg": text})
+        assert refused.status_code == 422, (text, refused.text)
+        assert refused.json()["error"]["details"][0]["field"] == "weight_kg"
+
+
+def test_a_json_number_is_the_decimal_it_stands_for(document: dict[str, Any],
+                                                    client: TestClient) -> None:
+    """A JSON number reaches the server as a binary float: one within float precision of a
+    decimal with the field's places is that decimal (what a JavaScript client computes as
+    0.1 + 0.2 is 0.30); one further off has more places, and is refused as published
+    (`multipleOf`)."""
+    rate = document["components"]["schemas"]["LogisticsCreate"]["properties"]["rate_per_kg"]
+    assert rate["multipleOf"] == 0.01
+    for n, (number, stored) in enumerate([(0.1 + 0.2, "0.30"), (41 * 0.07, "2.87"),
+                                          (123456789012.34, "123456789012.34"),
+                                          (1e15, "1000000000000000.00")]):
+        made = client.post("/api/logistics", json={"name": f"Перевозчик {n}", "rate_per_kg": number})
+        assert made.status_code == 201, (number, made.text)
+        assert made.json()["rate_per_kg"] == stored
+    for number in (0.005, 0.301, 1e-300):
+        refused = client.post("/api/logistics", json={"name": "x", "rate_per_kg": number})
+        assert refused.status_code == 422, (number, refused.text)
+        assert refused.json()["error"]["details"][0]["field"] == "rate_per_kg"
+
+
+def test_a_bulk_call_publishes_its_keys_and_row_rules(document: dict[str, Any],
+                                                      client: TestClient) -> None:
+    """What the bulk schema allows, the server takes; what it refuses, the server refuses:
+    a link named by a key gives exactly that key; with upsert_by a row without id gives
+    its key; without it a row without id gives what a create needs, and a version needs an
+    id; an explicit null id or version is refused; upsert_by null is as if not given."""
+    bulk = document["components"]["schemas"]["SaleBulk"]
+    client_key = bulk["properties"]["rows"]["items"]["properties"]["client"]["anyOf"][1]
+    assert [k["required"] for k in client_key["anyOf"]] == [["inn"], ["email"]]
+    assert all(k["additionalProperties"] is False for k in client_key["anyOf"])
+    client.post("/api/client", json={"name": "Ромашка", "inn": "1655000001"})
+
+    def call(body: dict[str, Any]) -> Any:
+        return client.post("/api/sale/bulk", json=body)
+    empty_key = call({"rows": [{"number": "S-1", "client": {}}]})
+    assert empty_key.status_code == 422, empty_key.text
+    made = call({"upsert_by": None, "rows": [{"number": "S-1", "client": {"inn": "1655000001"}}]})
+    assert made.status_code == 200 and made.json()["created"] == 1, made.text
+    for row in ({"id": None, "number": "S-2"}, {"number": "S-2", "version": None},
+                {"number": "S-2", "version": 1}, {"amount": "1.00"}):
+        refused = call({"rows": [row]})
+        assert refused.status_code == 422, (row, refused.text)
+        assert refused.json()["error"]["code"] == "bulk_failed"
+    no_such_key = call({"upsert_by": ["number"], "rows": [{"number": "S-9", "version": 3}]})
+    assert no_such_key.status_code == 422
+    assert no_such_key.json()["rows"][0]["status"] == 412
+    assert no_such_key.json()["rows"][0]["error"]["code"] == "stale_version"
+    assert client.get("/api/sale", params={"number": "S-9"}).json()["items"] == []

@@ -26,7 +26,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine.errors import ErrorDetail, MalformedRequest, RequestError, ValidationFailed
+from engine.errors import ErrorDetail, MalformedRequest, RequestError, StaleVersion, ValidationFailed
 from engine.records.schemas import schema_problems
 from engine.records.service import Record, Records
 from engine.setup.names import link_column
@@ -157,12 +157,16 @@ class Bulk:
                     raise ValidationFailed("a row must be an object of fields",
                                            [ErrorDetail("", "is not an object")])
                 row = dict(row)
-                record_id = self._whole(row.pop("id", None), "id", minimum=1)
-                version = self._whole(row.pop("version", None), "version", minimum=1)
+                record_id = self._whole(row, "id", minimum=1)
+                version = self._whole(row, "version", minimum=1)
                 self._resolve_links(conn, spec, row)
                 if record_id is None and upsert_by is not None:
                     record_id = self._find(conn, spec.name, upsert_by, self._key(spec, row, upsert_by))
                 if record_id is None:
+                    if version is not None and upsert_by is not None:  # If-Match on nothing
+                        raise StaleVersion(f"no {spec.name} has this row's "
+                                           f"{', '.join(upsert_by)}, so there is no version "
+                                           f"{version} of it; leave version out to create it")
                     if version is not None:
                         raise ValidationFailed("a new record has no version to check",
                                                [ErrorDetail("version", "is only for updates")])
@@ -175,9 +179,12 @@ class Bulk:
             return RowResult(index, error=error)
 
     @staticmethod
-    def _whole(value: Any, key: str, minimum: int) -> int | None:
-        if value is None:
+    def _whole(row: dict[str, Any], key: str, minimum: int) -> int | None:
+        """The row's `key`, taken out of it: absent is None, an explicit null is refused
+        (the published row has no null id or version)."""
+        if key not in row:
             return None
+        value = row.pop(key)
         if isinstance(value, bool) or not isinstance(value, int) or not \
                 minimum <= value < 2**63:
             raise ValidationFailed(f"the row's {key} is not valid",

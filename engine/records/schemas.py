@@ -23,6 +23,7 @@ from engine.setup.reads import derived_hidden, transitive_reads
 from engine.setup.rules import NO_RULES
 from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec, label_text
 from engine.storage.tables import EntityTable, Storage
+from engine.types.validation import Validator
 
 MAX_LINKS_IN_BODY = 1000
 REF = "#/components/schemas/"
@@ -53,8 +54,8 @@ def build_schemas(storage: Storage) -> dict[str, EntitySchemas]:
         read = _read_schema(table, storage.setup.languages[0], hidden.get(name, {}))
         result[name] = EntitySchemas(
             name, create, patch, read,
-            jsonschema.Draft202012Validator(create),
-            jsonschema.Draft202012Validator(patch),
+            Validator(create),
+            Validator(patch),
         )
     return result
 
@@ -159,7 +160,7 @@ def pair_problems(entity: EntitySpec, link: LinkSpec, body: Mapping[str, Any]) -
     schema = {"type": "object", "properties": {
         name: nullable(spec.type.json_schema(spec)) for name, spec in link.through.items()}}
     pair = replace(entity, fields=link.through, links={})
-    return schema_problems(jsonschema.Draft202012Validator(schema), body, pair)
+    return schema_problems(Validator(schema), body, pair)
 
 
 def _write_schema(table: EntityTable, language: str, *, patch: bool) -> dict[str, Any]:

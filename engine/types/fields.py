@@ -24,7 +24,7 @@ import re
 import unicodedata
 import urllib.parse
 from collections.abc import Iterator, Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from typing import Any, ClassVar, Protocol
 
 import sqlalchemy as sa
@@ -367,13 +367,24 @@ class DecimalType(FieldType):
                     "description": f"exact decimal with {places} places, as a string"}
         schema: dict[str, Any] = {
             "type": ["string", "number"],
-            "pattern": self._shape.pattern,
+            # a string: its digits before and after the point; a number: the same as bounds
+            # and a step (the server's validator checks the step exactly, see `number_decimal`)
+            "pattern": self.pattern(field),
             "description": f"exact decimal, at most {places} places; a number or a string",
-            # the digits the column holds before the point, as bounds on a number (a
-            # digit-limited pattern would hide the rule behind "must be a decimal")
             "exclusiveMaximum": self.limit(field), "exclusiveMinimum": -self.limit(field),
+            "multipleOf": 1 if places == 0 else float(Decimal(1).scaleb(-places)),
         }
         return _with_bounds(schema, field, numeric=True)
+
+    @staticmethod
+    def pattern(field: FieldSpec) -> str:
+        """The strings the field takes: at most digits-places digits before the point
+        (leading zeros aside), at most `places` after it (trailing zeros aside); no sign
+        when the field's minimum is not negative."""
+        whole, places = field.params["digits"] - field.params["places"], field.params["places"]
+        sign = "" if field.min is not None and field.min >= 0 else "-?"
+        fraction = rf"(\.[0-9]{{1,{places}}}0*)?" if places else r"(\.0+)?"
+        return rf"^{sign}0*[0-9]{{1,{whole}}}{fraction}$"
 
     @staticmethod
     def limit(field: FieldSpec) -> int:
@@ -409,7 +420,9 @@ class DecimalType(FieldType):
         return exact
 
     def parse(self, field: FieldSpec, value: Any) -> Any:
-        number = self._exact(field, self._decimal(value))
+        near = (number_decimal(value, field.params["places"])
+                if isinstance(value, float | Decimal) else None)
+        number = self._exact(field, near if near is not None else self._decimal(value))
         if field.min is not None and number < Decimal(str(field.min)):
             raise ValueProblem(f"must be at least {field.min}")
         if field.max is not None and number > Decimal(str(field.max)):
@@ -427,6 +440,32 @@ class DecimalType(FieldType):
         if percent != 100:
             number = (number * percent / 100).quantize(Decimal(1).scaleb(-field.params["places"]))
         return self.render(field, number)
+
+
+#: enough digits for any float written out in full, whatever places a field has
+WIDE = Context(prec=800)
+
+
+def number_decimal(value: float | Decimal, places: int) -> Decimal | None:
+    """The decimal with `places` places that a JSON number stands for, or None.
+
+    Most clients (JavaScript's among them) hold numbers as binary floats and write them
+    as a float prints (`0.1 + 0.2` is sent as 0.30000000000000004): a number written so,
+    within one unit of float precision (one ulp) of a decimal with `places` places, stands
+    for that decimal. Any other number stands for itself, so it must have at most `places`
+    places (0.005 for 2 places stands for none: None)."""
+    exact = Decimal(repr(value)) if isinstance(value, float) else value
+    if not exact.is_finite():
+        return None
+    if exact.adjusted() > WIDE.prec // 2:  # far beyond any column; whole if its exponent is
+        return exact if exact == exact.to_integral_value() else None
+    nearest = exact.quantize(Decimal(1).scaleb(-places), context=WIDE)
+    if nearest == exact:
+        return nearest
+    as_float = float(exact)
+    if Decimal(repr(as_float)) == exact and abs(float(nearest) - as_float) <= math.ulp(as_float):
+        return nearest
+    return None
 
 
 class MoneyType(DecimalType):

@@ -16,6 +16,7 @@ import jsonschema
 
 from engine.setup.spec import FieldSpec
 from engine.types.fields import ValueProblem
+from engine.types.validation import Validator
 
 
 class Converter:
@@ -23,7 +24,7 @@ class Converter:
 
     def __init__(self, old: FieldSpec, new: FieldSpec):
         self.old, self.new = old, new
-        self._validator = jsonschema.Draft202012Validator(new.type.json_schema(new))
+        self._validator = Validator(new.type.json_schema(new))
 
     def __call__(self, value: Any) -> Any:
         """The converted value; ValueProblem saying why when it cannot be converted."""
