@@ -24,7 +24,8 @@ PostgreSQL everything goes to the pool: every call waits on the network.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -36,12 +37,14 @@ from starlette.responses import Response
 
 from api import bulk as bulk_api
 from api.auth import Authentication
+from api.automations import add_automation_routes
 from api.docs import install_docs
 from api.errors import install_error_handlers, refuse_method
 from api.guard import install_guard
 from api.language import pick_language
 from api.responses import json_response, no_query, read_json
 from api.users import add_user_routes
+from engine.automations.runner import Runner
 from engine.core import Kartoteka
 from engine.errors import ErrorDetail, MalformedRequest, NotFound, StaleVersion
 from engine.records.query import DEFAULT_LIMIT, MAX_LIMIT, MAX_SORT_KEYS
@@ -64,6 +67,8 @@ class ApiSettings:
     allowed_hosts: tuple[str, ...] = ()
     #: web origins allowed to call the API from a browser (CORS); none by default
     cors_origins: tuple[str, ...] = ()
+    #: run the automations' worker in this process while the app runs (`kartoteka serve`)
+    worker: bool = False
 
 
 def create_app(kt: Kartoteka, settings: ApiSettings | None = None) -> FastAPI:
@@ -71,6 +76,18 @@ def create_app(kt: Kartoteka, settings: ApiSettings | None = None) -> FastAPI:
     inline = settings.inline
     if inline is None:
         inline = SQLITE_INLINE if kt.db.dialect == "sqlite" else frozenset()
+    runner = Runner(kt.automations) if settings.worker else None
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if runner is not None:
+            runner.start()
+        try:
+            yield
+        finally:
+            if runner is not None:
+                await run_in_threadpool(runner.stop)
+
     app = FastAPI(
         title=f"{kt.setup.name} — Kartoteka API",
         version=VERSION,
@@ -78,6 +95,7 @@ def create_app(kt: Kartoteka, settings: ApiSettings | None = None) -> FastAPI:
         docs_url=None,  # api.docs serves /docs from local assets
         redoc_url=None,
         openapi_url="/openapi.json",
+        lifespan=lifespan,
     )
     app.state.kartoteka = kt
     install_error_handlers(app)
@@ -90,6 +108,7 @@ def create_app(kt: Kartoteka, settings: ApiSettings | None = None) -> FastAPI:
     for entity in kt.setup.entities.values():
         routes.add_entity(app, entity)
     add_user_routes(app, kt, kt.settings.max_body_bytes, _REFUSED)
+    add_automation_routes(app, kt, kt.settings.max_body_bytes, _REFUSED)
     install_docs(app)
     app.openapi = lambda: _openapi(app, kt)  # type: ignore[method-assign]
     return app

@@ -11,6 +11,7 @@ nothing is global, so tests and several setups in one process do not interfere.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from typing import Any
 from engine.access.acting import Acting
 from engine.access.scopes import guard
 from engine.access.users import Users
+from engine.automations.notifications import Notifications
+from engine.automations.worker import Action, Automations
 from engine.errors import SettingsError
 from engine.process.reports import Reports
 from engine.process.stages import StageMoves
@@ -59,7 +62,7 @@ class Kartoteka:
 
     def __init__(self, setup: SetupSpec, settings: Settings | None = None, *,
                  registry: FieldTypeRegistry | None = None, clock: Clock | None = None,
-                 storage: Storage | None = None):
+                 storage: Storage | None = None, actions: Mapping[str, Action] | None = None):
         self.setup = setup
         self.settings = settings or Settings()
         self.registry = registry or default_registry()
@@ -83,11 +86,22 @@ class Kartoteka:
         self.users = Users(self.storage.users, self.storage.tokens, self.db,
                            frozenset(setup.roles) | {ADMIN}, acting=self.acting,
                            manages_users=self.records.access.manages_users)
+        #: what the system does by itself: `kt.automations.run_pending()` runs what is due
+        #: (`kartoteka serve` and `kartoteka worker` do it in the background)
+        actions = dict(actions or {})
+        missing = sorted({a.params["action"] for automation in setup.automations
+                          for a in automation.actions if a.kind == "call"} - set(actions))
+        if missing:
+            raise SettingsError(f"the setup's automations call {', '.join(missing)}: pass "
+                                "them as actions= (see docs/extending.md, 'Actions')")
+        self.automations = Automations(self.records, self.stages, self.users, actions,
+                                       setup.timezone)
+        self.notifications = Notifications(self.storage, self.db, self.acting)
 
     @classmethod
     def open(cls, folder: str | Path, database_url: str | None = None, *,
              registry: FieldTypeRegistry | None = None, clock: Clock | None = None,
-             **settings: Any) -> Kartoteka:
+             actions: Mapping[str, Action] | None = None, **settings: Any) -> Kartoteka:
         """Load a setup folder (raising `SetupError` on problems) and bind it to a database."""
         known = [f.name for f in fields(Settings) if f.name != "database"]  # from the URL
         unknown = sorted(set(settings) - set(known))
@@ -96,10 +110,10 @@ class Kartoteka:
                                 "the database URL as database_url; the others are "
                                 + ", ".join(known))
         registry = registry or default_registry()
-        setup = load_setup(folder, registry)
+        setup = load_setup(folder, registry, actions=tuple(actions or ()))
         db_settings = DatabaseSettings(url=database_url) if database_url else DatabaseSettings()
         return cls(setup, Settings(database=db_settings, **settings), registry=registry,
-                   clock=clock)
+                   clock=clock, actions=actions)
 
     def plan(self) -> MigrationPlan:
         return plan(self.storage, self.db)

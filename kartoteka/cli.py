@@ -71,10 +71,14 @@ def _print_diagnostics(diagnostics: Any) -> None:
 
 
 def _open(setup_dir: Path, db_url: str) -> Kartoteka:
-    result = check_setup(setup_dir)
+    from engine.automations.actions import installed_actions
+
+    actions = installed_actions()  # the Python actions a setup's automations may call:
+    result = check_setup(setup_dir, actions=actions)
     if result.setup is None:
         raise SetupError(result.diagnostics)
-    return Kartoteka(result.setup, Settings(database=DatabaseSettings(url=db_url)))
+    return Kartoteka(result.setup, Settings(database=DatabaseSettings(url=db_url)),
+                     actions=actions)
 
 
 @main.command()
@@ -85,7 +89,9 @@ def _open(setup_dir: Path, db_url: str) -> Kartoteka:
 @click.pass_context
 def check(ctx: click.Context, setup: Path, as_json: bool, indexes: bool) -> None:
     """Check a setup; print a summary, or every problem with file:line and key."""
-    result = check_setup(setup)
+    from engine.automations.actions import installed_actions
+
+    result = check_setup(setup, actions=_guarded(ctx, installed_actions))
     if as_json:
         click.echo(json.dumps({"ok": result.setup is not None,
                                "diagnostics": [d.as_json() for d in result.diagnostics]},
@@ -317,10 +323,14 @@ def _served_names(host: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
               help="A web app's exact origin allowed to call the API from a browser "
                    "(https://app.example.com); repeatable. Or KARTOTEKA_CORS_ORIGINS, "
                    "comma-separated. Default: none (no CORS).")
+@click.option("--no-worker", "no_worker", is_flag=True,
+              help="Do not run the automations' worker in this process (run `kartoteka "
+                   "worker` elsewhere instead).")
 @click.pass_context
 def serve(ctx: click.Context, setup: Path, db_url: str, host: str, port: int,
-          auto_migrate: bool, allowed_hosts: tuple[str, ...], cors_origins: tuple[str, ...]) -> None:
-    """Serve the setup's REST API (docs at /docs)."""
+          auto_migrate: bool, allowed_hosts: tuple[str, ...], cors_origins: tuple[str, ...],
+          no_worker: bool) -> None:
+    """Serve the setup's REST API (docs at /docs) and run its automations."""
     import uvicorn
 
     from api.app import ApiSettings, create_app
@@ -347,7 +357,8 @@ def serve(ctx: click.Context, setup: Path, db_url: str, host: str, port: int,
         except KartotekaError:
             kt.close()
             raise
-        return create_app(kt, ApiSettings(allowed_hosts=names, cors_origins=cors_origins)), has_users
+        return create_app(kt, ApiSettings(allowed_hosts=names, cors_origins=cors_origins,
+                                          worker=not no_worker)), has_users
 
     names = _served_names(host, allowed_hosts)
     app, has_users = _guarded(ctx, build)
@@ -376,6 +387,48 @@ def serve(ctx: click.Context, setup: Path, db_url: str, host: str, port: int,
                   " (uvloop and httptools, about 2x faster, are not importable here)."), err=True)
     uvicorn.run(app, host=host, port=port, log_level=os.environ.get("KARTOTEKA_LOG_LEVEL", "info"),
                 access_log=False, loop=loop, http=parser)
+
+
+@main.command()
+@SETUP_ARG
+@DB_OPTION
+@click.option("--once", is_flag=True, help="Process what is due now, then stop.")
+@click.option("--poll", default=1.0, show_default=True, type=click.FloatRange(0.05, 3600),
+              help="Seconds between looks at the queue when nothing wakes the worker.")
+@click.pass_context
+def worker(ctx: click.Context, setup: Path, db_url: str, once: bool, poll: float) -> None:
+    """Run the setup's automations: take due events from the database's outbox and run
+    what they trigger (several workers may share one PostgreSQL database)."""
+    from engine.automations.runner import Runner
+    from engine.storage.migrations import verify
+
+    def build() -> Any:
+        kt = _open(setup, db_url)
+        fix = f"kartoteka migrate {setup}" + ("" if db_url == DEFAULT_URL else " --db URL")
+        try:
+            verify(kt.storage, kt.db, fix=fix)
+        except KartotekaError:
+            kt.close()
+            raise
+        return kt
+
+    kt = _guarded(ctx, build)
+    try:
+        if once:
+            done = 0
+            while batch := _guarded(ctx, lambda: kt.automations.run_pending(limit=500)):
+                done += batch
+            click.echo(f"Processed {done} event(s).")
+            return
+        click.echo(f"Running the automations of {setup} ({len(kt.setup.automations)}); "
+                   "Ctrl+C stops.", err=True)
+        runner = Runner(kt.automations, poll=poll)
+        try:
+            runner.run()
+        except KeyboardInterrupt:
+            click.echo("Stopped.", err=True)
+    finally:
+        kt.close()
 
 
 def server_stack() -> tuple[str, str]:

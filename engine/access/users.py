@@ -20,7 +20,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -283,6 +283,23 @@ class Users:
         with self.db.read() as conn:
             rows = conn.execute(sa.select(self.users).order_by(self.users.c.id)).all()
         return [_user(row) for row in rows]
+
+    # -- for the engine's own services (automations), inside their transaction ---------------
+    def all_active(self, conn: sa.Connection) -> tuple[User, ...]:
+        """Every active user, by id: for choosing whom an automation assigns or tells (a
+        service acting as the system; no caller to check)."""
+        rows = conn.execute(sa.select(self.users).where(self.users.c.active.is_(True))
+                            .order_by(self.users.c.id)).all()
+        return tuple(_user(row) for row in rows)
+
+    def by_ids(self, conn: sa.Connection, ids: Iterable[int]) -> tuple[User, ...]:
+        """The users with these ids (any that exist), in the order given."""
+        wanted = tuple(dict.fromkeys(ids))
+        if not wanted:
+            return ()
+        rows = {row.id: _user(row) for row in conn.execute(
+            sa.select(self.users).where(self.users.c.id.in_(wanted)))}
+        return tuple(rows[i] for i in wanted if i in rows)
 
     # -- authenticating ------------------------------------------------------------------------
     def any_users(self) -> bool:

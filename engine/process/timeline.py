@@ -12,7 +12,7 @@ import binascii
 import datetime as dt
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from engine.errors import ErrorDetail, MalformedRequest, NotFound, ValidationFailed
 from engine.records.service import Record, Records, checked_id
 from engine.setup.names import link_column, poly_entity_column
+from engine.setup.spec import Label
 from engine.types.fields import ValueProblem, check_text
 
 DEFAULT_LIMIT = 50
@@ -92,7 +93,10 @@ class Timeline:
                   if link.polymorphic]
         # every source its own rank: the cursor tells items of one instant apart by (rank, id)
         top = len(linked)
-        for rank, table, item in ((top + 3, activities, _activity_item),
+        runs = storage.automation_runs
+        labels = {a.name: a.label for a in storage.setup.automations}
+        for rank, table, item in ((top + 4, runs, _automation_item(labels)),
+                                  (top + 3, activities, _activity_item),
                                   (top + 2, stages, _stage_item),
                                   (top + 1, changes, _change_item)):
             sources.append(_Source(
@@ -224,6 +228,16 @@ def _stage_item(row: Any) -> Record:
 def _change_item(row: Any) -> Record:
     return {"type": "change", "id": row.id, "at": _iso(row.at), "by": row.by,
             "action": row.action, "changes": row.changes or {}}
+
+
+def _automation_item(labels: Mapping[str, Label]) -> Callable[[Any], Record]:
+    """What an automation did for the record (or why not): attributed to it, not to a user."""
+    def item(row: Any) -> Record:
+        label = labels.get(row.automation)
+        return {"type": "automation", "id": row.id, "at": _iso(row.at), "by": None,
+                "automation": row.automation, "label": dict(label) if label else None,
+                "status": row.status, "detail": row.detail or {}}
+    return item
 
 
 def _record_item(entity: str, link: str) -> Callable[[Any], Record]:

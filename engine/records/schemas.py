@@ -23,6 +23,7 @@ from engine.setup.reads import derived_hidden, transitive_reads
 from engine.setup.rules import NO_RULES
 from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec, label_text
 from engine.storage.tables import EntityTable, Storage
+from engine.types.fields import ValueProblem
 from engine.types.validation import Validator
 
 MAX_LINKS_IN_BODY = 1000
@@ -356,6 +357,10 @@ def _problem(error: jsonschema.ValidationError, entity: EntitySpec, path: list[A
         return f"must be at most {value} characters long"
     if kind == "pattern":
         if spec is not None and spec.pattern is None:
+            try:  # the type says which rule its published pattern holds (a decimal's places)
+                spec.type.parse(spec, error.instance)
+            except ValueProblem as problem:
+                return str(problem)
             return f"must be {spec.type.noun}"
         return f"does not match the pattern {value}"
     if kind == "uniqueItems":
@@ -372,7 +377,7 @@ def _problem(error: jsonschema.ValidationError, entity: EntitySpec, path: list[A
 _SUMS: dict[str, Any] = {"type": "object", "additionalProperties": {"type": ["string", "null"]}}
 _TIMELINE_ITEM: dict[str, Any] = {
     "type": "object",
-    "description": "type is comment, call, email, meeting, stage, change or record",
+    "description": "type is comment, call, email, meeting, stage, change, record or automation",
     "properties": {
         "type": {"type": "string"}, "id": {"type": "integer"},
         "at": {"type": "string", "format": "date-time"}, "by": {"type": ["integer", "null"]},

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -25,6 +25,7 @@ from typing import Any
 import jsonschema
 
 from engine.errors import Diagnostic, SetupError
+from engine.setup.automations import check_automations
 from engine.setup.constraints import (
     OverlapSpec,
     UniqueSpec,
@@ -97,23 +98,27 @@ class LoadResult:
         return [d for d in self.diagnostics if d.severity != "error"]
 
 
-def load_setup(folder: str | Path, registry: FieldTypeRegistry | None = None) -> SetupSpec:
-    """Load and check a setup folder; raise `SetupError` listing every problem."""
-    result = check_setup(folder, registry)
+def load_setup(folder: str | Path, registry: FieldTypeRegistry | None = None, *,
+               actions: Collection[str] = ()) -> SetupSpec:
+    """Load and check a setup folder; raise `SetupError` listing every problem. `actions`
+    are the names of the Python actions automations may `call:`."""
+    result = check_setup(folder, registry, actions=actions)
     if result.setup is None:
         raise SetupError(result.diagnostics)
     return result.setup
 
 
-def check_setup(folder: str | Path, registry: FieldTypeRegistry | None = None) -> LoadResult:
+def check_setup(folder: str | Path, registry: FieldTypeRegistry | None = None, *,
+                actions: Collection[str] = ()) -> LoadResult:
     """Load a setup folder, returning the spec and all diagnostics instead of raising."""
-    return _Loader(Path(folder), registry or default_registry()).run()
+    return _Loader(Path(folder), registry or default_registry(), actions).run()
 
 
 class _Loader:
-    def __init__(self, folder: Path, registry: FieldTypeRegistry):
+    def __init__(self, folder: Path, registry: FieldTypeRegistry, actions: Collection[str] = ()):
         self.folder = folder
         self.registry = registry
+        self.actions = frozenset(actions)
         self.diagnostics: list[Diagnostic] = []
         #: entity names of files that could not be loaded (their problems are reported)
         self.broken: set[str] = set()
@@ -175,7 +180,6 @@ class _Loader:
             name=settings.get("name") or self.folder.resolve().name,
             languages=languages,
             entities=MappingProxyType(entities),
-            automations=tuple(settings.get("automations") or ()),
             source=str(self.folder),
             timezone=settings.get("timezone") or DEFAULT_TIMEZONE,
         )
@@ -191,11 +195,14 @@ class _Loader:
         entities, rolled = check_rollups(setup, {n: d.source for n, d in drafts.items()},
                                          self.registry)
         problems += rolled
+        setup = replace(setup, roles=MappingProxyType(roles), rules=MappingProxyType(rules),
+                        entities=MappingProxyType(entities))
+        automations, troubles = check_automations(
+            self.setup_source, settings.get("automations"), setup, self.registry, self.actions)
+        problems += troubles
         if problems:
             return LoadResult(None, [*self.diagnostics, *problems])
-        return LoadResult(replace(setup, roles=MappingProxyType(roles),
-                                  rules=MappingProxyType(rules),
-                                  entities=MappingProxyType(entities)),
+        return LoadResult(replace(setup, automations=automations),
                           [*self.diagnostics, *(d for d in found if d.severity != "error")])
 
     def _check_stage_roles(self, drafts: Mapping[str, _EntityDraft],
@@ -239,11 +246,6 @@ class _Loader:
         if not self._validate_shape(source, data, self.setup_validator):
             return {}, ("en",)
         self.setup_source = source
-        if "automations" in data:
-            self.diagnostics.append(source.diagnostic(
-                "setup.automations_not_enforced", ("automations",),
-                "automations are read but not run by this version of Kartoteka",
-                "nothing happens on their events yet", at_key=True, severity="warning"))
         zone_problem = timezone_problem(data["timezone"]) if "timezone" in data else None
         if zone_problem:
             self.diagnostics.append(source.diagnostic(

@@ -196,7 +196,7 @@ SETUP_SCHEMA: dict[str, Any] = {
         },
         "timezone": {"type": "string"},
         "roles": {"type": "object"},
-        "automations": {"type": "array"},
+        "automations": {"type": "object"},  # checked by engine/setup/automations.py
     },
     "additionalProperties": False,
 }

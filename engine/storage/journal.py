@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from engine.storage.outbox import Outbox
 from engine.storage.tables import STAGE_TIME_SHARDS, Storage
 
 #: record keys that change on every write and say nothing about what the user changed
@@ -31,6 +32,9 @@ UNJOURNALLED = frozenset({"id", "created_at", "updated_at", "version"})
 class Journal:
     def __init__(self, storage: Storage):
         self.storage = storage
+        #: the events automations listen to, written with the journal's rows
+        self.outbox = Outbox(storage.events, (
+            (automation.entity, automation.event) for automation in storage.setup.automations))
         # built once, the values passed as execute parameters: one compiled statement for
         # every event (a statement built with `.values(...)` per write costs more than its
         # execution)
@@ -42,14 +46,17 @@ class Journal:
         conn.execute(self._insert_change, {
             "entity": entity, "record_id": record_id, "at": at, "by": by, "action": action,
             "changes": dict(changes) if changes else None})
+        self.outbox.emit(conn, entity, (record_id,), action, changes, by=by, at=at)
 
     def changes_many(self, conn: sa.Connection, entity: str, record_ids: Iterable[int],
                      action: str, changes: Mapping[str, Any] | None, *, by: int | None,
                      at: dt.datetime) -> None:
+        ids = list(record_ids)
         rows = [{"entity": entity, "record_id": record_id, "at": at, "by": by, "action": action,
-                 "changes": dict(changes) if changes else None} for record_id in record_ids]
+                 "changes": dict(changes) if changes else None} for record_id in ids]
         if rows:
             conn.execute(self._insert_change, rows)
+            self.outbox.emit(conn, entity, ids, action, changes, by=by, at=at)
 
     def stage(self, conn: sa.Connection, entity: str, record_id: int, pipeline: str,
               from_stage: str | None, to_stage: str, *, by: int | None, at: dt.datetime,
@@ -57,6 +64,8 @@ class Journal:
         conn.execute(self._insert_stage, {
             "entity": entity, "record_id": record_id, "at": at, "by": by, "pipeline": pipeline,
             "from_stage": from_stage, "to_stage": to_stage, "seconds": seconds})
+        self.outbox.emit(conn, entity, (record_id,), "stage",
+                         {"pipeline": pipeline, "from": from_stage, "to": to_stage}, by=by, at=at)
         if from_stage is not None and seconds is not None:
             _count_stage_time(conn, self.storage, entity, pipeline, from_stage,
                               record_id % STAGE_TIME_SHARDS, 1, seconds)

@@ -1,0 +1,444 @@
+"""The worker: takes the outbox's due events (engine/storage/outbox.py) and runs the
+automations they trigger (engine/setup/automations.py).
+
+One event, one transaction: the event is claimed (on PostgreSQL `FOR UPDATE SKIP LOCKED`,
+so several workers share the queue; on SQLite the write lock serialises them), each
+automation it triggers is checked (its trigger's details, the loop guard, its `if:`) and
+its actions run, and the event is marked `done` — so an automation's writes happen once,
+even when a worker dies mid-way (its transaction is rolled back, the event stays
+`pending`). When an action fails, everything the event's automations wrote is undone, the
+failure is recorded on the record's timeline, and the event is tried again later
+(exponential backoff) until MAX_ATTEMPTS, when it becomes a dead letter an admin can list
+and retry (`GET /api/automations/events?status=dead`, `kartoteka worker --dead`).
+
+Actions run as the system (every record, every field), attributed to the automation:
+the events their writes cause carry it and a depth one more than the event's. The loop
+guard: an event at MAX_DEPTH runs no automation (each is recorded as `refused`), and an
+automation never fires on a change its own action made to the same record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from engine.access.acting import User
+from engine.access.users import Users
+from engine.automations.templates import render
+from engine.errors import ErrorDetail, NotFound, RequestError, ValidationFailed
+from engine.process.stages import StageMoves
+from engine.records.service import Record, Records
+from engine.setup.automations import ACTOR, OWNER, RECORD, AutomationSpec
+from engine.setup.spec import label_text
+from engine.storage.outbox import DEAD, DONE, PENDING
+from engine.storage.rules import _clauses
+from engine.types.moments import NotRelative, parse_relative
+
+log = logging.getLogger("kartoteka.automations")
+
+MAX_DEPTH = 5
+MAX_ATTEMPTS = 6
+#: the first retry waits this long; each next one twice as long, up to BACKOFF_CAP
+BACKOFF = dt.timedelta(seconds=10)
+BACKOFF_CAP = dt.timedelta(hours=1)
+
+
+@dataclass
+class ActionContext:
+    """What a Python action (`call:`) gets: the trigger record as it is now, its `with:`
+    parameters, and the services to act with (as the system, inside the event's
+    transaction: what it writes is undone if a later action fails)."""
+
+    automation: str
+    entity: str
+    record: Record
+    params: Mapping[str, Any]
+    records: Records
+    event: Mapping[str, Any]
+    notify: Callable[[Sequence[int], str, str | None], list[int]]
+
+
+#: a Python action: returns what it did (JSON), shown on the timeline
+Action = Callable[[ActionContext], Any]
+
+
+@dataclass
+class _Run:
+    automation: AutomationSpec
+    detail: list[Any] = field(default_factory=list)
+
+
+class Automations:
+    def __init__(self, records: Records, stages: StageMoves, users: Users,
+                 actions: Mapping[str, Action], zone: str):
+        self.records = records
+        self.stages = stages
+        self.users = users
+        self.actions = dict(actions)
+        self.zone = ZoneInfo(zone)
+        self.storage = records.storage
+        self.db = records.db
+        self.outbox = records.journal.outbox
+        self.by_event: dict[tuple[str, str], list[AutomationSpec]] = {}
+        for automation in self.storage.setup.automations:
+            self.by_event.setdefault((automation.entity, automation.event), []).append(automation)
+        #: set by a write that emitted events: an in-process worker wakes at once
+        self.wake = threading.Event()
+        self.outbox.listeners.append(self.wake.set)
+
+    # -- the queue ---------------------------------------------------------------------------
+    def run_pending(self, limit: int = 100) -> int:
+        """Process up to `limit` due events, one transaction each; how many were processed."""
+        done = 0
+        while done < limit and self._process_one():
+            done += 1
+        return done
+
+    def _process_one(self) -> bool:
+        events = self.storage.events
+        now = self.records.clock()
+        with self.records.access.acting.as_user(None), self.db.write() as conn:
+            claim = (sa.select(events).where(events.c.status == PENDING, events.c.next_at <= now)
+                     .order_by(events.c.id).limit(1))
+            if conn.dialect.name == "postgresql":
+                claim = claim.with_for_update(skip_locked=True)
+            row = conn.execute(claim).mappings().first()
+            if row is None:
+                return False
+            event = dict(row)
+            try:
+                with self.db.write():  # the automations' writes: undone together on failure
+                    runs = self._run_event(conn, event)
+            except Exception as error:
+                message = _describe(error)
+                log.warning("event %s (%s %s %s) failed: %s", event["id"], event["kind"],
+                            event["entity"], event["record_id"], message)
+                self._record_run(conn, event, getattr(error, "automation", "?"), "failed",
+                                 {"error": message, "attempt": event["attempts"] + 1})
+                attempts = event["attempts"] + 1
+                conn.execute(sa.update(events).where(events.c.id == event["id"]).values(
+                    attempts=attempts, last_error=message,
+                    status=DEAD if attempts >= MAX_ATTEMPTS else PENDING,
+                    next_at=now + min(BACKOFF * 2 ** (attempts - 1), BACKOFF_CAP)))
+                return True
+            for name, run, refusal in runs:
+                if run is not None:
+                    self._record_run(conn, event, name, "done", {"actions": run.detail})
+                elif refusal:
+                    self._record_run(conn, event, name, "refused", {"reason": refusal})
+            conn.execute(sa.update(events).where(events.c.id == event["id"]).values(
+                status=DONE, attempts=event["attempts"] + 1, done_at=now, last_error=None))
+            return True
+
+    def _record_run(self, conn: sa.Connection, event: Mapping[str, Any], automation: str,
+                    status: str, detail: Any) -> None:
+        if event["record_id"] is None:
+            return
+        conn.execute(sa.insert(self.storage.automation_runs).values(
+            automation=automation, event_id=event["id"], entity=event["entity"],
+            record_id=event["record_id"], at=dt.datetime.now(dt.UTC), status=status,
+            detail=detail))
+
+    # -- one event ---------------------------------------------------------------------------
+    def _run_event(self, conn: sa.Connection,
+                   event: dict[str, Any]) -> list[tuple[str, _Run | None, str | None]]:
+        results: list[tuple[str, _Run | None, str | None]] = []
+        for automation in self.by_event.get((event["entity"], event["kind"]), ()):
+            if not _triggered(automation, event):
+                continue
+            if event["cause"] == automation.name:
+                continue  # its own change: an automation does not trigger itself
+            if event["depth"] >= MAX_DEPTH:
+                results.append((automation.name, None,
+                                f"loop guard: this change is {event['depth']} automations deep "
+                                f"(at most {MAX_DEPTH})"))
+                log.warning("automation %s refused by the loop guard on %s %s",
+                            automation.name, event["entity"], event["record_id"])
+                continue
+            if automation.on != "deleted" and not self._holds(conn, automation, event["record_id"]):
+                continue
+            run = _Run(automation)
+            try:
+                with self.outbox.caused_by(automation.name, event["depth"] + 1):
+                    for action in automation.actions:
+                        run.detail.append(getattr(self, f"_do_{action.kind}")(
+                            conn, automation, event, dict(action.params)))
+            except Exception as error:
+                error.automation = automation.name  # type: ignore[attr-defined]
+                raise
+            results.append((automation.name, run, None))
+        return results
+
+    def _holds(self, conn: sa.Connection, automation: AutomationSpec, record_id: int) -> bool:
+        """Whether the record still exists and meets the automation's `if:`."""
+        table = self.storage[automation.entity].table
+        statement = sa.select(table.c.id).where(
+            table.c.id == record_id, *_clauses(self.storage, automation.when, conn.dialect.name))
+        return conn.execute(self.records.access.unscoped(
+            statement, "an automation's condition is about the record, whoever may read it")
+        ).first() is not None
+
+    def _record(self, conn: sa.Connection, entity: str, record_id: int) -> Record:
+        found = self.records.fetch(conn, entity, [record_id])
+        if not found:
+            raise NotFound(f"no {entity} with id {record_id}")
+        return found[0]
+
+    # -- values and people ---------------------------------------------------------------------
+    def _values(self, conn: sa.Connection, automation: AutomationSpec, event: Mapping[str, Any],
+                target: str, raw: Mapping[str, Any]) -> dict[str, Any]:
+        trigger = self._record(conn, automation.entity, event["record_id"])
+        spec = self.storage[target].spec
+        out: dict[str, Any] = {}
+        for name, value in raw.items():
+            link = spec.links.get(name)
+            if value == RECORD:
+                out[name] = ({"entity": automation.entity, "id": event["record_id"]}
+                             if link is not None and link.polymorphic else event["record_id"])
+            elif value == OWNER:
+                out[name] = trigger.get("owner")
+            elif value == ACTOR:
+                out[name] = event["by"]
+            elif isinstance(value, str) and value.startswith(RECORD + "."):
+                out[name] = self._lookup(conn, automation.entity, trigger, value[len(RECORD) + 1:])
+            elif isinstance(value, str) and name in spec.fields and \
+                    spec.fields[name].type.name in ("date", "datetime") and \
+                    _relative(value, spec.fields[name].type.name):
+                relative = parse_relative(value, spec.fields[name].type.name)
+                assert relative is not None
+                out[name] = relative.resolve(self.records.clock(), self.zone,
+                                             spec.fields[name].type.name).isoformat()
+            elif isinstance(value, str):
+                out[name] = self._render(conn, automation.entity, trigger, value)
+            else:
+                out[name] = value
+        return out
+
+    def _render(self, conn: sa.Connection, entity: str, record: Record, text: str,
+                hidden: Callable[[str], frozenset[str]] | None = None) -> str:
+        return render(text, lambda path: self._lookup(conn, entity, record, path, hidden))
+
+    def _lookup(self, conn: sa.Connection, entity: str, record: Record, path: str,
+                hidden: Callable[[str], frozenset[str]] | None = None) -> Any:
+        """`field` or `link.field` of `record`, as the API renders it (None when hidden
+        from the reader or unreachable)."""
+        parts = path.split(".")
+        current, current_entity = record, entity
+        for part in parts[:-1]:
+            if hidden is not None and part in hidden(current_entity):
+                return None
+            link = self.storage[current_entity].spec.links[part]
+            value = current.get(part)
+            if value is None:
+                return None
+            found = self.records.fetch(conn, link.target, [value])
+            if not found:
+                return None
+            current, current_entity = found[0], link.target
+        if hidden is not None and parts[-1] in hidden(current_entity):
+            return None
+        return current.get(parts[-1])
+
+    def _people(self, conn: sa.Connection, automation: AutomationSpec, event: Mapping[str, Any],
+                who: Any, count_in: str | None = None) -> list[int]:
+        """The active users `who` names; for a role, with `count_in`, the least loaded one
+        (fewest records of that entity owned) — else all of them."""
+        users = self.storage.users
+        if who == ACTOR:
+            return [event["by"]] if event["by"] is not None else []
+        trigger = None if event["record_id"] is None else \
+            self.records.fetch(conn, automation.entity, [event["record_id"]])
+        if who == OWNER:
+            owner = trigger[0].get("owner") if trigger else None
+            return [owner] if owner is not None else []
+        if "user" in who:
+            found = conn.execute(sa.select(users.c.id).where(
+                users.c.email == who["user"].lower(), users.c.active.is_(True))).scalar()
+            return [found] if found is not None else []
+        candidates = [u for u in self.users.all_active(conn) if who["role"] in u.roles]
+        team = who.get("team")
+        if team == OWNER:
+            owner = trigger[0].get("owner") if trigger else None
+            owners = [u for u in self.users.all_active(conn) if u.id == owner]
+            team = owners[0].team if owners else None
+            candidates = [u for u in candidates if team is not None and u.team == team]
+        elif team is not None:
+            candidates = [u for u in candidates if u.team == team]
+        if count_in is None or not candidates:
+            return [u.id for u in candidates]
+        table = self.storage[count_in].table
+        load: dict[int, int] = dict(conn.execute(self.records.access.unscoped(
+            sa.select(table.c.owner, sa.func.count())
+            .where(table.c.owner.in_([u.id for u in candidates])).group_by(table.c.owner),
+            "the least loaded user: everything each candidate owns")).all())
+        return [min(candidates, key=lambda u: (load.get(u.id, 0), u.id)).id]
+
+    # -- actions -------------------------------------------------------------------------------
+    def _do_create(self, conn: sa.Connection, automation: AutomationSpec,
+                   event: Mapping[str, Any], params: dict[str, Any]) -> Any:
+        target = params["entity"]
+        values = self._values(conn, automation, event, target, params["values"])
+        owner = None
+        if params.get("owner") is not None:
+            chosen = self._people(conn, automation, event, params["owner"], count_in=target)
+            owner = chosen[0] if chosen else None
+        record = self.records.create(target, values, owner=owner)
+        return {"create": {"entity": target, "id": record["id"]}}
+
+    def _do_set(self, conn: sa.Connection, automation: AutomationSpec,
+                event: Mapping[str, Any], params: dict[str, Any]) -> Any:
+        entity, record_id = automation.entity, event["record_id"]
+        if "link" in params:
+            trigger = self._record(conn, entity, record_id)
+            link = self.storage[entity].spec.links[params["link"]]
+            if trigger.get(link.name) is None:
+                return {"set": {"link": link.name, "skipped": "the link is empty"}}
+            entity, record_id = link.target, trigger[link.name]
+            values = self._values(conn, automation, event, entity, params["values"])
+        else:
+            values = self._values(conn, automation, event, entity, params["values"])
+        record = self.records.update(entity, record_id, values)
+        return {"set": {"entity": entity, "id": record_id, "fields": sorted(values),
+                        "version": record["version"]}}
+
+    def _do_move(self, conn: sa.Connection, automation: AutomationSpec,
+                 event: Mapping[str, Any], params: dict[str, Any]) -> Any:
+        current = self._record(conn, automation.entity, event["record_id"])
+        if current.get("stage") == params["to"]:
+            return {"move": {"to": params["to"], "skipped": "already there"}}
+        self.stages.move(automation.entity, event["record_id"], {"to": params["to"]})
+        return {"move": {"to": params["to"]}}
+
+    def _do_notify(self, conn: sa.Connection, automation: AutomationSpec,
+                   event: Mapping[str, Any], params: dict[str, Any]) -> Any:
+        recipients: list[int] = []
+        for who in params["to"]:
+            if isinstance(who, dict) and "email_field" in who:
+                continue  # e-mail to an address on the record: the mail channel's
+            recipients += [u for u in self._people(conn, automation, event, who)
+                           if u not in recipients]
+        told = self.notify(conn, recipients, automation.entity, event["record_id"],
+                           params["subject"], params.get("text"), automation=automation.name)
+        return {"notify": {"users": told}}
+
+    def _do_call(self, conn: sa.Connection, automation: AutomationSpec,
+                 event: Mapping[str, Any], params: dict[str, Any]) -> Any:
+        action = self.actions[params["action"]]
+        record = self._record(conn, automation.entity, event["record_id"])
+
+        def notify(users: Sequence[int], subject: str, text: str | None = None) -> list[int]:
+            language = self.storage.setup.languages[0]
+            return self.notify(conn, users, automation.entity, event["record_id"],
+                               {language: subject}, None if text is None else {language: text},
+                               automation=automation.name)
+        result = action(ActionContext(automation.name, automation.entity, record,
+                                      params.get("with") or {}, self.records, dict(event), notify))
+        return {"call": {"action": params["action"], "result": result}}
+
+    # -- notifications -------------------------------------------------------------------------
+    def notify(self, conn: sa.Connection, users: Sequence[int], entity: str, record_id: int,
+               subject: Mapping[str, str], text: Mapping[str, str] | None, *,
+               automation: str | None = None) -> list[int]:
+        """In-app notifications to `users` about a record: only those who may read it are
+        told, and each text is filled with the record as that user sees it (a hidden field
+        is left empty). Returns who was told."""
+        language = self.storage.setup.languages[0]
+        told = []
+        for user in self.users.by_ids(conn, users):
+            if not user.active:
+                continue
+            with self.records.access.acting.as_user(user):
+                if not self.records.visible(conn, entity, record_id):
+                    continue
+                seen = self.records.fetch(conn, entity, [record_id])[0]
+
+                def hidden(name: str, reader: User = user) -> frozenset[str]:
+                    with self.records.access.acting.as_user(reader):
+                        rights = self.records.access.rights(name)
+                    return frozenset() if rights is None else rights.hidden
+                subject_text = self._render(conn, entity, seen, label_text(subject, language),
+                                            hidden)
+                body = None if text is None else self._render(
+                    conn, entity, seen, label_text(text, language), hidden)
+            conn.execute(sa.insert(self.storage.notifications).values(
+                user_id=user.id, automation=automation, entity=entity, record_id=record_id,
+                subject=subject_text[:2000], text=body, at=dt.datetime.now(dt.UTC)))
+            told.append(user.id)
+        return told
+
+    # -- dead letters --------------------------------------------------------------------------
+    def events(self, status: str, limit: int = 100) -> list[dict[str, Any]]:
+        events = self.storage.events
+        with self.db.read() as conn:
+            rows = conn.execute(sa.select(events).where(events.c.status == status)
+                                .order_by(events.c.id.desc()).limit(limit)).mappings().all()
+        return [_event_json(row) for row in rows]
+
+    def retry(self, event_id: int) -> dict[str, Any]:
+        """Put a dead (or failing) event back in the queue, due now, with its attempts reset."""
+        events = self.storage.events
+        with self.db.write() as conn:
+            row = conn.execute(sa.select(events).where(events.c.id == event_id)).mappings().first()
+            if row is None:
+                raise NotFound(f"no event with id {event_id}")
+            if row["status"] == DONE:
+                raise ValidationFailed("the event is done", [ErrorDetail(
+                    "id", "was processed; only a dead or pending event is retried")],
+                    code="event_done")
+            conn.execute(sa.update(events).where(events.c.id == event_id).values(
+                status=PENDING, attempts=0, next_at=dt.datetime.now(dt.UTC)))
+            row = conn.execute(sa.select(events).where(events.c.id == event_id)).mappings().one()
+        self.wake.set()
+        return _event_json(row)
+
+
+def _triggered(automation: AutomationSpec, event: Mapping[str, Any]) -> bool:
+    """Whether the event is the automation's trigger, its details (stage, fields, values)
+    included."""
+    changes = event["changes"] or {}
+    if automation.on in ("stage_entered", "stage_left"):
+        stage = changes.get("to") if automation.on == "stage_entered" else changes.get("from")
+        return stage is not None and (automation.stages is None or stage in automation.stages)
+    if automation.on != "updated":
+        return True
+    if automation.changed and not any(name in changes for name in automation.changed):
+        return False
+    for name, value in automation.old.items():
+        if name not in changes or not isinstance(changes[name], list) or changes[name][0] != value:
+            return False
+    for name, value in automation.new.items():
+        if name not in changes or not isinstance(changes[name], list) or changes[name][1] != value:
+            return False
+    return True
+
+
+def _relative(text: str, kind: str) -> bool:
+    try:
+        return parse_relative(text, kind) is not None
+    except NotRelative:
+        return False
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, RequestError):
+        details = "; ".join(f"{d.field}: {d.problem}" if d.field else d.problem
+                            for d in error.details)
+        return f"{error.message}" + (f" ({details})" if details else "")
+    return f"{type(error).__name__}: {error}"
+
+
+def _event_json(row: Any) -> dict[str, Any]:
+    def moment(value: Any) -> Any:
+        return None if value is None else value.isoformat().replace("+00:00", "Z")
+    return {"id": row["id"], "kind": row["kind"], "entity": row["entity"],
+            "record_id": row["record_id"], "changes": row["changes"], "at": moment(row["at"]),
+            "depth": row["depth"], "cause": row["cause"], "status": row["status"],
+            "attempts": row["attempts"], "next_at": moment(row["next_at"]),
+            "last_error": row["last_error"], "done_at": moment(row["done_at"])}

@@ -1,0 +1,136 @@
+"""The outbox of automations: events written in the same transaction as the change that
+causes them, and what the worker made of them (engine/automations/).
+
+- `kt_event`: one row per record change an automation listens to (`create`, `update`,
+  `delete`, `stage`), written by the journal inside the write's transaction — a
+  rolled-back change leaves no event, a committed one always has its event. The worker
+  claims a due `pending` event, runs the automations it triggers in one transaction that
+  also marks it `done` (so their writes happen once), or counts a failed attempt and
+  retries it later with exponential backoff, until it is `dead` (the dead letters an
+  admin lists and retries).
+- `kt_automation_run`: what an automation did for an event (or why it did nothing: its
+  condition, the loop guard, an error): the record's timeline shows them.
+- `kt_notification`: in-app notifications, one per recipient.
+
+Only entities with automations write events, and only of the kinds they listen to: a
+setup without automations pays one set lookup per write.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from engine.types.columns import UTCDateTime, id_column_type, json_column
+
+PENDING, DONE, DEAD = "pending", "done", "dead"
+
+
+def outbox_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table, sa.Table]:
+    events = sa.Table(
+        "kt_event", metadata,
+        sa.Column("id", id_column_type(), primary_key=True, autoincrement=True),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("entity", sa.String(64), nullable=False),
+        sa.Column("record_id", sa.BigInteger(), nullable=True),
+        sa.Column("changes", json_column(), nullable=True),
+        sa.Column("by", sa.BigInteger(), nullable=True),
+        sa.Column("at", UTCDateTime(), nullable=False),
+        #: how many automations deep the change that wrote it was (0: a person's change)
+        sa.Column("depth", sa.SmallInteger(), nullable=False),
+        #: the automation whose action made the change, if one did
+        sa.Column("cause", sa.String(64), nullable=True),
+        sa.Column("status", sa.String(8), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_at", UTCDateTime(), nullable=False),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("done_at", UTCDateTime(), nullable=True),
+        sqlite_autoincrement=True,
+    )
+    sa.Index("ix_kt_event_due", events.c.status, events.c.next_at, events.c.id)
+    runs = sa.Table(
+        "kt_automation_run", metadata,
+        sa.Column("id", id_column_type(), primary_key=True, autoincrement=True),
+        sa.Column("automation", sa.String(64), nullable=False),
+        sa.Column("event_id", sa.BigInteger(), nullable=True),
+        sa.Column("entity", sa.String(64), nullable=False),
+        sa.Column("record_id", sa.BigInteger(), nullable=False),
+        sa.Column("at", UTCDateTime(), nullable=False),
+        #: done, failed, refused (the loop guard)
+        sa.Column("status", sa.String(8), nullable=False),
+        #: what it did (one entry per action) or why it failed
+        sa.Column("detail", json_column(), nullable=True),
+        sqlite_autoincrement=True,
+    )
+    sa.Index("ix_kt_automation_run_record", runs.c.entity, runs.c.record_id, runs.c.at)
+    notifications = sa.Table(
+        "kt_notification", metadata,
+        sa.Column("id", id_column_type(), primary_key=True, autoincrement=True),
+        sa.Column("user_id", sa.BigInteger(),
+                  sa.ForeignKey("kt_user.id", ondelete="CASCADE",
+                                name="fk_kt_notification_user_id"), nullable=False),
+        sa.Column("automation", sa.String(64), nullable=True),
+        sa.Column("entity", sa.String(64), nullable=True),
+        sa.Column("record_id", sa.BigInteger(), nullable=True),
+        sa.Column("subject", sa.Text(), nullable=False),
+        sa.Column("text", sa.Text(), nullable=True),
+        sa.Column("at", UTCDateTime(), nullable=False),
+        sa.Column("read_at", UTCDateTime(), nullable=True),
+        sqlite_autoincrement=True,
+    )
+    sa.Index("ix_kt_notification_user", notifications.c.user_id, notifications.c.read_at,
+             notifications.c.id)
+    return events, runs, notifications
+
+
+@dataclass(frozen=True)
+class Cause:
+    """The automation whose actions are running, and how deep in a chain it is."""
+
+    automation: str
+    depth: int
+
+
+class Outbox:
+    """Writes the events of one engine's changes (the journal calls `emit`)."""
+
+    def __init__(self, events: sa.Table, watched: Iterable[tuple[str, str]]):
+        self.events = events
+        #: (entity, event kind) pairs some automation listens to
+        self.watched = frozenset(watched)
+        self._insert = sa.insert(events)
+        #: called after events are written (before the commit): a worker in this process
+        #: wakes, and finds them once the change commits
+        self.listeners: list[Callable[[], None]] = []
+        self._cause: ContextVar[Cause | None] = ContextVar(f"kartoteka_cause_{id(self):x}",
+                                                           default=None)
+
+    @contextmanager
+    def caused_by(self, automation: str, depth: int) -> Iterator[None]:
+        """The writes inside are an automation's: their events carry it and `depth`."""
+        token = self._cause.set(Cause(automation, depth))
+        try:
+            yield
+        finally:
+            self._cause.reset(token)
+
+    def emit(self, conn: sa.Connection, entity: str, record_ids: Iterable[int], kind: str,
+             changes: Mapping[str, Any] | None, *, by: int | None, at: dt.datetime) -> None:
+        if (entity, kind) not in self.watched:
+            return
+        cause = self._cause.get()
+        rows = [{"kind": kind, "entity": entity, "record_id": record_id,
+                 "changes": dict(changes) if changes else None, "by": by, "at": at,
+                 "depth": 0 if cause is None else cause.depth,
+                 "cause": None if cause is None else cause.automation,
+                 "status": PENDING, "attempts": 0, "next_at": at} for record_id in record_ids]
+        if rows:
+            conn.execute(self._insert, rows)
+            for listener in self.listeners:
+                listener()
