@@ -1,0 +1,522 @@
+"""Export: every record a list call would answer, written as CSV or XLSX while it is read.
+
+    exporter = Exporter(kt.records, kt.clock)
+    export = exporter.prepare("client", [("city", "Kazan"), ("sort", "name"),
+                                         ("format", "csv"), ("values", "locale")], "ru")
+    with open("clients.csv", "wb") as out:
+        export.write(out)
+
+The list's own parser reads the filters, `q` and `sort` (engine/records/query.py), so an
+export answers exactly the records `GET /api/{e}` would, in its order, without paging; the
+statement comes from `Access.scoped` and the rows are rendered by `Records.render`, so a
+role gets the same records and the same fields as in its list, never a hidden column.
+`prepare` checks everything (400 for a bad parameter) before a byte is written; `write`
+then reads the rows in chunks of `CHUNK_ROWS` through one cursor (a server-side cursor on
+PostgreSQL) and writes each chunk as it comes, so memory stays flat however many rows
+match. Both run as the acting user (`kt.acting`).
+
+Cells, decided once per column from the field's type:
+- `values=iso` (default): the API's forms — `1234.50`, `2026-12-31`,
+  `2026-12-31T09:00:00Z`, `true`, choice values; `values=locale`: as the language writes
+  them (engine/records/export_locale.py) — `1234,50`, `31.12.2026`, times in the setup's
+  time zone, да/нет, choice and stage labels.
+- a link: the linked record's id; a many-to-many link: its ids joined by `;` (`3;4`); a
+  link to several entities: `entity:id` (`sale:7`). Titles are not written: they are
+  not stored, and an id is what an import resolves without doubt.
+- CSV: text values starting with `=`, `+`, `-`, `@`, a tab or a carriage return get a `'`
+  in front (`escape_formulas=true`, the default), so a spreadsheet shows them instead of
+  running them; numbers, dates and ids are never touched. `escape_formulas=false` keeps
+  the text as stored (for programs, or a round trip through import).
+- XLSX (openpyxl, write-only): numbers, dates and booleans are typed cells; text is always
+  a text cell (never a formula), so it needs no escaping. Money and integers with more
+  than 15 significant digits (Excel's precision) are written as text, so no digit is lost;
+  dates before 1900 (which Excel cannot hold) as ISO text; text longer than Excel's
+  32,767 characters is cut there, and characters XML cannot carry become U+FFFD (CSV
+  keeps both as they are). The header row is bold and frozen.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import datetime as dt
+import io
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Protocol
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from engine.errors import ErrorDetail, MalformedRequest
+from engine.records.export_locale import LocaleFormat, locale_format, system_label
+from engine.records.query import ListQuery, order_by
+from engine.setup.filters import LIST_PARAMS
+from engine.setup.spec import EntitySpec, FieldSpec, label_text
+from engine.types.fields import (
+    BooleanType,
+    ChoiceType,
+    DateTimeType,
+    DateType,
+    DecimalType,
+    FieldType,
+    IntegerType,
+    JsonType,
+    MultichoiceType,
+    StringType,
+    UsersType,
+    UserType,
+)
+from engine.types.moments import Clock
+
+if TYPE_CHECKING:
+    from engine.records.service import Records
+
+FORMATS = ("csv", "xlsx")
+MEDIA_TYPES = {
+    "csv": "text/csv; charset=utf-8",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+HEADERS = ("labels", "names")
+VALUES = ("iso", "locale")
+#: the delimiter as a query parameter writes it → the character
+DELIMITERS = {",": ",", ";": ";", "tab": "\t", "|": "|"}
+BOOLEANS = ("true", "false")
+#: an export's own controls; a field of the same name is filtered as `name[eq]=…`
+EXPORT_PARAMS = ("format", "headers", "language", "values", "bom", "delimiter", "escape_formulas")
+CSV_ONLY = ("bom", "delimiter", "escape_formulas")
+#: the list's controls an export refuses: it writes every matching record, unpaged
+PAGING = tuple(p for p in LIST_PARAMS if p not in ("q", "sort"))
+#: rows read and written per chunk: a server-side cursor's fetch, a flush of the output
+CHUNK_ROWS = 1000
+FLUSH_BYTES = 64 * 1024
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+#: Excel keeps 15 significant digits of a number, and at most this many characters of a text
+EXCEL_DIGITS = 15
+EXCEL_TEXT = 32_767
+#: characters an XLSX (XML 1.0) cannot hold (openpyxl refuses them)
+XML_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+LIST_SEPARATOR = ";"
+
+
+class Output(Protocol):
+    def write(self, data: bytes, /) -> Any: ...
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How an export is written: its format, headers, values and CSV dialect."""
+
+    format: str = "csv"
+    headers: str = "labels"
+    language: str | None = None
+    values: str = "iso"
+    bom: bool = False
+    delimiter: str = ","
+    escape_formulas: bool = True
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: the record's key, its header, and how a value becomes a CSV text or an
+    XLSX cell (each built once, for the column's type and the export's options)."""
+
+    key: str
+    header: str
+    text: Callable[[Any], str]
+    cell: Callable[[Any], Any]
+    #: the XLSX number format of a decimal column ("0.00")
+    number_format: str | None = None
+
+
+@dataclass(frozen=True)
+class Export:
+    """A checked export, ready to write: the parsed list query, the columns, the options."""
+
+    entity: str
+    options: ExportOptions
+    columns: tuple[Column, ...]
+    query: ListQuery
+    records: Records = field(repr=False)
+    #: `client-2026-12-05.csv`: ASCII, for every client
+    filename: str
+    #: the same with the entity's plural label in the export's language (`Клиенты-…`)
+    title_filename: str
+    sheet_title: str
+
+    @property
+    def media_type(self) -> str:
+        return MEDIA_TYPES[self.options.format]
+
+    def write(self, out: Output) -> int:
+        """Write the export to `out` (a binary file, stdout's buffer, an HTTP body), chunk
+        by chunk as the rows are read; the number of records written."""
+        if self.options.format == "xlsx":
+            return _write_xlsx(self, out)
+        return _write_csv(self, out)
+
+    def chunks(self) -> Iterator[list[dict[str, Any]]]:
+        """The matching records as the list renders them, `CHUNK_ROWS` at a time, read
+        through one cursor in one read transaction (one snapshot)."""
+        records = self.records
+        table = records.storage[self.entity]
+        statement = records.access.scoped(
+            sa.select(*records.shapes[self.entity].columns)
+            .where(*self.query.conditions)
+            .order_by(*order_by(self.query.sort, records.db.dialect)), self.entity, "read")
+        with records.db.read() as conn:
+            result = conn.execute(statement.execution_options(yield_per=CHUNK_ROWS))
+            for rows in result.partitions():
+                yield records.render(conn, table, [row._mapping for row in rows])
+
+
+class Exporter:
+    """Prepares exports of one engine's records (for the API and the command line)."""
+
+    def __init__(self, records: Records, clock: Clock):
+        self.records = records
+        self.clock = clock
+        self.setup = records.storage.setup
+
+    def prepare(self, entity: str, params: Sequence[tuple[str, str]],
+                language: str | None = None) -> Export:
+        """Check the export's options and the list's filters, search and sort in
+        `params` (400 `invalid_query` naming every bad one); `language` is the default of
+        the `language` parameter (the caller's Accept-Language, else the setup's first)."""
+        problems: list[ErrorDetail] = []
+        options, rest = self._options(params, language, problems)
+        try:
+            query = self.records.parser.parse(entity, rest)
+        except MalformedRequest as error:
+            raise MalformedRequest("the export parameters are not valid",
+                                   [*problems, *error.details], code="invalid_query") from None
+        if problems:
+            raise MalformedRequest("the export parameters are not valid", problems,
+                                   code="invalid_query")
+        spec = self.setup.entities[entity]
+        today = self.clock().astimezone(ZoneInfo(self.setup.timezone)).date().isoformat()
+        extension = options.format
+        plural = label_text(spec.plural, options.language) or entity
+        return Export(entity, options, tuple(self._columns(spec, options)), query,
+                      self.records, f"{entity}-{today}.{extension}",
+                      f"{plural}-{today}.{extension}", _sheet_title(plural, entity))
+
+    # -- options -----------------------------------------------------------------------------
+    def _options(self, params: Sequence[tuple[str, str]], language: str | None,
+                 problems: list[ErrorDetail]) -> tuple[ExportOptions, list[tuple[str, str]]]:
+        seen: dict[str, str] = {}
+        rest: list[tuple[str, str]] = []
+        for key, value in params:
+            if key in PAGING:
+                problems.append(ErrorDetail(key, "is not a parameter of an export: it writes "
+                                                 "every matching record, unpaged"))
+            elif key in EXPORT_PARAMS:
+                if key in seen:
+                    problems.append(ErrorDetail(key, "is given twice"))
+                seen[key] = value
+            else:
+                rest.append((key, value))
+
+        def one_of(key: str, allowed: Sequence[str], default: str) -> str:
+            value = seen.get(key, default)
+            if value not in allowed:
+                problems.append(ErrorDetail(key, f"must be one of: {', '.join(allowed)}"))
+                return default
+            return value
+
+        fmt = one_of("format", FORMATS, "csv")
+        if fmt != "csv":
+            problems += [ErrorDetail(key, "applies to format=csv only")
+                         for key in CSV_ONLY if key in seen]
+        languages = self.setup.languages
+        chosen = language if language in languages else (languages[0] if languages else None)
+        if "language" in seen:
+            wanted = {lang.lower(): lang for lang in languages}.get(seen["language"].lower())
+            if wanted is None:
+                problems.append(ErrorDetail("language", "must be one of the setup's languages: "
+                                            + ", ".join(languages)))
+            chosen = wanted or chosen
+        options = ExportOptions(
+            format=fmt, headers=one_of("headers", HEADERS, "labels"), language=chosen,
+            values=one_of("values", VALUES, "iso"), bom=one_of("bom", BOOLEANS, "false") == "true",
+            delimiter=DELIMITERS[one_of("delimiter", tuple(DELIMITERS), ",")],
+            escape_formulas=one_of("escape_formulas", BOOLEANS, "true") == "true")
+        return options, rest
+
+    # -- columns -----------------------------------------------------------------------------
+    def _columns(self, spec: EntitySpec, options: ExportOptions) -> Iterator[Column]:
+        """The record's keys in the list's order, less what the acting user may not see."""
+        shape = self.records.shapes[spec.name]
+        rights = self.records.access.rights(spec.name)
+        hidden = rights.hidden if rights is not None else frozenset()
+        keys = [key for key, _, _ in shape.steps] + [name for name, _ in shape.single] + \
+            [name for name, _, _ in shape.poly] + list(shape.many)
+        cells = _Cells(options, ZoneInfo(self.setup.timezone))
+        for key in keys:
+            if key in hidden:
+                continue
+            yield self._column(spec, key, options, cells)
+
+    def _column(self, spec: EntitySpec, key: str, options: ExportOptions,
+                cells: _Cells) -> Column:
+        language = options.language
+        names = options.headers == "names"
+        declared = spec.fields.get(key)
+        if declared is not None:
+            header = key if names else label_text(declared.label, language) or key
+            return cells.column(key, header, _kind(declared.type), declared)
+        link = spec.links.get(key)
+        if link is not None:
+            header = key if names else label_text(link.label, language) or key
+            kind = "ref" if link.polymorphic else "ids" if link.many else "integer"
+            return cells.column(key, header, kind, None)
+        header = key if names else system_label(key, language)
+        if key == "stage":
+            return cells.column(key, header, "choice", None, _stage_labels(spec, language))
+        kind = "datetime" if key in ("created_at", "updated_at") else "integer"
+        return cells.column(key, header, kind, None)
+
+
+#: a field type's column kind, by the first of its classes listed (a plugin's subclass of a
+#: built-in type exports as that type; any other type as its JSON form)
+KINDS: dict[type[FieldType], str] = {
+    DecimalType: "decimal", IntegerType: "integer", BooleanType: "boolean",
+    DateTimeType: "datetime", DateType: "date", ChoiceType: "choice",
+    MultichoiceType: "choices", UsersType: "ids", UserType: "integer", JsonType: "json",
+    StringType: "text",
+}
+
+
+def _kind(field_type: FieldType) -> str:
+    for cls in type(field_type).__mro__:
+        if cls in KINDS:
+            return KINDS[cls]
+    return "json"
+
+
+def _stage_labels(spec: EntitySpec, language: str | None) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    if spec.pipeline is not None:
+        for pipeline in spec.pipeline.pipelines.values():
+            for stage in pipeline.stages:
+                labels.setdefault(stage.name, label_text(stage.label, language) or stage.name)
+    return labels
+
+
+def _option_labels(declared: FieldSpec, language: str | None) -> dict[str, str]:
+    return {value: label_text(label, language) or value
+            for value, label in declared.option_labels.items()}
+
+
+def _sheet_title(plural: str, entity: str) -> str:
+    """An Excel sheet's name: at most 31 characters, none of []:*?/\\."""
+    title = re.sub(r"[\[\]:*?/\\]", " ", plural).strip()[:31].strip()
+    return title or entity
+
+
+class _Cells:
+    """Builds each column's converters for one export's options."""
+
+    def __init__(self, options: ExportOptions, zone: ZoneInfo):
+        self.options = options
+        self.zone = zone
+        self.locale: LocaleFormat | None = (
+            locale_format(options.language) if options.values == "locale" else None)
+        self.escape = options.format == "csv" and options.escape_formulas
+
+    def column(self, key: str, header: str, kind: str, declared: FieldSpec | None,
+               labels: Mapping[str, str] | None = None) -> Column:
+        if labels is None and declared is not None and self.locale is not None:
+            labels = _option_labels(declared, self.options.language)
+        labels = labels if self.locale is not None else None
+        places = int(declared.params.get("places", 0)) if declared is not None and \
+            kind == "decimal" else 0
+        text, cell = getattr(self, "_" + kind)(labels or {}, places)
+        number_format = ("0." + "0" * places if places else "0") if kind == "decimal" else None
+        return Column(key, self._guard(header), _or_empty(text), _or_none(cell), number_format)
+
+    def _guard(self, text: str) -> str:
+        return "'" + text if self.escape and text.startswith(FORMULA_STARTS) else text
+
+    # each returns (value → CSV text, value → XLSX cell) for a value that is not None
+    def _text(self, labels: Mapping[str, str], places: int) -> tuple[Callable[[Any], str],
+                                                                      Callable[[Any], Any]]:
+        return (self._guard if self.escape else str), _excel_text
+
+    def _integer(self, labels: Mapping[str, str], places: int) -> tuple[Callable[[Any], str],
+                                                                         Callable[[Any], Any]]:
+        return str, lambda value: value if abs(value) < 10**EXCEL_DIGITS else str(value)
+
+    def _decimal(self, labels: Mapping[str, str], places: int) -> tuple[Callable[[Any], str],
+                                                                         Callable[[Any], Any]]:
+        locale = self.locale
+        text: Callable[[Any], str] = str if locale is None else locale.format_decimal
+        return text, _excel_decimal
+
+    def _date(self, labels: Mapping[str, str], places: int) -> tuple[Callable[[Any], str],
+                                                                      Callable[[Any], Any]]:
+        locale = self.locale
+        text: Callable[[Any], str] = str if locale is None else \
+            (lambda value: locale.format_date(dt.date.fromisoformat(value)))
+        return text, _excel_date
+
+    def _datetime(self, labels: Mapping[str, str], places: int) -> tuple[Callable[[Any], str],
+                                                                          Callable[[Any], Any]]:
+        locale, zone = self.locale, self.zone
+        if locale is None:
+            return str, lambda value: _excel_moment(value, dt.UTC)
+        return (lambda value: locale.format_datetime(_moment(value, zone)),
+                lambda value: _excel_moment(value, zone))
+
+    def _boolean(self, labels: Mapping[str, str], places: int) -> tuple[Callable[[Any], str],
+                                                                         Callable[[Any], Any]]:
+        yes, no = ("true", "false") if self.locale is None else (self.locale.yes, self.locale.no)
+        return (lambda value: yes if value else no), bool
+
+    def _choice(self, labels: Mapping[str, str], places: int) -> tuple[Callable[[Any], str],
+                                                                       Callable[[Any], Any]]:
+        def text(value: Any) -> str:
+            return self._guard(labels.get(value, value))
+        return text, lambda value: _excel_text(labels.get(value, value))
+
+    def _choices(self, labels: Mapping[str, str], places: int) -> tuple[Callable[[Any], str],
+                                                                        Callable[[Any], Any]]:
+        def text(values: Any) -> str:
+            return self._guard(LIST_SEPARATOR.join(labels.get(v, v) for v in values))
+        return text, lambda values: _excel_text(LIST_SEPARATOR.join(labels.get(v, v)
+                                                                    for v in values))
+
+    def _ids(self, labels: Mapping[str, str], places: int) -> tuple[Callable[[Any], str],
+                                                                    Callable[[Any], Any]]:
+        # a link that carries data renders each pair as an object with its id
+        def text(values: Any) -> str:
+            return LIST_SEPARATOR.join(str(v["id"] if isinstance(v, dict) else v) for v in values)
+        return text, text
+
+    def _ref(self, labels: Mapping[str, str], places: int) -> tuple[Callable[[Any], str],
+                                                                    Callable[[Any], Any]]:
+        def text(value: Any) -> str:
+            return f"{value['entity']}:{value['id']}"
+        return text, text
+
+    def _json(self, labels: Mapping[str, str], places: int) -> tuple[Callable[[Any], str],
+                                                                     Callable[[Any], Any]]:
+        def text(value: Any) -> str:
+            shown = value if isinstance(value, str) else json.dumps(
+                value, ensure_ascii=False, separators=(",", ":"))
+            return self._guard(shown)
+        return text, lambda value: _excel_text(value if isinstance(value, str) else json.dumps(
+            value, ensure_ascii=False, separators=(",", ":")))
+
+
+def _or_empty(convert: Callable[[Any], str]) -> Callable[[Any], str]:
+    return lambda value: "" if value is None else convert(value)
+
+
+def _or_none(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else convert(value)
+
+
+def _moment(value: str, zone: dt.tzinfo) -> dt.datetime:
+    return dt.datetime.fromisoformat(value).astimezone(zone)
+
+
+def _excel_text(value: str) -> Any:
+    if XML_ILLEGAL.search(value):
+        value = XML_ILLEGAL.sub("\ufffd", value)
+    return _Text(value[:EXCEL_TEXT])
+
+
+def _excel_decimal(value: str) -> Any:
+    number = Decimal(value)
+    if len(number.as_tuple().digits) > EXCEL_DIGITS:
+        return _Text(value)  # a float would round it
+    return number
+
+
+def _excel_date(value: str) -> Any:
+    day = dt.date.fromisoformat(value)
+    return day if day.year >= 1900 else _Text(value)
+
+
+def _excel_moment(value: str, zone: dt.tzinfo) -> Any:
+    moment = _moment(value, zone)
+    if moment.year < 1900:
+        return _Text(value)
+    return moment.replace(tzinfo=None)  # Excel has no time zones: UTC or the setup's
+
+
+class _Text(str):
+    """A value the XLSX writer stores as a text cell (never a formula)."""
+
+
+# -- writers ---------------------------------------------------------------------------------
+def _write_csv(export: Export, out: Output) -> int:
+    options = export.options
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter=options.delimiter, lineterminator="\r\n")
+    if options.bom:
+        out.write(codecs.BOM_UTF8)
+    writer.writerow([column.header for column in export.columns])
+    converters = [(column.key, column.text) for column in export.columns]
+    count = 0
+    for records in export.chunks():
+        writer.writerows([[text(record[key]) for key, text in converters] for record in records])
+        count += len(records)
+        if buffer.tell() >= FLUSH_BYTES:
+            _flush(buffer, out)
+    _flush(buffer, out)
+    return count
+
+
+def _flush(buffer: io.StringIO, out: Output) -> None:
+    data = buffer.getvalue()
+    if data:
+        out.write(data.encode("utf-8"))
+    buffer.seek(0)
+    buffer.truncate()
+
+
+def _write_xlsx(export: Export, out: Output) -> int:
+    """openpyxl's write-only workbook keeps each appended row in a temporary file, not in
+    memory; `save` zips them into `out` (which needs no seek)."""
+    from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.styles import Font
+
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet(export.sheet_title)
+    sheet.freeze_panes = "A2"
+    bold = Font(bold=True)
+
+    def header(text: str) -> Any:
+        cell = WriteOnlyCell(sheet, _excel_text(text))
+        cell.data_type = "s"
+        cell.font = bold
+        return cell
+
+    sheet.append([header(column.header) for column in export.columns])
+
+    def typed(value: Any, number_format: str | None) -> Any:
+        if isinstance(value, _Text):
+            cell = WriteOnlyCell(sheet, str(value))
+            cell.data_type = "s"
+            return cell
+        if number_format is not None and isinstance(value, Decimal):
+            cell = WriteOnlyCell(sheet, value)
+            cell.number_format = number_format
+            return cell
+        return value
+
+    converters = [(column.key, column.cell, column.number_format) for column in export.columns]
+    count = 0
+    for records in export.chunks():
+        for record in records:
+            sheet.append([typed(cell(record[key]), number_format)
+                          for key, cell, number_format in converters])
+        count += len(records)
+    book.save(out)
+    return count
