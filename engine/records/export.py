@@ -31,8 +31,9 @@ Cells, decided once per column from the field's type:
   a text cell (never a formula), so it needs no escaping. Money and integers with more
   than 15 significant digits (Excel's precision) are written as text, so no digit is lost;
   dates before 1900 (which Excel cannot hold) as ISO text; text longer than Excel's
-  32,767 characters is cut there, and characters XML cannot carry become U+FFFD (CSV
-  keeps both as they are). The header row is bold and frozen.
+  32,767 characters is cut there, characters XML cannot carry become U+FFFD, and a
+  reader takes `\r\n` in a text as `\n` (XML's line ends); CSV keeps all three as they
+  are. The header row is bold and frozen.
 """
 
 from __future__ import annotations
