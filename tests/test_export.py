@@ -444,3 +444,85 @@ def test_cli_refuses_bad_input_and_leaves_no_file(kt: Kartoteka, write_setup: Ca
         assert not out.exists() and not list(tmp_path.glob(".x.csv*"))
     result = runner.invoke(main, ["export", str(setup), "deals", "--db", url])
     assert result.exit_code == 1 and "no entity 'deals'" in result.stderr
+
+
+def test_links_to_several_entities_and_links_that_carry_data_are_written_as_ids(
+        make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path]) -> None:
+    kt = make_kt(write_setup({
+        "procedure.yaml": "fields:\n  name: string\n",
+        "plan.yaml": """
+            fields:
+              title: string
+            links:
+              procedures:
+                to: procedure
+                many: true
+                through:
+                  price: {type: money, required: true}
+        """,
+        "note.yaml": """
+            fields:
+              text: string
+            links:
+              about: {to: [plan, procedure]}
+        """}))
+    first, second = (kt.records.create("procedure", {"name": n})["id"] for n in ("a", "b"))
+    plan = kt.records.create("plan", {"procedures": [{"id": second, "price": "5.00"},
+                                                     {"id": first, "price": "1.00"}]})["id"]
+    kt.records.create("note", {"text": "x", "about": {"entity": "plan", "id": plan}})
+    kt.records.create("note", {"text": "y"})
+    with TestClient(create_app(kt), base_url="http://127.0.0.1") as http:
+        rows = read_csv(http.get("/api/plan/export?headers=names"))
+        assert rows[1][rows[0].index("procedures")] == f"{first};{second}"
+        rows = read_csv(http.get("/api/note/export?headers=names"))
+        assert [row[rows[0].index("about")] for row in rows[1:]] == [f"plan:{plan}", ""]
+        sheet = openpyxl.load_workbook(io.BytesIO(http.get(
+            "/api/note/export?format=xlsx&headers=names").content)).active
+        assert sheet is not None and sheet.cell(row=2, column=rows[0].index("about") + 1).value \
+            == f"plan:{plan}"
+
+
+def test_a_real_server_streams_an_export_and_stops_when_the_client_goes(tmp_path: Path) -> None:
+    """Through uvicorn on a socket: the body is chunked (sent while it is written), a slow
+    reader gets every row while the server's memory stays flat, and a reader that hangs up
+    halfway leaves the server answering."""
+    import http.client
+
+    from bench.seed import seed
+    from tests.test_reliability import Server
+
+    rows = 30_000
+    url = f"sqlite:///{tmp_path / 'served.db'}"
+    seed(url, clients=rows, sales=0)
+    server = Server(url, tmp_path / "server.log")
+    server.start()
+    try:
+        before = server.rss_kb()
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        connection.request("GET", "/api/client/export?sort=-name")
+        response = connection.getresponse()
+        assert response.status == 200
+        assert response.getheader("transfer-encoding") == "chunked"
+        assert response.getheader("content-length") is None
+        lines, peak = 0, before
+        while chunk := response.read(256 * 1024):
+            lines += chunk.count(b"\r\n")  # a row per line: no value here holds a newline
+            peak = max(peak, server.rss_kb())
+        connection.close()
+        assert lines == rows + 1
+        assert peak - before < 40_000, (before, peak)  # kB: a few chunks, not 30,000 rows
+        for _ in range(3):  # hang up after the first chunk: the server goes on answering
+            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+            connection.request("GET", "/api/client/export")
+            assert connection.getresponse().read(1024)
+            connection.close()
+        status, page, _ = _get(server.port, "/api/client?limit=1")
+        assert status == 200 and page["total"] == rows
+    finally:
+        server.stop()
+
+
+def _get(port: int, path: str) -> tuple[int, Any, Any]:
+    from tests.test_reliability import call
+
+    return call(port, "GET", path)
