@@ -98,6 +98,8 @@ def _parameters(kt: Kartoteka, list_params: list[dict[str, Any]]) -> list[dict[s
         enum("delimiter", tuple(DELIMITERS), ",", "csv: the delimiter (tab for a tab)"),
         enum("escape_formulas", BOOLEANS, "true", "csv: a ' before text starting with "
                                                   "= + - @ so spreadsheets do not run it"),
+        enum("titles", BOOLEANS, "false", "true: after each link's id, a column with the "
+                                          "linked record's title"),
     ]
 
 

@@ -49,6 +49,8 @@ from kartoteka.cli import DB_OPTION, SETUP_ARG, _guarded, _open, main
               help="CSV: the delimiter (default ,).")
 @click.option("--keep-formulas", is_flag=True,
               help="CSV: write text starting with = + - @ as it is (no ' in front).")
+@click.option("--titles", is_flag=True,
+              help="After each link's id, a column with the linked record's title.")
 @click.option("--as-user", "as_user", default=None, metavar="EMAIL",
               help="Export what this user may see (default: everything, as the system).")
 @DB_OPTION
@@ -56,12 +58,13 @@ from kartoteka.cli import DB_OPTION, SETUP_ARG, _guarded, _open, main
 def export(ctx: click.Context, setup: Path, entity: str, fmt: str, out: Path | None,
            filters: tuple[str, ...], search: str | None, sort: str | None, headers: str,
            language: str | None, values: str, bom: bool, delimiter: str | None,
-           keep_formulas: bool, as_user: str | None, db_url: str) -> None:
+           keep_formulas: bool, titles: bool, as_user: str | None, db_url: str) -> None:
     """Export an entity's records as CSV or XLSX: every record matching the filters."""
     params = _params(filters, fmt=fmt, q=search, sort=sort, headers=headers,
                      language=language, values=values,
                      bom=BOOLEANS[0] if bom else None, delimiter=delimiter,
-                     escape_formulas=BOOLEANS[1] if keep_formulas else None)
+                     escape_formulas=BOOLEANS[1] if keep_formulas else None,
+                     titles=BOOLEANS[0] if titles else None)
 
     def run() -> None:
         kt = _open(setup, db_url)

@@ -526,3 +526,55 @@ def _get(port: int, path: str) -> tuple[int, Any, Any]:
     from tests.test_reliability import call
 
     return call(port, "GET", path)
+
+
+def test_titles_of_linked_records_in_the_callers_scope_and_without_hidden_fields(
+        make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path]) -> None:
+    kt = make_kt(write_setup({
+        "setup.yaml": """
+            languages: [en, ru]
+            roles:
+              manager:
+                client: {read: own, hidden: [secret]}
+                order: {read: all}
+                city: {read: all}
+        """,
+        "city.yaml": "title: '{name}'\nfields:\n  name: string\n",
+        "client.yaml": """
+            label: {en: Client, ru: Клиент}
+            owner: true
+            title: "{name} {secret} / {city.name} #{id}"
+            fields:
+              name: string
+              secret: string
+            links:
+              city: {to: city}
+        """,
+        "order.yaml": """
+            fields:
+              number: string
+            links:
+              client: {to: client, label: {en: Client, ru: Клиент}}
+              lines: {to: city, many: true}
+        """}))
+    manager, token = kt.users.add("m@example.com", ["manager"])
+    admin = {"Authorization": f"Bearer {kt.users.add('a@example.com', ['admin'])[1]}"}
+    kazan = kt.records.create("city", {"name": "Казань"})["id"]
+    mine = kt.records.create("client", {"name": "Альфа", "secret": "s3", "city": kazan,
+                                        "owner": manager.id})["id"]
+    theirs = kt.records.create("client", {"name": "Бета", "secret": "s4"})["id"]
+    for client in (mine, theirs, None):
+        kt.records.create("order", {"number": f"N{client}", "client": client})
+    with TestClient(create_app(kt), base_url="http://127.0.0.1") as http:
+        rows = read_csv(http.get("/api/order/export?titles=true&headers=names", headers=admin))
+        assert rows[0] == ["id", "created_at", "updated_at", "version", "number", "client",
+                           "client (title)", "lines"]
+        assert [row[6] for row in rows[1:]] == [f"Альфа s3 / Казань #{mine}",
+                                                f"Бета s4 / #{theirs}", ""]
+        auth = {"Authorization": f"Bearer {token}"}
+        rows = read_csv(http.get("/api/order/export?titles=true&language=ru", headers=auth))
+        assert rows[0][5:7] == ["Клиент", "Клиент (название)"]
+        # the other client's id is in the order, as in the list; its title is not readable
+        assert [row[5:7] for row in rows[1:]] == [[str(mine), f"Альфа / Казань #{mine}"],
+                                                  [str(theirs), ""], ["", ""]]
+        assert http.get("/api/order/export?titles=yes", headers=auth).status_code == 400

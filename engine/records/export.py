@@ -20,9 +20,10 @@ Cells, decided once per column from the field's type:
   `2026-12-31T09:00:00Z`, `true`, choice values; `values=locale`: as the language writes
   them (engine/records/export_locale.py) — `1234,50`, `31.12.2026`, times in the setup's
   time zone, да/нет, choice and stage labels.
-- a link: the linked record's id; a many-to-many link: its ids joined by `;` (`3;4`); a
-  link to several entities: `entity:id` (`sale:7`). Titles are not written: they are
-  not stored, and an id is what an import resolves without doubt.
+- a link: the linked record's id, and with `titles=true` a column after it with the linked
+  record's title (engine/records/titles.py: empty when the caller may not read that
+  record); a many-to-many link: its ids joined by `;` (`3;4`); a link to several
+  entities: `entity:id` (`sale:7`).
 - CSV: text values starting with `=`, `+`, `-`, `@`, a tab or a carriage return get a `'`
   in front (`escape_formulas=true`, the default), so a spreadsheet shows them instead of
   running them; numbers, dates and ids are never touched. `escape_formulas=false` keeps
@@ -55,6 +56,7 @@ import sqlalchemy as sa
 from engine.errors import ErrorDetail, MalformedRequest
 from engine.records.export_locale import LocaleFormat, locale_format, system_label
 from engine.records.query import ListQuery, order_by
+from engine.records.titles import Titles
 from engine.setup.filters import LIST_PARAMS
 from engine.setup.spec import EntitySpec, FieldSpec, label_text
 from engine.types.fields import (
@@ -87,7 +89,8 @@ VALUES = ("iso", "locale")
 DELIMITERS = {",": ",", ";": ";", "tab": "\t", "|": "|"}
 BOOLEANS = ("true", "false")
 #: an export's own controls; a field of the same name is filtered as `name[eq]=…`
-EXPORT_PARAMS = ("format", "headers", "language", "values", "bom", "delimiter", "escape_formulas")
+EXPORT_PARAMS = ("format", "headers", "language", "values", "bom", "delimiter", "escape_formulas",
+                 "titles")
 CSV_ONLY = ("bom", "delimiter", "escape_formulas")
 #: the list's controls an export refuses: it writes every matching record, unpaged
 PAGING = tuple(p for p in LIST_PARAMS if p not in ("q", "sort"))
@@ -118,6 +121,8 @@ class ExportOptions:
     bom: bool = False
     delimiter: str = ","
     escape_formulas: bool = True
+    #: a column with the linked record's title after each link to an entity with a title
+    titles: bool = False
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,8 @@ class Export:
     #: the same with the entity's plural label in the export's language (`Клиенты-…`)
     title_filename: str
     sheet_title: str
+    #: (link, target entity, column key) of each link whose titles are written
+    title_links: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def media_type(self) -> str:
@@ -168,10 +175,14 @@ class Export:
             sa.select(*records.shapes[self.entity].columns)
             .where(*self.query.conditions)
             .order_by(*order_by(self.query.sort, records.db.dialect)), self.entity, "read")
+        titles = Titles(records) if self.title_links else None
         with records.db.read() as conn:
             result = conn.execute(statement.execution_options(yield_per=CHUNK_ROWS))
             for rows in result.partitions():
-                yield records.render(conn, table, [row._mapping for row in rows])
+                rendered = records.render(conn, table, [row._mapping for row in rows])
+                if titles is not None:
+                    _add_titles(conn, titles, self.title_links, rendered)
+                yield rendered
 
 
 class Exporter:
@@ -201,9 +212,13 @@ class Exporter:
         today = self.clock().astimezone(ZoneInfo(self.setup.timezone)).date().isoformat()
         extension = options.format
         plural = label_text(spec.plural, options.language) or entity
-        return Export(entity, options, tuple(self._columns(spec, options)), query,
-                      self.records, f"{entity}-{today}.{extension}",
-                      f"{plural}-{today}.{extension}", _sheet_title(plural, entity))
+        columns = tuple(self._columns(spec, options))
+        keys = {column.key for column in columns}
+        title_links = tuple((link.name, link.target, title_key(link.name))
+                            for link in spec.links.values() if title_key(link.name) in keys)
+        return Export(entity, options, columns, query, self.records,
+                      f"{entity}-{today}.{extension}", f"{plural}-{today}.{extension}",
+                      _sheet_title(plural, entity), title_links)
 
     # -- options -----------------------------------------------------------------------------
     def _options(self, params: Sequence[tuple[str, str]], language: str | None,
@@ -244,7 +259,8 @@ class Exporter:
             format=fmt, headers=one_of("headers", HEADERS, "labels"), language=chosen,
             values=one_of("values", VALUES, "iso"), bom=one_of("bom", BOOLEANS, "false") == "true",
             delimiter=DELIMITERS[one_of("delimiter", tuple(DELIMITERS), ",")],
-            escape_formulas=one_of("escape_formulas", BOOLEANS, "true") == "true")
+            escape_formulas=one_of("escape_formulas", BOOLEANS, "true") == "true",
+            titles=one_of("titles", BOOLEANS, "false") == "true")
         return options, rest
 
     # -- columns -----------------------------------------------------------------------------
@@ -256,10 +272,27 @@ class Exporter:
         keys = [key for key, _, _ in shape.steps] + [name for name, _ in shape.single] + \
             [name for name, _, _ in shape.poly] + list(shape.many)
         cells = _Cells(options, ZoneInfo(self.setup.timezone))
+        titled = self._titled(spec) if options.titles else frozenset()
         for key in keys:
             if key in hidden:
                 continue
             yield self._column(spec, key, options, cells)
+            if key in titled:
+                yield self._title_column(spec, key, options, cells)
+
+    def _titled(self, spec: EntitySpec) -> frozenset[str]:
+        """The links to one record of an entity that has a title."""
+        return frozenset(link.name for link in spec.links.values()
+                         if not link.many and not link.polymorphic
+                         and self.setup.entities[link.target].title)
+
+    @staticmethod
+    def _title_column(spec: EntitySpec, key: str, options: ExportOptions,
+                      cells: _Cells) -> Column:
+        word = system_label("title", options.language)
+        name = key if options.headers == "names" else \
+            label_text(spec.links[key].label, options.language) or key
+        return cells.column(title_key(key), f"{name} ({word})", "text", None)
 
     def _column(self, spec: EntitySpec, key: str, options: ExportOptions,
                 cells: _Cells) -> Column:
@@ -279,6 +312,20 @@ class Exporter:
             return cells.column(key, header, "choice", None, _stage_labels(spec, language))
         kind = "datetime" if key in ("created_at", "updated_at") else "integer"
         return cells.column(key, header, kind, None)
+
+
+def title_key(link: str) -> str:
+    """The key of a link's title column in an exported record (never a field's name: a
+    name has no dot)."""
+    return f"{link}.title"
+
+
+def _add_titles(conn: sa.Connection, titles: Titles,
+                title_links: Sequence[tuple[str, str, str]], records: list[dict[str, Any]]) -> None:
+    for link, target, key in title_links:
+        found = titles.of(conn, target, {r[link] for r in records if r.get(link) is not None})
+        for record in records:
+            record[key] = found.get(record.get(link))  # type: ignore[arg-type]
 
 
 #: a field type's column kind, by the first of its classes listed (a plugin's subclass of a

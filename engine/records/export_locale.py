@@ -83,6 +83,8 @@ SYSTEM_LABELS: dict[str, Label] = {
     "version": {"en": "Version", "ru": "Версия", "fa": "نسخه", "zh": "版本"},
     "owner": {"en": "Owner", "ru": "Ответственный", "fa": "مسئول", "zh": "负责人"},
     "stage": {"en": "Stage", "ru": "Этап", "fa": "مرحله", "zh": "阶段"},
+    #: after a link's label, in the header of its title column: "Client (title)"
+    "title": {"en": "title", "ru": "название", "fa": "عنوان", "zh": "名称"},
 }
 
 
