@@ -291,6 +291,15 @@ def test_more_rows_than_a_chunk_are_all_written_in_order(
         [str(company) if n % 3 else "" for n in range(39, -1, -1)]
     book = openpyxl.load_workbook(io.BytesIO(http.get("/api/deal/export?format=xlsx").content))
     assert book.active is not None and book.active.max_row == 41
+    monkeypatch.setattr(export_module, "EXCEL_SHEET_ROWS", 15)  # Excel's 1,048,575, smaller
+    book = openpyxl.load_workbook(io.BytesIO(http.get(
+        "/api/deal/export?format=xlsx&headers=names&sort=title").content))
+    assert book.sheetnames == ["Deals", "Deals (2)", "Deals (3)"]
+    sheets = [list(sheet.iter_rows(values_only=True)) for sheet in book.worksheets]
+    assert [len(rows) for rows in sheets] == [16, 16, 11]
+    assert all(rows[0] == sheets[0][0] for rows in sheets)  # the header on every sheet
+    title = sheets[0][0].index("title")
+    assert [row[title] for rows in sheets for row in rows[1:]] == [f"d{n:02}" for n in range(40)]
 
 
 def test_a_manager_gets_their_records_without_hidden_fields_a_director_all(

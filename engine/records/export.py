@@ -34,7 +34,7 @@ Cells, decided once per column from the field's type:
   dates before 1900 (which Excel cannot hold) as ISO text; text longer than Excel's
   32,767 characters is cut there, characters XML cannot carry become U+FFFD, and a
   reader takes `\r\n` in a text as `\n` (XML's line ends); CSV keeps all three as they
-  are. The header row is bold and frozen.
+  are. The header row is bold and frozen; past Excel's rows per sheet, a new sheet.
 """
 
 from __future__ import annotations
@@ -101,6 +101,8 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 #: Excel keeps 15 significant digits of a number, and at most this many characters of a text
 EXCEL_DIGITS = 15
 EXCEL_TEXT = 32_767
+#: records per sheet: Excel's 1,048,576 rows, less the header
+EXCEL_SHEET_ROWS = 1_048_575
 #: characters an XLSX (XML 1.0) cannot hold (openpyxl refuses them)
 XML_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 LIST_SEPARATOR = ";"
@@ -530,27 +532,34 @@ def _flush(buffer: io.StringIO, out: Output) -> None:
 
 def _write_xlsx(export: Export, out: Output) -> int:
     """openpyxl's write-only workbook keeps each appended row in a temporary file, not in
-    memory; `save` zips them into `out` (which needs no seek)."""
+    memory; `save` zips them into `out` (which needs no seek). Past Excel's rows per sheet
+    the records go on in a new sheet (`Deals (2)`), under the same header."""
     from openpyxl import Workbook
     from openpyxl.cell import WriteOnlyCell
     from openpyxl.styles import Font
 
     book = Workbook(write_only=True)
-    sheet = book.create_sheet(export.sheet_title)
-    sheet.freeze_panes = "A2"
     bold = Font(bold=True)
+    sheet: Any = None
 
-    def header(text: str) -> Any:
-        cell = WriteOnlyCell(sheet, _excel_text(text))
-        cell.data_type = "s"
-        cell.font = bold
-        return cell
-
-    sheet.append([header(column.header) for column in export.columns])
+    def new_sheet(number: int) -> Any:
+        suffix = f" ({number})" if number > 1 else ""
+        made = book.create_sheet(export.sheet_title[:31 - len(suffix)] + suffix)
+        made.freeze_panes = "A2"
+        headers = []
+        for column in export.columns:
+            cell = WriteOnlyCell(made, _excel_text(column.header))
+            cell.data_type = "s"
+            cell.font = bold
+            headers.append(cell)
+        made.append(headers)
+        return made
 
     def typed(value: Any, number_format: str | None) -> Any:
         if isinstance(value, _Text):
-            cell = WriteOnlyCell(sheet, str(value))
+            if not value.startswith("="):
+                return str(value)
+            cell = WriteOnlyCell(sheet, str(value))  # openpyxl takes "=…" for a formula
             cell.data_type = "s"
             return cell
         if number_format is not None and isinstance(value, Decimal):
@@ -561,10 +570,13 @@ def _write_xlsx(export: Export, out: Output) -> int:
 
     converters = [(column.key, column.cell, column.number_format) for column in export.columns]
     count = 0
+    sheet = new_sheet(1)
     for records in export.chunks():
         for record in records:
+            if count and count % EXCEL_SHEET_ROWS == 0:
+                sheet = new_sheet(count // EXCEL_SHEET_ROWS + 1)
             sheet.append([typed(cell(record[key]), number_format)
                           for key, cell, number_format in converters])
-        count += len(records)
+            count += 1
     book.save(out)
     return count
