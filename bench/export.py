@@ -78,7 +78,19 @@ def child(url: str, fmt: str, out: Path) -> dict[str, Any]:
         kt.close()
     return {"rows": count, "seconds": round(seconds, 2), "rows_per_s": round(count / seconds),
             "bytes": out.stat().st_size, "rss_before_mb": round(before / 1024, 1),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "rss_after_mb": round(_rss_kb() / 1024, 1)}
+
+
+def _rss_kb() -> int:
+    """The process's resident memory now (Linux), 0 where /proc is not there."""
+    status = Path("/proc/self/status")
+    if not status.exists():
+        return 0
+    for line in status.read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
 
 
 def fresh_url(base: str | None, folder: Path, rows: int) -> str:
@@ -91,6 +103,13 @@ def fresh_url(base: str | None, folder: Path, rows: int) -> str:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     engine.dispose()
     return str(sa.make_url(base).set(database=name).render_as_string(hide_password=False))
+
+
+def drop(base: str, url: str) -> None:
+    engine = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{sa.make_url(url).database}"')
+    engine.dispose()
 
 
 def main() -> None:
@@ -118,9 +137,12 @@ def main() -> None:
                 result = json.loads(done.stdout)
                 print(f"  {fmt:4}  {result['rows']:>9,} rows  {result['seconds']:>7.1f} s  "
                       f"{result['rows_per_s']:>7,} rows/s  {result['bytes'] / 2**20:>7.1f} MB  "
-                      f"peak RSS {result['peak_rss_mb']} MB (engine loaded: "
-                      f"{result['rss_before_mb']} MB)", flush=True)
+                      f"peak RSS {result['peak_rss_mb']} MB (at the start, the engine loaded: "
+                      f"{result['rss_before_mb']} MB; at the end {result['rss_after_mb']} MB)",
+                      flush=True)
                 out.unlink()
+            if args.pg_url:
+                drop(args.pg_url, url)
 
 
 if __name__ == "__main__":
