@@ -36,6 +36,8 @@ SETUP = {
             company: {read: all}
           director:
             "*": {create: all, read: all, update: all, delete: all}
+          clerk:
+            company: {read: all}
     """,
     "company.yaml": """
         label: {en: Company, ru: Компания}
@@ -203,6 +205,20 @@ def test_locale_values_labels_bom_and_delimiter_in_russian(kt: Kartoteka, http: 
     assert urllib.parse.quote("Сделки-") in disposition and "filename*=UTF-8''" in disposition
 
 
+def test_persian_values_and_a_tab_delimiter(kt: Kartoteka, http: TestClient) -> None:
+    kt.records.create("deal", {"title": "قرارداد", "amount": "-12.50", "signed": True,
+                               "due_on": "1403-01-01"})
+    rows = read_csv(http.get("/api/deal/export?values=locale&language=fa&delimiter=tab"),
+                    delimiter="\t")
+    col = rows[0].index
+    assert rows[1][col("عنوان")] == "قرارداد"
+    assert rows[1][col("Amount")] == "-12٫50" and rows[1][col("Signed")] == "بله"
+    assert rows[1][col("Due on")] == "1403/01/01"
+    english = read_csv(http.get("/api/deal/export?values=locale&language=en"))
+    assert english[1][english[0].index("Due on")] == "1403-01-01"  # English keeps ISO dates
+    assert english[1][english[0].index("Signed")] == "yes"
+
+
 def test_accept_language_picks_the_headers_language(kt: Kartoteka, http: TestClient) -> None:
     kt.records.create("deal", {"title": "x"})
     fa = read_csv(http.get("/api/deal/export", headers={"Accept-Language": "fa-IR, en;q=0.5"}))
@@ -329,6 +345,10 @@ def test_a_manager_gets_their_records_without_hidden_fields_a_director_all(
         rows = read_csv(http.get("/api/deal/export?headers=names", headers=as_director))
         assert "margin" in rows[0] and len(rows) == 5
         assert http.get("/api/deal/export").status_code == 401
+        clerk = {"Authorization": f"Bearer {kt.users.add('c@example.com', ['clerk'])[1]}"}
+        refused = http.get("/api/deal/export?format=xlsx", headers=clerk)
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "operation_forbidden"
+        assert http.get("/api/company/export", headers=clerk).status_code == 200
         assert http.get("/api/deal/export", headers={"Authorization": "Bearer nope"}).status_code == 401
 
 
