@@ -41,11 +41,9 @@ from __future__ import annotations
 
 import codecs
 import csv
-import datetime as dt
 import io
-import json
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
@@ -54,25 +52,12 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from engine.errors import ErrorDetail, MalformedRequest
-from engine.records.export_locale import LocaleFormat, locale_format, system_label
+from engine.records.export_cells import Cells, Column, ExcelText, excel_text, kind_of
+from engine.records.export_locale import locale_format, system_label
 from engine.records.query import ListQuery, order_by
 from engine.records.titles import Titles
 from engine.setup.filters import LIST_PARAMS
-from engine.setup.spec import EntitySpec, FieldSpec, label_text
-from engine.types.fields import (
-    BooleanType,
-    ChoiceType,
-    DateTimeType,
-    DateType,
-    DecimalType,
-    FieldType,
-    IntegerType,
-    JsonType,
-    MultichoiceType,
-    StringType,
-    UsersType,
-    UserType,
-)
+from engine.setup.spec import EntitySpec, label_text
 from engine.types.moments import Clock
 
 if TYPE_CHECKING:
@@ -97,15 +82,8 @@ PAGING = tuple(p for p in LIST_PARAMS if p not in ("q", "sort"))
 #: rows read and written per chunk: a server-side cursor's fetch, a flush of the output
 CHUNK_ROWS = 1000
 FLUSH_BYTES = 64 * 1024
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-#: Excel keeps 15 significant digits of a number, and at most this many characters of a text
-EXCEL_DIGITS = 15
-EXCEL_TEXT = 32_767
 #: records per sheet: Excel's 1,048,576 rows, less the header
 EXCEL_SHEET_ROWS = 1_048_575
-#: characters an XLSX (XML 1.0) cannot hold (openpyxl refuses them)
-XML_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
-LIST_SEPARATOR = ";"
 
 
 class Output(Protocol):
@@ -125,19 +103,6 @@ class ExportOptions:
     escape_formulas: bool = True
     #: a column with the linked record's title after each link to an entity with a title
     titles: bool = False
-
-
-@dataclass(frozen=True)
-class Column:
-    """One column: the record's key, its header, and how a value becomes a CSV text or an
-    XLSX cell (each built once, for the column's type and the export's options)."""
-
-    key: str
-    header: str
-    text: Callable[[Any], str]
-    cell: Callable[[Any], Any]
-    #: the XLSX number format of a decimal column ("0.00")
-    number_format: str | None = None
 
 
 @dataclass(frozen=True)
@@ -273,7 +238,9 @@ class Exporter:
         hidden = rights.hidden if rights is not None else frozenset()
         keys = [key for key, _, _ in shape.steps] + [name for name, _ in shape.single] + \
             [name for name, _, _ in shape.poly] + list(shape.many)
-        cells = _Cells(options, ZoneInfo(self.setup.timezone))
+        locale = locale_format(options.language) if options.values == "locale" else None
+        cells = Cells(options.language, locale, options.format == "csv" and options.escape_formulas,
+                      ZoneInfo(self.setup.timezone))
         titled = self._titled(spec) if options.titles else frozenset()
         for key in keys:
             if key in hidden:
@@ -290,20 +257,20 @@ class Exporter:
 
     @staticmethod
     def _title_column(spec: EntitySpec, key: str, options: ExportOptions,
-                      cells: _Cells) -> Column:
+                      cells: Cells) -> Column:
         word = system_label("title", options.language)
         name = key if options.headers == "names" else \
             label_text(spec.links[key].label, options.language) or key
         return cells.column(title_key(key), f"{name} ({word})", "text", None)
 
     def _column(self, spec: EntitySpec, key: str, options: ExportOptions,
-                cells: _Cells) -> Column:
+                cells: Cells) -> Column:
         language = options.language
         names = options.headers == "names"
         declared = spec.fields.get(key)
         if declared is not None:
             header = key if names else label_text(declared.label, language) or key
-            return cells.column(key, header, _kind(declared.type), declared)
+            return cells.column(key, header, kind_of(declared.type), declared)
         link = spec.links.get(key)
         if link is not None:
             header = key if names else label_text(link.label, language) or key
@@ -330,23 +297,6 @@ def _add_titles(conn: sa.Connection, titles: Titles,
             record[key] = found.get(record.get(link))  # type: ignore[arg-type]
 
 
-#: a field type's column kind, by the first of its classes listed (a plugin's subclass of a
-#: built-in type exports as that type; any other type as its JSON form)
-KINDS: dict[type[FieldType], str] = {
-    DecimalType: "decimal", IntegerType: "integer", BooleanType: "boolean",
-    DateTimeType: "datetime", DateType: "date", ChoiceType: "choice",
-    MultichoiceType: "choices", UsersType: "ids", UserType: "integer", JsonType: "json",
-    StringType: "text",
-}
-
-
-def _kind(field_type: FieldType) -> str:
-    for cls in type(field_type).__mro__:
-        if cls in KINDS:
-            return KINDS[cls]
-    return "json"
-
-
 def _stage_labels(spec: EntitySpec, language: str | None) -> dict[str, str]:
     labels: dict[str, str] = {}
     if spec.pipeline is not None:
@@ -356,151 +306,10 @@ def _stage_labels(spec: EntitySpec, language: str | None) -> dict[str, str]:
     return labels
 
 
-def _option_labels(declared: FieldSpec, language: str | None) -> dict[str, str]:
-    return {value: label_text(label, language) or value
-            for value, label in declared.option_labels.items()}
-
-
 def _sheet_title(plural: str, entity: str) -> str:
     """An Excel sheet's name: at most 31 characters, none of []:*?/\\."""
     title = re.sub(r"[\[\]:*?/\\]", " ", plural).strip()[:31].strip()
     return title or entity
-
-
-class _Cells:
-    """Builds each column's converters for one export's options."""
-
-    def __init__(self, options: ExportOptions, zone: ZoneInfo):
-        self.options = options
-        self.zone = zone
-        self.locale: LocaleFormat | None = (
-            locale_format(options.language) if options.values == "locale" else None)
-        self.escape = options.format == "csv" and options.escape_formulas
-
-    def column(self, key: str, header: str, kind: str, declared: FieldSpec | None,
-               labels: Mapping[str, str] | None = None) -> Column:
-        if labels is None and declared is not None and self.locale is not None:
-            labels = _option_labels(declared, self.options.language)
-        labels = labels if self.locale is not None else None
-        places = int(declared.params.get("places", 0)) if declared is not None and \
-            kind == "decimal" else 0
-        text, cell = getattr(self, "_" + kind)(labels or {}, places)
-        number_format = ("0." + "0" * places if places else "0") if kind == "decimal" else None
-        return Column(key, self._guard(header), _or_empty(text), _or_none(cell), number_format)
-
-    def _guard(self, text: str) -> str:
-        return "'" + text if self.escape and text.startswith(FORMULA_STARTS) else text
-
-    # each returns (value → CSV text, value → XLSX cell) for a value that is not None
-    def _text(self, labels: Mapping[str, str], places: int) -> tuple[Callable[[Any], str],
-                                                                      Callable[[Any], Any]]:
-        return (self._guard if self.escape else str), _excel_text
-
-    def _integer(self, labels: Mapping[str, str], places: int) -> tuple[Callable[[Any], str],
-                                                                         Callable[[Any], Any]]:
-        return str, lambda value: value if abs(value) < 10**EXCEL_DIGITS else str(value)
-
-    def _decimal(self, labels: Mapping[str, str], places: int) -> tuple[Callable[[Any], str],
-                                                                         Callable[[Any], Any]]:
-        locale = self.locale
-        text: Callable[[Any], str] = str if locale is None else locale.format_decimal
-        return text, _excel_decimal
-
-    def _date(self, labels: Mapping[str, str], places: int) -> tuple[Callable[[Any], str],
-                                                                      Callable[[Any], Any]]:
-        locale = self.locale
-        text: Callable[[Any], str] = str if locale is None else \
-            (lambda value: locale.format_date(dt.date.fromisoformat(value)))
-        return text, _excel_date
-
-    def _datetime(self, labels: Mapping[str, str], places: int) -> tuple[Callable[[Any], str],
-                                                                          Callable[[Any], Any]]:
-        locale, zone = self.locale, self.zone
-        if locale is None:
-            return str, lambda value: _excel_moment(value, dt.UTC)
-        return (lambda value: locale.format_datetime(_moment(value, zone)),
-                lambda value: _excel_moment(value, zone))
-
-    def _boolean(self, labels: Mapping[str, str], places: int) -> tuple[Callable[[Any], str],
-                                                                         Callable[[Any], Any]]:
-        yes, no = ("true", "false") if self.locale is None else (self.locale.yes, self.locale.no)
-        return (lambda value: yes if value else no), bool
-
-    def _choice(self, labels: Mapping[str, str], places: int) -> tuple[Callable[[Any], str],
-                                                                       Callable[[Any], Any]]:
-        def text(value: Any) -> str:
-            return self._guard(labels.get(value, value))
-        return text, lambda value: _excel_text(labels.get(value, value))
-
-    def _choices(self, labels: Mapping[str, str], places: int) -> tuple[Callable[[Any], str],
-                                                                        Callable[[Any], Any]]:
-        def text(values: Any) -> str:
-            return self._guard(LIST_SEPARATOR.join(labels.get(v, v) for v in values))
-        return text, lambda values: _excel_text(LIST_SEPARATOR.join(labels.get(v, v)
-                                                                    for v in values))
-
-    def _ids(self, labels: Mapping[str, str], places: int) -> tuple[Callable[[Any], str],
-                                                                    Callable[[Any], Any]]:
-        # a link that carries data renders each pair as an object with its id
-        def text(values: Any) -> str:
-            return LIST_SEPARATOR.join(str(v["id"] if isinstance(v, dict) else v) for v in values)
-        return text, text
-
-    def _ref(self, labels: Mapping[str, str], places: int) -> tuple[Callable[[Any], str],
-                                                                    Callable[[Any], Any]]:
-        def text(value: Any) -> str:
-            return f"{value['entity']}:{value['id']}"
-        return text, text
-
-    def _json(self, labels: Mapping[str, str], places: int) -> tuple[Callable[[Any], str],
-                                                                     Callable[[Any], Any]]:
-        def text(value: Any) -> str:
-            shown = value if isinstance(value, str) else json.dumps(
-                value, ensure_ascii=False, separators=(",", ":"))
-            return self._guard(shown)
-        return text, lambda value: _excel_text(value if isinstance(value, str) else json.dumps(
-            value, ensure_ascii=False, separators=(",", ":")))
-
-
-def _or_empty(convert: Callable[[Any], str]) -> Callable[[Any], str]:
-    return lambda value: "" if value is None else convert(value)
-
-
-def _or_none(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    return lambda value: None if value is None else convert(value)
-
-
-def _moment(value: str, zone: dt.tzinfo) -> dt.datetime:
-    return dt.datetime.fromisoformat(value).astimezone(zone)
-
-
-def _excel_text(value: str) -> Any:
-    if XML_ILLEGAL.search(value):
-        value = XML_ILLEGAL.sub("\ufffd", value)
-    return _Text(value[:EXCEL_TEXT])
-
-
-def _excel_decimal(value: str) -> Any:
-    number = Decimal(value)
-    if len(number.as_tuple().digits) > EXCEL_DIGITS:
-        return _Text(value)  # a float would round it
-    return number
-
-
-def _excel_date(value: str) -> Any:
-    day = dt.date.fromisoformat(value)
-    return day if day.year >= 1900 else _Text(value)
-
-
-def _excel_moment(value: str, zone: dt.tzinfo) -> Any:
-    moment = _moment(value, zone)
-    if moment.year < 1900:
-        return _Text(value)
-    return moment.replace(tzinfo=None)  # Excel has no time zones: UTC or the setup's
-
-
-class _Text(str):
-    """A value the XLSX writer stores as a text cell (never a formula)."""
 
 
 # -- writers ---------------------------------------------------------------------------------
@@ -548,7 +357,7 @@ def _write_xlsx(export: Export, out: Output) -> int:
         made.freeze_panes = "A2"
         headers = []
         for column in export.columns:
-            cell = WriteOnlyCell(made, _excel_text(column.header))
+            cell = WriteOnlyCell(made, excel_text(column.header))
             cell.data_type = "s"
             cell.font = bold
             headers.append(cell)
@@ -556,7 +365,7 @@ def _write_xlsx(export: Export, out: Output) -> int:
         return made
 
     def typed(value: Any, number_format: str | None) -> Any:
-        if isinstance(value, _Text):
+        if isinstance(value, ExcelText):
             if not value.startswith("="):
                 return str(value)
             cell = WriteOnlyCell(sheet, str(value))  # openpyxl takes "=…" for a formula
