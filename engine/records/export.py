@@ -135,7 +135,9 @@ class Export:
 
     def chunks(self) -> Iterator[list[dict[str, Any]]]:
         """The matching records as the list renders them, `CHUNK_ROWS` at a time, read
-        through one cursor in one read transaction (one snapshot)."""
+        through one cursor in one read transaction (on SQLite one snapshot; on PostgreSQL,
+        READ COMMITTED, the cursor's rows are those of its start and each chunk's
+        many-to-many ids those of the moment it is read)."""
         records = self.records
         table = records.storage[self.entity]
         statement = records.access.scoped(
