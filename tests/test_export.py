@@ -607,3 +607,20 @@ def test_titles_of_linked_records_in_the_callers_scope_and_without_hidden_fields
         assert [row[5:7] for row in rows[1:]] == [[str(mine), f"Альфа / Казань #{mine}"],
                                                   [str(theirs), ""], ["", ""]]
         assert http.get("/api/order/export?titles=yes", headers=auth).status_code == 400
+
+
+def test_an_export_is_one_snapshot_while_others_write(
+        kt: Kartoteka, monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.records.export import Exporter
+
+    monkeypatch.setattr(export_module, "CHUNK_ROWS", 2)
+    company = kt.records.create("company", {"name": "C"})["id"]
+    ids = [kt.records.create("deal", {"title": f"d{n}"})["id"] for n in range(6)]
+    chunks = Exporter(kt.records, kt.clock).prepare("deal", [("sort", "id")]).chunks()
+    first = next(chunks)
+    kt.records.create("deal", {"title": "late"})
+    kt.records.update("deal", ids[4], {"title": "changed"})
+    kt.records.add_link("deal", ids[5], "partners", company)
+    records = first + [record for chunk in chunks for record in chunk]
+    assert [r["title"] for r in records] == [f"d{n}" for n in range(6)]
+    assert records[5]["partners"] == []  # linked after the export started

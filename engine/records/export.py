@@ -135,9 +135,9 @@ class Export:
 
     def chunks(self) -> Iterator[list[dict[str, Any]]]:
         """The matching records as the list renders them, `CHUNK_ROWS` at a time, read
-        through one cursor in one read transaction (on SQLite one snapshot; on PostgreSQL,
-        READ COMMITTED, the cursor's rows are those of its start and each chunk's
-        many-to-many ids those of the moment it is read)."""
+        through one cursor in one read transaction: one snapshot on both databases (on
+        PostgreSQL a REPEATABLE READ transaction, so each chunk's many-to-many ids are
+        those of the moment the export started, as its rows are)."""
         records = self.records
         table = records.storage[self.entity]
         statement = records.access.scoped(
@@ -146,6 +146,8 @@ class Export:
             .order_by(*order_by(self.query.sort, records.db.dialect)), self.entity, "read")
         titles = Titles(records) if self.title_links else None
         with records.db.read() as conn:
+            if records.db.dialect == "postgresql":  # the transaction's first statement
+                conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             result = conn.execute(statement.execution_options(yield_per=CHUNK_ROWS))
             for rows in result.partitions():
                 rendered = records.render(conn, table, [row._mapping for row in rows])
