@@ -40,6 +40,7 @@ from api.auth import Authentication
 from api.automations import add_automation_routes
 from api.docs import install_docs
 from api.errors import install_error_handlers, refuse_method
+from api.export import add_export_route
 from api.guard import install_guard
 from api.language import pick_language
 from api.responses import json_response, no_query, read_json
@@ -276,6 +277,8 @@ class _Routes:
         if entity.pipeline is not None:
             self._add_pipeline(app, entity)
         self._add_bulk(app, entity)  # before /{id}: GET /bulk is 405, not "no record 'bulk'"
+        add_export_route(app, self.kt, entity, _list_params(entity, self.kt.storage),  # before /{id}
+                         _REFUSED)
         app.add_api_route(base, list_records, methods=["GET"], tags=tags, response_class=Response,
                           summary=f"List {label} records", operation_id=f"list_{name}",
                           openapi_extra={"parameters": _list_params(entity, self.kt.storage)},

@@ -535,5 +535,7 @@ def user_disable(ctx: click.Context, email: str, db_url: str) -> None:
     _guarded(ctx, run)
 
 
+import kartoteka.cli_export  # noqa: E402, F401  (registers `kartoteka export` on `main`)
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
