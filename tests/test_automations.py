@@ -506,3 +506,173 @@ def test_kartoteka_worker_once_processes_what_is_due(
         ["Call Два", "Call Один"]
     again = CliRunner().invoke(main, ["worker", str(folder), "--db", db_url, "--once"])
     assert "Processed 0 event(s)." in again.output
+
+
+# -- the clock: date triggers and schedules ------------------------------------------------
+
+CLOCKED = {
+    "setup.yaml": """
+        name: Clocked
+        languages: [en, ru]
+        timezone: Europe/Moscow
+        roles:
+          manager:
+            "*": {create: all, read: own, update: own}
+        automations:
+          renewal:
+            entity: contract
+            on: date
+            date: valid_to
+            before: 3 days
+            if: {status: active}
+            do:
+              - notify: {to: [$owner], subject: "Renew {number} by {valid_to}"}
+          overdue:
+            entity: job
+            on: date
+            date: due_at
+            after: 1 hour
+            if: {done: false}
+            do:
+              - set: {late: true}
+          monday_review:
+            entity: contract
+            on: schedule
+            schedule: "0 9 * * 1"
+            if: {status: active}
+            do:
+              - notify: {to: [$owner], subject: "Weekly review: {number}"}
+    """,
+    "contract.yaml": """
+        entity: contract
+        owner: true
+        fields:
+          number: {type: string, required: true}
+          valid_to: {type: date}
+          status: {type: choice, options: [active, closed], default: active}
+    """,
+    "job.yaml": """
+        entity: job
+        owner: true
+        fields:
+          title: {type: string, required: true}
+          due_at: {type: datetime}
+          done: {type: boolean, default: false}
+          late: {type: boolean, default: false}
+    """,
+}
+
+MSK = dt.timezone(dt.timedelta(hours=3))
+
+
+@pytest.fixture
+def clocked(make_kt: Callable[..., Kartoteka],
+            write_setup: Callable[[dict[str, str]], Path]) -> Kartoteka:
+    return make_kt(write_setup(CLOCKED, "clocked"))
+
+
+def _at(kt: Kartoteka, moment: dt.datetime) -> None:
+    kt.records.clock = lambda: moment
+
+
+def _told(kt: Kartoteka) -> list[str]:
+    table = kt.storage.notifications
+    with kt.db.read() as conn:
+        return list(conn.execute(sa.select(table.c.subject).order_by(table.c.id)).scalars())
+
+
+def test_a_date_trigger_fires_once_when_the_date_comes_due(clocked: Kartoteka) -> None:
+    kt = clocked
+    owner, _ = kt.users.add("anna@example.com", ["manager"])
+    _at(kt, dt.datetime(2026, 12, 1, 12, 0, tzinfo=MSK))
+    for number, valid_to, status in (("C-1", "2026-12-05", "active"), ("C-2", "2026-12-20", "active"),
+                                     ("C-3", "2026-12-04", "closed"), ("C-old", "2026-10-01", "active")):
+        kt.records.create("contract", {"number": number, "valid_to": valid_to, "status": status},
+                          owner=owner.id)
+    kt.automations.run_pending()
+    assert _told(kt) == []  # 2026-12-05 minus 3 days is the 2nd: not yet
+    _at(kt, dt.datetime(2026, 12, 2, 0, 1, tzinfo=MSK))  # the 2nd in Moscow (still the 1st in UTC)
+    kt.automations.run_pending()
+    # C-3 came due but is closed; C-old came due long ago (beyond the horizon): neither
+    assert _told(kt) == ["Renew C-1 by 2026-12-05"]
+    _at(kt, dt.datetime(2026, 12, 3, 9, 0, tzinfo=MSK))
+    kt.automations.run_pending()
+    assert _told(kt) == ["Renew C-1 by 2026-12-05"]  # once
+    # a renewed contract comes due again for its new date
+    (c1,) = kt.records.list_page("contract", [("number", "C-1")]).items
+    kt.records.update("contract", c1["id"], {"valid_to": "2027-01-10"})
+    _at(kt, dt.datetime(2027, 1, 7, 8, 0, tzinfo=MSK))
+    kt.automations.run_pending()
+    assert _told(kt)[-1] == "Renew C-1 by 2027-01-10"
+
+
+def test_an_hour_after_a_datetime(clocked: Kartoteka) -> None:
+    kt = clocked
+    start = dt.datetime(2026, 12, 1, 10, 0, tzinfo=dt.UTC)
+    _at(kt, start)
+    late = kt.records.create("job", {"title": "Отчёт", "due_at": "2026-12-01T10:30:00Z"})
+    done = kt.records.create("job", {"title": "报告", "due_at": "2026-12-01T10:30:00Z", "done": True})
+    _at(kt, start + dt.timedelta(minutes=89))
+    kt.automations.run_pending()
+    assert kt.records.get("job", late["id"])["late"] is False
+    _at(kt, start + dt.timedelta(minutes=91))
+    kt.automations.run_pending()
+    assert kt.records.get("job", late["id"])["late"] is True
+    assert kt.records.get("job", done["id"])["late"] is False
+
+
+def test_a_schedule_fires_once_per_occurrence_in_the_setups_zone(clocked: Kartoteka) -> None:
+    kt = clocked
+    owner, _ = kt.users.add("anna@example.com", ["manager"])
+    kt.records.create("contract", {"number": "A", "status": "active"}, owner=owner.id)
+    kt.records.create("contract", {"number": "B", "status": "closed"}, owner=owner.id)
+    _at(kt, dt.datetime(2026, 12, 7, 8, 59, tzinfo=MSK))  # a Monday, 8:59 in Moscow
+    kt.automations.run_pending()
+    assert _told(kt) == []
+    _at(kt, dt.datetime(2026, 12, 7, 9, 0, 30, tzinfo=MSK))
+    kt.automations.run_pending()
+    assert _told(kt) == ["Weekly review: A"]
+    _at(kt, dt.datetime(2026, 12, 7, 9, 30, tzinfo=MSK))
+    kt.automations.run_pending()
+    assert _told(kt) == ["Weekly review: A"]  # once per occurrence
+    # a worker back after the whole of next Monday morning skips that missed occurrence
+    _at(kt, dt.datetime(2026, 12, 14, 12, 0, tzinfo=MSK))
+    kt.automations.run_pending()
+    assert _told(kt) == ["Weekly review: A"]
+
+
+def test_a_date_trigger_on_a_field_gets_an_index(clocked: Kartoteka) -> None:
+    indexes = {i.name: [c.name for c in i.columns] for i in clocked.storage["job"].table.indexes}
+    assert ["due_at"] in indexes.values()
+
+
+CLOCK_BROKEN = {
+    "date_missing": ("{entity: contract, on: date, do: [{set: {status: closed}}]}", "automation.date",
+                     "date: valid_to"),
+    "date_not_a_date": ("{entity: contract, on: date, date: number, do: [{set: {status: closed}}]}",
+                        "automation.date", "valid_to"),
+    "date_hours": ("{entity: contract, on: date, date: valid_to, before: 5 hours, "
+                   "do: [{set: {status: closed}}]}", "automation.date", "whole days"),
+    "date_span": ("{entity: contract, on: date, date: valid_to, before: soon, "
+                  "do: [{set: {status: closed}}]}", "automation.date", "3 days"),
+    "schedule_bad": ("{entity: contract, on: schedule, schedule: '61 * * * *', "
+                     "do: [{set: {status: closed}}]}", "automation.schedule", "0 9 * * 1-5"),
+    "schedule_on_created": ("{entity: contract, on: created, schedule: '0 9 * * *', "
+                            "do: [{set: {status: closed}}]}", "automation.schedule", "on: schedule"),
+    "if_on_deleted": ("{entity: contract, on: deleted, if: {status: active}, "
+                      "do: [{notify: {to: [$owner], subject: x}}]}", "automation.if", "remove if:"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CLOCK_BROKEN))
+def test_a_broken_clock_trigger_is_a_located_setup_error(
+        name: str, write_setup: Callable[..., Path]) -> None:
+    body, code, hint = CLOCK_BROKEN[name]
+    files = dict(CLOCKED)
+    files["setup.yaml"] = files["setup.yaml"].replace(
+        "        automations:\n", f"        automations:\n          broken: {body}\n", 1)
+    result = check_setup(write_setup(files))
+    problems = [d for d in result.diagnostics if d.severity == "error"]
+    assert result.setup is None and problems
+    assert problems[0].code == code, (name, [(d.code, d.message) for d in problems])
+    assert hint in f"{problems[0].message} {problems[0].hint}", (name, problems[0])

@@ -28,6 +28,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from croniter import croniter
+from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.access.acting import User
 from engine.access.users import Users
@@ -48,6 +50,13 @@ MAX_ATTEMPTS = 6
 #: the first retry waits this long; each next one twice as long, up to BACKOFF_CAP
 BACKOFF = dt.timedelta(seconds=10)
 BACKOFF_CAP = dt.timedelta(hours=1)
+#: how often the clock's triggers are looked at, at most
+TICK = dt.timedelta(seconds=1)
+#: a date trigger fires for dates that came due at most this long ago (so a new automation,
+#: or a worker back after a stop, does not fire for every old record)
+DATE_HORIZON = dt.timedelta(days=7)
+#: a schedule's occurrence missed by longer than this (the server was stopped) is skipped
+SCHEDULE_GRACE = dt.timedelta(hours=1)
 
 
 @dataclass
@@ -89,17 +98,101 @@ class Automations:
         self.by_event: dict[tuple[str, str], list[AutomationSpec]] = {}
         for automation in self.storage.setup.automations:
             self.by_event.setdefault((automation.entity, automation.event), []).append(automation)
+        #: the automations the clock fires (on: date, on: schedule)
+        self.timed = [a for a in self.storage.setup.automations if a.on in ("date", "schedule")]
+        self._last_tick: dt.datetime | None = None
         #: set by a write that emitted events: an in-process worker wakes at once
         self.wake = threading.Event()
         self.outbox.listeners.append(self.wake.set)
 
     # -- the queue ---------------------------------------------------------------------------
     def run_pending(self, limit: int = 100) -> int:
-        """Process up to `limit` due events, one transaction each; how many were processed."""
+        """Fire the date triggers and schedules that came due, then process up to `limit`
+        due events, one transaction each; how many were processed."""
+        self.fire_due()
         done = 0
         while done < limit and self._process_one():
             done += 1
         return done
+
+    # -- the clock: date triggers and schedules ------------------------------------------------
+    def fire_due(self) -> int:
+        """Write an event for each date trigger and schedule that came due since the last
+        look (at most once a second); each fires once, however many workers look (the
+        `kt_fired` row is written with the event, ON CONFLICT DO NOTHING)."""
+        if not self.timed:
+            return 0
+        now = self.records.clock()
+        if self._last_tick is not None and dt.timedelta(0) <= now - self._last_tick < TICK:
+            return 0
+        self._last_tick = now
+        fired = 0
+        with self.records.access.acting.as_user(None), self.db.write() as conn:
+            for automation in self.timed:
+                if automation.on == "date":
+                    fired += self._fire_dates(conn, automation, now)
+                else:
+                    fired += self._fire_schedule(conn, automation, now)
+        return fired
+
+    def _claim(self, conn: sa.Connection, automation: AutomationSpec,
+               keys: Sequence[tuple[int, str]], now: dt.datetime) -> list[tuple[int, str]]:
+        """The (record, due) keys this call fired: the others had fired already."""
+        if not keys:
+            return []
+        table = self.storage.fired
+        insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+        rows = [{"automation": automation.name, "record_id": r, "due": d, "at": now}
+                for r, d in keys]
+        claimed = conn.execute(insert.on_conflict_do_nothing().returning(
+            table.c.record_id, table.c.due), rows).all()
+        return [(row.record_id, row.due) for row in claimed]
+
+    def _fire_dates(self, conn: sa.Connection, automation: AutomationSpec,
+                    now: dt.datetime) -> int:
+        """The records whose date (plus the offset) came due within DATE_HORIZON."""
+        assert automation.date_field is not None
+        spec = self.storage[automation.entity]
+        column = spec.table.c[automation.date_field]
+        offset = dt.timedelta(seconds=automation.offset_seconds)
+        latest: dt.date | dt.datetime
+        if spec.spec.fields[automation.date_field].type.name == "date":
+            latest = now.astimezone(self.zone).date() - offset  # due by the local day
+            earliest: dt.date | dt.datetime = latest - DATE_HORIZON
+        else:
+            latest = now - offset
+            earliest = latest - DATE_HORIZON
+        rows = conn.execute(self.records.access.unscoped(
+            sa.select(spec.table.c.id, column).where(column <= latest, column > earliest),
+            "a date trigger looks at every record's date")).all()
+        keys = [(row[0], row[1].isoformat()) for row in rows]
+        claimed = self._claim(conn, automation, keys, now)
+        for record_id, due in claimed:
+            self.outbox.emit(conn, automation.entity, (record_id,), "date",
+                             {"automation": automation.name, "field": automation.date_field,
+                              "value": due}, by=None, at=now)
+        return len(claimed)
+
+    def _fire_schedule(self, conn: sa.Connection, automation: AutomationSpec,
+                       now: dt.datetime) -> int:
+        """The schedule's latest occurrence, when it is at most SCHEDULE_GRACE old: an
+        event per record its `if:` selects."""
+        assert automation.schedule is not None
+        local = now.astimezone(self.zone)
+        occurrence: dt.datetime = croniter(automation.schedule, local).get_prev(dt.datetime)
+        if local - occurrence > SCHEDULE_GRACE:
+            return 0
+        due = occurrence.astimezone(dt.UTC).isoformat()
+        if not self._claim(conn, automation, [(0, due)], now):
+            return 0
+        table = self.storage[automation.entity].table
+        ids = conn.execute(self.records.access.unscoped(
+            sa.select(table.c.id).where(*_clauses(self.storage, automation.when,
+                                                  conn.dialect.name)).order_by(table.c.id),
+            "a schedule runs for every record its condition selects")).scalars().all()
+        self.outbox.emit(conn, automation.entity, ids, "schedule",
+                         {"automation": automation.name, "at": due}, by=None, at=now)
+        return len(ids)
 
     def _process_one(self) -> bool:
         events = self.storage.events
@@ -403,6 +496,8 @@ def _triggered(automation: AutomationSpec, event: Mapping[str, Any]) -> bool:
     """Whether the event is the automation's trigger, its details (stage, fields, values)
     included."""
     changes = event["changes"] or {}
+    if automation.on in ("date", "schedule"):  # fired for one automation by name
+        return bool(changes.get("automation") == automation.name)
     if automation.on in ("stage_entered", "stage_left"):
         stage = changes.get("to") if automation.on == "stage_entered" else changes.get("from")
         return stage is not None and (automation.stages is None or stage in automation.stages)

@@ -39,6 +39,8 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from croniter import croniter
+
 from engine.errors import Diagnostic
 from engine.setup.filters import FilterGrammar
 from engine.setup.names import did_you_mean, identifier_problem
@@ -49,11 +51,16 @@ from engine.setup.spec import EntitySpec, Label, Location, SetupSpec
 from engine.types.fields import FieldTypeRegistry, ValueProblem
 from engine.types.moments import NotRelative, parse_relative
 
-TRIGGERS = ("created", "updated", "deleted", "stage_entered", "stage_left")
-#: the journal event each trigger listens to
+TRIGGERS = ("created", "updated", "deleted", "stage_entered", "stage_left", "date", "schedule")
+#: the event each trigger listens to (the journal's, or the worker's clock for date/schedule)
 EVENT_OF = {"created": "create", "updated": "update", "deleted": "delete",
-            "stage_entered": "stage", "stage_left": "stage"}
-KEYS = ("label", "entity", "on", "stage", "changed", "from", "to", "if", "do")
+            "stage_entered": "stage", "stage_left": "stage", "date": "date",
+            "schedule": "schedule"}
+KEYS = ("label", "entity", "on", "stage", "changed", "from", "to", "date", "before", "after",
+        "schedule", "if", "do")
+#: `before: 3 days` / `after: 1 hour`
+OFFSET = re.compile(r"^\s*(\d{1,4})\s*(minute|hour|day|week)s?\s*$")
+UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400}
 ACTIONS = ("create", "set", "move", "notify", "call")
 #: a value naming the trigger record (a link's value in `create` and `set`)
 RECORD = "$record"
@@ -85,6 +92,11 @@ class AutomationSpec:
     new: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     when: tuple[Clause, ...] = ()
     location: Location = field(default_factory=lambda: Location(""))
+    #: on: date — the date or datetime field, and the seconds after it (negative: before)
+    date_field: str | None = None
+    offset_seconds: int = 0
+    #: on: schedule — a cron expression (minute hour day month weekday), in the setup's zone
+    schedule: str | None = None
 
     @property
     def event(self) -> str:
@@ -165,6 +177,12 @@ class _Checker:
         label = self.label((*path, "label"), body.get("label"), name)
         stages = self.stages(path, entity, on, body)
         changed, old, new = self.change(path, entity, on, body)
+        date_field, offset = self.date(path, entity, on, body)
+        schedule = self.schedule(path, on, body)
+        if on == "deleted" and "if" in body:
+            self.problem("automation.if", (*path, "if"), "a deleted record has no fields to "
+                         "ask about", "remove if:, or trigger on: updated / stage_entered",
+                         at_key=True)
         when: tuple[Clause, ...] = ()
         if "if" in body:
             when = self.condition((*path, "if"), entity.name, body["if"]) or ()
@@ -173,7 +191,7 @@ class _Checker:
             return None
         return AutomationSpec(name, label, entity.name, on, actions, stages, changed,
                               MappingProxyType(old), MappingProxyType(new), when,
-                              self.location(path))
+                              self.location(path), date_field, offset, schedule)
 
     def entity(self, path: tuple[str | int, ...], raw: Any) -> EntitySpec | None:
         if raw not in self.setup.entities:
@@ -250,6 +268,66 @@ class _Checker:
                         rendered[str(name)] = self.value(where, entity, str(name), value)
             values.append(rendered)
         return tuple(changed), values[0], values[1]
+
+    def date(self, path: tuple[str | int, ...], entity: EntitySpec, on: str,
+             body: dict[str, Any]) -> tuple[str | None, int]:
+        """on: date — `date: field` and `before:` / `after:` (`3 days`, `1 hour`)."""
+        named = [k for k in ("date", "before", "after") if k in body]
+        if on != "date":
+            if named:
+                self.problem("automation.date", (*path, named[0]), f"{named[0]}: is for on: "
+                             f"date, not {on}", "e.g. on: date, date: valid_to, before: 3 days",
+                             at_key=True)
+            return None, 0
+        dated = [n for n, f in entity.fields.items() if f.type.name in ("date", "datetime")]
+        if "date" not in body:
+            self.problem("automation.date", path, "'date' is missing", "name the date or "
+                         "datetime field: date: " + (dated[0] if dated else "valid_to"),
+                         at_key=True)
+            return None, 0
+        name = body["date"]
+        spec = entity.fields.get(name) if isinstance(name, str) else None
+        if spec is None or spec.type.name not in ("date", "datetime"):
+            self.problem("automation.date", (*path, "date"), f"{entity.name} has no date or "
+                         f"datetime field {name!r}", did_you_mean(str(name), dated) or
+                         ("date fields: " + ", ".join(dated) if dated else
+                          f"{entity.name} has none: add a field of type date or datetime"))
+            return None, 0
+        if "before" in body and "after" in body:
+            self.problem("automation.date", (*path, "after"), "before: and after: together",
+                         "keep one of them", at_key=True)
+            return None, 0
+        key = "before" if "before" in body else "after" if "after" in body else None
+        if key is None:
+            return name, 0
+        match = OFFSET.match(str(body[key]))
+        if match is None:
+            self.problem("automation.date", (*path, key), f"{body[key]!r} is not a time span",
+                         f"e.g. {key}: 3 days (minutes, hours, days, weeks)")
+            return None, 0
+        seconds = int(match.group(1)) * UNIT_SECONDS[match.group(2)]
+        if spec.type.name == "date" and seconds % 86400:
+            self.problem("automation.date", (*path, key), f"{name} is a date: it comes due by "
+                         "whole days", f"e.g. {key}: 1 day, or make {name} a datetime")
+            return None, 0
+        return name, -seconds if key == "before" else seconds
+
+    def schedule(self, path: tuple[str | int, ...], on: str, body: dict[str, Any]) -> str | None:
+        if on != "schedule":
+            if "schedule" in body:
+                self.problem("automation.schedule", (*path, "schedule"), f"schedule: is for "
+                             f"on: schedule, not {on}", "e.g. on: schedule, schedule: "
+                             "'0 9 * * 1-5'", at_key=True)
+            return None
+        raw = body.get("schedule")
+        if not isinstance(raw, str) or len(raw.split()) != 5 or not croniter.is_valid(raw):
+            self.problem("automation.schedule", (*path, "schedule") if "schedule" in body else path,
+                         f"{raw!r} is not a schedule" if "schedule" in body else
+                         "'schedule' is missing", "five cron fields in the setup's time zone: "
+                         "minute hour day month weekday, e.g. '0 9 * * 1-5' (9:00 on weekdays)",
+                         at_key="schedule" not in body)
+            return None
+        return raw
 
     def field_name(self, path: tuple[str | int, ...], entity: EntitySpec, name: str) -> bool:
         known = [*entity.fields, *entity.links, *(["stage"] if entity.pipeline else []),

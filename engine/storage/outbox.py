@@ -11,6 +11,7 @@ causes them, and what the worker made of them (engine/automations/).
 - `kt_automation_run`: what an automation did for an event (or why it did nothing: its
   condition, the loop guard, an error): the record's timeline shows them.
 - `kt_notification`: in-app notifications, one per recipient.
+- `kt_fired`: what date triggers and schedules have fired, so each fires once.
 
 Only entities with automations write events, and only of the kinds they listen to: a
 setup without automations pays one set lookup per write.
@@ -32,7 +33,7 @@ from engine.types.columns import UTCDateTime, id_column_type, json_column
 PENDING, DONE, DEAD = "pending", "done", "dead"
 
 
-def outbox_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table, sa.Table]:
+def outbox_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table, sa.Table, sa.Table]:
     events = sa.Table(
         "kt_event", metadata,
         sa.Column("id", id_column_type(), primary_key=True, autoincrement=True),
@@ -86,7 +87,16 @@ def outbox_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table, sa.Table]:
     )
     sa.Index("ix_kt_notification_user", notifications.c.user_id, notifications.c.read_at,
              notifications.c.id)
-    return events, runs, notifications
+    #: what the clock fired: a date trigger per (automation, record, the date's value), a
+    #: schedule per (automation, 0, the occurrence) — once, however many workers look
+    fired = sa.Table(
+        "kt_fired", metadata,
+        sa.Column("automation", sa.String(64), primary_key=True),
+        sa.Column("record_id", sa.BigInteger(), primary_key=True, autoincrement=False),
+        sa.Column("due", sa.String(40), primary_key=True),
+        sa.Column("at", UTCDateTime(), nullable=False),
+    )
+    return events, runs, notifications, fired
 
 
 @dataclass(frozen=True)

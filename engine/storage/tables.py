@@ -96,7 +96,8 @@ class Storage:
         )
         self._journal_tables()
         self.users, self.tokens = user_tables(self.metadata)
-        self.events, self.automation_runs, self.notifications = outbox_tables(self.metadata)
+        self.events, self.automation_runs, self.notifications, self.fired = \
+            outbox_tables(self.metadata)
         self._system = SystemFields(self.registry)
         tables: dict[str, EntityTable] = {}
         for entity in setup.entities.values():
@@ -264,6 +265,12 @@ class Storage:
             if link.polymorphic:
                 add(f"link {link.name}: the records about one record (timeline, filters)",
                     poly_entity_column(link.name), link_column(link.name))
+        dated = {a.date_field: a.name for a in self.setup.automations
+                 if a.entity == entity.name and a.date_field is not None}
+        for field_name, automation in dated.items():
+            if not (entity.fields[field_name].index or entity.fields[field_name].unique):
+                add(f"automation {automation}: the records whose {field_name} comes due",
+                    field_name)
         attributes = {
             api_name: Attribute(api_name, table.c[link_column(api_name) if link else api_name],
                                 spec, link)
