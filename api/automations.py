@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from api.responses import json_response, no_query, read_json
 from engine.core import Kartoteka
-from engine.errors import ErrorDetail, Forbidden, MalformedRequest, NotFound
+from engine.errors import ErrorDetail, Forbidden, MalformedRequest, NotFound, ValidationFailed
 from engine.storage.outbox import DEAD, DONE, PENDING
 
 STATUSES = (PENDING, DONE, DEAD)
@@ -85,6 +85,12 @@ def add_automation_routes(app: FastAPI, kt: Kartoteka, cap: int,
     async def retry(request: Request) -> Response:
         no_query(request)
         admin_only()
+        if request.headers.get("content-length", "0") != "0" or \
+                "transfer-encoding" in request.headers:
+            body = await read_json(request, cap)  # a body is JSON (400 otherwise), and empty
+            if body != {}:
+                raise ValidationFailed("a retry takes no body", [ErrorDetail(
+                    "", "send no body, or {}")])
         text = request.path_params["id"]
         if not text.isascii() or not text.isdigit() or len(text) > 18:
             raise NotFound(f"no event with id {text!r}")

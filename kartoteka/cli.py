@@ -158,7 +158,26 @@ def summary(setup: SetupSpec) -> str:
                   for name in sorted(grant.hidden)]
         line = f"  role {role.name}: reads " + (", ".join(reads) or "nothing")
         lines.append(line + ("; hides " + ", ".join(hidden) if hidden else ""))
+    for automation in setup.automations:
+        lines.append(f"  automation {automation.name}: {automation.entity} "
+                     f"{_trigger_words(automation)} → "
+                     + ", ".join(action.kind for action in automation.actions))
     return "\n".join(lines)
+
+
+def _trigger_words(automation: Any) -> str:
+    if automation.stages:
+        return f"{automation.on} {'|'.join(sorted(automation.stages))}"
+    if automation.on == "date":
+        seconds = automation.offset_seconds
+        when = "" if not seconds else \
+            f" {'+' if seconds > 0 else '-'}{abs(seconds) // 60} min"
+        return f"when {automation.date_field}{when} comes"
+    if automation.on == "schedule":
+        return f"on schedule '{automation.schedule}'"
+    if automation.changed:
+        return f"{automation.on} ({', '.join(automation.changed)})"
+    return str(automation.on)
 
 
 @main.command()

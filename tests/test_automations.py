@@ -676,3 +676,51 @@ def test_a_broken_clock_trigger_is_a_located_setup_error(
     assert result.setup is None and problems
     assert problems[0].code == code, (name, [(d.code, d.message) for d in problems])
     assert hint in f"{problems[0].message} {problems[0].hint}", (name, problems[0])
+
+
+# -- the default setup's flows (schemas/setup.yaml) ----------------------------------------
+
+def test_the_default_setups_contract_approval_and_overdue_tasks(make_kt: Callable[..., Kartoteka]) -> None:
+    kt = make_kt()
+    with TestClient(create_app(kt), base_url="http://127.0.0.1") as http:
+        tokens = {}
+        ids = {}
+        for name, role in (("anna", "manager"), ("lena", "lawyer"), ("boss", "director")):
+            user, tokens[name] = kt.users.add(f"{name}@example.com", [role])
+            ids[name] = user.id
+
+        def as_(name: str) -> dict[str, str]:
+            return {"Authorization": f"Bearer {tokens[name]}"}
+        client = made(http.post("/api/client", json={"name": "ООО Ромашка"}, headers=as_("anna")))
+        sale = made(http.post("/api/sale", json={"number": "S-7", "client": client["id"],
+                                                   "contract_no": "Д-7/2026"},
+                              headers=as_("anna")))
+        contract = made(http.post("/api/document", headers=as_("anna"), json={
+            "kind": "contract", "number": "D-1", "about": {"entity": "sale", "id": sale["id"]}}))
+        invoice = made(http.post("/api/document", headers=as_("anna"), json={
+            "kind": "invoice", "number": "I-1", "about": {"entity": "sale", "id": sale["id"]}}))
+        made(http.post(f"/api/sale/{sale['id']}/stage", json={"to": "contract"}, headers=as_("anna")), 200)
+        kt.automations.run_pending()
+        tasks = made(http.get("/api/task", headers=as_("lena")), 200)["items"]
+        assert [(t["subject"], t["priority"], t["about"]) for t in tasks] == [
+            ("Approve the contract of sale S-7 (ООО Ромашка)", "high",
+             {"entity": "sale", "id": sale["id"]})]
+        def status(document: dict[str, Any]) -> str:
+            return str(made(http.get(f"/api/document/{document['id']}", headers=as_("anna")),
+                            200)["status"])
+        assert (status(contract), status(invoice)) == ("review", "draft")
+        told = made(http.get("/api/me/notifications", headers=as_("lena")), 200)["items"]
+        assert [n["subject"] for n in told] == ["Sale S-7: the contract needs approval"]
+
+        # an open task an hour past due: its owner and the director are told, once
+        past = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)).isoformat()
+        made(http.post("/api/task", json={"subject": "Позвонить", "due_at": past}, headers=as_("anna")))
+        made(http.post("/api/task", json={"subject": "Done", "due_at": past, "status": "done"},
+                       headers=as_("anna")))
+        kt.automations.run_pending()
+        kt.records.clock = lambda: dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)
+        kt.automations.run_pending()
+        for name in ("anna", "boss"):
+            subjects = [n["subject"] for n in made(http.get(
+                "/api/me/notifications", headers=as_(name)), 200)["items"]]
+            assert subjects == ["Overdue: Позвонить"], (name, subjects)

@@ -42,6 +42,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -169,16 +170,53 @@ def seeded_database(tmp_path_factory: pytest.TempPathFactory,
     return path
 
 
+class _Apps:
+    """Apps over copies of a seeded database: a fresh one for each operation that writes,
+    so a DELETE or a PATCH fuzzed on one operation never changes what the next one starts
+    from; one shared by every read (a GET changes nothing), built once."""
+
+    def __init__(self, database: Path, folder: Path, open_kt: Callable[..., Kartoteka]):
+        self.database, self.folder, self.open_kt = database, folder, open_kt
+        self.shared: Kartoteka | None = None
+        self.shared_app: Any = None
+
+    @contextmanager
+    def app(self, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+        if "[GET " in request.node.name:
+            if self.shared is None:
+                self.shared = self._open(self.folder / "reads.db")
+                self.shared_app = create_app(self.shared)
+            yield self.shared_app
+            return
+        kt = self._open(tmp_path / "fuzz.db")
+        try:
+            yield create_app(kt)
+        finally:
+            kt.close()
+
+    def _open(self, copy: Path) -> Kartoteka:
+        shutil.copyfile(self.database, copy)
+        kt: Kartoteka = self.open_kt(DEFAULT_SETUP, f"sqlite:///{copy}")
+        return kt
+
+    def close(self) -> None:
+        if self.shared is not None:
+            self.shared.close()
+
+
+@pytest.fixture(scope="module")
+def seeded_apps(seeded_database: Path, tmp_path_factory: pytest.TempPathFactory,
+                open_kt: Callable[..., Kartoteka]) -> Iterator[_Apps]:
+    apps = _Apps(seeded_database, tmp_path_factory.mktemp("reads"), open_kt)
+    yield apps
+    apps.close()
+
+
 @pytest.fixture
-def seeded_app(seeded_database: Path, tmp_path: Path,
-               open_kt: Callable[..., Kartoteka]) -> Iterator[Any]:
-    """The app over a fresh copy of the seeded SQLite database: one per operation, so a
-    DELETE or a PATCH fuzzed on one operation never changes what the next one starts from."""
-    copy = tmp_path / "fuzz.db"
-    shutil.copyfile(seeded_database, copy)
-    kt = open_kt(DEFAULT_SETUP, f"sqlite:///{copy}")
-    yield create_app(kt)
-    kt.close()
+def seeded_app(seeded_apps: _Apps, request: pytest.FixtureRequest,
+               tmp_path: Path) -> Iterator[Any]:
+    with seeded_apps.app(request, tmp_path) as app:
+        yield app
 
 
 @schema.parametrize()
@@ -277,17 +315,22 @@ def role_database(seeded_database: Path, tmp_path_factory: pytest.TempPathFactor
     return path, {role: token for role, (_user, token) in users.items()}
 
 
+@pytest.fixture(scope="module")
+def role_app_copies(role_database: tuple[Path, dict[str, str]],
+                    tmp_path_factory: pytest.TempPathFactory,
+                    open_kt: Callable[..., Kartoteka]) -> Iterator[_Apps]:
+    apps = _Apps(role_database[0], tmp_path_factory.mktemp("role-reads"), open_kt)
+    yield apps
+    apps.close()
+
+
 @pytest.fixture
-def role_apps(role_database: tuple[Path, dict[str, str]], tmp_path: Path,
-              open_kt: Callable[..., Kartoteka]) -> Iterator[dict[str, tuple[Any, str]]]:
-    """The app over a fresh copy of the role database, for each fuzzed operation."""
-    path, tokens = role_database
-    copy = tmp_path / "roles.db"
-    shutil.copyfile(path, copy)
-    kt = open_kt(DEFAULT_SETUP, f"sqlite:///{copy}")
-    app = create_app(kt)
-    yield {role: (app, token) for role, token in tokens.items()}
-    kt.close()
+def role_apps(role_database: tuple[Path, dict[str, str]], role_app_copies: _Apps,
+              request: pytest.FixtureRequest,
+              tmp_path: Path) -> Iterator[dict[str, tuple[Any, str]]]:
+    """The app over a copy of the role database (fresh for an operation that writes)."""
+    with role_app_copies.app(request, tmp_path) as app:
+        yield {role: (app, token) for role, token in role_database[1].items()}
 
 
 def test_role_tokens_reach_what_the_role_may(role_apps: dict[str, tuple[Any, str]]) -> None:

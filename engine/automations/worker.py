@@ -38,6 +38,7 @@ from engine.errors import ErrorDetail, NotFound, RequestError, ValidationFailed
 from engine.process.stages import StageMoves
 from engine.records.service import Record, Records
 from engine.setup.automations import ACTOR, OWNER, RECORD, AutomationSpec
+from engine.setup.names import link_column, poly_entity_column
 from engine.setup.spec import label_text
 from engine.storage.outbox import DEAD, DONE, PENDING
 from engine.storage.rules import _clauses
@@ -388,6 +389,20 @@ class Automations:
     def _do_set(self, conn: sa.Connection, automation: AutomationSpec,
                 event: Mapping[str, Any], params: dict[str, Any]) -> Any:
         entity, record_id = automation.entity, event["record_id"]
+        if "way" in params:
+            way = self.storage.setup.reverse_links[entity][params["way"]]
+            source = self.storage[way.entity].table
+            where = [source.c[link_column(way.link.name)] == record_id,
+                     *_clauses(self.storage, params["where"], conn.dialect.name)]
+            if way.link.polymorphic:
+                where.append(source.c[poly_entity_column(way.link.name)] == entity)
+            ids = conn.execute(self.records.access.unscoped(
+                sa.select(source.c.id).where(*where).order_by(source.c.id),
+                "an automation's set: reaches every record linking to its record")).scalars().all()
+            values = self._values(conn, automation, event, way.entity, params["values"])
+            for other in ids:
+                self.records.update(way.entity, other, values)
+            return {"set": {"entity": way.entity, "ids": list(ids), "fields": sorted(values)}}
         if "link" in params:
             trigger = self._record(conn, entity, record_id)
             link = self.storage[entity].spec.links[params["link"]]

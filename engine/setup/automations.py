@@ -18,6 +18,8 @@
               owner: {role: lawyer}  # $owner, $actor, {user: e-mail}, {role: r, team: $owner}
           - set: {status: approved}                    # fields of the record
           - set: {link: client, values: {tier: gold}}  # of the record a link names
+          - set: {way: documents, where: {kind: contract}, values: {status: review}}
+                                                       # of the records linking to it
           - move: won                                  # the record to a stage
           - notify:
               to: [$owner, {role: director}, {email_field: email}]
@@ -550,6 +552,28 @@ class _Checker:
 
     def action_set(self, path: tuple[str | int, ...], entity: EntitySpec,
                    params: Any) -> dict[str, Any] | None:
+        if isinstance(params, dict) and "way" in params:
+            if not self._keys(path, params, ("way", "where", "values"), ("way", "values"),
+                              "set: {way: documents, where: {kind: contract}, values: "
+                              "{status: review}}"):
+                return None
+            ways = self.setup.reverse_links.get(entity.name, {})
+            way = ways.get(params["way"]) if isinstance(params["way"], str) else None
+            if way is None or way.link.many:
+                usable = [n for n, w in ways.items() if not w.link.many]
+                self.problem("automation.way", (*path, "way"), f"{entity.name} has no way back "
+                             f"{params['way']!r} from records linking to it",
+                             did_you_mean(str(params["way"]), usable) or
+                             ("ways back: " + ", ".join(usable) if usable else
+                              "give the link a reverse: name in the entity that links here"))
+                return None
+            source = self.setup.entities[way.entity]
+            where: tuple[Clause, ...] = ()
+            if "where" in params:
+                where = self.condition((*path, "where"), source.name, params["where"]) or ()
+            values = self.values((*path, "values"), entity, source, params["values"])
+            return None if values is None else {"way": way.name, "where": where,
+                                                "values": values}
         if isinstance(params, dict) and "link" in params:
             if not self._keys(path, params, ("link", "values"), ("link", "values"),
                               "set: {link: client, values: {tier: gold}}"):
