@@ -24,6 +24,7 @@ from engine.process.stages import StageMoves
 from engine.process.timeline import Timeline
 from engine.records.bulk import Bulk
 from engine.records.describe import describe_setup
+from engine.records.imports import Imports
 from engine.records.schemas import build_schemas
 from engine.records.service import Records
 from engine.setup.loader import load_setup
@@ -80,6 +81,7 @@ class Kartoteka:
         self.timeline = Timeline(self.records)
         self.reports = Reports(self.records)
         self.bulk = Bulk(self.records)
+        self.imports = Imports(self.records, self.bulk)
         self.users = Users(self.storage.users, self.storage.tokens, self.db,
                            frozenset(setup.roles) | {ADMIN}, acting=self.acting,
                            manages_users=self.records.access.manages_users)
