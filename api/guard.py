@@ -32,6 +32,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.imports import is_multipart, upload_problem
 from api.responses import json_media_problem, json_response
 from engine.errors import MalformedRequest, UnsupportedMedia
 
@@ -55,7 +56,7 @@ def install_guard(app: Starlette, allowed_hosts: Iterable[str] = (),
     """Wrap a Starlette/FastAPI app in the guard (call after its other middleware)."""
     hosts = tuple(normalize_host(h) for h in allowed_hosts)
     origins = tuple(normalize_origin(o) for o in cors_origins)
-    app.add_middleware(JsonBodies)  # each one added wraps those before it
+    app.add_middleware(JsonBodies, origins=origins)  # each one added wraps those before it
     if origins:
         app.add_middleware(Cors, allow_origins=origins, allow_methods=CORS_METHODS,
                            allow_headers=CORS_HEADERS, expose_headers=CORS_EXPOSED)
@@ -201,15 +202,19 @@ class Cors(CORSMiddleware):
 
 
 class JsonBodies:
-    def __init__(self, app: ASGIApp):
+    def __init__(self, app: ASGIApp, origins: tuple[str, ...] = ()):
         self.app = app
+        self.origins = origins  # the CORS origins, which may also upload files (api/imports.py)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in BODY_METHODS:
             headers = Headers(scope=scope)
             has_body = headers.get("content-length", "0").strip() != "0" \
                 or "transfer-encoding" in headers
-            problem = json_media_problem(headers.get("content-type"), has_body)
+            content_type = headers.get("content-type")
+            problem = upload_problem(scope["path"], content_type, headers.get("origin"),
+                                     headers.get("host"), self.origins) \
+                if is_multipart(content_type) else json_media_problem(content_type, has_body)
             if problem:
                 error = UnsupportedMedia(problem)
                 await json_response(error.as_json(), 415)(scope, receive, send)

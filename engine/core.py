@@ -24,6 +24,7 @@ from engine.process.stages import StageMoves
 from engine.process.timeline import Timeline
 from engine.records.bulk import Bulk
 from engine.records.describe import describe_setup
+from engine.records.import_jobs import ImportJobs
 from engine.records.imports import Imports
 from engine.records.schemas import build_schemas
 from engine.records.service import Records
@@ -82,6 +83,7 @@ class Kartoteka:
         self.reports = Reports(self.records)
         self.bulk = Bulk(self.records)
         self.imports = Imports(self.records, self.bulk)
+        self.import_jobs = ImportJobs(self.imports, self.acting)
         self.users = Users(self.storage.users, self.storage.tokens, self.db,
                            frozenset(setup.roles) | {ADMIN}, acting=self.acting,
                            manages_users=self.records.access.manages_users)

@@ -1,4 +1,4 @@
-"""`kartoteka check | migrate | serve` — a thin shell over the engine.
+"""`kartoteka check | migrate | serve | user | import` — a thin shell over the engine.
 
 Errors from the engine (`KartotekaError`) become a clean message and exit code 1; a
 traceback is printed only with `--traceback`. Click handles usage errors (exit 2).
@@ -347,6 +347,7 @@ def serve(ctx: click.Context, setup: Path, db_url: str, host: str, port: int,
         except KartotekaError:
             kt.close()
             raise
+        kt.import_jobs.interrupt_orphans()  # jobs a stopped server left: engine/records/import_jobs.py
         return create_app(kt, ApiSettings(allowed_hosts=names, cors_origins=cors_origins)), has_users
 
     names = _served_names(host, allowed_hosts)
@@ -481,6 +482,10 @@ def user_disable(ctx: click.Context, email: str, db_url: str) -> None:
         click.echo(f"Disabled {done.email}; its tokens no longer work.")
     _guarded(ctx, run)
 
+
+from kartoteka.cli_import import import_command  # noqa: E402 (it builds on the helpers above)
+
+main.add_command(import_command)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from engine.access.scopes import Rights
 from engine.errors import ErrorDetail, MalformedRequest
@@ -284,3 +285,42 @@ class _Planner:
                 return (f"names {column.link.target} records by their title, which shows "
                         "fields your role may not see: name them by id or a unique field")
         return None
+
+
+MAPPING_KEYS = ("columns", "skip_unknown")
+
+
+def read_mapping(data: Any, where: Callable[[tuple[str | int, ...]], str] | None = None
+                 ) -> tuple[dict[str, str | None], bool]:
+    """A mapping file's content (`columns: {header: target or null}`, `skip_unknown:
+    true`) → (columns, skip_unknown); MalformedRequest naming each problem, located by
+    `where(path)` (`mapping.yaml:3 columns.Телефон`) when the file's lines are known."""
+    def at(*path: str | int) -> str:
+        return where(path) if where is not None else ".".join(str(p) for p in path) or "mapping"
+
+    problems: list[ErrorDetail] = []
+    if not isinstance(data, dict):
+        raise MalformedRequest("the mapping is not valid", [ErrorDetail(
+            at(), "must be a mapping: columns: {\"Header in the file\": field, ...}")],
+            code="invalid_import")
+    problems += [ErrorDetail(at(key), "is not a key of a mapping; it takes "
+                             + ", ".join(MAPPING_KEYS)) for key in data if key not in MAPPING_KEYS]
+    columns = data.get("columns")
+    result: dict[str, str | None] = {}
+    if not isinstance(columns, dict) or not columns:
+        problems.append(ErrorDetail(at("columns"), "must map each header to a field "
+                                    "(phone, client.inn, client.title, client.id) or to null "
+                                    "to skip it"))
+    else:
+        for header, target in columns.items():
+            if target is not None and (not isinstance(target, str) or not target.strip()):
+                problems.append(ErrorDetail(at("columns", str(header)),
+                                            "must name a field (phone, client.inn...) or be null"))
+                continue
+            result[str(header).strip()] = None if target is None else target.strip()
+    skip = data.get("skip_unknown", False)
+    if not isinstance(skip, bool):
+        problems.append(ErrorDetail(at("skip_unknown"), "must be true or false"))
+    if problems:
+        raise MalformedRequest("the mapping is not valid", problems, code="invalid_import")
+    return result, bool(skip)
