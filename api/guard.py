@@ -15,7 +15,9 @@ to 127.0.0.1 and call the API as its own origin. Pure-ASGI middleware, outermost
     JsonBodies       a POST, PUT or PATCH body must be sent as `application/json` (or
                      `application/…+json`) → else 415 `unsupported_media_type`, on every
                      route, before any route or authentication runs; a bodiless call
-                     (`POST /api/users/{id}/tokens`) needs no `Content-Type`
+                     (`POST /api/users/{id}/tokens`) needs no `Content-Type`. The one
+                     exception: a multipart upload to `POST /api/{e}/import` with no
+                     `Origin`, or this server's own or a CORS origin (api/uploads.py)
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.imports import is_multipart, upload_problem
 from api.responses import json_media_problem, json_response
+from api.uploads import is_multipart, upload_problem
 from engine.errors import MalformedRequest, UnsupportedMedia
 
 log = logging.getLogger("kartoteka.api")

@@ -23,12 +23,13 @@ from typing import Any
 import yaml
 from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from api.errors import refuse_method
 from api.responses import json_response, no_query
+from api.uploads import MULTIPART, is_multipart
 from engine.core import Kartoteka
 from engine.errors import ErrorDetail, MalformedRequest, NotFound, PayloadTooLarge
 from engine.records.import_columns import read_mapping
@@ -41,32 +42,6 @@ FORM_FIELDS = ("file", "mode", "dry_run", "upsert_by", "mapping", "skip_unknown"
                "encoding", "sheet")
 #: how many times the JSON body cap an uploaded file may be (1 GiB with the default 1 MiB)
 UPLOAD_FACTOR = 1024
-MULTIPART = "multipart/form-data"
-
-
-def is_upload_path(path: str) -> bool:
-    """`/api/<entity>/import`: the one route that takes a multipart body."""
-    parts = path.strip("/").split("/")
-    return len(parts) == 3 and parts[0] == "api" and parts[2] == "import"
-
-
-def is_multipart(content_type: str | None) -> bool:
-    return (content_type or "").split(";")[0].strip().lower() == MULTIPART
-
-
-def upload_problem(path: str, content_type: str | None, origin: str | None, host: str | None,
-                   allowed_origins: tuple[str, ...]) -> str | None:
-    """None when a multipart body may be taken: on the import route, from no page or from
-    this server's own origin or an allowed one; else why not."""
-    if not is_upload_path(path):
-        return "a multipart body is taken only by POST /api/{entity}/import; send JSON here"
-    if origin is None:
-        return None
-    own = origin.lower().rstrip("/").split("://", 1)[-1] == (host or "").lower()
-    if own or origin.rstrip("/") in allowed_origins:
-        return None
-    return (f"an upload from the web page {origin} is refused: only this server's own pages "
-            "and the configured CORS origins may upload files")
 
 
 def _flag(form: dict[str, str], key: str) -> bool:
@@ -108,7 +83,7 @@ def options_from(form: dict[str, str]) -> tuple[ImportOptions, dict[str, str | N
     return options, reading
 
 
-async def _form(request: Request, cap: int) -> tuple[UploadFile, dict[str, str]]:
+async def _form(request: Request, cap: int) -> tuple[FormData, UploadFile, dict[str, str]]:
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > cap:
         raise PayloadTooLarge(f"the upload is over {cap} bytes; split the file")
@@ -134,9 +109,10 @@ async def _form(request: Request, cap: int) -> tuple[UploadFile, dict[str, str]]
             continue
         texts[key] = value
     if problems:
+        await form.close()
         raise MalformedRequest("the import form is not valid", problems, code="invalid_import")
     assert isinstance(upload, UploadFile)
-    return upload, texts
+    return form, upload, texts
 
 
 def add_import_routes(app: FastAPI, kt: Kartoteka, entity: EntitySpec, cap: int,
@@ -148,12 +124,18 @@ def add_import_routes(app: FastAPI, kt: Kartoteka, entity: EntitySpec, cap: int,
 
     async def start(request: Request) -> Response:
         no_query(request)
-        upload, texts = await _form(request, cap * UPLOAD_FACTOR)
+        form, upload, texts = await _form(request, cap * UPLOAD_FACTOR)
+        try:
+            return await queue(request, upload, texts)
+        finally:
+            await form.close()
+
+    async def queue(request: Request, upload: UploadFile, texts: dict[str, str]) -> Response:
         options, reading = options_from(texts)
         user = getattr(request.state, "user", None)
         file_name = upload.filename or "upload"
 
-        def queue() -> dict[str, Any]:
+        def spooled() -> dict[str, Any]:
             file = spool(upload.file)
             try:
                 if file.seek(0, 2) > cap * UPLOAD_FACTOR:
@@ -168,7 +150,7 @@ def add_import_routes(app: FastAPI, kt: Kartoteka, entity: EntitySpec, cap: int,
                 raise
             return jobs.start(name, table, file, file_name, options, user=user)
 
-        job = await run_in_threadpool(queue)  # reading and copying the file: off the loop
+        job = await run_in_threadpool(spooled)  # reading and copying the file: off the loop
         return json_response(job, 202, {"Location": f"{base}/{job['id']}"})
 
     def job_id(request: Request) -> int:

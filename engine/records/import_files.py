@@ -133,9 +133,20 @@ def sniff_delimiter(text: str) -> str:
     return best if counts[best] else ","
 
 
+class _Text(io.TextIOWrapper):
+    """Text over the caller's binary file, which stays the caller's to close: dropped, it
+    lets go of the file instead of closing it."""
+
+    def __del__(self) -> None:
+        try:
+            self.detach()
+        except ValueError:  # already detached
+            pass
+
+
 def _text(file: IO[bytes], encoding: str) -> io.TextIOWrapper:
     file.seek(0)
-    return io.TextIOWrapper(file, encoding=encoding, newline="")
+    return _Text(file, encoding=encoding, newline="")
 
 
 def _count(file: IO[bytes], encoding: str, delimiter: str) -> int | None:

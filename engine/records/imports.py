@@ -301,7 +301,7 @@ class _Run:
                 column.read(column.field, cell, self.imports.locale)
         if column.by == "id":
             ids = [_id(part) for part in parts]
-            return ids if many or column.link is None else ids[0]
+            return ids if many else ids[0]
         assert column.title is not None
         ids = [self.by_title(conn, column.title, str(part).strip()) for part in parts]
         return ids if many else ids[0]
