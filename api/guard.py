@@ -35,7 +35,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.responses import json_media_problem, json_response
-from api.uploads import is_multipart, upload_problem
+from api.uploads import is_multipart, is_upload_path, upload_problem
 from engine.errors import MalformedRequest, UnsupportedMedia
 
 log = logging.getLogger("kartoteka.api")
@@ -214,9 +214,9 @@ class JsonBodies:
             has_body = headers.get("content-length", "0").strip() != "0" \
                 or "transfer-encoding" in headers
             content_type = headers.get("content-type")
-            problem = upload_problem(scope["path"], content_type, headers.get("origin"),
-                                     headers.get("host"), self.origins) \
-                if is_multipart(content_type) else json_media_problem(content_type, has_body)
+            upload = is_multipart(content_type) and is_upload_path(scope["path"])
+            problem = upload_problem(headers.get("origin"), headers.get("host"), self.origins) \
+                if upload else json_media_problem(content_type, has_body)
             if problem:
                 error = UnsupportedMedia(problem)
                 await json_response(error.as_json(), 415)(scope, receive, send)

@@ -17,12 +17,11 @@ def is_multipart(content_type: str | None) -> bool:
     return (content_type or "").split(";")[0].strip().lower() == MULTIPART
 
 
-def upload_problem(path: str, content_type: str | None, origin: str | None, host: str | None,
+def upload_problem(origin: str | None, host: str | None,
                    allowed_origins: tuple[str, ...]) -> str | None:
-    """None when a multipart body may be taken: on the import route, from no page or from
-    this server's own origin or an allowed one; else why not."""
-    if not is_upload_path(path):
-        return "a multipart body is taken only by POST /api/{entity}/import; send JSON here"
+    """None when a multipart upload to the import route may be taken: from no web page
+    (no `Origin`: curl, scripts), or from this server's own origin or an allowed one; else
+    why not. Elsewhere a multipart body is refused as any body that is not JSON."""
     if origin is None:
         return None
     own = origin.lower().rstrip("/").split("://", 1)[-1] == (host or "").lower()
