@@ -152,7 +152,7 @@ class Bulk:
              actor: int | None) -> RowResult:
         records = self.records
         try:
-            with records.db.write() as conn:  # the row's savepoint
+            with records.db.savepoint() as conn:  # the row's, which the create or update joins
                 if not isinstance(row, dict):
                     raise ValidationFailed("a row must be an object of fields",
                                            [ErrorDetail("", "is not an object")])

@@ -143,6 +143,13 @@ class Database:
         committed with the outer write."""
         held: sa.Connection | None = getattr(self._held, "connection", None)
         if held is not None and system is None:
+            if getattr(self._held, "covered", False):  # see `savepoint`
+                self._held.covered = False
+                try:
+                    yield held
+                finally:
+                    self._held.covered = True
+                return
             with held.begin_nested():
                 yield held
             return
@@ -155,6 +162,22 @@ class Database:
                 yield connection
             finally:
                 self._held.connection = None
+
+    @contextmanager
+    def savepoint(self) -> Iterator[sa.Connection]:
+        """A SAVEPOINT of this thread's open write that also covers the one write opened
+        directly inside it: that write joins it instead of opening a second savepoint (a
+        bulk row's savepoint and the create inside it — half the statements of a row).
+        Writes nested deeper have their own savepoints, as always."""
+        held: sa.Connection | None = getattr(self._held, "connection", None)
+        if held is None:
+            raise RuntimeError("Database.savepoint is only for use inside a write")
+        with held.begin_nested():
+            self._held.covered = True
+            try:
+                yield held
+            finally:
+                self._held.covered = False
 
     @contextmanager
     def _open_write(self, system: str | None) -> Iterator[sa.Connection]:
