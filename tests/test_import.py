@@ -449,3 +449,18 @@ def test_cli_dry_run_then_import_with_an_error_report(
     mapping.write_text("columns:\n  Название: 5\n", encoding="utf-8")
     located = cli("client", source, "--mapping", mapping)
     assert located.exit_code == 1 and "mapping.yaml:2 columns.Название" in located.stderr
+
+
+def test_a_row_failing_after_it_wrote_leaves_nothing_of_itself(kt: Kartoteka) -> None:
+    """A unique value taken fails in the database, after the row's INSERT was tried: its
+    batch is redone row by row, and the rows around it are written once, with one history
+    entry each."""
+    run(kt, (HEADER_RU + "\nПервый;1655000001;;;;;;\n").encode())
+    text = HEADER_RU + "\n" + "".join(
+        f"Клиент {i};{1655000001 if i == 3 else 1655000010 + i};;;;;;\n" for i in range(6))
+    result = run(kt, text.encode(), mode="good")
+    assert (result.progress.created, result.progress.failed) == (5, 1)
+    assert [(e.row, e.code) for e in result.errors] == [(5, "unique_violation")]
+    with kt.db.read(system="test: history") as conn:
+        changes = conn.execute(sa.text("SELECT count(*) FROM kt_change")).scalar_one()
+    assert len(records(kt)) == 6 and changes == 6
