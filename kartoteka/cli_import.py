@@ -115,14 +115,21 @@ def import_command(ctx: click.Context, entity: str, file: Path, setup: Path, db_
                 if errors_file is not None:
                     report = errors_file.open("w", encoding="utf-8-sig", newline="")
                     on_error = report_writer(report)
+                last = ImportProgress()
                 with _bar(console, table.total) as (progress, task):
                     def on_progress(p: ImportProgress) -> None:
+                        nonlocal last
+                        last = p
                         progress.update(task, completed=p.rows_done,
                                         rate=f"{p.rate:,.0f} rows/s")
 
-                    result = kt.imports.run(entity, table, options,
-                                            actor=None if user is None else user.id,
-                                            on_progress=on_progress, on_error=on_error)
+                    try:
+                        result = kt.imports.run(entity, table, options,
+                                                actor=None if user is None else user.id,
+                                                on_progress=on_progress, on_error=on_error)
+                    except KeyboardInterrupt:
+                        click.echo(_interrupted(options, last), err=True)
+                        return 130
         finally:
             if report is not None:
                 report.close()
@@ -152,6 +159,16 @@ def _user(kt: Any, email: str | None) -> Any:
         raise MalformedRequest(f"no active user {email!r}: see kartoteka user list",
                                code="invalid_import")
     return found[0]
+
+
+def _interrupted(options: ImportOptions, last: ImportProgress) -> str:
+    if options.dry_run or options.mode == "all":
+        return "Interrupted: nothing was imported (the import is one transaction)."
+    return (f"Interrupted: {last.rows_committed} rows are imported ({last.created} created, "
+            f"{last.updated} updated, {last.failed} failed), up to row "
+            f"{last.resume_at_row - 1} of the file; to resume, import its rows from row "
+            f"{last.resume_at_row} on (the header is row 1), or the whole file again with "
+            "--upsert-by.")
 
 
 def _summary(dry_run: bool, mode: str, written: bool, p: ImportProgress,

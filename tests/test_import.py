@@ -464,3 +464,54 @@ def test_a_row_failing_after_it_wrote_leaves_nothing_of_itself(kt: Kartoteka) ->
     with kt.db.read(system="test: history") as conn:
         changes = conn.execute(sa.text("SELECT count(*) FROM kt_change")).scalar_one()
     assert len(records(kt)) == 6 and changes == 6
+
+
+def test_an_import_stopped_midway_leaves_nothing_or_its_committed_batches(
+        write_setup: Callable[..., Path], tmp_path: Path) -> None:
+    """A real `kartoteka import` process, interrupted (Ctrl-C) once it has written some
+    batches: mode all leaves nothing, mode good exactly the committed batches, and says
+    from which row of the file to resume."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    setup = write_setup(SETUP)
+    source = tmp_path / "many.csv"
+    source.write_text("Название;ИНН\n" + "".join(f"Клиент {i};{1600000000 + i}\n"
+                                                  for i in range(40_000)), encoding="utf-8")
+    root = Path(__file__).resolve().parent.parent
+    for mode in ("all", "good"):
+        url = f"sqlite:///{tmp_path / mode}.db"
+        engine = Kartoteka.open(setup, url)
+        engine.migrate()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kartoteka", "import", "client", str(source), "--setup",
+             str(setup), "--db", url, "--mode", mode],
+            cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                time.sleep(0.2)
+                with engine.db.read(system="test: progress") as conn:
+                    started = conn.execute(sa.text("SELECT count(*) FROM client")).scalar_one()
+                wal = tmp_path / f"{mode}.db-wal"  # mode all: its one transaction is writing
+                if (mode == "good" and started >= 2000) or (
+                        mode == "all" and wal.exists() and wal.stat().st_size > 2_000_000):
+                    break
+            process.send_signal(signal.SIGINT)
+            _, stderr = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert process.returncode == 130, stderr
+        with engine.db.read(system="test: after") as conn:
+            written = conn.execute(sa.text("SELECT count(*) FROM client")).scalar_one()
+        engine.close()
+        if mode == "all":
+            assert written == 0 and "nothing was imported" in stderr
+        else:
+            assert written >= 2000 and written % 1000 == 0, written
+            assert f"{written} rows are imported" in stderr
+            assert f"from row {written + 2} on" in stderr

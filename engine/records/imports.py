@@ -81,6 +81,8 @@ class ImportProgress:
     failed: int = 0
     #: rows whose batch is committed (mode good): where an interrupted import resumes
     rows_committed: int = 0
+    #: the file's row (header: 1) after the last committed batch: where to resume
+    resume_at_row: int = 2
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -181,6 +183,7 @@ class Imports:
                         run.batch(conn, batch)
                     if not whole:
                         progress.rows_committed = progress.rows_done
+                        progress.resume_at_row = batch[-1][0] + 1
                     if on_progress is not None:
                         on_progress(progress)
                 if whole and (options.dry_run or progress.failed):
