@@ -515,3 +515,24 @@ def test_an_import_stopped_midway_leaves_nothing_or_its_committed_batches(
             assert written >= 2000 and written % 1000 == 0, written
             assert f"{written} rows are imported" in stderr
             assert f"from row {written + 2} on" in stderr
+
+
+def test_rows_wider_than_the_header_and_values_at_type_edges(kt: Kartoteka) -> None:
+    text = ("Название;Сотрудников;Лимит;Клиент с\n"
+            "Широкая;1;2;;лишнее\n"  # a value beyond the header's columns
+            "Край;9223372036854775807;99999999999999,99;01.01.0001\n"
+            "За краем;9223372036854775808;;\n"
+            "Деньги;;1e5;\n"
+            "Отрицательные;-1;;\n"
+            "Пробелы;  ;  ;  \n")  # blank cells: nulls
+    result = run(kt, text.encode(), mode="good")
+    problems = {(e.row, e.column): e.problem for e in result.errors}
+    assert "beyond the 4 columns" in problems[(2, "(column 5)")]
+    assert (4, "Сотрудников") in problems and (5, "Лимит") in problems
+    assert "at least 0" in problems[(6, "Сотрудников")]
+    assert result.progress.created == 2
+    edge, blank = records(kt)
+    assert (edge["staff"], edge["limit"], edge["since"]) == (2**63 - 1, "99999999999999.99",
+                                                             "0001-01-01")
+    assert (blank["name"], blank["staff"], blank["limit"], blank["since"]) == \
+        ("Пробелы", None, None, None)

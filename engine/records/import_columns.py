@@ -74,6 +74,8 @@ class ColumnPlan:
     warnings: list[ErrorDetail]
     #: body key → the header of the column that fills it (for errors)
     header_of: dict[str, str]
+    #: how many columns the header row names: a row with a value beyond them is refused
+    width: int = 0
 
 
 def title_of(entity: EntitySpec) -> Title | None:
@@ -169,7 +171,7 @@ def plan_columns(setup: SetupSpec, entity: EntitySpec, headers: Sequence[str],
         header_of.setdefault(column.name, column.header)
         if column.field is not None and column.link is not None:
             header_of.setdefault(f"{column.name}.{column.field.name}", column.header)
-    return ColumnPlan(columns, warnings, header_of)
+    return ColumnPlan(columns, warnings, header_of, len(headers))
 
 
 class _Planner:

@@ -267,6 +267,11 @@ class _Run:
              cells: list[Any]) -> tuple[dict[str, Any], list[RowError]]:
         body: dict[str, Any] = {}
         errors: list[RowError] = []
+        extra = [cell for cell in cells[self.plan.width:] if not blank(cell)]
+        if extra:
+            errors.append(RowError(number, f"(column {self.plan.width + 1})", _shown(extra[0]),
+                                   f"is beyond the {self.plan.width} columns the header row "
+                                   "names: a value with no column (a stray delimiter?)"))
         for column in self.plan.columns:
             cell = cells[column.index] if column.index < len(cells) else None
             try:
