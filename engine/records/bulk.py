@@ -120,7 +120,8 @@ class Bulk:
         db = self.records.db
         results: list[RowResult] = []
         try:
-            with db.write() as conn, db.joining() as state:
+            with db.write() as conn, db.joining() as state, \
+                    self.records.journal.deferred(conn):  # the batch's history: one statement
                 for index, row in enumerate(rows):
                     results.append(self._row(spec, index, row, upsert_by, actor, conn))
                     if state.broken:
