@@ -32,10 +32,10 @@ from api.responses import json_response, no_query
 from api.uploads import MULTIPART, is_multipart
 from engine.core import Kartoteka
 from engine.errors import ErrorDetail, MalformedRequest, NotFound, PayloadTooLarge
-from engine.records.import_columns import read_mapping
-from engine.records.import_files import open_table
-from engine.records.import_jobs import spool
-from engine.records.imports import MODES, ImportOptions
+from engine.exchange.columns import read_mapping
+from engine.exchange.files import open_table
+from engine.exchange.imports import MODES, ImportOptions
+from engine.exchange.jobs import spool
 from engine.setup.spec import EntitySpec
 
 FORM_FIELDS = ("file", "mode", "dry_run", "upsert_by", "mapping", "skip_unknown", "delimiter",

@@ -27,8 +27,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from engine import DatabaseSettings, Kartoteka, Settings
-from engine.records.import_files import open_table
-from engine.records.imports import ImportOptions
+from engine.exchange.files import open_table
+from engine.exchange.imports import ImportOptions
 from engine.setup.loader import load_setup
 
 SETUP = {

@@ -19,13 +19,13 @@ from engine.access.acting import Acting
 from engine.access.scopes import guard
 from engine.access.users import Users
 from engine.errors import SettingsError
+from engine.exchange.imports import Imports
+from engine.exchange.jobs import ImportJobs
 from engine.process.reports import Reports
 from engine.process.stages import StageMoves
 from engine.process.timeline import Timeline
 from engine.records.bulk import Bulk
 from engine.records.describe import describe_setup
-from engine.records.import_jobs import ImportJobs
-from engine.records.imports import Imports
 from engine.records.schemas import build_schemas
 from engine.records.service import Records
 from engine.setup.loader import load_setup

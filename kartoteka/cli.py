@@ -347,7 +347,7 @@ def serve(ctx: click.Context, setup: Path, db_url: str, host: str, port: int,
         except KartotekaError:
             kt.close()
             raise
-        kt.import_jobs.interrupt_orphans()  # jobs a stopped server left: engine/records/import_jobs.py
+        kt.import_jobs.interrupt_orphans()  # jobs a stopped server left: engine/exchange/jobs.py
         return create_app(kt, ApiSettings(allowed_hosts=names, cors_origins=cors_origins)), has_users
 
     names = _served_names(host, allowed_hosts)

@@ -1,6 +1,6 @@
 """`kartoteka import ENTITY FILE`: a CSV or XLSX file into an entity, with a progress bar.
 
-A thin shell over `Kartoteka.imports` (engine/records/imports.py): the file is read as a
+A thin shell over `Kartoteka.imports` (engine/exchange/imports.py): the file is read as a
 stream and written in batches through the same path as the bulk API. The progress bar
 (rich) shows rows, rows per second and the time left; every bad row is written to
 `--errors FILE.csv` as it is found (row, column, value, problem, code), or its first ones
@@ -28,8 +28,8 @@ from rich.progress import (
 )
 
 from engine.errors import MalformedRequest
-from engine.records.import_jobs import report_writer
-from engine.records.imports import MODES, ImportOptions, ImportProgress, RowError
+from engine.exchange.imports import MODES, ImportOptions, ImportProgress, RowError
+from engine.exchange.jobs import report_writer
 from engine.storage.database import DEFAULT_URL
 
 #: the row errors printed when they go to no --errors file
@@ -45,7 +45,7 @@ def _mapping(path: Path | None) -> tuple[dict[str, str | None] | None, bool]:
     if path is None:
         return None, False
     from engine.errors import SetupError
-    from engine.records.import_columns import read_mapping
+    from engine.exchange.columns import read_mapping
     from engine.setup.source import read_yaml
 
     source, problems = read_yaml(path, path.name)
@@ -90,7 +90,7 @@ def import_command(ctx: click.Context, entity: str, file: Path, setup: Path, db_
                    skip_unknown: bool, errors_file: Path | None, delimiter: str | None,
                    encoding: str | None, sheet: str | None, as_user: str | None) -> None:
     """Import a CSV or XLSX FILE into ENTITY (columns by field name or label)."""
-    from engine.records.import_files import open_table
+    from engine.exchange.files import open_table
     from kartoteka.cli import _guarded, _open
 
     console = Console(stderr=True)

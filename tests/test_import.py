@@ -22,9 +22,9 @@ from starlette.testclient import TestClient
 from api import create_app
 from engine import Kartoteka
 from engine.errors import MalformedRequest
-from engine.records.import_files import open_table
-from engine.records.import_values import Locale, default_readers
-from engine.records.imports import ImportOptions, ImportResult
+from engine.exchange.cells import Locale, default_readers
+from engine.exchange.files import open_table
+from engine.exchange.imports import ImportOptions, ImportResult
 from engine.types.fields import ValueProblem
 from kartoteka.cli import main
 

@@ -1,5 +1,5 @@
 """The table of import jobs (`kt_import_job`): storage only; the jobs service that runs and
-reads them is `engine.records.import_jobs`. A job's row outlives the process that ran it:
+reads them is `engine.exchange.jobs`. A job's row outlives the process that ran it:
 its status, counts, result and error report (CSV) stay readable after a restart."""
 
 from __future__ import annotations

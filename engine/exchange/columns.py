@@ -23,8 +23,8 @@ from typing import Any
 
 from engine.access.scopes import Rights
 from engine.errors import ErrorDetail, MalformedRequest
+from engine.exchange.cells import CellReaders, Reader, normal
 from engine.records.bulk import unique_keys
-from engine.records.import_values import CellReaders, Reader, normal
 from engine.setup.names import did_you_mean
 from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec, SetupSpec
 from engine.types.fields import StringType
@@ -57,7 +57,7 @@ class Column:
     link: LinkSpec | None = None
     by: str = "value"  # value | id | title | key (a unique field of the link's target)
     title: Title | None = None
-    #: the cell reader of `field` (engine/records/import_values.py)
+    #: the cell reader of `field` (engine/exchange/cells.py)
     read: Reader | None = None
 
     @property

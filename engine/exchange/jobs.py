@@ -33,8 +33,8 @@ import sqlalchemy as sa
 
 from engine.access.acting import Acting, User
 from engine.errors import NotFound, RequestError
-from engine.records.import_files import Table
-from engine.records.imports import ImportOptions, ImportProgress, ImportResult, Imports, RowError
+from engine.exchange.files import Table
+from engine.exchange.imports import ImportOptions, ImportProgress, ImportResult, Imports, RowError
 
 log = logging.getLogger("kartoteka.import")
 

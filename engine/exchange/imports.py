@@ -2,10 +2,10 @@
 
     result = kt.imports.run("client", table, ImportOptions(mode="all"), actor=user_id)
 
-The file (engine/records/import_files.py) is read as a stream; its columns are mapped to
-fields before any row is read (engine/records/import_columns.py), and every problem with
+The file (engine/exchange/files.py) is read as a stream; its columns are mapped to
+fields before any row is read (engine/exchange/columns.py), and every problem with
 them stops the import there. Each row's cells are read as people write them
-(engine/records/import_values.py) into the JSON body a bulk row takes, and the rows go to
+(engine/exchange/cells.py) into the JSON body a bulk row takes, and the rows go to
 `Bulk` (engine/records/bulk.py) in batches of `BATCH_ROWS` — so an imported row meets
 exactly what a single write meets: validation, rules, access scopes and roles, history,
 formulas and roll-ups; only the reading of cells is the import's own.
@@ -34,10 +34,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine.errors import ErrorDetail, MalformedRequest, RequestError, RuleFailed
+from engine.exchange.cells import CellReaders, Locale, blank, default_readers, split_many
+from engine.exchange.columns import Column, ColumnPlan, Title, plan_columns
+from engine.exchange.files import Table
 from engine.records.bulk import Bulk, BulkResult
-from engine.records.import_columns import Column, ColumnPlan, Title, plan_columns
-from engine.records.import_files import Table
-from engine.records.import_values import CellReaders, Locale, blank, default_readers, split_many
 from engine.records.service import Records
 from engine.types.fields import ValueProblem
 
