@@ -536,3 +536,42 @@ def test_rows_wider_than_the_header_and_values_at_type_edges(kt: Kartoteka) -> N
                                                              "0001-01-01")
     assert (blank["name"], blank["staff"], blank["limit"], blank["since"]) == \
         ("Пробелы", None, None, None)
+
+
+def _contents(kt: Kartoteka) -> tuple[list[Any], list[Any]]:
+    """Every client and every history entry, without the moments they were written, and
+    ids as ranks (both ways share one database file, whose ids are never reused)."""
+    with kt.db.read(system="test: contents") as conn:
+        rows = [dict(row._mapping) for row in conn.execute(sa.text("SELECT * FROM client ORDER BY id"))]
+        rank = {row["id"]: n for n, row in enumerate(rows)}
+        clients = [tuple(v for k, v in row.items() if k not in ("id", "created_at", "updated_at"))
+                   for row in rows]
+        history = [(entity, rank[record_id], by, action, changes) for entity, record_id, by,
+                   action, changes in conn.execute(sa.text(
+                       'SELECT entity, record_id, "by", action, changes FROM kt_change ORDER BY id'))]
+    return clients, history
+
+
+@pytest.mark.parametrize("mode", ["all", "good"])
+def test_many_creates_in_one_insert_write_what_single_creates_write(
+        make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path], mode: str) -> None:
+    """A batch of new clients goes in one INSERT (engine/records/plain_creates.py): the
+    records and their history are exactly those of row-by-row creates, bad rows included
+    (a value refused, a unique value taken: then the batch is redone row by row)."""
+    text = (HEADER_RU + "\n" + "".join(
+        f"Клиент {i} 北京;{1655000100 + i if i != 7 else 1655000103};+7 900 {i:03d};"
+        f"{1 + i % 28}.01.2026;{i} 000,5;{i};{'да' if i % 2 else 'нет'};Малый\n"
+        for i in range(12)) + "Плохой;1;;;;;;\n")
+    found = []
+    for plain in (True, False):
+        kt = make_kt(write_setup(SETUP, name=f"setup-{plain}-{mode}"))
+        if not plain:
+            kt.bulk.plain.takes = lambda entity: False  # type: ignore[method-assign]
+        result = run(kt, text.encode(), mode=mode, batch_rows=5)
+        found.append((result.progress.created, result.progress.failed,
+                      [(e.row, e.column, e.code) for e in result.errors], _contents(kt)))
+        for table in ("client", "kt_change"):
+            with kt.db.write(system="test: a clean slate for the other way") as conn:
+                conn.execute(sa.text(f"DELETE FROM {table}"))
+    assert found[0] == found[1]
+    assert (found[0][0], found[0][1]) == (11, 2)

@@ -20,6 +20,7 @@ record they may not see is "not found", like `link_not_found` of a single write)
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine.errors import ErrorDetail, MalformedRequest, RequestError, ValidationFailed
+from engine.records.plain_creates import NotTaken, PlainCreates
 from engine.records.schemas import schema_problems
 from engine.records.service import Record, Records
 from engine.setup.names import link_column
@@ -92,6 +94,8 @@ class Bulk:
 
     def __init__(self, records: Records):
         self.records = records
+        #: creates of a plain entity, many in one INSERT
+        self.plain = PlainCreates(records)
 
     def run(self, entity: str, body: Any, *, actor: int | None = None) -> BulkResult:
         spec = self.records.storage[entity].spec
@@ -122,13 +126,43 @@ class Bulk:
         try:
             with db.write() as conn, db.joining() as state, \
                     self.records.journal.deferred(conn):  # the batch's history: one statement
+                plain = self._plain(conn, spec, rows, upsert_by, actor)
+                if plain is not None:
+                    return plain
                 for index, row in enumerate(rows):
                     results.append(self._row(spec, index, row, upsert_by, actor, conn))
                     if state.broken:
                         raise _Undo
-        except _Undo:
+        except (_Undo, NotTaken):
             return None
         return results
+
+    def _plain(self, conn: sa.Connection, spec: EntitySpec, rows: list[Any],
+               upsert_by: tuple[str, ...] | None, actor: int | None) -> list[RowResult] | None:
+        """All creates of a plain entity in one INSERT (engine/records/plain_creates.py);
+        None when the batch is not for that path. NotTaken when the database refused it."""
+        if upsert_by is not None or not self.plain.takes(spec.name) or not all(
+                isinstance(row, dict) and "id" not in row and "version" not in row for row in rows):
+            return None
+        now = dt.datetime.now(dt.UTC)
+        results: list[RowResult | None] = [None] * len(rows)
+        prepared: list[dict[str, Any]] = []
+        indexes: list[int] = []
+        for index, row in enumerate(rows):
+            row = dict(row)
+            try:
+                self._resolve_links(conn, spec, row)
+                prepared.append(self.plain.values(spec.name, row, actor, now))
+                indexes.append(index)
+            except NotTaken:
+                return None
+            except RequestError as error:
+                results[index] = RowResult(index, error=error)
+        if prepared:
+            made = self.plain.write(conn, spec.name, prepared, actor=actor)
+            for index, record in zip(indexes, made, strict=True):
+                results[index] = RowResult(index, created=True, record=record)
+        return [result for result in results if result is not None]
 
     # -- the request --------------------------------------------------------------------------
     def _request(self, spec: EntitySpec,
