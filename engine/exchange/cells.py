@@ -27,7 +27,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -65,10 +65,12 @@ _TIME = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,6}))?)?$")
 
 @dataclass(frozen=True)
 class Locale:
-    """How the setup's people write numbers and moments."""
+    """How the setup's people write numbers and moments (and, per import, each choice
+    field's options by value and label, built once)."""
 
     thousands_comma: bool
     timezone: dt.tzinfo
+    options: dict[int, Mapping[str, str]] = field(default_factory=dict, compare=False)
 
     @classmethod
     def of(cls, setup: SetupSpec) -> Locale:
@@ -255,8 +257,10 @@ def option_finder(field: FieldSpec) -> Mapping[str, str]:
     return found
 
 
-def _option(field: FieldSpec, text: str) -> str:
-    options = option_finder(field)
+def _option(field: FieldSpec, text: str, locale: Locale) -> str:
+    options = locale.options.get(id(field))
+    if options is None:
+        options = locale.options[id(field)] = option_finder(field)
     found = options.get(normal(text))
     if found is None:
         raise ValueProblem("must be one of: " + ", ".join(field.options or ())
@@ -265,11 +269,12 @@ def _option(field: FieldSpec, text: str) -> str:
 
 
 def read_choice(field: FieldSpec, cell: Any, locale: Locale) -> Any:
-    return _option(field, _text(cell))
+    return _option(field, _text(cell), locale)
 
 
 def read_multichoice(field: FieldSpec, cell: Any, locale: Locale) -> Any:
-    return [_option(field, part) for part in re.split(r"[;,]", _text(cell)) if part.strip()]
+    return [_option(field, part, locale) for part in re.split(r"[;,]", _text(cell))
+            if part.strip()]
 
 
 def read_json(field: FieldSpec, cell: Any, locale: Locale) -> Any:
