@@ -42,6 +42,7 @@ from api.docs import install_docs
 from api.errors import install_error_handlers, refuse_method
 from api.export import add_export_route
 from api.guard import install_guard
+from api.imports import add_import_routes
 from api.language import pick_language
 from api.responses import json_response, no_query, read_json
 from api.users import add_user_routes
@@ -279,6 +280,7 @@ class _Routes:
         self._add_bulk(app, entity)  # before /{id}: GET /bulk is 405, not "no record 'bulk'"
         add_export_route(app, self.kt, entity, _list_params(entity, self.kt.storage),  # before /{id}
                          _REFUSED)
+        add_import_routes(app, self.kt, entity, self.cap, _REFUSED)  # api/imports.py
         app.add_api_route(base, list_records, methods=["GET"], tags=tags, response_class=Response,
                           summary=f"List {label} records", operation_id=f"list_{name}",
                           openapi_extra={"parameters": _list_params(entity, self.kt.storage)},

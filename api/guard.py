@@ -15,7 +15,9 @@ to 127.0.0.1 and call the API as its own origin. Pure-ASGI middleware, outermost
     JsonBodies       a POST, PUT or PATCH body must be sent as `application/json` (or
                      `application/…+json`) → else 415 `unsupported_media_type`, on every
                      route, before any route or authentication runs; a bodiless call
-                     (`POST /api/users/{id}/tokens`) needs no `Content-Type`
+                     (`POST /api/users/{id}/tokens`) needs no `Content-Type`. The one
+                     exception: a multipart upload to `POST /api/{e}/import` with no
+                     `Origin`, or this server's own or a CORS origin (api/uploads.py)
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.responses import json_media_problem, json_response
+from api.uploads import is_multipart, is_upload_path, upload_problem
 from engine.errors import MalformedRequest, UnsupportedMedia
 
 log = logging.getLogger("kartoteka.api")
@@ -55,7 +58,7 @@ def install_guard(app: Starlette, allowed_hosts: Iterable[str] = (),
     """Wrap a Starlette/FastAPI app in the guard (call after its other middleware)."""
     hosts = tuple(normalize_host(h) for h in allowed_hosts)
     origins = tuple(normalize_origin(o) for o in cors_origins)
-    app.add_middleware(JsonBodies)  # each one added wraps those before it
+    app.add_middleware(JsonBodies, origins=origins)  # each one added wraps those before it
     if origins:
         app.add_middleware(Cors, allow_origins=origins, allow_methods=CORS_METHODS,
                            allow_headers=CORS_HEADERS, expose_headers=CORS_EXPOSED)
@@ -201,15 +204,19 @@ class Cors(CORSMiddleware):
 
 
 class JsonBodies:
-    def __init__(self, app: ASGIApp):
+    def __init__(self, app: ASGIApp, origins: tuple[str, ...] = ()):
         self.app = app
+        self.origins = origins  # the CORS origins, which may also upload files (api/imports.py)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in BODY_METHODS:
             headers = Headers(scope=scope)
             has_body = headers.get("content-length", "0").strip() != "0" \
                 or "transfer-encoding" in headers
-            problem = json_media_problem(headers.get("content-type"), has_body)
+            content_type = headers.get("content-type")
+            upload = is_multipart(content_type) and is_upload_path(scope["path"])
+            problem = upload_problem(headers.get("origin"), headers.get("host"), self.origins) \
+                if upload else json_media_problem(content_type, has_body)
             if problem:
                 error = UnsupportedMedia(problem)
                 await json_response(error.as_json(), 415)(scope, receive, send)

@@ -22,6 +22,8 @@ from engine.access.users import Users
 from engine.automations.notifications import Notifications
 from engine.automations.worker import Action, Automations
 from engine.errors import SettingsError
+from engine.exchange.imports import Imports
+from engine.exchange.jobs import ImportJobs
 from engine.process.reports import Reports
 from engine.process.stages import StageMoves
 from engine.process.timeline import Timeline
@@ -83,6 +85,8 @@ class Kartoteka:
         self.timeline = Timeline(self.records)
         self.reports = Reports(self.records)
         self.bulk = Bulk(self.records)
+        self.imports = Imports(self.records, self.bulk)
+        self.import_jobs = ImportJobs(self.imports, self.acting)
         self.users = Users(self.storage.users, self.storage.tokens, self.db,
                            frozenset(setup.roles) | {ADMIN}, acting=self.acting,
                            manages_users=self.records.access.manages_users)

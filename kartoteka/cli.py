@@ -1,4 +1,4 @@
-"""`kartoteka check | migrate | serve` — a thin shell over the engine.
+"""`kartoteka check | migrate | serve | user | import` — a thin shell over the engine.
 
 Errors from the engine (`KartotekaError`) become a clean message and exit code 1; a
 traceback is printed only with `--traceback`. Click handles usage errors (exit 2).
@@ -376,6 +376,7 @@ def serve(ctx: click.Context, setup: Path, db_url: str, host: str, port: int,
         except KartotekaError:
             kt.close()
             raise
+        kt.import_jobs.interrupt_orphans()  # jobs a stopped server left: engine/exchange/jobs.py
         return create_app(kt, ApiSettings(allowed_hosts=names, cors_origins=cors_origins,
                                           worker=not no_worker)), has_users
 
@@ -555,6 +556,9 @@ def user_disable(ctx: click.Context, email: str, db_url: str) -> None:
 
 
 import kartoteka.cli_export  # noqa: E402, F401  (registers `kartoteka export` on `main`)
+from kartoteka.cli_import import import_command  # noqa: E402 (it builds on the helpers above)
+
+main.add_command(import_command)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

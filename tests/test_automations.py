@@ -724,3 +724,16 @@ def test_the_default_setups_contract_approval_and_overdue_tasks(make_kt: Callabl
             subjects = [n["subject"] for n in made(http.get(
                 "/api/me/notifications", headers=as_(name)), 200)["items"]]
             assert subjects == ["Overdue: Позвонить"], (name, subjects)
+
+
+def test_bulk_writes_trigger_automations_like_single_ones(kt: Kartoteka) -> None:
+    """A bulk call (and so an import, which writes through it) writes its events in its own
+    transaction: all-or-none that fails leaves none, one that succeeds one per row."""
+    failed = kt.bulk.run("client", {"rows": [{"name": "Первый"}, {"name": ""}]})
+    assert not failed.written and events(kt) == []
+    done = kt.bulk.run("client", {"rows": [{"name": "Первый"}, {"name": "第二"}]})
+    assert done.written
+    assert [e["kind"] for e in events(kt)] == ["create", "create"]
+    kt.automations.run_pending()
+    assert sorted(t["subject"] for t in kt.records.list_page("task", []).items) == \
+        ["Call Первый", "Call 第二"]

@@ -52,8 +52,14 @@ def two_managers(kt: Kartoteka) -> Iterator[dict[str, Any]]:
             records[who] = {"client": client, "sale": sale, "task": task, "document": document}
         product = create("product", {"sku": "P-1", "name": "Чай", "purchase_price": "1.00"},
                          {"Authorization": f"Bearer {token_d}"})
+        # an import job of A's, whose result names A's rows (a job is its starter's only)
+        job = http.post("/api/client/import", headers=a_headers,
+                        files={"file": ("a.csv", f"name;notes\n{SECRET};{SECRET}\n".encode())})
+        assert job.status_code == 202, job.text
+        kt.import_jobs.wait(job.json()["id"])
         yield {"http": http, "app": http.app, "a": records["a"], "b": records["b"],
-               "b_headers": b_headers, "b_id": b.id, "product": product}
+               "b_headers": b_headers, "b_id": b.id, "product": product,
+               "a_job": job.json()["id"]}
 
 
 def _routes(app: Any) -> list[tuple[str, str]]:
@@ -82,6 +88,13 @@ def test_a_records_are_invisible_to_b_through_every_route(kt: Kartoteka,
             answer = http.request(method, path.replace("{id}", "1").replace("{token_id}", "1"),
                                   headers=headers, json={} if method in ("POST", "PATCH") else None)
             assert answer.status_code == 403, (method, path, answer.text)
+            continue
+        if "{job}" in path:  # A's import job and its report: not B's to see
+            answer = http.request(method, path.replace("{job}", str(two_managers["a_job"])),
+                                  headers=headers)
+            assert answer.status_code == 404, (method, path, answer.text)
+            assert SECRET not in answer.text
+            checked += 1
             continue
         if "{id}" not in path:
             # collections: lists, board, funnel, schema, me — nothing of A's in the answer

@@ -20,13 +20,16 @@ record they may not see is "not found", like `link_not_found` of a single write)
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 from engine.errors import ErrorDetail, MalformedRequest, RequestError, StaleVersion, ValidationFailed
+from engine.records.plain_creates import NotTaken, PlainCreates
 from engine.records.schemas import schema_problems
 from engine.records.service import Record, Records
 from engine.setup.names import link_column
@@ -91,21 +94,75 @@ class Bulk:
 
     def __init__(self, records: Records):
         self.records = records
+        #: creates of a plain entity, many in one INSERT
+        self.plain = PlainCreates(records)
 
     def run(self, entity: str, body: Any, *, actor: int | None = None) -> BulkResult:
         spec = self.records.storage[entity].spec
         mode, upsert_by, rows = self._request(spec, body)
-        results: list[RowResult] = []
+        results: list[RowResult] | None = None
         db = self.records.db
         try:
             with db.write():
-                for index, row in enumerate(rows):
-                    results.append(self._row(spec, index, row, upsert_by, actor))
+                results = self._unguarded(spec, rows, upsert_by, actor)
+                if results is None:
+                    results = [self._row(spec, index, row, upsert_by, actor)
+                               for index, row in enumerate(rows)]
                 if mode == "all_or_none" and any(not result.ok for result in results):
                     raise _Undo
         except _Undo:
             pass
+        assert results is not None
         return BulkResult(mode, results)
+
+    def _unguarded(self, spec: EntitySpec, rows: list[Any], upsert_by: tuple[str, ...] | None,
+                   actor: int | None) -> list[RowResult] | None:
+        """The rows without a savepoint each (two statements fewer per row), in one savepoint
+        for them all; None, and nothing of them left, as soon as a row fails after it wrote
+        something (then each row is redone in its own savepoint). A row refused before it
+        wrote anything (its values, its links, its rights) is just its error."""
+        db = self.records.db
+        results: list[RowResult] = []
+        try:
+            with db.write() as conn, db.joining() as state, \
+                    self.records.journal.deferred(conn):  # the batch's history: one statement
+                plain = self._plain(conn, spec, rows, upsert_by, actor)
+                if plain is not None:
+                    return plain
+                for index, row in enumerate(rows):
+                    results.append(self._row(spec, index, row, upsert_by, actor, conn))
+                    if state.broken:
+                        raise _Undo
+        except (_Undo, NotTaken):
+            return None
+        return results
+
+    def _plain(self, conn: sa.Connection, spec: EntitySpec, rows: list[Any],
+               upsert_by: tuple[str, ...] | None, actor: int | None) -> list[RowResult] | None:
+        """All creates of a plain entity in one INSERT (engine/records/plain_creates.py);
+        None when the batch is not for that path. NotTaken when the database refused it."""
+        if upsert_by is not None or not self.plain.takes(spec.name) or not all(
+                isinstance(row, dict) and "id" not in row and "version" not in row for row in rows):
+            return None
+        now = dt.datetime.now(dt.UTC)
+        results: list[RowResult | None] = [None] * len(rows)
+        prepared: list[dict[str, Any]] = []
+        indexes: list[int] = []
+        for index, row in enumerate(rows):
+            row = dict(row)
+            try:
+                self._resolve_links(conn, spec, row)
+                prepared.append(self.plain.values(spec.name, row, actor, now))
+                indexes.append(index)
+            except NotTaken:
+                return None
+            except RequestError as error:
+                results[index] = RowResult(index, error=error)
+        if prepared:
+            made = self.plain.write(conn, spec.name, prepared, actor=actor)
+            for index, record in zip(indexes, made, strict=True):
+                results[index] = RowResult(index, created=True, record=record)
+        return [result for result in results if result is not None]
 
     # -- the request --------------------------------------------------------------------------
     def _request(self, spec: EntitySpec,
@@ -149,10 +206,11 @@ class Bulk:
 
     # -- one row ------------------------------------------------------------------------------
     def _row(self, spec: EntitySpec, index: int, row: Any, upsert_by: tuple[str, ...] | None,
-             actor: int | None) -> RowResult:
+             actor: int | None, joined: sa.Connection | None = None) -> RowResult:
         records = self.records
         try:
-            with records.db.write() as conn:  # the row's savepoint
+            # the row's savepoint, which the create or update joins (`joined`: none)
+            with nullcontext(joined) if joined is not None else records.db.savepoint() as conn:
                 if not isinstance(row, dict):
                     raise ValidationFailed("a row must be an object of fields",
                                            [ErrorDetail("", "is not an object")])

@@ -18,6 +18,7 @@ from typing import Any, cast
 import jsonschema
 
 from engine.errors import ErrorDetail, format_path
+from engine.records.quick_schema import QuickValidator
 from engine.setup.names import SERVER_MANAGED, did_you_mean, pascal
 from engine.setup.reads import derived_hidden, transitive_reads
 from engine.setup.rules import NO_RULES
@@ -36,8 +37,8 @@ class EntitySchemas:
     create: dict[str, Any]
     patch: dict[str, Any]
     read: dict[str, Any]
-    create_validator: jsonschema.Draft202012Validator
-    patch_validator: jsonschema.Draft202012Validator
+    create_validator: QuickValidator
+    patch_validator: QuickValidator
 
     @property
     def names(self) -> dict[str, str]:
@@ -55,8 +56,8 @@ def build_schemas(storage: Storage) -> dict[str, EntitySchemas]:
         read = _read_schema(table, storage.setup.languages[0], hidden.get(name, {}))
         result[name] = EntitySchemas(
             name, create, patch, read,
-            Validator(create),
-            Validator(patch),
+            QuickValidator(create),  # engine/records/quick_schema.py
+            QuickValidator(patch),
         )
     return result
 
@@ -280,7 +281,7 @@ ERROR_SCHEMA: dict[str, Any] = {
 }
 
 
-def schema_problems(validator: jsonschema.Draft202012Validator, body: Any,
+def schema_problems(validator: jsonschema.Draft202012Validator | QuickValidator, body: Any,
                     entity: EntitySpec) -> list[ErrorDetail]:
     """Every reason `body` fails the schema, one detail per field, in the user's terms."""
     details: list[ErrorDetail] = []
@@ -292,7 +293,7 @@ def schema_problems(validator: jsonschema.Draft202012Validator, body: Any,
     return details
 
 
-def _translate_all(validator: jsonschema.Draft202012Validator, body: Any,
+def _translate_all(validator: jsonschema.Draft202012Validator | QuickValidator, body: Any,
                    entity: EntitySpec) -> Iterator[ErrorDetail]:
     if not isinstance(body, dict):
         yield ErrorDetail("", "the body must be a JSON object")

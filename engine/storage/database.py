@@ -62,6 +62,12 @@ def normalise_url(url: str) -> str:
     return url
 
 
+class Joining:
+    """Whether a write joined without a savepoint ended in an exception (`Database.joining`)."""
+
+    broken = False
+
+
 class Database:
     """An SQLAlchemy engine plus the rules for read and write transactions."""
 
@@ -143,6 +149,21 @@ class Database:
         committed with the outer write."""
         held: sa.Connection | None = getattr(self._held, "connection", None)
         if held is not None and system is None:
+            joining: Joining | None = getattr(self._held, "joining", None)
+            if joining is not None:  # see `joining`
+                try:
+                    yield held
+                except BaseException:
+                    joining.broken = True
+                    raise
+                return
+            if getattr(self._held, "covered", False):  # see `savepoint`
+                self._held.covered = False
+                try:
+                    yield held
+                finally:
+                    self._held.covered = True
+                return
             with held.begin_nested():
                 yield held
             return
@@ -155,6 +176,45 @@ class Database:
                 yield connection
             finally:
                 self._held.connection = None
+
+    @contextmanager
+    def joining(self) -> Iterator[Joining]:
+        """Inside this thread's open write: every write opened inside joins it without a
+        savepoint of its own, and an exception leaving any of them marks the returned
+        state `broken` — its statements are not undone, so the caller must then undo the
+        whole block (a savepoint of its own around it) and redo the work with savepoints.
+        Bulk's happy path: a batch of good rows without a savepoint per row."""
+        if getattr(self._held, "connection", None) is None:
+            raise RuntimeError("Database.joining is only for use inside a write")
+        state = Joining()
+        self._held.joining = state
+        try:
+            yield state
+        finally:
+            self._held.joining = None
+
+    def held(self) -> sa.Connection:
+        """This thread's open write connection (inside a write only)."""
+        connection: sa.Connection | None = getattr(self._held, "connection", None)
+        if connection is None:
+            raise RuntimeError("no write is open in this thread")
+        return connection
+
+    @contextmanager
+    def savepoint(self) -> Iterator[sa.Connection]:
+        """A SAVEPOINT of this thread's open write that also covers the one write opened
+        directly inside it: that write joins it instead of opening a second savepoint (a
+        bulk row's savepoint and the create inside it — half the statements of a row).
+        Writes nested deeper have their own savepoints, as always."""
+        held: sa.Connection | None = getattr(self._held, "connection", None)
+        if held is None:
+            raise RuntimeError("Database.savepoint is only for use inside a write")
+        with held.begin_nested():
+            self._held.covered = True
+            try:
+                yield held
+            finally:
+                self._held.covered = False
 
     @contextmanager
     def _open_write(self, system: str | None) -> Iterator[sa.Connection]:

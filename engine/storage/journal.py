@@ -16,7 +16,9 @@ editing `kt_stage_history` by hand.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -40,13 +42,35 @@ class Journal:
         # execution)
         self._insert_change = sa.insert(storage.changes)
         self._insert_stage = sa.insert(storage.stage_history)
+        #: this thread's entries kept by `deferred`
+        self._deferred = threading.local()
 
     def change(self, conn: sa.Connection, entity: str, record_id: int, action: str,
                changes: Mapping[str, Any] | None, *, by: int | None, at: dt.datetime) -> None:
-        conn.execute(self._insert_change, {
-            "entity": entity, "record_id": record_id, "at": at, "by": by, "action": action,
-            "changes": dict(changes) if changes else None})
+        row = {"entity": entity, "record_id": record_id, "at": at, "by": by, "action": action,
+               "changes": dict(changes) if changes else None}
         self.outbox.emit(conn, entity, (record_id,), action, changes, by=by, at=at)
+        pending: list[dict[str, Any]] | None = getattr(self._deferred, "pending", None)
+        if pending is not None:
+            pending.append(row)
+            return
+        conn.execute(self._insert_change, row)
+
+    @contextmanager
+    def deferred(self, conn: sa.Connection) -> Iterator[None]:
+        """Inside (in this thread), `change` keeps its entries, written together by one
+        executemany when the block ends — in the same transaction, before it commits — or
+        dropped when it ends with an exception (whose caller undoes the block's writes as
+        well). A bulk batch's history in one statement instead of one per row; nothing
+        reads kt_change while writing."""
+        pending: list[dict[str, Any]] = []
+        self._deferred.pending = pending
+        try:
+            yield
+        finally:
+            self._deferred.pending = None
+        if pending:
+            conn.execute(self._insert_change, pending)
 
     def changes_many(self, conn: sa.Connection, entity: str, record_ids: Iterable[int],
                      action: str, changes: Mapping[str, Any] | None, *, by: int | None,

@@ -41,6 +41,7 @@ from engine.setup.attributes import SystemFields
 from engine.setup.names import db_object_name, did_you_mean, join_table_name, link_column, poly_entity_column
 from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec, SetupSpec
 from engine.storage.constraints import add_constraints
+from engine.storage.import_jobs import import_job_table
 from engine.storage.outbox import outbox_tables
 from engine.storage.progress import REACHED_COLUMN, reached_column, stage_bits
 from engine.storage.users import user_tables
@@ -98,6 +99,7 @@ class Storage:
         self.users, self.tokens = user_tables(self.metadata)
         self.events, self.automation_runs, self.notifications, self.fired = \
             outbox_tables(self.metadata)
+        self.import_jobs = import_job_table(self.metadata)
         self._system = SystemFields(self.registry)
         tables: dict[str, EntityTable] = {}
         for entity in setup.entities.values():

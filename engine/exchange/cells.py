@@ -1,0 +1,308 @@
+"""Cells as people write them → the JSON values a write takes, per field type.
+
+A reader turns one cell (text from a CSV; text, a number, a date or a boolean from XLSX)
+into the value a JSON body would carry, or raises `ValueProblem` saying what it expected.
+The field type's own `parse` then checks the value exactly as for any write; readers only
+undo how people (and Excel) write values:
+
+- numbers with spaces, no-break spaces or apostrophes between thousands, a decimal comma
+  (`1 234,50`), Persian and Arabic digits and separators; a comma between thousands only in
+  a setup whose first language writes numbers that way (en, zh, ...);
+- dates as ISO (`2026-12-31`), day first with dots or slashes (`31.12.2026`, `31/12/2026`),
+  year first with slashes, dots or 年月日 (`2026/12/31`, `2026年12月31日`); date-times the
+  same with a time, in the setup's time zone unless they carry an offset;
+- choices by value or by label in any of the setup's languages, case and spaces ignored;
+  a multichoice cell lists them separated by `,` or `;`;
+- booleans as yes/no, да/нет, true/false, 1/0 (and بله/خیر, 是/否...).
+
+Readers are registered per field type class (`CELL_READERS.register`), found along the
+class's bases, so a type derived from `IntegerType` reads as an integer unless it
+registers its own; a type with no reader takes the cell's text as is.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from engine.setup.spec import FieldSpec, SetupSpec
+from engine.types.fields import (
+    BooleanType,
+    ChoiceType,
+    DateTimeType,
+    DateType,
+    DecimalType,
+    FieldType,
+    IntegerType,
+    JsonType,
+    MultichoiceType,
+    StringType,
+    UsersType,
+    UserType,
+    ValueProblem,
+)
+
+#: languages whose people write 1,234.50 (a comma between thousands, a decimal point)
+THOUSANDS_COMMA = frozenset({"en", "zh", "ja", "ko", "th", "he", "hi"})
+YES = frozenset({"yes", "y", "true", "t", "1", "да", "д", "истина", "+", "✓", "x",
+                 "بله", "بلی", "آری", "درست", "是", "对", "對", "真", "ja", "oui", "sí", "si"})
+NO = frozenset({"no", "n", "false", "f", "0", "нет", "н", "ложь", "-",
+                "خیر", "نه", "نادرست", "否", "不", "错", "假", "nein", "non"})
+#: what separates thousands, besides a comma: spaces of every width and apostrophes
+_GROUPING = dict.fromkeys(map(ord, " \u00a0\u202f\u2009\u2007'’_\u066c"), None)
+_ISO_DATE = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$")
+_DAY_FIRST = re.compile(r"^(\d{1,2})[./](\d{1,2})[./](\d{4}|\d{2})$")
+_YEAR_FIRST = re.compile(r"^(\d{4})[./年](\d{1,2})[./月](\d{1,2})日?$")
+_TIME = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,6}))?)?$")
+
+
+@dataclass(frozen=True)
+class Locale:
+    """How the setup's people write numbers and moments (and, per import, each choice
+    field's options by value and label, built once)."""
+
+    thousands_comma: bool
+    timezone: dt.tzinfo
+    options: dict[int, Mapping[str, str]] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def of(cls, setup: SetupSpec) -> Locale:
+        first = setup.languages[0].split("-")[0].lower() if setup.languages else "en"
+        return cls(first in THOUSANDS_COMMA, ZoneInfo(setup.timezone))
+
+
+Reader = Callable[[FieldSpec, Any, Locale], Any]
+
+
+class CellReaders:
+    """Readers by field type class, found along the type's bases."""
+
+    def __init__(self) -> None:
+        self._readers: dict[type[FieldType], Reader] = {}
+
+    def register(self, field_type: type[FieldType], reader: Reader) -> None:
+        self._readers[field_type] = reader
+
+    def reader(self, field_type: FieldType) -> Reader:
+        for cls in type(field_type).__mro__:
+            found = self._readers.get(cls)
+            if found is not None:
+                return found
+        return _as_is
+
+
+def normal(text: str) -> str:
+    """Text compared ignoring case, spaces, underscores and Unicode forms."""
+    return "".join(unicodedata.normalize("NFKC", text).casefold().replace("_", " ").split())
+
+
+def blank(cell: Any) -> bool:
+    return cell is None or (isinstance(cell, str) and not cell.strip())
+
+
+def _text(cell: Any) -> str:
+    if isinstance(cell, float) and cell.is_integer():
+        return str(int(cell))  # a phone or a code Excel stored as a number
+    if isinstance(cell, dt.datetime | dt.date | dt.time):
+        return cell.isoformat()
+    return str(cell)
+
+
+def _as_is(field: FieldSpec, cell: Any, locale: Locale) -> Any:
+    return cell if not isinstance(cell, str) else cell.strip()
+
+
+def read_string(field: FieldSpec, cell: Any, locale: Locale) -> Any:
+    if isinstance(cell, bool):
+        raise ValueProblem("must be text, not a true/false cell")
+    return _text(cell).strip()
+
+
+def _number_text(cell: str, locale: Locale) -> str:
+    """`1 234,50` → `1234.50`; the digits of any script become ASCII."""
+    text = unicodedata.normalize("NFKC", cell).strip().translate(_GROUPING)
+    text = "".join(str(unicodedata.digit(c)) if c.isdigit() and not c.isascii() else c
+                   for c in text).replace("\u066b", ".").replace("\u2212", "-")
+    if "," in text and "." in text:  # the last of the two is the decimal separator
+        if text.rfind(",") > text.rfind("."):
+            text = text.replace(".", "").replace(",", ".")
+        else:
+            text = text.replace(",", "")
+    elif "," in text:
+        grouped = re.fullmatch(r"-?\d{1,3}(,\d{3})+", text)
+        text = text.replace(",", "") if grouped and locale.thousands_comma else text.replace(",", ".")
+    return text
+
+
+def read_integer(field: FieldSpec, cell: Any, locale: Locale) -> Any:
+    if isinstance(cell, bool):
+        raise ValueProblem("must be a whole number, not a true/false cell")
+    if isinstance(cell, int):
+        return cell
+    if isinstance(cell, float):
+        if cell.is_integer():
+            return int(cell)
+        raise ValueProblem(f"must be a whole number, not {cell}")
+    text = _number_text(_text(cell), locale)
+    if not re.fullmatch(r"[-+]?\d{1,19}", text):
+        raise ValueProblem("must be a whole number, like 1 234")
+    return int(text)
+
+
+def read_decimal(field: FieldSpec, cell: Any, locale: Locale) -> Any:
+    if isinstance(cell, bool):
+        raise ValueProblem("must be a number, not a true/false cell")
+    if isinstance(cell, int):
+        return str(cell)
+    if isinstance(cell, float):
+        return repr(cell)  # the shortest text of Excel's double: 0.1, not 0.1000000000000000055
+    text = _number_text(_text(cell), locale)
+    try:
+        Decimal(text)
+    except InvalidOperation:
+        raise ValueProblem("must be a number, like 1 234,50 or 1234.50") from None
+    if not re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)", text):
+        raise ValueProblem("must be a number, like 1 234,50 or 1234.50")
+    return text
+
+
+def read_boolean(field: FieldSpec, cell: Any, locale: Locale) -> Any:
+    if isinstance(cell, bool):
+        return cell
+    if isinstance(cell, int | float) and cell in (0, 1):
+        return bool(cell)
+    word = normal(_text(cell))
+    if word in YES:
+        return True
+    if word in NO:
+        return False
+    raise ValueProblem("must be yes or no (да/нет, true/false, 1/0)")
+
+
+def _day(year: str, month: str, day: str) -> dt.date:
+    whole = int(year)
+    if len(year) == 2:
+        whole += 2000 if whole < 70 else 1900
+    try:
+        return dt.date(whole, int(month), int(day))
+    except ValueError:
+        raise ValueProblem("is not a real date") from None
+
+
+def _date_text(text: str) -> dt.date:
+    for pattern, order in ((_ISO_DATE, (1, 2, 3)), (_YEAR_FIRST, (1, 2, 3)),
+                           (_DAY_FIRST, (3, 2, 1))):
+        match = pattern.match(text)
+        if match:
+            year, month, day = (match.group(i) for i in order)
+            return _day(year, month, day)
+    raise ValueProblem("must be a date, like 31.12.2026 or 2026-12-31")
+
+
+def read_date(field: FieldSpec, cell: Any, locale: Locale) -> Any:
+    if isinstance(cell, dt.datetime):
+        if cell.time() != dt.time(0):
+            raise ValueProblem("must be a date without a time")
+        return cell.date().isoformat()
+    if isinstance(cell, dt.date):
+        return cell.isoformat()
+    text = _text(cell).strip()
+    date, _, time = text.partition(" ") if "T" not in text else text.partition("T")
+    if time and not re.fullmatch(r"0{1,2}:00(:00(\.0+)?)?", time.strip()):
+        raise ValueProblem("must be a date without a time")
+    return _date_text(date.strip()).isoformat()
+
+
+def read_datetime(field: FieldSpec, cell: Any, locale: Locale) -> Any:
+    if isinstance(cell, dt.datetime):
+        moment = cell
+    elif isinstance(cell, dt.date):
+        moment = dt.datetime.combine(cell, dt.time(0))
+    else:
+        text = _text(cell).strip()
+        if DateTimeType._shape.match(text):
+            return text  # ISO 8601 with an offset: as an API client sends it
+        date, _, time = text.replace("T", " ", 1).partition(" ")
+        day = _date_text(date.strip())
+        match = _TIME.match(time.strip() or "0:00")
+        if not match:
+            raise ValueProblem("must be a date and time, like 31.12.2026 18:30 or "
+                               "2026-12-31T18:30:00+03:00")
+        hour, minute, second, fraction = match.groups()
+        try:
+            moment = dt.datetime.combine(day, dt.time(
+                int(hour), int(minute), int(second or 0), int((fraction or "0").ljust(6, "0"))))
+        except ValueError:
+            raise ValueProblem("is not a real time of day") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=locale.timezone)  # as the setup's people mean it
+    return moment.isoformat()
+
+
+def option_finder(field: FieldSpec) -> Mapping[str, str]:
+    """Each option by its value and by each of its labels, compared as `normal` text."""
+    found: dict[str, str] = {}
+    for option in field.options or ():
+        for label in field.option_labels.get(option, {}).values():
+            found.setdefault(normal(label), option)
+    for option in field.options or ():
+        found[normal(option)] = option  # a value wins over another option's label
+    return found
+
+
+def _option(field: FieldSpec, text: str, locale: Locale) -> str:
+    options = locale.options.get(id(field))
+    if options is None:
+        options = locale.options[id(field)] = option_finder(field)
+    found = options.get(normal(text))
+    if found is None:
+        raise ValueProblem("must be one of: " + ", ".join(field.options or ())
+                           + " (by value or label)")
+    return found
+
+
+def read_choice(field: FieldSpec, cell: Any, locale: Locale) -> Any:
+    return _option(field, _text(cell), locale)
+
+
+def read_multichoice(field: FieldSpec, cell: Any, locale: Locale) -> Any:
+    return [_option(field, part, locale) for part in re.split(r"[;,]", _text(cell))
+            if part.strip()]
+
+
+def read_json(field: FieldSpec, cell: Any, locale: Locale) -> Any:
+    if not isinstance(cell, str):
+        return cell
+    try:
+        return json.loads(cell)
+    except ValueError:
+        raise ValueProblem("must be JSON, like {\"a\": 1} or [1, 2]") from None
+
+
+def read_user_ids(field: FieldSpec, cell: Any, locale: Locale) -> Any:
+    return [read_integer(field, part, locale) for part in re.split(r"[;,]", _text(cell))
+            if part.strip()]
+
+
+def default_readers() -> CellReaders:
+    readers = CellReaders()
+    for field_type, reader in ((StringType, read_string), (IntegerType, read_integer),
+                               (DecimalType, read_decimal), (BooleanType, read_boolean),
+                               (DateType, read_date), (DateTimeType, read_datetime),
+                               (ChoiceType, read_choice), (MultichoiceType, read_multichoice),
+                               (JsonType, read_json), (UsersType, read_user_ids),
+                               (UserType, read_integer)):
+        readers.register(field_type, reader)
+    return readers
+
+
+def split_many(cell: Any) -> Iterable[str]:
+    """The parts of a cell naming several records (a many-to-many link): `;`-separated."""
+    return [part.strip() for part in _text(cell).split(";") if part.strip()]

@@ -1,0 +1,208 @@
+"""A quick yes for the write bodies that are valid, before jsonschema says why others are not.
+
+A write's body is checked against its entity's JSON Schema (engine/records/schemas.py).
+jsonschema walks the schema anew for every body, which costs more than the write's SQL
+on a bulk or import row. `QuickValidator` compiles the schema once into small Python
+checks that answer only "surely valid" or "not sure": a body they pass is one jsonschema
+passes too, so it needs no other check; any other body goes to jsonschema, which finds
+and words every problem exactly as before. Nothing is ever accepted on the quick path
+that jsonschema would refuse:
+
+- only the keywords our schemas use are compiled (type, enum, const-free strings and
+  numbers, lengths, patterns, bounds, properties, required, additionalProperties, items,
+  uniqueItems, item counts); a (sub)schema with any other validating keyword is "not
+  sure" for every value;
+- each keyword's meaning follows jsonschema's Draft 2020-12 (pattern is `re.search`, a
+  length counts code points, a bound applies to numbers only, `format` asserts nothing);
+- where Python's values blur JSON types, the check is stricter than jsonschema (an
+  integer must be an `int`, not a whole float; an enum member must have the value's very
+  type), which only sends more bodies to jsonschema.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+import jsonschema
+
+from engine.types.validation import Validator
+
+Check = Callable[[Any], bool]
+
+#: keywords that assert nothing for these validators (no format checker is configured)
+ANNOTATIONS = frozenset({"title", "description", "default", "examples", "readOnly",
+                         "writeOnly", "deprecated", "$comment", "format"})
+VALIDATING = frozenset(jsonschema.Draft202012Validator.VALIDATORS)
+
+
+def _never(value: Any) -> bool:
+    return False
+
+
+def _always(value: Any) -> bool:
+    return True
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+
+
+_TYPES: dict[str, Check] = {
+    "null": lambda v: v is None,
+    "boolean": lambda v: isinstance(v, bool),
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": _number,
+    "array": lambda v: isinstance(v, list),
+    "object": lambda v: isinstance(v, dict),
+}
+
+
+def compile_check(schema: Any) -> Check:
+    """The "surely valid" check of a schema (a check always "not sure" for what it cannot
+    judge)."""
+    if schema is True:
+        return _always
+    if not isinstance(schema, dict):
+        return _never
+    checks: list[Check] = []
+    for keyword, value in schema.items():
+        if keyword in ANNOTATIONS or keyword not in VALIDATING:
+            continue  # an annotation, or a word jsonschema ignores (x-...)
+        made = _keyword(keyword, value, schema)
+        if made is None:
+            return _never  # a keyword not compiled here: jsonschema judges every value
+        checks.append(made)
+    if not checks:
+        return _always
+    if len(checks) == 1:
+        return checks[0]
+    return lambda value: all(check(value) for check in checks)
+
+
+def _keyword(keyword: str, value: Any, schema: dict[str, Any]) -> Check | None:
+    maker = _MAKERS.get(keyword)
+    return None if maker is None else maker(value, schema)
+
+
+def _type(value: Any, schema: dict[str, Any]) -> Check | None:
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or any(name not in _TYPES for name in names):
+        return None
+    tests = [_TYPES[name] for name in names]
+    return lambda v: any(test(v) for test in tests)
+
+
+def _enum(value: Any, schema: dict[str, Any]) -> Check | None:
+    if not isinstance(value, list):
+        return None
+    members = list(value)
+    return lambda v: any(type(m) is type(v) and m == v for m in members)
+
+
+def _max_length(value: Any, schema: dict[str, Any]) -> Check | None:
+    return lambda v: not isinstance(v, str) or len(v) <= value
+
+
+def _min_length(value: Any, schema: dict[str, Any]) -> Check | None:
+    return lambda v: not isinstance(v, str) or len(v) >= value
+
+
+def _pattern(value: Any, schema: dict[str, Any]) -> Check | None:
+    try:
+        compiled = re.compile(value)
+    except (re.error, TypeError):
+        return None
+    return lambda v: not isinstance(v, str) or compiled.search(v) is not None
+
+
+def _bound(test: Callable[[Any, Any], bool]) -> Callable[[Any, dict[str, Any]], Check | None]:
+    def make(value: Any, schema: dict[str, Any]) -> Check | None:
+        if not _number(value):
+            return None
+        return lambda v: not _number(v) or test(v, value)
+    return make
+
+
+def _properties(value: Any, schema: dict[str, Any]) -> Check | None:
+    if not isinstance(value, dict):
+        return None
+    checks = {name: compile_check(sub) for name, sub in value.items()}
+
+    def check(v: Any) -> bool:
+        if not isinstance(v, dict):
+            return True
+        for name, item in v.items():
+            inner = checks.get(name)
+            if inner is not None and not inner(item):
+                return False
+        return True
+    return check
+
+
+def _additional(value: Any, schema: dict[str, Any]) -> Check | None:
+    if value is True:
+        return _always
+    if value is not False or set(schema) & {"patternProperties", "unevaluatedProperties"}:
+        return None
+    known = frozenset(schema.get("properties") or {})
+    return lambda v: not isinstance(v, dict) or all(key in known for key in v)
+
+
+def _required(value: Any, schema: dict[str, Any]) -> Check | None:
+    names = list(value)
+    return lambda v: not isinstance(v, dict) or all(name in v for name in names)
+
+
+def _items(value: Any, schema: dict[str, Any]) -> Check | None:
+    if "prefixItems" in schema:
+        return None
+    inner = compile_check(value)
+    return lambda v: not isinstance(v, list) or all(inner(item) for item in v)
+
+
+def _unique(value: Any, schema: dict[str, Any]) -> Check | None:
+    if value is not True:
+        return _always if value is False else None
+    # sure only for lists of strings (what multichoice fields hold)
+    return lambda v: not isinstance(v, list) or (
+        all(isinstance(item, str) for item in v) and len(set(v)) == len(v))
+
+
+def _max_items(value: Any, schema: dict[str, Any]) -> Check | None:
+    return lambda v: not isinstance(v, list) or len(v) <= value
+
+
+def _min_items(value: Any, schema: dict[str, Any]) -> Check | None:
+    return lambda v: not isinstance(v, list) or len(v) >= value
+
+
+_MAKERS: dict[str, Callable[[Any, dict[str, Any]], Check | None]] = {
+    "type": _type, "enum": _enum, "maxLength": _max_length, "minLength": _min_length,
+    "pattern": _pattern,
+    "minimum": _bound(lambda v, b: v >= b), "maximum": _bound(lambda v, b: v <= b),
+    "exclusiveMinimum": _bound(lambda v, b: v > b), "exclusiveMaximum": _bound(lambda v, b: v < b),
+    "properties": _properties, "additionalProperties": _additional, "required": _required,
+    "items": _items, "uniqueItems": _unique, "maxItems": _max_items, "minItems": _min_items,
+}
+
+
+class QuickValidator:
+    """A Draft 2020-12 validator (no format checker) with a quick "surely valid" path."""
+
+    def __init__(self, schema: dict[str, Any]):
+        self.schema = schema
+        self.full = Validator(schema)  # jsonschema, with an exact multipleOf
+        self.surely_valid: Check = compile_check(schema)
+
+    def iter_errors(self, instance: Any) -> Iterator[jsonschema.ValidationError]:
+        try:
+            sure = self.surely_valid(instance)
+        except Exception:  # a value Python cannot compare (a NaN): jsonschema judges it
+            sure = False
+        if sure:
+            return iter(())
+        return self.full.iter_errors(instance)
