@@ -18,6 +18,7 @@ durability asks for it with `make_kt(..., sqlite_synchronous="FULL")`.
 
 from __future__ import annotations
 
+import shutil
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -107,8 +108,8 @@ def _only_make_kt_connects(request: pytest.FixtureRequest) -> bool:
 
 
 @pytest.fixture(scope="session")
-def setups() -> SetupCache:
-    return SetupCache()
+def setups(tmp_path_factory: pytest.TempPathFactory) -> SetupCache:
+    return SetupCache(tmp_path_factory.mktemp("templates"))
 
 
 @pytest.fixture(scope="session")
@@ -142,6 +143,17 @@ def _make_kt_fixture(db_url: str, open_kt: Callable[..., Kartoteka],
                 kt.migrate()
                 if not engines:
                     scratch.migrated(setups_of(request).base(setup))
+        elif db_url.startswith("sqlite:///") and not Path(db_url[len("sqlite:///"):]).exists():
+            # a fresh SQLite file: a copy of the setup's migrated template (tests/setups.py)
+            setup = setups_of(request).load(setup_dir)
+
+            def build(path: Path) -> None:
+                template = open_kt(setup_dir, f"sqlite:///{path}")
+                template.migrate()
+                template.close()
+            shutil.copyfile(setups_of(request).sqlite_template(setup, build),
+                            db_url[len("sqlite:///"):])
+            kt = open_kt(setup_dir, db_url, **settings)
         else:
             kt = open_kt(setup_dir, db_url, **settings)
             kt.migrate()
