@@ -144,6 +144,8 @@ def _ascii_host(url: str, parts: SplitResult) -> str:
 def _inet_aton(host: str) -> ipaddress.IPv4Address | None:
     """The IPv4 address a resolver would read from a numeric host in any inet_aton
     spelling, None for a host that is not numeric; ValueError when numeric but invalid."""
+    if ":" in host:
+        return None  # IPv6
     invalid = ValueError(f"{host!r} is numeric but not a valid IPv4 address")
     if not _NUMERIC_HOST.match(host):
         if _NUMERIC_LABEL.match(host.rpartition(".")[2]):
@@ -242,7 +244,7 @@ class _AllowList:
             if not entry:
                 continue
             try:
-                networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+                networks.append(_unmapped(ipaddress.ip_network(entry.strip("[]"), strict=False)))
                 continue
             except ValueError:
                 pass
@@ -258,6 +260,14 @@ class _AllowList:
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             candidates.append(ip.ipv4_mapped)
         return any(c.version == net.version and c in net for c in candidates for net in self.networks)
+
+
+def _unmapped(network: Network) -> Network:
+    """`::ffff:10.0.0.0/104` is the IPv4 network 10.0.0.0/8 written in IPv6."""
+    mapped = ipaddress.IPv6Network("::ffff:0:0/96")
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(mapped):
+        return ipaddress.IPv4Network((int(network.network_address) & 0xFFFFFFFF, network.prefixlen - 96))
+    return network
 
 
 def allowed_from_env(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
@@ -374,9 +384,9 @@ def post(url: str, body: bytes, *, secret: bytes | None, event_id: str, allowed:
     connection = _connection(target, addresses, timeout, context)
     try:
         connection.request("POST", target.path, body=body, headers=headers)
-        response = connection.getresponse()
-        answer = response.read(MAX_RESPONSE)
-        status, answer_headers = response.status, response.headers
+        with connection.getresponse() as response:
+            answer = response.read(MAX_RESPONSE)
+            status, answer_headers = response.status, response.headers
     except (OSError, http.client.HTTPException) as error:
         raise DeliveryFailed(f"webhook {url!r} could not be reached: {_describe(error)}",
                              retryable=True) from None
