@@ -22,6 +22,7 @@ import ssl as ssl_module
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
@@ -69,6 +70,9 @@ class SmtpSettings:
             raise SettingsError(f"SMTP: port {self.port} is out of range 1..65535")
         if not self.timeout > 0:
             raise SettingsError(f"SMTP: timeout must be a positive number of seconds, not {self.timeout}")
+        if not ((self.username or "").isascii() and (self.password or "").isascii()):
+            raise SettingsError("SMTP: the user name and password must be ASCII (SMTP AUTH as "
+                                "Python's smtplib speaks it); percent-encode special ASCII characters")
         if self.password and not (self.starttls or self.ssl):
             raise SettingsError("SMTP: a password would travel unencrypted; use smtps:// or starttls=1")
         try:
@@ -179,7 +183,7 @@ def _address(text: str, name: str) -> Address:
     display, spec = found[0]
     try:
         address = Address(display_name=display, addr_spec=spec)
-    except (ValueError, IndexError) as error:
+    except (ValueError, IndexError, HeaderParseError) as error:
         raise ValueError(f"{name}: {text!r} is not an e-mail address ({error})") from None
     if not address.username or "." not in address.domain.strip("."):
         raise ValueError(f"{name}: {text!r} is not an e-mail address (write name@example.com)")
@@ -235,8 +239,12 @@ def build_message(sender: str, to: Sequence[str], subject: str, text: str, *, ev
 
 # --- sending ----------------------------------------------------------------------------
 
-def send(settings: SmtpSettings, message: EmailMessage) -> None:
+def send(settings: SmtpSettings, message: EmailMessage, *,
+         context: ssl_module.SSLContext | None = None) -> None:
     """Hand `message` to the SMTP server in `settings`, to every address in its To.
+
+    TLS (smtps or STARTTLS) verifies the server's certificate against the system's trust
+    store, or against `context` when given (a private CA on premises; tests).
 
     Raises DeliveryFailed: retryable for a 4xx reply, a refused, dropped or timed-out
     connection or a TLS failure; permanent for a 5xx reply, a server without STARTTLS, or
@@ -244,10 +252,11 @@ def send(settings: SmtpSettings, message: EmailMessage) -> None:
     some recipients and takes the others, the failure names them; a retry sends to all
     again (same Message-ID), which is why notifications send one message per recipient.
     """
+    context = context or ssl_module.create_default_context()
     try:
-        with _client(settings) as client:
+        with _client(settings, context) as client:
             if settings.starttls:
-                client.starttls(context=ssl_module.create_default_context())
+                client.starttls(context=context)
             if settings.username:
                 client.login(settings.username, settings.password or "")
             refused = client.send_message(message, from_addr=_address(settings.sender, "from").addr_spec)
@@ -270,10 +279,9 @@ def send(settings: SmtpSettings, message: EmailMessage) -> None:
                              retryable=all(400 <= code < 500 for code in codes), status=max(codes))
 
 
-def _client(settings: SmtpSettings) -> smtplib.SMTP:
+def _client(settings: SmtpSettings, context: ssl_module.SSLContext) -> smtplib.SMTP:
     if settings.ssl:
-        return smtplib.SMTP_SSL(settings.host, settings.port, timeout=settings.timeout,
-                                context=ssl_module.create_default_context())
+        return smtplib.SMTP_SSL(settings.host, settings.port, timeout=settings.timeout, context=context)
     return smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
 
 
@@ -316,10 +324,8 @@ def render(template: str, values: Mapping[str, Any], *, single_line: bool = Fals
 
 
 def _lookup(values: Mapping[str, Any], key: str) -> Any:
-    if key in values:
-        return values[key]
-    current: Any = values
-    for part in key.split("."):
+    current: Any = values[key] if key in values else values
+    for part in () if key in values else key.split("."):
         if not isinstance(current, Mapping) or part not in current:
             return None
         current = current[part]
