@@ -484,3 +484,23 @@ def test_https_sends_the_host_as_sni_and_verifies_the_certificate(
     finally:
         secure.server.shutdown()
         secure.server.server_close()
+
+
+def test_the_receivers_recipe_in_the_docs_verifies_our_signatures() -> None:
+    """docs/automations.md shows receivers a stdlib-only check; it must accept what we sign
+    and refuse what `verify` refuses."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "automations.md").read_text(encoding="utf-8")
+    section = text.split("## Webhooks", 1)[1].split("\n## ", 1)[0]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(compile(snippet, "docs/automations.md", "exec"), namespace)
+    check = namespace["kartoteka_signature_ok"]
+    now = int(time.time())
+    header = sign(SECRET, now, BODY)
+    assert check(SECRET, header, BODY)
+    assert check(SECRET, header + ",v1=ايران", BODY)
+    assert not check(SECRET, header, BODY + b" ")
+    assert not check(b"other", header, BODY)
+    assert not check(SECRET, sign(SECRET, now - 301, BODY), BODY)
+    assert not check(SECRET, "garbage", BODY)
+    assert not check(SECRET, "t=١٧," + header.split(",")[1], BODY)
