@@ -136,9 +136,9 @@ def no_connection(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     opened: list[Any] = []
     real = webhook._open_socket
 
-    def spy(addresses: Any, port: int, timeout: Any) -> socket.socket:
+    def spy(addresses: Any, *args: Any) -> socket.socket:
         opened.append(addresses)
-        return real(addresses, port, timeout)
+        return real(addresses, *args)
 
     monkeypatch.setattr(webhook, "_open_socket", spy)
     return opened
@@ -239,6 +239,47 @@ def test_a_receiver_that_never_answers_times_out_retryably() -> None:
                  allowed=["127.0.0.1"], timeout=0.3)
     assert caught.value.retryable
     assert time.monotonic() - started < 5
+
+
+def test_a_receiver_trickling_its_answer_is_cut_off_at_the_deadline() -> None:
+    """Each byte comes well within the per-step timeout; the whole answer never does."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        stop = threading.Event()
+
+        def trickle() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"z" * 10_000:
+                    if stop.wait(0.05):
+                        return
+                    try:
+                        conn.sendall(bytes([byte]))
+                    except OSError:
+                        return
+
+        thread = threading.Thread(target=trickle, daemon=True)
+        thread.start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(DeliveryFailed) as caught:
+                post(f"http://127.0.0.1:{listener.getsockname()[1]}/", BODY, secret=None, event_id="e",
+                     allowed=["127.0.0.1"], timeout=1.0, deadline=0.6)
+        finally:
+            stop.set()
+            thread.join(5)
+    assert caught.value.retryable
+    assert 0.5 < time.monotonic() - started < 3
+
+
+def test_a_path_in_any_script_is_sent_percent_encoded(receiver: Receiver) -> None:
+    url = f"http://127.0.0.1:{receiver.port}/هوک/钩子?клиент=Ромашка&a=1%202"
+    assert post(url, BODY, secret=None, event_id="e", allowed=["127.0.0.1"]) == 200
+    assert receiver.requests[0].path == (
+        "/%D9%87%D9%88%DA%A9/%E9%92%A9%E5%AD%90?%D0%BA%D0%BB%D0%B8%D0%B5%D0%BD%D1%82="
+        "%D0%A0%D0%BE%D0%BC%D0%B0%D1%88%D0%BA%D0%B0&a=1%202")
 
 
 def test_a_line_break_in_the_event_id_is_refused(receiver: Receiver) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import http.client
+import io
 import ipaddress
 import os
 import re
@@ -29,8 +30,8 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
-from urllib.parse import SplitResult, urlsplit
+from typing import Any, cast
+from urllib.parse import SplitResult, quote, urlsplit
 
 from engine.automations.channels import DeliveryFailed
 from engine.errors import SettingsError
@@ -79,6 +80,7 @@ _SPECIAL: tuple[tuple[Network, str], ...] = tuple(
         ("fec0::/10", "site-local"),
     ))
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_URL_SAFE = "/%:@!$&'()*+,;="  # kept as written; anything else outside ASCII is percent-encoded
 _IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
 
 
@@ -124,8 +126,9 @@ class _Target:
             raise TargetRefused(url, "user name or password in the URL",
                                 "remove them: the receiver authenticates us by the signature")
         host = _ascii_host(url, parts)
-        return cls(url, scheme == "https", host, port or (443 if scheme == "https" else 80),
-                   (parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
+        path = quote(parts.path or "/", safe=_URL_SAFE) + (
+            f"?{quote(parts.query, safe=_URL_SAFE + '?')}" if parts.query else "")
+        return cls(url, scheme == "https", host, port or (443 if scheme == "https" else 80), path)
 
 
 def _ascii_host(url: str, parts: SplitResult) -> str:
@@ -364,14 +367,16 @@ def verify(secret: bytes, header: str, body: bytes, *, now: float, tolerance: in
 # --- posting ----------------------------------------------------------------------------
 
 def post(url: str, body: bytes, *, secret: bytes | None, event_id: str, allowed: Sequence[str] = (),
-         timeout: float = 10.0, context: ssl.SSLContext | None = None) -> int:
+         timeout: float = 10.0, deadline: float = 30.0, context: ssl.SSLContext | None = None) -> int:
     """POST `body` (JSON) to `url` once; the 2xx status on success.
 
     Checks the URL (`check_target`), connects to the checked addresses only, sends the
     URL's host as Host and TLS SNI, verifies the certificate (`context`: the default one
     of the ssl module unless a caller trusts a private CA), signs the body when `secret` is
-    given, never follows a redirect and reads at most 64 KB of the answer. `timeout` is per
-    network operation. Raises TargetRefused, or DeliveryFailed with `retryable` set.
+    given, never follows a redirect and reads at most 64 KB of the answer. `timeout` bounds
+    each network step, `deadline` the whole call in seconds: a receiver that trickles its
+    answer a byte at a time cannot hold a worker longer. Raises TargetRefused, or
+    DeliveryFailed with `retryable` set.
     """
     if any(ch in event_id for ch in "\r\n\0"):
         raise ValueError("event_id must not contain line breaks")
@@ -381,7 +386,7 @@ def post(url: str, body: bytes, *, secret: bytes | None, event_id: str, allowed:
                "X-Kartoteka-Event": event_id}
     if secret is not None:
         headers["X-Kartoteka-Signature"] = sign(secret, int(time.time()), body)
-    connection = _connection(target, addresses, timeout, context)
+    connection = _connection(target, addresses, timeout, time.monotonic() + deadline, context)
     try:
         connection.request("POST", target.path, body=body, headers=headers)
         with connection.getresponse() as response:
@@ -427,22 +432,30 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time()) if when.tzinfo else None
 
 
-def _connection(target: _Target, addresses: list[Address], timeout: float,
+def _connection(target: _Target, addresses: list[Address], timeout: float, deadline: float,
                 context: ssl.SSLContext | None) -> http.client.HTTPConnection:
     if target.https:
-        return _PinnedHTTPSConnection(target.host, target.port, addresses, timeout,
+        return _PinnedHTTPSConnection(target.host, target.port, addresses, timeout, deadline,
                                       context or ssl.create_default_context())
-    return _PinnedHTTPConnection(target.host, target.port, addresses, timeout)
+    return _PinnedHTTPConnection(target.host, target.port, addresses, timeout, deadline)
 
 
-def _open_socket(addresses: list[Address], port: int, timeout: float | None) -> socket.socket:
+def _remaining(deadline: float, timeout: float | None) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the receiver did not answer within the deadline")
+    return left if timeout is None else min(left, timeout)
+
+
+def _open_socket(addresses: list[Address], port: int, timeout: float | None,
+                 deadline: float) -> socket.socket:
     """A TCP connection to the first of `addresses` that answers: no name lookup here."""
     last: OSError = OSError("no address to connect to")
     for ip in addresses:
         family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            sock.settimeout(timeout)
+            sock.settimeout(_remaining(deadline, timeout))
             sock.connect((str(ip), port))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return sock
@@ -452,30 +465,67 @@ def _open_socket(addresses: list[Address], port: int, timeout: float | None) -> 
     raise last
 
 
+class _DeadlineReader(io.RawIOBase):
+    """What http.client reads the answer from: each read waits at most until the deadline.
+    Reads through the socket's own file, which keeps the socket open while it is read."""
+
+    def __init__(self, sock: socket.socket, timeout: float | None, deadline: float):
+        super().__init__()
+        self.sock, self.timeout, self.deadline = sock, timeout, deadline
+        self.raw = sock.makefile("rb", buffering=0)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        self.sock.settimeout(_remaining(self.deadline, self.timeout))
+        return self.raw.readinto(buffer)
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+class _DeadlineSocket:
+    """The connection's socket, except that the answer is read through a _DeadlineReader."""
+
+    def __init__(self, sock: socket.socket, timeout: float | None, deadline: float):
+        self.sock, self.timeout, self.deadline = sock, timeout, deadline
+
+    def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> io.BufferedReader:
+        return io.BufferedReader(_DeadlineReader(self.sock, self.timeout, self.deadline))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
 class _PinnedHTTPConnection(http.client.HTTPConnection):
     """Connects to the checked addresses, never to the host name again (rebinding)."""
 
-    def __init__(self, host: str, port: int, addresses: list[Address], timeout: float):
+    def __init__(self, host: str, port: int, addresses: list[Address], timeout: float, deadline: float):
         super().__init__(host, port, timeout=timeout)
-        self.addresses = addresses
+        self.addresses, self.deadline = addresses, deadline
 
     def connect(self) -> None:
-        self.sock = _open_socket(self.addresses, self.port, self.timeout)
+        sock = _open_socket(self.addresses, self.port, self.timeout, self.deadline)
+        self.sock = cast(socket.socket, _DeadlineSocket(sock, self.timeout, self.deadline))
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
     """TLS to the checked addresses, with the URL's host as SNI and certificate name."""
 
-    def __init__(self, host: str, port: int, addresses: list[Address], timeout: float,
+    def __init__(self, host: str, port: int, addresses: list[Address], timeout: float, deadline: float,
                  context: ssl.SSLContext):
         super().__init__(host, port, timeout=timeout, context=context)
-        self.addresses = addresses
+        self.addresses, self.deadline = addresses, deadline
         self.pinned_context = context
 
     def connect(self) -> None:
-        sock = _open_socket(self.addresses, self.port, self.timeout)
+        sock = _open_socket(self.addresses, self.port, self.timeout, self.deadline)
         try:
-            self.sock = self.pinned_context.wrap_socket(sock, server_hostname=self.host)
+            sock.settimeout(_remaining(self.deadline, self.timeout))
+            secure = self.pinned_context.wrap_socket(sock, server_hostname=self.host)
         except BaseException:
             sock.close()
             raise
+        self.sock = cast(socket.socket, _DeadlineSocket(secure, self.timeout, self.deadline))
