@@ -137,6 +137,17 @@ def test_any_event_id_gives_a_valid_stable_message_id(event_id: str) -> None:
     assert first != message_id(event_id + "1", SENDER)
 
 
+def test_an_international_domain_is_sent_in_punycode(smtp: Server) -> None:
+    """The test server does not offer SMTPUTF8: an IDN domain must not need it."""
+    send(smtp.settings, _message(["Иван <ivan@пример.рф>"], sender="Отдел <crm@пример.рф>"))
+    [envelope] = smtp.handler.received
+    assert envelope.rcpt_tos == ["ivan@xn--e1afmkfd.xn--p1ai"]
+    assert envelope.mail_from == "crm@example.com"  # the envelope sender is the configured one
+    got = _parsed(envelope)
+    assert got["To"].addresses[0].display_name == "Иван"
+    assert got["From"].addresses[0].domain == "xn--e1afmkfd.xn--p1ai"
+
+
 def test_an_international_sender_domain_gives_an_ascii_message_id() -> None:
     assert message_id("e1", "Отдел <crm@пример.рф>") == "<kartoteka.e1@xn--e1afmkfd.xn--p1ai>"
 

@@ -187,6 +187,12 @@ def _address(text: str, name: str) -> Address:
         raise ValueError(f"{name}: {text!r} is not an e-mail address ({error})") from None
     if not address.username or "." not in address.domain.strip("."):
         raise ValueError(f"{name}: {text!r} is not an e-mail address (write name@example.com)")
+    if address.username.isascii() and not address.domain.isascii():
+        try:  # пример.рф → xn--e1afmkfd.xn--p1ai: deliverable without SMTPUTF8
+            domain = address.domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise ValueError(f"{name}: {text!r} has an invalid domain name") from None
+        address = Address(display_name=address.display_name, username=address.username, domain=domain)
     return address
 
 
@@ -196,11 +202,7 @@ def message_id(event_id: str, sender: str) -> str:
     token = event_id if _MESSAGE_ID_TOKEN.fullmatch(event_id) and len(event_id) <= 128 else (
         "h" + hashlib.sha256(event_id.encode("utf-8", "surrogatepass")).hexdigest()[:40])
     domain = _address(sender, "from").domain
-    try:
-        domain = domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        domain = "kartoteka.invalid"
-    return f"<kartoteka.{token}@{domain}>"
+    return f"<kartoteka.{token}@{domain if domain.isascii() else 'kartoteka.invalid'}>"
 
 
 def build_message(sender: str, to: Sequence[str], subject: str, text: str, *, event_id: str,
