@@ -37,7 +37,7 @@ from engine.automations.channels import DeliveryFailed
 from engine.errors import SettingsError
 
 __all__ = ["ALLOW_ENV", "DeliveryFailed", "TargetRefused", "allowed_from_env", "check_target",
-           "post", "sign", "verify"]
+           "post", "refusal", "sign", "verify"]
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -293,6 +293,7 @@ def check_target(url: str, allowed: Sequence[str] = ()) -> list[Address]:
     `refusal`), unless the host name is in `allowed` or each such address lies in one of
     its networks. A host that does not resolve raises a retryable DeliveryFailed (DNS may
     come back). Resolves once: connect to the returned addresses, not to the name again.
+    An `allowed` entry that is not a host name, IP address or network raises SettingsError.
     """
     return _check(_Target.parse(url), _AllowList.parse(allowed))
 
