@@ -6,6 +6,9 @@
     │                           table skipped the access scope (engine/access/scopes.py)
     ├── ExtensionError          a developer's field type cannot be registered
     ├── SettingsError           a bad setting: malformed or unsupported database URL, no driver
+    ├── DeliveryFailed          (engine.automations.channels) a webhook or e-mail not delivered;
+    │   │                       .retryable says whether a later try may succeed
+    │   └── TargetRefused       (engine.automations.webhook) a webhook URL that may not be called
     ├── DatabaseError           the database cannot be used: its folder cannot be made, ...
     │   ├── DatabaseMismatch    the database does not match the setup: run `kartoteka migrate`
     │   └── MigrationRefused    migrate would alter or drop existing tables or columns

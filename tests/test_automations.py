@@ -737,3 +737,174 @@ def test_bulk_writes_trigger_automations_like_single_ones(kt: Kartoteka) -> None
     kt.automations.run_pending()
     assert sorted(t["subject"] for t in kt.records.list_page("task", []).items) == \
         ["Call Первый", "Call 第二"]
+
+
+# -- deliveries: webhooks and e-mail, from the outbox --------------------------------------
+
+DELIVERING = {
+    "setup.yaml": """
+        name: Delivering
+        languages: [ru, en]
+        roles:
+          manager:
+            shipment: {create: all, read: all, update: all, hidden: [cost]}
+        automations:
+          shipment_moved:
+            entity: shipment
+            on: stage_entered
+            stage: [port, delivered]
+            do:
+              - notify:
+                  to: [{email_field: client_email}]
+                  subject: {ru: "Груз {number}: {stage}", en: "Cargo {number}: {stage}"}
+                  text: "Здравствуйте! Ваш груз {number} — этап {stage}. 您好"
+              - webhook: {url: "URL", secret_env: HOOK_SECRET, role: manager}
+    """,
+    "shipment.yaml": """
+        entity: shipment
+        fields:
+          number: {type: string, required: true}
+          client_email: {type: email}
+          cost: {type: money}
+        pipeline:
+          stages: [booked, port, delivered]
+          final: [delivered]
+    """,
+}
+
+
+class _Receiver(threading.Thread):
+    """A webhook receiver on loopback: fails `failures` times with 500, then answers 200."""
+
+    def __init__(self, failures: int):
+        import http.server
+
+        receiver = self
+        self.failures = failures
+        self.seen: list[tuple[dict[str, str], bytes]] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.seen.append((dict(self.headers), body))
+                status = 500 if len(receiver.seen) <= receiver.failures else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        super().__init__(target=self.server.serve_forever, daemon=True)
+
+
+def test_a_webhook_failing_three_times_is_delivered_the_fourth_signed_without_hidden_fields(
+        make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.automations.webhook import verify
+
+    receiver = _Receiver(failures=3)
+    receiver.start()
+    try:
+        url = f"http://127.0.0.1:{receiver.server.server_port}/hooks/cargo"
+        files = {**DELIVERING, "setup.yaml": DELIVERING["setup.yaml"].replace("URL", url)}
+        kt = make_kt(write_setup(files, "delivering"))
+        monkeypatch.setenv("KARTOTEKA_WEBHOOK_ALLOW", "127.0.0.1")
+        monkeypatch.setenv("HOOK_SECRET", "s3cret")
+        monkeypatch.delenv("KARTOTEKA_SMTP_URL", raising=False)
+        shipment = kt.records.create("shipment", {"number": "МСК-1", "cost": "100.00"})
+        kt.stages.move("shipment", shipment["id"], {"to": "port"})
+        clock = {"now": dt.datetime.now(dt.UTC)}
+        kt.records.clock = lambda: clock["now"]
+        kt.automations.run_pending()
+        for _ in range(3):
+            (hook,) = events(kt, kind="webhook")
+            assert hook["status"] == "pending" and hook["last_error"], hook
+            clock["now"] = hook["next_at"]
+            kt.automations.run_pending()
+        (hook,) = events(kt, kind="webhook")
+        assert (hook["status"], hook["attempts"]) == ("done", 4)
+        assert len(receiver.seen) == 4
+        headers, body = receiver.seen[-1]
+        assert {r[0]["X-Kartoteka-Event"] for r in receiver.seen} == {str(hook["id"])}
+        assert verify(b"s3cret", headers["X-Kartoteka-Signature"], body,
+                      now=dt.datetime.now(dt.UTC).timestamp())
+        sent = __import__("json").loads(body)
+        assert sent["record"]["number"] == "МСК-1" and "cost" not in sent["record"]
+        assert (sent["automation"], sent["entity"], sent["id"]) == (
+            "shipment_moved", "shipment", shipment["id"])
+        # no client e-mail on the record: nobody to mail; e-mail off is no failure then
+        assert events(kt, kind="email") == []
+    finally:
+        receiver.server.shutdown()
+        receiver.server.server_close()
+
+
+def test_a_webhook_to_a_private_address_is_refused_and_dead_at_once(
+        make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    files = {**DELIVERING, "setup.yaml": DELIVERING["setup.yaml"].replace(
+        "URL", "http://10.0.0.7/hooks")}
+    kt = make_kt(write_setup(files, "private"))
+    monkeypatch.delenv("KARTOTEKA_WEBHOOK_ALLOW", raising=False)
+    monkeypatch.setenv("HOOK_SECRET", "s3cret")
+    shipment = kt.records.create("shipment", {"number": "A-1"})
+    kt.stages.move("shipment", shipment["id"], {"to": "port"})
+    kt.automations.run_pending()
+    (hook,) = events(kt, kind="webhook")
+    assert hook["status"] == "dead" and "10.0.0.7" in hook["last_error"]
+    runs = [i for i in kt.timeline.page("shipment", shipment["id"], [])["items"]
+            if i["type"] == "automation"]
+    assert {r["status"] for r in runs} == {"done", "failed"}
+
+
+def test_a_client_e_mail_field_gets_the_message_through_smtp(
+        make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import email
+    from email.policy import default as default_policy
+
+    from aiosmtpd.controller import Controller
+
+    received: list[Any] = []
+
+    class Handler:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            received.append(envelope)
+            return "250 OK"
+    with __import__("socket").socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        files = {**DELIVERING, "setup.yaml": DELIVERING["setup.yaml"].replace(
+            "              - webhook: {url: \"URL\", secret_env: HOOK_SECRET, role: manager}\n", "")}
+        kt = make_kt(write_setup(files, "mailing"))
+        monkeypatch.setenv("KARTOTEKA_SMTP_URL",
+                           f"smtp://127.0.0.1:{port}?starttls=0&from=crm@example.com")
+        shipment = kt.records.create("shipment", {"number": "МСК-2", "client_email": "ivan@example.com"})
+        kt.stages.move("shipment", shipment["id"], {"to": "delivered"})
+        kt.automations.run_pending()
+        assert [e["status"] for e in events(kt, kind="email")] == ["done"]
+        (envelope,) = received
+        assert envelope.rcpt_tos == ["ivan@example.com"]
+        message = email.message_from_bytes(envelope.original_content, policy=default_policy)
+        assert message["Subject"] == "Груз МСК-2: delivered"
+        assert "Ваш груз МСК-2" in message.get_content() and "您好" in message.get_content()
+    finally:
+        controller.stop()
+
+
+def test_e_mail_off_is_a_dead_letter_that_says_how_to_turn_it_on(
+        make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    files = {**DELIVERING, "setup.yaml": DELIVERING["setup.yaml"].replace(
+        "              - webhook: {url: \"URL\", secret_env: HOOK_SECRET, role: manager}\n", "")}
+    kt = make_kt(write_setup(files, "nomail"))
+    monkeypatch.delenv("KARTOTEKA_SMTP_URL", raising=False)
+    shipment = kt.records.create("shipment", {"number": "X", "client_email": "x@example.com"})
+    kt.stages.move("shipment", shipment["id"], {"to": "port"})
+    kt.automations.run_pending()
+    (mail_event,) = events(kt, kind="email")
+    assert mail_event["status"] == "dead" and "KARTOTEKA_SMTP_URL" in mail_event["last_error"]

@@ -20,7 +20,9 @@ automation never fires on a change its own action made to the same record.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +35,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.access.acting import User
 from engine.access.users import Users
+from engine.automations import mail, webhook
+from engine.automations.channels import DeliveryFailed
 from engine.automations.templates import render
 from engine.errors import ErrorDetail, NotFound, RequestError, ValidationFailed
 from engine.process.stages import StageMoves
@@ -40,7 +44,7 @@ from engine.records.service import Record, Records
 from engine.setup.automations import ACTOR, OWNER, RECORD, AutomationSpec
 from engine.setup.names import link_column, poly_entity_column
 from engine.setup.spec import label_text
-from engine.storage.outbox import DEAD, DONE, PENDING
+from engine.storage.outbox import DEAD, DELIVERIES, DONE, PENDING
 from engine.storage.rules import _clauses
 from engine.types.moments import NotRelative, parse_relative
 
@@ -51,6 +55,8 @@ MAX_ATTEMPTS = 6
 #: the first retry waits this long; each next one twice as long, up to BACKOFF_CAP
 BACKOFF = dt.timedelta(seconds=10)
 BACKOFF_CAP = dt.timedelta(hours=1)
+#: how long a worker holds a delivery it is making (then another may make it again)
+LEASE = dt.timedelta(minutes=2)
 #: how often the clock's triggers are looked at, at most
 TICK = dt.timedelta(seconds=1)
 #: a date trigger fires for dates that came due at most this long ago (so a new automation,
@@ -207,29 +213,102 @@ class Automations:
             if row is None:
                 return False
             event = dict(row)
-            try:
-                with self.db.write():  # the automations' writes: undone together on failure
-                    runs = self._run_event(conn, event)
-            except Exception as error:
-                message = _describe(error)
-                log.warning("event %s (%s %s %s) failed: %s", event["id"], event["kind"],
-                            event["entity"], event["record_id"], message)
-                self._record_run(conn, event, getattr(error, "automation", "?"), "failed",
-                                 {"error": message, "attempt": event["attempts"] + 1})
-                attempts = event["attempts"] + 1
-                conn.execute(sa.update(events).where(events.c.id == event["id"]).values(
-                    attempts=attempts, last_error=message,
-                    status=DEAD if attempts >= MAX_ATTEMPTS else PENDING,
-                    next_at=now + min(BACKOFF * 2 ** (attempts - 1), BACKOFF_CAP)))
+            if event["kind"] not in DELIVERIES:
+                # run in the claiming transaction: the row stays locked (PostgreSQL) until
+                # the automations' writes and its `done` commit together
+                self._run_claimed(conn, event, now)
                 return True
-            for name, run, refusal in runs:
-                if run is not None:
-                    self._record_run(conn, event, name, "done", {"actions": run.detail})
-                elif refusal:
-                    self._record_run(conn, event, name, "refused", {"reason": refusal})
+            # a delivery is leased now and made outside any transaction (a network call
+            # must not hold the database): done or retried after it, in a transaction of its own
             conn.execute(sa.update(events).where(events.c.id == event["id"]).values(
-                status=DONE, attempts=event["attempts"] + 1, done_at=now, last_error=None))
-            return True
+                attempts=event["attempts"] + 1, next_at=now + LEASE))
+        self._deliver(event, now)
+        return True
+
+    def _run_claimed(self, conn: sa.Connection, event: dict[str, Any], now: dt.datetime) -> None:
+        events = self.storage.events
+        try:
+            with self.db.write():  # the automations' writes: undone together on failure
+                runs = self._run_event(conn, event)
+        except Exception as error:
+            message = _describe(error)
+            log.warning("event %s (%s %s %s) failed: %s", event["id"], event["kind"],
+                        event["entity"], event["record_id"], message)
+            self._record_run(conn, event, getattr(error, "automation", "?"), "failed",
+                             {"error": message, "attempt": event["attempts"] + 1})
+            attempts = event["attempts"] + 1
+            conn.execute(sa.update(events).where(events.c.id == event["id"]).values(
+                attempts=attempts, last_error=message,
+                status=DEAD if attempts >= MAX_ATTEMPTS else PENDING,
+                next_at=now + min(BACKOFF * 2 ** (attempts - 1), BACKOFF_CAP)))
+            return
+        for name, run, refusal in runs:
+            if run is not None:
+                self._record_run(conn, event, name, "done", {"actions": run.detail})
+            elif refusal:
+                self._record_run(conn, event, name, "refused", {"reason": refusal})
+        conn.execute(sa.update(events).where(events.c.id == event["id"]).values(
+            status=DONE, attempts=event["attempts"] + 1, done_at=now, last_error=None))
+
+    def _deliver(self, event: dict[str, Any], now: dt.datetime) -> None:
+        """Make a delivery (its lease taken): done, or retried with backoff when the failure
+        may pass, or dead at once when it cannot. Killed half-way, the lease runs out and
+        the delivery is made again: at least once (receivers dedupe on the event id)."""
+        payload = event["changes"] or {}
+        try:
+            if event["kind"] == "webhook":
+                answer: Any = {"status": self._post(event["id"], payload)}
+            else:
+                self._mail(event["id"], payload)
+                answer = {"to": payload["to"]}
+            error: DeliveryFailed | None = None
+        except DeliveryFailed as failure:
+            error = failure
+        except ValueError as failure:  # an address or a header that cannot be sent
+            error = DeliveryFailed(str(failure), retryable=False)
+        events = self.storage.events
+        attempts = event["attempts"] + 1
+        with self.records.access.acting.as_user(None), self.db.write() as conn:
+            if error is None:
+                conn.execute(sa.update(events).where(events.c.id == event["id"]).values(
+                    status=DONE, done_at=self.records.clock(), last_error=None))
+                self._record_run(conn, event, payload.get("automation") or "?", "done",
+                                 {"actions": [{event["kind"]: answer}]})
+                return
+            message = str(error)
+            dead = not error.retryable or attempts >= MAX_ATTEMPTS
+            wait = max(min(BACKOFF * 2 ** (attempts - 1), BACKOFF_CAP),
+                       dt.timedelta(seconds=error.retry_after or 0))
+            conn.execute(sa.update(events).where(events.c.id == event["id"]).values(
+                status=DEAD if dead else PENDING, last_error=message, next_at=now + wait))
+            self._record_run(conn, event, payload.get("automation") or "?", "failed",
+                             {"error": message, "attempt": attempts, "retried": not dead})
+        log.warning("%s delivery %s failed%s: %s", event["kind"], event["id"],
+                    "" if dead else ", retried later", message)
+
+    def _post(self, event_id: int, payload: Mapping[str, Any]) -> int:
+        secret = None
+        if payload.get("secret_env"):
+            value = os.environ.get(payload["secret_env"])
+            if not value:
+                raise DeliveryFailed(f"the webhook's secret_env {payload['secret_env']} is not "
+                                     "set in the worker's environment; set it, then retry",
+                                     retryable=False)
+            secret = value.encode()
+        body = json.dumps(payload["body"], ensure_ascii=False, separators=(",", ":")).encode()
+        return webhook.post(payload["url"], body, secret=secret, event_id=str(event_id),
+                            allowed=webhook.allowed_from_env())
+
+    @staticmethod
+    def _mail(event_id: int, payload: Mapping[str, Any]) -> None:
+        settings = mail.settings_from_env()
+        if settings is None:
+            raise DeliveryFailed(f"e-mail is off: set {mail.SMTP_ENV} (docs/automations.md, "
+                                 "'E-mail'), then retry", retryable=False)
+        message = mail.build_message(settings.sender, payload["to"], payload["subject"],
+                                     payload.get("text") or "", event_id=str(event_id),
+                                     language=payload.get("language"))
+        mail.send(settings, message)
 
     def _record_run(self, conn: sa.Connection, event: Mapping[str, Any], automation: str,
                     status: str, detail: Any) -> None:
@@ -427,14 +506,71 @@ class Automations:
     def _do_notify(self, conn: sa.Connection, automation: AutomationSpec,
                    event: Mapping[str, Any], params: dict[str, Any]) -> Any:
         recipients: list[int] = []
+        addresses: list[str] = []
+        trigger = self._record(conn, automation.entity, event["record_id"])
         for who in params["to"]:
             if isinstance(who, dict) and "email_field" in who:
-                continue  # e-mail to an address on the record: the mail channel's
+                address = self._lookup(conn, automation.entity, trigger, who["email_field"])
+                if isinstance(address, str) and address and address not in addresses:
+                    addresses.append(address)
+                continue
             recipients += [u for u in self._people(conn, automation, event, who)
                            if u not in recipients]
         told = self.notify(conn, recipients, automation.entity, event["record_id"],
                            params["subject"], params.get("text"), automation=automation.name)
-        return {"notify": {"users": told}}
+        mailed: list[str] = []
+        if params.get("email"):  # the users told in the app, at their own addresses
+            for user in self.users.by_ids(conn, told):
+                with self.records.access.acting.as_user(user):
+                    seen = self.records.fetch(conn, automation.entity, [event["record_id"]])[0]
+                    hidden = self._hidden_for(user)
+                    self._queue_mail(conn, automation, event, [user.email], seen, params, hidden)
+                mailed.append(user.email)
+        for address in addresses:  # an address on the record (a client's): filled as the
+            # system sees the record, so its template says only what the receiver may know
+            self._queue_mail(conn, automation, event, [address], trigger, params, None)
+            mailed.append(address)
+        return {"notify": {"users": told, **({"email": mailed} if mailed else {})}}
+
+    def _hidden_for(self, user: User) -> Callable[[str], frozenset[str]]:
+        def hidden(name: str) -> frozenset[str]:
+            with self.records.access.acting.as_user(user):
+                rights = self.records.access.rights(name)
+            return frozenset() if rights is None else rights.hidden
+        return hidden
+
+    def _queue_mail(self, conn: sa.Connection, automation: AutomationSpec,
+                    event: Mapping[str, Any], to: list[str], record: Record,
+                    params: Mapping[str, Any], hidden: Callable[[str], frozenset[str]] | None,
+                    ) -> None:
+        language = self.storage.setup.languages[0]
+        subject = self._render(conn, automation.entity, record,
+                               label_text(params["subject"], language), hidden)
+        text = "" if params.get("text") is None else self._render(
+            conn, automation.entity, record, label_text(params["text"], language), hidden)
+        self.outbox.deliver(conn, "email", automation.entity, event["record_id"], {
+            "automation": automation.name, "to": to, "subject": " ".join(subject.split()),
+            "text": text, "language": language}, at=self.records.clock())
+
+    def _do_webhook(self, conn: sa.Connection, automation: AutomationSpec,
+                    event: Mapping[str, Any], params: dict[str, Any]) -> Any:
+        """A signed POST of the record (as `role` sees it, when given) to `url`, made once
+        the event's transaction commits (a delivery event of its own, retried alone)."""
+        record = self._record(conn, automation.entity, event["record_id"])
+        if params.get("role"):
+            reader = User(0, "", None, (params["role"],), None, True)
+            with self.records.access.acting.as_user(reader):
+                rights = self.records.access.rights(automation.entity)
+            for name in rights.hidden if rights is not None else ():
+                record.pop(name, None)
+        body = {"automation": automation.name, "trigger": automation.on,
+                "entity": automation.entity, "id": event["record_id"],
+                "changes": event["changes"], "record": record}
+        self.outbox.deliver(conn, "webhook", automation.entity, event["record_id"], {
+            "automation": automation.name, "url": params["url"],
+            "secret_env": params.get("secret_env"),
+            "body": json.loads(json.dumps(body, default=str))}, at=self.records.clock())
+        return {"webhook": {"url": params["url"], "queued": True}}
 
     def _do_call(self, conn: sa.Connection, automation: AutomationSpec,
                  event: Mapping[str, Any], params: dict[str, Any]) -> Any:
@@ -467,10 +603,7 @@ class Automations:
                     continue
                 seen = self.records.fetch(conn, entity, [record_id])[0]
 
-                def hidden(name: str, reader: User = user) -> frozenset[str]:
-                    with self.records.access.acting.as_user(reader):
-                        rights = self.records.access.rights(name)
-                    return frozenset() if rights is None else rights.hidden
+                hidden = self._hidden_for(user)
                 subject_text = self._render(conn, entity, seen, label_text(subject, language),
                                             hidden)
                 body = None if text is None else self._render(

@@ -25,6 +25,7 @@
               to: [$owner, {role: director}, {email_field: email}]
               subject: {en: "Sale {number} is in contract", ru: "Сделка {number} на договоре"}
               text: "..."
+          - webhook: {url: "https://erp.example.com/hooks", secret_env: ERP_SECRET, role: manager}
           - call: {action: my_action, with: {...}}     # registered in Python (docs/extending.md)
 
 `if:` is the filter structure of roles and rules (`{field: value}`, `{field: {op: value}}`,
@@ -40,6 +41,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 from croniter import croniter
 
@@ -63,11 +65,12 @@ KEYS = ("label", "entity", "on", "stage", "changed", "from", "to", "date", "befo
 #: `before: 3 days` / `after: 1 hour`
 OFFSET = re.compile(r"^\s*(\d{1,4})\s*(minute|hour|day|week)s?\s*$")
 UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400}
-ACTIONS = ("create", "set", "move", "notify", "call")
+ACTIONS = ("create", "set", "move", "notify", "webhook", "call")
 #: a value naming the trigger record (a link's value in `create` and `set`)
 RECORD = "$record"
 #: recipients and owners named by the trigger record
 OWNER, ACTOR = "$owner", "$actor"
+ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,99}$")
 PLACEHOLDER = re.compile(r"(?<!\{)\{([^{}]*)\}(?!\})")
 
 
@@ -606,8 +609,12 @@ class _Checker:
 
     def action_notify(self, path: tuple[str | int, ...], entity: EntitySpec,
                       params: Any) -> dict[str, Any] | None:
-        if not self._keys(path, params, ("to", "subject", "text"), ("to", "subject"),
+        if not self._keys(path, params, ("to", "subject", "text", "email"), ("to", "subject"),
                           "notify: {to: [$owner], subject: 'Sale {number} won'}"):
+            return None
+        if params.get("email", False) not in (True, False):
+            self.problem("automation.notify", (*path, "email"), "must be true or false",
+                         "email: true also e-mails the users told in the app")
             return None
         raw = params["to"] if isinstance(params["to"], list) else [params["to"]]
         people = [self.person((*path, "to", i), p, email_field=entity) for i, p in enumerate(raw)]
@@ -615,7 +622,34 @@ class _Checker:
         text = self.texts((*path, "text"), entity, params["text"]) if "text" in params else None
         if any(p is None for p in people) or subject is None:
             return None
-        return {"to": people, "subject": subject, "text": text}
+        return {"to": people, "subject": subject, "text": text,
+                "email": bool(params.get("email", False))}
+
+    def action_webhook(self, path: tuple[str | int, ...], entity: EntitySpec,
+                       params: Any) -> dict[str, Any] | None:
+        if not self._keys(path, params, ("url", "secret_env", "role"), ("url",),
+                          "webhook: {url: 'https://erp.example.com/hooks/crm', "
+                          "secret_env: ERP_HOOK_SECRET}"):
+            return None
+        url = params["url"]
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            self.problem("automation.webhook", (*path, "url"), f"{url!r} is not an http(s) URL",
+                         "e.g. url: https://erp.example.com/hooks/crm")
+            return None
+        secret = params.get("secret_env")
+        if secret is not None and not (isinstance(secret, str) and ENV_NAME.match(secret)):
+            self.problem("automation.webhook", (*path, "secret_env"), f"{secret!r} is not the "
+                         "name of an environment variable", "e.g. secret_env: ERP_HOOK_SECRET "
+                         "(the secret itself never goes into the setup)")
+            return None
+        role = params.get("role")
+        if role is not None and role not in self.setup.roles:
+            self.problem("automation.role", (*path, "role"), f"no role {role!r}",
+                         did_you_mean(str(role), self.setup.roles)
+                         or "roles: " + ", ".join(self.setup.roles))
+            return None
+        return {"url": url, "secret_env": secret, "role": role}
 
     def action_call(self, path: tuple[str | int, ...], entity: EntitySpec,
                     params: Any) -> dict[str, Any] | None:

@@ -31,6 +31,8 @@ import sqlalchemy as sa
 from engine.types.columns import UTCDateTime, id_column_type, json_column
 
 PENDING, DONE, DEAD = "pending", "done", "dead"
+#: events that are deliveries to the outside, not changes: made outside a transaction
+DELIVERIES = ("webhook", "email")
 
 
 def outbox_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table, sa.Table, sa.Table]:
@@ -129,6 +131,19 @@ class Outbox:
             yield
         finally:
             self._cause.reset(token)
+
+    def deliver(self, conn: sa.Connection, kind: str, entity: str, record_id: int | None,
+                payload: Mapping[str, Any], *, at: dt.datetime) -> None:
+        """A delivery (`webhook`, `email`) to make once this transaction commits: written
+        beside the change that asks for it, retried by the worker until it goes through."""
+        cause = self._cause.get()
+        conn.execute(self._insert, [{
+            "kind": kind, "entity": entity, "record_id": record_id, "changes": dict(payload),
+            "by": None, "at": at, "depth": 0 if cause is None else cause.depth,
+            "cause": None if cause is None else cause.automation,
+            "status": PENDING, "attempts": 0, "next_at": at}])
+        for listener in self.listeners:
+            listener()
 
     def emit(self, conn: sa.Connection, entity: str, record_ids: Iterable[int], kind: str,
              changes: Mapping[str, Any] | None, *, by: int | None, at: dt.datetime) -> None:
