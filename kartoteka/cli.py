@@ -169,10 +169,15 @@ def _trigger_words(automation: Any) -> str:
     if automation.stages:
         return f"{automation.on} {'|'.join(sorted(automation.stages))}"
     if automation.on == "date":
-        seconds = automation.offset_seconds
-        when = "" if not seconds else \
-            f" {'+' if seconds > 0 else '-'}{abs(seconds) // 60} min"
-        return f"when {automation.date_field}{when} comes"
+        seconds = abs(automation.offset_seconds)
+        unit = next((u for u, size in (("week", 604800), ("day", 86400), ("hour", 3600))
+                     if seconds % size == 0), "minute")
+        size = {"week": 604800, "day": 86400, "hour": 3600, "minute": 60}[unit]
+        span = f"{seconds // size} {unit}{'s' if seconds // size != 1 else ''}"
+        if not seconds:
+            return f"when {automation.date_field} comes"
+        side = "after" if automation.offset_seconds > 0 else "before"
+        return f"{span} {side} {automation.date_field}"
     if automation.on == "schedule":
         return f"on schedule '{automation.schedule}'"
     if automation.changed:

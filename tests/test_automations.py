@@ -908,3 +908,52 @@ def test_e_mail_off_is_a_dead_letter_that_says_how_to_turn_it_on(
     kt.automations.run_pending()
     (mail_event,) = events(kt, kind="email")
     assert mail_event["status"] == "dead" and "KARTOTEKA_SMTP_URL" in mail_event["last_error"]
+
+
+# -- the examples' flows ---------------------------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def test_logistics_tells_the_manager_and_mails_the_client_at_each_delivery_stage(
+        make_kt: Callable[..., Kartoteka], monkeypatch: pytest.MonkeyPatch) -> None:
+    kt = make_kt(EXAMPLES / "logistics")
+    monkeypatch.delenv("KARTOTEKA_SMTP_URL", raising=False)
+    manager, _ = kt.users.add("roman@example.com", ["admin"])
+    client = kt.records.create("client", {"name": "ООО Ромашка", "email": "buyer@romashka.ru"})
+    for number, mode, stage in (("FR-2026-0001", "sea", "at_sea"), ("FR-2026-0002", "air", "departed")):
+        shipment = kt.records.create("shipment", {
+            "number": number, "mode": mode, "cargo": "Станки", "origin": "Шанхай",
+            "destination": "Москва", "client": client["id"], "incoterms": "FOB",
+            "quoted_price": "1000.00", "booking_no": "BK-1", "container_no": "MSCU1234567",
+            "vessel": "Ever Given", "flight_no": "SU208", "transport_doc_no": "B/L-1"},
+            owner=manager.id)
+        kt.stages.move("shipment", shipment["id"], {"to": "booked"})
+        kt.stages.move("shipment", shipment["id"], {"to": stage})
+    kt.automations.run_pending()
+    assert _told(kt) == [
+        "Груз FR-2026-0001 (Станки): этап booked", "Груз FR-2026-0001 (Станки): этап at_sea",
+        "Груз FR-2026-0002 (Станки): этап booked", "Груз FR-2026-0002 (Станки): этап departed"]
+    mails = events(kt, kind="email")
+    assert len(mails) == 4 and {tuple(m["changes"]["to"]) for m in mails} == {("buyer@romashka.ru",)}
+    assert mails[0]["changes"]["text"] == \
+        "Здравствуйте! Груз FR-2026-0001 из Шанхай перешёл на этап «booked»."
+
+
+def test_purchasing_flags_suppliers_below_threshold_and_reminds_renewals(
+        make_kt: Callable[..., Kartoteka]) -> None:
+    kt = make_kt(EXAMPLES / "purchasing")
+    buyer, _ = kt.users.add("buyer@example.com", ["admin"])
+    weak = kt.records.create("supplier", {"name": "Слабый 供应商"}, owner=buyer.id)
+    strong = kt.records.create("supplier", {"name": "Сильный"}, owner=buyer.id)
+    for supplier, score in ((weak, 40), (strong, 95)):
+        kt.records.create("supplier_evaluation", {
+            "supplier": supplier["id"], "period": "2026-Q4", "evaluated_on": "2026-12-01",
+            "quality_score": score, "delivery_score": score, "cost_score": score})
+    kt.records.create("contract", {"number": "K-1", "title": "Поставка", "status": "active",
+                                   "supplier": strong["id"], "valid_to": "2027-01-04"},
+                      owner=buyer.id)
+    _at(kt, dt.datetime(2026, 12, 7, 9, 0, 5, tzinfo=MSK))  # Monday 9:00 in Moscow
+    kt.automations.run_pending()
+    assert _told(kt) == ["Слабый 供应商: overall score 40.00, below 70",
+                         "Contract K-1 ends on 2027-01-04: renew it or let it expire"]

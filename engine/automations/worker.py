@@ -367,7 +367,7 @@ class Automations:
     # -- values and people ---------------------------------------------------------------------
     def _values(self, conn: sa.Connection, automation: AutomationSpec, event: Mapping[str, Any],
                 target: str, raw: Mapping[str, Any]) -> dict[str, Any]:
-        trigger = self._record(conn, automation.entity, event["record_id"])
+        trigger = _as_of(self._record(conn, automation.entity, event["record_id"]), event)
         spec = self.storage[target].spec
         out: dict[str, Any] = {}
         for name, value in raw.items():
@@ -507,7 +507,7 @@ class Automations:
                    event: Mapping[str, Any], params: dict[str, Any]) -> Any:
         recipients: list[int] = []
         addresses: list[str] = []
-        trigger = self._record(conn, automation.entity, event["record_id"])
+        trigger = _as_of(self._record(conn, automation.entity, event["record_id"]), event)
         for who in params["to"]:
             if isinstance(who, dict) and "email_field" in who:
                 address = self._lookup(conn, automation.entity, trigger, who["email_field"])
@@ -517,12 +517,14 @@ class Automations:
             recipients += [u for u in self._people(conn, automation, event, who)
                            if u not in recipients]
         told = self.notify(conn, recipients, automation.entity, event["record_id"],
-                           params["subject"], params.get("text"), automation=automation.name)
+                           params["subject"], params.get("text"), automation=automation.name,
+                           event=event)
         mailed: list[str] = []
         if params.get("email"):  # the users told in the app, at their own addresses
             for user in self.users.by_ids(conn, told):
                 with self.records.access.acting.as_user(user):
-                    seen = self.records.fetch(conn, automation.entity, [event["record_id"]])[0]
+                    seen = _as_of(self.records.fetch(
+                        conn, automation.entity, [event["record_id"]])[0], event)
                     hidden = self._hidden_for(user)
                     self._queue_mail(conn, automation, event, [user.email], seen, params, hidden)
                 mailed.append(user.email)
@@ -556,7 +558,7 @@ class Automations:
                     event: Mapping[str, Any], params: dict[str, Any]) -> Any:
         """A signed POST of the record (as `role` sees it, when given) to `url`, made once
         the event's transaction commits (a delivery event of its own, retried alone)."""
-        record = self._record(conn, automation.entity, event["record_id"])
+        record = _as_of(self._record(conn, automation.entity, event["record_id"]), event)
         if params.get("role"):
             reader = User(0, "", None, (params["role"],), None, True)
             with self.records.access.acting.as_user(reader):
@@ -575,7 +577,7 @@ class Automations:
     def _do_call(self, conn: sa.Connection, automation: AutomationSpec,
                  event: Mapping[str, Any], params: dict[str, Any]) -> Any:
         action = self.actions[params["action"]]
-        record = self._record(conn, automation.entity, event["record_id"])
+        record = _as_of(self._record(conn, automation.entity, event["record_id"]), event)
 
         def notify(users: Sequence[int], subject: str, text: str | None = None) -> list[int]:
             language = self.storage.setup.languages[0]
@@ -589,7 +591,8 @@ class Automations:
     # -- notifications -------------------------------------------------------------------------
     def notify(self, conn: sa.Connection, users: Sequence[int], entity: str, record_id: int,
                subject: Mapping[str, str], text: Mapping[str, str] | None, *,
-               automation: str | None = None) -> list[int]:
+               automation: str | None = None,
+               event: Mapping[str, Any] | None = None) -> list[int]:
         """In-app notifications to `users` about a record: only those who may read it are
         told, and each text is filled with the record as that user sees it (a hidden field
         is left empty). Returns who was told."""
@@ -602,6 +605,8 @@ class Automations:
                 if not self.records.visible(conn, entity, record_id):
                     continue
                 seen = self.records.fetch(conn, entity, [record_id])[0]
+                if event is not None:
+                    seen = _as_of(seen, event)
 
                 hidden = self._hidden_for(user)
                 subject_text = self._render(conn, entity, seen, label_text(subject, language),
@@ -660,6 +665,21 @@ def _triggered(automation: AutomationSpec, event: Mapping[str, Any]) -> bool:
         if name not in changes or not isinstance(changes[name], list) or changes[name][1] != value:
             return False
     return True
+
+
+def _as_of(record: Record, event: Mapping[str, Any]) -> Record:
+    """The record as the event left it: the values its change set (a stage entered, the new
+    values of an update) over the record as it is now, so a text about the event says what
+    happened even when the record moved on before the worker ran. Only keys the record has
+    (a field hidden from the reader stays hidden)."""
+    changes = event.get("changes") or {}
+    if event["kind"] == "stage" and changes.get("to") is not None:
+        new = {"stage": changes["to"]}
+    elif event["kind"] == "update":
+        new = {k: v[1] for k, v in changes.items() if isinstance(v, list) and len(v) == 2}
+    else:
+        return record
+    return {**record, **{k: v for k, v in new.items() if k in record}}
 
 
 def _relative(text: str, kind: str) -> bool:
