@@ -1,12 +1,12 @@
 """The worker: takes the outbox's due events (engine/storage/outbox.py) and runs the
 automations they trigger (engine/setup/automations.py).
 
-One event, one transaction: the event is claimed (on PostgreSQL `FOR UPDATE SKIP LOCKED`,
-so several workers share the queue; on SQLite the write lock serialises them), each
-automation it triggers is checked (its trigger's details, the loop guard, its `if:`) and
-its actions run, and the event is marked `done` — so an automation's writes happen once,
-even when a worker dies mid-way (its transaction is rolled back, the event stays
-`pending`). When an action fails, everything the event's automations wrote is undone, the
+Due events are claimed in batches (on PostgreSQL `FOR UPDATE SKIP LOCKED`, so several
+workers share the queue; on SQLite the write lock serialises them), and each is run in a
+savepoint of the batch's transaction: each automation it triggers is checked (its
+trigger's details, the loop guard, its `if:`), its actions run, and the event is marked
+`done` — committed together, so an automation's writes happen once, even when a worker
+dies mid-way (its transaction is rolled back, the events stay `pending`). When an action fails, everything the event's automations wrote is undone, the
 failure is recorded on the record's timeline, and the event is tried again later
 (exponential backoff) until MAX_ATTEMPTS, when it becomes a dead letter an admin can list
 and retry (`GET /api/automations/events?status=dead`, `kartoteka worker --dead`).
@@ -55,6 +55,8 @@ MAX_ATTEMPTS = 6
 #: the first retry waits this long; each next one twice as long, up to BACKOFF_CAP
 BACKOFF = dt.timedelta(seconds=10)
 BACKOFF_CAP = dt.timedelta(hours=1)
+#: events claimed and committed together (each in its own savepoint): one commit for many
+BATCH = 50
 #: how long a worker holds a delivery it is making (then another may make it again)
 LEASE = dt.timedelta(minutes=2)
 #: how often the clock's triggers are looked at, at most
@@ -115,11 +117,14 @@ class Automations:
     # -- the queue ---------------------------------------------------------------------------
     def run_pending(self, limit: int = 100) -> int:
         """Fire the date triggers and schedules that came due, then process up to `limit`
-        due events, one transaction each; how many were processed."""
+        due events; how many were processed."""
         self.fire_due()
         done = 0
-        while done < limit and self._process_one():
-            done += 1
+        while done < limit:
+            batch = self._process_batch(min(BATCH, limit - done))
+            if not batch:
+                break
+            done += batch
         return done
 
     # -- the clock: date triggers and schedules ------------------------------------------------
@@ -201,29 +206,31 @@ class Automations:
                          {"automation": automation.name, "at": due}, by=None, at=now)
         return len(ids)
 
-    def _process_one(self) -> bool:
+    def _process_batch(self, size: int) -> int:
+        """Claim up to `size` due events in one transaction (on PostgreSQL `FOR UPDATE SKIP
+        LOCKED`: other workers take others); run each change event's automations in a
+        savepoint of it, so its writes and its `done` commit together (one commit for the
+        batch); lease the deliveries and make them after the commit. How many were taken."""
         events = self.storage.events
         now = self.records.clock()
         with self.records.access.acting.as_user(None), self.db.write() as conn:
             claim = (sa.select(events).where(events.c.status == PENDING, events.c.next_at <= now)
-                     .order_by(events.c.id).limit(1))
+                     .order_by(events.c.id).limit(size))
             if conn.dialect.name == "postgresql":
                 claim = claim.with_for_update(skip_locked=True)
-            row = conn.execute(claim).mappings().first()
-            if row is None:
-                return False
-            event = dict(row)
-            if event["kind"] not in DELIVERIES:
-                # run in the claiming transaction: the row stays locked (PostgreSQL) until
-                # the automations' writes and its `done` commit together
-                self._run_claimed(conn, event, now)
-                return True
-            # a delivery is leased now and made outside any transaction (a network call
-            # must not hold the database): done or retried after it, in a transaction of its own
-            conn.execute(sa.update(events).where(events.c.id == event["id"]).values(
-                attempts=event["attempts"] + 1, next_at=now + LEASE))
-        self._deliver(event, now)
-        return True
+            rows = [dict(row) for row in conn.execute(claim).mappings()]
+            deliveries = [row for row in rows if row["kind"] in DELIVERIES]
+            for event in rows:
+                if event["kind"] not in DELIVERIES:
+                    self._run_claimed(conn, event, now)
+            if deliveries:
+                # a network call must not hold the database: leased now, made after the commit
+                conn.execute(sa.update(events).where(
+                    events.c.id.in_([d["id"] for d in deliveries])).values(
+                    attempts=events.c.attempts + 1, next_at=now + LEASE))
+        for event in deliveries:
+            self._deliver(event, now)
+        return len(rows)
 
     def _run_claimed(self, conn: sa.Connection, event: dict[str, Any], now: dt.datetime) -> None:
         events = self.storage.events

@@ -137,11 +137,11 @@ class Outbox:
         """A delivery (`webhook`, `email`) to make once this transaction commits: written
         beside the change that asks for it, retried by the worker until it goes through."""
         cause = self._cause.get()
-        conn.execute(self._insert, [{
+        conn.execute(self._insert, {
             "kind": kind, "entity": entity, "record_id": record_id, "changes": dict(payload),
             "by": None, "at": at, "depth": 0 if cause is None else cause.depth,
             "cause": None if cause is None else cause.automation,
-            "status": PENDING, "attempts": 0, "next_at": at}])
+            "status": PENDING, "attempts": 0, "next_at": at})
         for listener in self.listeners:
             listener()
 
@@ -155,7 +155,7 @@ class Outbox:
                  "depth": 0 if cause is None else cause.depth,
                  "cause": None if cause is None else cause.automation,
                  "status": PENDING, "attempts": 0, "next_at": at} for record_id in record_ids]
-        if rows:
-            conn.execute(self._insert, rows)
+        if rows:  # one row as one execute: an executemany costs more on PostgreSQL
+            conn.execute(self._insert, rows[0] if len(rows) == 1 else rows)
             for listener in self.listeners:
                 listener()
