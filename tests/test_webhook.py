@@ -440,6 +440,9 @@ def test_the_allow_list_takes_names_addresses_and_networks(dns: dict[str, Any], 
     for allowed in (["other.test"], ["10.0.0.0/8"], ["127.0.0.2"], ["hooks.test"]):
         with pytest.raises(TargetRefused):
             check_target(url, allowed)
+    dns["xn--e1afmkfd.test"] = [["127.0.0.1"]]
+    assert check_target("https://пример.test/", ["Пример.test"]) == check_target(
+        "https://xn--e1afmkfd.test/", ["xn--e1afmkfd.test"])
 
 
 def test_the_allow_list_allows_only_what_it_names(receiver: Receiver) -> None:

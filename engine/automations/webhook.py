@@ -251,6 +251,11 @@ class _AllowList:
                 continue
             except ValueError:
                 pass
+            if not entry.isascii():
+                try:
+                    entry = entry.encode("idna").decode("ascii")
+                except UnicodeError:
+                    pass  # refused just below
             if "/" in entry or not re.fullmatch(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*", entry):
                 raise SettingsError(
                     f"{source}: {raw!r} is not a host name, an IP address or a network; "
