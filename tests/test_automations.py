@@ -957,3 +957,53 @@ def test_purchasing_flags_suppliers_below_threshold_and_reminds_renewals(
     kt.automations.run_pending()
     assert _told(kt) == ["Слабый 供应商: overall score 40.00, below 70",
                          "Contract K-1 ends on 2027-01-04: renew it or let it expire"]
+
+
+ASSIGNING = {
+    "setup.yaml": """
+        name: Assigning
+        roles:
+          manager:
+            lead: {create: all, read: own, update: own}
+        automations:
+          route_leads:
+            entity: lead
+            on: created
+            do:
+              - assign:
+                  rules:
+                    - {if: {city: Москва}, to: {role: manager, team: moscow}}
+                    - {to: {role: manager}}
+                  pick: round_robin
+    """,
+    "lead.yaml": """
+        entity: lead
+        owner: true
+        fields:
+          name: {type: string, required: true}
+          city: {type: string}
+    """,
+}
+
+
+def test_leads_are_routed_by_rule_and_round_robin(make_kt: Callable[..., Kartoteka],
+                                                  write_setup: Callable[..., Path]) -> None:
+    kt = make_kt(write_setup(ASSIGNING, "assigning"))
+    moscow = [kt.users.add(f"m{n}@example.com", ["manager"], team="moscow")[0].id for n in range(2)]
+    others = [kt.users.add(f"o{n}@example.com", ["manager"], team="kazan")[0].id for n in range(2)]
+    leads = [kt.records.create("lead", {"name": f"Лид {n}", "city": city})
+             for n, city in enumerate(["Москва", "Москва", "Москва", "Казань"])]
+    kt.automations.run_pending()
+    owners = [kt.records.get("lead", lead["id"])["owner"] for lead in leads]
+    # Moscow's leads go round the Moscow team; the rest to any manager (the one who got a
+    # lead longest ago: one of those who have none yet)
+    assert owners[:3] == [moscow[0], moscow[1], moscow[0]]
+    assert owners[3] in others
+
+
+def test_a_broken_assignment_is_a_located_setup_error(write_setup: Callable[..., Path]) -> None:
+    files = dict(ASSIGNING)
+    files["setup.yaml"] = files["setup.yaml"].replace("pick: round_robin", "pick: random")
+    problems = [d for d in check_setup(write_setup(files, "badpick")).diagnostics
+                if d.severity == "error"]
+    assert [(d.code, "round_robin" in d.hint) for d in problems] == [("automation.assign", True)]

@@ -6,10 +6,12 @@ workers share the queue; on SQLite the write lock serialises them), and each is 
 savepoint of the batch's transaction: each automation it triggers is checked (its
 trigger's details, the loop guard, its `if:`), its actions run, and the event is marked
 `done` — committed together, so an automation's writes happen once, even when a worker
-dies mid-way (its transaction is rolled back, the events stay `pending`). When an action fails, everything the event's automations wrote is undone, the
-failure is recorded on the record's timeline, and the event is tried again later
-(exponential backoff) until MAX_ATTEMPTS, when it becomes a dead letter an admin can list
-and retry (`GET /api/automations/events?status=dead`, `kartoteka worker --dead`).
+dies mid-way (its transaction is rolled back, the events stay `pending`). When an action
+fails, everything the event's automations wrote is undone (its savepoint), the failure is
+recorded on the record's timeline, and the event is tried again later (exponential
+backoff) until MAX_ATTEMPTS, when it becomes a dead letter an admin can list and retry
+(`GET /api/automations/events?status=dead`, `POST .../{id}/retry`). Deliveries (webhooks,
+e-mail) are leased in the batch and made after its commit, outside any transaction.
 
 Actions run as the system (every record, every field), attributed to the automation:
 the events their writes cause carry it and a depth one more than the event's. The loop
@@ -453,12 +455,8 @@ class Automations:
             candidates = [u for u in candidates if u.team == team]
         if count_in is None or not candidates:
             return [u.id for u in candidates]
-        table = self.storage[count_in].table
-        load: dict[int, int] = dict(conn.execute(self.records.access.unscoped(
-            sa.select(table.c.owner, sa.func.count())
-            .where(table.c.owner.in_([u.id for u in candidates])).group_by(table.c.owner),
-            "the least loaded user: everything each candidate owns")).all())
-        return [min(candidates, key=lambda u: (load.get(u.id, 0), u.id)).id]
+        return [self._pick(conn, self.storage[count_in].table, [u.id for u in candidates],
+                           "least_loaded")]
 
     # -- actions -------------------------------------------------------------------------------
     def _do_create(self, conn: sa.Connection, automation: AutomationSpec,
@@ -509,6 +507,35 @@ class Automations:
             return {"move": {"to": params["to"], "skipped": "already there"}}
         self.stages.move(automation.entity, event["record_id"], {"to": params["to"]})
         return {"move": {"to": params["to"]}}
+
+    def _do_assign(self, conn: sa.Connection, automation: AutomationSpec,
+                   event: Mapping[str, Any], params: dict[str, Any]) -> Any:
+        """The first rule whose condition holds names the users; the least loaded of them
+        (fewest records of the entity owned) or, round robin, the one whose latest record
+        of the entity is the oldest (who got one longest ago) becomes the owner."""
+        entity, record_id = automation.entity, event["record_id"]
+        table = self.storage[entity].table
+        for rule in params["rules"]:
+            if rule["if"] and conn.execute(self.records.access.unscoped(
+                    sa.select(table.c.id).where(table.c.id == record_id,
+                                                *_clauses(self.storage, rule["if"],
+                                                          conn.dialect.name)),
+                    "an assignment rule is about the record")).first() is None:
+                continue
+            candidates = self._people(conn, automation, event, rule["to"])
+            if not candidates:
+                continue
+            chosen = self._pick(conn, table, candidates, params["pick"])
+            self.records.update(entity, record_id, {"owner": chosen})
+            return {"assign": {"owner": chosen, "pick": params["pick"]}}
+        return {"assign": {"skipped": "no rule named an active user"}}
+
+    def _pick(self, conn: sa.Connection, table: sa.Table, candidates: list[int], pick: str) -> int:
+        measure = sa.func.count() if pick == "least_loaded" else sa.func.max(table.c.id)
+        found: dict[int, int] = dict(conn.execute(self.records.access.unscoped(
+            sa.select(table.c.owner, measure).where(table.c.owner.in_(candidates))
+            .group_by(table.c.owner), "whom to assign: what each candidate owns")).all())
+        return min(candidates, key=lambda user: (found.get(user, 0), user))
 
     def _do_notify(self, conn: sa.Connection, automation: AutomationSpec,
                    event: Mapping[str, Any], params: dict[str, Any]) -> Any:

@@ -21,6 +21,8 @@
           - set: {way: documents, where: {kind: contract}, values: {status: review}}
                                                        # of the records linking to it
           - move: won                                  # the record to a stage
+          - assign: {rules: [{if: {city: Moscow}, to: {role: manager, team: moscow}},
+                             {to: {role: manager}}], pick: round_robin}   # its owner
           - notify:
               to: [$owner, {role: director}, {email_field: email}]
               subject: {en: "Sale {number} is in contract", ru: "Сделка {number} на договоре"}
@@ -65,7 +67,9 @@ KEYS = ("label", "entity", "on", "stage", "changed", "from", "to", "date", "befo
 #: `before: 3 days` / `after: 1 hour`
 OFFSET = re.compile(r"^\s*(\d{1,4})\s*(minute|hour|day|week)s?\s*$")
 UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400}
-ACTIONS = ("create", "set", "move", "notify", "webhook", "call")
+ACTIONS = ("create", "set", "move", "assign", "notify", "webhook", "call")
+#: how `assign` picks among the users a rule names
+PICKS = ("least_loaded", "round_robin")
 #: a value naming the trigger record (a link's value in `create` and `set`)
 RECORD = "$record"
 #: recipients and owners named by the trigger record
@@ -624,6 +628,43 @@ class _Checker:
             return None
         return {"to": people, "subject": subject, "text": text,
                 "email": bool(params.get("email", False))}
+
+    def action_assign(self, path: tuple[str | int, ...], entity: EntitySpec,
+                      params: Any) -> dict[str, Any] | None:
+        """`assign: {rules: [{if: {city: Moscow}, to: {role: manager, team: moscow}},
+        {to: {role: manager}}], pick: round_robin}`: the first rule whose `if` holds names
+        the users; one of them becomes the record's owner."""
+        example = ("assign: {rules: [{if: {city: Moscow}, to: {role: manager, team: moscow}}, "
+                   "{to: {role: manager}}], pick: round_robin}")
+        if not entity.owner:
+            self.problem("automation.assign", path, f"{entity.name} has no owner",
+                         "add owner: true to its entity file")
+            return None
+        if not self._keys(path, params, ("rules", "pick"), ("rules",), example):
+            return None
+        pick = params.get("pick", "least_loaded")
+        if pick not in PICKS:
+            self.problem("automation.assign", (*path, "pick"), f"unknown pick {pick!r}",
+                         did_you_mean(str(pick), PICKS) or "pick: " + " or ".join(PICKS))
+            return None
+        rules = params["rules"]
+        if not isinstance(rules, list) or not rules:
+            self.problem("automation.assign", (*path, "rules"), "must be a list of rules",
+                         f"e.g. {example}")
+            return None
+        checked = []
+        for index, rule in enumerate(rules):
+            where = (*path, "rules", index)
+            if not isinstance(rule, dict) or "to" not in rule or set(rule) - {"if", "to"}:
+                self.problem("automation.assign", where, "a rule is {to: who} or "
+                             "{if: condition, to: who}", f"e.g. {example}")
+                return None
+            when = self.condition((*where, "if"), entity.name, rule["if"]) if "if" in rule else ()
+            who = self.person((*where, "to"), rule["to"])
+            if when is None or who is None:
+                return None
+            checked.append({"if": when, "to": who})
+        return {"rules": checked, "pick": pick}
 
     def action_webhook(self, path: tuple[str | int, ...], entity: EntitySpec,
                        params: Any) -> dict[str, Any] | None:
