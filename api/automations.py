@@ -6,6 +6,7 @@ event queue for those who manage users (the built-in `admin` role).
     GET  /api/automations                                the setup's automations
     GET  /api/automations/events?status=dead&limit=100   the queue: pending, done, dead (admin)
     POST /api/automations/events/{id}/retry              a dead event back in the queue (admin)
+    POST /intake/{name}     a record from outside, with the intake's key (X-Intake-Key)
 """
 
 from __future__ import annotations
@@ -95,6 +96,37 @@ def add_automation_routes(app: FastAPI, kt: Kartoteka, cap: int,
         if not text.isascii() or not text.isdigit() or len(text) > 18:
             raise NotFound(f"no event with id {text!r}")
         return json_response(await run_in_threadpool(kt.automations.retry, int(text)))
+
+    def intake_of(name: str) -> Any:
+        async def intake(request: Request) -> Response:
+            no_query(request)
+            body = await read_json(request, cap)
+            address = request.client.host if request.client else "?"
+            made = await run_in_threadpool(kt.intakes.submit, name,
+                                           request.headers.get("x-intake-key"), address, body)
+            return json_response(made, 201)
+        return intake
+
+    for spec in kt.setup.intakes:
+        intake = intake_of(spec.name)
+        fields = kt.schemas[spec.entity].create.get("properties", {})
+        app.add_api_route(
+            f"/intake/{spec.name}", intake, methods=["POST"], tags=["intake"],
+            summary=f"A new {spec.entity} from outside, with the intake's key (no user token)",
+            operation_id=f"intake_{spec.name}", response_class=Response,
+            responses={201: {"description": "Created", "content": {"application/json": {
+                "schema": {"type": "object", "required": ["id", "entity"], "properties": {
+                    "id": {"type": "integer"}, "entity": {"const": spec.entity}}}}}},
+                **refused},
+            openapi_extra={
+                "parameters": [{"name": "X-Intake-Key", "in": "header", "required": True,
+                                "schema": {"type": "string"},
+                                "description": f"the key in the server's {spec.key_env}"}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "additionalProperties": False,
+                    "properties": {name: fields[name] for name in spec.fields if name in fields},
+                    "required": [n for n in kt.schemas[spec.entity].create.get("required", [])
+                                 if n in spec.fields]}}}}})
 
     def ok(schema: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
         return {200: {"description": "OK", "content": {"application/json": {"schema": schema}}},

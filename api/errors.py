@@ -30,6 +30,7 @@ from engine.errors import (
     RequestError,
     RuleFailed,
     StaleVersion,
+    TooManyRequests,
     Unauthorized,
     UnsupportedMedia,
     ValidationFailed,
@@ -47,6 +48,7 @@ STATUS: dict[type[RequestError], int] = {
     PayloadTooLarge: 413,
     UnsupportedMedia: 415,
     ValidationFailed: 422,
+    TooManyRequests: 429,
 }
 
 _HTTP_CODES = {
@@ -95,6 +97,8 @@ def install_error_handlers(app: FastAPI) -> None:
         if isinstance(error, RuleFailed):  # the rules' messages in the caller's language
             language = pick_language(request.headers.get("accept-language"), error.languages)
             return json_response(error.as_json(language), status_of(error))
+        if isinstance(error, TooManyRequests):
+            return json_response(error.as_json(), 429, {"Retry-After": str(error.retry_after)})
         return json_response(error.as_json(), status_of(error))
 
     @app.exception_handler(StarletteHTTPException)

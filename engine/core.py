@@ -19,6 +19,7 @@ from typing import Any
 from engine.access.acting import Acting
 from engine.access.scopes import guard
 from engine.access.users import Users
+from engine.automations.intake import Intakes
 from engine.automations.notifications import Notifications
 from engine.automations.worker import Action, Automations
 from engine.errors import SettingsError
@@ -101,6 +102,8 @@ class Kartoteka:
         self.automations = Automations(self.records, self.stages, self.users, actions,
                                        setup.timezone)
         self.notifications = Notifications(self.storage, self.db, self.acting)
+        #: records arriving without a user's token (setup.yaml `intakes:`)
+        self.intakes = Intakes(self.records, setup.intakes)
 
     @classmethod
     def open(cls, folder: str | Path, database_url: str | None = None, *,

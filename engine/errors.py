@@ -208,6 +208,16 @@ class UnsupportedMedia(RequestError):
     code = "unsupported_media_type"
 
 
+class TooManyRequests(RequestError):
+    """Over a rate limit; `retry_after` says in how many seconds to try again."""
+
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ValidationFailed(RequestError):
     code = "validation_failed"
 

@@ -1007,3 +1007,97 @@ def test_a_broken_assignment_is_a_located_setup_error(write_setup: Callable[...,
     problems = [d for d in check_setup(write_setup(files, "badpick")).diagnostics
                 if d.severity == "error"]
     assert [(d.code, "round_robin" in d.hint) for d in problems] == [("automation.assign", True)]
+
+
+# -- intakes: records from outside, with a key -----------------------------------------------
+
+INTAKE = {
+    "setup.yaml": """
+        name: Intake
+        roles:
+          manager:
+            lead: {create: all, read: own, update: own}
+        intakes:
+          website:
+            entity: lead
+            fields: [name, email, city]
+            set: {source: website}
+            key_env: WEBSITE_KEY
+            rate: 3 per minute
+        automations:
+          route:
+            entity: lead
+            on: created
+            do:
+              - assign: {rules: [{to: {role: manager}}]}
+              - notify: {to: [$owner], subject: "Новый лид с сайта: {name}"}
+    """,
+    "lead.yaml": """
+        entity: lead
+        owner: true
+        fields:
+          name: {type: string, required: true}
+          email: {type: email}
+          city: {type: string}
+          source: {type: choice, options: [website, call]}
+          secret_note: {type: string}
+    """,
+}
+
+
+def test_a_lead_arrives_through_the_intake_and_goes_to_a_manager(
+        make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    kt = make_kt(write_setup(INTAKE, "intake"))
+    anna, token = kt.users.add("anna@example.com", ["manager"])
+    monkeypatch.setenv("WEBSITE_KEY", "k3y-5ecret")
+    with TestClient(create_app(kt), base_url="http://127.0.0.1") as http:
+        def post(body: Any, key: str | None = "k3y-5ecret") -> Any:
+            headers = {"X-Intake-Key": key} if key else {}
+            return http.post("/intake/website", json=body, headers=headers)
+        made = post({"name": "Иван 王", "email": "ivan@example.com", "city": "Казань"})
+        assert made.status_code == 201, made.text
+        assert made.json() == {"id": 1, "entity": "lead"}
+        assert post({"name": "x"}, key="wrong").status_code == 401
+        refused = post({"name": "x", "secret_note": "hi", "source": "call"})
+        assert refused.status_code == 422
+        assert {d["field"] for d in refused.json()["error"]["details"]} == {"secret_note", "source"}
+        limited = post({"name": "y"})  # the fourth call in a minute from this address
+        assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+        assert http.post("/intake/nosuch", json={}).status_code in (404, 405)
+        kt.automations.run_pending()
+        lead = kt.records.get("lead", 1)
+        assert (lead["source"], lead["owner"], lead["secret_note"]) == ("website", anna.id, None)
+        told = http.get("/api/me/notifications", headers={"Authorization": f"Bearer {token}"})
+        assert [n["subject"] for n in told.json()["items"]] == ["Новый лид с сайта: Иван 王"]
+        assert len(kt.records.list_page("lead", []).items) == 1  # nothing from the refused calls
+
+
+def test_an_intake_without_its_key_in_the_environment_is_closed(
+        make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    kt = make_kt(write_setup(INTAKE, "closed"))
+    monkeypatch.delenv("WEBSITE_KEY", raising=False)
+    with TestClient(create_app(kt), base_url="http://127.0.0.1") as http:
+        answer = http.post("/intake/website", json={"name": "x"}, headers={"X-Intake-Key": ""})
+        assert answer.status_code == 403 and answer.json()["error"]["code"] == "intake_closed"
+
+
+@pytest.mark.parametrize(("body", "code", "hint"), [
+    ("{entity: lead, fields: [name, stage], key_env: K}", "intake.fields", "name"),
+    ("{entity: leed, fields: [name], key_env: K}", "intake.entity", "did you mean 'lead'"),
+    ("{entity: lead, fields: [name], key_env: my-key}", "intake.key_env", "WEBSITE_INTAKE_KEY"),
+    ("{entity: lead, fields: [name], key_env: K, rate: lots}", "intake.rate", "30 per minute"),
+    ("{entity: lead, fields: [name], key_env: K, set: {source: fax}}", "intake.set", "source"),
+    ("{entity: lead, fields: [name]}", "intake.key_env", "key_env:"),
+])
+def test_a_broken_intake_is_a_located_setup_error(body: str, code: str, hint: str,
+                                                  write_setup: Callable[..., Path]) -> None:
+    files = dict(INTAKE)
+    files["setup.yaml"] = files["setup.yaml"].replace(
+        "        intakes:\n", f"        intakes:\n          broken: {body}\n", 1)
+    problems = [d for d in check_setup(write_setup(files, "badintake")).diagnostics
+                if d.severity == "error"]
+    assert problems and problems[0].code == code, [(d.code, d.message) for d in problems]
+    assert hint in f"{problems[0].message} {problems[0].hint}"
+    assert problems[0].file == "setup.yaml" and problems[0].line > 1

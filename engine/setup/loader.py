@@ -39,6 +39,7 @@ from engine.setup.defaults import (
     timezone_problem,
 )
 from engine.setup.formula_check import check_formulas
+from engine.setup.intakes import check_intakes
 from engine.setup.metaschema import SETUP_SCHEMA, entity_schema, shape_diagnostics
 from engine.setup.names import (
     INTERNAL_PREFIX,
@@ -200,9 +201,11 @@ class _Loader:
         automations, troubles = check_automations(
             self.setup_source, settings.get("automations"), setup, self.registry, self.actions)
         problems += troubles
+        intakes, troubles = check_intakes(self.setup_source, settings.get("intakes"), setup)
+        problems += troubles
         if problems:
             return LoadResult(None, [*self.diagnostics, *problems])
-        return LoadResult(replace(setup, automations=automations),
+        return LoadResult(replace(setup, automations=automations, intakes=intakes),
                           [*self.diagnostics, *(d for d in found if d.severity != "error")])
 
     def _check_stage_roles(self, drafts: Mapping[str, _EntityDraft],

@@ -197,6 +197,7 @@ SETUP_SCHEMA: dict[str, Any] = {
         "timezone": {"type": "string"},
         "roles": {"type": "object"},
         "automations": {"type": "object"},  # checked by engine/setup/automations.py
+        "intakes": {"type": "object"},  # checked by engine/setup/intakes.py
     },
     "additionalProperties": False,
 }

@@ -197,7 +197,9 @@ class SetupSpec:
     roles: Mapping[str, RoleSpec] = field(default_factory=lambda: MappingProxyType({}))
     #: rules and stage locks by entity (engine/setup/rules.py); entities without are absent
     rules: Mapping[str, EntityRules] = field(default_factory=lambda: MappingProxyType({}))
+    #: engine/setup/automations.py's AutomationSpec, engine/setup/intakes.py's IntakeSpec
     automations: tuple[Any, ...] = ()
+    intakes: tuple[Any, ...] = ()
     source: str = ""
     #: the IANA time zone relative dates and dynamic defaults are taken in (`timezone:`)
     timezone: str = "UTC"
