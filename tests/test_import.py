@@ -479,7 +479,7 @@ def test_an_import_stopped_midway_leaves_nothing_or_its_committed_batches(
     setup = write_setup(SETUP)
     source = tmp_path / "many.csv"
     source.write_text("Название;ИНН\n" + "".join(f"Клиент {i};{1600000000 + i}\n"
-                                                  for i in range(40_000)), encoding="utf-8")
+                                                  for i in range(400_000)), encoding="utf-8")
     root = Path(__file__).resolve().parent.parent
     for mode in ("all", "good"):
         url = f"sqlite:///{tmp_path / mode}.db"
@@ -500,6 +500,9 @@ def test_an_import_stopped_midway_leaves_nothing_or_its_committed_batches(
                 if (mode == "good" and started >= 2000) or (
                         mode == "all" and wal.exists() and wal.stat().st_size > 2_000_000):
                     break
+            # far more rows than it imports before the signal, however fast the machine:
+            # it must still be running to be interrupted
+            assert process.poll() is None, "the import ended before it was interrupted"
             process.send_signal(signal.SIGINT)
             _, stderr = process.communicate(timeout=60)
         finally:

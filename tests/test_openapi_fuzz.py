@@ -240,6 +240,8 @@ DATA_REFUSALS = frozenset({
     "stage_requirements", "transition_refused", "already_in_stage", "field_locked",
     "rule_failed", "delete_restricted", "last_admin", "conflict", "rollup_out_of_range",
     "fields_forbidden", "stage_forbidden", "owner_not_writable", "stale_version",
+    # an uploaded file's columns and cells: the schema says "a file", only its text says more
+    "invalid_import",
 })
 
 
