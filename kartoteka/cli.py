@@ -370,17 +370,11 @@ def serve(ctx: click.Context, setup: Path, db_url: str, host: str, port: int,
                 "is open to anyone who can reach it. Serve on 127.0.0.1 (the default), or add "
                 "a user first: kartoteka user add EMAIL --role ROLE", err=True)
             ctx.exit(1)
-        from engine.storage.migrations import verify
 
         if auto_migrate:
             for step in kt.migrate().steps:
                 click.echo(f"+ {step}")
-        fix = f"kartoteka migrate {setup}" + ("" if db_url == DEFAULT_URL else " --db URL")
-        try:
-            verify(kt.storage, kt.db, fix=fix)
-        except KartotekaError:
-            kt.close()
-            raise
+        _verified(kt, setup, db_url)
         kt.import_jobs.interrupt_orphans()  # jobs a stopped server left: engine/exchange/jobs.py
         return create_app(kt, ApiSettings(allowed_hosts=names, cors_origins=cors_origins,
                                           worker=not no_worker)), has_users
@@ -425,19 +419,8 @@ def worker(ctx: click.Context, setup: Path, db_url: str, once: bool, poll: float
     """Run the setup's automations: take due events from the database's outbox and run
     what they trigger (several workers may share one PostgreSQL database)."""
     from engine.automations.runner import Runner
-    from engine.storage.migrations import verify
 
-    def build() -> Any:
-        kt = _open(setup, db_url)
-        fix = f"kartoteka migrate {setup}" + ("" if db_url == DEFAULT_URL else " --db URL")
-        try:
-            verify(kt.storage, kt.db, fix=fix)
-        except KartotekaError:
-            kt.close()
-            raise
-        return kt
-
-    kt = _guarded(ctx, build)
+    kt = _guarded(ctx, lambda: _verified(_open(setup, db_url), setup, db_url))
     try:
         if once:
             done = 0
@@ -454,6 +437,20 @@ def worker(ctx: click.Context, setup: Path, db_url: str, once: bool, poll: float
             click.echo("Stopped.", err=True)
     finally:
         kt.close()
+
+
+def _verified(kt: Kartoteka, setup: Path, db_url: str) -> Kartoteka:
+    """`kt`, once its database holds what its setup needs (closed, and the error saying
+    which `kartoteka migrate` to run, when it does not)."""
+    from engine.storage.migrations import verify
+
+    fix = f"kartoteka migrate {setup}" + ("" if db_url == DEFAULT_URL else " --db URL")
+    try:
+        verify(kt.storage, kt.db, fix=fix)
+    except KartotekaError:
+        kt.close()
+        raise
+    return kt
 
 
 def server_stack() -> tuple[str, str]:

@@ -14,22 +14,9 @@ from starlette.testclient import TestClient
 
 from api import create_app
 from engine import Kartoteka, SetupError, ValidationFailed, load_setup
+from tests.callers import Caller
 
 MARKER = "СЕКРЕТ 秘密 راز"
-
-
-class Caller:
-    """One user's view of the API: every request carries their token."""
-
-    def __init__(self, http: TestClient, token: str, user_id: int):
-        self.http = http
-        self.headers = {"Authorization": f"Bearer {token}"}
-        self.id = user_id
-
-    def __getattr__(self, method: str) -> Callable[..., Any]:
-        call = getattr(self.http, method)
-        return lambda path, **kw: call(path, headers={**self.headers, **kw.pop("headers", {})},
-                                       **kw)
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from engine.automations.worker import MAX_ATTEMPTS, MAX_DEPTH, ActionContext
 from engine.core import Settings
 from engine.setup.loader import load_setup
 from engine.storage.database import DatabaseSettings
+from tests.callers import Caller
 
 SETUP = {
     "setup.yaml": """
@@ -122,18 +123,6 @@ SETUP = {
           client: {to: client}
     """,
 }
-
-
-class Caller:
-    def __init__(self, http: TestClient, token: str):
-        self.http = http
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    def __getattr__(self, method: str) -> Callable[..., Any]:
-        def call(url: str, **kwargs: Any) -> Any:
-            return getattr(self.http, method)(url, headers={**self.headers,
-                                                            **kwargs.pop("headers", {})}, **kwargs)
-        return call
 
 
 @pytest.fixture
@@ -566,8 +555,7 @@ MSK = dt.timezone(dt.timedelta(hours=3))
 
 
 @pytest.fixture
-def clocked(make_kt: Callable[..., Kartoteka],
-            write_setup: Callable[[dict[str, str]], Path]) -> Kartoteka:
+def clocked(make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path]) -> Kartoteka:
     return make_kt(write_setup(CLOCKED, "clocked"))
 
 

@@ -14,6 +14,7 @@ from starlette.testclient import TestClient
 
 from api import create_app
 from engine import Kartoteka, check_setup
+from tests.callers import Caller
 
 SETUP = {
     "setup.yaml": """
@@ -64,18 +65,6 @@ SETUP = {
                       fa: "پرداخت بیش از مبلغ", zh: "付款超过金额"}
     """,
 }
-
-
-class Caller:
-    def __init__(self, http: TestClient, token: str):
-        self.http = http
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    def __getattr__(self, method: str) -> Callable[..., Any]:
-        def call(url: str, **kwargs: Any) -> Any:
-            headers = {**self.headers, **kwargs.pop("headers", {})}
-            return getattr(self.http, method)(url, headers=headers, **kwargs)
-        return call
 
 
 @pytest.fixture

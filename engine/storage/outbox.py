@@ -136,25 +136,25 @@ class Outbox:
                 payload: Mapping[str, Any], *, at: dt.datetime) -> None:
         """A delivery (`webhook`, `email`) to make once this transaction commits: written
         beside the change that asks for it, retried by the worker until it goes through."""
-        cause = self._cause.get()
-        conn.execute(self._insert, {
-            "kind": kind, "entity": entity, "record_id": record_id, "changes": dict(payload),
-            "by": None, "at": at, "depth": 0 if cause is None else cause.depth,
-            "cause": None if cause is None else cause.automation,
-            "status": PENDING, "attempts": 0, "next_at": at})
+        conn.execute(self._insert, self._row(kind, entity, record_id, payload, None, at))
         for listener in self.listeners:
             listener()
+
+    def _row(self, kind: str, entity: str, record_id: int | None,
+             changes: Mapping[str, Any] | None, by: int | None, at: dt.datetime) -> dict[str, Any]:
+        """An event's row: pending, due now, carrying the automation whose write it is."""
+        cause = self._cause.get()
+        return {"kind": kind, "entity": entity, "record_id": record_id,
+                "changes": dict(changes) if changes else None, "by": by, "at": at,
+                "depth": 0 if cause is None else cause.depth,
+                "cause": None if cause is None else cause.automation,
+                "status": PENDING, "attempts": 0, "next_at": at}
 
     def emit(self, conn: sa.Connection, entity: str, record_ids: Iterable[int], kind: str,
              changes: Mapping[str, Any] | None, *, by: int | None, at: dt.datetime) -> None:
         if (entity, kind) not in self.watched:
             return
-        cause = self._cause.get()
-        rows = [{"kind": kind, "entity": entity, "record_id": record_id,
-                 "changes": dict(changes) if changes else None, "by": by, "at": at,
-                 "depth": 0 if cause is None else cause.depth,
-                 "cause": None if cause is None else cause.automation,
-                 "status": PENDING, "attempts": 0, "next_at": at} for record_id in record_ids]
+        rows = [self._row(kind, entity, record_id, changes, by, at) for record_id in record_ids]
         if rows:  # one row as one execute: an executemany costs more on PostgreSQL
             conn.execute(self._insert, rows[0] if len(rows) == 1 else rows)
             for listener in self.listeners:
