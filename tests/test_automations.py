@@ -1089,3 +1089,76 @@ def test_a_broken_intake_is_a_located_setup_error(body: str, code: str, hint: st
     assert problems and problems[0].code == code, [(d.code, d.message) for d in problems]
     assert hint in f"{problems[0].message} {problems[0].hint}"
     assert problems[0].file == "setup.yaml" and problems[0].line > 1
+
+
+def test_a_worker_killed_mid_delivery_loses_nothing_and_duplicates_nothing_observable(
+        write_setup: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real `kartoteka worker` process is killed (SIGKILL) while its webhook call is in
+    flight: the delivery stays leased, then (its lease run out) is made again with the same
+    event id — a receiver deduplicating on it acts once — and the change event that asked
+    for it was processed once."""
+    import http.server
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    arrived = threading.Event()
+    seen: list[str] = []
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(self.headers["X-Kartoteka-Event"])
+            if len(seen) == 1:
+                arrived.set()
+                threading.Event().wait(5)  # the first call hangs: the worker dies meanwhile
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/hooks"
+        folder = write_setup({**DELIVERING, "setup.yaml": DELIVERING["setup.yaml"].replace(
+            "URL", url)}, "killed")
+        db = f"sqlite:///{tmp_path / 'killed.db'}"
+        kt = Kartoteka.open(folder, db)
+        kt.migrate()
+        shipment = kt.records.create("shipment", {"number": "K-1"})
+        kt.stages.move("shipment", shipment["id"], {"to": "port"})
+        env = {**os.environ, "KARTOTEKA_WEBHOOK_ALLOW": "127.0.0.1", "HOOK_SECRET": "s",
+               "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        env.pop("KARTOTEKA_SMTP_URL", None)
+        worker = subprocess.Popen([sys.executable, "-m", "kartoteka", "worker", str(folder),
+                                   "--db", db], env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        try:
+            assert arrived.wait(30), "the worker never called the webhook"
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(10)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+        (hook,) = events(kt, kind="webhook")
+        assert (hook["status"], hook["attempts"]) == ("pending", 1)  # leased, not lost
+        assert {e["status"] for e in events(kt, kind="stage")} == {"done"}
+        with kt.db.write() as conn:  # the lease runs out
+            conn.execute(sa.update(kt.storage.events).where(kt.storage.events.c.id == hook["id"])
+                         .values(next_at=dt.datetime.now(dt.UTC)))
+        monkeypatch.setenv("KARTOTEKA_WEBHOOK_ALLOW", "127.0.0.1")
+        monkeypatch.setenv("HOOK_SECRET", "s")
+        kt.automations.run_pending()
+        (hook,) = events(kt, kind="webhook")
+        assert hook["status"] == "done"
+        assert seen == [str(hook["id"])] * 2  # twice, one id: a deduplicating receiver acts once
+        runs = [i for i in kt.timeline.page("shipment", shipment["id"], [])["items"]
+                if i["type"] == "automation" and i["automation"] == "shipment_moved"]
+        assert sorted(r["status"] for r in runs) == ["done", "done"]  # the change once, the hook once
+        kt.close()
+    finally:
+        server.shutdown()
+        server.server_close()
