@@ -112,6 +112,9 @@ class Automations:
         #: the automations the clock fires (on: date, on: schedule)
         self.timed = [a for a in self.storage.setup.automations if a.on in ("date", "schedule")]
         self._last_tick: dt.datetime | None = None
+        #: per date automation, the (record, due) keys this process saw fired
+        self._seen: dict[str, set[tuple[int, str]]] = {}
+        self._pending_seen: list[tuple[str, list[tuple[int, str]]]] = []
         #: set by a write that emitted events: an in-process worker wakes at once
         self.wake = threading.Event()
         self.outbox.listeners.append(self.wake.set)
@@ -141,12 +144,15 @@ class Automations:
             return 0
         self._last_tick = now
         fired = 0
+        self._pending_seen = []
         with self.records.access.acting.as_user(None), self.db.write() as conn:
             for automation in self.timed:
                 if automation.on == "date":
                     fired += self._fire_dates(conn, automation, now)
                 else:
                     fired += self._fire_schedule(conn, automation, now)
+        for name, keys in self._pending_seen:  # committed: fired here or by another worker
+            self._seen[name].update(keys)
         return fired
 
     def _claim(self, conn: sa.Connection, automation: AutomationSpec,
@@ -179,8 +185,14 @@ class Automations:
         rows = conn.execute(self.records.access.unscoped(
             sa.select(spec.table.c.id, column).where(column <= latest, column > earliest),
             "a date trigger looks at every record's date")).all()
+        # what this process saw fire already is not offered again (every look would try
+        # the whole window's records; the database's kt_fired still decides, for all workers)
+        seen = self._seen.setdefault(automation.name, set())
         keys = [(row[0], row[1].isoformat()) for row in rows]
-        claimed = self._claim(conn, automation, keys, now)
+        seen &= set(keys)  # what left the window is forgotten
+        fresh = [key for key in keys if key not in seen]
+        self._pending_seen.append((automation.name, fresh))  # once this transaction commits
+        claimed = self._claim(conn, automation, fresh, now)
         for record_id, due in claimed:
             self.outbox.emit(conn, automation.entity, (record_id,), "date",
                              {"automation": automation.name, "field": automation.date_field,
