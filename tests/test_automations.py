@@ -1162,3 +1162,25 @@ def test_a_worker_killed_mid_delivery_loses_nothing_and_duplicates_nothing_obser
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_deleted_record_triggers_with_its_id(make_kt: Callable[..., Kartoteka],
+                                               write_setup: Callable[..., Path]) -> None:
+    files = dict(SETUP)
+    files["setup.yaml"] = files["setup.yaml"].replace("        automations:\n", (
+        "        automations:\n"
+        "          gone:\n"
+        "            entity: client\n"
+        "            on: deleted\n"
+        "            do: [{create: {entity: task, values: {subject: 'Client {id} was deleted'}}}]\n"
+    ), 1)
+    kt = make_kt(write_setup(files, "deleting"))
+    client = kt.records.create("client", {"name": "Уходит"})
+    kt.automations.run_pending()
+    for task in kt.records.list_page("task", []).items:  # its welcome task links to it
+        kt.records.delete("task", task["id"])
+    kt.records.delete("client", client["id"])
+    kt.automations.run_pending()
+    subjects = sorted(t["subject"] for t in kt.records.list_page("task", []).items)
+    assert f"Client {client['id']} was deleted" in subjects
+    assert {e["status"] for e in events(kt)} == {"done"}

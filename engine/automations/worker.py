@@ -379,6 +379,13 @@ class Automations:
             statement, "an automation's condition is about the record, whoever may read it")
         ).first() is not None
 
+    def _trigger(self, conn: sa.Connection, automation: AutomationSpec,
+                 event: Mapping[str, Any]) -> Record:
+        """The trigger record as the event left it; a deleted one is only its id."""
+        if event["kind"] == "delete":
+            return {"id": event["record_id"]}
+        return _as_of(self._record(conn, automation.entity, event["record_id"]), event)
+
     def _record(self, conn: sa.Connection, entity: str, record_id: int) -> Record:
         found = self.records.fetch(conn, entity, [record_id])
         if not found:
@@ -388,7 +395,7 @@ class Automations:
     # -- values and people ---------------------------------------------------------------------
     def _values(self, conn: sa.Connection, automation: AutomationSpec, event: Mapping[str, Any],
                 target: str, raw: Mapping[str, Any]) -> dict[str, Any]:
-        trigger = _as_of(self._record(conn, automation.entity, event["record_id"]), event)
+        trigger = self._trigger(conn, automation, event)
         spec = self.storage[target].spec
         out: dict[str, Any] = {}
         for name, value in raw.items():
@@ -553,7 +560,7 @@ class Automations:
                    event: Mapping[str, Any], params: dict[str, Any]) -> Any:
         recipients: list[int] = []
         addresses: list[str] = []
-        trigger = _as_of(self._record(conn, automation.entity, event["record_id"]), event)
+        trigger = self._trigger(conn, automation, event)
         for who in params["to"]:
             if isinstance(who, dict) and "email_field" in who:
                 address = self._lookup(conn, automation.entity, trigger, who["email_field"])
@@ -604,7 +611,7 @@ class Automations:
                     event: Mapping[str, Any], params: dict[str, Any]) -> Any:
         """A signed POST of the record (as `role` sees it, when given) to `url`, made once
         the event's transaction commits (a delivery event of its own, retried alone)."""
-        record = _as_of(self._record(conn, automation.entity, event["record_id"]), event)
+        record = self._trigger(conn, automation, event)
         if params.get("role"):
             reader = User(0, "", None, (params["role"],), None, True)
             with self.records.access.acting.as_user(reader):
@@ -623,7 +630,7 @@ class Automations:
     def _do_call(self, conn: sa.Connection, automation: AutomationSpec,
                  event: Mapping[str, Any], params: dict[str, Any]) -> Any:
         action = self.actions[params["action"]]
-        record = _as_of(self._record(conn, automation.entity, event["record_id"]), event)
+        record = self._trigger(conn, automation, event)
 
         def notify(users: Sequence[int], subject: str, text: str | None = None) -> list[int]:
             language = self.storage.setup.languages[0]
