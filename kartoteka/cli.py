@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -414,14 +415,32 @@ def serve(ctx: click.Context, setup: Path, db_url: str, host: str, port: int,
 @click.option("--once", is_flag=True, help="Process what is due now, then stop.")
 @click.option("--poll", default=1.0, show_default=True, type=click.FloatRange(0.05, 3600),
               help="Seconds between looks at the queue when nothing wakes the worker.")
+@click.option("--dead", "list_dead", is_flag=True,
+              help="List the dead letters (events that failed every attempt), then stop.")
+@click.option("--retry", "retry_ids", multiple=True, type=click.IntRange(1), metavar="ID",
+              help="Put this dead event back in the queue (repeatable), then stop.")
 @click.pass_context
-def worker(ctx: click.Context, setup: Path, db_url: str, once: bool, poll: float) -> None:
+def worker(ctx: click.Context, setup: Path, db_url: str, once: bool, poll: float,
+           list_dead: bool, retry_ids: tuple[int, ...]) -> None:
     """Run the setup's automations: take due events from the database's outbox and run
     what they trigger (several workers may share one PostgreSQL database)."""
     from engine.automations.runner import Runner
 
     kt = _guarded(ctx, lambda: _verified(_open(setup, db_url), setup, db_url))
     try:
+        if list_dead or retry_ids:
+            for event_id in retry_ids:
+                event = _guarded(ctx, partial(kt.automations.retry, event_id))
+                click.echo(f"event {event['id']} is pending again: the next look runs it")
+            if list_dead:
+                dead = kt.automations.events("dead", 500)
+                for event in dead:
+                    click.echo(f"{event['id']}\t{event['kind']}\t{event['entity']} "
+                               f"{event['record_id']}\t{event['attempts']} attempts\t"
+                               f"{event['last_error']}")
+                click.echo(f"{len(dead)} dead letter(s)" + ("; retry one with --retry ID"
+                                                             if dead else "."))
+            return
         if once:
             done = 0
             while batch := _guarded(ctx, lambda: kt.automations.run_pending(limit=500)):

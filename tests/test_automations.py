@@ -1184,3 +1184,27 @@ def test_a_deleted_record_triggers_with_its_id(make_kt: Callable[..., Kartoteka]
     subjects = sorted(t["subject"] for t in kt.records.list_page("task", []).items)
     assert f"Client {client['id']} was deleted" in subjects
     assert {e["status"] for e in events(kt)} == {"done"}
+
+
+def test_kartoteka_worker_lists_and_retries_dead_letters(
+        kt: Kartoteka, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from kartoteka.cli import main
+
+    kt.records.create("client", {"name": "Мёртвый"})
+    with kt.db.write() as conn:  # as if it failed every attempt
+        conn.execute(sa.update(kt.storage.events).values(status="dead", attempts=6,
+                                                         last_error="tasks are closed"))
+    (event,) = events(kt)
+    folder = str(Path(kt.setup.source))
+    listed = CliRunner().invoke(main, ["worker", folder, "--db", db_url, "--dead"])
+    assert listed.exit_code == 0, listed.output
+    assert f"{event['id']}\tcreate\tclient" in listed.output and "tasks are closed" in listed.output
+    assert "1 dead letter(s); retry one with --retry ID" in listed.output
+    retried = CliRunner().invoke(main, ["worker", folder, "--db", db_url, "--retry",
+                                        str(event["id"])])
+    assert retried.exit_code == 0 and "is pending again" in retried.output
+    assert events(kt)[0]["status"] == "pending"
+    missing = CliRunner().invoke(main, ["worker", folder, "--db", db_url, "--retry", "999"])
+    assert missing.exit_code == 1 and "no event with id 999" in missing.output
