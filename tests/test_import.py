@@ -489,7 +489,10 @@ def test_an_import_stopped_midway_leaves_nothing_or_its_committed_batches(
             [sys.executable, "-m", "kartoteka", "import", "client", str(source), "--setup",
              str(setup), "--db", url, "--mode", mode],
             cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True)
+            stderr=subprocess.PIPE, text=True,
+            # a pytest-xdist worker ignores SIGINT, and a child inherits that (Python then
+            # never raises KeyboardInterrupt): the import gets Ctrl-C as from a terminal
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
