@@ -27,9 +27,11 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import formatdate, getaddresses
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from engine.automations import templates
 from engine.automations.channels import DeliveryFailed
 from engine.errors import SettingsError
 
@@ -158,7 +160,6 @@ def _seconds(value: str) -> float:
 
 # --- the message ------------------------------------------------------------------------
 
-_LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")
 _MESSAGE_ID_TOKEN = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 _LANGUAGE_TAG = re.compile(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*")
 
@@ -302,27 +303,16 @@ def _text(reply: bytes | str) -> str:
 
 # --- templates --------------------------------------------------------------------------
 
-_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*\}")
-
-
 def render(template: str, values: Mapping[str, Any], *, single_line: bool = False) -> str:
-    """`template` with each `{field}` or `{link.field}` replaced by its value.
+    """`template` with each `{field}` or `{link.field}` replaced by its value in `values`
+    (engine/automations/templates.py renders it).
 
     A value is looked up as the whole dotted key first (`values["client.name"]`), then
     through nested dicts (`values["client"]["name"]`); a missing one or None renders as
-    empty text, never an error. `{{` and `}}` write literal braces; any other brace text is
-    left as it is. Nothing but dict lookups happens: `{0.__class__}` is just text.
-    `single_line=True` (for subjects) turns line breaks inside values into spaces.
+    empty text, never an error. Nothing but dict lookups happens: `{0.__class__}` is just
+    text. `single_line=True` (for subjects) turns line breaks inside values into spaces.
     """
-    def fill(match: re.Match[str]) -> str:
-        whole = match.group(0)
-        if whole in ("{{", "}}"):
-            return whole[0]
-        value = _lookup(values, match.group(1))
-        text = "" if value is None else str(value)
-        return _LINE_BREAKS.sub(" ", text) if single_line else text
-
-    return _PLACEHOLDER.sub(fill, template)
+    return templates.render(template, partial(_lookup, values), single_line=single_line)
 
 
 def _lookup(values: Mapping[str, Any], key: str) -> Any:

@@ -423,8 +423,10 @@ class Automations:
         return out
 
     def _render(self, conn: sa.Connection, entity: str, record: Record, text: str,
-                hidden: Callable[[str], frozenset[str]] | None = None) -> str:
-        return render(text, lambda path: self._lookup(conn, entity, record, path, hidden))
+                hidden: Callable[[str], frozenset[str]] | None = None, *,
+                single_line: bool = False) -> str:
+        return render(text, lambda path: self._lookup(conn, entity, record, path, hidden),
+                      single_line=single_line)
 
     def _lookup(self, conn: sa.Connection, entity: str, record: Record, path: str,
                 hidden: Callable[[str], frozenset[str]] | None = None) -> Any:
@@ -600,11 +602,11 @@ class Automations:
                     ) -> None:
         language = self.storage.setup.languages[0]
         subject = self._render(conn, automation.entity, record,
-                               label_text(params["subject"], language), hidden)
+                               label_text(params["subject"], language), hidden, single_line=True)
         text = "" if params.get("text") is None else self._render(
             conn, automation.entity, record, label_text(params["text"], language), hidden)
         self.outbox.deliver(conn, "email", automation.entity, event["record_id"], {
-            "automation": automation.name, "to": to, "subject": " ".join(subject.split()),
+            "automation": automation.name, "to": to, "subject": subject,
             "text": text, "language": language}, at=self.records.clock())
 
     def _do_webhook(self, conn: sa.Connection, automation: AutomationSpec,
