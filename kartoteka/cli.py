@@ -167,18 +167,18 @@ def summary(setup: SetupSpec) -> str:
 
 
 def _trigger_words(automation: Any) -> str:
+    from engine.setup.automations import UNIT_SECONDS
+
     if automation.stages:
         return f"{automation.on} {'|'.join(sorted(automation.stages))}"
     if automation.on == "date":
         seconds = abs(automation.offset_seconds)
-        unit = next((u for u, size in (("week", 604800), ("day", 86400), ("hour", 3600))
-                     if seconds % size == 0), "minute")
-        size = {"week": 604800, "day": 86400, "hour": 3600, "minute": 60}[unit]
-        span = f"{seconds // size} {unit}{'s' if seconds // size != 1 else ''}"
         if not seconds:
             return f"when {automation.date_field} comes"
+        unit, size = next((u, n) for u, n in reversed(UNIT_SECONDS.items()) if seconds % n == 0)
+        count = seconds // size
         side = "after" if automation.offset_seconds > 0 else "before"
-        return f"{span} {side} {automation.date_field}"
+        return f"{count} {unit}{'s' if count != 1 else ''} {side} {automation.date_field}"
     if automation.on == "schedule":
         return f"on schedule '{automation.schedule}'"
     if automation.changed:

@@ -45,10 +45,10 @@ from engine.process.stages import StageMoves
 from engine.records.service import Record, Records
 from engine.setup.automations import ACTOR, OWNER, RECORD, AutomationSpec
 from engine.setup.names import link_column, poly_entity_column
-from engine.setup.spec import label_text
+from engine.setup.spec import FieldSpec, label_text
 from engine.storage.outbox import DEAD, DELIVERIES, DONE, PENDING
 from engine.storage.rules import _clauses
-from engine.types.moments import NotRelative, parse_relative
+from engine.types.moments import NotRelative, Relative, parse_relative
 
 log = logging.getLogger("kartoteka.automations")
 
@@ -409,11 +409,7 @@ class Automations:
                 out[name] = event["by"]
             elif isinstance(value, str) and value.startswith(RECORD + "."):
                 out[name] = self._lookup(conn, automation.entity, trigger, value[len(RECORD) + 1:])
-            elif isinstance(value, str) and name in spec.fields and \
-                    spec.fields[name].type.name in ("date", "datetime") and \
-                    _relative(value, spec.fields[name].type.name):
-                relative = parse_relative(value, spec.fields[name].type.name)
-                assert relative is not None
+            elif (relative := _relative(value, spec.fields.get(name))) is not None:
                 out[name] = relative.resolve(self.records.clock(), self.zone,
                                              spec.fields[name].type.name).isoformat()
             elif isinstance(value, str):
@@ -453,31 +449,26 @@ class Automations:
                 who: Any, count_in: str | None = None) -> list[int]:
         """The active users `who` names; for a role, with `count_in`, the least loaded one
         (fewest records of that entity owned) — else all of them."""
-        users = self.storage.users
+        def owner() -> int | None:
+            found = self.records.fetch(conn, automation.entity, [event["record_id"]])
+            return found[0].get("owner") if found else None
+
         if who == ACTOR:
             return [event["by"]] if event["by"] is not None else []
-        trigger = None if event["record_id"] is None else \
-            self.records.fetch(conn, automation.entity, [event["record_id"]])
         if who == OWNER:
-            owner = trigger[0].get("owner") if trigger else None
-            return [owner] if owner is not None else []
+            return [user for user in [owner()] if user is not None]
+        active = self.users.all_active(conn)
         if "user" in who:
-            found = conn.execute(sa.select(users.c.id).where(
-                users.c.email == who["user"].lower(), users.c.active.is_(True))).scalar()
-            return [found] if found is not None else []
-        candidates = [u for u in self.users.all_active(conn) if who["role"] in u.roles]
+            return [u.id for u in active if u.email == who["user"].lower()]
         team = who.get("team")
         if team == OWNER:
-            owner = trigger[0].get("owner") if trigger else None
-            owners = [u for u in self.users.all_active(conn) if u.id == owner]
-            team = owners[0].team if owners else None
-            candidates = [u for u in candidates if team is not None and u.team == team]
-        elif team is not None:
-            candidates = [u for u in candidates if u.team == team]
+            owner_id = owner()
+            team = next((u.team for u in active if u.id == owner_id), None)
+        candidates = [u.id for u in active if who["role"] in u.roles
+                      and ("team" not in who or (team is not None and u.team == team))]
         if count_in is None or not candidates:
-            return [u.id for u in candidates]
-        return [self._pick(conn, self.storage[count_in].table, [u.id for u in candidates],
-                           "least_loaded")]
+            return candidates
+        return [self._pick(conn, self.storage[count_in].table, candidates, "least_loaded")]
 
     # -- actions -------------------------------------------------------------------------------
     def _do_create(self, conn: sa.Connection, automation: AutomationSpec,
@@ -737,11 +728,14 @@ def _as_of(record: Record, event: Mapping[str, Any]) -> Record:
     return {**record, **{k: v for k, v in new.items() if k in record}}
 
 
-def _relative(text: str, kind: str) -> bool:
+def _relative(value: Any, field: FieldSpec | None) -> Relative | None:
+    """`value` as a relative moment (`now+2d`) for a date or datetime field, else None."""
+    if not isinstance(value, str) or field is None or field.type.name not in ("date", "datetime"):
+        return None
     try:
-        return parse_relative(text, kind) is not None
+        return parse_relative(value, field.type.name)
     except NotRelative:
-        return False
+        return None
 
 
 def _describe(error: BaseException) -> str:
