@@ -187,6 +187,12 @@ def client(kt: Kartoteka) -> Iterator[TestClient]:
 
 
 @pytest.fixture
+def http(client: TestClient) -> TestClient:
+    """`client`, by the name the bulk, import and export tests call it."""
+    return client
+
+
+@pytest.fixture
 def write_setup(tmp_path: Path) -> Callable[[dict[str, str]], Path]:
     def write(files: dict[str, str], name: str = "setup") -> Path:
         folder = tmp_path / name

@@ -4,16 +4,15 @@ and all_or_none leaving the database exactly as it was (rows and history)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from starlette.testclient import TestClient
 
-from api import create_app
 from engine import Kartoteka
+from tests.counting import rows_per_table
 
 SETUP = {
     "setup.yaml": """
@@ -59,19 +58,9 @@ def kt(make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path]) -> K
     return make_kt(write_setup(SETUP))
 
 
-@pytest.fixture
-def http(kt: Kartoteka) -> Iterator[TestClient]:
-    with TestClient(create_app(kt), base_url="http://127.0.0.1",
-                    raise_server_exceptions=False) as client:
-        yield client
-
-
 def counts(kt: Kartoteka) -> tuple[int, ...]:
     """Rows of every table (records, history, links): what all_or_none must leave alone."""
-    with kt.db.read(system="test: counting") as conn:
-        names = sa.inspect(conn).get_table_names()
-        return tuple(conn.execute(sa.text(f'SELECT count(*) FROM "{name}"')).scalar_one()
-                     for name in sorted(names) if not name.startswith("kt_migration"))
+    return rows_per_table(kt)
 
 
 def bulk(http: TestClient, entity: str, body: Any, **headers: str) -> Any:

@@ -10,7 +10,7 @@ import csv
 import datetime as dt
 import io
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,13 +85,6 @@ NASTY = ['a,b;c "quoted" \'single\'', "line one\nline two\r\nthree", "=HYPERLINK
 @pytest.fixture
 def kt(make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path]) -> Kartoteka:
     return make_kt(write_setup(SETUP))
-
-
-@pytest.fixture
-def http(kt: Kartoteka) -> Iterator[TestClient]:
-    with TestClient(create_app(kt), base_url="http://127.0.0.1",
-                    raise_server_exceptions=False) as client:
-        yield client
 
 
 def seed_edges(kt: Kartoteka) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,6 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from starlette.testclient import TestClient
 
-from api import create_app
 from engine import Kartoteka
 from engine.errors import MalformedRequest
 from engine.exchange.cells import Locale, default_readers
@@ -27,6 +26,7 @@ from engine.exchange.files import open_table
 from engine.exchange.imports import ImportOptions, ImportResult
 from engine.types.fields import ValueProblem
 from kartoteka.cli import main
+from tests.counting import rows_per_table
 
 SETUP = {
     "setup.yaml": """
@@ -78,20 +78,9 @@ def kt(make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path]) -> K
     return make_kt(write_setup(SETUP))
 
 
-@pytest.fixture
-def http(kt: Kartoteka) -> Iterator[TestClient]:
-    with TestClient(create_app(kt), base_url="http://127.0.0.1",
-                    raise_server_exceptions=False) as client:
-        yield client
-
-
 def counts(kt: Kartoteka) -> tuple[int, ...]:
     """Rows of every table but the jobs' (records, history, links)."""
-    with kt.db.read(system="test: counting") as conn:
-        names = sa.inspect(conn).get_table_names()
-        return tuple(conn.execute(sa.text(f'SELECT count(*) FROM "{name}"')).scalar_one()
-                     for name in sorted(names)
-                     if not name.startswith(("kt_migration", "kt_import_job")))
+    return rows_per_table(kt, "kt_import_job")
 
 
 def run(kt: Kartoteka, data: bytes, name: str = "file.csv", entity: str = "client",
