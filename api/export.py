@@ -16,13 +16,13 @@ import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
 from api.errors import refuse_method
 from api.language import pick_language
-from engine.core import Kartoteka
+from api.responses import engine_of
 from engine.records.export import (
     BOOLEANS,
     DELIMITERS,
@@ -33,7 +33,7 @@ from engine.records.export import (
     Export,
     Exporter,
 )
-from engine.setup.spec import EntitySpec, label_text
+from engine.setup.spec import EntitySpec, SetupSpec, label_text
 
 MAX_PENDING = 8
 CHUNK_BYTES = 64 * 1024
@@ -41,15 +41,16 @@ CHUNK_BYTES = 64 * 1024
 POLL = 0.25
 
 
-def add_export_route(app: FastAPI, kt: Kartoteka, entity: EntitySpec,
+def add_export_route(app: APIRouter, setup: SetupSpec, entity: EntitySpec,
                      list_params: list[dict[str, Any]],
                      refused: dict[int | str, dict[str, Any]]) -> None:
     """GET /api/e/export, before `/api/e/{id}` (so `export` is never taken for an id)."""
     name = entity.name
     path = f"/api/{name}/export"
-    exporter = Exporter(kt.records, kt.clock)
 
     async def export(request: Request) -> Response:
+        kt = engine_of(request)
+        exporter = Exporter(kt.records, kt.clock)
         language = pick_language(request.headers.get("accept-language"), kt.setup.languages)
         prepared = await run_in_threadpool(exporter.prepare, name,
                                            request.query_params.multi_items(), language)
@@ -57,13 +58,13 @@ def add_export_route(app: FastAPI, kt: Kartoteka, entity: EntitySpec,
                                  media_type=prepared.media_type,
                                  headers={"Content-Disposition": content_disposition(prepared)})
 
-    label = label_text(entity.plural, kt.setup.languages[0] if kt.setup.languages else None)
+    label = label_text(entity.plural, setup.languages[0] if setup.languages else None)
     app.add_api_route(path, export, methods=["GET"], tags=[name], response_class=Response,
                       operation_id=f"export_{name}",
                       summary=f"Export every matching {label} record as CSV or XLSX",
                       description="The list's filters, q and sort; no paging: every matching "
                                   "record the caller may read, streamed. See docs/api.md#export.",
-                      openapi_extra={"parameters": _parameters(kt, list_params)},
+                      openapi_extra={"parameters": _parameters(setup, list_params)},
                       responses={200: {
                           "description": "The records, as a file",
                           "headers": {"Content-Disposition": {
@@ -77,13 +78,13 @@ def add_export_route(app: FastAPI, kt: Kartoteka, entity: EntitySpec,
                       methods=["POST", "PUT", "PATCH", "DELETE"])
 
 
-def _parameters(kt: Kartoteka, list_params: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _parameters(setup: SetupSpec, list_params: list[dict[str, Any]]) -> list[dict[str, Any]]:
     def enum(name: str, values: tuple[str, ...] | list[str], default: str,
              description: str) -> dict[str, Any]:
         return {"name": name, "in": "query", "description": description,
                 "schema": {"type": "string", "enum": list(values), "default": default}}
 
-    languages = list(kt.setup.languages)
+    languages = list(setup.languages)
     return [
         *(p for p in list_params if p["name"] in ("q", "sort")),
         enum("format", FORMATS, "csv", "csv (UTF-8) or xlsx"),

@@ -21,16 +21,15 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from api.errors import refuse_method
-from api.responses import json_response, no_query
+from api.responses import engine_of, json_response, no_query
 from api.uploads import MULTIPART, is_multipart
-from engine.core import Kartoteka
 from engine.errors import ErrorDetail, MalformedRequest, NotFound, PayloadTooLarge
 from engine.exchange.columns import read_mapping
 from engine.exchange.files import open_table
@@ -115,12 +114,11 @@ async def _form(request: Request, cap: int) -> tuple[FormData, UploadFile, dict[
     return form, upload, texts
 
 
-def add_import_routes(app: FastAPI, kt: Kartoteka, entity: EntitySpec, cap: int,
+def add_import_routes(app: APIRouter, entity: EntitySpec, cap: int,
                       refused: dict[int | str, dict[str, Any]]) -> None:
     """The import routes of one entity (call before the `/{id}` routes)."""
     name = entity.name
     base = f"/api/{name}/import"
-    jobs = kt.import_jobs
 
     async def start(request: Request) -> Response:
         no_query(request)
@@ -134,6 +132,7 @@ def add_import_routes(app: FastAPI, kt: Kartoteka, entity: EntitySpec, cap: int,
         options, reading = options_from(texts)
         user = getattr(request.state, "user", None)
         file_name = upload.filename or "upload"
+        kt = engine_of(request)
 
         def spooled() -> dict[str, Any]:
             file = spool(upload.file)
@@ -148,7 +147,7 @@ def add_import_routes(app: FastAPI, kt: Kartoteka, entity: EntitySpec, cap: int,
             except BaseException:
                 file.close()
                 raise
-            return jobs.start(name, table, file, file_name, options, user=user)
+            return kt.import_jobs.start(name, table, file, file_name, options, user=user)
 
         job = await run_in_threadpool(spooled)  # reading and copying the file: off the loop
         return json_response(job, 202, {"Location": f"{base}/{job['id']}"})
@@ -162,12 +161,13 @@ def add_import_routes(app: FastAPI, kt: Kartoteka, entity: EntitySpec, cap: int,
     async def status(request: Request) -> Response:
         no_query(request)
         user = getattr(request.state, "user", None)
-        return json_response(jobs.get(job_id(request), user=user, entity=name))
+        return json_response(engine_of(request).import_jobs.get(job_id(request), user=user,
+                                                                entity=name))
 
     async def report(request: Request) -> Response:
         no_query(request)
         user = getattr(request.state, "user", None)
-        text = jobs.report(job_id(request), user=user, entity=name)
+        text = engine_of(request).import_jobs.report(job_id(request), user=user, entity=name)
         return Response(text.encode("utf-8-sig"), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition":
                                  f'attachment; filename="import-{job_id(request)}-errors.csv"'})

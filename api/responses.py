@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.requests import Request
@@ -12,7 +12,18 @@ from starlette.responses import Response
 
 from engine.errors import ErrorDetail, MalformedRequest, PayloadTooLarge, UnsupportedMedia
 
+if TYPE_CHECKING:
+    from engine.core import Kartoteka
+
 JSON_TYPE = "application/json"
+
+
+def engine_of(request: Request) -> Kartoteka:
+    """The engine serving this request. A setup's generated routes are shared by every app
+    built over it (api.app `_generated`), so their handlers find the engine on the app
+    serving the request, never in a closure."""
+    kt: Kartoteka = request.app.state.kartoteka
+    return kt
 
 
 def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

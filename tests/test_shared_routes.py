@@ -1,0 +1,56 @@
+"""Apps over one setup share its generated routes (building them was most of `create_app`):
+each app still answers from its own engine and database, and a route that would hold an
+engine is refused when the routes are built."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from api import create_app
+from api import app as app_module
+from engine.core import Kartoteka
+from tests.conftest import DEFAULT_SETUP
+
+
+def test_two_apps_over_one_setup_share_routes_and_keep_their_own_databases(
+        open_kt: Callable[..., Kartoteka], tmp_path: Path) -> None:
+    engines = [open_kt(DEFAULT_SETUP, f"sqlite:///{tmp_path / name}.db") for name in "ab"]
+    for kt in engines:
+        kt.migrate()
+    try:
+        first, second = (create_app(kt) for kt in engines)
+        shared = {id(route) for route in first.routes} & {id(route) for route in second.routes}
+        assert any(getattr(route, "path", "") == "/api/client/{id}" and id(route) in shared
+                   for route in first.routes)
+        with TestClient(first, base_url="http://127.0.0.1") as a, \
+                TestClient(second, base_url="http://127.0.0.1") as b:
+            made = a.post("/api/client", json={"name": "Только в А", "city": "Казань"})
+            assert made.status_code == 201
+            assert b.get("/api/client").json()["total"] == 0
+            assert b.get(made.headers["location"]).status_code == 404
+            assert b.post("/api/client", json={"name": "Только в Б"}).status_code == 201
+            assert [c["name"] for c in a.get("/api/client").json()["items"]] == ["Только в А"]
+            assert a.get("/api/client/export").text.count("\n") == 2  # header and one row
+            assert b.get("/api/schema").json() == a.get("/api/schema").json()
+    finally:
+        for kt in engines:
+            kt.close()
+
+
+def test_a_shared_route_holding_an_engine_is_refused_when_built(
+        kt: Kartoteka) -> None:
+    from fastapi import APIRouter
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    records = kt.records
+
+    async def leaky(request: Request) -> Response:
+        return Response(str(records))
+
+    router = APIRouter()
+    router.add_api_route("/api/leaky", leaky)
+    with pytest.raises(AssertionError, match="engine_of"):
+        app_module._engine_free(router.routes[0])
