@@ -18,6 +18,7 @@ durability asks for it with `make_kt(..., sqlite_synchronous="FULL")`.
 
 from __future__ import annotations
 
+import gc
 import shutil
 import textwrap
 from collections.abc import Callable, Iterator
@@ -36,6 +37,17 @@ DEFAULT_SETUP = ROOT / "schemas"
 EXAMPLES = ROOT / "examples"
 #: SQLite's synchronous level in the tests' databases (the product's default is FULL)
 TEST_SYNCHRONOUS = "NORMAL"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Collect garbage less often: a test builds and drops engines, apps and schemas by the
+    thousand, and with Python's default thresholds the collector re-walked every object
+    the session had made (imports, loaded setups, their tables) many times a test, ~15% of
+    the suite's CPU. What is loaded before the first test is frozen out of collection; the
+    rest is still collected, every 50,000 allocations instead of 700."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

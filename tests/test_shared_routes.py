@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from api import create_app
 from api import app as app_module
+from api import create_app
 from engine.core import Kartoteka
 from tests.conftest import DEFAULT_SETUP
 
