@@ -136,7 +136,8 @@ def _number_text(cell: str, locale: Locale) -> str:
         else:
             text = text.replace(",", "")
     elif "," in text:
-        grouped = re.fullmatch(r"-?\d{1,3}(,\d{3})+", text)
+        # thousands only as written: 1,234 and 12,345,678, never 0,001 (a decimal comma)
+        grouped = re.fullmatch(r"[-+]?[1-9]\d{0,2}(,\d{3})+", text)
         text = text.replace(",", "") if grouped and locale.thousands_comma else text.replace(",", ".")
     return text
 
@@ -243,7 +244,10 @@ def read_datetime(field: FieldSpec, cell: Any, locale: Locale) -> Any:
             raise ValueProblem("is not a real time of day") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=locale.timezone)  # as the setup's people mean it
-    return moment.isoformat()
+    try:  # in UTC: a zone's offset long ago has seconds (Moscow's +02:30:17), ISO 8601 none
+        return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    except OverflowError:
+        raise ValueProblem("is before 0001-01-01 00:00 UTC, the first moment stored") from None
 
 
 def option_finder(field: FieldSpec) -> Mapping[str, str]:

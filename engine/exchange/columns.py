@@ -25,12 +25,23 @@ from engine.access.scopes import Rights
 from engine.errors import ErrorDetail, MalformedRequest
 from engine.exchange.cells import CellReaders, Reader, normal
 from engine.records.bulk import unique_keys
+from engine.records.export_locale import SYSTEM_LABELS
 from engine.setup.names import did_you_mean
 from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec, SetupSpec
 from engine.types.fields import StringType
 
-#: columns the server manages: refused with this reason (`id` is taken: rows update by id)
+#: columns the server manages (`id` is taken: rows update by id): a file exported by
+#: Kartoteka has them, so they are skipped with a warning, found by name or by the export's
+#: header in any language
 SERVER_MANAGED = ("created_at", "updated_at", "version", "stage")
+_SERVER_HEADERS = {normal(text): name for name in (*SERVER_MANAGED, "owner")
+                   for text in (name, *SYSTEM_LABELS[name].values())}
+#: the export's header of a link's title column: "Клиент (название)", "client (title)"
+_TITLE_HEADER = re.compile(r"^(.+?)\s*\((" + "|".join(
+    re.escape(word) for word in SYSTEM_LABELS["title"].values()) + r")\)$", re.IGNORECASE)
+#: the export's escape of text a spreadsheet would run as a formula (a leading ')
+_ESCAPED = ("'=", "'+", "'-", "'@", "'\t", "'\r")
+SKIPPED = "skipped"
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 
 
@@ -124,6 +135,7 @@ def plan_columns(setup: SetupSpec, entity: EntitySpec, headers: Sequence[str],
     warnings: list[ErrorDetail] = []
     seen: dict[str, str] = {}
     normal_mapping = {normal(k): v for k, v in (mapping or {}).items()}
+    titled = planner.title_columns(headers)
     for index, header in enumerate(headers):
         shown = header or f"(column {index + 1}, no header)"
         explicit = header in (mapping or {}) or normal(header) in normal_mapping
@@ -138,6 +150,18 @@ def plan_columns(setup: SetupSpec, entity: EntitySpec, headers: Sequence[str],
                                     "map it (a mapping file)"
         else:
             column, problem = planner.by_header(index, header)
+            server = _SERVER_HEADERS.get(normal(header))
+            if column is None and server is not None and problem is not None \
+                    and problem.startswith("matches no "):
+                warnings.append(ErrorDetail(shown, f"is {server}, which the server sets: "
+                                            "skipped"))
+                continue
+        if column is not None and column.link is not None and column.by in ("id", "title") \
+                and not explicit and titled.get(column.name, shown) != shown:
+            warnings.append(ErrorDetail(shown, f"holds {column.name}'s ids, and the records are "
+                                        f"found by their titles in {titled[column.name]!r}: "
+                                        "skipped"))
+            continue
         if column is None:
             assert problem is not None
             unknown = problem.startswith("matches no ")
@@ -147,6 +171,9 @@ def plan_columns(setup: SetupSpec, entity: EntitySpec, headers: Sequence[str],
                 problems.append(ErrorDetail(shown, problem))
             continue
         refusal = planner.refusal(column)
+        if refusal and refusal.endswith(SKIPPED):
+            warnings.append(ErrorDetail(shown, refusal))
+            continue
         if refusal:
             problems.append(ErrorDetail(shown, refusal))
             continue
@@ -184,7 +211,27 @@ class _Planner:
         self.readers = readers
         self.finder = _Finder(entity)
 
+    def title_columns(self, headers: Sequence[str]) -> dict[str, str]:
+        """Link → the header of its title column, for the headers an export writes for
+        linked records' titles ("Клиент (название)" after "Клиент")."""
+        titled: dict[str, str] = {}
+        for header in headers:
+            link = self._titled_link(header or "")
+            if link is not None:
+                titled.setdefault(link.name, header)
+        return titled
+
+    def _titled_link(self, header: str) -> LinkSpec | None:
+        match = _TITLE_HEADER.match(header.strip())
+        if match is None or self.finder.find(header):
+            return None
+        links = [item for item in self.finder.find(match.group(1)) if isinstance(item, LinkSpec)]
+        return links[0] if len(links) == 1 else None
+
     def by_header(self, index: int, header: str) -> tuple[Column | None, str | None]:
+        titled = self._titled_link(header)
+        if titled is not None:
+            return self._link_title(index, header, titled)
         found = self.finder.find(header)
         if not found and normal(header) == "id":
             return Column(index, header, "id", by="id"), None
@@ -225,7 +272,7 @@ class _Planner:
         if isinstance(item, LinkSpec):
             return self._link_title(index, header, item)
         return Column(index, header, item.name, field=item,
-                      read=self.readers.reader(item.type)), None
+                      read=_unescaped(self.readers.reader(item.type))), None
 
     def _link_title(self, index: int, header: str, link: LinkSpec) -> tuple[Column | None, str | None]:
         if link.polymorphic or link.through:
@@ -270,13 +317,13 @@ class _Planner:
         name = column.name
         rights = self.rights
         if name in SERVER_MANAGED or (name == "owner" and self.entity.owner):
-            return f"fills {name}, which the server sets"
+            return f"fills {name}, which the server sets: {SKIPPED}"
         if rights is not None and name in rights.hidden:
             return f"matches no field your role may see (is {name} spelt right?)"
         if rights is not None and name in rights.readonly:
             return f"fills {name}, which your role may not set"
         if column.link is None and column.field is not None and column.field.computed:
-            return f"fills {name}, which the server computes (a formula or roll-up)"
+            return f"fills {name}, which the server computes (a formula or roll-up): {SKIPPED}"
         if column.link is not None and column.field is not None and column.by == "key":
             target_rights = self.rights_of(column.link.target)
             if target_rights is not None and column.field.name in target_rights.hidden:
@@ -326,3 +373,14 @@ def read_mapping(data: Any, where: Callable[[tuple[str | int, ...]], str] | None
     if problems:
         raise MalformedRequest("the mapping is not valid", problems, code="invalid_import")
     return result, bool(skip)
+
+
+def _unescaped(read: Reader) -> Reader:
+    """`read`, after taking off the ' that an export puts before text a spreadsheet would
+    run as a formula ('=1+1, '+7 495…): a file exported by Kartoteka imports as it was."""
+
+    def unescaped(field: FieldSpec, cell: Any, locale: Any) -> Any:
+        if isinstance(cell, str) and cell.startswith(_ESCAPED):
+            cell = cell[1:]
+        return read(field, cell, locale)
+    return unescaped

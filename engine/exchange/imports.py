@@ -33,7 +33,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine.errors import ErrorDetail, MalformedRequest, RequestError, RuleFailed
+from engine.errors import ErrorDetail, MalformedRequest, NotFound, RequestError, RuleFailed
 from engine.exchange.cells import CellReaders, Locale, blank, default_readers, split_many
 from engine.exchange.columns import Column, ColumnPlan, Title, plan_columns
 from engine.exchange.files import Table
@@ -350,6 +350,10 @@ class _Run:
 
     def bulk_errors(self, number: int, cells: list[Any], error: RequestError) -> list[RowError]:
         details = list(error.details) or [ErrorDetail("", str(error))]
+        if isinstance(error, NotFound) and not error.details and "id" in self.plan.header_of:
+            details = [ErrorDetail("id", f"{error}: a row with an id updates that record; to "
+                                   "create the records of a file from another database, skip "
+                                   f"the column (mapping {{{self.plan.header_of['id']}: null}})")]
         if isinstance(error, RuleFailed):
             message = error.as_json(self.language)["error"]
             details = [ErrorDetail(d.get("field", ""), d.get("problem", message["message"]))

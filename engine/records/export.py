@@ -254,9 +254,10 @@ class Exporter:
                 yield self._title_column(spec, key, options, cells)
 
     def _titled(self, spec: EntitySpec) -> frozenset[str]:
-        """The links to one record of an entity that has a title."""
+        """The links to records of an entity that has a title (a many-to-many link's titles
+        in one cell, separated by `;` as its ids are; not a link that carries data)."""
         return frozenset(link.name for link in spec.links.values()
-                         if not link.many and not link.polymorphic
+                         if not link.polymorphic and not link.through
                          and self.setup.entities[link.target].title)
 
     @staticmethod
@@ -296,9 +297,18 @@ def title_key(link: str) -> str:
 def _add_titles(conn: sa.Connection, titles: Titles,
                 title_links: Sequence[tuple[str, str, str]], records: list[dict[str, Any]]) -> None:
     for link, target, key in title_links:
-        found = titles.of(conn, target, {r[link] for r in records if r.get(link) is not None})
+        ids: set[int] = set()
         for record in records:
-            record[key] = found.get(record.get(link))  # type: ignore[arg-type]
+            value = record.get(link)
+            if isinstance(value, list):
+                ids.update(value)
+            elif value is not None:
+                ids.add(value)
+        found = titles.of(conn, target, ids)
+        for record in records:
+            value = record.get(link)
+            record[key] = ";".join(found[i] for i in value if i in found) \
+                if isinstance(value, list) else found.get(value)  # type: ignore[arg-type]
 
 
 def _stage_labels(spec: EntitySpec, language: str | None) -> dict[str, str]:

@@ -65,7 +65,7 @@ class Column:
 KINDS: dict[type[FieldType], str] = {
     DecimalType: "decimal", IntegerType: "integer", BooleanType: "boolean",
     DateTimeType: "datetime", DateType: "date", ChoiceType: "choice",
-    MultichoiceType: "choices", UsersType: "ids", UserType: "integer", JsonType: "json",
+    MultichoiceType: "choices", UsersType: "ids", UserType: "integer", JsonType: "jsonvalue",
     StringType: "text",
 }
 
@@ -167,6 +167,14 @@ class Cells:
             return self._guard(shown)
         return text, lambda value: excel_text(value if isinstance(value, str) else json.dumps(
             value, ensure_ascii=False, separators=(",", ":")))
+
+
+    def _jsonvalue(self, labels: Mapping[str, str], places: int) -> Pair:
+        """A `json` field's value always in its JSON form, a string too (`"=1+1"` in quotes):
+        what an import reads back as the same value (text alone is not JSON)."""
+        def dumped(value: Any) -> str:
+            return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return (lambda value: self._guard(dumped(value))), (lambda value: excel_text(dumped(value)))
 
 
 def _or_empty(convert: Callable[[Any], str]) -> Callable[[Any], str]:
