@@ -37,6 +37,7 @@ from engine.access.acting import User
 from engine.access.passwords import hash_password, needs_rehash, password_problems, verify_password
 from engine.access.users import Users, _user, hash_token
 from engine.errors import (
+    DatabaseMismatch,
     ErrorDetail,
     Forbidden,
     NotFound,
@@ -115,8 +116,9 @@ class Sessions:
         self.settings = settings or SessionSettings()
         #: the current time; a test may move it
         self.clock: Callable[[], dt.datetime] = _now
-        #: session token hash → (when checked, the session, when it ends unless used)
-        self._known: dict[str, tuple[float, Session, dt.datetime]] = {}
+        #: session token hash → (when checked, the session, when it ends unless used, when
+        #: last used)
+        self._known: dict[str, tuple[float, Session, dt.datetime, dt.datetime]] = {}
         self._lock = threading.Lock()
         users.on_disable.append(self._user_disabled)
 
@@ -223,7 +225,8 @@ class Sessions:
         digest = hash_token(token)
         now = self.clock()
         cached = self._known.get(digest)
-        if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS and cached[2] > now:
+        if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS and cached[2] > now \
+                and (now - cached[3]).total_seconds() < TOUCH_SECONDS:
             return cached[1]
         s = self.t.sessions
         with self.db.read() as conn:
@@ -239,15 +242,16 @@ class Sessions:
             with self.db.write() as conn:
                 conn.execute(sa.delete(s).where(s.c.id == row.session_id))
             raise Unauthorized("your session has expired: sign in again", code="no_session")
-        if (now - row.last_used_at).total_seconds() >= TOUCH_SECONDS:
+        used = row.last_used_at
+        if (now - used).total_seconds() >= TOUCH_SECONDS:
             with self.db.write() as conn:
                 conn.execute(sa.update(s).where(s.c.id == row.session_id).values(last_used_at=now))
-            ends = min(row.expires_at, now + self.idle)
+            ends, used = min(row.expires_at, now + self.idle), now
         session = Session(row.session_id, _user(row), row.csrf_hash)
         with self._lock:
             if len(self._known) >= 10_000:
                 self._known.clear()
-            self._known[digest] = (time.monotonic(), session, ends)
+            self._known[digest] = (time.monotonic(), session, ends, used)
         return session
 
     def sign_out(self, session_id: int) -> None:
@@ -322,6 +326,15 @@ class Sessions:
             return self._begin(conn, user, now)
 
     # -- helpers ---------------------------------------------------------------------------------
+    def require_tables(self) -> None:
+        """DatabaseMismatch unless the database has the sign-in's tables (a database made
+        before them: `kartoteka migrate` creates them)."""
+        inspector = sa.inspect(self.db.engine)
+        if not all(inspector.has_table(t.name) for t in (self.users.users, self.t.invitations,
+                                                         self.t.passwords, self.t.sessions)):
+            raise DatabaseMismatch("the database has no sign-in tables yet: run "
+                                   "`kartoteka migrate SETUP --db URL` first")
+
     def _require_manager(self) -> None:
         if not self.users.may_manage():
             raise Forbidden("only an admin may manage users", code="operation_forbidden")
