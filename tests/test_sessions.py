@@ -10,6 +10,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -50,7 +51,7 @@ def _user(kt: Kartoteka, email: str = "anna@example.com", roles: tuple[str, ...]
     return user.id, token
 
 
-def _sign_in(client: TestClient, email: str, password: str, **extra: object) -> object:
+def _sign_in(client: TestClient, email: str, password: str, **extra: object) -> Any:
     """Open the sign-in page (which sets the pre-session CSRF cookie), then post the form
     as its script does."""
     assert client.get("/app/sign-in").status_code == 200
@@ -110,8 +111,8 @@ def test_the_session_cookie_is_secure_over_https(kt: Kartoteka) -> None:
     with _client(kt, "https://127.0.0.1") as client:
         assert "Secure" in client.get("/app/sign-in").headers["set-cookie"]
         answer = _sign_in(client, "anna@example.com", PASSWORD)
-        assert answer.status_code == 200  # type: ignore[attr-defined]
-        assert all("Secure" in c for c in answer.headers.get_list("set-cookie"))  # type: ignore[attr-defined]
+        assert answer.status_code == 200
+        assert all("Secure" in c for c in answer.headers.get_list("set-cookie"))
 
 
 @pytest.mark.parametrize("email,password", [
@@ -123,8 +124,8 @@ def test_a_wrong_sign_in_is_401_without_saying_which_part_was_wrong(
         kt: Kartoteka, app_client: TestClient, email: str, password: str) -> None:
     _user(kt)
     answer = _sign_in(app_client, email, password)
-    assert answer.status_code == 401  # type: ignore[attr-defined]
-    assert answer.json() == {"error": {  # type: ignore[attr-defined]
+    assert answer.status_code == 401
+    assert answer.json() == {"error": {
         "code": "sign_in_failed", "message": "the e-mail or the password is not right"}}
     assert "kt_session" not in app_client.cookies
     assert _count(kt, "kt_session") == 0
@@ -138,8 +139,8 @@ def test_a_disabled_user_or_one_without_a_password_cannot_sign_in(
     kt.users.disable("gone@example.com")
     for email in ("nopass@example.com", "gone@example.com"):
         answer = _sign_in(app_client, email, PASSWORD)
-        assert answer.status_code == 401  # type: ignore[attr-defined]
-        assert answer.json()["error"]["code"] == "sign_in_failed"  # type: ignore[attr-defined]
+        assert answer.status_code == 401
+        assert answer.json()["error"]["code"] == "sign_in_failed"
 
 
 @pytest.mark.parametrize("body", [
@@ -159,23 +160,23 @@ def test_five_failures_for_an_e_mail_are_429_even_with_the_right_password(
         kt: Kartoteka, app_client: TestClient) -> None:
     _user(kt)
     for _ in range(4):
-        assert _sign_in(app_client, "anna@example.com", "wrong password!").status_code == 401  # type: ignore[attr-defined]
+        assert _sign_in(app_client, "anna@example.com", "wrong password!").status_code == 401
     # a success resets the count of its e-mail
-    assert _sign_in(app_client, "anna@example.com", PASSWORD).status_code == 200  # type: ignore[attr-defined]
+    assert _sign_in(app_client, "anna@example.com", PASSWORD).status_code == 200
     for _ in range(5):
-        assert _sign_in(app_client, "anna@example.com", "wrong password!").status_code == 401  # type: ignore[attr-defined]
+        assert _sign_in(app_client, "anna@example.com", "wrong password!").status_code == 401
     refused = _sign_in(app_client, "Anna@Example.com", PASSWORD)
-    assert refused.status_code == 429  # type: ignore[attr-defined]
-    assert refused.json()["error"]["code"] == "too_many_requests"  # type: ignore[attr-defined]
-    wait = int(refused.headers["retry-after"])  # type: ignore[attr-defined]
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "too_many_requests"
+    wait = int(refused.headers["retry-after"])
     assert 800 < wait <= 900
     # another e-mail is not held back; and the count is in the database: a second engine
     # (another process) refuses too
     _user(kt, "boris@example.com")
-    assert _sign_in(app_client, "boris@example.com", PASSWORD).status_code == 200  # type: ignore[attr-defined]
+    assert _sign_in(app_client, "boris@example.com", PASSWORD).status_code == 200
     later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=16)
     kt.sessions.clock = lambda: later
-    assert _sign_in(app_client, "anna@example.com", PASSWORD).status_code == 200  # type: ignore[attr-defined]
+    assert _sign_in(app_client, "anna@example.com", PASSWORD).status_code == 200
 
 
 def test_failures_from_one_address_are_limited_across_e_mails(
@@ -184,10 +185,10 @@ def test_failures_from_one_address_are_limited_across_e_mails(
     _user(kt)
     with _client(kt) as client:
         for n in range(3):
-            assert _sign_in(client, f"guess{n}@example.com", "whatever it is").status_code == 401  # type: ignore[attr-defined]
+            assert _sign_in(client, f"guess{n}@example.com", "whatever it is").status_code == 401
         answer = _sign_in(client, "anna@example.com", PASSWORD)
-        assert answer.status_code == 429  # type: ignore[attr-defined]
-        assert int(answer.headers["retry-after"]) > 0  # type: ignore[attr-defined]
+        assert answer.status_code == 429
+        assert int(answer.headers["retry-after"]) > 0
 
 
 def test_the_same_limit_holds_in_another_process(kt: Kartoteka, make_kt: Callable[..., Kartoteka],
@@ -198,7 +199,7 @@ def test_the_same_limit_holds_in_another_process(kt: Kartoteka, make_kt: Callabl
     other = Kartoteka(kt.setup, kt.settings, storage=kt.storage)
     try:
         with _client(other) as client:
-            assert _sign_in(client, "anna@example.com", PASSWORD).status_code == 429  # type: ignore[attr-defined]
+            assert _sign_in(client, "anna@example.com", PASSWORD).status_code == 429
     finally:
         other.close()
 
@@ -224,7 +225,7 @@ def test_a_session_ends_after_14_days_however_used(kt: Kartoteka, app_client: Te
     _sign_in(app_client, "anna@example.com", PASSWORD)
     start = dt.datetime.now(dt.UTC)
     for hours in range(10, 14 * 24, 10):
-        kt.sessions.clock = lambda hours=hours: start + dt.timedelta(hours=hours)  # type: ignore[misc]
+        kt.sessions.clock = lambda hours=hours: start + dt.timedelta(hours=hours)
         assert app_client.get("/api/me").status_code == 200, hours
     kt.sessions.clock = lambda: start + dt.timedelta(days=14, minutes=1)
     answer = app_client.get("/api/me")
@@ -264,8 +265,8 @@ def test_an_admin_setting_a_password_ends_the_users_sessions(
     assert app_client.post(f"/api/users/{anna}/password", json={"password": new},
                            headers=admin).status_code == 204
     assert app_client.get("/api/me").status_code == 401
-    assert _sign_in(app_client, "anna@example.com", PASSWORD).status_code == 401  # type: ignore[attr-defined]
-    assert _sign_in(app_client, "anna@example.com", new).status_code == 200  # type: ignore[attr-defined]
+    assert _sign_in(app_client, "anna@example.com", PASSWORD).status_code == 401
+    assert _sign_in(app_client, "anna@example.com", new).status_code == 200
     # only an admin sets another's password; the answer never holds a password
     refused = app_client.post(f"/api/users/{anna}/password", json={"password": "x" * 12},
                               headers={"Authorization": f"Bearer {manager_token}"})
@@ -297,7 +298,7 @@ def test_changing_ones_own_password_keeps_this_session_and_ends_the_others(
         assert done.status_code == 204, done.text
         assert app_client.get("/api/me").status_code == 200
         assert elsewhere.get("/api/me").status_code == 401
-    assert _sign_in(app_client, "anna@example.com", "a new long secret").status_code == 200  # type: ignore[attr-defined]
+    assert _sign_in(app_client, "anna@example.com", "a new long secret").status_code == 200
 
 
 # -- CSRF ---------------------------------------------------------------------------------------
@@ -397,7 +398,7 @@ def test_pages_redirect_to_sign_in_and_only_a_local_next_is_honoured(
         extra = {} if unsafe is None else {"next": unsafe}
         with _client(kt) as fresh:
             signed = _sign_in(fresh, "anna@example.com", PASSWORD, **extra)
-            assert signed.json()["next"] == "/app", unsafe  # type: ignore[attr-defined]
+            assert signed.json()["next"] == "/app", unsafe
         page = app_client.get("/app/sign-in", params={} if unsafe is None else {"next": unsafe})
         assert 'name="next" value="/app"' in page.text, unsafe
 
@@ -458,10 +459,10 @@ def test_password_rules_are_said_in_the_422(kt: Kartoteka, app_client: TestClien
 def test_persian_chinese_and_russian_e_mails_and_passwords(
         kt: Kartoteka, app_client: TestClient, email: str, password: str) -> None:
     _user(kt, email, password=password)
-    assert _sign_in(app_client, email.upper(), password + "!").status_code == 401  # type: ignore[attr-defined]
+    assert _sign_in(app_client, email.upper(), password + "!").status_code == 401
     answer = _sign_in(app_client, email.upper(), password)
-    assert answer.status_code == 200, answer.text  # type: ignore[attr-defined]
-    assert answer.json()["user"]["email"] == email  # type: ignore[attr-defined]
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["user"]["email"] == email
 
 
 def test_a_password_is_compared_in_one_unicode_form(kt: Kartoteka, app_client: TestClient) -> None:
@@ -469,7 +470,7 @@ def test_a_password_is_compared_in_one_unicode_form(kt: Kartoteka, app_client: T
     _user(kt, password=composed)
     decomposed = unicodedata.normalize("NFD", composed)
     assert decomposed != composed
-    assert _sign_in(app_client, "anna@example.com", decomposed).status_code == 200  # type: ignore[attr-defined]
+    assert _sign_in(app_client, "anna@example.com", decomposed).status_code == 200
 
 
 def test_an_invitation_works_once(kt: Kartoteka, app_client: TestClient) -> None:
@@ -493,7 +494,7 @@ def test_an_invitation_works_once(kt: Kartoteka, app_client: TestClient) -> None
     gone = app_client.get(path)
     assert gone.status_code == 404 and "Ask your administrator" in gone.text
     with _client(kt) as fresh:
-        assert _sign_in(fresh, "anna@example.com", PASSWORD).status_code == 200  # type: ignore[attr-defined]
+        assert _sign_in(fresh, "anna@example.com", PASSWORD).status_code == 200
     with kt.db.read() as conn:
         hashes = conn.execute(sa.select(kt.storage.sessions.invitations.c.token_hash)).scalars().all()
     assert path.rsplit("/", 1)[1] not in hashes  # stored hashed
@@ -543,7 +544,7 @@ def test_the_cli_prints_the_invitation_and_sets_a_password(db_url: str, tmp_path
             assert client.get(link.replace("https://crm.example.com", "")).status_code == 404
             assert client.get(invited.stdout.strip().replace(
                 "http://127.0.0.1:8000", "")).status_code == 200
-            assert _sign_in(client, "anna@example.com", "пароль-из-кириллицы").status_code == 200  # type: ignore[attr-defined]
+            assert _sign_in(client, "anna@example.com", "пароль-из-кириллицы").status_code == 200
     finally:
         kt.close()
 
