@@ -285,7 +285,7 @@ def test_changing_ones_own_password_keeps_this_session_and_ends_the_others(
         _sign_in(elsewhere, "anna@example.com", PASSWORD)
         wrong = app_client.post("/api/me/password", headers=_csrf(app_client), json={
             "old_password": "not the password", "password": "a new long secret"})
-        assert wrong.status_code == 422
+        assert wrong.status_code == 403 and wrong.json()["error"]["code"] == "wrong_password"
         assert wrong.json()["error"]["details"][0]["field"] == "old_password"
         short = app_client.post("/api/me/password", headers=_csrf(app_client), json={
             "old_password": PASSWORD, "password": "short"})

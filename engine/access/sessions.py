@@ -164,9 +164,6 @@ class Sessions:
                             "password of yours to change", code="no_user")
         values = _only(body, {"old_password", "password"})
         old = values["old_password"]
-        if not isinstance(old, str):
-            raise ValidationFailed("the password change is not valid",
-                                   [ErrorDetail("old_password", "is required, as text")])
         keys = self._keys(user.email, address)
         now = self.clock()
         with self.db.read() as conn:
@@ -175,8 +172,9 @@ class Sessions:
                 self.t.passwords.c.user_id == user.id)).scalar()
         if not verify_password(stored, old):
             self._failed(keys, now, "wrong current password")
-            raise ValidationFailed("the current password is not right",
-                                   [ErrorDetail("old_password", "is not your current password")])
+            raise Forbidden("the current password is not right",
+                            [ErrorDetail("old_password", "is not your current password")],
+                            code="wrong_password")
         new = values["password"]
         _raise_problems(password_problems(new, user.email))
         hashed = hash_password(new)
