@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs, quote
 
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -76,7 +77,9 @@ class Authentication:
                 if header is not None or cookie is None or self.sessions is None:
                     state["user"] = self.users.authenticate(header)
                 else:
-                    session = self.sessions.authenticate(cookie)
+                    # in the pool: a session's last use is written now and then (a write
+                    # that may wait for SQLite's lock must not stop the event loop)
+                    session = await run_in_threadpool(self.sessions.authenticate, cookie)
                     state["user"], state["session"] = session.user, session
             except Unauthorized as error:
                 await self.refuse(scope, error, web, cookie is not None and header is None)(

@@ -389,6 +389,7 @@ def test_pages_redirect_to_sign_in_and_only_a_local_next_is_honoured(
     assert urlsplit(target).path == "/app/sale"
     assert parse_qs(urlsplit(target).query) == {"q": ["Ромашка"], "stage": ["won"]}
     assert app_client.get("/app", follow_redirects=False).status_code == 303
+    assert answer.headers["cache-control"] == "no-store"  # a page's answer depends on who asks
     # /api without a session is 401, not a redirect; the public pages need nothing
     assert app_client.get("/api/client").status_code == 401
     assert app_client.post("/app/anything", json={}).status_code == 401

@@ -22,7 +22,7 @@ import html
 import secrets
 from pathlib import Path
 from string import Template
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
@@ -185,8 +185,9 @@ def _check_pre_session(request: Request) -> None:
     """A sign-in or invitation post: from a page of this server (its Origin, when sent),
     echoing the `kt_csrf` cookie GET set — so no other site can sign a browser in."""
     origin = request.headers.get("origin")
-    scheme = "https" if is_https(request.scope) else "http"
-    if origin is not None and origin != f"{scheme}://{request.headers.get('host', '')}":
+    # host and port only: behind a proxy that ends TLS the scheme seen here may be http
+    if origin is not None and urlsplit(origin).netloc.lower() != \
+            request.headers.get("host", "").lower():
         raise Forbidden("this sign-in comes from another site's page", code="csrf_failed")
     cookie = read_cookie(request.headers, CSRF_COOKIE)
     sent = request.headers.get(CSRF_HEADER)
