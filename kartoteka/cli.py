@@ -382,7 +382,7 @@ def serve(ctx: click.Context, setup: Path, db_url: str, host: str, port: int,
 
     names = _served_names(host, allowed_hosts)
     app, has_users = _guarded(ctx, build)
-    access = ("every /api call needs a token" if has_users
+    access = ("every /api call needs a token or a signed-in browser (/app/sign-in)" if has_users
               else "the API is open: no users yet, loopback only")
     click.echo(f"Serving {setup} on http://{host}:{port} (docs: http://{host}:{port}/docs); "
                f"{access}.", err=True)
