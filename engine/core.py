@@ -57,6 +57,8 @@ class Settings:
     def __post_init__(self) -> None:
         if not isinstance(self.database, DatabaseSettings):
             raise SettingsError("database must be a DatabaseSettings")
+        if not isinstance(self.sessions, SessionSettings):
+            raise SettingsError("sessions must be a SessionSettings (engine.access.sessions)")
         value = self.max_body_bytes
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise SettingsError(f"max_body_bytes is {value!r}: it must be a whole number of "
