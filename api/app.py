@@ -48,6 +48,7 @@ from api.guard import install_guard
 from api.imports import add_import_routes
 from api.language import pick_language
 from api.responses import engine_of, json_response, no_query, read_json
+from api.signin import add_signin_routes
 from api.users import add_user_routes
 from engine.automations.runner import Runner
 from engine.core import Kartoteka
@@ -104,11 +105,13 @@ def create_app(kt: Kartoteka, settings: ApiSettings | None = None) -> FastAPI:
     )
     app.state.kartoteka = kt
     install_error_handlers(app)
-    app.add_middleware(Authentication, users=kt.users)
+    app.add_middleware(Authentication, users=kt.users, sessions=kt.sessions,
+                       max_form_bytes=kt.settings.max_body_bytes)
     install_guard(app, settings.allowed_hosts, settings.cors_origins)
     app.router.routes.extend(_generated(kt.storage, kt.settings.max_body_bytes, inline))
     add_user_routes(app, kt, kt.settings.max_body_bytes, _REFUSED)
     add_automation_routes(app, kt, kt.settings.max_body_bytes, _REFUSED)
+    add_signin_routes(app, kt)  # /app/sign-in, /app/sign-out, /app/invite/{token}
     install_docs(app)
     app.openapi = lambda: _openapi(app, kt)  # type: ignore[method-assign]
     return app

@@ -5,8 +5,8 @@ operator visits: it can send "simple" cross-site requests (a form or `text/plain
 which no CORS preflight precedes), and, through DNS rebinding, make its own name resolve
 to 127.0.0.1 and call the API as its own origin. Pure-ASGI middleware, outermost first:
 
-    ResponseHeaders  every answer: `X-Content-Type-Options: nosniff`; every `/api` answer
-                     (each depends on who asks): `Cache-Control: no-store`
+    ResponseHeaders  every answer: `X-Content-Type-Options: nosniff`; every `/api` and
+                     `/app` page answer (each depends on who asks): `Cache-Control: no-store`
     TrustedHosts     the `Host` header must name this server: loopback names always, plus
                      the configured ones (`*` any, `*.example.com` subdomains) → else 400
                      `host_not_allowed` (a rebound name is refused)
@@ -135,7 +135,7 @@ class ResponseHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = {**ALWAYS, **PRIVATE} if (scope["path"] + "/").startswith("/api/") else ALWAYS
+        extra = {**ALWAYS, **PRIVATE} if _private(scope["path"]) else ALWAYS
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -145,6 +145,14 @@ class ResponseHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def _private(path: str) -> bool:
+    """Whether answers at `path` depend on who asks: the API's, and the web app's pages
+    (a signed-in user's; not its static files), which no shared cache may keep."""
+    path += "/"
+    return path.startswith("/api/") or (path.startswith("/app/")
+                                        and not path.startswith("/app/static/"))
 
 
 class TrustedHosts:

@@ -7,6 +7,7 @@ roles let them do per entity — what a front end needs to show or grey out its 
     GET  /api/users/{id}                 PATCH /api/users/{id}  (name, roles, team, active)
     GET  /api/users/{id}/tokens          POST /api/users/{id}/tokens → 201, a new token (once)
     DELETE /api/users/{id}/tokens/{token_id}   revoke
+    POST /api/users/{id}/password, /api/users/{id}/invitation, /api/me/password  (api/passwords.py)
 
 While a database has no users, these routes are open like the rest of the API (that is how
 the first user can be made over HTTP on a fresh install, from the machine itself).
@@ -20,6 +21,7 @@ from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from api.passwords import add_password_routes
 from api.responses import json_response, no_query, read_json
 from engine.core import Kartoteka
 from engine.errors import NotFound
@@ -158,3 +160,4 @@ def add_user_routes(app: FastAPI, kt: Kartoteka, cap: int,
                           operation_id=f"{method.lower()}_{path.strip('/').replace('/', '_')}"
                           .replace("{", "").replace("}", ""),
                           response_class=Response, responses=responses, openapi_extra=extra)
+    add_password_routes(app, kt, cap, refused)  # passwords and invitations: api/passwords.py

@@ -18,6 +18,7 @@ from typing import Any
 
 from engine.access.acting import Acting
 from engine.access.scopes import guard
+from engine.access.sessions import Sessions, SessionSettings
 from engine.access.users import Users
 from engine.automations.intake import Intakes
 from engine.automations.notifications import Notifications
@@ -50,10 +51,14 @@ class Settings:
 
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     max_body_bytes: int = MAX_BODY_BYTES
+    #: how long web sessions and invitations last; the limit on failed sign-ins
+    sessions: SessionSettings = field(default_factory=SessionSettings)
 
     def __post_init__(self) -> None:
         if not isinstance(self.database, DatabaseSettings):
             raise SettingsError("database must be a DatabaseSettings")
+        if not isinstance(self.sessions, SessionSettings):
+            raise SettingsError("sessions must be a SessionSettings (engine.access.sessions)")
         value = self.max_body_bytes
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise SettingsError(f"max_body_bytes is {value!r}: it must be a whole number of "
@@ -91,6 +96,9 @@ class Kartoteka:
         self.users = Users(self.storage.users, self.storage.tokens, self.db,
                            frozenset(setup.roles) | {ADMIN}, acting=self.acting,
                            manages_users=self.records.access.manages_users)
+        #: passwords, browser sessions and invitations of those users (the web app's sign-in)
+        self.sessions = Sessions(self.storage.sessions, self.users, self.db,
+                                 self.settings.sessions)
         #: what the system does by itself: `kt.automations.run_pending()` runs what is due
         #: (`kartoteka serve` and `kartoteka worker` do it in the background)
         actions = dict(actions or {})

@@ -382,7 +382,7 @@ def serve(ctx: click.Context, setup: Path, db_url: str, host: str, port: int,
 
     names = _served_names(host, allowed_hosts)
     app, has_users = _guarded(ctx, build)
-    access = ("every /api call needs a token" if has_users
+    access = ("every /api call needs a token or a signed-in browser (/app/sign-in)" if has_users
               else "the API is open: no users yet, loopback only")
     click.echo(f"Serving {setup} on http://{host}:{port} (docs: http://{host}:{port}/docs); "
                f"{access}.", err=True)
@@ -487,11 +487,15 @@ def user() -> None:
 
 
 @contextmanager
-def _users(db_url: str, setup: Path | None) -> Iterator[Any]:
-    """The users of a database, its connections closed afterwards."""
+def _sessions(db_url: str, setup: Path | None) -> Iterator[Any]:
+    """The users of a database with their passwords, browser sessions and invitations
+    (engine/access/sessions.py: disabling a user here ends their sessions too), its
+    connections closed afterwards."""
+    from engine.access.sessions import Sessions
     from engine.access.users import Users
     from engine.setup.roles import ADMIN
     from engine.storage.database import Database
+    from engine.storage.sessions import session_tables
     from engine.storage.users import user_tables
 
     roles: frozenset[str] | None = None  # without a setup, any role name is taken on trust
@@ -500,12 +504,35 @@ def _users(db_url: str, setup: Path | None) -> Iterator[Any]:
         if result.setup is None:
             raise SetupError(result.diagnostics)
         roles = frozenset(result.setup.roles) | {ADMIN}
-    users, tokens = user_tables(sa.MetaData())
+    metadata = sa.MetaData()
+    users, tokens = user_tables(metadata)
+    tables = session_tables(metadata)
     database = Database(DatabaseSettings(url=db_url))
     try:
-        yield Users(users, tokens, database, roles)
+        yield Sessions(tables, Users(users, tokens, database, roles), database)
     finally:
         database.dispose()
+
+
+@contextmanager
+def _users(db_url: str, setup: Path | None) -> Iterator[Any]:
+    """The users of a database, its connections closed afterwards."""
+    with _sessions(db_url, setup) as sessions:
+        yield sessions.users
+
+
+def _invitation(sessions: Any, email: str, url: str) -> None:
+    """Make and print a user's one-time link to choose a password."""
+    _, token, _ = sessions.invite(email)
+    click.echo("Its link to choose a password for the web app (works once, for "
+               f"{sessions.settings.invitation_days:g} days):", err=True)
+    click.echo(f"{url.rstrip('/')}/app/invite/{token}")
+
+
+URL_OPTION = click.option("--url", default="http://127.0.0.1:8000", show_default=True,
+                          envvar="KARTOTEKA_URL",
+                          help="Where the web app is served, for the invitation link (or "
+                               "KARTOTEKA_URL).")
 
 
 SETUP_OPTION = click.option("--setup", "setup", type=click.Path(file_okay=False, path_type=Path),
@@ -520,18 +547,51 @@ SETUP_OPTION = click.option("--setup", "setup", type=click.Path(file_okay=False,
 @click.option("--expires-days", type=click.IntRange(1, 3650), default=None,
               help="The token expires after this many days (default: never).")
 @SETUP_OPTION
+@URL_OPTION
 @DB_OPTION
 @click.pass_context
 def user_add(ctx: click.Context, email: str, roles: tuple[str, ...], team: str | None,
-             name: str | None, expires_days: int | None, setup: Path | None, db_url: str) -> None:
-    """Add a user and print its API token, once (it is stored only as a hash)."""
+             name: str | None, expires_days: int | None, setup: Path | None, url: str,
+             db_url: str) -> None:
+    """Add a user; print its API token, once (it is stored only as a hash), and its
+    invitation link to choose a password for the web app."""
     def run() -> None:
-        with _users(db_url, setup) as users:
-            added, token = users.add(email, list(roles), team=team, name=name,
-                                     expires_days=expires_days)
-        click.echo(f"Added {added.email} ({', '.join(added.roles)}). Its API token, shown once:",
-                   err=True)
-        click.echo(token)
+        with _sessions(db_url, setup) as sessions:
+            sessions.require_tables()
+            added, token = sessions.users.add(email, list(roles), team=team, name=name,
+                                              expires_days=expires_days)
+            click.echo(f"Added {added.email} ({', '.join(added.roles)}).", err=True)
+            _invitation(sessions, added.email, url)  # first: the token stays the last line
+            click.echo("Its API token, shown once:", err=True)
+            click.echo(token)
+    _guarded(ctx, run)
+
+
+@user.command("invite")
+@click.argument("email")
+@URL_OPTION
+@DB_OPTION
+@click.pass_context
+def user_invite(ctx: click.Context, email: str, url: str, db_url: str) -> None:
+    """Print a new one-time link for a user to choose a password (older links stop working)."""
+    def run() -> None:
+        with _sessions(db_url, None) as sessions:
+            _invitation(sessions, email, url)
+    _guarded(ctx, run)
+
+
+@user.command("password")
+@click.argument("email")
+@DB_OPTION
+@click.pass_context
+def user_password(ctx: click.Context, email: str, db_url: str) -> None:
+    """Set a user's password from a prompt (not echoed); their browser sessions end."""
+    def run() -> None:
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True,
+                                err=True)
+        with _sessions(db_url, None) as sessions:
+            done = sessions.set_password_of(email, password)
+        click.echo(f"Set the password of {done.email}; their browser sessions ended.")
     _guarded(ctx, run)
 
 
@@ -568,11 +628,11 @@ def user_list(ctx: click.Context, db_url: str) -> None:
 @DB_OPTION
 @click.pass_context
 def user_disable(ctx: click.Context, email: str, db_url: str) -> None:
-    """Disable a user and revoke all of its tokens."""
+    """Disable a user, revoke all of its tokens and end its browser sessions."""
     def run() -> None:
         with _users(db_url, None) as users:
             done = users.disable(email)
-        click.echo(f"Disabled {done.email}; its tokens no longer work.")
+        click.echo(f"Disabled {done.email}; its tokens and sessions no longer work.")
     _guarded(ctx, run)
 
 

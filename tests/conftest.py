@@ -24,11 +24,13 @@ import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import argon2.profiles
 import pytest
 from starlette.testclient import TestClient
 
 from api import create_app
 from engine import DatabaseSettings, Kartoteka, Settings
+from engine.access import passwords
 from tests.pg import HOW_TO, ScratchDatabase, describe_server, postgres_server
 from tests.setups import SetupCache
 
@@ -45,6 +47,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     the session had made (imports, loaded setups, their tables) many times a test, ~15% of
     the suite's CPU. What is loaded before the first test is frozen out of collection; the
     rest is still collected, every 50,000 allocations instead of 700."""
+    passwords.use_parameters(argon2.profiles.CHEAPEST)  # not ~0.3 s a hash, by design slow
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)

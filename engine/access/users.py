@@ -73,6 +73,9 @@ class Users:
         self._checked_at = -1.0
         self._lock = threading.Lock()
         self.failures = 0
+        #: called inside the transaction that disables a user, with its id (the sessions
+        #: service ends the user's browser sessions: engine/access/sessions.py)
+        self.on_disable: list[Callable[[sa.Connection, int], None]] = []
 
     # -- managing ----------------------------------------------------------------------------
     def may_manage(self) -> bool:
@@ -203,6 +206,8 @@ class Users:
                 conn.execute(sa.update(self.tokens).where(
                     self.tokens.c.user_id == user_id, self.tokens.c.revoked_at.is_(None)
                 ).values(revoked_at=now))
+                for hook in self.on_disable:
+                    hook(conn, user_id)
             row = conn.execute(sa.select(self.users).where(self.users.c.id == user_id)).one()
         self._forget_tokens()
         return _user(row)
@@ -265,6 +270,8 @@ class Users:
             conn.execute(sa.update(self.tokens).where(
                 self.tokens.c.user_id == user.id, self.tokens.c.revoked_at.is_(None)
             ).values(revoked_at=now))
+            for hook in self.on_disable:
+                hook(conn, user.id)
         self._forget_tokens()
         return User(user.id, user.email, user.name, user.roles, user.team, False)
 

@@ -44,6 +44,7 @@ from engine.storage.constraints import add_constraints
 from engine.storage.import_jobs import import_job_table
 from engine.storage.outbox import outbox_tables
 from engine.storage.progress import REACHED_COLUMN, reached_column, stage_bits
+from engine.storage.sessions import session_tables
 from engine.storage.users import user_tables
 from engine.types.columns import UTCDateTime, id_column_type, json_column
 from engine.types.fields import FieldTypeRegistry, default_registry, fold_text
@@ -97,6 +98,7 @@ class Storage:
         )
         self._journal_tables()
         self.users, self.tokens = user_tables(self.metadata)
+        self.sessions = session_tables(self.metadata)  # passwords, sessions, invitations
         self.events, self.automation_runs, self.notifications, self.fired = \
             outbox_tables(self.metadata)
         self.import_jobs = import_job_table(self.metadata)
