@@ -9,8 +9,8 @@ and words every problem exactly as before. Nothing is ever accepted on the quick
 that jsonschema would refuse:
 
 - only the keywords our schemas use are compiled (type, enum, const-free strings and
-  numbers, lengths, patterns, bounds, properties, required, additionalProperties, items,
-  uniqueItems, item counts); a (sub)schema with any other validating keyword is "not
+  numbers, lengths, patterns, bounds, steps, properties, required, additionalProperties,
+  items, uniqueItems, item counts); a (sub)schema with any other validating keyword is "not
   sure" for every value;
 - each keyword's meaning follows jsonschema's Draft 2020-12 (pattern is `re.search`, a
   length counts code points, a bound applies to numbers only, `format` asserts nothing);
@@ -127,6 +127,17 @@ def _bound(test: Callable[[Any, Any], bool]) -> Callable[[Any, dict[str, Any]], 
     return make
 
 
+def _multiple_of(value: Any, schema: dict[str, Any]) -> Check | None:
+    """Sure for what is not a number (the keyword asserts nothing on it) and for a whole
+    number when the step divides 1 (0.01, 0.5, 1); other numbers go to jsonschema's exact
+    step (engine/types/validation.py)."""
+    if not _number(value) or not value > 0:  # a NaN is not > 0 either
+        return None
+    step = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    whole_ok = Decimal(1) % step == 0
+    return lambda v: not _number(v) or (whole_ok and isinstance(v, int))
+
+
 def _properties(value: Any, schema: dict[str, Any]) -> Check | None:
     if not isinstance(value, dict):
         return None
@@ -186,7 +197,8 @@ _MAKERS: dict[str, Callable[[Any, dict[str, Any]], Check | None]] = {
     "minimum": _bound(lambda v, b: v >= b), "maximum": _bound(lambda v, b: v <= b),
     "exclusiveMinimum": _bound(lambda v, b: v > b), "exclusiveMaximum": _bound(lambda v, b: v < b),
     "properties": _properties, "additionalProperties": _additional, "required": _required,
-    "items": _items, "uniqueItems": _unique, "maxItems": _max_items, "minItems": _min_items,
+    "multipleOf": _multiple_of, "items": _items, "uniqueItems": _unique,
+    "maxItems": _max_items, "minItems": _min_items,
 }
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from engine.storage.fast_insert import insert_rows
 from engine.storage.outbox import Outbox
 from engine.storage.tables import STAGE_TIME_SHARDS, Storage
 
@@ -49,11 +50,13 @@ class Journal:
                changes: Mapping[str, Any] | None, *, by: int | None, at: dt.datetime) -> None:
         row = {"entity": entity, "record_id": record_id, "at": at, "by": by, "action": action,
                "changes": dict(changes) if changes else None}
-        self.outbox.emit(conn, entity, (record_id,), action, changes, by=by, at=at)
         pending: list[dict[str, Any]] | None = getattr(self._deferred, "pending", None)
         if pending is not None:
             pending.append(row)
+            self._deferred.events.extend(
+                self.outbox.rows(entity, (record_id,), action, changes, by=by, at=at))
             return
+        self.outbox.emit(conn, entity, (record_id,), action, changes, by=by, at=at)
         conn.execute(self._insert_change, row)
 
     @contextmanager
@@ -62,15 +65,19 @@ class Journal:
         executemany when the block ends — in the same transaction, before it commits — or
         dropped when it ends with an exception (whose caller undoes the block's writes as
         well). A bulk batch's history in one statement instead of one per row; nothing
-        reads kt_change while writing."""
+        reads kt_change while writing. The events of those changes (automations' outbox)
+        likewise: one insert of them all, through the driver (engine/storage/fast_insert.py)."""
         pending: list[dict[str, Any]] = []
-        self._deferred.pending = pending
+        events: list[dict[str, Any]] = []
+        self._deferred.pending, self._deferred.events = pending, events
         try:
             yield
         finally:
-            self._deferred.pending = None
-        if pending:
-            conn.execute(self._insert_change, pending)
+            self._deferred.pending = self._deferred.events = None
+        _insert_dicts(conn, self.storage.changes, pending)
+        if events:
+            _insert_dicts(conn, self.storage.events, events)
+            self.outbox.woken()
 
     def changes_many(self, conn: sa.Connection, entity: str, record_ids: Iterable[int],
                      action: str, changes: Mapping[str, Any] | None, *, by: int | None,
@@ -117,6 +124,12 @@ class Journal:
             .order_by(history.c.at.desc(), history.c.id.desc()).limit(1)
         ).scalar()
         return at
+
+
+def _insert_dicts(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        names = list(rows[0])
+        insert_rows(conn, table, names, [[row[name] for name in names] for row in rows])
 
 
 def _shard(h: sa.Table) -> sa.ColumnElement[Any]:
