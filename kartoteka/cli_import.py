@@ -19,7 +19,6 @@ import click
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     TaskID,
     TextColumn,
@@ -116,11 +115,13 @@ def import_command(ctx: click.Context, entity: str, file: Path, setup: Path, db_
                     report = errors_file.open("w", encoding="utf-8-sig", newline="")
                     on_error = report_writer(report)
                 last = ImportProgress()
-                with _bar(console, table.total) as (progress, task):
+                with _bar(console) as (progress, task):
                     def on_progress(p: ImportProgress) -> None:
                         nonlocal last
                         last = p
-                        progress.update(task, completed=p.rows_done,
+                        of = f" of {p.rows_total:,}" if p.rows_total else ""
+                        progress.update(task, completed=p.fraction or 0.0,
+                                        rows=f"{p.rows_done:,}{of} rows",
                                         rate=f"{p.rate:,.0f} rows/s")
 
                     try:
@@ -184,19 +185,19 @@ def _summary(dry_run: bool, mode: str, written: bool, p: ImportProgress,
 
 
 class _bar:
-    """A rich progress bar on stderr (only drawn on a terminal)."""
+    """A rich progress bar on stderr (only drawn on a terminal): the share of the file
+    done (by bytes for a CSV, read once; by rows for XLSX), rows and rows/s, ETA."""
 
-    def __init__(self, console: Console, total: int | None):
+    def __init__(self, console: Console):
         self.progress = Progress(
-            TextColumn("[bold]import"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("[bold]import"), BarColumn(), TextColumn("{task.fields[rows]}"),
             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
             TimeRemainingColumn(), console=console, disable=not console.is_terminal,
             transient=False)
-        self.total = total
 
     def __enter__(self) -> tuple[Progress, TaskID]:
         self.progress.start()
-        task = self.progress.add_task("import", total=self.total, rate="")
+        task = self.progress.add_task("import", total=1.0, rows="", rate="")
         return self.progress, task
 
     def __exit__(self, *exc: Any) -> None:

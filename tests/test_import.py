@@ -110,10 +110,16 @@ def xlsx(rows: list[list[Any]], sheet: str = "Клиенты") -> bytes:
 def test_cp1251_with_semicolons_and_russian_headers(kt: Kartoteka) -> None:
     text = (HEADER_RU + "\nРомашка;1655000001;+7 916 123-45-67;31.12.2026;1\u00a0234,50;12;да;Малый\n"
             "Лютик;1655000002;;2026-01-02;12,5;1 200;нет;крупный\n")
-    table = open_table(io.BytesIO(text.encode("cp1251")), "clients.csv")
-    assert (table.encoding, table.delimiter, table.total) == ("cp1251", ";", 2)
-    result = kt.imports.run("client", table, ImportOptions())
+    data = text.encode("cp1251")
+    table = open_table(io.BytesIO(data), "clients.csv")
+    # read once: no count of the rows first; the progress is by bytes of the file's size
+    assert (table.encoding, table.delimiter, table.total, table.size) == \
+        ("cp1251", ";", None, len(data))
+    seen: list[tuple[int, float | None]] = []
+    result = kt.imports.run("client", table, ImportOptions(), on_progress=lambda p: seen.append(
+        (p.rows_done, p.fraction)))
     assert (result.progress.created, result.progress.failed, result.written) == (2, 0, True)
+    assert seen == [(2, 1.0)] and result.progress.rows_total == 2
     first, second = records(kt)
     assert (first["name"], first["since"], first["limit"], first["staff"], first["vip"],
             first["kind"]) == ("Ромашка", "2026-12-31", "1234.50", 12, True, "small")
@@ -316,6 +322,23 @@ def finished(http: TestClient, location: str, **headers: str) -> dict[str, Any]:
     raise AssertionError(f"the job did not end: {job}")
 
 
+def test_a_csv_is_read_once_and_its_progress_goes_by_bytes(kt: Kartoteka) -> None:
+    lines = ["Название;ИНН"] + [f"Клиент {i} 客户;{1655000000 + i}" for i in range(2500)]
+    data = ("\n".join(lines) + "\n").encode("utf-8")
+    seen: list[tuple[int, int | None, float | None, float | None]] = []
+    table = open_table(io.BytesIO(data), "clients.csv")
+    result = kt.imports.run("client", table, ImportOptions(mode="good", batch_rows=500),
+                            on_progress=lambda p: seen.append(
+                                (p.rows_done, p.bytes_done, p.fraction, p.eta)))
+    assert result.progress.created == 2500 and result.progress.rows_total == 2500
+    assert [done for done, *_ in seen] == [500, 1000, 1500, 2000, 2500]
+    fractions = [fraction for _, _, fraction, _ in seen]
+    assert all(f is not None and 0 < f <= 1 for f in fractions) and fractions[-1] == 1.0
+    assert fractions == sorted(fractions) and fractions[0] < 1.0
+    assert all(b is not None and b <= len(data) for _, b, _, _ in seen)
+    assert seen[-1][3] == 0.0  # nothing left
+
+
 def test_the_http_job_from_202_to_done_with_its_error_report(kt: Kartoteka,
                                                              http: TestClient) -> None:
     data = xlsx([["Название", "ИНН", "Лимит"], ["Ромашка", "1655000001", "10,5"],
@@ -327,6 +350,7 @@ def test_the_http_job_from_202_to_done_with_its_error_report(kt: Kartoteka,
     assert answer.headers["location"] == f"/api/client/import/{job['id']}"
     done = finished(http, answer.headers["location"])
     assert (done["status"], done["created"], done["failed"], done["rows_total"]) == ("done", 1, 1, 2)
+    assert (done["fraction"], done["eta_seconds"]) == (1.0, None)
     assert {(e["row"], e["column"]) for e in done["errors"]} == {(3, "Лимит")}
     report = http.get(answer.headers["location"] + "/report")
     assert report.headers["content-type"].startswith("text/csv")

@@ -50,17 +50,6 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
 
 
-_TYPES: dict[str, Check] = {
-    "null": lambda v: v is None,
-    "boolean": lambda v: isinstance(v, bool),
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": _number,
-    "array": lambda v: isinstance(v, list),
-    "object": lambda v: isinstance(v, dict),
-}
-
-
 def compile_check(schema: Any) -> Check:
     """The "surely valid" check of a schema (a check always "not sure" for what it cannot
     judge)."""
@@ -80,7 +69,17 @@ def compile_check(schema: Any) -> Check:
         return _always
     if len(checks) == 1:
         return checks[0]
-    return lambda value: all(check(value) for check in checks)
+    return _all_of(checks)
+
+
+def _all_of(checks: list[Check]) -> Check:
+    """Every check passes (a plain loop: this runs per value of every bulk row)."""
+    def check(value: Any) -> bool:
+        for one in checks:
+            if not one(value):
+                return False
+        return True
+    return check
 
 
 def _keyword(keyword: str, value: Any, schema: dict[str, Any]) -> Check | None:
@@ -88,12 +87,18 @@ def _keyword(keyword: str, value: Any, schema: dict[str, Any]) -> Check | None:
     return None if maker is None else maker(value, schema)
 
 
+#: the Python classes that are surely each JSON type (a subclass is left to jsonschema)
+_CLASSES: dict[str, tuple[type, ...]] = {
+    "null": (type(None),), "boolean": (bool,), "string": (str,), "integer": (int,),
+    "number": (int, float, Decimal), "array": (list,), "object": (dict,)}
+
+
 def _type(value: Any, schema: dict[str, Any]) -> Check | None:
     names = [value] if isinstance(value, str) else value
-    if not isinstance(names, list) or any(name not in _TYPES for name in names):
+    if not isinstance(names, list) or any(name not in _CLASSES for name in names):
         return None
-    tests = [_TYPES[name] for name in names]
-    return lambda v: any(test(v) for test in tests)
+    classes = frozenset(cls for name in names for cls in _CLASSES[name])
+    return lambda v: type(v) in classes
 
 
 def _enum(value: Any, schema: dict[str, Any]) -> Check | None:
@@ -160,12 +165,12 @@ def _additional(value: Any, schema: dict[str, Any]) -> Check | None:
     if value is not False or set(schema) & {"patternProperties", "unevaluatedProperties"}:
         return None
     known = frozenset(schema.get("properties") or {})
-    return lambda v: not isinstance(v, dict) or all(key in known for key in v)
+    return lambda v: not isinstance(v, dict) or known.issuperset(v)
 
 
 def _required(value: Any, schema: dict[str, Any]) -> Check | None:
-    names = list(value)
-    return lambda v: not isinstance(v, dict) or all(name in v for name in names)
+    names = frozenset(value)
+    return lambda v: not isinstance(v, dict) or names.issubset(v)
 
 
 def _items(value: Any, schema: dict[str, Any]) -> Check | None:

@@ -41,17 +41,27 @@ def processors(dialect: sa.Dialect, table: sa.Table,
 
 def processed(steps: Sequence[Processor],
               rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
-    """The rows' values as the driver takes them."""
+    """The rows' values as the driver takes them. A value that is the very object the
+    column's previous row had (a batch's one `now` in created_at, updated_at and every
+    history row's `at`) is processed once."""
     pairs = [(index, step) for index, step in enumerate(steps) if step is not None]
     if not pairs:
         return [tuple(row) for row in rows]
+    last: list[Any] = [_NOTHING] * len(steps)
+    done: list[Any] = [None] * len(steps)
     out = []
     for row in rows:
         values = list(row)
         for index, step in pairs:
-            values[index] = step(values[index])
+            value = values[index]
+            if value is not last[index]:
+                last[index], done[index] = value, step(value)
+            values[index] = done[index]
         out.append(tuple(values))
     return out
+
+
+_NOTHING = object()
 
 
 def insert_rows(conn: sa.Connection, table: sa.Table, names: Sequence[str],
