@@ -250,6 +250,22 @@ class _Run:
         self.on_error = on_error
         self.titles: dict[tuple[str, str], int | str] = {}
         self.language = imports.records.storage.setup.languages[0]
+        #: each column with its reader of a cell, made once: (column, read, plain) where a
+        #: plain column's value is its body key's as is (a field by value)
+        self.steps = [(column, *self._step(column)) for column in plan.columns]
+
+    def _step(self, column: Column) -> tuple[Callable[[sa.Connection, Any], Any], bool]:
+        if column.by != "value" or column.name == "id" or (
+                column.link is not None and column.link.many):
+            return (lambda conn, cell: self.value(conn, column, cell)), False
+        assert column.field is not None and column.read is not None
+        read, field, locale = column.read, column.field, self.imports.locale
+
+        def plain(conn: sa.Connection, cell: Any) -> Any:  # `value` for a field by value
+            if cell is None or (isinstance(cell, str) and not cell.strip()):  # blank
+                return None
+            return read(field, cell, locale)
+        return plain, True
 
     def error(self, error: RowError) -> None:
         if len(self.result.errors) < KEPT_ERRORS:
@@ -294,19 +310,23 @@ class _Run:
              cells: list[Any]) -> tuple[dict[str, Any], list[RowError]]:
         body: dict[str, Any] = {}
         errors: list[RowError] = []
-        extra = [cell for cell in cells[self.plan.width:] if not blank(cell)]
+        extra = [cell for cell in cells[self.plan.width:] if not blank(cell)] \
+            if len(cells) > self.plan.width else None
         if extra:
             errors.append(RowError(number, f"(column {self.plan.width + 1})", _shown(extra[0]),
                                    f"is beyond the {self.plan.width} columns the header row "
                                    "names: a value with no column (a stray delimiter?)"))
-        for column in self.plan.columns:
-            cell = cells[column.index] if column.index < len(cells) else None
+        width = len(cells)
+        for column, read, plain in self.steps:
+            cell = cells[column.index] if column.index < width else None
             try:
-                value = self.value(conn, column, cell)
+                value = read(conn, cell)
             except ValueProblem as problem:
                 errors.append(RowError(number, column.header, _shown(cell), str(problem)))
                 continue
-            if column.by == "key" and column.field is not None:
+            if plain:
+                body[column.name] = value
+            elif column.by == "key" and column.field is not None:
                 if value is None:
                     body.setdefault(column.name, None)
                 elif isinstance(body.get(column.name), dict):

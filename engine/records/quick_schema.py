@@ -105,7 +105,11 @@ def _enum(value: Any, schema: dict[str, Any]) -> Check | None:
     if not isinstance(value, list):
         return None
     members = list(value)
-    return lambda v: any(type(m) is type(v) and m == v for m in members)
+    try:  # by (type, value): 1, 1.0 and True are one key otherwise
+        keys = frozenset((type(m), m) for m in members)
+    except TypeError:  # an unhashable member (a list)
+        return lambda v: any(type(m) is type(v) and m == v for m in members)
+    return lambda v: (type(v), v) in keys
 
 
 def _max_length(value: Any, schema: dict[str, Any]) -> Check | None:
@@ -215,11 +219,14 @@ class QuickValidator:
         self.full = Validator(schema)  # jsonschema, with an exact multipleOf
         self.surely_valid: Check = compile_check(schema)
 
-    def iter_errors(self, instance: Any) -> Iterator[jsonschema.ValidationError]:
+    def sure(self, instance: Any) -> bool:
+        """Whether `instance` is surely valid (False: jsonschema must judge it)."""
         try:
-            sure = self.surely_valid(instance)
+            return self.surely_valid(instance)
         except Exception:  # a value Python cannot compare (a NaN): jsonschema judges it
-            sure = False
-        if sure:
+            return False
+
+    def iter_errors(self, instance: Any) -> Iterator[jsonschema.ValidationError]:
+        if self.sure(instance):
             return iter(())
         return self.full.iter_errors(instance)

@@ -86,8 +86,7 @@ def insert_rows(conn: sa.Connection, table: sa.Table, names: Sequence[str],
 def _copy(conn: sa.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
     """COPY through psycopg 3 on the connection's own transaction; its errors become
     SQLAlchemy's, as any statement's (a taken unique value: IntegrityError)."""
-    raw = conn.connection.dbapi_connection
-    assert raw is not None
+    raw: Any = conn.connection.dbapi_connection  # a psycopg.Connection
     try:
         with raw.cursor() as cursor, cursor.copy(sql) as copy:
             for row in rows:
