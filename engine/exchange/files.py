@@ -173,7 +173,7 @@ def _csv_rows(reader: Any, encoding: str) -> Iterator[tuple[int, Cells]]:
         if row is None:
             return
         number += 1
-        if any(cell.strip() for cell in row):
+        if "".join(row).strip():  # a cell that is not blank
             yield number, row
 
 

@@ -168,6 +168,9 @@ class PlainCreates:
         hidden = rights.hidden if rights is not None else ()
         render = _Render(records.shapes[entity])
         try:
+            # a check over all the batch's rows (their column values, before any is written)
+            # belongs here: a RequestError sends the batch row by row, where each row's
+            # create says which one failed and why
             ids = reserve_ids(conn, table.table, len(rows))
             made = []
             for row, new_id in zip(rows, ids, strict=True):
