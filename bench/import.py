@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gc
 import resource
 import sys
 import tempfile
@@ -129,6 +130,7 @@ def main() -> None:
             start, cpu = time.perf_counter(), time.process_time()
             with source.open("rb") as data:
                 table = open_table(data, source.name)
+                gc.freeze()  # as `kartoteka import` does
                 if profiler is not None:
                     profiler.enable()
                 result = kt.imports.run("item", table, ImportOptions(mode=args.mode))

@@ -10,6 +10,7 @@ row failed or the file or its columns were refused.
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -124,6 +125,9 @@ def import_command(ctx: click.Context, entity: str, file: Path, setup: Path, db_
                                         rows=f"{p.rows_done:,}{of} rows",
                                         rate=f"{p.rate:,.0f} rows/s")
 
+                    # the objects alive before the import (the loaded engine) are kept out of
+                    # the garbage collector's full passes while it runs (~7% of its CPU)
+                    gc.freeze()
                     try:
                         result = kt.imports.run(entity, table, options,
                                                 actor=None if user is None else user.id,
@@ -131,6 +135,8 @@ def import_command(ctx: click.Context, entity: str, file: Path, setup: Path, db_
                     except KeyboardInterrupt:
                         click.echo(_interrupted(options, last), err=True)
                         return 130
+                    finally:
+                        gc.unfreeze()
         finally:
             if report is not None:
                 report.close()
