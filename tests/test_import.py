@@ -687,3 +687,79 @@ def _lead_contents(kt: Kartoteka, rank: dict[int, int]) -> tuple[list[Any], list
                        'SELECT entity, record_id, "by", action, changes FROM kt_change '
                        "ORDER BY id"))]
     return leads, history
+
+
+TYPES_SETUP = {
+    "setup.yaml": "name: Import types\nlanguages: [ru, en]\ntimezone: Asia/Tehran\n",
+    "region.yaml": """
+        title: "{name}"
+        fields:
+          name: {type: string, required: true, unique: true}
+    """,
+    "shop.yaml": """
+        search: [name, note]
+        fields:
+          name: {type: string, required: true}
+          note: text
+          site: url
+          mail: email
+          phone: phone
+          ratio: {type: decimal, places: 3}
+          share: {type: integer, min: 0, max: 100}
+          opened: datetime
+          tags: {type: multichoice, options: [a, b, c]}
+          extra: json
+        links:
+          region: {to: region}
+    """,
+}
+
+
+def test_every_field_type_through_the_one_insert_path_as_through_single_creates(
+        make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path]) -> None:
+    """Text, url, e-mail, phone, decimal, integer, date-time (in the setup's zone),
+    multichoice, JSON and a link by title go in by executemany (SQLite) or COPY
+    (PostgreSQL) exactly as single creates store them."""
+    text = ("name;note;site;mail;phone;ratio;share;opened;tags;extra;region\n"
+            "Тегеран سلام;\"многострочный\nтекст 中文\";https://example.com/a;A@Example.com;"
+            "+98 21 1234 5678;1,125;12;31.12.2026 23:30;a, c;{\"k\": [1, \"ы\"]};Север\n"
+            "Пусто;;;;;;;;;;\n"
+            "Москва;x;http://b.ru;b@b.ru;8 (916) 000-00-00;-0,001;100;2026-01-02T03:04:05+03:00;"
+            "b;[1, 2];Юг\n")
+    found = []
+    for plain in (True, False):
+        kt = make_kt(write_setup(TYPES_SETUP, name=f"types-{plain}"))
+        if not plain:
+            kt.bulk.plain.takes = lambda entity: False  # type: ignore[method-assign]
+        with kt.db.write(system="test: regions") as conn:
+            conn.execute(sa.text("DELETE FROM region"))
+        for name in ("Север", "Юг"):
+            kt.records.create("region", {"name": name})
+        batches: list[int] = []
+        kt.bulk.plain.write = _counted(kt.bulk.plain.write, batches)  # type: ignore[method-assign]
+        result = run(kt, text.encode(), entity="shop")
+        assert (result.progress.created, result.errors) == (3, [])
+        assert batches == ([3] if plain else [])
+        shops = [{k: v for k, v in shop.items() if k not in ("id", "created_at", "updated_at")}
+                 for shop in records(kt, "shop")]
+        regions = {r["id"]: r["name"] for r in records(kt, "region")}
+        for shop in shops:
+            shop["region"] = regions.get(shop["region"])
+        with kt.db.read(system="test: search") as conn:
+            search = list(conn.execute(sa.text("SELECT kt_search FROM shop ORDER BY id")).scalars())
+        found.append((shops, search))
+        with kt.db.write(system="test: a clean slate for the other way") as conn:
+            conn.execute(sa.text("DELETE FROM shop"))
+    assert found[0] == found[1]
+    first = found[0][0][0]
+    assert (first["ratio"], first["tags"], first["extra"], first["region"]) == \
+        ("1.125", ["a", "c"], {"k": [1, "ы"]}, "Север")
+    assert first["opened"] == "2026-12-31T20:00:00Z"  # 23:30 in Tehran (+03:30)
+
+
+def _counted(write: Callable[..., Any], batches: list[int]) -> Callable[..., Any]:
+    """`PlainCreates.write`, noting each batch's rows."""
+    def counted(conn: Any, entity: str, rows: list[Any], **options: Any) -> Any:
+        batches.append(len(rows))
+        return write(conn, entity, rows, **options)
+    return counted
