@@ -763,3 +763,28 @@ def _counted(write: Callable[..., Any], batches: list[int]) -> Callable[..., Any
         batches.append(len(rows))
         return write(conn, entity, rows, **options)
     return counted
+
+
+def test_a_deferred_batch_keeps_its_events_in_the_order_they_happened(kt: Kartoteka) -> None:
+    """Inside `Journal.deferred` (a bulk or import batch) the history and every automation
+    event — of a change, of many, of a stage — are kept and written when the batch ends,
+    in the order they happened: the worker meets a record's create before its stage."""
+    journal = kt.records.journal
+    journal.outbox.watched = frozenset({("client", "create"), ("client", "stage"),
+                                        ("client", "update")})
+    at = dt.datetime(2026, 12, 31, 20, 0, tzinfo=dt.UTC)
+    with kt.db.write(system="test: journal") as conn:
+        with journal.deferred(conn):
+            journal.change(conn, "client", 1, "create", {"name": "Ромашка"}, by=None, at=at)
+            journal.stage(conn, "client", 1, "main", None, "new", by=None, at=at, seconds=None)
+            journal.changes_many(conn, "client", [2, 3], "update", {"vip": True}, by=None,
+                                 at=at)
+            journal.change(conn, "client", 4, "create", None, by=None, at=at)
+            assert conn.execute(sa.text("SELECT count(*) FROM kt_event")).scalar_one() == 0
+    with kt.db.read(system="test: events") as conn:
+        events = [tuple(row) for row in conn.execute(sa.text(
+            "SELECT kind, record_id FROM kt_event ORDER BY id"))]
+        history = [tuple(row) for row in conn.execute(sa.text(
+            "SELECT action, record_id FROM kt_change ORDER BY id"))]
+    assert events == [("create", 1), ("stage", 1), ("update", 2), ("update", 3), ("create", 4)]
+    assert sorted(history) == [("create", 1), ("create", 4), ("update", 2), ("update", 3)]

@@ -49,7 +49,7 @@ class _Plan:
     table: EntityTable
     validator: QuickValidator
     fields: dict[str, FieldSpec]
-    #: single links (not polymorphic): name → their id column
+    #: single links (not polymorphic, carrying no data): name → their id column
     single: dict[str, str]
     #: static defaults, in the fields' order
     defaults: list[tuple[str, Any]]
@@ -148,7 +148,7 @@ class PlainCreates:
             plan = self._plans[entity] = _Plan(
                 table, records.schemas[entity].create_validator, dict(spec.fields),
                 {link.name: link_column(link.name) for link in spec.links.values()
-                 if not link.many and not link.polymorphic},
+                 if not link.many and not link.polymorphic and not link.through},
                 [(f.name, f.default) for f in spec.fields.values() if f.default is not None],
                 any(f.dynamic_default is not None for f in spec.fields.values()),
                 spec.owner, bool(records.rollups.empty(entity)))

@@ -50,14 +50,22 @@ class Journal:
                changes: Mapping[str, Any] | None, *, by: int | None, at: dt.datetime) -> None:
         row = {"entity": entity, "record_id": record_id, "at": at, "by": by, "action": action,
                "changes": dict(changes) if changes else None}
+        self._emit(conn, entity, (record_id,), action, changes, by=by, at=at)
         pending: list[dict[str, Any]] | None = getattr(self._deferred, "pending", None)
         if pending is not None:
             pending.append(row)
-            self._deferred.events.extend(
-                self.outbox.rows(entity, (record_id,), action, changes, by=by, at=at))
             return
-        self.outbox.emit(conn, entity, (record_id,), action, changes, by=by, at=at)
         conn.execute(self._insert_change, row)
+
+    def _emit(self, conn: sa.Connection, entity: str, record_ids: Iterable[int], kind: str,
+              changes: Mapping[str, Any] | None, *, by: int | None, at: dt.datetime) -> None:
+        """The change's automation events: written now, or inside `deferred` kept (in the
+        order they happen) for its one insert."""
+        events: list[dict[str, Any]] | None = getattr(self._deferred, "events", None)
+        if events is not None:
+            events.extend(self.outbox.rows(entity, record_ids, kind, changes, by=by, at=at))
+            return
+        self.outbox.emit(conn, entity, record_ids, kind, changes, by=by, at=at)
 
     @contextmanager
     def deferred(self, conn: sa.Connection) -> Iterator[None]:
@@ -87,7 +95,7 @@ class Journal:
                  "changes": dict(changes) if changes else None} for record_id in ids]
         if rows:
             conn.execute(self._insert_change, rows)
-            self.outbox.emit(conn, entity, ids, action, changes, by=by, at=at)
+            self._emit(conn, entity, ids, action, changes, by=by, at=at)
 
     def stage(self, conn: sa.Connection, entity: str, record_id: int, pipeline: str,
               from_stage: str | None, to_stage: str, *, by: int | None, at: dt.datetime,
@@ -95,7 +103,7 @@ class Journal:
         conn.execute(self._insert_stage, {
             "entity": entity, "record_id": record_id, "at": at, "by": by, "pipeline": pipeline,
             "from_stage": from_stage, "to_stage": to_stage, "seconds": seconds})
-        self.outbox.emit(conn, entity, (record_id,), "stage",
+        self._emit(conn, entity, (record_id,), "stage",
                          {"pipeline": pipeline, "from": from_stage, "to": to_stage}, by=by, at=at)
         if from_stage is not None and seconds is not None:
             _count_stage_time(conn, self.storage, entity, pipeline, from_stage,
