@@ -10,6 +10,7 @@ row failed or the file or its columns were refused.
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,6 @@ import click
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     TaskID,
     TextColumn,
@@ -116,13 +116,18 @@ def import_command(ctx: click.Context, entity: str, file: Path, setup: Path, db_
                     report = errors_file.open("w", encoding="utf-8-sig", newline="")
                     on_error = report_writer(report)
                 last = ImportProgress()
-                with _bar(console, table.total) as (progress, task):
+                with _bar(console) as (progress, task):
                     def on_progress(p: ImportProgress) -> None:
                         nonlocal last
                         last = p
-                        progress.update(task, completed=p.rows_done,
+                        of = f" of {p.rows_total:,}" if p.rows_total else ""
+                        progress.update(task, completed=p.fraction or 0.0,
+                                        rows=f"{p.rows_done:,}{of} rows",
                                         rate=f"{p.rate:,.0f} rows/s")
 
+                    # the objects alive before the import (the loaded engine) are kept out of
+                    # the garbage collector's full passes while it runs (~7% of its CPU)
+                    gc.freeze()
                     try:
                         result = kt.imports.run(entity, table, options,
                                                 actor=None if user is None else user.id,
@@ -130,6 +135,8 @@ def import_command(ctx: click.Context, entity: str, file: Path, setup: Path, db_
                     except KeyboardInterrupt:
                         click.echo(_interrupted(options, last), err=True)
                         return 130
+                    finally:
+                        gc.unfreeze()
         finally:
             if report is not None:
                 report.close()
@@ -184,19 +191,19 @@ def _summary(dry_run: bool, mode: str, written: bool, p: ImportProgress,
 
 
 class _bar:
-    """A rich progress bar on stderr (only drawn on a terminal)."""
+    """A rich progress bar on stderr (only drawn on a terminal): the share of the file
+    done (by bytes for a CSV, read once; by rows for XLSX), rows and rows/s, ETA."""
 
-    def __init__(self, console: Console, total: int | None):
+    def __init__(self, console: Console):
         self.progress = Progress(
-            TextColumn("[bold]import"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("[bold]import"), BarColumn(), TextColumn("{task.fields[rows]}"),
             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
             TimeRemainingColumn(), console=console, disable=not console.is_terminal,
             transient=False)
-        self.total = total
 
     def __enter__(self) -> tuple[Progress, TaskID]:
         self.progress.start()
-        task = self.progress.add_task("import", total=self.total, rate="")
+        task = self.progress.add_task("import", total=1.0, rows="", rate="")
         return self.progress, task
 
     def __exit__(self, *exc: Any) -> None:

@@ -23,6 +23,7 @@ registers its own; a type with no reader takes the cell's text as is.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
 import unicodedata
@@ -108,6 +109,8 @@ def blank(cell: Any) -> bool:
 
 
 def _text(cell: Any) -> str:
+    if type(cell) is str:  # a CSV's every cell: the quick way out
+        return cell
     if isinstance(cell, float) and cell.is_integer():
         return str(int(cell))  # a phone or a code Excel stored as a number
     if isinstance(cell, dt.datetime | dt.date | dt.time):
@@ -128,8 +131,9 @@ def read_string(field: FieldSpec, cell: Any, locale: Locale) -> Any:
 def _number_text(cell: str, locale: Locale) -> str:
     """`1 234,50` → `1234.50`; the digits of any script become ASCII."""
     text = unicodedata.normalize("NFKC", cell).strip().translate(_GROUPING)
-    text = "".join(str(unicodedata.digit(c)) if c.isdigit() and not c.isascii() else c
-                   for c in text).replace("\u066b", ".").replace("\u2212", "-")
+    if not text.isascii():
+        text = "".join(str(unicodedata.digit(c)) if c.isdigit() and not c.isascii() else c
+                       for c in text).replace("\u066b", ".").replace("\u2212", "-")
     if "," in text and "." in text:  # the last of the two is the decimal separator
         if text.rfind(",") > text.rfind("."):
             text = text.replace(".", "").replace(",", ".")
@@ -151,7 +155,10 @@ def read_integer(field: FieldSpec, cell: Any, locale: Locale) -> Any:
         if cell.is_integer():
             return int(cell)
         raise ValueProblem(f"must be a whole number, not {cell}")
-    text = _number_text(_text(cell), locale)
+    text = _text(cell)
+    if text.isdigit() and text.isascii() and len(text) <= 19:  # plain digits: as below
+        return int(text)
+    text = _number_text(text, locale)
     if not re.fullmatch(r"[-+]?\d{1,19}", text):
         raise ValueProblem("must be a whole number, like 1 234")
     return int(text)
@@ -214,7 +221,13 @@ def read_date(field: FieldSpec, cell: Any, locale: Locale) -> Any:
         return cell.date().isoformat()
     if isinstance(cell, dt.date):
         return cell.isoformat()
-    text = _text(cell).strip()
+    return _date_cell(_text(cell).strip())
+
+
+@functools.lru_cache(maxsize=4096)
+def _date_cell(text: str) -> str:
+    """A date cell's text as ISO (remembered: a file's dates repeat; a refused text raises
+    every time, as it is not remembered)."""
     date, _, time = text.partition(" ") if "T" not in text else text.partition("T")
     if time and not re.fullmatch(r"0{1,2}:00(:00(\.0+)?)?", time.strip()):
         raise ValueProblem("must be a date without a time")

@@ -3,6 +3,8 @@
 `open_table` looks at the file once (its first bytes for CSV: the encoding and delimiter;
 the workbook's sheets for XLSX) and returns a `Table`: its header row and an iterator of
 `(row number, cells)`, one row at a time, so a file of a million rows is never in memory.
+A CSV file is read once: its progress is the bytes read of its size (`Table.position`,
+`Table.size`), not rows of a total counted first; an XLSX sheet states its row count.
 Row numbers are a spreadsheet's: the header is row 1, the first record row 2. Rows whose
 cells are all empty are skipped (an Excel sheet's formatted but empty tail, blank lines).
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -49,13 +51,16 @@ class Table:
     total: int | None = None
     encoding: str | None = None
     delimiter: str | None = None
+    #: the file's size in bytes, and how many of them the rows read so far took (a CSV's
+    #: progress; None when unknown)
+    size: int | None = None
+    position: Callable[[], int | None] = lambda: None
 
 
 def open_table(file: IO[bytes], name: str, *, delimiter: str | None = None,
-               encoding: str | None = None, sheet: str | None = None,
-               count_rows: bool = True) -> Table:
+               encoding: str | None = None, sheet: str | None = None) -> Table:
     """The table in a binary, seekable file; `name` (its file name) only helps say what it
-    is. `count_rows` reads a CSV once more up front to know its total (for progress)."""
+    is."""
     head = file.read(len(XLSX_MAGIC))
     file.seek(0)
     if head == XLSX_MAGIC or name.lower().endswith((".xlsx", ".xlsm")):
@@ -64,12 +69,13 @@ def open_table(file: IO[bytes], name: str, *, delimiter: str | None = None,
         return _xlsx(file, sheet)
     if sheet is not None:
         raise refused(f"sheet {sheet!r} is for XLSX workbooks; {name} is read as CSV")
-    return _csv(file, delimiter, encoding, count_rows)
+    return _csv(file, delimiter, encoding)
 
 
 # -- CSV -------------------------------------------------------------------------------------
-def _csv(file: IO[bytes], delimiter: str | None, encoding: str | None,
-         count_rows: bool) -> Table:
+def _csv(file: IO[bytes], delimiter: str | None, encoding: str | None) -> Table:
+    size = file.seek(0, 2)
+    file.seek(0)
     sample = file.read(SAMPLE_BYTES)
     file.seek(0)
     encoding = _encoding(sample, encoding)
@@ -82,7 +88,6 @@ def _csv(file: IO[bytes], delimiter: str | None, encoding: str | None,
             raise refused(f"the delimiter must be one character (or tab), not {delimiter!r}",
                           "delimiter")
         delimiter = shown
-    total = _count(file, encoding, delimiter) if count_rows else None
     reader = csv.reader(_text(file, encoding), delimiter=delimiter)
     try:
         first = next(reader, None)
@@ -91,8 +96,9 @@ def _csv(file: IO[bytes], delimiter: str | None, encoding: str | None,
     if first is None:
         raise refused("the file is empty: its first row must name the columns")
     headers = [cell.strip() for cell in first]
-    return Table("csv", _trimmed(headers), _csv_rows(reader, encoding), total,
-                 encoding=encoding, delimiter=delimiter)
+    return Table("csv", _trimmed(headers), _csv_rows(reader, encoding), None,
+                 encoding=encoding, delimiter=delimiter, size=size,
+                 position=lambda: _offset(file))
 
 
 def _encoding(sample: bytes, given: str | None) -> str:
@@ -149,18 +155,12 @@ def _text(file: IO[bytes], encoding: str) -> io.TextIOWrapper:
     return _Text(file, encoding=encoding, newline="")
 
 
-def _count(file: IO[bytes], encoding: str, delimiter: str) -> int | None:
-    """The record rows of the file (a quick pass; None if it cannot be read to the end:
-    the real pass reports why)."""
-    text = _text(file, encoding)
+def _offset(file: IO[bytes]) -> int | None:
+    """How far into the file the text reader has read (its read-ahead included: a few KB)."""
     try:
-        total = sum(1 for row in csv.reader(text, delimiter=delimiter) if any(c.strip() for c in row))
-    except (UnicodeDecodeError, csv.Error):
+        return file.tell()
+    except (OSError, ValueError):  # closed, or not seekable after all
         return None
-    finally:
-        text.detach()
-        file.seek(0)
-    return max(0, total - 1)
 
 
 def _csv_rows(reader: Any, encoding: str) -> Iterator[tuple[int, Cells]]:
@@ -173,7 +173,7 @@ def _csv_rows(reader: Any, encoding: str) -> Iterator[tuple[int, Cells]]:
         if row is None:
             return
         number += 1
-        if any(cell.strip() for cell in row):
+        if "".join(row).strip():  # a cell that is not blank
             yield number, row
 
 

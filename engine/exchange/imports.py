@@ -75,6 +75,8 @@ class RowError:
 @dataclass
 class ImportProgress:
     rows_done: int = 0
+    #: the file's record rows: known up front for XLSX; for CSV once it is read to the end
+    #: (its progress is by bytes, so the file is read once)
     rows_total: int | None = None
     created: int = 0
     updated: int = 0
@@ -84,11 +86,33 @@ class ImportProgress:
     #: the file's row (header: 1) after the last committed batch: where to resume
     resume_at_row: int = 2
     started: float = field(default_factory=time.monotonic)
+    #: the bytes of the file read so far, and its size (CSV; None when unknown)
+    bytes_done: int | None = None
+    bytes_total: int | None = None
 
     @property
     def rate(self) -> float:
         elapsed = time.monotonic() - self.started
         return self.rows_done / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def fraction(self) -> float | None:
+        """How much of the file is done, 0 to 1: by rows when their total is known, else by
+        bytes (rows of a CSV are about alike in size); None when neither is known."""
+        if self.rows_total:
+            return min(1.0, self.rows_done / self.rows_total)
+        if self.bytes_total and self.bytes_done is not None:
+            return min(1.0, self.bytes_done / self.bytes_total)
+        return None
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the pace so far (None before there is a pace)."""
+        done = self.fraction
+        elapsed = time.monotonic() - self.started
+        if not done or elapsed <= 0:
+            return None
+        return elapsed * (1 - done) / done
 
 
 @dataclass
@@ -170,7 +194,7 @@ class Imports:
             on_progress: Callable[[ImportProgress], None] | None = None,
             on_error: Callable[[RowError], None] | None = None) -> ImportResult:
         plan = self.plan(entity, table.headers, options)
-        progress = ImportProgress(rows_total=table.total)
+        progress = ImportProgress(rows_total=table.total, bytes_total=table.size)
         result = ImportResult(entity, options.mode, options.dry_run, progress, [],
                               plan.warnings, {c.header: c.target for c in plan.columns})
         run = _Run(self, entity, plan, options, actor, result, on_error)
@@ -184,8 +208,11 @@ class Imports:
                     if not whole:
                         progress.rows_committed = progress.rows_done
                         progress.resume_at_row = batch[-1][0] + 1
+                    progress.bytes_done = table.position()
                     if on_progress is not None:
                         on_progress(progress)
+                if progress.rows_total is None:
+                    progress.rows_total = progress.rows_done  # the whole file is read
                 if whole and (options.dry_run or progress.failed):
                     raise _Undo
         except _Undo:
@@ -223,6 +250,22 @@ class _Run:
         self.on_error = on_error
         self.titles: dict[tuple[str, str], int | str] = {}
         self.language = imports.records.storage.setup.languages[0]
+        #: each column with its reader of a cell, made once: (column, read, plain) where a
+        #: plain column's value is its body key's as is (a field by value)
+        self.steps = [(column, *self._step(column)) for column in plan.columns]
+
+    def _step(self, column: Column) -> tuple[Callable[[sa.Connection, Any], Any], bool]:
+        if column.by != "value" or column.name == "id" or (
+                column.link is not None and column.link.many):
+            return (lambda conn, cell: self.value(conn, column, cell)), False
+        assert column.field is not None and column.read is not None
+        read, field, locale = column.read, column.field, self.imports.locale
+
+        def plain(conn: sa.Connection, cell: Any) -> Any:  # `value` for a field by value
+            if cell is None or (isinstance(cell, str) and not cell.strip()):  # blank
+                return None
+            return read(field, cell, locale)
+        return plain, True
 
     def error(self, error: RowError) -> None:
         if len(self.result.errors) < KEPT_ERRORS:
@@ -267,19 +310,23 @@ class _Run:
              cells: list[Any]) -> tuple[dict[str, Any], list[RowError]]:
         body: dict[str, Any] = {}
         errors: list[RowError] = []
-        extra = [cell for cell in cells[self.plan.width:] if not blank(cell)]
+        extra = [cell for cell in cells[self.plan.width:] if not blank(cell)] \
+            if len(cells) > self.plan.width else None
         if extra:
             errors.append(RowError(number, f"(column {self.plan.width + 1})", _shown(extra[0]),
                                    f"is beyond the {self.plan.width} columns the header row "
                                    "names: a value with no column (a stray delimiter?)"))
-        for column in self.plan.columns:
-            cell = cells[column.index] if column.index < len(cells) else None
+        width = len(cells)
+        for column, read, plain in self.steps:
+            cell = cells[column.index] if column.index < width else None
             try:
-                value = self.value(conn, column, cell)
+                value = read(conn, cell)
             except ValueProblem as problem:
                 errors.append(RowError(number, column.header, _shown(cell), str(problem)))
                 continue
-            if column.by == "key" and column.field is not None:
+            if plain:
+                body[column.name] = value
+            elif column.by == "key" and column.field is not None:
                 if value is None:
                     body.setdefault(column.name, None)
                 elif isinstance(body.get(column.name), dict):

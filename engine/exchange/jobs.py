@@ -95,7 +95,7 @@ class ImportJobs:
                 created_by=None if user is None else user.id, created_at=now, rows_done=0,
                 rows_total=table.total, rows_committed=0, created=0, updated=0, failed=0,
             ).returning(self.table.c.id)).scalar_one())
-        live = _Live(ImportProgress(rows_total=table.total))
+        live = _Live(ImportProgress(rows_total=table.total, bytes_total=table.size))
         with self._lock:
             self._live[job_id] = live
         thread = threading.Thread(target=self._run, name=f"kartoteka-import-{job_id}",
@@ -186,8 +186,12 @@ class ImportJobs:
         if live is not None and row["status"] in LIVE:
             answer["status"] = live.status
             answer.update({name: getattr(live.progress, name) for name in counts})
+            eta = live.progress.eta
+            answer.update(fraction=live.progress.fraction,
+                          eta_seconds=None if eta is None else round(eta, 1))
         else:
             answer.update({name: row[name] for name in counts})
+            answer.update(fraction=1.0 if row["status"] == "done" else None, eta_seconds=None)
         result = row["result"] or {}
         if "error" in result:
             answer["error"] = result["error"]

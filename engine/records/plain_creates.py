@@ -20,19 +20,42 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
 
 from engine.errors import RequestError
 from engine.records.defaults import fill_dynamic_defaults
-from engine.records.service import Record, Records
-from engine.storage.journal import diff
-from engine.storage.tables import SEARCH_COLUMN, search_text
+from engine.records.quick_schema import QuickValidator
+from engine.records.service import Record, Records, _Shape
+from engine.setup.names import link_column
+from engine.setup.spec import FieldSpec
+from engine.storage.fast_insert import insert_rows, reserve_ids
+from engine.storage.journal import UNJOURNALLED
+from engine.storage.tables import SEARCH_COLUMN, EntityTable, search_text
+from engine.types.fields import ValueProblem
 
 
 class NotTaken(Exception):
     """The batch is not for this path (or failed in it): write its rows one by one."""
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a create of one entity does to a body, looked up once."""
+
+    table: EntityTable
+    validator: QuickValidator
+    fields: dict[str, FieldSpec]
+    #: single links (not polymorphic, carrying no data): name → their id column
+    single: dict[str, str]
+    #: static defaults, in the fields' order
+    defaults: list[tuple[str, Any]]
+    dynamic: bool
+    owned: bool
+    rollups: bool
 
 
 class PlainCreates:
@@ -40,6 +63,7 @@ class PlainCreates:
 
     def __init__(self, records: Records):
         self.records = records
+        self._plans: dict[str, _Plan] = {}
 
     def takes(self, entity: str) -> bool:
         """Whether a create of `entity`, by the acting user, is only its INSERT, history and
@@ -65,58 +89,144 @@ class PlainCreates:
         """A new record's column values, as `Records.create` makes them before its INSERT
         (RequestError for a row that is not valid; NotTaken for one this path leaves)."""
         records = self.records
-        table = records.storage[entity]
-        spec = table.spec
+        plan = self._plan(entity)
         rights = records.access.rights(entity)
         records._check_writable(entity, body, rights)  # the create's own checks, in its order
         records.formulas.refuse_computed(entity, body)
-        values, many = records._parse(table, body, records.schemas[entity].create_validator)
+        values = self._parse(plan, body)
+        for name, default in plan.defaults:
+            if name not in values:
+                values[name] = default
+        if plan.dynamic:
+            user = records.access.acting.user
+            fill_dynamic_defaults(plan.table.spec, values, records.clock,
+                                  records.storage.setup.timezone, None if user is None else user.id)
+        if plan.owned:
+            values["owner"] = owner
+        if plan.table.search_column is not None:
+            values[SEARCH_COLUMN] = search_text(plan.table.spec, values)
+        if plan.rollups:
+            values.update(records.rollups.empty(entity))
+        values["created_at"] = values["updated_at"] = now
+        values["version"] = 1
+        for value in values.values():
+            if isinstance(value, sa.ClauseElement):
+                raise NotTaken
+        return values
+
+    def _parse(self, plan: _Plan, body: Any) -> dict[str, Any]:
+        """The body's column values, as `Records._parse` makes them. A body the schema's
+        quick check finds surely valid (engine/records/quick_schema.py) is parsed here
+        field by field; any other body, or one a field refuses, goes through `_parse`
+        itself, which finds and words every problem as a create does."""
+        records = self.records
+        if isinstance(body, dict) and plan.validator.sure(body):
+            values: dict[str, Any] = {}
+            try:
+                for key, value in body.items():
+                    field = plan.fields.get(key)
+                    if field is not None:
+                        values[key] = None if value is None else field.type.parse(field, value)
+                    elif key in plan.single:
+                        values[plan.single[key]] = value
+                    else:
+                        raise NotTaken  # an owner or a many-to-many link: row by row
+                return values
+            except ValueProblem:
+                pass
+        values, many = records._parse(plan.table, body, plan.validator)
         if many or "owner" in values:
             raise NotTaken
-        for field in spec.fields.values():
-            if field.name not in values and field.default is not None:
-                values[field.name] = field.default
-        user = records.access.acting.user
-        fill_dynamic_defaults(spec, values, records.clock, records.storage.setup.timezone,
-                              None if user is None else user.id)
-        if spec.owner:
-            values["owner"] = owner
-        if table.search_column is not None:
-            values[SEARCH_COLUMN] = search_text(spec, values)
-        values.update(records.rollups.empty(entity))
-        values.update(created_at=now, updated_at=now, version=1)
-        if any(isinstance(v, sa.ClauseElement) for v in values.values()):
-            raise NotTaken
         return values
+
+    def _plan(self, entity: str) -> _Plan:
+        plan = self._plans.get(entity)
+        if plan is None:
+            records = self.records
+            table = records.storage[entity]
+            spec = table.spec
+            plan = self._plans[entity] = _Plan(
+                table, records.schemas[entity].create_validator, dict(spec.fields),
+                {link.name: link_column(link.name) for link in spec.links.values()
+                 if not link.many and not link.polymorphic and not link.through},
+                [(f.name, f.default) for f in spec.fields.values() if f.default is not None],
+                any(f.dynamic_default is not None for f in spec.fields.values()),
+                spec.owner, bool(records.rollups.empty(entity)))
+        return plan
 
     def write(self, conn: sa.Connection, entity: str, rows: Sequence[dict[str, Any]], *,
               actor: int | None) -> list[Record]:
         """INSERT the prepared rows, write their history, check their rules: the records
-        as a create answers them. NotTaken when the database refuses any of them."""
+        as a create answers them. NotTaken when the database refuses any of them.
+
+        The rows go in with ids reserved for them first, through the driver (COPY on
+        PostgreSQL, engine/storage/fast_insert.py), so nothing has to come back."""
         records = self.records
         table = records.storage[entity]
-        shape = records.shapes[entity]
         keys = sorted({key for row in rows for key in row})
-        statement = sa.insert(table.table).returning(table.table.c.id,
-                                                     sort_by_parameter_order=True)
+        rights = records.access.rights(entity)
+        hidden = rights.hidden if rights is not None else ()
+        render = _Render(records.shapes[entity])
         try:
-            ids = conn.execute(statement, [{k: row.get(k) for k in keys} for row in rows]
-                               ).scalars().all()
-            rights = records.access.rights(entity)
+            # a check over all the batch's rows (their column values, before any is written)
+            # belongs here: a RequestError sends the batch row by row, where each row's
+            # create says which one failed and why
+            ids = reserve_ids(conn, table.table, len(rows))
             made = []
             for row, new_id in zip(rows, ids, strict=True):
-                values = dict(row, id=new_id)
-                for column in shape.columns:
-                    values.setdefault(column.name, None)
-                record = shape.render(values)
-                journalled = {k: v[1] for k, v in diff({}, record).items()
-                              if v[1] not in (None, [])}
-                for name in rights.hidden if rights is not None else ():
+                values = dict.fromkeys(render.names)
+                values.update(row)
+                values["id"] = new_id
+                record = render(values)
+                # the create's history: diff({}, record) without its empty values
+                journalled = {k: v for k, v in record.items()
+                              if k not in UNJOURNALLED and v not in (None, [])}
+                for name in hidden:
                     record.pop(name, None)
                 records.journal.change(conn, entity, new_id, "create", journalled, by=actor,
-                                       at=values["created_at"])
+                                       at=row["created_at"])
                 made.append(record)
+            insert_rows(conn, table.table, ["id", *keys],
+                        [[new_id, *map(row.get, keys)]
+                         for row, new_id in zip(rows, ids, strict=True)])
             records.rules.check(conn, entity, ids)
         except (sa.exc.IntegrityError, RequestError):
             raise NotTaken from None
         return made
+
+
+class _Render:
+    """`_Shape.render` (engine/records/service.py) over a batch's rows: a value that is the
+    very object the previous row had in that column (the batch's one `now` in created_at
+    and updated_at) is rendered once. Only immutable values are remembered."""
+
+    def __init__(self, shape: _Shape):
+        self.shape = shape
+        self.names = [column.name for column in shape.columns]
+        self.last: dict[str, tuple[Any, Any]] = {}
+        if shape.poly:  # a polymorphic link is never on this path (`takes`)
+            raise NotTaken
+
+    def __call__(self, row: dict[str, Any]) -> Record:
+        shape, last = self.shape, self.last
+        record: Record = {}
+        for key, column, render in shape.steps:
+            value = row[column]
+            if render is None or value is None:
+                record[key] = value
+                continue
+            before = last.get(key)
+            if before is not None and before[0] is value:
+                record[key] = before[1]
+                continue
+            record[key] = rendered = render(value)
+            if isinstance(value, _IMMUTABLE):
+                last[key] = (value, rendered)
+        for name, column in shape.single:
+            record[name] = row[column]
+        for name in shape.many:
+            record[name] = []
+        return record
+
+
+_IMMUTABLE = (str, int, float, Decimal, dt.date, dt.time)

@@ -9,8 +9,8 @@ and words every problem exactly as before. Nothing is ever accepted on the quick
 that jsonschema would refuse:
 
 - only the keywords our schemas use are compiled (type, enum, const-free strings and
-  numbers, lengths, patterns, bounds, properties, required, additionalProperties, items,
-  uniqueItems, item counts); a (sub)schema with any other validating keyword is "not
+  numbers, lengths, patterns, bounds, steps, properties, required, additionalProperties,
+  items, uniqueItems, item counts); a (sub)schema with any other validating keyword is "not
   sure" for every value;
 - each keyword's meaning follows jsonschema's Draft 2020-12 (pattern is `re.search`, a
   length counts code points, a bound applies to numbers only, `format` asserts nothing);
@@ -50,17 +50,6 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
 
 
-_TYPES: dict[str, Check] = {
-    "null": lambda v: v is None,
-    "boolean": lambda v: isinstance(v, bool),
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": _number,
-    "array": lambda v: isinstance(v, list),
-    "object": lambda v: isinstance(v, dict),
-}
-
-
 def compile_check(schema: Any) -> Check:
     """The "surely valid" check of a schema (a check always "not sure" for what it cannot
     judge)."""
@@ -80,7 +69,17 @@ def compile_check(schema: Any) -> Check:
         return _always
     if len(checks) == 1:
         return checks[0]
-    return lambda value: all(check(value) for check in checks)
+    return _all_of(checks)
+
+
+def _all_of(checks: list[Check]) -> Check:
+    """Every check passes (a plain loop: this runs per value of every bulk row)."""
+    def check(value: Any) -> bool:
+        for one in checks:
+            if not one(value):
+                return False
+        return True
+    return check
 
 
 def _keyword(keyword: str, value: Any, schema: dict[str, Any]) -> Check | None:
@@ -88,19 +87,29 @@ def _keyword(keyword: str, value: Any, schema: dict[str, Any]) -> Check | None:
     return None if maker is None else maker(value, schema)
 
 
+#: the Python classes that are surely each JSON type (a subclass is left to jsonschema)
+_CLASSES: dict[str, tuple[type, ...]] = {
+    "null": (type(None),), "boolean": (bool,), "string": (str,), "integer": (int,),
+    "number": (int, float, Decimal), "array": (list,), "object": (dict,)}
+
+
 def _type(value: Any, schema: dict[str, Any]) -> Check | None:
     names = [value] if isinstance(value, str) else value
-    if not isinstance(names, list) or any(name not in _TYPES for name in names):
+    if not isinstance(names, list) or any(name not in _CLASSES for name in names):
         return None
-    tests = [_TYPES[name] for name in names]
-    return lambda v: any(test(v) for test in tests)
+    classes = frozenset(cls for name in names for cls in _CLASSES[name])
+    return lambda v: type(v) in classes
 
 
 def _enum(value: Any, schema: dict[str, Any]) -> Check | None:
     if not isinstance(value, list):
         return None
     members = list(value)
-    return lambda v: any(type(m) is type(v) and m == v for m in members)
+    try:  # by (type, value): 1, 1.0 and True are one key otherwise
+        keys = frozenset((type(m), m) for m in members)
+    except TypeError:  # an unhashable member (a list)
+        return lambda v: any(type(m) is type(v) and m == v for m in members)
+    return lambda v: (type(v), v) in keys
 
 
 def _max_length(value: Any, schema: dict[str, Any]) -> Check | None:
@@ -127,6 +136,17 @@ def _bound(test: Callable[[Any, Any], bool]) -> Callable[[Any, dict[str, Any]], 
     return make
 
 
+def _multiple_of(value: Any, schema: dict[str, Any]) -> Check | None:
+    """Sure for what is not a number (the keyword asserts nothing on it) and for a whole
+    number when the step divides 1 (0.01, 0.5, 1); other numbers go to jsonschema's exact
+    step (engine/types/validation.py)."""
+    if not _number(value) or not value > 0:  # a NaN is not > 0 either
+        return None
+    step = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    whole_ok = Decimal(1) % step == 0
+    return lambda v: not _number(v) or (whole_ok and isinstance(v, int))
+
+
 def _properties(value: Any, schema: dict[str, Any]) -> Check | None:
     if not isinstance(value, dict):
         return None
@@ -149,12 +169,12 @@ def _additional(value: Any, schema: dict[str, Any]) -> Check | None:
     if value is not False or set(schema) & {"patternProperties", "unevaluatedProperties"}:
         return None
     known = frozenset(schema.get("properties") or {})
-    return lambda v: not isinstance(v, dict) or all(key in known for key in v)
+    return lambda v: not isinstance(v, dict) or known.issuperset(v)
 
 
 def _required(value: Any, schema: dict[str, Any]) -> Check | None:
-    names = list(value)
-    return lambda v: not isinstance(v, dict) or all(name in v for name in names)
+    names = frozenset(value)
+    return lambda v: not isinstance(v, dict) or names.issubset(v)
 
 
 def _items(value: Any, schema: dict[str, Any]) -> Check | None:
@@ -186,7 +206,8 @@ _MAKERS: dict[str, Callable[[Any, dict[str, Any]], Check | None]] = {
     "minimum": _bound(lambda v, b: v >= b), "maximum": _bound(lambda v, b: v <= b),
     "exclusiveMinimum": _bound(lambda v, b: v > b), "exclusiveMaximum": _bound(lambda v, b: v < b),
     "properties": _properties, "additionalProperties": _additional, "required": _required,
-    "items": _items, "uniqueItems": _unique, "maxItems": _max_items, "minItems": _min_items,
+    "multipleOf": _multiple_of, "items": _items, "uniqueItems": _unique,
+    "maxItems": _max_items, "minItems": _min_items,
 }
 
 
@@ -198,11 +219,14 @@ class QuickValidator:
         self.full = Validator(schema)  # jsonschema, with an exact multipleOf
         self.surely_valid: Check = compile_check(schema)
 
-    def iter_errors(self, instance: Any) -> Iterator[jsonschema.ValidationError]:
+    def sure(self, instance: Any) -> bool:
+        """Whether `instance` is surely valid (False: jsonschema must judge it)."""
         try:
-            sure = self.surely_valid(instance)
+            return self.surely_valid(instance)
         except Exception:  # a value Python cannot compare (a NaN): jsonschema judges it
-            sure = False
-        if sure:
+            return False
+
+    def iter_errors(self, instance: Any) -> Iterator[jsonschema.ValidationError]:
+        if self.sure(instance):
             return iter(())
         return self.full.iter_errors(instance)

@@ -24,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from engine.storage.fast_insert import insert_rows
 from engine.storage.outbox import Outbox
 from engine.storage.tables import STAGE_TIME_SHARDS, Storage
 
@@ -49,12 +50,22 @@ class Journal:
                changes: Mapping[str, Any] | None, *, by: int | None, at: dt.datetime) -> None:
         row = {"entity": entity, "record_id": record_id, "at": at, "by": by, "action": action,
                "changes": dict(changes) if changes else None}
-        self.outbox.emit(conn, entity, (record_id,), action, changes, by=by, at=at)
+        self._emit(conn, entity, (record_id,), action, changes, by=by, at=at)
         pending: list[dict[str, Any]] | None = getattr(self._deferred, "pending", None)
         if pending is not None:
             pending.append(row)
             return
         conn.execute(self._insert_change, row)
+
+    def _emit(self, conn: sa.Connection, entity: str, record_ids: Iterable[int], kind: str,
+              changes: Mapping[str, Any] | None, *, by: int | None, at: dt.datetime) -> None:
+        """The change's automation events: written now, or inside `deferred` kept (in the
+        order they happen) for its one insert."""
+        events: list[dict[str, Any]] | None = getattr(self._deferred, "events", None)
+        if events is not None:
+            events.extend(self.outbox.rows(entity, record_ids, kind, changes, by=by, at=at))
+            return
+        self.outbox.emit(conn, entity, record_ids, kind, changes, by=by, at=at)
 
     @contextmanager
     def deferred(self, conn: sa.Connection) -> Iterator[None]:
@@ -62,15 +73,19 @@ class Journal:
         executemany when the block ends — in the same transaction, before it commits — or
         dropped when it ends with an exception (whose caller undoes the block's writes as
         well). A bulk batch's history in one statement instead of one per row; nothing
-        reads kt_change while writing."""
+        reads kt_change while writing. The events of those changes (automations' outbox)
+        likewise: one insert of them all, through the driver (engine/storage/fast_insert.py)."""
         pending: list[dict[str, Any]] = []
-        self._deferred.pending = pending
+        events: list[dict[str, Any]] = []
+        self._deferred.pending, self._deferred.events = pending, events
         try:
             yield
         finally:
-            self._deferred.pending = None
-        if pending:
-            conn.execute(self._insert_change, pending)
+            self._deferred.pending = self._deferred.events = None
+        _insert_dicts(conn, self.storage.changes, pending)
+        if events:
+            _insert_dicts(conn, self.storage.events, events)
+            self.outbox.woken()
 
     def changes_many(self, conn: sa.Connection, entity: str, record_ids: Iterable[int],
                      action: str, changes: Mapping[str, Any] | None, *, by: int | None,
@@ -80,7 +95,7 @@ class Journal:
                  "changes": dict(changes) if changes else None} for record_id in ids]
         if rows:
             conn.execute(self._insert_change, rows)
-            self.outbox.emit(conn, entity, ids, action, changes, by=by, at=at)
+            self._emit(conn, entity, ids, action, changes, by=by, at=at)
 
     def stage(self, conn: sa.Connection, entity: str, record_id: int, pipeline: str,
               from_stage: str | None, to_stage: str, *, by: int | None, at: dt.datetime,
@@ -88,7 +103,7 @@ class Journal:
         conn.execute(self._insert_stage, {
             "entity": entity, "record_id": record_id, "at": at, "by": by, "pipeline": pipeline,
             "from_stage": from_stage, "to_stage": to_stage, "seconds": seconds})
-        self.outbox.emit(conn, entity, (record_id,), "stage",
+        self._emit(conn, entity, (record_id,), "stage",
                          {"pipeline": pipeline, "from": from_stage, "to": to_stage}, by=by, at=at)
         if from_stage is not None and seconds is not None:
             _count_stage_time(conn, self.storage, entity, pipeline, from_stage,
@@ -117,6 +132,12 @@ class Journal:
             .order_by(history.c.at.desc(), history.c.id.desc()).limit(1)
         ).scalar()
         return at
+
+
+def _insert_dicts(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        names = list(rows[0])
+        insert_rows(conn, table, names, [[row[name] for name in names] for row in rows])
 
 
 def _shard(h: sa.Table) -> sa.ColumnElement[Any]:

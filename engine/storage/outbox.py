@@ -152,10 +152,21 @@ class Outbox:
 
     def emit(self, conn: sa.Connection, entity: str, record_ids: Iterable[int], kind: str,
              changes: Mapping[str, Any] | None, *, by: int | None, at: dt.datetime) -> None:
-        if (entity, kind) not in self.watched:
-            return
-        rows = [self._row(kind, entity, record_id, changes, by, at) for record_id in record_ids]
+        rows = self.rows(entity, record_ids, kind, changes, by=by, at=at)
         if rows:  # one row as one execute: an executemany costs more on PostgreSQL
             conn.execute(self._insert, rows[0] if len(rows) == 1 else rows)
-            for listener in self.listeners:
-                listener()
+            self.woken()
+
+    def rows(self, entity: str, record_ids: Iterable[int], kind: str,
+             changes: Mapping[str, Any] | None, *, by: int | None,
+             at: dt.datetime) -> list[dict[str, Any]]:
+        """The event rows `emit` writes (none when no automation listens), for a caller
+        that writes a batch's together (`Journal.deferred`) and then calls `woken`."""
+        if (entity, kind) not in self.watched:
+            return []
+        return [self._row(kind, entity, record_id, changes, by, at) for record_id in record_ids]
+
+    def woken(self) -> None:
+        """Events were written: wake the listeners."""
+        for listener in self.listeners:
+            listener()
