@@ -76,9 +76,10 @@ class Rollups:
                 _, read = ways.setdefault(
                     (rollup.child, plan.entity, rollup.kind, rollup.link.name),
                     (rollup.link, set()))
-                if rollup.field is not None:
+                if rollup.field is not None and not rollup.pair:
                     read.add(rollup.field)
-                read.update(attributes[c.name].column.name for c in rollup.where)
+                # the pairs' values change only with the pairs: followed by links_changed
+                read.update(attributes[c.name].column.name for c in rollup.record_where)
                 if rollup.kind != REVERSE:
                     declared = plan.entity if rollup.kind == MANY else rollup.child
                     side = "source" if rollup.kind == MANY else "target"
@@ -172,7 +173,9 @@ class Rollups:
                 for name in values:
                     by_field[name].append(record_id)
             for name, changed_ids in by_field.items():
-                self.formulas.changed(conn, parent, changed_ids, {name})
+                for record_id, values in self.formulas.changed(
+                        conn, parent, changed_ids, {name}).items():
+                    changes[record_id].update(values)  # answered with the roll-ups
                 self.changed(conn, parent, changed_ids, {name})
             self.rules.check(conn, parent, sorted(changes))
         return done
