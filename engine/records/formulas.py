@@ -81,12 +81,12 @@ class Formulas:
 
     def refuse_computed(self, entity: str, body: Any) -> None:
         """A client never sends a computed field: 422 `field_computed` naming each one."""
-        computed = self.computed.get(entity)
+        computed = self.computed.get(entity) or {}
         pairs = through.refuse_computed(self.storage.setup.entities[entity], body) \
             if entity in self.pair_computed else []
         if (not computed and not pairs) or not isinstance(body, dict):
             return
-        sent = [name for name in computed or () if name in body]
+        sent = [name for name in computed if name in body]
         if sent or pairs:
             named = [*sent, *(d.field for d in pairs)]
             raise ValidationFailed(

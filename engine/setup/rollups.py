@@ -244,6 +244,11 @@ class _Checker:
                          "declare the fields on a many-to-many link with through:")
             return None
         field = name[len(PAIR_KEY) + 1:]
+        if not field:
+            self.problem("rollup.pair", path, f"{PAIR_KEY} names no field of the pairs of {way}",
+                         f"write {function}: {way}.{PAIR_KEY}.<field>, one of: "
+                         + ", ".join(link.through))
+            return None
         if field not in link.through:
             known = list(link.through)
             self.problem("rollup.pair", path, f"the pairs of {way} have no field {field!r}",

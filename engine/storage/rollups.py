@@ -26,8 +26,8 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.errors import ValidationFailed
-from engine.setup.names import link_column, poly_entity_column
 from engine.setup.filters import PAIR
+from engine.setup.names import link_column, poly_entity_column
 from engine.setup.rollups import MANY, REVERSE, RollupSpec
 from engine.setup.spec import EntitySpec, FieldSpec
 from engine.storage.database import UNSCOPED
