@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from api.app import create_app
 from engine import Kartoteka
-from engine.storage.migrations import apply, plan
+from engine.storage.migrations import apply
+from engine.storage.migrations import plan as migration_plan
 from tests.races import together
 
 Record = dict[str, Any]
@@ -427,7 +427,7 @@ def test_adding_and_changing_a_pairs_formula_and_its_roll_up_is_a_planned_migrat
         + "      amount: {type: money, formula: \"price * quantity\"}\n",
     }
     second = open_kt(write_setup(computed, "v2"), db_url)
-    steps = [str(step) for step in plan(second.storage, second.db).steps]
+    steps = [str(step) for step in migration_plan(second.storage, second.db).steps]
     assert steps[-3:] == ["recompute 3 pairs of plan.procedures.$link.amount (new formula)",
                           "recompute 2 rows of plan.total (new roll-up)",
                           "recompute 2 rows of procedure.revenue (new roll-up)"], steps
@@ -437,13 +437,13 @@ def test_adding_and_changing_a_pairs_formula_and_its_roll_up_is_a_planned_migrat
     assert {r["title"]: r["total"] for r in _all(second, "plan")} == {"P1": "30.35", "P2": "1.00"}
     assert {r["name"]: r["revenue"] for r in _all(second, "procedure")} == \
         {"A": "31.30", "B": "0.05"}
-    assert plan(second.storage, second.db).up_to_date
+    assert migration_plan(second.storage, second.db).up_to_date
     second.close()
 
     changed = {**computed, "plan.yaml": computed["plan.yaml"].replace(
         "price * quantity", "price * quantity * 2")}
     third = open_kt(write_setup(changed, "v3"), db_url)
-    steps = [str(step) for step in plan(third.storage, third.db).steps]
+    steps = [str(step) for step in migration_plan(third.storage, third.db).steps]
     assert steps == ["recompute 3 pairs of plan.procedures.$link.amount (formula changed)",
                      "recompute 2 rows of plan.total (reads a recomputed formula)",
                      "recompute 2 rows of procedure.revenue (reads a recomputed formula)"], steps
