@@ -23,6 +23,7 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from engine import Kartoteka
+from engine.errors import ValidationFailed
 from engine.storage.migrations import apply
 from engine.storage.migrations import plan as migration_plan
 from tests.races import together
@@ -257,6 +258,50 @@ def test_a_role_that_may_not_see_the_link_does_not_see_what_adds_it_up(
     assert refused.status_code == 400, refused.text
     refused = client.get("/api/procedure", params={"sort": "revenue"}, headers=headers)
     assert refused.status_code == 400, refused.text
+
+
+LABELLED = {
+    "procedure.yaml": "entity: procedure\nfields:\n  name: {type: string}\n",
+    "plan.yaml": """
+entity: plan
+fields:
+  title: {type: string}
+  teeth: {type: integer, rollup: {count: procedures.$link.label}}
+  last_on: {type: date, rollup: {max: procedures.$link.due}}
+links:
+  procedures:
+    to: procedure
+    many: true
+    reverse: plans
+    through:
+      tooth: {type: integer}
+      note: {type: string}
+      label: {type: string, max_length: 12, formula: "note & ' #' & tooth"}
+      planned: {type: date}
+      due: {type: date, formula: "planned + 14 days"}
+""",
+}
+
+
+def test_a_pairs_formula_of_text_and_dates(make_kt: Callable[..., Kartoteka],
+                                           write_setup: Callable[..., Path]) -> None:
+    """Text joined in any script, a date moved by days, null propagating (no note: no
+    label, not counted), and a text past the field's length refused, naming the pair."""
+    kt = make_kt(write_setup(LABELLED, "labelled"))
+    a, b, c = (kt.records.create("procedure", {"name": n})["id"] for n in ("a", "b", "c"))
+    plan = kt.records.create("plan", {"procedures": [
+        {"id": a, "tooth": 36, "note": "دندان", "planned": "2026-12-25"},
+        {"id": b, "tooth": 11, "note": "牙齿", "planned": "2026-12-31"},
+        {"id": c, "tooth": 48}]})
+    assert [(p["label"], p["due"]) for p in plan["procedures"]] == [
+        ("دندان #36", "2027-01-08"), ("牙齿 #11", "2027-01-14"), (None, None)]
+    assert (plan["teeth"], plan["last_on"]) == (2, "2027-01-14")
+    with pytest.raises(ValidationFailed) as refused:
+        kt.records.update("plan", plan["id"], {"procedures": [
+            a, {"id": b, "tooth": 11, "note": "Зубной ряд верхний"}]})
+    assert refused.value.code == "formula_out_of_range"
+    assert [d.field for d in refused.value.details] == ["procedures[1].label"]
+    assert kt.records.get("plan", plan["id"])["teeth"] == 2  # nothing written
 
 
 # -- concurrent writers -----------------------------------------------------------------------
