@@ -204,10 +204,10 @@ def test_setup_errors_are_located(write_setup: Callable[..., Path]) -> None:
         return "\n".join(str(d) for d in check_setup(folder).diagnostics)
 
     computed = PLAN.replace("quantity: {type: integer, default: 1}",
-                            "quantity: {type: integer, formula: \"1\"}")
-    assert "plan.yaml:" in errors(computed, "formula")
-    assert "links.procedures.through.quantity.formula: unknown key 'formula'" in errors(
-        computed, "formula2")
+                            "quantity: {type: integer, rollup: {count: plans}}")
+    assert "plan.yaml:" in errors(computed, "rollup")
+    assert "links.procedures.through.quantity.rollup: unknown key 'rollup'" in errors(
+        computed, "rollup2")  # a pair adds up nothing (a formula of its fields it may have)
     bad = PLAN.replace("helpers: {to: procedure, many: true}",
                        "helpers: {to: procedure, through: {x: {type: integer}}}")
     bad = bad.replace("note: {type: string, max_length: 40}", "note: {type: colour}")

@@ -28,6 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine.errors import ErrorDetail, ValidationFailed
+from engine.records import through
 from engine.setup.names import link_column
 from engine.storage.formulas import BATCH, Changes, EntityFormulas, entity_at, unscoped
 from engine.storage.tables import Storage
@@ -72,19 +73,27 @@ class Formulas:
             spec.name: {f.name: "a formula" if f.formula is not None else "a roll-up"
                         for f in spec.fields.values() if f.computed}
             for spec in setup.entities.values()}
+        #: entities with a link whose pairs have formula fields (never sent either)
+        self.pair_computed = frozenset(
+            spec.name for spec in setup.entities.values()
+            if any(f.formula is not None for link in spec.links.values()
+                   for f in link.through.values()))
 
     def refuse_computed(self, entity: str, body: Any) -> None:
         """A client never sends a computed field: 422 `field_computed` naming each one."""
-        computed = self.computed.get(entity)
-        if not computed or not isinstance(body, dict):
+        computed = self.computed.get(entity) or {}
+        pairs = through.refuse_computed(self.storage.setup.entities[entity], body) \
+            if entity in self.pair_computed else []
+        if (not computed and not pairs) or not isinstance(body, dict):
             return
         sent = [name for name in computed if name in body]
-        if sent:
+        if sent or pairs:
+            named = [*sent, *(d.field for d in pairs)]
             raise ValidationFailed(
-                f"{', '.join(sent)} of a {entity} {'is' if len(sent) == 1 else 'are'} computed "
-                "by the server and cannot be sent",
-                [ErrorDetail(name, f"is computed by {computed[name]}: leave it out")
-                 for name in sent],
+                f"{', '.join(named)} of a {entity} {'is' if len(named) == 1 else 'are'} "
+                "computed by the server and cannot be sent",
+                [*(ErrorDetail(name, f"is computed by {computed[name]}: leave it out")
+                   for name in sent), *pairs],
                 code="field_computed")
 
     def on_write(self, conn: sa.Connection, entity: str, record_id: int,
@@ -107,18 +116,23 @@ class Formulas:
         return own
 
     def changed(self, conn: sa.Connection, entity: str, ids: Iterable[int],
-                fields: Iterable[str]) -> None:
+                fields: Iterable[str]) -> Changes:
         """These stored columns of these records changed outside a record write (a roll-up's
         value, a link emptied by a deletion): recompute whatever reads them — the records'
-        own formulas and those of the records linking to them, and so on."""
+        own formulas and those of the records linking to them, and so on. Returns what
+        changed of these records' own formulas."""
         ids, fields = list(ids), set(fields)
+        own: Changes = {}
         if not ids or not fields:
-            return
+            return own
         plan = self.entities.get(entity)
         if plan is not None and fields & plan.own_columns:
             for chunk in _chunks(ids, BATCH):
-                self._propagate(conn, entity, plan.recompute(conn, chunk))
+                changes = plan.recompute(conn, chunk)
+                own.update(changes)
+                self._propagate(conn, entity, changes)
         self._dependents(conn, entity, ids, fields)
+        return own
 
     def _dependents(self, conn: sa.Connection, entity: str, ids: list[int],
                     columns: set[str]) -> None:

@@ -76,9 +76,10 @@ class Rollups:
                 _, read = ways.setdefault(
                     (rollup.child, plan.entity, rollup.kind, rollup.link.name),
                     (rollup.link, set()))
-                if rollup.field is not None:
+                if rollup.field is not None and not rollup.pair:
                     read.add(rollup.field)
-                read.update(attributes[c.name].column.name for c in rollup.where)
+                # the pairs' values change only with the pairs: followed by links_changed
+                read.update(attributes[c.name].column.name for c in rollup.record_where)
                 if rollup.kind != REVERSE:
                     declared = plan.entity if rollup.kind == MANY else rollup.child
                     side = "source" if rollup.kind == MANY else "target"
@@ -122,16 +123,18 @@ class Rollups:
 
     def links_changed(self, conn: sa.Connection, entity: str, link: str, source_id: int,
                       target_ids: Iterable[int]) -> Changes:
-        """Join rows of `entity.link` from `source_id` to `target_ids` were added or
-        removed: the roll-ups along that link on either side. Returns what changed of the
-        source record's own roll-ups (to answer with)."""
+        """Join rows of `entity.link` from `source_id` to `target_ids` were added, changed
+        or removed: the roll-ups along that link on either side. Returns what changed of
+        the source record's own roll-ups (to answer with). The source record is locked by
+        the write already (it is the link's owner, locked to change its links, or new), so
+        it is not locked a second time."""
         sides = self.joins.get((entity, link))
         if not sides:
             return {}
         due: Due = defaultdict(set)
         for parent, side in sides:
             due[parent].update([source_id] if side == "source" else target_ids)
-        return self.recompute(conn, due).get(entity, {})
+        return self.recompute(conn, due, held=(entity, source_id)).get(entity, {})
 
     def parents_of(self, conn: sa.Connection, entity: str, ids: list[int]) -> Due:
         """Before records are deleted: the parents whose roll-ups add them up."""
@@ -155,15 +158,22 @@ class Rollups:
                 due[watch.parent].update(self._parents(conn, watch, ids))
         self.recompute(conn, due)
 
-    def recompute(self, conn: sa.Connection, due: Mapping[str, set[int]]) -> dict[str, Changes]:
-        """Compute these parents' roll-ups again (locked first); follow what changed to
-        the formulas and roll-ups reading them, then check the parents' rules."""
+    def recompute(self, conn: sa.Connection, due: Mapping[str, set[int]],
+                  held: tuple[str, int] | None = None) -> dict[str, Changes]:
+        """Compute these parents' roll-ups again (locked first, but for the record `held`
+        already locked by the write); follow what changed to the formulas and roll-ups
+        reading them, then check the parents' rules."""
         done: dict[str, Changes] = {}
         for parent in sorted(due):
             ids = due[parent]
             if not ids:
                 continue
-            changes = self.entities[parent].recompute(conn, ids)
+            plan = self.entities[parent]
+            if held is not None and held[0] == parent and held[1] in ids:
+                changes = plan.recompute(conn, [held[1]], lock=False)
+                changes.update(plan.recompute(conn, ids - {held[1]}) if len(ids) > 1 else {})
+            else:
+                changes = plan.recompute(conn, ids)
             if not changes:
                 continue
             done[parent] = changes
@@ -172,7 +182,9 @@ class Rollups:
                 for name in values:
                     by_field[name].append(record_id)
             for name, changed_ids in by_field.items():
-                self.formulas.changed(conn, parent, changed_ids, {name})
+                for record_id, values in self.formulas.changed(
+                        conn, parent, changed_ids, {name}).items():
+                    changes[record_id].update(values)  # answered with the roll-ups
                 self.changed(conn, parent, changed_ids, {name})
             self.rules.check(conn, parent, sorted(changes))
         return done

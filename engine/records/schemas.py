@@ -145,7 +145,8 @@ def _link_schema(link: LinkSpec, *, read: bool) -> dict[str, Any]:
 def _through_schema(link: LinkSpec, id_schema: dict[str, Any], *, read: bool) -> dict[str, Any]:
     """A link that carries data: objects of the target's id and the pair's fields; a body
     may also give bare ids (the fields take their defaults)."""
-    fields = {name: nullable(spec.type.json_schema(spec)) for name, spec in link.through.items()}
+    fields = {name: _pair_field_schema(spec) for name, spec in link.through.items()
+              if read or spec.formula is None}  # a formula of the pairs is never sent
     item: dict[str, Any] = {"type": "object", "properties": {"id": id_schema, **fields},
                             "required": ["id"], "additionalProperties": False}
     if read:
@@ -154,6 +155,13 @@ def _through_schema(link: LinkSpec, id_schema: dict[str, Any], *, read: bool) ->
     else:
         items = {"if": {"type": "object"}, "then": item, "else": id_schema}
     return {"type": "array", "items": items, "maxItems": MAX_LINKS_IN_BODY}
+
+
+def _pair_field_schema(spec: FieldSpec) -> dict[str, Any]:
+    schema = nullable(spec.type.json_schema(spec))
+    if spec.formula is not None:
+        schema.update(readOnly=True, **{"x-formula": spec.formula.source})
+    return schema
 
 
 def pair_problems(entity: EntitySpec, link: LinkSpec, body: Mapping[str, Any]) -> list[ErrorDetail]:

@@ -678,8 +678,11 @@ class Records:
                             joins.c.source_id == record_id, joins.c.target_id.in_(removed)))
                     self._insert_links(conn, joins, record_id, added)
                 for name, (added, removed) in link_changes.items():
+                    changed_pairs = {c["id"] for c in carried[name][2].get("changed", ())} \
+                        if name in carried else set()  # new values: roll-ups of pairs follow
                     changes.update(self.rollups.links_changed(
-                        conn, entity, name, record_id, added | removed).get(record_id, {}))
+                        conn, entity, name, record_id, added | removed | changed_pairs
+                    ).get(record_id, {}))
                 shape = self.shapes[entity]
                 after = {**merged, **changes}
                 journalled: dict[str, Any] = {
@@ -1089,6 +1092,7 @@ def _pair_values(owner: EntitySpec, link: LinkSpec, target_id: int,
     if not isinstance(body, dict):
         raise ValidationFailed("the body must be a JSON object",
                                [ErrorDetail("", "the body must be a JSON object")])
+    through.refuse_computed_pair(link, body)
     problems = [ErrorDetail(key, f"is not a field of the link {link.name}; "
                             + (did_you_mean(key, link.through) or
                                "use one of: " + ", ".join(link.through)))

@@ -8,13 +8,15 @@ a list of objects sorted by id. One row per pair: the same target twice needs a 
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
 
 from engine.errors import ErrorDetail, ValidationFailed
-from engine.setup.spec import FieldSpec, LinkSpec
+from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec
+from engine.storage.pair_formulas import PairComputeError, compute, pair_formulas, refused_values
 from engine.types.fields import ValueProblem
 
 #: the through values of one pair, by field name (stored values, not rendered)
@@ -46,7 +48,7 @@ def parse(link: LinkSpec, value: list[Any], problems: list[ErrorDetail]) -> Link
         values: Values = {}
         for name, field in link.through.items():
             raw = item.get(name)
-            if raw is None:
+            if raw is None or field.formula is not None:
                 continue
             try:
                 values[name] = field.type.parse(field, raw)
@@ -58,10 +60,14 @@ def parse(link: LinkSpec, value: list[Any], problems: list[ErrorDetail]) -> Link
 
 def resolve(link: LinkSpec, linked: Linked, existing: Mapping[int, Values]) -> dict[int, Values]:
     """Every linked pair's values once written: an object's values over the defaults, a
-    bare id's current values (or the defaults, when new). A required field left without
-    a value is a 422 naming it."""
+    bare id's current values (or the defaults, when new), and the pair's formulas
+    computed from them. A required field left without a value is a 422 naming it, and
+    so is a formula giving what its field cannot hold."""
     result: dict[int, Values] = {}
     problems: list[ErrorDetail] = []
+    formulas = pair_formulas(link) if any(
+        f.formula is not None for f in link.through.values()) else []
+    now = dt.datetime.now(dt.UTC)
     for target in linked:
         index, values = linked.given.get(target, (0, None))
         if values is None and target in existing:
@@ -72,10 +78,47 @@ def resolve(link: LinkSpec, linked: Linked, existing: Mapping[int, Values]) -> d
         for name, field in link.through.items():
             if field.required and row.get(name) is None:
                 problems.append(ErrorDetail(f"{link.name}[{index}].{name}", "is required"))
+        try:
+            compute(formulas, row, now)
+        except PairComputeError as problem:
+            raise ValidationFailed(
+                f"the formula of {link.name}.{problem.field} gives a value the field cannot "
+                f"hold: it {problem.reason}; nothing was written",
+                [ErrorDetail(f"{link.name}[{index}].{problem.field}",
+                             f"the computed value {problem.reason}")],
+                code="formula_out_of_range") from None
         result[target] = row
     if problems:
         raise ValidationFailed(f"a {link.name} link is not valid", problems)
     return result
+
+
+def refuse_computed(spec: EntitySpec, body: Any) -> list[ErrorDetail]:
+    """The formula fields of pairs that a record's body sends (`procedures[0].amount`)."""
+    found: list[ErrorDetail] = []
+    if not isinstance(body, dict):
+        return found
+    for link in spec.links.values():
+        value = body.get(link.name)
+        if not link.through or not isinstance(value, list):
+            continue
+        for index, item in enumerate(value):
+            if isinstance(item, dict):
+                found += [ErrorDetail(f"{link.name}[{index}].{name}",
+                                      "is computed by a formula: leave it out")
+                          for name in refused_values(link, item)]
+    return found
+
+
+def refuse_computed_pair(link: LinkSpec, body: Any) -> None:
+    """A PUT of one pair naming a formula field of the link: 422 `field_computed`."""
+    sent = refused_values(link, body) if isinstance(body, dict) else []
+    if sent:
+        raise ValidationFailed(
+            f"{', '.join(sent)} of a {link.name} pair {'is' if len(sent) == 1 else 'are'} "
+            "computed by the server and cannot be sent",
+            [ErrorDetail(name, "is computed by a formula: leave it out") for name in sent],
+            code="field_computed")
 
 
 def read(conn: sa.Connection, joins: sa.Table, link: LinkSpec,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from engine.errors import Diagnostic
@@ -57,8 +58,113 @@ def check_formulas(drafts: Mapping[str, Draft], broken: set[str]) -> list[Diagno
         for name, raw in (draft.data.get("fields") or {}).items():
             if isinstance(raw, dict) and "formula" in raw and name in draft.fields:
                 problems.extend(_check_one(draft, name, raw, drafts, broken))
+        problems.extend(check_pair_formulas(draft))
     if not problems:
         problems.extend(_cycles(drafts))
+    return problems
+
+
+def check_pair_formulas(draft: Draft) -> list[Diagnostic]:
+    """The formulas of a link's pairs (`through: {amount: {formula: "price * quantity"}}`),
+    compiled into the link's through fields. Such a formula reads the pair's own fields
+    only: a pair is written with its values, so what it computes from is at hand, and no
+    change elsewhere has to find the pairs reading it."""
+    problems: list[Diagnostic] = []
+    for link_name, decl in (draft.data.get("links") or {}).items():
+        link = draft.links.get(link_name)
+        if link is None or not isinstance(decl, dict) or not isinstance(decl.get("through"), dict):
+            continue
+        through = dict(link.through)
+        found: list[Diagnostic] = []
+        for name, raw in decl["through"].items():
+            if isinstance(raw, dict) and "formula" in raw and name in through:
+                found.extend(_check_pair_one(draft, link_name, name, raw, through))
+        if not found:
+            found.extend(_pair_cycles(draft, link_name, through))
+        problems += found
+        draft.links[link_name] = replace(link, through=MappingProxyType(through))
+    return problems
+
+
+def _check_pair_one(draft: Draft, link: str, name: str, raw: Mapping[str, Any],
+                    through: dict[str, FieldSpec]) -> Iterator[Diagnostic]:
+    spec = through[name]
+    path = ("links", link, "through", name)
+    clashes = [key for key in ("required", "default") if raw.get(key) not in (None, False)]
+    for key in clashes:
+        yield draft.source.diagnostic(
+            "formula.key", (*path, key), f"a formula field takes no {key}: its value is computed",
+            f"remove {key}, or remove the formula", at_key=True)
+    if spec.type.name not in RESULT_TYPES:
+        yield draft.source.diagnostic(
+            "formula.type", (*path, "type"), f"a formula cannot compute {_a(spec.type.name)} field",
+            "formula fields are " + ", ".join(RESULT_TYPES))
+        return
+    if clashes:
+        return
+
+    def resolve(names: tuple[str, ...], position: int) -> str:
+        if len(names) > 1:
+            raise FormulaProblem(
+                f"{'.'.join(names)!r}: a formula of the pairs of {link} reads the pair's own "
+                "fields, not the linked records'", position,
+                "give the pair the value it needs as a through field, or compute it on the "
+                "records with a formula field")
+        field = through.get(names[0])
+        if field is None:
+            raise FormulaProblem(f"the pairs of {link} have no field {names[0]!r}", position,
+                                 did_you_mean(names[0], list(through))
+                                 or _listing("fields", list(through)))
+        kind = FIELD_TYPES.get(field.type.name)
+        if kind is None:
+            raise FormulaProblem(f"{names[0]!r} is {_a(field.type.name)} field, which a formula "
+                                 "cannot read", position,
+                                 "formulas read numbers, money, text, choices, dates and booleans")
+        return kind
+
+    try:
+        formula = compile_formula(raw["formula"], resolve)
+    except FormulaProblem as problem:
+        pointer = f"{raw['formula'][:problem.position]}⟨here⟩{raw['formula'][problem.position:]}"
+        yield draft.source.diagnostic(
+            "formula.invalid", (*path, "formula"),
+            f"{problem.message} (at character {problem.position + 1}: {pointer})",
+            problem.hint or "see 'Formula fields' in docs/setup-language.md")
+        return
+    if formula.type not in (*RESULT_TYPES[spec.type.name], "null"):
+        yield draft.source.diagnostic(
+            "formula.result", (*path, "formula"),
+            f"gives {_a(formula.type)}, but the field is {_a(spec.type.name)}",
+            _result_hint(formula.type, spec.type.name))
+        return
+    through[name] = replace(spec, formula=formula)
+
+
+def _pair_cycles(draft: Draft, link: str, through: Mapping[str, FieldSpec]) -> list[Diagnostic]:
+    """A formula of the pairs reading itself through the pair's other formulas."""
+    reads = {name: sorted(p[0] for p in field.formula.paths)
+             for name, field in through.items() if field.formula is not None}
+    problems: list[Diagnostic] = []
+    state: dict[str, int] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = 1
+        for nxt in reads[name]:
+            if nxt not in reads:
+                continue
+            if state.get(nxt) == 1:
+                loop = " → ".join([*trail[trail.index(nxt):], nxt])
+                problems.append(draft.source.diagnostic(
+                    "formula.cycle", ("links", link, "through", nxt, "formula"),
+                    f"the formula reads itself: {loop}",
+                    "compute it from other fields of the pair, never in a circle"))
+            elif nxt not in state:
+                visit(nxt, [*trail, nxt])
+        state[name] = 2
+
+    for name in reads:
+        if name not in state:
+            visit(name, [name])
     return problems
 
 

@@ -97,9 +97,10 @@ LINK: dict[str, Any] = {
     "else": {"type": "string", "x-message": "must be a mapping such as {to: client}, or an entity name"},
 }
 
-#: field keys a link's `through` field cannot have: it is computed by nothing and unique
-#: with nothing (one row per linked pair), and it has no stages of its own
-THROUGH_REFUSED = frozenset({"formula", "rollup", "unique", "index", "required_in_stages",
+#: field keys a link's `through` field cannot have: it is added up from nothing and unique
+#: with nothing (one row per linked pair), and it has no stages of its own (a `formula`
+#: it may have: computed from the pair's own fields, engine/setup/formula_check.py)
+THROUGH_REFUSED = frozenset({"rollup", "unique", "index", "required_in_stages",
                              "readonly_in_stages", "renamed_from"})
 
 STAGE: dict[str, Any] = {

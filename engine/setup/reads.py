@@ -47,6 +47,8 @@ def derived_hidden(reads: Mapping[Node, frozenset[Node]], hidden: Callable[[str]
     something of an entity that is `unreadable` — for one role, or one user's roles."""
     found: dict[str, set[str]] = defaultdict(set)
     for (entity, field), read in reads.items():
+        if "." in field:
+            continue  # a formula of a link's pairs: shown, or not, with the link
         if any(name in hidden(owner) or unreadable(owner) for owner, name in read):
             found[entity].add(field)
     return {entity: frozenset(names) for entity, names in found.items()}

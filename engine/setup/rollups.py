@@ -14,6 +14,11 @@ polymorphic), or a many-to-many link of this entity. After the dot, a field of t
 records (none for `count`: it counts the records). `where` is a condition on those records
 in the filter structure of rules and role conditions, about their own fields.
 
+Along a many-to-many link that carries data (`through:`), `$link.` names a field of the
+pairs themselves, as the API and rules do: `{sum: procedures.$link.amount}` adds up the
+pairs' amounts, and `where: {$link.tooth: {gte: 40}}` keeps the pairs whose tooth is 40 or
+more (beside conditions on the linked records' own fields).
+
 This module checks each `rollup:` once the setup is built (the `where` needs the filter
 grammar over every entity) — every problem located, with a hint — and returns the entities
 with `FieldSpec.rollup` set. `engine/storage/rollups.py` computes them;
@@ -29,7 +34,7 @@ from types import MappingProxyType
 from typing import Any
 
 from engine.errors import Diagnostic
-from engine.setup.filters import ATTRIBUTE, Condition, FilterGrammar, FilterRefused
+from engine.setup.filters import ATTRIBUTE, PAIR, PAIR_KEY, Condition, FilterGrammar, FilterRefused
 from engine.setup.names import did_you_mean
 from engine.setup.roles import condition_params
 from engine.setup.source import SourceFile
@@ -71,11 +76,29 @@ class RollupSpec:
     where: tuple[Condition, ...] = ()
     #: the declaration as canonical text: what a migration compares, what OpenAPI shows
     source: str = ""
+    #: `field` is one of the pairs' own fields (`procedures.$link.price`), not the records'
+    pair: bool = False
+
+    @property
+    def record_where(self) -> tuple[Condition, ...]:
+        """The conditions on the records' own fields (the others are on the pairs')."""
+        return tuple(c for c in self.where if c.kind != PAIR)
+
+    def declaring(self, parent: str) -> str:
+        """The entity declaring the link the way follows (for a many-to-many way: whose
+        join table holds the pairs), seen from `parent`, the entity holding the roll-up."""
+        return parent if self.kind == MANY else self.child
 
     @property
     def empty(self) -> Any:
         """The value over no records: a count or a sum of nothing is 0, the rest unknown."""
         return 0 if self.function in ("count", "sum") else None
+
+
+def pair_field(link: str, name: str) -> str:
+    """A field of a link's pairs as a computed field's reads name it: `procedures.$link.price`
+    (never an entity field's name: those are identifiers)."""
+    return f"{link}.{PAIR_KEY}.{name}"
 
 
 def check_rollups(setup: SetupSpec, sources: Mapping[str, SourceFile],
@@ -148,21 +171,22 @@ class _Checker:
         found = self.way(function, body[function])
         if found is None:
             return None
-        way, child, name, kind, link = found
-        if not self.fits(function, child, name):
+        way, child, name, kind, link, pair = found
+        if not self.fits(function, child, name, link if pair else None):
             return None
-        where = self.where(child, body["where"]) if "where" in body else ()
+        where = self.where(way, child, link, body["where"]) if "where" in body else ()
         if where is None:
             return None
-        text = f"{function}: {way}" + (f".{name}" if name else "")
+        text = f"{function}: {way}" + (f".{PAIR_KEY}" if pair else "") + (f".{name}" if name else "")
         if "where" in body:
             text += " where " + json.dumps(body["where"], sort_keys=True, ensure_ascii=False,
                                            default=str)
-        return RollupSpec(function, way, child.name, name, kind, link, where, text)
+        return RollupSpec(function, way, child.name, name, kind, link, where, text, pair)
 
     def way(self, function: str, value: Any
-            ) -> tuple[str, EntitySpec, str | None, str, LinkSpec] | None:
-        """The way, the entity summed over, its field, and how it is reached."""
+            ) -> tuple[str, EntitySpec, str | None, str, LinkSpec, bool] | None:
+        """The way, the entity summed over, its field, how it is reached, and whether the
+        field is one of the pairs' (`$link.`)."""
         path = (*self.path, function)
         if not isinstance(value, str) or not value:
             self.problem("rollup.way", path, f"must name a way and a field, not {value!r}",
@@ -192,7 +216,9 @@ class _Checker:
                              f"{child.name} records", f"write {function}: {way}.<field>, e.g. "
                              f"{way}.{_example(child, function)}")
                 return None
-            return way, child, None, kind, link
+            return way, child, None, kind, link, False
+        if name == PAIR_KEY or name.startswith(PAIR_KEY + "."):
+            return self.pair_way(function, way, child, name, kind, link)
         if "." in name:
             self.problem("rollup.way", path, "a roll-up reads a field of the records "
                          "themselves, not of records they link to",
@@ -203,7 +229,32 @@ class _Checker:
             self.problem("rollup.field", path, f"{child.name} has no field {name!r}",
                          did_you_mean(name, known) or "fields: " + ", ".join(known))
             return None
-        return way, child, name, kind, link
+        return way, child, name, kind, link, False
+
+    def pair_way(self, function: str, way: str, child: EntitySpec, name: str, kind: str,
+                 link: LinkSpec) -> tuple[str, EntitySpec, str | None, str, LinkSpec, bool] | None:
+        """`way.$link.field`: a field of the pairs of a link that carries data."""
+        path = (*self.path, function)
+        if kind == REVERSE or not link.through:
+            what = "is a way back along a link to one record" if kind == REVERSE else \
+                "is a many-to-many link without fields of its own"
+            self.problem("rollup.pair", path, f"{way!r} {what}, so its pairs carry no data "
+                         f"for {PAIR_KEY} to read",
+                         f"roll up a field of the {child.name} records ({way}.<field>), or "
+                         "declare the fields on a many-to-many link with through:")
+            return None
+        field = name[len(PAIR_KEY) + 1:]
+        if not field:
+            self.problem("rollup.pair", path, f"{PAIR_KEY} names no field of the pairs of {way}",
+                         f"write {function}: {way}.{PAIR_KEY}.<field>, one of: "
+                         + ", ".join(link.through))
+            return None
+        if field not in link.through:
+            known = list(link.through)
+            self.problem("rollup.pair", path, f"the pairs of {way} have no field {field!r}",
+                         did_you_mean(field, known) or "their fields: " + ", ".join(known))
+            return None
+        return way, child, field, kind, link, True
 
     def ways(self) -> dict[str, tuple[EntitySpec, str, LinkSpec]]:
         found: dict[str, tuple[EntitySpec, str, LinkSpec]] = {}
@@ -215,8 +266,10 @@ class _Checker:
                 found[link.name] = (self.setup.entities[link.target], MANY, link)
         return found
 
-    def fits(self, function: str, child: EntitySpec, name: str | None) -> bool:
-        """The child field can be rolled up this way, into this field."""
+    def fits(self, function: str, child: EntitySpec, name: str | None,
+             pairs: LinkSpec | None = None) -> bool:
+        """The child field (or the pairs' field, along `pairs`) can be rolled up this way,
+        into this field."""
         path = (*self.path, function)
         target = self.field.type.name
         if name is None or function == "count":
@@ -226,9 +279,10 @@ class _Checker:
                              "declare type: integer")
                 return False
             return True
-        source = child.fields[name].type.name
+        source = (pairs.through if pairs is not None else child.fields)[name].type.name
+        owner = f"{pairs.name}.{PAIR_KEY}" if pairs is not None else child.name
         if source not in _READS[function]:
-            self.problem("rollup.field", path, f"{child.name}.{name} is {_a(source)} field; "
+            self.problem("rollup.field", path, f"{owner}.{name} is {_a(source)} field; "
                          f"{function} takes " + ", ".join(_READS[function]) + " fields",
                          "roll up a number, money, date or datetime field, or count the "
                          "records")
@@ -246,7 +300,8 @@ class _Checker:
             return False
         return True
 
-    def where(self, child: EntitySpec, raw: Any) -> tuple[Condition, ...] | None:
+    def where(self, way: str, child: EntitySpec, link: LinkSpec,
+              raw: Any) -> tuple[Condition, ...] | None:
         path = (*self.path, "where")
         if not isinstance(raw, dict) or not raw:
             self.problem("rollup.where", path, "must be a condition such as {stage: paid}",
@@ -257,12 +312,28 @@ class _Checker:
         for key, text in condition_params(raw):
             field = key.split("[")[0]
             where = (*path, field)
+            pair = key.startswith(PAIR_KEY + ".")
             try:
-                condition = self.grammar.parse(child.name, key, text)
+                if pair:  # a condition on the pairs' values: parsed as the parent's filter
+                    condition = self.grammar.parse(self.spec.name, f"{way}.{key}", text)
+                else:
+                    condition = self.grammar.parse(child.name, key, text)
             except FilterRefused as refused:
                 self.problem("rollup.where", where, f"{key}: {refused}",
-                             f"a condition on the {child.name} records summed over")
+                             f"a condition on the pairs of {way} ({PAIR_KEY}.<field>)" if pair
+                             else f"a condition on the {child.name} records summed over")
                 return None
+            if pair and condition.kind == PAIR:
+                inner = condition.inner
+                assert inner is not None
+                values = inner.value if isinstance(inner.value, list) else [inner.value]
+                if any(isinstance(v, Deferred) for v in values):
+                    self.problem("rollup.where", where, f"{key}: a roll-up is stored, so a "
+                                 "relative date would hold only as of the last change",
+                                 "compare with a fixed date")
+                    return None
+                found.append(condition)
+                continue
             if condition.kind != ATTRIBUTE:
                 self.problem("rollup.where", where, f"{key}: a roll-up's condition reads the "
                              f"{child.name} records' own fields and links",
@@ -317,7 +388,10 @@ def _cycles(setup: SetupSpec, sources: Mapping[str, SourceFile]) -> list[Diagnos
 def computed_reads(setup: SetupSpec) -> dict[tuple[str, str], set[tuple[str, str]]]:
     """For each computed field (entity, field), the stored fields it reads directly: a
     formula's paths' ends, a roll-up's records (`id`), field and the fields of its
-    `where`."""
+    `where`. A field of a link's pairs is (the entity declaring the link,
+    `link.$link.field`: `pair_field`); a roll-up reading pairs reads the link itself too
+    (entity, link) — hidden from a role, the link hides what adds up its pairs. A formula
+    of the pairs (`through: {amount: {formula: ...}}`) is a computed field of that name."""
     reads: dict[tuple[str, str], set[tuple[str, str]]] = {}
     for entity in setup.entities.values():
         for field in entity.fields.values():
@@ -325,15 +399,29 @@ def computed_reads(setup: SetupSpec) -> dict[tuple[str, str], set[tuple[str, str
                 reads[(entity.name, field.name)] = {
                     _end(setup, entity, path) for path in field.formula.paths}
             elif field.rollup is not None:
-                reads[(entity.name, field.name)] = set(_rollup_reads(field.rollup))
+                reads[(entity.name, field.name)] = set(_rollup_reads(entity.name, field.rollup))
+        for link in entity.links.values():
+            for name, field in link.through.items():
+                if field.formula is not None:
+                    reads[(entity.name, pair_field(link.name, name))] = {
+                        (entity.name, pair_field(link.name, path[0]))
+                        for path in field.formula.paths}
     return reads
 
 
-def _rollup_reads(rollup: RollupSpec) -> Iterator[tuple[str, str]]:
+def _rollup_reads(parent: str, rollup: RollupSpec) -> Iterator[tuple[str, str]]:
     yield rollup.child, "id"  # the records themselves: a count tells how many there are
+    declaring = rollup.declaring(parent)
+    pairs = [c.inner.name for c in rollup.where if c.kind == PAIR and c.inner is not None]
     if rollup.field is not None:
-        yield rollup.child, rollup.field
-    for condition in rollup.where:
+        if rollup.pair:
+            pairs.append(rollup.field)
+        else:
+            yield rollup.child, rollup.field
+    for name in pairs:
+        yield declaring, rollup.link.name
+        yield declaring, pair_field(rollup.link.name, name)
+    for condition in rollup.record_where:
         yield rollup.child, condition.name
 
 

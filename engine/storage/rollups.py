@@ -26,11 +26,12 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.errors import ValidationFailed
+from engine.setup.filters import PAIR
 from engine.setup.names import link_column, poly_entity_column
 from engine.setup.rollups import MANY, REVERSE, RollupSpec
 from engine.setup.spec import EntitySpec, FieldSpec
 from engine.storage.database import UNSCOPED
-from engine.storage.filters import compile_condition
+from engine.storage.filters import compile_condition, pair_clauses
 from engine.storage.formulas import BATCH, EXACT, finisher, unstorable, write_columns
 from engine.storage.sums import joined, sum_of
 from engine.storage.tables import Storage
@@ -57,6 +58,7 @@ class _Way:
         self.fields = fields
         self.dialect = dialect
         child = storage[first.child].table
+        joins: sa.Table | None = None
         if first.kind == REVERSE:
             key = child.c[link_column(first.link.name)]
             source: Any = child
@@ -70,7 +72,11 @@ class _Way:
                 else (joins.c.target_id, joins.c.source_id)
             source = joins.join(child, child.c.id == other)
             conditions = []
-        conditions += [compile_condition(storage, c, dialect) for c in first.where]
+        conditions += [compile_condition(storage, c, dialect) for c in first.record_where]
+        pairs = [c for c in first.where if c.kind == PAIR]
+        if pairs:  # conditions on the pairs' values: over the join table joined above
+            conditions += pair_clauses(storage, storage[spec.name], first.way, pairs, dialect)
+        self.joins = joins
         self.key = key
         self.conditions = conditions
         self.source = source
@@ -82,30 +88,38 @@ class _Way:
             rollup = field.rollup
             assert rollup is not None
             start = len(columns)
-            columns += self._aggregates(rollup, child)
-            self.reading.append((start, len(columns) - start, self._finish(rollup, child, field)))
+            columns += self._aggregates(rollup)
+            self.reading.append((start, len(columns) - start, self._finish(rollup, field)))
         self.select = sa.select(*columns).select_from(source).group_by(key)
         #: one parent, the common case of a write: built once, so that neither the
         #: statement nor its cache key is made again on every write
         self.select_one = unscoped(self.select.where(key == sa.bindparam("parent"),
                                                      *conditions))
 
-    def _aggregates(self, rollup: RollupSpec, child: sa.Table) -> list[Any]:
+    def _column(self, rollup: RollupSpec) -> Any:
+        """The column a roll-up reads: a field of the records, or of their pairs."""
+        assert rollup.field is not None
+        if rollup.pair:
+            assert self.joins is not None
+            return self.joins.c[rollup.field]
+        return self.child.c[rollup.field]
+
+    def _aggregates(self, rollup: RollupSpec) -> list[Any]:
         if rollup.function == "count":
-            return [sa.func.count(child.c.id if rollup.field is None else child.c[rollup.field])]
-        column = child.c[rollup.field]  # type: ignore[index]
+            return [sa.func.count(self.child.c.id if rollup.field is None
+                                  else self._column(rollup))]
+        column = self._column(rollup)
         if rollup.function == "sum":
             return sum_of(self.dialect, column)
         if rollup.function == "avg":
             return [*sum_of(self.dialect, column), sa.func.count(column)]
         return [getattr(sa.func, rollup.function)(column)]
 
-    def _finish(self, rollup: RollupSpec, child: sa.Table,
-                field: FieldSpec) -> Callable[[Sequence[Any]], Any]:
+    def _finish(self, rollup: RollupSpec, field: FieldSpec) -> Callable[[Sequence[Any]], Any]:
         stored = finisher(field)
         empty = rollup.empty
         function = rollup.function
-        column = None if rollup.field is None else child.c[rollup.field]
+        column = None if rollup.field is None else self._column(rollup)
         dialect = self.dialect
         whole = field.type.name == "integer"
 
@@ -135,9 +149,9 @@ class _Way:
             assert rollup is not None
             label = f"v_{field.name}"
             if rollup.function == "count":
-                columns.append(self._aggregates(rollup, self.child)[0].label(label))
+                columns.append(self._aggregates(rollup)[0].label(label))
                 continue
-            column = self.child.c[rollup.field]  # type: ignore[index]
+            column = self._column(rollup)
             target = table.c[field.name].type
             if rollup.function == "avg" or not _same_storage(column.type, target):
                 return None

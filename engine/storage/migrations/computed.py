@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from engine.setup.rollups import computed_reads
+from engine.setup.names import join_table_name
+from engine.setup.rollups import computed_reads, pair_field
 from engine.setup.spec import SetupSpec
 from engine.storage.migrations.formulas import RecomputeFormulas
+from engine.storage.migrations.pair_formulas import RecomputePairs
 from engine.storage.migrations.rollups import RecomputeRollups
 from engine.storage.migrations.steps import Step
 
@@ -39,6 +41,7 @@ def computed_steps(setup: SetupSpec, previous: Mapping[str, Any],
                 dirty[(spec.name, field.name)] = f"new {what}"
             elif old[key] != source:
                 dirty[(spec.name, field.name)] = f"{what} changed"
+    dirty.update(pair_dirty(setup, previous, live_name))
     reads = computed_reads(setup)
     grew = True
     while grew:  # the readers of a recomputed field are recomputed after it
@@ -67,6 +70,18 @@ def computed_steps(setup: SetupSpec, previous: Mapping[str, Any],
         if table is None:
             continue  # a new table: its rows are created with their computed fields
         last = steps[-1] if steps else None
+        if "." in name:  # a formula of a link's pairs (`procedures.$link.amount`)
+            link = name.split(".")[0]
+            joins = live_name.get(join_table_name(entity, link))
+            if joins is None:
+                continue  # a new link: its pairs are written with their formulas
+            if isinstance(last, RecomputePairs) and (last.table, last.link) == (entity, link):
+                last.fields = (*last.fields, name)
+                last.why = "; ".join(sorted(set(last.why.split("; ")) | {dirty[(entity, name)]}))
+                continue
+            steps.append(RecomputePairs(table=entity, link=link, fields=(name,),
+                                        rows=rows(joins), why=dirty[(entity, name)]))
+            continue
         kind: type[RecomputeRollups] | type[RecomputeFormulas] = \
             RecomputeRollups if _is_rollup(setup, (entity, name)) else RecomputeFormulas
         if type(last) is kind and last.table == entity:
@@ -80,4 +95,23 @@ def computed_steps(setup: SetupSpec, previous: Mapping[str, Any],
 
 
 def _is_rollup(setup: SetupSpec, node: Node) -> bool:
-    return setup.entities[node[0]].fields[node[1]].rollup is not None
+    field = setup.entities[node[0]].fields.get(node[1])  # None: a formula of a link's pairs
+    return field is not None and field.rollup is not None
+
+
+def pair_dirty(setup: SetupSpec, previous: Mapping[str, Any],
+               live_name: Mapping[str, str]) -> dict[Node, str]:
+    """The formulas of links' pairs that are new or changed since the recorded model."""
+    dirty: dict[Node, str] = {}
+    for spec in setup.entities.values():
+        before = (previous.get(live_name.get(spec.name, spec.name)) or {}).get("links") or {}
+        for link in spec.links.values():
+            old = (before.get(link.name) or {}).get("formulas") or {}
+            for name, field in link.through.items():
+                if field.formula is None:
+                    continue
+                if name not in old:
+                    dirty[(spec.name, pair_field(link.name, name))] = "new formula"
+                elif old[name] != field.formula.source:
+                    dirty[(spec.name, pair_field(link.name, name))] = "formula changed"
+    return dirty

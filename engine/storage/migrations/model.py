@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from engine.setup.spec import EntitySpec, FieldSpec
+from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec
 from engine.storage.migrations import constraints
 from engine.storage.migrations.rules import rules_model
 from engine.storage.tables import Storage
@@ -47,7 +47,9 @@ def entity_model(entity: EntitySpec) -> dict[str, Any]:
         "fields": {name: field_model(spec) for name, spec in entity.fields.items()},
         "links": {
             name: {"to": list(link.targets), "many": link.many, "polymorphic": link.polymorphic,
-                   "required": link.required, "on_delete": link.on_delete}
+                   "required": link.required, "on_delete": link.on_delete,
+                   # only on links whose pairs have formulas: other digests are unchanged
+                   **_pair_formulas(link)}
             for name, link in entity.links.items()
         },
         "pipelines": pipelines,
@@ -56,6 +58,12 @@ def entity_model(entity: EntitySpec) -> dict[str, Any]:
         "owner": entity.owner,
         **constraints.model(entity),  # unique sets, no_overlap (when declared)
     }
+
+
+def _pair_formulas(link: LinkSpec) -> dict[str, Any]:
+    formulas = {name: field.formula.source for name, field in link.through.items()
+                if field.formula is not None}
+    return {"formulas": formulas} if formulas else {}
 
 
 def field_model(spec: FieldSpec) -> dict[str, Any]:
