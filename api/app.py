@@ -46,6 +46,7 @@ from api.imports import add_import_routes
 from api.language import pick_language
 from api.responses import json_response, no_query, read_json
 from api.users import add_user_routes
+from api.webhooks import add_webhook_routes
 from engine.automations.runner import Runner
 from engine.core import Kartoteka
 from engine.errors import ErrorDetail, MalformedRequest, NotFound, StaleVersion
@@ -111,6 +112,7 @@ def create_app(kt: Kartoteka, settings: ApiSettings | None = None) -> FastAPI:
         routes.add_entity(app, entity)
     add_user_routes(app, kt, kt.settings.max_body_bytes, _REFUSED)
     add_automation_routes(app, kt, kt.settings.max_body_bytes, _REFUSED)
+    add_webhook_routes(app, kt, kt.settings.max_body_bytes, _REFUSED)
     install_docs(app)
     app.openapi = lambda: _openapi(app, kt)  # type: ignore[method-assign]
     return app

@@ -21,6 +21,7 @@ from engine.access.scopes import guard
 from engine.access.users import Users
 from engine.automations.intake import Intakes
 from engine.automations.notifications import Notifications
+from engine.automations.subscriptions import Webhooks
 from engine.automations.worker import Action, Automations
 from engine.errors import SettingsError
 from engine.exchange.imports import Imports
@@ -102,6 +103,9 @@ class Kartoteka:
         self.automations = Automations(self.records, self.stages, self.users, actions,
                                        setup.timezone)
         self.notifications = Notifications(self.storage, self.db, self.acting)
+        #: webhook subscriptions an admin makes over the API (`/api/webhooks`)
+        self.webhooks = Webhooks(self.storage.webhooks, self.db, setup,
+                                 self.records.journal.outbox, self.users.may_manage)
         #: records arriving without a user's token (setup.yaml `intakes:`)
         self.intakes = Intakes(self.records, setup.intakes)
 

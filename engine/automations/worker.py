@@ -45,8 +45,9 @@ from engine.process.stages import StageMoves
 from engine.records.service import Record, Records
 from engine.setup.automations import ACTOR, OWNER, RECORD, AutomationSpec
 from engine.setup.names import link_column, poly_entity_column
+from engine.setup.roles import ADMIN
 from engine.setup.spec import FieldSpec, label_text
-from engine.storage.outbox import DEAD, DELIVERIES, DONE, PENDING
+from engine.storage.outbox import DEAD, DELIVERIES, DONE, PENDING, SUBSCRIBED_KIND
 from engine.storage.rules import _clauses
 from engine.types.moments import NotRelative, Relative, parse_relative
 
@@ -234,9 +235,10 @@ class Automations:
                 claim = claim.with_for_update(skip_locked=True)
             rows = [dict(row) for row in conn.execute(claim).mappings()]
             deliveries = [row for row in rows if row["kind"] in DELIVERIES]
+            subscriptions = self._subscriptions(conn) if len(deliveries) < len(rows) else {}
             for event in rows:
                 if event["kind"] not in DELIVERIES:
-                    self._run_claimed(conn, event, now)
+                    self._run_claimed(conn, event, now, subscriptions)
             if deliveries:
                 # a network call must not hold the database: leased now, made after the commit
                 conn.execute(sa.update(events).where(
@@ -246,11 +248,25 @@ class Automations:
             self._deliver(event, now)
         return len(rows)
 
-    def _run_claimed(self, conn: sa.Connection, event: dict[str, Any], now: dt.datetime) -> None:
+    def _subscriptions(self, conn: sa.Connection) -> dict[tuple[str, str], list[Any]]:
+        """The active webhook subscriptions (kt_webhook), by (entity, event kind)."""
+        t = self.storage.webhooks
+        found: dict[tuple[str, str], list[Any]] = {}
+        for row in conn.execute(sa.select(t.c.id, t.c.entity, t.c.events, t.c.role)
+                                .where(t.c.active.is_(True)).order_by(t.c.id)):
+            for kind in dict.fromkeys(SUBSCRIBED_KIND[e] for e in row.events or ()
+                                      if e in SUBSCRIBED_KIND):
+                found.setdefault((row.entity, kind), []).append(row)
+        return found
+
+    def _run_claimed(self, conn: sa.Connection, event: dict[str, Any], now: dt.datetime,
+                     subscriptions: Mapping[tuple[str, str], list[Any]]) -> None:
         events = self.storage.events
         try:
             with self.db.write():  # the automations' writes: undone together on failure
                 runs = self._run_event(conn, event)
+                for subscription in subscriptions.get((event["entity"], event["kind"]), ()):
+                    self._queue_subscription(conn, subscription, event)
         except Exception as error:
             message = _describe(error)
             log.warning("event %s (%s %s %s) failed: %s", event["id"], event["kind"],
@@ -308,6 +324,8 @@ class Automations:
                     "" if dead else ", retried later", message)
 
     def _post(self, event_id: int, payload: Mapping[str, Any]) -> int:
+        if payload.get("webhook") is not None:
+            return self._post_subscription(event_id, payload)
         secret = None
         if payload.get("secret_env"):
             value = os.environ.get(payload["secret_env"])
@@ -318,6 +336,19 @@ class Automations:
             secret = value.encode()
         body = json.dumps(payload["body"], ensure_ascii=False, separators=(",", ":")).encode()
         return webhook.post(payload["url"], body, secret=secret, event_id=str(event_id),
+                            allowed=webhook.allowed_from_env())
+
+    def _post_subscription(self, event_id: int, payload: Mapping[str, Any]) -> int:
+        """A subscription's delivery, to its URL and signed with its secret as they are now
+        (a URL fixed by the admin is used when a dead letter is retried)."""
+        t = self.storage.webhooks
+        with self.db.read() as conn:
+            row = conn.execute(sa.select(t.c.url, t.c.secret).where(
+                t.c.id == payload["webhook"])).first()
+        if row is None:
+            raise DeliveryFailed(f"webhook {payload['webhook']} was deleted", retryable=False)
+        body = json.dumps(payload["body"], ensure_ascii=False, separators=(",", ":")).encode()
+        return webhook.post(row.url, body, secret=row.secret.encode(), event_id=str(event_id),
                             allowed=webhook.allowed_from_env())
 
     @staticmethod
@@ -600,17 +631,46 @@ class Automations:
             "automation": automation.name, "to": to, "subject": subject,
             "text": text, "language": language}, at=self.records.clock())
 
+    def _as_role(self, entity: str, record: Record, role: str | None) -> Record:
+        """`record` without the fields `role` hides (all of them without a role); only its
+        id for a role the setup no longer has."""
+        if not role:
+            return record
+        if role not in self.storage.setup.roles and role != ADMIN:
+            return {"id": record.get("id")}
+        reader = User(0, "", None, (role,), None, True)
+        with self.records.access.acting.as_user(reader):
+            rights = self.records.access.rights(entity)
+        return {k: v for k, v in record.items()
+                if rights is None or k not in rights.hidden}
+
+    def _queue_subscription(self, conn: sa.Connection, subscription: Any,
+                            event: Mapping[str, Any]) -> None:
+        """A subscription's deliveries for a record event: one per trigger it names that
+        the event is (a stage move is a stage_left and a stage_entered)."""
+        changes = event["changes"] or {}
+        triggers = [t for t in subscription.events if SUBSCRIBED_KIND.get(t) == event["kind"]]
+        if event["kind"] == "stage":
+            triggers = [t for t in triggers if changes.get(
+                "to" if t == "stage_entered" else "from") is not None]
+        if not triggers:
+            return
+        record = {"id": event["record_id"]} if event["kind"] == "delete" else _as_of(
+            self._record(conn, event["entity"], event["record_id"]), event)
+        record = self._as_role(event["entity"], record, subscription.role)
+        for trigger in dict.fromkeys(triggers):
+            body = {"webhook": subscription.id, "trigger": trigger, "entity": event["entity"],
+                    "id": event["record_id"], "changes": event["changes"], "record": record}
+            self.outbox.deliver(conn, "webhook", event["entity"], event["record_id"], {
+                "automation": f"webhook {subscription.id}", "webhook": subscription.id,
+                "body": json.loads(json.dumps(body, default=str))}, at=self.records.clock())
+
     def _do_webhook(self, conn: sa.Connection, automation: AutomationSpec,
                     event: Mapping[str, Any], params: dict[str, Any]) -> Any:
         """A signed POST of the record (as `role` sees it, when given) to `url`, made once
         the event's transaction commits (a delivery event of its own, retried alone)."""
-        record = self._trigger(conn, automation, event)
-        if params.get("role"):
-            reader = User(0, "", None, (params["role"],), None, True)
-            with self.records.access.acting.as_user(reader):
-                rights = self.records.access.rights(automation.entity)
-            for name in rights.hidden if rights is not None else ():
-                record.pop(name, None)
+        record = self._as_role(automation.entity, self._trigger(conn, automation, event),
+                               params.get("role"))
         body = {"automation": automation.name, "trigger": automation.on,
                 "entity": automation.entity, "id": event["record_id"],
                 "changes": event["changes"], "record": record}

@@ -36,7 +36,8 @@ class Journal:
         self.storage = storage
         #: the events automations listen to, written with the journal's rows
         self.outbox = Outbox(storage.events, (
-            (automation.entity, automation.event) for automation in storage.setup.automations))
+            (automation.entity, automation.event) for automation in storage.setup.automations),
+            storage.webhooks)
         # built once, the values passed as execute parameters: one compiled statement for
         # every event (a statement built with `.values(...)` per write costs more than its
         # execution)
