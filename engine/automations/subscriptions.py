@@ -123,7 +123,8 @@ class Webhooks:
                          if key not in body]
         values = {key: value for key, value in body.items() if key in KEYS}
         entity = values.get("entity", None if current is None else current.entity)
-        if "entity" in values and values["entity"] not in self.setup.entities:
+        if "entity" in values and (not isinstance(values["entity"], str)
+                                   or values["entity"] not in self.setup.entities):
             problems.append(ErrorDetail("entity", f"no entity {values['entity']!r}; entities: "
                                         + ", ".join(self.setup.entities)))
             entity = None
@@ -139,7 +140,7 @@ class Webhooks:
                 problems.append(ErrorDetail("secret", f"must be text of {SECRET_MIN} to "
                                             f"{SECRET_LENGTH} printable characters (leave it "
                                             "out and the server makes one)"))
-        if "role" in values and values["role"] is not None:
+        if values.get("role") is not None:
             roles = [*self.setup.roles, ADMIN]
             if values["role"] not in roles:
                 problems.append(ErrorDetail("role", f"no role {values['role']!r}; roles: "
