@@ -91,7 +91,8 @@ class Kartoteka:
         self.import_jobs = ImportJobs(self.imports, self.acting)
         self.users = Users(self.storage.users, self.storage.tokens, self.db,
                            frozenset(setup.roles) | {ADMIN}, acting=self.acting,
-                           manages_users=self.records.access.manages_users)
+                           manages_users=self.records.access.manages_users,
+                           languages=setup.languages)
         #: what the system does by itself: `kt.automations.run_pending()` runs what is due
         #: (`kartoteka serve` and `kartoteka worker` do it in the background)
         actions = dict(actions or {})

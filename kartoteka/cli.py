@@ -495,21 +495,23 @@ def _users(db_url: str, setup: Path | None) -> Iterator[Any]:
     from engine.storage.users import user_tables
 
     roles: frozenset[str] | None = None  # without a setup, any role name is taken on trust
+    languages: tuple[str, ...] | None = None  # ... and any language code
     if setup is not None:
         result = check_setup(setup)
         if result.setup is None:
             raise SetupError(result.diagnostics)
         roles = frozenset(result.setup.roles) | {ADMIN}
+        languages = result.setup.languages
     users, tokens = user_tables(sa.MetaData())
     database = Database(DatabaseSettings(url=db_url))
     try:
-        yield Users(users, tokens, database, roles)
+        yield Users(users, tokens, database, roles, languages=languages)
     finally:
         database.dispose()
 
 
 SETUP_OPTION = click.option("--setup", "setup", type=click.Path(file_okay=False, path_type=Path),
-                            help="Check the role against this setup's roles.")
+                            help="Check the role (and language) against this setup's.")
 
 
 @user.command("add")
@@ -517,18 +519,22 @@ SETUP_OPTION = click.option("--setup", "setup", type=click.Path(file_okay=False,
 @click.option("--role", "roles", multiple=True, required=True, help="A role (repeatable).")
 @click.option("--team", default=None)
 @click.option("--name", default=None)
+@click.option("--language", default=None,
+              help="The language of the user's notifications, one of the setup's "
+                   "(default: its first).")
 @click.option("--expires-days", type=click.IntRange(1, 3650), default=None,
               help="The token expires after this many days (default: never).")
 @SETUP_OPTION
 @DB_OPTION
 @click.pass_context
 def user_add(ctx: click.Context, email: str, roles: tuple[str, ...], team: str | None,
-             name: str | None, expires_days: int | None, setup: Path | None, db_url: str) -> None:
+             name: str | None, language: str | None, expires_days: int | None,
+             setup: Path | None, db_url: str) -> None:
     """Add a user and print its API token, once (it is stored only as a hash)."""
     def run() -> None:
         with _users(db_url, setup) as users:
             added, token = users.add(email, list(roles), team=team, name=name,
-                                     expires_days=expires_days)
+                                     expires_days=expires_days, language=language)
         click.echo(f"Added {added.email} ({', '.join(added.roles)}). Its API token, shown once:",
                    err=True)
         click.echo(token)

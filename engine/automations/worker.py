@@ -603,11 +603,17 @@ class Automations:
                     seen = _as_of(self.records.fetch(
                         conn, automation.entity, [event["record_id"]])[0], event)
                     hidden = self._hidden_for(user)
-                    self._queue_mail(conn, automation, event, [user.email], seen, params, hidden)
+                    self._queue_mail(conn, automation, event, [user.email], seen, params, hidden,
+                                     self.language_of(user.language))
                 mailed.append(user.email)
-        for address in addresses:  # an address on the record (a client's): filled as the
-            # system sees the record, so its template says only what the receiver may know
-            self._queue_mail(conn, automation, event, [address], trigger, params, None)
+        # an address on the record (a client's): filled as the system sees the record, so
+        # its template says only what the receiver may know; in the language a field of the
+        # record names (`language: client.language`), else the setup's first
+        language = self.language_of(self._lookup(conn, automation.entity, trigger,
+                                                 params["language"])
+                                    if params.get("language") else None)
+        for address in addresses:
+            self._queue_mail(conn, automation, event, [address], trigger, params, None, language)
             mailed.append(address)
         return {"notify": {"users": told, **({"email": mailed} if mailed else {})}}
 
@@ -621,15 +627,17 @@ class Automations:
     def _queue_mail(self, conn: sa.Connection, automation: AutomationSpec,
                     event: Mapping[str, Any], to: list[str], record: Record,
                     params: Mapping[str, Any], hidden: Callable[[str], frozenset[str]] | None,
-                    ) -> None:
-        language = self.storage.setup.languages[0]
+                    language: str) -> None:
         subject = self._render(conn, automation.entity, record,
-                               label_text(params["subject"], language), hidden, single_line=True)
+                               self._text(params["subject"], language), hidden, single_line=True)
         text = "" if params.get("text") is None else self._render(
-            conn, automation.entity, record, label_text(params["text"], language), hidden)
+            conn, automation.entity, record, self._text(params["text"], language), hidden)
+        # Content-Language: the language the texts were found in, when it is one
+        found = {language if language in texts else self.storage.setup.languages[0]
+                 for texts in (params["subject"], params.get("text")) if texts is not None}
         self.outbox.deliver(conn, "email", automation.entity, event["record_id"], {
-            "automation": automation.name, "to": to, "subject": subject,
-            "text": text, "language": language}, at=self.records.clock())
+            "automation": automation.name, "to": to, "subject": subject, "text": text,
+            "language": found.pop() if len(found) == 1 else None}, at=self.records.clock())
 
     def _as_role(self, entity: str, record: Record, role: str | None) -> Record:
         """`record` without the fields `role` hides (all of them without a role); only its
@@ -701,8 +709,7 @@ class Automations:
                event: Mapping[str, Any] | None = None) -> list[int]:
         """In-app notifications to `users` about a record: only those who may read it are
         told, and each text is filled with the record as that user sees it (a hidden field
-        is left empty). Returns who was told."""
-        language = self.storage.setup.languages[0]
+        is left empty), in the user's language. Returns who was told."""
         told = []
         for user in self.users.by_ids(conn, users):
             if not user.active:
@@ -715,15 +722,27 @@ class Automations:
                     seen = _as_of(seen, event)
 
                 hidden = self._hidden_for(user)
-                subject_text = self._render(conn, entity, seen, label_text(subject, language),
+                language = self.language_of(user.language)
+                subject_text = self._render(conn, entity, seen, self._text(subject, language),
                                             hidden)
                 body = None if text is None else self._render(
-                    conn, entity, seen, label_text(text, language), hidden)
+                    conn, entity, seen, self._text(text, language), hidden)
             conn.execute(sa.insert(self.storage.notifications).values(
                 user_id=user.id, automation=automation, entity=entity, record_id=record_id,
                 subject=subject_text[:2000], text=body, at=dt.datetime.now(dt.UTC)))
             told.append(user.id)
         return told
+
+    def language_of(self, wanted: Any) -> str:
+        """`wanted` when it is one of the setup's languages, else the setup's first."""
+        languages = self.storage.setup.languages
+        return wanted if isinstance(wanted, str) and wanted in languages else languages[0]
+
+    def _text(self, texts: Mapping[str, str], language: str) -> str:
+        """The text in `language`, else in the setup's first language."""
+        if language in texts:
+            return texts[language]
+        return label_text(texts, self.storage.setup.languages[0])
 
     # -- dead letters --------------------------------------------------------------------------
     def events(self, status: str, limit: int = 100) -> list[dict[str, Any]]:
