@@ -2,16 +2,21 @@
 automations they trigger (engine/setup/automations.py).
 
 Due events are claimed in batches (on PostgreSQL `FOR UPDATE SKIP LOCKED`, so several
-workers share the queue; on SQLite the write lock serialises them), and each is run in a
-savepoint of the batch's transaction: each automation it triggers is checked (its
-trigger's details, the loop guard, its `if:`), its actions run, and the event is marked
+workers share the queue; on SQLite the write lock serialises them) and run in the batch's
+transaction: each automation an event triggers is checked (its trigger's details, the
+loop guard, its `if:`), its actions run, the deliveries of the admin's webhook
+subscriptions (engine/automations/subscriptions.py) are queued, and the event is marked
 `done` — committed together, so an automation's writes happen once, even when a worker
-dies mid-way (its transaction is rolled back, the events stay `pending`). When an action
-fails, everything the event's automations wrote is undone (its savepoint), the failure is
-recorded on the record's timeline, and the event is tried again later (exponential
+dies mid-way (its transaction is rolled back, the events stay `pending`). The batch runs
+in one savepoint; when an action fails, it runs again with a savepoint per event, so that
+everything the failing event's automations wrote is undone and nothing else: the failure
+is recorded on the record's timeline, and the event is tried again later (exponential
 backoff) until MAX_ATTEMPTS, when it becomes a dead letter an admin can list and retry
 (`GET /api/automations/events?status=dead`, `POST .../{id}/retry`). Deliveries (webhooks,
 e-mail) are leased in the batch and made after its commit, outside any transaction.
+
+Texts of notifications and e-mails are chosen per recipient: a user's `language`, an
+address's from the field `language:` names, else the setup's first language.
 
 Actions run as the system (every record, every field), attributed to the automation:
 the events their writes cause carry it and a depth one more than the event's. The loop
