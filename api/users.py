@@ -4,7 +4,7 @@ roles let them do per entity — what a front end needs to show or grey out its 
 
     GET  /api/me
     GET  /api/users                      POST /api/users  → 201, the user and its token (once)
-    GET  /api/users/{id}                 PATCH /api/users/{id}  (name, roles, team, active)
+    GET  /api/users/{id}                 PATCH /api/users/{id}  (name, roles, team, language, active)
     GET  /api/users/{id}/tokens          POST /api/users/{id}/tokens → 201, a new token (once)
     DELETE /api/users/{id}/tokens/{token_id}   revoke
     POST /api/users/{id}/password, /api/users/{id}/invitation, /api/me/password  (api/passwords.py)
@@ -34,29 +34,35 @@ USER_SCHEMA = {
     "properties": {"id": {"type": "integer"}, "email": {"type": "string"},
                    "name": {"type": ["string", "null"]},
                    "roles": {"type": "array", "items": {"type": "string"}},
-                   "team": {"type": ["string", "null"]}, "active": {"type": "boolean"}},
+                   "team": {"type": ["string", "null"]}, "active": {"type": "boolean"},
+                   "language": {"type": ["string", "null"],
+                                "description": "of the user's notifications; null: the "
+                                               "setup's first"}},
     "required": ["id", "email", "name", "roles", "team", "active"],
 }
 
 
-def _body_schemas(roles: list[str]) -> dict[str, dict[str, Any]]:
+def _body_schemas(roles: list[str], languages: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
     """What `POST /api/users` and `PATCH /api/users/{id}` take, as the users service checks
     it (engine/access/users.py): the published contract, not just "an object"."""
     role_list = {"type": "array", "minItems": 1, "uniqueItems": True,
                  "items": {"enum": roles}, "description": "the setup's roles, or admin"}
     name = {"type": ["string", "null"], "minLength": 1, "maxLength": 200}
     team = {"type": ["string", "null"], "minLength": 1, "maxLength": 100}
+    language = {"type": ["string", "null"], "enum": [*languages, None],
+                "description": "the language of the user's notifications: one of the setup's"}
     return {
         "create": {"type": "object", "required": ["email", "roles"],
                    "additionalProperties": False, "properties": {
                        "email": {"type": "string", "format": "email", "minLength": 3,
                                  "maxLength": EMAIL_LENGTH,
                                  "description": "stored in lower case; unique"},
-                       "roles": role_list, "name": name, "team": team,
+                       "roles": role_list, "name": name, "team": team, "language": language,
                        "expires_days": {"type": ["integer", "null"], "minimum": 1,
                                         "maximum": 3650}}},
         "change": {"type": "object", "additionalProperties": False, "properties": {
-            "roles": role_list, "name": name, "team": team, "active": {"type": "boolean"}}},
+            "roles": role_list, "name": name, "team": team, "language": language,
+            "active": {"type": "boolean"}}},
     }
 
 
@@ -131,7 +137,7 @@ def add_user_routes(app: FastAPI, kt: Kartoteka, cap: int,
                 **refused}
 
     listing = {"type": "object", "properties": {"items": {"type": "array", "items": USER_SCHEMA}}}
-    bodies = _body_schemas(sorted(users.known_roles or ()))
+    bodies = _body_schemas(sorted(users.known_roles or ()), users.languages or ())
     with_token = {"type": "object", "properties": {"user": USER_SCHEMA, "token": {"type": "string"}}}
     for path, method, handler, summary, responses in (
         ("/api/me", "GET", me, "Who I am and what my roles let me do", ok({"type": "object"})),

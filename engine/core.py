@@ -22,6 +22,7 @@ from engine.access.sessions import Sessions, SessionSettings
 from engine.access.users import Users
 from engine.automations.intake import Intakes
 from engine.automations.notifications import Notifications
+from engine.automations.subscriptions import Webhooks
 from engine.automations.worker import Action, Automations
 from engine.errors import SettingsError
 from engine.exchange.imports import Imports
@@ -95,7 +96,8 @@ class Kartoteka:
         self.import_jobs = ImportJobs(self.imports, self.acting)
         self.users = Users(self.storage.users, self.storage.tokens, self.db,
                            frozenset(setup.roles) | {ADMIN}, acting=self.acting,
-                           manages_users=self.records.access.manages_users)
+                           manages_users=self.records.access.manages_users,
+                           languages=setup.languages)
         #: passwords, browser sessions and invitations of those users (the web app's sign-in)
         self.sessions = Sessions(self.storage.sessions, self.users, self.db,
                                  self.settings.sessions)
@@ -110,6 +112,9 @@ class Kartoteka:
         self.automations = Automations(self.records, self.stages, self.users, actions,
                                        setup.timezone)
         self.notifications = Notifications(self.storage, self.db, self.acting)
+        #: webhook subscriptions an admin makes over the API (`/api/webhooks`)
+        self.webhooks = Webhooks(self.storage.webhooks, self.db, setup,
+                                 self.records.journal.outbox, self.users.may_manage)
         #: records arriving without a user's token (setup.yaml `intakes:`)
         self.intakes = Intakes(self.records, setup.intakes)
 

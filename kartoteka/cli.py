@@ -499,17 +499,20 @@ def _sessions(db_url: str, setup: Path | None) -> Iterator[Any]:
     from engine.storage.users import user_tables
 
     roles: frozenset[str] | None = None  # without a setup, any role name is taken on trust
+    languages: tuple[str, ...] | None = None  # ... and any language code
     if setup is not None:
         result = check_setup(setup)
         if result.setup is None:
             raise SetupError(result.diagnostics)
         roles = frozenset(result.setup.roles) | {ADMIN}
+        languages = result.setup.languages
     metadata = sa.MetaData()
     users, tokens = user_tables(metadata)
     tables = session_tables(metadata)
     database = Database(DatabaseSettings(url=db_url))
     try:
-        yield Sessions(tables, Users(users, tokens, database, roles), database)
+        yield Sessions(tables, Users(users, tokens, database, roles, languages=languages),
+                       database)
     finally:
         database.dispose()
 
@@ -536,7 +539,7 @@ URL_OPTION = click.option("--url", default="http://127.0.0.1:8000", show_default
 
 
 SETUP_OPTION = click.option("--setup", "setup", type=click.Path(file_okay=False, path_type=Path),
-                            help="Check the role against this setup's roles.")
+                            help="Check the role (and language) against this setup's.")
 
 
 @user.command("add")
@@ -544,6 +547,9 @@ SETUP_OPTION = click.option("--setup", "setup", type=click.Path(file_okay=False,
 @click.option("--role", "roles", multiple=True, required=True, help="A role (repeatable).")
 @click.option("--team", default=None)
 @click.option("--name", default=None)
+@click.option("--language", default=None,
+              help="The language of the user's notifications, one of the setup's "
+                   "(default: its first).")
 @click.option("--expires-days", type=click.IntRange(1, 3650), default=None,
               help="The token expires after this many days (default: never).")
 @SETUP_OPTION
@@ -551,15 +557,15 @@ SETUP_OPTION = click.option("--setup", "setup", type=click.Path(file_okay=False,
 @DB_OPTION
 @click.pass_context
 def user_add(ctx: click.Context, email: str, roles: tuple[str, ...], team: str | None,
-             name: str | None, expires_days: int | None, setup: Path | None, url: str,
-             db_url: str) -> None:
+             name: str | None, language: str | None, expires_days: int | None,
+             setup: Path | None, url: str, db_url: str) -> None:
     """Add a user; print its API token, once (it is stored only as a hash), and its
     invitation link to choose a password for the web app."""
     def run() -> None:
         with _sessions(db_url, setup) as sessions:
             sessions.require_tables()
             added, token = sessions.users.add(email, list(roles), team=team, name=name,
-                                              expires_days=expires_days)
+                                              expires_days=expires_days, language=language)
             click.echo(f"Added {added.email} ({', '.join(added.roles)}).", err=True)
             _invitation(sessions, added.email, url)  # first: the token stays the last line
             click.echo("Its API token, shown once:", err=True)

@@ -43,8 +43,11 @@ def test_user_bodies_are_published_as_checked(document: dict[str, Any]) -> None:
     assert "admin" in create["properties"]["roles"]["items"]["enum"]
     change = _operation(document, "patch", "/api/users/{id}")["requestBody"]["content"][
         "application/json"]["schema"]
-    assert set(change["properties"]) == {"active", "name", "roles", "team"}
+    assert set(change["properties"]) == {"active", "name", "roles", "team", "language"}
     assert change["additionalProperties"] is False
+    # a language is one of the setup's (or null: its first), as the users service checks
+    assert change["properties"]["language"]["enum"] == ["en", "ru", None]
+    assert create["properties"]["language"] == change["properties"]["language"]
 
 
 def test_if_match_and_stage_moves_are_published_as_checked(document: dict[str, Any],

@@ -19,10 +19,12 @@ class User:
     roles: tuple[str, ...]
     team: str | None
     active: bool
+    #: the language of their notifications (None: the setup's first)
+    language: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {"id": self.id, "email": self.email, "name": self.name, "roles": list(self.roles),
-                "team": self.team, "active": self.active}
+                "team": self.team, "active": self.active, "language": self.language}
 
 
 

@@ -37,7 +37,7 @@ from engine.errors import (
 from engine.setup.names import identifier_problem
 from engine.setup.roles import ADMIN
 from engine.storage.database import Database
-from engine.storage.users import EMAIL_LENGTH
+from engine.storage.users import EMAIL_LENGTH, LANGUAGE_LENGTH
 from engine.types.fields import ValueProblem, check_text
 
 log = logging.getLogger("kartoteka.auth")
@@ -46,6 +46,8 @@ TOKEN_PREFIX = "kt_"
 #: or a user disabled by another process (the command line) stops working within this time
 TOKEN_CACHE_SECONDS = 2.0
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+#: a language code, as the setup's `languages:` takes them
+_LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 
 def hash_token(token: str) -> str:
@@ -59,11 +61,14 @@ class Users:
 
     def __init__(self, users: sa.Table, tokens: sa.Table, database: Database,
                  known_roles: frozenset[str] | None = None, *, acting: Acting | None = None,
-                 manages_users: Callable[[User], bool] | None = None):
+                 manages_users: Callable[[User], bool] | None = None,
+                 languages: tuple[str, ...] | None = None):
         self.users = users
         self.tokens = tokens
         self.db = database
         self.known_roles = known_roles
+        #: the setup's languages, one of which a user's language must be (None: any code)
+        self.languages = languages
         self.acting = acting or Acting()
         self._manages_users = manages_users or (lambda user: ADMIN in user.roles)
         self._seen_users = False  # once a database has users it never goes back to open
@@ -88,10 +93,12 @@ class Users:
             raise Forbidden("only an admin may manage users", code="operation_forbidden")
 
     def add(self, email: str, roles: list[str], *, team: str | None = None,
-            name: str | None = None, expires_days: int | None = None) -> tuple[User, str]:
+            name: str | None = None, expires_days: int | None = None,
+            language: str | None = None) -> tuple[User, str]:
         """Create a user and its first token; the token is returned once and never stored."""
         self._require_manager()
         problems = _text_problems(email=email, name=name, team=team)
+        problems += self._language_problems(language)
         if problems:  # what neither database can store never reaches the other checks
             raise ValidationFailed("the user is not valid", problems)
         email = email.strip().lower()
@@ -113,14 +120,15 @@ class Users:
                                        [ErrorDetail("email", f"{email} is already a user")])
             user_id = conn.execute(sa.insert(self.users).values(
                 email=email, name=name, roles=list(roles), team=team, active=True, created_at=now,
+                language=language,
             ).returning(self.users.c.id)).scalar_one()
             token = self._issue(conn, user_id, now, expires_days)
-        return User(user_id, email, name, tuple(roles), team, True), token
+        return User(user_id, email, name, tuple(roles), team, True, language), token
 
     def create(self, body: Any) -> tuple[User, str]:
-        """`add` from a JSON body: {email, roles, team?, name?, expires_days?}."""
+        """`add` from a JSON body: {email, roles, team?, name?, expires_days?, language?}."""
         self._require_manager()
-        allowed = {"email", "roles", "team", "name", "expires_days"}
+        allowed = {"email", "roles", "team", "name", "expires_days", "language"}
         if not isinstance(body, dict):
             raise ValidationFailed("a user is a JSON object",
                                    [ErrorDetail("body", "must be an object")])
@@ -138,10 +146,11 @@ class Users:
             value = body.get(key)
             if value is not None and not (isinstance(value, str) and 0 < len(value) <= limit):
                 problems.append(ErrorDetail(key, f"must be text of at most {limit} characters"))
+        problems += self._language_problems(body.get("language"))
         if problems:
             raise ValidationFailed("the user is not valid", problems)
         return self.add(body["email"], body["roles"], team=body.get("team"), name=name,
-                        expires_days=expires)
+                        expires_days=expires, language=body.get("language"))
 
     def _role_problems(self, roles: Any) -> list[ErrorDetail]:
         if not isinstance(roles, list) or not roles:
@@ -157,6 +166,21 @@ class Users:
                              + ", ".join(sorted(self.known_roles))))
         return problems
 
+    def _language_problems(self, language: Any) -> list[ErrorDetail]:
+        """None (the setup's first language), or one of the setup's languages."""
+        if language is None:
+            return []
+        if self.languages is not None:
+            if language in self.languages:
+                return []
+            return [ErrorDetail("language", f"{language!r} is not a language of the setup; "
+                                "languages: " + ", ".join(self.languages))]
+        if isinstance(language, str) and _LANGUAGE.match(language) \
+                and len(language) <= LANGUAGE_LENGTH:
+            return []
+        return [ErrorDetail("language", f"{language!r} is not a language code such as en, ru, "
+                                        "fa, zh, pt-BR")]
+
     def get(self, user_id: int) -> User:
         self._require_manager()
         with self.db.read() as conn:
@@ -166,9 +190,10 @@ class Users:
         return _user(row)
 
     def change(self, user_id: int, body: Any) -> User:
-        """Change a user's name, roles, team or active flag (disabling revokes its tokens)."""
+        """Change a user's name, roles, team, language or active flag (disabling revokes its
+        tokens)."""
         self._require_manager()
-        allowed = {"name", "roles", "team", "active"}
+        allowed = {"name", "roles", "team", "active", "language"}
         if not isinstance(body, dict):
             raise ValidationFailed("a user change is a JSON object",
                                    [ErrorDetail("body", "must be an object")])
@@ -179,6 +204,7 @@ class Users:
         if "active" in body and not isinstance(body["active"], bool):
             problems.append(ErrorDetail("active", "must be true or false"))
         problems += _text_problems(name=body.get("name"), team=body.get("team"))
+        problems += self._language_problems(body.get("language"))
         for key, limit in (("name", 200), ("team", 100)):
             value = body.get(key)
             if value is not None and not (isinstance(value, str) and 0 < len(value) <= limit):
@@ -273,7 +299,7 @@ class Users:
             for hook in self.on_disable:
                 hook(conn, user.id)
         self._forget_tokens()
-        return User(user.id, user.email, user.name, user.roles, user.team, False)
+        return User(user.id, user.email, user.name, user.roles, user.team, False, user.language)
 
     def revoke(self, token: str) -> None:
         with self.db.write() as conn:
@@ -399,7 +425,8 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 
 def _user(row: Any) -> User:
-    return User(row.id, row.email, row.name, tuple(row.roles or ()), row.team, bool(row.active))
+    return User(row.id, row.email, row.name, tuple(row.roles or ()), row.team, bool(row.active),
+                row.language)
 
 
 def _text_problems(**values: Any) -> list[ErrorDetail]:

@@ -2,16 +2,21 @@
 automations they trigger (engine/setup/automations.py).
 
 Due events are claimed in batches (on PostgreSQL `FOR UPDATE SKIP LOCKED`, so several
-workers share the queue; on SQLite the write lock serialises them), and each is run in a
-savepoint of the batch's transaction: each automation it triggers is checked (its
-trigger's details, the loop guard, its `if:`), its actions run, and the event is marked
+workers share the queue; on SQLite the write lock serialises them) and run in the batch's
+transaction: each automation an event triggers is checked (its trigger's details, the
+loop guard, its `if:`), its actions run, the deliveries of the admin's webhook
+subscriptions (engine/automations/subscriptions.py) are queued, and the event is marked
 `done` — committed together, so an automation's writes happen once, even when a worker
-dies mid-way (its transaction is rolled back, the events stay `pending`). When an action
-fails, everything the event's automations wrote is undone (its savepoint), the failure is
-recorded on the record's timeline, and the event is tried again later (exponential
+dies mid-way (its transaction is rolled back, the events stay `pending`). The batch runs
+in one savepoint; when an action fails, it runs again with a savepoint per event, so that
+everything the failing event's automations wrote is undone and nothing else: the failure
+is recorded on the record's timeline, and the event is tried again later (exponential
 backoff) until MAX_ATTEMPTS, when it becomes a dead letter an admin can list and retry
 (`GET /api/automations/events?status=dead`, `POST .../{id}/retry`). Deliveries (webhooks,
 e-mail) are leased in the batch and made after its commit, outside any transaction.
+
+Texts of notifications and e-mails are chosen per recipient: a user's `language`, an
+address's from the field `language:` names, else the setup's first language.
 
 Actions run as the system (every record, every field), attributed to the automation:
 the events their writes cause carry it and a depth one more than the event's. The loop
@@ -45,8 +50,9 @@ from engine.process.stages import StageMoves
 from engine.records.service import Record, Records
 from engine.setup.automations import ACTOR, OWNER, RECORD, AutomationSpec
 from engine.setup.names import link_column, poly_entity_column
+from engine.setup.roles import ADMIN
 from engine.setup.spec import FieldSpec, label_text
-from engine.storage.outbox import DEAD, DELIVERIES, DONE, PENDING
+from engine.storage.outbox import DEAD, DELIVERIES, DONE, PENDING, SUBSCRIBED_KIND
 from engine.storage.rules import _clauses
 from engine.types.moments import NotRelative, Relative, parse_relative
 
@@ -87,6 +93,11 @@ class ActionContext:
 
 #: a Python action: returns what it did (JSON), shown on the timeline
 Action = Callable[[ActionContext], Any]
+
+
+class _Redo(Exception):
+    """A write inside the batch's joined savepoint failed and was caught: run it again,
+    each event in a savepoint of its own."""
 
 
 @dataclass
@@ -234,9 +245,9 @@ class Automations:
                 claim = claim.with_for_update(skip_locked=True)
             rows = [dict(row) for row in conn.execute(claim).mappings()]
             deliveries = [row for row in rows if row["kind"] in DELIVERIES]
-            for event in rows:
-                if event["kind"] not in DELIVERIES:
-                    self._run_claimed(conn, event, now)
+            changes = [row for row in rows if row["kind"] not in DELIVERIES]
+            if changes:
+                self._run_changes(conn, changes, now, self._subscriptions(conn))
             if deliveries:
                 # a network call must not hold the database: leased now, made after the commit
                 conn.execute(sa.update(events).where(
@@ -246,11 +257,83 @@ class Automations:
             self._deliver(event, now)
         return len(rows)
 
-    def _run_claimed(self, conn: sa.Connection, event: dict[str, Any], now: dt.datetime) -> None:
+    def _subscriptions(self, conn: sa.Connection) -> dict[tuple[str, str], list[Any]]:
+        """The active webhook subscriptions (kt_webhook), by (entity, event kind)."""
+        t = self.storage.webhooks
+        found: dict[tuple[str, str], list[Any]] = {}
+        for row in conn.execute(sa.select(t.c.id, t.c.entity, t.c.events, t.c.role)
+                                .where(t.c.active.is_(True)).order_by(t.c.id)):
+            for kind in dict.fromkeys(SUBSCRIBED_KIND[e] for e in row.events or ()
+                                      if e in SUBSCRIBED_KIND):
+                found.setdefault((row.entity, kind), []).append(row)
+        return found
+
+    def _run_changes(self, conn: sa.Connection, changes: list[dict[str, Any]], now: dt.datetime,
+                     subscriptions: Mapping[tuple[str, str], list[Any]]) -> None:
+        """Run the claimed change events and mark them done. First all together, in one
+        savepoint, every write inside joining it (`Database.joining`): two statements for
+        the batch instead of four per event (a savepoint of the event and of each write,
+        each a round trip on PostgreSQL). When any event fails — or a write inside failed
+        and a Python action went on — that savepoint is undone and each event runs again
+        in a savepoint of its own, so a failure undoes only its event's writes. The done
+        marks and the timeline's runs are written once for the batch."""
+        done: list[int] = []
+        runs: list[dict[str, Any]] = []
+        try:
+            with conn.begin_nested(), self.db.joining() as state:
+                for event in changes:
+                    runs += self._runs(event, self._run_event_and_hooks(conn, event,
+                                                                         subscriptions))
+                    if state.broken:
+                        raise _Redo
+                    done.append(event["id"])
+        except Exception:  # _Redo, or an event's failure: each in a savepoint of its own
+            done, runs = [], []
+            for event in changes:
+                found = self._run_claimed(conn, event, now, subscriptions)
+                if found is not None:
+                    done.append(event["id"])
+                    runs += found
+        events = self.storage.events
+        if done:
+            conn.execute(sa.update(events).where(events.c.id.in_(done)).values(
+                status=DONE, attempts=events.c.attempts + 1, done_at=now, last_error=None))
+        if runs:
+            conn.execute(sa.insert(self.storage.automation_runs), runs)
+
+    def _run_event_and_hooks(self, conn: sa.Connection, event: dict[str, Any],
+                             subscriptions: Mapping[tuple[str, str], list[Any]],
+                             ) -> list[tuple[str, _Run | None, str | None]]:
+        """The event's automations run, and its subscriptions' deliveries queued."""
+        runs = self._run_event(conn, event)
+        for subscription in subscriptions.get((event["entity"], event["kind"]), ()):
+            self._queue_subscription(conn, subscription, event)
+        return runs
+
+    def _runs(self, event: Mapping[str, Any],
+              runs: list[tuple[str, _Run | None, str | None]]) -> list[dict[str, Any]]:
+        """The timeline's rows of what the event's automations did (or why not)."""
+        at = dt.datetime.now(dt.UTC)
+        rows = []
+        for name, run, refusal in runs:
+            if event["record_id"] is None or (run is None and not refusal):
+                continue
+            status, detail = ("done", {"actions": run.detail}) if run is not None else (
+                "refused", {"reason": refusal})
+            rows.append({"automation": name, "event_id": event["id"], "entity": event["entity"],
+                         "record_id": event["record_id"], "at": at, "status": status,
+                         "detail": detail})
+        return rows
+
+    def _run_claimed(self, conn: sa.Connection, event: dict[str, Any], now: dt.datetime,
+                     subscriptions: Mapping[tuple[str, str], list[Any]],
+                     ) -> list[dict[str, Any]] | None:
+        """One event in a savepoint of its own: its timeline rows, or None when it failed
+        (the failure recorded, the event retried later or dead)."""
         events = self.storage.events
         try:
             with self.db.write():  # the automations' writes: undone together on failure
-                runs = self._run_event(conn, event)
+                runs = self._run_event_and_hooks(conn, event, subscriptions)
         except Exception as error:
             message = _describe(error)
             log.warning("event %s (%s %s %s) failed: %s", event["id"], event["kind"],
@@ -262,14 +345,8 @@ class Automations:
                 attempts=attempts, last_error=message,
                 status=DEAD if attempts >= MAX_ATTEMPTS else PENDING,
                 next_at=now + min(BACKOFF * 2 ** (attempts - 1), BACKOFF_CAP)))
-            return
-        for name, run, refusal in runs:
-            if run is not None:
-                self._record_run(conn, event, name, "done", {"actions": run.detail})
-            elif refusal:
-                self._record_run(conn, event, name, "refused", {"reason": refusal})
-        conn.execute(sa.update(events).where(events.c.id == event["id"]).values(
-            status=DONE, attempts=event["attempts"] + 1, done_at=now, last_error=None))
+            return None
+        return self._runs(event, runs)
 
     def _deliver(self, event: dict[str, Any], now: dt.datetime) -> None:
         """Make a delivery (its lease taken): done, or retried with backoff when the failure
@@ -308,6 +385,8 @@ class Automations:
                     "" if dead else ", retried later", message)
 
     def _post(self, event_id: int, payload: Mapping[str, Any]) -> int:
+        if payload.get("webhook") is not None:
+            return self._post_subscription(event_id, payload)
         secret = None
         if payload.get("secret_env"):
             value = os.environ.get(payload["secret_env"])
@@ -318,6 +397,19 @@ class Automations:
             secret = value.encode()
         body = json.dumps(payload["body"], ensure_ascii=False, separators=(",", ":")).encode()
         return webhook.post(payload["url"], body, secret=secret, event_id=str(event_id),
+                            allowed=webhook.allowed_from_env())
+
+    def _post_subscription(self, event_id: int, payload: Mapping[str, Any]) -> int:
+        """A subscription's delivery, to its URL and signed with its secret as they are now
+        (a URL fixed by the admin is used when a dead letter is retried)."""
+        t = self.storage.webhooks
+        with self.db.read() as conn:
+            row = conn.execute(sa.select(t.c.url, t.c.secret).where(
+                t.c.id == payload["webhook"])).first()
+        if row is None:
+            raise DeliveryFailed(f"webhook {payload['webhook']} was deleted", retryable=False)
+        body = json.dumps(payload["body"], ensure_ascii=False, separators=(",", ":")).encode()
+        return webhook.post(row.url, body, secret=row.secret.encode(), event_id=str(event_id),
                             allowed=webhook.allowed_from_env())
 
     @staticmethod
@@ -395,7 +487,12 @@ class Automations:
     # -- values and people ---------------------------------------------------------------------
     def _values(self, conn: sa.Connection, automation: AutomationSpec, event: Mapping[str, Any],
                 target: str, raw: Mapping[str, Any]) -> dict[str, Any]:
-        trigger = self._trigger(conn, automation, event)
+        fetched: list[Record] = []
+
+        def trigger() -> Record:  # read only when a value needs it (a constant does not)
+            if not fetched:
+                fetched.append(self._trigger(conn, automation, event))
+            return fetched[0]
         spec = self.storage[target].spec
         out: dict[str, Any] = {}
         for name, value in raw.items():
@@ -404,16 +501,17 @@ class Automations:
                 out[name] = ({"entity": automation.entity, "id": event["record_id"]}
                              if link is not None and link.polymorphic else event["record_id"])
             elif value == OWNER:
-                out[name] = trigger.get("owner")
+                out[name] = trigger().get("owner")
             elif value == ACTOR:
                 out[name] = event["by"]
             elif isinstance(value, str) and value.startswith(RECORD + "."):
-                out[name] = self._lookup(conn, automation.entity, trigger, value[len(RECORD) + 1:])
+                out[name] = self._lookup(conn, automation.entity, trigger(),
+                                         value[len(RECORD) + 1:])
             elif (relative := _relative(value, spec.fields.get(name))) is not None:
                 out[name] = relative.resolve(self.records.clock(), self.zone,
                                              spec.fields[name].type.name).isoformat()
-            elif isinstance(value, str):
-                out[name] = self._render(conn, automation.entity, trigger, value)
+            elif isinstance(value, str) and ("{" in value or "}" in value):
+                out[name] = self._render(conn, automation.entity, trigger(), value)
             else:
                 out[name] = value
         return out
@@ -572,11 +670,17 @@ class Automations:
                     seen = _as_of(self.records.fetch(
                         conn, automation.entity, [event["record_id"]])[0], event)
                     hidden = self._hidden_for(user)
-                    self._queue_mail(conn, automation, event, [user.email], seen, params, hidden)
+                    self._queue_mail(conn, automation, event, [user.email], seen, params, hidden,
+                                     self.language_of(user.language))
                 mailed.append(user.email)
-        for address in addresses:  # an address on the record (a client's): filled as the
-            # system sees the record, so its template says only what the receiver may know
-            self._queue_mail(conn, automation, event, [address], trigger, params, None)
+        # an address on the record (a client's): filled as the system sees the record, so
+        # its template says only what the receiver may know; in the language a field of the
+        # record names (`language: client.language`), else the setup's first
+        language = self.language_of(self._lookup(conn, automation.entity, trigger,
+                                                 params["language"])
+                                    if params.get("language") else None)
+        for address in addresses:
+            self._queue_mail(conn, automation, event, [address], trigger, params, None, language)
             mailed.append(address)
         return {"notify": {"users": told, **({"email": mailed} if mailed else {})}}
 
@@ -590,27 +694,58 @@ class Automations:
     def _queue_mail(self, conn: sa.Connection, automation: AutomationSpec,
                     event: Mapping[str, Any], to: list[str], record: Record,
                     params: Mapping[str, Any], hidden: Callable[[str], frozenset[str]] | None,
-                    ) -> None:
-        language = self.storage.setup.languages[0]
+                    language: str) -> None:
         subject = self._render(conn, automation.entity, record,
-                               label_text(params["subject"], language), hidden, single_line=True)
+                               self._text(params["subject"], language), hidden, single_line=True)
         text = "" if params.get("text") is None else self._render(
-            conn, automation.entity, record, label_text(params["text"], language), hidden)
+            conn, automation.entity, record, self._text(params["text"], language), hidden)
+        # Content-Language: the language the texts were found in, when it is one
+        found = {language if language in texts else self.storage.setup.languages[0]
+                 for texts in (params["subject"], params.get("text")) if texts is not None}
         self.outbox.deliver(conn, "email", automation.entity, event["record_id"], {
-            "automation": automation.name, "to": to, "subject": subject,
-            "text": text, "language": language}, at=self.records.clock())
+            "automation": automation.name, "to": to, "subject": subject, "text": text,
+            "language": found.pop() if len(found) == 1 else None}, at=self.records.clock())
+
+    def _as_role(self, entity: str, record: Record, role: str | None) -> Record:
+        """`record` without the fields `role` hides (all of them without a role); only its
+        id for a role the setup no longer has."""
+        if not role:
+            return record
+        if role not in self.storage.setup.roles and role != ADMIN:
+            return {"id": record.get("id")}
+        reader = User(0, "", None, (role,), None, True)
+        with self.records.access.acting.as_user(reader):
+            rights = self.records.access.rights(entity)
+        return {k: v for k, v in record.items()
+                if rights is None or k not in rights.hidden}
+
+    def _queue_subscription(self, conn: sa.Connection, subscription: Any,
+                            event: Mapping[str, Any]) -> None:
+        """A subscription's deliveries for a record event: one per trigger it names that
+        the event is (a stage move is a stage_left and a stage_entered)."""
+        changes = event["changes"] or {}
+        triggers = [t for t in subscription.events if SUBSCRIBED_KIND.get(t) == event["kind"]]
+        if event["kind"] == "stage":
+            triggers = [t for t in triggers if changes.get(
+                "to" if t == "stage_entered" else "from") is not None]
+        if not triggers:
+            return
+        record = {"id": event["record_id"]} if event["kind"] == "delete" else _as_of(
+            self._record(conn, event["entity"], event["record_id"]), event)
+        record = self._as_role(event["entity"], record, subscription.role)
+        for trigger in dict.fromkeys(triggers):
+            body = {"webhook": subscription.id, "trigger": trigger, "entity": event["entity"],
+                    "id": event["record_id"], "changes": event["changes"], "record": record}
+            self.outbox.deliver(conn, "webhook", event["entity"], event["record_id"], {
+                "automation": f"webhook {subscription.id}", "webhook": subscription.id,
+                "body": json.loads(json.dumps(body, default=str))}, at=self.records.clock())
 
     def _do_webhook(self, conn: sa.Connection, automation: AutomationSpec,
                     event: Mapping[str, Any], params: dict[str, Any]) -> Any:
         """A signed POST of the record (as `role` sees it, when given) to `url`, made once
         the event's transaction commits (a delivery event of its own, retried alone)."""
-        record = self._trigger(conn, automation, event)
-        if params.get("role"):
-            reader = User(0, "", None, (params["role"],), None, True)
-            with self.records.access.acting.as_user(reader):
-                rights = self.records.access.rights(automation.entity)
-            for name in rights.hidden if rights is not None else ():
-                record.pop(name, None)
+        record = self._as_role(automation.entity, self._trigger(conn, automation, event),
+                               params.get("role"))
         body = {"automation": automation.name, "trigger": automation.on,
                 "entity": automation.entity, "id": event["record_id"],
                 "changes": event["changes"], "record": record}
@@ -641,8 +776,7 @@ class Automations:
                event: Mapping[str, Any] | None = None) -> list[int]:
         """In-app notifications to `users` about a record: only those who may read it are
         told, and each text is filled with the record as that user sees it (a hidden field
-        is left empty). Returns who was told."""
-        language = self.storage.setup.languages[0]
+        is left empty), in the user's language. Returns who was told."""
         told = []
         for user in self.users.by_ids(conn, users):
             if not user.active:
@@ -655,15 +789,27 @@ class Automations:
                     seen = _as_of(seen, event)
 
                 hidden = self._hidden_for(user)
-                subject_text = self._render(conn, entity, seen, label_text(subject, language),
+                language = self.language_of(user.language)
+                subject_text = self._render(conn, entity, seen, self._text(subject, language),
                                             hidden)
                 body = None if text is None else self._render(
-                    conn, entity, seen, label_text(text, language), hidden)
+                    conn, entity, seen, self._text(text, language), hidden)
             conn.execute(sa.insert(self.storage.notifications).values(
                 user_id=user.id, automation=automation, entity=entity, record_id=record_id,
                 subject=subject_text[:2000], text=body, at=dt.datetime.now(dt.UTC)))
             told.append(user.id)
         return told
+
+    def language_of(self, wanted: Any) -> str:
+        """`wanted` when it is one of the setup's languages, else the setup's first."""
+        languages = self.storage.setup.languages
+        return wanted if isinstance(wanted, str) and wanted in languages else languages[0]
+
+    def _text(self, texts: Mapping[str, str], language: str) -> str:
+        """The text in `language`, else in the setup's first language."""
+        if language in texts:
+            return texts[language]
+        return label_text(texts, self.storage.setup.languages[0])
 
     # -- dead letters --------------------------------------------------------------------------
     def events(self, status: str, limit: int = 100) -> list[dict[str, Any]]:

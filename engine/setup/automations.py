@@ -505,12 +505,17 @@ class _Checker:
             self.problem("automation.text", path, "must be a text, or a text per language",
                          "e.g. {" + ", ".join(f"{lang}: ..." for lang in self.setup.languages) + "}")
             return None
+        first = self.setup.languages[0]
         for lang, text in raw.items():
             if lang not in self.setup.languages:
                 self.problem("automation.text", (*path, str(lang)), f"{lang!r} is not a language "
                              "of this setup", "languages: " + ", ".join(self.setup.languages),
                              at_key=True)
             self.template((*path, str(lang)), entity, text)
+        if first not in raw:
+            self.problem("automation.text", path, f"the text in {first}, the setup's first "
+                         "language, is missing", f"add {first}: ... — what a recipient whose "
+                         "language has no text here gets")
         return MappingProxyType({str(k): v for k, v in raw.items()})
 
     def person(self, path: tuple[str | int, ...], raw: Any, *, email_field: EntitySpec | None = None
@@ -613,8 +618,8 @@ class _Checker:
 
     def action_notify(self, path: tuple[str | int, ...], entity: EntitySpec,
                       params: Any) -> dict[str, Any] | None:
-        if not self._keys(path, params, ("to", "subject", "text", "email"), ("to", "subject"),
-                          "notify: {to: [$owner], subject: 'Sale {number} won'}"):
+        if not self._keys(path, params, ("to", "subject", "text", "email", "language"),
+                          ("to", "subject"), "notify: {to: [$owner], subject: 'Sale {number} won'}"):
             return None
         if params.get("email", False) not in (True, False):
             self.problem("automation.notify", (*path, "email"), "must be true or false",
@@ -624,10 +629,34 @@ class _Checker:
         people = [self.person((*path, "to", i), p, email_field=entity) for i, p in enumerate(raw)]
         subject = self.texts((*path, "subject"), entity, params["subject"])
         text = self.texts((*path, "text"), entity, params["text"]) if "text" in params else None
-        if any(p is None for p in people) or subject is None:
+        language = self.mail_language((*path, "language"), entity, params.get("language"), people)
+        if any(p is None for p in people) or subject is None or language is False:
             return None
         return {"to": people, "subject": subject, "text": text,
-                "email": bool(params.get("email", False))}
+                "email": bool(params.get("email", False)), "language": language}
+
+    def mail_language(self, path: tuple[str | int, ...], entity: EntitySpec, raw: Any,
+                      people: list[Any]) -> str | bool | None:
+        """`language: client.language` — the field (of the record, or through links to one
+        record) whose value picks the language of the e-mail to an address on the record;
+        None when not given, False after a problem."""
+        if raw is None:
+            return None
+        before = len(self.diagnostics)
+        if not isinstance(raw, str) or not raw:
+            self.problem("automation.language", path, "must name a field, e.g. "
+                         "language: client.language", "the field's value is a language code "
+                         "of the setup (" + ", ".join(self.setup.languages) + ")")
+            return False
+        self.path_of(path, entity, raw)
+        if len(self.diagnostics) > before:
+            return False
+        if not any(isinstance(p, dict) and "email_field" in p for p in people):
+            self.problem("automation.language", path, "language: is for e-mail to an address on "
+                         "the record", "add {email_field: ...} to to:, or remove language: (users "
+                         "get their own language)", at_key=True)
+            return False
+        return raw
 
     def action_assign(self, path: tuple[str | int, ...], entity: EntitySpec,
                       params: Any) -> dict[str, Any] | None:

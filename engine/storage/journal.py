@@ -37,7 +37,8 @@ class Journal:
         self.storage = storage
         #: the events automations listen to, written with the journal's rows
         self.outbox = Outbox(storage.events, (
-            (automation.entity, automation.event) for automation in storage.setup.automations))
+            (automation.entity, automation.event) for automation in storage.setup.automations),
+            storage.webhooks)
         # built once, the values passed as execute parameters: one compiled statement for
         # every event (a statement built with `.values(...)` per write costs more than its
         # execution)
@@ -63,7 +64,8 @@ class Journal:
         order they happen) for its one insert."""
         events: list[dict[str, Any]] | None = getattr(self._deferred, "events", None)
         if events is not None:
-            events.extend(self.outbox.rows(entity, record_ids, kind, changes, by=by, at=at))
+            events.extend(self.outbox.rows(conn, entity, record_ids, kind, changes, by=by,
+                                               at=at))
             return
         self.outbox.emit(conn, entity, record_ids, kind, changes, by=by, at=at)
 

@@ -46,6 +46,7 @@ from engine.storage.outbox import outbox_tables
 from engine.storage.progress import REACHED_COLUMN, reached_column, stage_bits
 from engine.storage.sessions import session_tables
 from engine.storage.users import user_tables
+from engine.storage.webhooks import webhook_table
 from engine.types.columns import UTCDateTime, id_column_type, json_column
 from engine.types.fields import FieldTypeRegistry, default_registry, fold_text
 
@@ -102,6 +103,7 @@ class Storage:
         self.events, self.automation_runs, self.notifications, self.fired = \
             outbox_tables(self.metadata)
         self.import_jobs = import_job_table(self.metadata)
+        self.webhooks = webhook_table(self.metadata)
         self._system = SystemFields(self.registry)
         tables: dict[str, EntityTable] = {}
         for entity in setup.entities.values():

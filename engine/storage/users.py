@@ -9,6 +9,8 @@ from engine.types.columns import UTCDateTime, id_column_type, json_column
 
 #: the longest e-mail a user may have, counted in lower case as it is stored
 EMAIL_LENGTH = 254
+#: the longest language code a user may have (`pt-BR`, `zh-Hant-TW`)
+LANGUAGE_LENGTH = 35
 
 
 def user_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
@@ -19,6 +21,9 @@ def user_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
         sa.Column("name", sa.String(200), nullable=True),
         sa.Column("roles", json_column(), nullable=False),
         sa.Column("team", sa.String(100), nullable=True),
+        #: the language of the user's notifications and e-mails (one of the setup's; None:
+        #: the setup's first)
+        sa.Column("language", sa.String(LANGUAGE_LENGTH), nullable=True),
         sa.Column("active", sa.Boolean(), nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sqlite_autoincrement=True,
