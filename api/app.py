@@ -46,6 +46,7 @@ from api.imports import add_import_routes
 from api.language import pick_language
 from api.responses import json_response, no_query, read_json
 from api.users import add_user_routes
+from api.web import add_web_app
 from engine.automations.runner import Runner
 from engine.core import Kartoteka
 from engine.errors import ErrorDetail, MalformedRequest, NotFound, StaleVersion
@@ -112,6 +113,7 @@ def create_app(kt: Kartoteka, settings: ApiSettings | None = None) -> FastAPI:
     add_user_routes(app, kt, kt.settings.max_body_bytes, _REFUSED)
     add_automation_routes(app, kt, kt.settings.max_body_bytes, _REFUSED)
     install_docs(app)
+    add_web_app(app, kt)  # the pages at /app (api/web)
     app.openapi = lambda: _openapi(app, kt)  # type: ignore[method-assign]
     return app
 
