@@ -21,7 +21,7 @@ COOKIE = "kt_lang"
 RTL = frozenset({"ar", "fa", "he", "ur", "ps", "dv", "yi", "ckb"})
 
 _EN = {
-    "entities": "Entities", "search": "Search", "filter": "Filter", "clear": "Clear",
+    "entities": "Entities", "search": "Search", "filter": "Filter", "reset": "Clear",
     "new": "New", "edit": "Edit", "delete": "Delete", "save": "Save", "cancel": "Cancel",
     "next": "Next page", "first": "First page", "board": "Board", "funnel": "Funnel",
     "list": "List", "nothing": "Nothing here yet.", "from": "from", "to": "to",
@@ -39,7 +39,7 @@ _EN = {
     "apply": "Apply",
 }
 _RU = {
-    "entities": "Разделы", "search": "Поиск", "filter": "Фильтр", "clear": "Сбросить",
+    "entities": "Разделы", "search": "Поиск", "filter": "Фильтр", "reset": "Сбросить",
     "new": "Создать", "edit": "Изменить", "delete": "Удалить", "save": "Сохранить",
     "cancel": "Отмена", "next": "Следующая страница", "first": "Первая страница",
     "board": "Доска", "funnel": "Воронка", "list": "Список", "nothing": "Пока ничего нет.",
@@ -58,7 +58,7 @@ _RU = {
     "pipeline": "Воронка", "links": "Связи", "title": "Название", "apply": "Применить",
 }
 _FA = {
-    "entities": "بخش‌ها", "search": "جستجو", "filter": "فیلتر", "clear": "پاک کردن",
+    "entities": "بخش‌ها", "search": "جستجو", "filter": "فیلتر", "reset": "پاک کردن",
     "new": "جدید", "edit": "ویرایش", "delete": "حذف", "save": "ذخیره", "cancel": "انصراف",
     "next": "صفحهٔ بعد", "first": "صفحهٔ اول", "board": "تابلو", "funnel": "قیف",
     "list": "فهرست", "nothing": "هنوز چیزی نیست.", "from": "از", "to": "تا",
@@ -76,7 +76,7 @@ _FA = {
     "apply": "اعمال",
 }
 _ZH = {
-    "entities": "目录", "search": "搜索", "filter": "筛选", "clear": "清除", "new": "新建",
+    "entities": "目录", "search": "搜索", "filter": "筛选", "reset": "清除", "new": "新建",
     "edit": "编辑", "delete": "删除", "save": "保存", "cancel": "取消", "next": "下一页",
     "first": "第一页", "board": "看板", "funnel": "漏斗", "list": "列表",
     "nothing": "暂无内容。", "from": "从", "to": "到", "yes": "是", "no": "否",

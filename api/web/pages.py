@@ -417,7 +417,9 @@ class WebApp:
         params = [(k, v) for k, v in params if k != "pipeline"]
         if pipeline and spec.pipeline and spec.pipeline.pipeline_by:
             params.append((f"{spec.pipeline.pipeline_by}[eq]", pipeline))
-        params += [("limit", str(COLUMN_SIZE)), ("total", "false")]
+        if not any(k == "limit" for k, _ in params):
+            params.append(("limit", str(COLUMN_SIZE)))
+        params.append(("total", "false"))
         page = self.kt.records.list_page(entity, params)
         titles = self.title_map({entity: {r["id"] for r in page.items}})
         return "cards.html", {"cards": [self._card(entity, r, titles) for r in page.items],

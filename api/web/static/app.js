@@ -342,7 +342,11 @@ function setupBoard(board) {
   const refusal = document.getElementById("board-refusal");
   const entity = board.dataset.entity;
   let dragged = null;
+  if (!board.dataset.movable) {  // the role may not change these records: nothing to drag
+    board.querySelectorAll(".kcard").forEach((card) => { card.draggable = false; });
+  }
   board.addEventListener("dragstart", (event) => {
+    if (!board.dataset.movable) return;
     const card = event.target.closest && event.target.closest(".kcard");
     if (!card) return;
     dragged = card;

@@ -1,0 +1,208 @@
+"""The web app's pages over real HTTP (TestClient), on both databases: every setup — the
+default, every example, a consultant's — gets every page; what a role may not see is not
+on the page and what it may not do is not offered; values are escaped; assets are served
+by Kartoteka itself and nothing comes from elsewhere.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api import create_app
+from engine import Kartoteka
+from engine.access.users import User
+from tests.conftest import DEFAULT_SETUP, EXAMPLES
+
+SETUPS = [DEFAULT_SETUP, *sorted(p for p in EXAMPLES.iterdir() if (p / "setup.yaml").exists())]
+
+
+def browse(kt: Kartoteka, user: User | None = None) -> TestClient:
+    """A client of the app; with `user`, every /app page is served as that user (what
+    the sign-in middleware does for a session)."""
+    app: ASGIApp = create_app(kt)
+    if user is not None:
+        inner = app
+
+        async def as_user(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "http" and scope["path"].startswith("/app"):
+                scope.setdefault("state", {})["user"] = user
+                with kt.acting.as_user(user):
+                    await inner(scope, receive, send)
+                return
+            await inner(scope, receive, send)
+        app = as_user
+    return TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=True)
+
+
+def assert_page(response: Any, status: int = 200) -> str:
+    assert response.status_code == status, response.text[:2000]
+    assert response.headers["content-type"].startswith("text/html")
+    html: str = response.text
+    assert 'dir="' in html and "</html>" in html
+    # every script and style sheet is the app's own, nothing from a CDN
+    for src in re.findall(r'(?:src|href)="([^"]+\.(?:js|css)[^"]*)"', html):
+        assert src.startswith("/app/static/"), src
+    return html
+
+
+@pytest.mark.parametrize("setup", SETUPS, ids=[p.name for p in SETUPS])
+def test_every_setup_gets_every_page(setup: Path, make_kt: Callable[..., Kartoteka]) -> None:
+    kt = make_kt(setup)
+    client = browse(kt)
+    assert client.get("/", follow_redirects=False).headers["location"] == "/app"
+    home = assert_page(client.get("/app"))
+    for name, spec in kt.setup.entities.items():
+        assert f'href="/app/{name}"' in home
+        assert_page(client.get(f"/app/{name}"))
+        assert_page(client.get(f"/app/{name}/new"))
+        assert_page(client.get(f"/app/{name}/999999"), 404)
+        if spec.pipeline:
+            assert_page(client.get(f"/app/{name}/board"))
+            assert_page(client.get(f"/app/{name}/funnel"))
+        else:
+            assert client.get(f"/app/{name}/board").status_code == 404
+        for language in kt.setup.languages:
+            html = assert_page(client.get(f"/app/{name}?lang={language}"))
+            assert f'lang="{language}"' in html
+
+
+def test_pages_of_records(kt: Kartoteka) -> None:
+    app = browse(kt)
+    client_id = kt.records.create("client", {"name": "<script>alert(1)</script>",
+                                             "segments": ["vip"], "email": "a@b.example"})["id"]
+    sale = kt.records.create("sale", {"number": "S-1", "amount": "1234.5", "client": client_id,
+                                      "expected_on": "2026-12-31"})
+    kt.timeline.comment("sale", sale["id"], {"text": "<img src=x onerror=alert(2)>"})
+    kt.records.create("task", {"subject": "Call", "about": {"entity": "sale", "id": sale["id"]}})
+
+    listing = assert_page(app.get("/app/sale"))
+    assert "&lt;script&gt;" in listing and "<script>alert" not in listing
+    assert '<data class="num" value="1234.50" data-places="2">' in listing
+    assert '<time class="date" datetime="2026-12-31">' in listing
+
+    card = assert_page(app.get(f"/app/sale/{sale['id']}"))
+    assert "&lt;img src=x" in card and "<img src=x" not in card
+    assert f'href="/app/client/{client_id}"' in card  # the link, by its title
+    assert 'data-to="proposal"' in card and 'aria-current="step"' in card
+    assert 'section class="linked" data-way="tasks"' in card and ">Call<" in card
+    client_card = assert_page(app.get(f"/app/client/{client_id}"))
+    assert 'data-way="sales"' in client_card and "S-1" in client_card
+    assert "/app/sale?client%5Beq%5D=" in client_card  # all of the client's sales
+
+    form = assert_page(app.get(f"/app/sale/{sale['id']}/edit"))
+    assert f'data-version="{sale["version"]}"' in form
+    assert 'data-kind="decimal" data-places="2"' in form
+    assert "required in:" in form
+
+    board = assert_page(app.get("/app/sale/board"))
+    assert 'data-stage="lead"' in board and "S-1" in board
+    more = app.get("/app/sale/board/cards?stage[eq]=lead&limit=1")
+    assert more.status_code == 200 and 'class="kcard"' in more.text
+    assert_page(app.get("/app/sale/funnel?from=2020-01-01"))
+
+    found = app.get("/app/client/lookup?q=script").json()
+    assert found == {"items": [{"id": client_id, "title": "<script>alert(1)</script>"}]}
+
+
+def test_a_bad_filter_is_shown_not_ignored(kt: Kartoteka) -> None:
+    app = browse(kt)
+    html = assert_page(app.get("/app/sale?amount[gte]=lots"))
+    assert 'class="refusal"' in html and "amount[gte]" in html
+    html = assert_page(app.get("/app/sale/funnel?from=yesterday-ish"))
+    assert 'class="refusal"' in html
+    assert_page(app.get("/app/sale/abc"), 404)
+    assert_page(app.get("/app/sale/99999999999999999999"), 404)
+    # an empty input is no filter; a bare date bounds a datetime field by whole days
+    assert_page(app.get("/app/sale?amount[gte]=&q="))
+    assert_page(app.get("/app/task?due_at[gte]=2026-01-01&due_at[lte]=2026-01-31"))
+
+
+def test_persian_is_right_to_left(make_kt: Callable[..., Kartoteka]) -> None:
+    kt = make_kt(EXAMPLES / "printing")
+    app = browse(kt)
+    html = assert_page(app.get("/app?lang=fa"))
+    assert '<html lang="fa" dir="rtl">' in html
+    assert '<html lang="fa" dir="rtl">' in app.get("/app").text  # remembered (cookie)
+    assert '<html lang="en" dir="ltr">' in app.get("/app?lang=en").text
+    assert '<html lang="en" dir="ltr">' in app.get("/app?lang=xx").text  # unknown: as before
+    other = browse(kt)
+    assert 'lang="fa"' in other.get("/app", headers={"Accept-Language": "fa-IR"}).text
+
+
+def test_a_role_sees_and_is_offered_what_it_may(kt: Kartoteka) -> None:
+    manager, _ = kt.users.create({"email": "anna@example.com", "roles": ["manager"]})
+    director, _ = kt.users.create({"email": "boss@example.com", "roles": ["director"]})
+    with kt.acting.as_user(director):
+        theirs = kt.records.create("client", {"name": "Director client"},
+                                   owner=director.id)["id"]
+        product = kt.records.create("product", {"sku": "A-1", "name": "Paper",
+                                                "purchase_price": "7.77"})["id"]
+    with kt.acting.as_user(manager):
+        mine = kt.records.create("client", {"name": "Anna client"}, owner=manager.id)["id"]
+    app = browse(kt, manager)
+    clients = assert_page(app.get("/app/client"))
+    assert "Anna client" in clients and "Director client" not in clients
+    assert_page(app.get(f"/app/client/{theirs}"), 404)
+    card = assert_page(app.get(f"/app/client/{mine}"))
+    assert "data-delete" not in card  # a manager deletes no client
+    products = assert_page(app.get("/app/product"))
+    assert "Purchase price" not in products and "purchase_price" not in products
+    assert 'href="/app/product/new"' not in products
+    product_card = assert_page(app.get(f"/app/product/{product}"))
+    assert "7.77" not in product_card and "Purchase price" not in product_card
+    assert 'href="/app/product/' + str(product) + '/edit"' not in product_card
+    assert_page(app.get("/app/product/new"), 403)
+    assert_page(app.get(f"/app/product/{product}/edit"), 403)
+    lookup = app.get("/app/client/lookup").json()["items"]
+    assert [item["id"] for item in lookup] == [mine]
+
+
+def test_readonly_fields_are_shown_not_editable(
+        make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path]) -> None:
+    setup = write_setup({
+        "setup.yaml": "name: Notes\nlanguages: [en]\nroles:\n  clerk:\n"
+                      "    note: {create: all, read: all, update: all, hidden: [secret], "
+                      "readonly: [locked]}\n",
+        "note.yaml": "title: '{subject}'\nfields:\n  subject: {type: string, required: true}\n"
+                     "  secret: string\n  locked: string\n",
+    })
+    kt = make_kt(setup)
+    clerk, _ = kt.users.create({"email": "c@example.com", "roles": ["clerk"]})
+    note = kt.records.create("note", {"subject": "Hello", "secret": "s3cr3t", "locked": "L"})
+    app = browse(kt, clerk)
+    form = assert_page(app.get(f"/app/note/{note['id']}/edit"))
+    assert 'data-name="secret"' not in form and "s3cr3t" not in form
+    assert re.search(r'data-name="locked"[^>]*data-readonly', form)
+    assert re.search(r'id="f-locked"[^>]*disabled', form)
+    assert not re.search(r'id="f-subject"[^>]*disabled', form)
+
+
+def test_pages_need_a_user_once_users_exist(kt: Kartoteka) -> None:
+    kt.users.create({"email": "x@example.com", "roles": ["director"]})
+    app = browse(kt)
+    response = app.get("/app/client", follow_redirects=False)
+    assert response.status_code in (302, 303, 307, 401)
+    assert "/app/sign-in" in response.headers.get("location", "/app/sign-in")
+    assert app.get("/app/client/lookup?q=a").status_code == 401
+
+
+def test_assets_are_served_and_kept(kt: Kartoteka) -> None:
+    app = browse(kt)
+    for name, media in (("app.js", "text/javascript"), ("app.css", "text/css")):
+        response = app.get(f"/app/static/{name}")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith(media)
+        assert "immutable" in response.headers["cache-control"]
+        assert "http://" not in response.text and "https://" not in response.text
+    assert app.get("/app/static/nope.js").status_code == 404
+    # the pages are no part of the API's description
+    paths = app.get("/openapi.json").json()["paths"]
+    assert not [p for p in paths if p == "/" or p.startswith("/app")]
+
