@@ -37,6 +37,11 @@ _EN = {
     "not_found": "Not found", "refused": "Refused", "first_of": "the first",
     "choose": "choose…", "pipeline": "Pipeline", "links": "Links", "title": "Title",
     "apply": "Apply",
+    "t_comment": "comment", "t_call": "call", "t_email": "e-mail", "t_meeting": "meeting",
+    "t_stage": "stage", "t_change": "change", "t_record": "linked", "create": "created",
+    "update": "changed", "log": "Log a call, e-mail or meeting", "subject": "Subject",
+    "result": "Result", "kind": "Kind", "direction": "Direction", "in": "incoming",
+    "out": "outgoing",
 }
 _RU = {
     "entities": "Разделы", "search": "Поиск", "filter": "Фильтр", "reset": "Сбросить",
@@ -56,6 +61,11 @@ _RU = {
     "confirm_delete": "Удалить запись?", "language": "Язык", "not_found": "Не найдено",
     "refused": "Отказано", "first_of": "первые", "choose": "выберите…",
     "pipeline": "Воронка", "links": "Связи", "title": "Название", "apply": "Применить",
+    "t_comment": "комментарий", "t_call": "звонок", "t_email": "письмо",
+    "t_meeting": "встреча", "t_stage": "этап", "t_change": "изменение", "t_record": "связь",
+    "create": "создано", "update": "изменено", "log": "Записать звонок, письмо или встречу",
+    "subject": "Тема", "result": "Итог", "kind": "Вид", "direction": "Направление",
+    "in": "входящий", "out": "исходящий",
 }
 _FA = {
     "entities": "بخش‌ها", "search": "جستجو", "filter": "فیلتر", "reset": "پاک کردن",
@@ -74,6 +84,10 @@ _FA = {
     "not_found": "یافت نشد", "refused": "رد شد", "first_of": "نخستین",
     "choose": "انتخاب…", "pipeline": "فرایند", "links": "پیوندها", "title": "عنوان",
     "apply": "اعمال",
+    "t_comment": "یادداشت", "t_call": "تماس", "t_email": "ایمیل", "t_meeting": "جلسه",
+    "t_stage": "مرحله", "t_change": "تغییر", "t_record": "پیوند", "create": "ایجاد شد",
+    "update": "تغییر کرد", "log": "ثبت تماس، ایمیل یا جلسه", "subject": "موضوع",
+    "result": "نتیجه", "kind": "نوع", "direction": "جهت", "in": "ورودی", "out": "خروجی",
 }
 _ZH = {
     "entities": "目录", "search": "搜索", "filter": "筛选", "reset": "清除", "new": "新建",
@@ -90,6 +104,10 @@ _ZH = {
     "confirm_delete": "删除此记录？", "language": "语言", "not_found": "未找到",
     "refused": "被拒绝", "first_of": "前", "choose": "请选择…", "pipeline": "流程",
     "links": "关联", "title": "标题", "apply": "应用",
+    "t_comment": "评论", "t_call": "电话", "t_email": "邮件", "t_meeting": "会议",
+    "t_stage": "阶段", "t_change": "更改", "t_record": "关联", "create": "已创建",
+    "update": "已更改", "log": "记录电话、邮件或会议", "subject": "主题", "result": "结果",
+    "kind": "类型", "direction": "方向", "in": "呼入", "out": "呼出",
 }
 WORDS: Mapping[str, Mapping[str, str]] = {"en": _EN, "ru": _RU, "fa": _FA, "zh": _ZH}
 

@@ -303,7 +303,7 @@ class WebApp:
         kind = item.get("type", "")
         stages = views.stage_labels(spec, lang)
         out: dict[str, Any] = {"type": kind, "at": item.get("at"), "by": item.get("by"),
-                               "lines": []}
+                               "lines": [], "word": words.get("t_" + kind, kind)}
         if kind == "comment":
             out["text"] = item.get("text")
         elif kind in ("call", "email", "meeting"):
@@ -314,7 +314,7 @@ class WebApp:
                                     if s)
         elif kind == "change":
             for name, change in (item.get("changes") or {}).items():
-                label = views.field_label(spec, name, lang)
+                label = words["stage"] if name == "stage" else views.field_label(spec, name, lang)
                 if isinstance(change, list) and len(change) == 2:
                     old, new = (views.show(spec, name, v, lang, titles, words) for v in change)
                     out["lines"].append(Markup("{0}: {1} → {2}").format(label, old or "—",
@@ -323,7 +323,7 @@ class WebApp:
                     shown = views.show(spec, name, change, lang, titles, words) \
                         if not isinstance(change, dict) else Markup("")
                     out["lines"].append(Markup("{0}: {1}").format(label, shown))
-            out["text"] = item.get("action", "")
+            out["text"] = words.get(item.get("action", ""), item.get("action", ""))
         elif kind == "record" and isinstance(item.get("record"), dict):
             other = item["entity"]
             record_id = item["record"]["id"]

@@ -311,6 +311,20 @@ function setupComment(form) {
   });
 }
 
+function setupActivity(form) {
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const body = {};
+    form.querySelectorAll("[name]").forEach((el) => { if (el.value !== "") body[el.name] = el.value; });
+    const result = await api("POST", form.dataset.post, body);
+    if (result.ok) { window.location.reload(); return; }
+    const slot = form.querySelector(".error");
+    const { message, details } = errorOf(result);
+    slot.textContent = details.map((d) => d.field + ": " + d.problem).join("; ") || message;
+    slot.hidden = false;
+  });
+}
+
 async function moveStage(url, version, to, refusal) {
   const result = await api("POST", url, { to }, version ? { "If-Match": '"' + version + '"' } : {});
   if (!result.ok) showRefusal(refusal, result);
@@ -404,6 +418,7 @@ document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("form.filters .picker, .k-link .picker, .poly .picker").forEach((p) => setupPicker(p));
   document.querySelectorAll("form.record-form").forEach(setupForm);
   document.querySelectorAll("form.comment").forEach(setupComment);
+  document.querySelectorAll("form.activity").forEach(setupActivity);
   document.querySelectorAll("section.stages").forEach(setupStages);
   document.querySelectorAll("button[data-delete]").forEach(setupDelete);
   document.querySelectorAll(".board").forEach(setupBoard);
