@@ -1,20 +1,24 @@
 """The web app in a real browser (Chromium through Playwright) against a real server, on
 SQLite and on PostgreSQL: a form's inline 422, creating with a link picker, dragging a
 sale across the board (a refused move shows the server's reason), a comment on the card,
-filtering and sorting a list, a stale edit shown and not overwritten, Persian right to left.
+filtering and sorting a list, a stale edit shown and not overwritten, Persian right to left;
+and `kartoteka screenshots`.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from engine import Kartoteka
+from kartoteka.cli import main
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, MISSING, serve
-from tests.conftest import EXAMPLES
+from tests.conftest import DEFAULT_SETUP, EXAMPLES
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]'")
 
@@ -179,3 +183,26 @@ def test_persian_pages_are_right_to_left(make_kt: Callable[..., Kartoteka], page
             expect(page.locator("h1")).to_have_text(label)
         page.goto(f"{url}/app/{entity}?lang=en")
         expect(page.locator("html")).to_have_attribute("dir", "ltr")
+
+
+def test_screenshots_command(make_kt: Callable[..., Kartoteka], db_url: str,
+                             tmp_path: Path) -> None:
+    if not CHROMIUM.exists():
+        pytest.fail(MISSING)
+    kt = make_kt()
+    client = kt.records.create("client", {"name": "Kiosk"})
+    kt.records.create("sale", {"number": "S-1", "amount": "5", "client": client["id"]})
+    result = CliRunner().invoke(main, ["screenshots", str(DEFAULT_SETUP), "--db", db_url,
+                                       "--out", str(tmp_path / "shots"), "--language", "ru"])
+    assert result.exit_code == 0, result.output
+    widths = {}
+    for path in sorted((tmp_path / "shots").iterdir()):
+        header = path.read_bytes()[:24]
+        assert header[:8] == b"\x89PNG\r\n\x1a\n", path
+        widths[path.name] = int.from_bytes(header[16:20], "big")
+    assert widths == {f"sale-{page}-{size}.png": width
+                      for page in ("list", "card", "board", "funnel")
+                      for size, width in (("wide", 1280), ("phone", 390))}
+    refused = CliRunner().invoke(main, ["screenshots", str(DEFAULT_SETUP), "--db", db_url,
+                                        "--out", str(tmp_path / "x"), "--entity", "nope"])
+    assert refused.exit_code != 0 and "no entity 'nope'" in refused.output
