@@ -44,6 +44,8 @@ def browse(kt: Kartoteka, user: User | None = None) -> TestClient:
 def assert_page(response: Any, status: int = 200) -> str:
     assert response.status_code == status, response.text[:2000]
     assert response.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    assert response.headers["cache-control"] == "no-store"
     html: str = response.text
     assert 'dir="' in html and "</html>" in html
     # every script and style sheet is the app's own, nothing from a CDN

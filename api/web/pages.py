@@ -38,6 +38,16 @@ COLUMN_SIZE = 10
 #: the records of each way back a card lists (a client's sales)
 LINKED_SIZE = 20
 TIMELINE_SIZE = 50
+#: on every page: per user, never cached; only the app's own script and styles run (an
+#: injected script or style would not), and no other site may frame it (a framed board
+#: could be dragged by a click-jacking page)
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
+                               "img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+                               "form-action 'self'; frame-ancestors 'none'",
+    "Referrer-Policy": "same-origin",
+}
 #: query parameters the pages read themselves and never pass to the engine
 UI_PARAMS = frozenset({"lang"})
 
@@ -82,7 +92,7 @@ class WebApp:
 
         html, status = await run_in_threadpool(run)
         response = HTMLResponse(html, status)
-        response.headers["Cache-Control"] = "no-store"
+        response.headers.update(PAGE_HEADERS)
         asked = request.query_params.get("lang")
         if asked and asked == language:
             response.set_cookie(i18n.COOKIE, language, max_age=365 * 86400, samesite="lax",
@@ -261,7 +271,7 @@ class WebApp:
             "plural": self.label(entity, lang, True), "record": record,
             "title": titles.get((entity, record_id)) or f"#{record_id}",
             "fields": fields, "linked": linked, "rights": self.rights(entity),
-            "pipeline": pipeline,
+            "pipeline": pipeline, "field_labels": self.field_labels(spec, lang),
             "timeline": [self._timeline_item(spec, item, lang, words, titles)
                          for item in timeline["items"]],
         }
@@ -389,9 +399,14 @@ class WebApp:
             "pipelines": list(spec.pipeline.pipelines) if len(spec.pipeline.pipelines) > 1 else [],
             "filters": views.filters(spec, granted, lang, words), "chosen": dict(params),
             "filter_titles": {}, "rights": self.rights(entity),
+            "field_labels": self.field_labels(spec, lang),
             "more_query": views.query_string([(k, v) for k, v in params
                                               if k not in ("pipeline", "limit")]),
         }
+
+    def field_labels(self, spec: EntitySpec, lang: str) -> dict[str, str]:
+        """Labels by name, for the script to name the fields of a refusal."""
+        return {name: views.field_label(spec, name, lang) for name in [*spec.fields, *spec.links]}
 
     def _card(self, entity: str, record: Mapping[str, Any],
               titles: Mapping[tuple[str, int], str]) -> dict[str, Any]:

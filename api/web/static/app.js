@@ -325,9 +325,9 @@ function setupActivity(form) {
   });
 }
 
-async function moveStage(url, version, to, refusal) {
+async function moveStage(url, version, to, refusal, labels) {
   const result = await api("POST", url, { to }, version ? { "If-Match": '"' + version + '"' } : {});
-  if (!result.ok) showRefusal(refusal, result);
+  if (!result.ok) showRefusal(refusal, result, labels);
   return result;
 }
 
@@ -335,7 +335,8 @@ function setupStages(section) {
   const refusal = document.getElementById("card-refusal");
   section.querySelectorAll("button[data-to]").forEach((button) => {
     button.addEventListener("click", async () => {
-      const result = await moveStage(section.dataset.move, section.dataset.version, button.dataset.to, refusal);
+      const result = await moveStage(section.dataset.move, section.dataset.version, button.dataset.to,
+        refusal, JSON.parse(section.dataset.labels || "{}"));
       if (result.ok) window.location.reload();
     });
   });
@@ -382,7 +383,7 @@ function setupBoard(board) {
       if (!card || card.closest(".column") === column) return;
       refusal.hidden = true;
       const result = await moveStage("/api/" + entity + "/" + card.dataset.id + "/stage",
-        card.dataset.version, column.dataset.stage, refusal);
+        card.dataset.version, column.dataset.stage, refusal, JSON.parse(board.dataset.labels || "{}"));
       if (result.ok) window.location.reload();
     });
     const more = column.querySelector("button.more");
