@@ -80,7 +80,9 @@ def test_create_fix_inline_error_drag_and_comment(site: tuple[str, Kartoteka], p
     picker = page.locator('.input[data-name="client"] .picker-text')
     picker.fill("Ром")
     page.locator('.input[data-name="client"] .picker-list li', has_text="Ромашка LLC").click()
-    page.fill("#f-amount", "1500.5")
+    page.fill("#f-amount", "1 500,5")  # as people write it
+    page.locator("#f-amount").blur()
+    expect(page.locator("#f-amount")).to_have_value("1500.50")
     page.click("button[type=submit]")
     page.wait_for_url(re.compile(r"/app/sale/\d+$"))
     sale = kt.records.list_page("sale", [])

@@ -139,10 +139,7 @@ function readInput(box) {
       const text = q("input").value.trim();
       return text === "" ? null : (/^-?\d+$/.test(text) ? Number(text) : text);
     }
-    case "decimal": {
-      const text = q("input").value.trim().replace(/\s/g, "");
-      return text === "" ? null : text;
-    }
+    case "decimal": return decimalText(q("input").value);
     case "datetime": {
       const text = q("input").value;
       return text === "" ? null : new Date(text).toISOString();
@@ -174,6 +171,22 @@ function readInput(box) {
       return text === "" ? null : text;
     }
   }
+}
+
+// "1 500,5" as people write it → "1500.5" as the API reads it (a point or a comma before the
+// decimals, spaces between thousands); anything else goes as typed, for the API to refuse
+function decimalText(typed) {
+  let text = typed.trim().replace(/[\s\u00a0\u202f]/g, "");
+  if (text === "") return null;
+  if (/^-?\d+,\d+$/.test(text)) text = text.replace(",", ".");
+  return text;
+}
+
+function padPlaces(input, places) {
+  const text = decimalText(input.value);
+  if (text === null || !/^-?\d+(\.\d+)?$/.test(text)) return;
+  const [whole, decimals = ""] = text.split(".");
+  if (decimals.length <= places) input.value = places ? whole + "." + decimals.padEnd(places, "0") : whole;
 }
 
 function readForm(form) {
@@ -212,6 +225,10 @@ function setupForm(form) {
     const at = new Date(iso);
     const local = new Date(at.getTime() - at.getTimezoneOffset() * 60000);
     input.value = local.toISOString().slice(0, 19);
+  });
+  form.querySelectorAll('.input[data-kind="decimal"][data-places]').forEach((box) => {
+    const input = box.querySelector("input");
+    input.addEventListener("blur", () => padPlaces(input, Number(box.dataset.places)));
   });
   form.querySelectorAll(".multi").forEach(setupMulti);
   form.querySelectorAll(".poly").forEach((poly) => {
