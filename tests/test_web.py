@@ -208,3 +208,19 @@ def test_assets_are_served_and_kept(kt: Kartoteka) -> None:
     paths = app.get("/openapi.json").json()["paths"]
     assert not [p for p in paths if p == "/" or p.startswith("/app")]
 
+
+
+@pytest.mark.parametrize("example", ["law_firm", "logistics"])
+def test_a_board_and_funnel_per_pipeline(example: str, make_kt: Callable[..., Kartoteka]) -> None:
+    kt = make_kt(EXAMPLES / example)
+    app = browse(kt)
+    name, spec = next((n, s) for n, s in kt.setup.entities.items()
+                      if s.pipeline and len(s.pipeline.pipelines) > 1)
+    assert spec.pipeline is not None
+    for pipeline in spec.pipeline.pipelines.values():
+        for page in ("board", "funnel"):
+            html = assert_page(app.get(f"/app/{name}/{page}?pipeline={pipeline.name}"))
+            assert f'href="?pipeline={pipeline.name}" aria-current="page"' in html
+        board = app.get(f"/app/{name}/board?pipeline={pipeline.name}").text
+        assert re.findall(r'class="column c-\w+" data-stage="([^"]+)"', board) == \
+            list(pipeline.stage_names)

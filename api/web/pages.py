@@ -396,13 +396,23 @@ class WebApp:
         return "board.html", {
             "entity": entity, "label": self.label(entity, lang, True),
             "columns": columns, "error": error, "pipeline": board["pipeline"],
-            "pipelines": list(spec.pipeline.pipelines) if len(spec.pipeline.pipelines) > 1 else [],
+            "pipelines": self.pipeline_tabs(spec, lang),
             "filters": views.filters(spec, granted, lang, words), "chosen": dict(params),
             "filter_titles": {}, "rights": self.rights(entity),
             "field_labels": self.field_labels(spec, lang),
             "more_query": views.query_string([(k, v) for k, v in params
                                               if k not in ("pipeline", "limit")]),
         }
+
+    def pipeline_tabs(self, spec: EntitySpec, lang: str) -> list[tuple[str, str]]:
+        """(pipeline, its label) when there are several: the label of the value of the
+        field that picks them (`pipeline_by`), else the pipeline's name."""
+        assert spec.pipeline is not None
+        if len(spec.pipeline.pipelines) < 2:
+            return []
+        chooser = spec.fields.get(spec.pipeline.pipeline_by or "")
+        return [(name, views.option_label(chooser, name, lang) if chooser else name)
+                for name in spec.pipeline.pipelines]
 
     def field_labels(self, spec: EntitySpec, lang: str) -> dict[str, str]:
         """Labels by name, for the script to name the fields of a refusal."""
@@ -463,7 +473,7 @@ class WebApp:
             "entity": entity, "label": self.label(entity, lang, True),
             "rows": rows, "records": funnel["records"], "error": error,
             "pipeline": funnel["pipeline"],
-            "pipelines": list(spec.pipeline.pipelines) if len(spec.pipeline.pipelines) > 1 else [],
+            "pipelines": self.pipeline_tabs(spec, lang),
             "filters": views.filters(spec, granted, lang, words), "chosen": dict(params),
             "filter_titles": {}, "rights": self.rights(entity),
         }
