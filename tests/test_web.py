@@ -85,6 +85,7 @@ def test_pages_of_records(kt: Kartoteka) -> None:
     kt.records.create("task", {"subject": "Call", "about": {"entity": "sale", "id": sale["id"]}})
 
     listing = assert_page(app.get("/app/sale"))
+    assert "/app/sign-out" not in listing  # open mode: nobody to sign out
     assert "&lt;script&gt;" in listing and "<script>alert" not in listing
     assert '<data class="num" value="1234.50" data-places="2">' in listing
     assert '<time class="date" datetime="2026-12-31">' in listing
@@ -151,6 +152,7 @@ def test_a_role_sees_and_is_offered_what_it_may(kt: Kartoteka) -> None:
     app = browse(kt, manager)
     clients = assert_page(app.get("/app/client"))
     assert "Anna client" in clients and "Director client" not in clients
+    assert 'action="/app/sign-out"' in clients and "anna@example.com" in clients
     assert_page(app.get(f"/app/client/{theirs}"), 404)
     card = assert_page(app.get(f"/app/client/{mine}"))
     assert "data-delete" not in card  # a manager deletes no client
