@@ -98,6 +98,13 @@ def test_pages_of_records(kt: Kartoteka) -> None:
     client_card = assert_page(app.get(f"/app/client/{client_id}"))
     assert 'data-way="sales"' in client_card and "S-1" in client_card
     assert "/app/sale?client%5Beq%5D=" in client_card  # all of the client's sales
+    assert f'href="/app/sale/new?client={client_id}"' in client_card  # a new one for them
+    prefilled = assert_page(app.get(f"/app/sale/new?client={client_id}"))
+    assert f'class="picker-value" name="" value="{client_id}"' in prefilled
+    assert 'value="&lt;script&gt;alert(1)&lt;/script&gt;"' in prefilled  # its title
+    task_form = assert_page(app.get(f"/app/task/new?about=sale:{sale['id']}"))
+    assert f'name="" value="{sale["id"]}"' in task_form
+    assert_page(app.get("/app/sale/new?client=abc&about=x:1"))  # not ids: left empty
 
     form = assert_page(app.get(f"/app/sale/{sale['id']}/edit"))
     assert f'data-version="{sale["version"]}"' in form

@@ -280,6 +280,9 @@ class WebApp:
                    wanted: dict[str, set[int]]) -> list[dict[str, Any]]:
         """The records linking to this one, per way back, with the sums of their money."""
         out = []
+        ways = self.setup.reverse_links[entity].values()
+        shared = {other: sum(1 for r in ways if r.entity == other) for other in
+                  {r.entity for r in ways}}
         for name, reverse in self.setup.reverse_links[entity].items():
             if not self.rights(reverse.entity)["read"]:
                 continue
@@ -294,9 +297,14 @@ class WebApp:
             link = reverse.link
             key = f"{link.name}[eq]"
             value = f"{entity}:{record_id}" if link.polymorphic else str(record_id)
+            new = None
+            if self.rights(reverse.entity)["create"] and not link.many:
+                new = f"/app/{reverse.entity}/new" + views.query_string([(link.name, value)])
             out.append({
-                "name": name, "entity": reverse.entity,
-                "label": views.text(link.label, lang) and self.label(reverse.entity, lang, True),
+                "name": name, "entity": reverse.entity, "new": new,
+                "label": self.label(reverse.entity, lang, True) + (
+                    f" ({views.text(link.label, lang) or link.name})" if shared[reverse.entity] > 1
+                    else ""),
                 "items": page.items, "more": page.next is not None,
                 "all": f"/app/{reverse.entity}" + views.query_string([(key, value)]),
                 "stage": other.pipeline is not None,
@@ -358,13 +366,17 @@ class WebApp:
         schema = schemas.create if record is None else schemas.patch
         granted = self.kt.records.access.rights(entity)
         inputs = views.inputs(spec, schema, granted, lang, record)
+        shown = record
+        if record is None:  # a new record linked from a card: /app/sale/new?client=7
+            shown = views.prefill(spec, inputs, base["params"])
         wanted: dict[str, set[int]] = {}
-        if record is not None:
-            wanted = views.refs_of(self.setup, entity, [record], spec.links)
-            wanted.setdefault(entity, set()).add(record["id"])
+        if shown is not None:
+            wanted = views.refs_of(self.setup, entity, [shown], spec.links)
+            if record is not None:
+                wanted.setdefault(entity, set()).add(record["id"])
         titles = self.title_map(wanted)
         for item in inputs:
-            if item.kind in ("link", "links", "poly") and record is not None:
+            if item.kind in ("link", "links", "poly") and shown is not None:
                 for target, other in views.linked_refs(spec.links[item.name], item.value):
                     item.titles[f"{target}:{other}"] = titles.get((target, other)) or f"#{other}"
         return "form.html", {

@@ -250,6 +250,27 @@ def _field_input(item: Input, fspec: FieldSpec, prop: Mapping[str, Any],
         item.kind = "json"
 
 
+def prefill(spec: EntitySpec, inputs: list[Input], params: Sequence[tuple[str, str]]
+            ) -> dict[str, Any]:
+    """A new record's links given in the query (`client=7`, `about=sale:7`): set on their
+    inputs; returns them as a record's values, for their titles."""
+    given = dict(params)
+    values: dict[str, Any] = {}
+    for item in inputs:
+        text = given.get(item.name, "")
+        if item.readonly or not text:
+            continue
+        if item.kind == "link" and text.isascii() and text.isdigit() and len(text) < 19:
+            values[item.name] = int(text)
+        elif item.kind == "poly":
+            target, _, number = text.partition(":")
+            if target in item.targets and number.isascii() and number.isdigit() and len(number) < 19:
+                values[item.name] = {"entity": target, "id": int(number)}
+        if item.name in values:
+            item.value = values[item.name]
+    return values
+
+
 # -- values as people read them ---------------------------------------------------------------
 
 def card_href(entity: str, record_id: Any) -> str:
