@@ -121,6 +121,20 @@ def test_pages_of_records(kt: Kartoteka) -> None:
     assert found == {"items": [{"id": client_id, "title": "<script>alert(1)</script>"}]}
 
 
+def test_a_card_shows_what_automations_did(kt: Kartoteka) -> None:
+    client = kt.records.create("client", {"name": "Kiosk"})
+    sale = kt.records.create("sale", {"number": "S-9", "client": client["id"],
+                                      "contract_no": "D-1"})
+    kt.stages.move("sale", sale["id"], {"to": "contract"})  # the contract approval runs
+    kt.automations.run_pending()
+    task = kt.records.list_page("task", []).items[0]
+    card = assert_page(browse(kt).get(f"/app/sale/{sale['id']}?lang=ru"))
+    run = re.search(r'<li class="t-automation">.*?</ul></li>', card, re.S)
+    assert run is not None, card
+    assert "Согласование договора: done" in run.group(0)
+    assert f'create Задача <a href="/app/task/{task["id"]}">#{task["id"]}</a>' in run.group(0)
+
+
 def test_a_bad_filter_is_shown_not_ignored(kt: Kartoteka) -> None:
     app = browse(kt)
     html = assert_page(app.get("/app/sale?amount[gte]=lots"))

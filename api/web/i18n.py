@@ -42,6 +42,7 @@ _EN = {
     "update": "changed", "log": "Log a call, e-mail or meeting", "subject": "Subject",
     "result": "Result", "kind": "Kind", "direction": "Direction", "in": "incoming",
     "out": "outgoing",
+    "t_automation": "automation",
 }
 _RU = {
     "entities": "Разделы", "search": "Поиск", "filter": "Фильтр", "reset": "Сбросить",
@@ -66,6 +67,7 @@ _RU = {
     "create": "создано", "update": "изменено", "log": "Записать звонок, письмо или встречу",
     "subject": "Тема", "result": "Итог", "kind": "Вид", "direction": "Направление",
     "in": "входящий", "out": "исходящий",
+    "t_automation": "автоматизация",
 }
 _FA = {
     "entities": "بخش‌ها", "search": "جستجو", "filter": "فیلتر", "reset": "پاک کردن",
@@ -88,6 +90,7 @@ _FA = {
     "t_stage": "مرحله", "t_change": "تغییر", "t_record": "پیوند", "create": "ایجاد شد",
     "update": "تغییر کرد", "log": "ثبت تماس، ایمیل یا جلسه", "subject": "موضوع",
     "result": "نتیجه", "kind": "نوع", "direction": "جهت", "in": "ورودی", "out": "خروجی",
+    "t_automation": "خودکارسازی",
 }
 _ZH = {
     "entities": "目录", "search": "搜索", "filter": "筛选", "reset": "清除", "new": "新建",
@@ -108,6 +111,7 @@ _ZH = {
     "t_stage": "阶段", "t_change": "更改", "t_record": "关联", "create": "已创建",
     "update": "已更改", "log": "记录电话、邮件或会议", "subject": "主题", "result": "结果",
     "kind": "类型", "direction": "方向", "in": "呼入", "out": "呼出",
+    "t_automation": "自动化",
 }
 WORDS: Mapping[str, Mapping[str, str]] = {"en": _EN, "ru": _RU, "fa": _FA, "zh": _ZH}
 

@@ -10,6 +10,7 @@ client, so the app has no write path of its own.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -348,10 +349,41 @@ class WebApp:
             out["text"] = self.label(other, lang)
             out["href"] = views.card_href(other, record_id)
             out["link"] = titles.get((other, record_id)) or f"#{record_id}"
-        else:  # a kind this app does not know yet (automation runs...): its own words
+        elif kind == "automation":
+            name = views.text(item.get("label"), lang) or item.get("automation", "")
+            out["text"] = f"{name}: {item.get('status', '')}"
+            out["lines"] = self._run_lines(item.get("detail") or {}, lang)
+        else:  # a kind this app does not know yet: its keys and values
             out["text"] = ", ".join(f"{k}: {v}" for k, v in item.items()
                                     if k not in ("type", "id", "at", "by") and v is not None)
         return out
+
+    def _run_lines(self, detail: Mapping[str, Any], lang: str) -> list[Markup]:
+        """What an automation run did, one line per action (`create Task #12`), then any
+        other detail as it is (an error's message)."""
+        lines = []
+        for key, value in detail.items():
+            if key != "actions" or not isinstance(value, list):
+                shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+                lines.append(Markup("{0}: {1}").format(key, shown))
+                continue
+            for action in value:
+                if not (isinstance(action, dict) and len(action) == 1):
+                    continue
+                kind, data = next(iter(action.items()))
+                line = Markup("{0}").format(kind)
+                data = data if isinstance(data, dict) else {}
+                entity = data.get("entity")
+                if entity in self.setup.entities:
+                    line += Markup(" {0}").format(self.label(entity, lang))
+                    if isinstance(data.get("id"), int):
+                        line += Markup(' <a href="{0}">#{1}</a>').format(
+                            views.card_href(entity, data["id"]), data["id"])
+                for many in ("ids", "users"):
+                    if isinstance(data.get(many), list):
+                        line += Markup(" ×{0}").format(len(data[many]))
+                lines.append(line)
+        return lines
 
     def form(self, base: dict[str, Any], entity: str, record_id: int | None
              ) -> tuple[str, dict[str, Any]]:
