@@ -374,7 +374,7 @@ class WebApp:
                 line = Markup("{0}").format(kind)
                 data = data if isinstance(data, dict) else {}
                 entity = data.get("entity")
-                if entity in self.setup.entities:
+                if isinstance(entity, str) and entity in self.setup.entities:
                     line += Markup(" {0}").format(self.label(entity, lang))
                     if isinstance(data.get("id"), int):
                         line += Markup(' <a href="{0}">#{1}</a>').format(
