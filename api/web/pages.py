@@ -136,6 +136,24 @@ class WebApp:
                     out[(entity, record_id)] = title
         return out
 
+    def record_titles(self, entity: str, records: Sequence[Mapping[str, Any]]
+                      ) -> dict[tuple[str, int], str]:
+        """The titles of records already read (a list's page): only the records their
+        titles name through a link are fetched, not these again."""
+        template = self.titles.templates.get(entity)
+        if template is None or not records:
+            return {}
+        spec = self.spec(entity)
+        linked: dict[str, dict[int, Mapping[str, Any]]] = {}
+        with self.kt.db.read() as conn:
+            for link in template.links:
+                ids = {r[link] for r in records if isinstance(r.get(link), int)}
+                linked[link] = {r["id"]: r for r in self.kt.records.fetch(
+                    conn, spec.links[link].target, ids)}
+        return {(entity, r["id"]): template.render(r, {
+            link: linked[link].get(r.get(link)) for link in template.links})  # type: ignore[arg-type]
+            for r in records}
+
     def engine_params(self, entity: str, params: Sequence[tuple[str, str]]
                       ) -> list[tuple[str, str]]:
         """The page's query as the engine's list grammar: the app's own keys and empty
@@ -192,13 +210,13 @@ class WebApp:
             if column.name == "stage":
                 column.label = words["stage"]
         wanted = views.refs_of(self.setup, entity, items, [c.name for c in columns])
-        wanted.setdefault(entity, set()).update(r["id"] for r in items)
         filters = views.filters(spec, granted, lang, words)
         chosen = dict(params)
         for item in filters:
             if item.kind == "link" and chosen.get(item.keys[0], "").isdigit():
                 wanted.setdefault(item.target, set()).add(int(chosen[item.keys[0]]))
         titles = self.title_map(wanted)
+        titles.update(self.record_titles(entity, items))
         rows = [{
             "href": views.card_href(entity, record["id"]),
             "title": titles.get((entity, record["id"])) or f"#{record['id']}",

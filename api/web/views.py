@@ -303,24 +303,24 @@ def _show_field(fspec: FieldSpec, value: Any, language: str | None,
         return escape(words["yes"] if value else words["no"])
     if _is_number(fspec) and isinstance(value, (int, float, str)):
         places = fspec.params.get("places", 0)
-        return Markup('<data class="num" value="{0}" data-places="{1}">{0}</data>').format(
-            value, places)
+        return Markup('<data class="num" value="%s" data-places="%s">%s</data>') % (
+            value, places, value)
     if fspec.type.moment_kind and isinstance(value, str):
-        return Markup('<time class="{0}" datetime="{1}">{1}</time>').format(
-            fspec.type.moment_kind, value)
+        return Markup('<time class="%s" datetime="%s">%s</time>') % (
+            fspec.type.moment_kind, value, value)
     if kind == "email" and isinstance(value, str):
-        return Markup('<a href="mailto:{0}">{0}</a>').format(value)
+        return Markup('<a href="mailto:%s">%s</a>') % (value, value)
     if kind == "url" and isinstance(value, str) and value.lower().startswith(("http://", "https://")):
-        return Markup('<a href="{0}" rel="noopener noreferrer">{0}</a>').format(value)
+        return Markup('<a href="%s" rel="noopener noreferrer">%s</a>') % (value, value)
     if isinstance(value, (dict, list)):
-        return Markup("<code>{0}</code>").format(json.dumps(value, ensure_ascii=False))
+        return Markup("<code>%s</code>") % json.dumps(value, ensure_ascii=False)
     return escape(str(value))
 
 
 def _show_link(link: LinkSpec, value: Any, titles: Mapping[tuple[str, int], str]) -> Markup:
     refs = linked_refs(link, value)
-    parts = [Markup('<a href="{0}">{1}</a>').format(card_href(entity, i),
-                                                    titles.get((entity, i)) or f"#{i}")
+    parts = [Markup('<a href="%s">%s</a>') % (card_href(entity, i),
+                                              titles.get((entity, i)) or f"#{i}")
              for entity, i in refs]
     return Markup(", ").join(parts)
 
