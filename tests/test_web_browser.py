@@ -68,6 +68,15 @@ def test_create_fix_inline_error_drag_and_comment(site: tuple[str, Kartoteka], p
     expect(error).not_to_be_empty()
     expect(page.locator("#f-email")).to_have_attribute("aria-invalid", "true")
     assert kt.records.list_page("client", []).items == []
+    # a delete the server refuses (a sale holds the client: on_delete restrict) says why
+    held = kt.records.create("client", {"name": "Held"})
+    kt.records.create("sale", {"number": "S-1", "client": held["id"]})
+    page.goto(f"{url}/app/client/{held['id']}")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("button[data-delete]")
+    expect(page.locator("#card-refusal")).to_be_visible()
+    expect(page.locator("#card-refusal")).to_contain_text("sale")
+    assert kt.records.get("client", held["id"])["name"] == "Held"
     page.fill("#f-email", "office@romashka.example")
     page.click("button[type=submit]")
     page.wait_for_url(re.compile(r"/app/client/\d+$"))
@@ -169,6 +178,14 @@ def test_a_stale_edit_is_shown_not_saved(site: tuple[str, Kartoteka], page: Any)
     expect(stale).to_be_visible()
     expect(stale).to_contain_text("Samara")
     assert kt.records.get("client", client["id"])["city"] == "Samara"
+    # the current version loads; then the card's Delete (after its confirmation) deletes it
+    stale.locator("a").click()
+    expect(page.locator("#f-city")).to_have_value("Samara")
+    page.goto(f"{url}/app/client/{client['id']}")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("button[data-delete]")
+    page.wait_for_url(re.compile(r"/app/client$"))
+    assert kt.records.list_page("client", []).items == []
 
 
 def test_persian_pages_are_right_to_left(make_kt: Callable[..., Kartoteka], page: Any) -> None:
