@@ -88,17 +88,35 @@ function setupPicker(picker, onPick) {
       li.setAttribute("role", "option");
       li.textContent = item.title;
       li.dataset.id = item.id;
-      li.addEventListener("mousedown", (event) => {
-        event.preventDefault();
-        list.hidden = true;
-        if (onPick) { onPick(item); text.value = ""; return; }
-        value.value = item.id;
-        text.value = item.title;
-      });
+      li.addEventListener("mousedown", (event) => { event.preventDefault(); pick(item); });
+      li.item = item;
       return li;
     }));
     list.hidden = items.length === 0;
   }
+  function pick(item) {
+    list.hidden = true;
+    if (onPick) { onPick(item); text.value = ""; return; }
+    value.value = item.id;
+    text.value = item.title;
+  }
+  // the keyboard: arrows go through the matches, Enter picks one, Escape closes the list
+  text.addEventListener("keydown", (event) => {
+    const options = [...list.children];
+    const at = options.findIndex((li) => li.getAttribute("aria-selected") === "true");
+    if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+      if (!options.length) return;
+      event.preventDefault();
+      list.hidden = false;
+      const next = (at + (event.key === "ArrowDown" ? 1 : options.length - 1)) % options.length;
+      options.forEach((li, i) => li.setAttribute("aria-selected", String(i === next)));
+    } else if (event.key === "Enter" && !list.hidden && at >= 0) {
+      event.preventDefault();
+      pick(options[at].item);
+    } else if (event.key === "Escape") {
+      list.hidden = true;
+    }
+  });
   text.addEventListener("input", () => {
     if (!onPick && text.value === "") value.value = "";
     clearTimeout(timer);
