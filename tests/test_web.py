@@ -145,7 +145,11 @@ def test_a_bad_filter_is_shown_not_ignored(kt: Kartoteka) -> None:
     assert_page(app.get("/app/sale/99999999999999999999"), 404)
     # an empty input is no filter; a bare date bounds a datetime field by whole days
     assert_page(app.get("/app/sale?amount[gte]=&q="))
-    assert_page(app.get("/app/task?due_at[gte]=2026-01-01&due_at[lte]=2026-01-31"))
+    kt.records.create("task", {"subject": "In January", "due_at": "2026-01-31T23:00:00Z"})
+    kt.records.create("task", {"subject": "In February", "due_at": "2026-02-01T00:00:00Z"})
+    html = assert_page(app.get("/app/task?due_at[gte]=2026-01-01&due_at[lte]=2026-01-31"))
+    assert "In January" in html and "In February" not in html
+    assert 'name="due_at[lte]" value="2026-01-31"' in html  # the input keeps the day typed
 
 
 def test_persian_is_right_to_left(make_kt: Callable[..., Kartoteka]) -> None:

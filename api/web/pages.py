@@ -211,7 +211,8 @@ class WebApp:
                 column.label = words["stage"]
         wanted = views.refs_of(self.setup, entity, items, [c.name for c in columns])
         filters = views.filters(spec, granted, lang, words)
-        chosen = dict(params)
+        # the inputs show what was typed (a day, not the moment it stands for)
+        chosen = {k: v for k, v in base["params"] if v.strip()}
         for item in filters:
             if item.kind == "link" and chosen.get(item.keys[0], "").isdigit():
                 wanted.setdefault(item.target, set()).add(int(chosen[item.keys[0]]))
@@ -459,7 +460,7 @@ class WebApp:
             "entity": entity, "label": self.label(entity, lang, True),
             "columns": columns, "error": error, "pipeline": board["pipeline"],
             "pipelines": self.pipeline_tabs(spec, lang),
-            "filters": views.filters(spec, granted, lang, words), "chosen": dict(params),
+            "filters": views.filters(spec, granted, lang, words), "chosen": {k: v for k, v in base["params"] if v.strip()},
             "filter_titles": {}, "rights": self.rights(entity),
             "field_labels": self.field_labels(spec, lang),
             "more_query": views.query_string([(k, v) for k, v in params
@@ -536,7 +537,7 @@ class WebApp:
             "rows": rows, "records": funnel["records"], "error": error,
             "pipeline": funnel["pipeline"],
             "pipelines": self.pipeline_tabs(spec, lang),
-            "filters": views.filters(spec, granted, lang, words), "chosen": dict(params),
+            "filters": views.filters(spec, granted, lang, words), "chosen": {k: v for k, v in base["params"] if v.strip()},
             "filter_titles": {}, "rights": self.rights(entity),
         }
 

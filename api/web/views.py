@@ -26,7 +26,6 @@ NUMBERS = frozenset({"integer", "decimal", "money"})
 #: at most this many columns besides the title, and filters, on a list
 MAX_COLUMNS = 6
 MAX_FILTERS = 8
-SYSTEM_LABELS = {"id": "#", "stage": "stage", "created_at": "created", "owner": "owner"}
 
 
 @dataclass
