@@ -116,6 +116,9 @@ def test_pages_of_records(kt: Kartoteka) -> None:
     more = app.get("/app/sale/board/cards?stage[eq]=lead&limit=1")
     assert more.status_code == 200 and 'class="kcard"' in more.text
     assert_page(app.get("/app/sale/funnel?from=2020-01-01"))
+    for page in ("/app/sale", "/app/sale/board", "/app/sale/funnel"):  # a link filter's title
+        html = assert_page(app.get(f"{page}?client[eq]={client_id}"))
+        assert 'value="&lt;script&gt;alert(1)&lt;/script&gt;"' in html, page
 
     found = app.get("/app/client/lookup?q=script").json()
     assert found == {"items": [{"id": client_id, "title": "<script>alert(1)</script>"}]}

@@ -205,17 +205,12 @@ class WebApp:
         except MalformedRequest as refused:
             error, items, next_cursor = refused, [], None
         columns = views.columns(spec, granted, lang, words["title"])
-        stages = views.stage_labels(spec, lang)
         for column in columns:
             if column.name == "stage":
                 column.label = words["stage"]
         wanted = views.refs_of(self.setup, entity, items, [c.name for c in columns])
-        filters = views.filters(spec, granted, lang, words)
-        # the inputs show what was typed (a day, not the moment it stands for)
-        chosen = {k: v for k, v in base["params"] if v.strip()}
-        for item in filters:
-            if item.kind == "link" and chosen.get(item.keys[0], "").isdigit():
-                wanted.setdefault(item.target, set()).add(int(chosen[item.keys[0]]))
+        panel = self.filter_panel(spec, base)
+        chosen = panel["chosen"]
         titles = self.title_map(wanted)
         titles.update(self.record_titles(entity, items))
         rows = [{
@@ -230,11 +225,7 @@ class WebApp:
             "entity": entity, "label": self.label(entity, lang, True),
             "singular": self.label(entity, lang), "rights": rights,
             "pipeline": spec.pipeline is not None, "columns": columns, "rows": rows,
-            "sort": sort, "error": error, "filters": filters, "chosen": chosen,
-            "filter_titles": {f.keys[0]: titles.get((f.target, int(chosen[f.keys[0]])), "")
-                              for f in filters if f.kind == "link"
-                              and chosen.get(f.keys[0], "").isdigit()},
-            "q": chosen.get("q", ""), "stages": stages,
+            "sort": sort, "error": error, **panel,
             "sort_link": lambda name: views.query_string(
                 kept, sort=("-" + name) if sort == name else name),
             "next_link": views.query_string(base["params"], cursor=next_cursor)
@@ -438,7 +429,7 @@ class WebApp:
         }
 
     def board(self, base: dict[str, Any], entity: str) -> tuple[str, dict[str, Any]]:
-        lang, words = base["lang"], base["w"]
+        lang = base["lang"]
         spec = self.spec(entity)
         if spec.pipeline is None:
             raise NotFound(f"{entity} has no pipeline, so no board")
@@ -449,7 +440,6 @@ class WebApp:
                                           if not any(k == "limit" for k, _ in params) else params)
         except MalformedRequest as refused:
             error, board = refused, {"pipeline": "", "columns": []}
-        granted = self.kt.records.access.rights(entity)
         stages = views.stage_labels(spec, lang)
         titles = self.title_map({entity: {r["id"] for c in board["columns"] for r in c["items"]}})
         columns = [{**column, "label": stages.get(column["stage"], column["stage"]),
@@ -460,12 +450,27 @@ class WebApp:
             "entity": entity, "label": self.label(entity, lang, True),
             "columns": columns, "error": error, "pipeline": board["pipeline"],
             "pipelines": self.pipeline_tabs(spec, lang),
-            "filters": views.filters(spec, granted, lang, words), "chosen": {k: v for k, v in base["params"] if v.strip()},
-            "filter_titles": {}, "rights": self.rights(entity),
+            **self.filter_panel(spec, base), "rights": self.rights(entity),
             "field_labels": self.field_labels(spec, lang),
             "more_query": views.query_string([(k, v) for k, v in params
                                               if k not in ("pipeline", "limit")]),
         }
+
+    def filter_panel(self, spec: EntitySpec, base: Mapping[str, Any]) -> dict[str, Any]:
+        """The filter form's inputs, what they hold (as typed: a day, not the moment it
+        stands for) and the titles of the records its link filters name."""
+        granted = self.kt.records.access.rights(spec.name)
+        filters = views.filters(spec, granted, base["lang"], base["w"])
+        chosen = {k: v for k, v in base["params"] if v.strip()}
+        named = {f.keys[0]: (f.target, int(chosen[f.keys[0]])) for f in filters
+                 if f.kind == "link" and chosen.get(f.keys[0], "").isascii()
+                 and chosen.get(f.keys[0], "").isdigit() and len(chosen[f.keys[0]]) < 19}
+        wanted: dict[str, set[int]] = {}
+        for target, record_id in named.values():
+            wanted.setdefault(target, set()).add(record_id)
+        titles = self.title_map(wanted)
+        return {"filters": filters, "chosen": chosen,
+                "filter_titles": {key: titles.get(ref, "") for key, ref in named.items()}}
 
     def pipeline_tabs(self, spec: EntitySpec, lang: str) -> list[tuple[str, str]]:
         """(pipeline, its label) when there are several: the label of the value of the
@@ -514,7 +519,7 @@ class WebApp:
                               "next": page.next}
 
     def funnel(self, base: dict[str, Any], entity: str) -> tuple[str, dict[str, Any]]:
-        lang, words = base["lang"], base["w"]
+        lang = base["lang"]
         spec = self.spec(entity)
         if spec.pipeline is None:
             raise NotFound(f"{entity} has no pipeline, so no funnel")
@@ -531,14 +536,12 @@ class WebApp:
                  "sums": self._sums(spec, stage["current"]["sums"], lang),
                  "forecast": self._sums(spec, stage["forecast"] or {}, lang)}
                 for stage in funnel["stages"]]
-        granted = self.kt.records.access.rights(entity)
         return "funnel.html", {
             "entity": entity, "label": self.label(entity, lang, True),
             "rows": rows, "records": funnel["records"], "error": error,
             "pipeline": funnel["pipeline"],
             "pipelines": self.pipeline_tabs(spec, lang),
-            "filters": views.filters(spec, granted, lang, words), "chosen": {k: v for k, v in base["params"] if v.strip()},
-            "filter_titles": {}, "rights": self.rights(entity),
+            **self.filter_panel(spec, base), "rights": self.rights(entity),
         }
 
 
