@@ -138,6 +138,20 @@ def test_a_card_shows_what_automations_did(kt: Kartoteka) -> None:
     assert f'create Задача <a href="/app/task/{task["id"]}">#{task["id"]}</a>' in run.group(0)
 
 
+def test_a_long_timeline_pages(kt: Kartoteka) -> None:
+    client = kt.records.create("client", {"name": "Talkative"})
+    for number in range(55):
+        kt.timeline.comment("client", client["id"], {"text": f"note {number}"})
+    app = browse(kt)
+    first = assert_page(app.get(f"/app/client/{client['id']}"))
+    assert "note 54" in first and "note 4<" not in first
+    older = re.search(r'rel="next" href="([^"]+)"', first)
+    assert older is not None
+    rest = assert_page(app.get(f"/app/client/{client['id']}" + older.group(1).replace("&amp;", "&")))
+    assert "note 0<" in rest and "note 54" not in rest and 'rel="next"' not in rest
+    assert_page(app.get(f"/app/client/{client['id']}?cursor=garbage"), 400)
+
+
 def test_a_bad_filter_is_shown_not_ignored(kt: Kartoteka) -> None:
     app = browse(kt)
     html = assert_page(app.get("/app/sale?amount[gte]=lots"))

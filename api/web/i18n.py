@@ -43,6 +43,7 @@ _EN = {
     "result": "Result", "kind": "Kind", "direction": "Direction", "in": "incoming",
     "out": "outgoing",
     "t_automation": "automation",
+    "older": "Older", "newest": "Newest",
 }
 _RU = {
     "entities": "Разделы", "search": "Поиск", "filter": "Фильтр", "reset": "Сбросить",
@@ -68,6 +69,7 @@ _RU = {
     "subject": "Тема", "result": "Итог", "kind": "Вид", "direction": "Направление",
     "in": "входящий", "out": "исходящий",
     "t_automation": "автоматизация",
+    "older": "Раньше", "newest": "Последние",
 }
 _FA = {
     "entities": "بخش‌ها", "search": "جستجو", "filter": "فیلتر", "reset": "پاک کردن",
@@ -91,6 +93,7 @@ _FA = {
     "update": "تغییر کرد", "log": "ثبت تماس، ایمیل یا جلسه", "subject": "موضوع",
     "result": "نتیجه", "kind": "نوع", "direction": "جهت", "in": "ورودی", "out": "خروجی",
     "t_automation": "خودکارسازی",
+    "older": "قدیمی‌تر", "newest": "جدیدترین",
 }
 _ZH = {
     "entities": "目录", "search": "搜索", "filter": "筛选", "reset": "清除", "new": "新建",
@@ -112,6 +115,7 @@ _ZH = {
     "update": "已更改", "log": "记录电话、邮件或会议", "subject": "主题", "result": "结果",
     "kind": "类型", "direction": "方向", "in": "呼入", "out": "呼出",
     "t_automation": "自动化",
+    "older": "更早", "newest": "最新",
 }
 WORDS: Mapping[str, Mapping[str, str]] = {"en": _EN, "ru": _RU, "fa": _FA, "zh": _ZH}
 

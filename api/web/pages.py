@@ -253,7 +253,9 @@ class WebApp:
         wanted = views.refs_of(self.setup, entity, [record], spec.links)
         wanted.setdefault(entity, set()).add(record_id)
         linked = self._ways_back(entity, record_id, lang, words, wanted)
-        timeline = self.kt.timeline.page(entity, record_id, [("limit", str(TIMELINE_SIZE))])
+        older = dict(base["params"]).get("cursor")  # the timeline's next page
+        timeline = self.kt.timeline.page(entity, record_id, [
+            ("limit", str(TIMELINE_SIZE)), *([("cursor", older)] if older else [])])
         for item in timeline["items"]:
             if item.get("type") == "record" and isinstance(item.get("record"), dict):
                 wanted.setdefault(item["entity"], set()).add(item["record"]["id"])
@@ -283,6 +285,8 @@ class WebApp:
             "title": titles.get((entity, record_id)) or f"#{record_id}",
             "fields": fields, "linked": linked, "rights": self.rights(entity),
             "pipeline": pipeline, "field_labels": self.field_labels(spec, lang),
+            "older": views.query_string([], cursor=timeline["next"]) if timeline["next"] else None,
+            "newest": bool(older),
             "timeline": [self._timeline_item(spec, item, lang, words, titles)
                          for item in timeline["items"]],
         }
