@@ -100,6 +100,11 @@ def test_create_fix_inline_error_drag_and_comment(site: tuple[str, Kartoteka], p
     expect(refusal).to_be_visible()
     expect(refusal).to_contain_text("Contract number: is required in stage 'contract'")
     assert kt.records.list_page("sale", []).items[0]["stage"] == "lead"
+    expect(refusal.locator("a")).to_have_attribute("href", re.compile(r"/app/sale/\d+/edit\?stage=contract$"))
+    page.goto(url + refusal.locator("a").get_attribute("href"))  # the form marks what it needs
+    expect(page.locator('.input[data-name="contract_no"] .req')).to_be_visible()
+    expect(page.locator('.input[data-name="closed_on"] .req')).to_have_count(0)
+    page.go_back()
     card.drag_to(page.locator('.column[data-stage="proposal"]'))
     expect(page.locator('.column[data-stage="proposal"] .kcard', has_text="S-100")).to_be_visible()
     expect(page.locator('.column[data-stage="proposal"] .count')).to_have_text("1")

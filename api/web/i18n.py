@@ -44,6 +44,7 @@ _EN = {
     "out": "outgoing",
     "t_automation": "automation",
     "older": "Older", "newest": "Newest",
+    "fill_in": "Fill them in",
 }
 _RU = {
     "entities": "Разделы", "search": "Поиск", "filter": "Фильтр", "reset": "Сбросить",
@@ -70,6 +71,7 @@ _RU = {
     "in": "входящий", "out": "исходящий",
     "t_automation": "автоматизация",
     "older": "Раньше", "newest": "Последние",
+    "fill_in": "Заполнить",
 }
 _FA = {
     "entities": "بخش‌ها", "search": "جستجو", "filter": "فیلتر", "reset": "پاک کردن",
@@ -94,6 +96,7 @@ _FA = {
     "result": "نتیجه", "kind": "نوع", "direction": "جهت", "in": "ورودی", "out": "خروجی",
     "t_automation": "خودکارسازی",
     "older": "قدیمی‌تر", "newest": "جدیدترین",
+    "fill_in": "تکمیل کنید",
 }
 _ZH = {
     "entities": "目录", "search": "搜索", "filter": "筛选", "reset": "清除", "new": "新建",
@@ -116,6 +119,7 @@ _ZH = {
     "kind": "类型", "direction": "方向", "in": "呼入", "out": "呼出",
     "t_automation": "自动化",
     "older": "更早", "newest": "最新",
+    "fill_in": "去填写",
 }
 WORDS: Mapping[str, Mapping[str, str]] = {"en": _EN, "ru": _RU, "fa": _FA, "zh": _ZH}
 

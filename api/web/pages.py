@@ -411,7 +411,8 @@ class WebApp:
         schemas = self.kt.schemas[entity]
         schema = schemas.create if record is None else schemas.patch
         granted = self.kt.records.access.rights(entity)
-        inputs = views.inputs(spec, schema, granted, lang, record)
+        next_stage = dict(base["params"]).get("stage") if record is not None else None
+        inputs = views.inputs(spec, schema, granted, lang, record, next_stage)
         shown = record
         if record is None:  # a new record linked from a card: /app/sale/new?client=7
             shown = views.prefill(spec, inputs, base["params"])

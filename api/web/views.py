@@ -183,15 +183,18 @@ def _schema_types(prop: Mapping[str, Any]) -> set[str]:
 
 
 def inputs(spec: EntitySpec, schema: Mapping[str, Any], rights: Rights | None,
-           language: str | None, record: Mapping[str, Any] | None) -> list[Input]:
+           language: str | None, record: Mapping[str, Any] | None,
+           next_stage: str | None = None) -> list[Input]:
     """The form's inputs: one per property of the create (or patch) schema the API
-    enforces, in the setup's order; server-set and computed fields are not in the schema."""
+    enforces, in the setup's order; server-set and computed fields are not in the schema.
+    A field is marked required when the record's stage needs it, or `next_stage` (where
+    a refused move was headed) does."""
     hidden = _hidden(rights)
     readonly = frozenset(rights.readonly) if rights else frozenset()
     properties: Mapping[str, Any] = schema.get("properties", {})
     required = set(schema.get("required", ()))
     stages = stage_labels(spec, language)
-    stage = (record or {}).get("stage")
+    needing = {(record or {}).get("stage"), next_stage} - {None}
     out: list[Input] = []
     for name, prop in properties.items():
         if name == "owner" or name in hidden:
@@ -204,7 +207,7 @@ def inputs(spec: EntitySpec, schema: Mapping[str, Any], rights: Rights | None,
         if fspec is not None:
             _field_input(item, fspec, prop, language)
             item.required_in = [stages.get(s, s) for s in sorted(fspec.required_in_stages)]
-            item.required_now = stage in fspec.required_in_stages
+            item.required_now = bool(needing & fspec.required_in_stages)
             item.help = text(fspec.help, language)
         elif link is not None:
             if link.through:

@@ -362,7 +362,17 @@ function setupActivity(form) {
 
 async function moveStage(url, version, to, refusal, labels) {
   const result = await api("POST", url, { to }, version ? { "If-Match": '"' + version + '"' } : {});
-  if (!result.ok) showRefusal(refusal, result, labels);
+  if (!result.ok) {
+    showRefusal(refusal, result, labels);
+    // fields the stage needs: a link to the edit form, those fields marked as required
+    if (result.data && result.data.error && result.data.error.code === "stage_requirements") {
+      const link = document.createElement("a");
+      link.href = url.replace(/^\/api\//, "/app/").replace(/\/stage$/, "/edit") + "?stage=" + encodeURIComponent(to);
+      link.textContent = refusal.dataset.fill;
+      link.className = "button";
+      refusal.append(link);
+    }
+  }
   return result;
 }
 
