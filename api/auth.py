@@ -94,9 +94,11 @@ class Authentication:
             await self.app(scope, receive, send)
 
     def refuse(self, scope: Scope, error: Unauthorized, web: bool, had_cookie: bool) -> Response:
-        """A page asked for without a session: to the sign-in page; anything else: 401.
-        An ended session's cookies are cleared."""
-        if web and scope["method"] in ("GET", "HEAD"):
+        """A page asked for without a session: to the sign-in page; anything else — a
+        change, or a page's script asking for JSON (`Accept: application/json`, as the
+        link pickers' lookups do) — 401. An ended session's cookies are cleared."""
+        accept = Headers(scope=scope).get("accept") or ""
+        if web and scope["method"] in ("GET", "HEAD") and "application/json" not in accept:
             query = scope.get("query_string", b"").decode("latin-1")
             target = scope["path"] + (f"?{query}" if query else "")
             response = Response(status_code=303, headers={

@@ -643,6 +643,7 @@ def user_disable(ctx: click.Context, email: str, db_url: str) -> None:
 
 
 import kartoteka.cli_export  # noqa: E402, F401  (registers `kartoteka export` on `main`)
+from kartoteka import cli_screenshots  # noqa: E402, F401  (registers `kartoteka screenshots`)
 from kartoteka.cli_import import import_command  # noqa: E402 (it builds on the helpers above)
 
 main.add_command(import_command)
