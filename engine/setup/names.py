@@ -27,7 +27,8 @@ MANAGED_FIELDS = ("owner", "stage")
 SERVER_MANAGED = frozenset(SYSTEM_FIELDS + MANAGED_FIELDS)
 
 #: The API's own paths under `/api/` (and the docs beside it): an entity cannot take one.
-TOP_LEVEL_PATHS = ("api", "docs", "openapi", "schema", "users", "me", "automations")
+TOP_LEVEL_PATHS = ("api", "docs", "openapi", "schema", "users", "me", "automations",
+                   "webhooks")
 #: Paths the API serves under a record (`/api/{e}/{id}/timeline`). A link or way back of
 #: the same name keeps its name everywhere else and is served at `/api/{e}/{id}/links/{name}`,
 #: where every link and way back is always served.
