@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import unicodedata
 from collections.abc import Callable, Iterator, Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,7 +81,7 @@ class DuplicateRule:
     within_columns: tuple[str, ...] = ()
     threshold: int = 100
     mode: str = "warn"
-    location: Location = Location("")
+    location: Location = dataclasses.field(default_factory=lambda: Location(""))
 
     @property
     def column(self) -> str:
@@ -371,7 +372,8 @@ class _Checker:
             spec = self.fields.get(name)
             if link is not None:
                 if link.many or link.polymorphic:
-                    self.problem(at, f"{name!r} is a link to {'many records' if link.many else 'several entities'}",
+                    many = "many records" if link.many else "several entities"
+                    self.problem(at, f"{name!r} is a link to {many}",
                                  "name a field or a link to one record")
             elif spec is None:
                 if name not in self.declared:

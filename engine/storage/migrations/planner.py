@@ -17,12 +17,12 @@ import sqlalchemy as sa
 
 from engine.setup.names import join_table_name, link_column, poly_entity_column
 from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec
+from engine.storage.duplicates import SHADOW_PREFIX as DUPLICATE_SHADOW
 from engine.storage.migrations import constraints
 from engine.storage.migrations import steps as s
 from engine.storage.migrations.computed import computed_steps
 from engine.storage.migrations.convert import Converter, shown
 from engine.storage.migrations.model import digest, field_from_model, field_model, setup_model
-from engine.storage.duplicates import SHADOW_PREFIX as DUPLICATE_SHADOW
 from engine.storage.migrations.rules import rule_steps
 from engine.storage.progress import REACHED_COLUMN
 from engine.storage.tables import SEARCH_COLUMN, Storage
