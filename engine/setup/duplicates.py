@@ -27,10 +27,10 @@ record, engine/storage/duplicates.py) and the check (engine/records/duplicates.p
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import unicodedata
 from collections.abc import Callable, Iterator, Mapping, Sequence
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
