@@ -77,14 +77,15 @@ class Duplicates:
         self.records = records
         self.storage = records.storage
         self.titles = Titles(records)
-        self._confirmed: ContextVar[bool] = ContextVar(
-            f"kartoteka_duplicates_{id(self):x}", default=False)
+        self._confirmed: ContextVar[str] = ContextVar(
+            f"kartoteka_duplicates_{id(self):x}", default="")
 
     @contextmanager
-    def confirmed(self, on: bool = True) -> Iterator[None]:
-        """Writes inside are not refused for possible duplicates (`warn` rules); `block`
-        rules still refuse."""
-        token = self._confirmed.set(on)
+    def confirmed(self, level: str = "warn") -> Iterator[None]:
+        """Writes inside are not refused for possible duplicates (`warn` rules; `block`
+        rules still refuse); level `all`: nor for duplicates (a merge's own update); ``:
+        checked as usual."""
+        token = self._confirmed.set(level)
         try:
             yield
         finally:
@@ -120,7 +121,8 @@ class Duplicates:
 
     def refuse(self, conn: sa.Connection, spec: EntitySpec, matches: Sequence[Match]) -> None:
         blocked = any(m.rule.mode == "block" for m in matches)
-        if not blocked and self._confirmed.get():
+        level = self._confirmed.get()
+        if level == "all" or (level and not blocked):
             return
         candidates, hidden = self.describe(conn, spec, matches)
         details = [ErrorDetail(c["field"], c["problem"]) for c in candidates]
