@@ -36,6 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from api import bulk as bulk_api
+from api import duplicates as duplicates_api
 from api.auth import Authentication
 from api.automations import add_automation_routes
 from api.docs import install_docs
@@ -241,7 +242,9 @@ class _Routes:
             no_query(request)
             body = await read_json(request, self.cap)
             actor = _actor(request)
-            record = await self.run("create", records.create, name, body, owner=actor, actor=actor)
+            with records.duplicates.confirmed(duplicates_api.confirmation(request)):
+                record = await self.run("create", records.create, name, body, owner=actor,
+                                        actor=actor)
             return json_response(record, 201, {"Location": f"{base}/{record['id']}",
                                                "ETag": _etag(record)})
 
@@ -259,8 +262,9 @@ class _Routes:
             record_id = _path_id(request, "id", name)
             if_version = _if_match(request)
             body = await read_json(request, self.cap)
-            record = await self.run("update", records.update, name, record_id, body,
-                                    if_version=if_version, actor=_actor(request))
+            with records.duplicates.confirmed(duplicates_api.confirmation(request)):
+                record = await self.run("update", records.update, name, record_id, body,
+                                        if_version=if_version, actor=_actor(request))
             return json_response(record, 200, {"ETag": _etag(record)})
 
         async def delete_record(request: Request) -> Response:
@@ -313,6 +317,9 @@ class _Routes:
                           operation_id=f"delete_{name}",
                           openapi_extra={"parameters": [_id_param()]},
                           responses={204: {"description": "Deleted"}, **_REFUSED})
+        duplicates_api.add_duplicate_routes(  # api/duplicates.py, before the links' /{id}/{way}
+            app, self.kt, entity, self.cap, _REFUSED, path_id=_path_id, if_match=_if_match,
+            actor=_actor, etag=_etag, id_param=_id_param(), if_match_schema=IF_MATCH)
         self._add_links(app, entity)
         self._add_timeline(app, entity)
 
@@ -327,7 +334,8 @@ class _Routes:
             no_query(request)
             body = await read_json(request, self.cap * bulk_api.BODY_FACTOR)
             actor = _actor(request)
-            result = await run_in_threadpool(kt.bulk.run, name, body, actor=actor)
+            with kt.records.duplicates.confirmed(duplicates_api.confirmation(request)):
+                result = await run_in_threadpool(kt.bulk.run, name, body, actor=actor)
             language = pick_language(request.headers.get("accept-language"),
                                      kt.setup.languages)
             content, status = bulk_api.answer(result, language)
@@ -588,6 +596,8 @@ def _openapi(app: FastAPI, kt: Kartoteka) -> dict[str, Any]:
         components.update(bulk_api.schemas(kt.setup.entities[name], entity_schemas.create,
                                            pascal(name), creates, kt.setup.entities))
     components[builtin("Error")] = ERROR_SCHEMA
+    components.update(duplicates_api.schemas())
+    duplicates_api.publish_confirmation(schema, kt.setup.entities.values())
     components.update(PIPELINE_SCHEMAS)
     _publish_bearer(schema)
     app.openapi_schema = schema
