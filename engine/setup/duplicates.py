@@ -224,6 +224,10 @@ def rule_keys(stored: str) -> list[str]:
     return [(within + WITHIN_MARK + key)[:KEY_LENGTH] for key in blocking_keys(normal)]
 
 
+def _a(word: str) -> str:
+    return ("an " if word[:1] in "aeiou" else "a ") + word
+
+
 # -- the loader's check ----------------------------------------------------------------------
 
 def check_duplicates(source: SourceFile, entity: str, data: Mapping[str, Any],
@@ -348,11 +352,11 @@ class _Checker:
                          "clients enter")
             return None
         if similar and not isinstance(spec.type, StringType):
-            self.problem(path, f"{name!r} is a {spec.type.name} field; similar compares text",
+            self.problem(path, f"{name!r} is {_a(spec.type.name)} field; similar compares text",
                          "use exact: " + name + ", or name a string or text field")
             return None
         if not similar and normaliser(spec.type) is None:
-            self.problem(path, f"{name!r} is a {spec.type.name} field, which cannot identify "
+            self.problem(path, f"{name!r} is {_a(spec.type.name)} field, which cannot identify "
                          "a duplicate", "name a text, e-mail, phone, url, integer or choice "
                          "field")
             return None
@@ -381,7 +385,7 @@ class _Checker:
                                  did_you_mean(name, [*self.fields, *self.links])
                                  or "fields: " + ", ".join(self.fields))
             elif normaliser(spec.type) is None:
-                self.problem(at, f"{name!r} is a {spec.type.name} field", "name a text, "
+                self.problem(at, f"{name!r} is {_a(spec.type.name)} field", "name a text, "
                              "integer or choice field, or a link")
         if len(set(names)) != len(names):
             self.problem(path, "names the same member twice", "name each once")
