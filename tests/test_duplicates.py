@@ -184,7 +184,7 @@ def test_bulk_all_or_none_writes_nothing_and_per_row_the_others(kt: Kartoteka,
 def test_an_import_reports_duplicates_and_writes_them_when_confirmed(kt: Kartoteka,
                                                                      http: TestClient) -> None:
     made(http.post("/api/client", json={"name": "Anna", "email": "anna@example.com"}))
-    data = "name,email\nBoris,boris@example.com\nDup,anna@example.com\n".encode()
+    data = b"name,email\nBoris,boris@example.com\nDup,anna@example.com\n"
 
     def run(**headers: str) -> dict[str, Any]:
         answer = http.post("/api/client/import", files={"file": ("c.csv", data)},
