@@ -221,7 +221,7 @@ def test_names_in_russian_persian_and_chinese_are_found(kt: Kartoteka, http: Tes
 
 def test_different_names_are_not_duplicates(kt: Kartoteka, http: TestClient) -> None:
     for name in ("ООО Ромашка", "ООО Лютик", "北京科技有限公司", "上海贸易有限公司", "شرکت کیان",
-                 "شرکت آریا"):
+                 "شرکت آریا", "Client 1", "Client 2", "Client 12", "Филиал №1", "Филиал №2"):
         made(http.post("/api/client", json={"name": name, "city": "X"}))
 
 

@@ -3,7 +3,8 @@
 A create or an update that changes what a rule compares is checked inside its transaction,
 before anything is written: the rules' keys of the new values are looked up
 (engine/storage/duplicates.py: index lookups, never a scan), similar candidates scored
-with rapidfuzz's token sort ratio. When records match:
+with rapidfuzz's token sort ratio (names with different numbers in them, `Филиал 1` and
+`Филиал 2`, are never similar). When records match:
 
 - a `warn` rule refuses the write with 409 `possible_duplicate` unless the caller confirmed
   it (`with duplicates.confirmed():`, which the API opens for `X-Confirm-Duplicate: true`);
@@ -29,7 +30,7 @@ from rapidfuzz import fuzz
 
 from engine.errors import Conflict, ErrorDetail, NotFound
 from engine.records.titles import Titles
-from engine.setup.duplicates import DuplicateRule, rule_keys, split_value
+from engine.setup.duplicates import DuplicateRule, numbers, rule_keys, split_value
 from engine.setup.spec import EntitySpec
 from engine.storage.duplicates import forget_keys, rules_of, shadow_values, write_keys
 
@@ -127,7 +128,8 @@ class Duplicates:
         candidates, hidden = self.describe(conn, spec, matches)
         details = [ErrorDetail(c["field"], c["problem"]) for c in candidates]
         what = "is the same" if blocked else "may be the same"
-        message = (f"this {spec.name} {what} as {len(matches)} other record(s): "
+        count = len({m.record_id for m in matches})
+        message = (f"this {spec.name} {what} as {count} other record(s): "
                    + ", ".join(sorted({m.rule.words() for m in matches})))
         if hidden:
             message += f"; {'a duplicate exists' if blocked else 'a possible duplicate exists'}" \
@@ -222,6 +224,8 @@ class Duplicates:
             other_within, other_text = split_value(other)
             if other_within != within:
                 continue
+            if numbers(text) != numbers(other_text):
+                continue  # `Филиал 1` and `Филиал 2`: alike, but two records
             score = round(fuzz.token_sort_ratio(text, other_text))
             if score >= rule.threshold:
                 found.append(Match(other_id, rule, score))

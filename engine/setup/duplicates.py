@@ -146,6 +146,21 @@ def normal_text(text: str) -> str:
     return " ".join(kept.split())
 
 
+def numbers(text: str) -> list[str]:
+    """The numbers in a normalised text, in order, as digits of any script (`Филиал ۲` has
+    2): a similar rule never matches texts whose numbers differ."""
+    found, run = [], ""
+    for char in text:
+        if char.isdigit() and unicodedata.digit(char, None) is not None:
+            run += str(unicodedata.digit(char))
+        elif run:
+            found.append(run.lstrip("0") or "0")
+            run = ""
+    if run:
+        found.append(run.lstrip("0") or "0")
+    return found
+
+
 def _is_cjk(char: str) -> bool:
     return unicodedata.east_asian_width(char) == "W" and unicodedata.category(char)[0] == "L"
 
