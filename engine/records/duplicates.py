@@ -78,6 +78,8 @@ class Duplicates:
         self.records = records
         self.storage = records.storage
         self.titles = Titles(records)
+        #: each rule's statements, built on first use (`_statements`)
+        self._built: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
         self._confirmed: ContextVar[str] = ContextVar(
             f"kartoteka_duplicates_{id(self):x}", default="")
 
@@ -191,45 +193,59 @@ class Duplicates:
 
     def _exact(self, conn: sa.Connection, spec: EntitySpec, rule: DuplicateRule, stored: str,
                record_id: int | None) -> list[Match]:
-        table = self.storage[spec.name].table
-        statement = sa.select(table.c.id).where(table.c[rule.column] == stored)
-        if record_id is not None:
-            statement = statement.where(table.c.id != record_id)
-        ids = conn.execute(self.records.access.unscoped(
-            statement.order_by(table.c.id).limit(PER_KEY), WHY)).scalars().all()
+        ids = conn.execute(self._statements(spec, rule)[0],
+                           {"kt_value": stored, "kt_self": record_id or 0}).scalars().all()
         return [Match(i, rule, 100) for i in ids]
 
     def _similar(self, conn: sa.Connection, spec: EntitySpec, rule: DuplicateRule, stored: str,
                  record_id: int | None) -> list[Match]:
-        keys = self.storage.duplicate_keys
-        assert keys is not None  # made whenever a similar rule exists
+        by_key, fetch = self._statements(spec, rule)[1:]
+        assert by_key is not None and fetch is not None
         ids: set[int] = set()
         for key in rule_keys(stored):
-            statement = sa.select(keys.c.record_id).where(
-                keys.c.entity == spec.name, keys.c.rule == rule.column[:64], keys.c.key == key)
-            if record_id is not None:
-                statement = statement.where(keys.c.record_id != record_id)
-            ids.update(conn.execute(statement.limit(PER_KEY)).scalars())
+            ids.update(conn.execute(by_key, {"kt_key": key, "kt_self": record_id or 0})
+                       .scalars())
         if not ids:
             return []
-        table = self.storage[spec.name].table
         within, text = split_value(stored)
+        digits = numbers(text)
         found = []
-        rows = conn.execute(self.records.access.unscoped(
-            sa.select(table.c.id, table.c[rule.column]).where(table.c.id.in_(sorted(ids))),
-            WHY)).all()
-        for other_id, other in rows:
+        for other_id, other in conn.execute(fetch, {"kt_ids": sorted(ids)}):
             if other is None:
                 continue
             other_within, other_text = split_value(other)
-            if other_within != within:
-                continue
-            if numbers(text) != numbers(other_text):
-                continue  # `Филиал 1` and `Филиал 2`: alike, but two records
+            if other_within != within or numbers(other_text) != digits:
+                continue  # another group; or `Филиал 1` and `Филиал 2`: alike, but two records
             score = round(fuzz.token_sort_ratio(text, other_text))
             if score >= rule.threshold:
                 found.append(Match(other_id, rule, score))
         return found
+
+    def _statements(self, spec: EntitySpec, rule: DuplicateRule) -> tuple[Any, Any, Any]:
+        """A rule's statements, built once (the guard walks a statement once, and SQLAlchemy
+        compiles it once): the exact lookup, the similar rule's key lookup and its
+        candidates' values."""
+        cached = self._built.get((spec.name, rule.name))
+        if cached is not None:
+            return cached
+        table = self.storage[spec.name].table
+        other = table.c.id != sa.bindparam("kt_self")
+        access = self.records.access
+        exact = access.unscoped(sa.select(table.c.id).where(
+            table.c[rule.column] == sa.bindparam("kt_value"), other)
+            .order_by(table.c.id).limit(PER_KEY), WHY)
+        by_key = fetch = None
+        keys = self.storage.duplicate_keys
+        if rule.similar and keys is not None:
+            by_key = sa.select(keys.c.record_id).where(
+                keys.c.entity == spec.name, keys.c.rule == rule.column[:64],
+                keys.c.key == sa.bindparam("kt_key"),
+                keys.c.record_id != sa.bindparam("kt_self")).limit(PER_KEY)
+            fetch = access.unscoped(sa.select(table.c.id, table.c[rule.column]).where(
+                table.c.id.in_(sa.bindparam("kt_ids", expanding=True))), WHY)
+        built = (exact, by_key, fetch)
+        self._built[(spec.name, rule.name)] = built
+        return built
 
     # -- GET /api/{e}/{id}/duplicates --------------------------------------------------------
     def candidates(self, entity: str, record_id: int) -> dict[str, Any]:
