@@ -55,12 +55,13 @@ class Merger:
         from engine.records.service import checked_id
 
         table = self.storage[entity]
-        others = self._others(entity, survivor, body)
         survivor = checked_id(survivor, entity)
         records = self.records
         try:
             with records.db.write() as conn:
+                # a record out of the caller's scope is 404 whatever the body says
                 current = records.locked_row(conn, entity, survivor, "update")
+                others = self._others(entity, survivor, body)
                 if if_version is not None and current["version"] != if_version:
                     raise StaleVersion(f"{entity} {survivor} is at version "
                                        f"{current['version']}, not {if_version}; read it "
