@@ -252,6 +252,8 @@ class Duplicates:
         """The records like one the caller may read, as they may read them."""
         table = self.storage[entity]
         spec = table.spec
+        if not 1 <= record_id < 2**63:
+            raise NotFound(f"no {entity} with id {record_id}")
         with self.records.db.read() as conn:
             row = conn.execute(self.records.access.scoped(
                 sa.select(table.table).where(table.table.c.id == record_id), entity, "read")
