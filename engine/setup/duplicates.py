@@ -51,8 +51,12 @@ from engine.types.fields import (
 MODES = ("warn", "block")
 DEFAULT_THRESHOLD = 85
 RULE_KEYS = ("exact", "similar", "within", "threshold", "mode")
-#: the longest key kept (a longer value is cut; an exact match is confirmed on the values)
+#: the longest blocking key kept (a longer word is cut)
 KEY_LENGTH = 190
+#: the longest shadow value kept: an exact one compares by its first 600 characters (at
+#: most 2,400 bytes: under PostgreSQL's limit for a B-tree index entry)
+EXACT_LENGTH = 600
+SIMILAR_LENGTH = 4000
 #: the blocking keys one record keeps per similar rule, at most
 MAX_KEYS = 24
 #: separates the `within` part of a key from the value part
@@ -224,7 +228,7 @@ def rule_value(rule: DuplicateRule, field: FieldSpec, values: Mapping[str, Any])
         normal = normalise(str(value)) if normalise is not None else str(value)
     if not normal:
         return None
-    return (within + WITHIN_MARK + normal)[:KEY_LENGTH if not rule.similar else 4000]
+    return (within + WITHIN_MARK + normal)[:SIMILAR_LENGTH if rule.similar else EXACT_LENGTH]
 
 
 def split_value(stored: str) -> tuple[str, str]:
