@@ -123,13 +123,23 @@ def add_duplicate_routes(app: FastAPI, kt: Kartoteka, entity: EntitySpec, cap: i
                           "$ref": REF + pascal(name)}}}}, **refused})
 
 
+BULK_NOTE = (f"\n\nA row that may duplicate a record fails with 409 possible_duplicate unless "
+             f"the call carries {HEADER}: true (which confirms every row); a `block` rule's "
+             "409 duplicate fails it whatever the header says.")
+
+
 def publish_confirmation(schema: dict[str, Any], entities: Any) -> None:
     """The confirmation header on every write of an entity with `duplicates:`, and the
     409 those writes may answer."""
-    confirmed = {f"{verb}_{entity.name}" for entity in entities if entity.duplicates is not None
-                 for verb in ("create", "update", "bulk", "import")}
+    checked = [entity.name for entity in entities if entity.duplicates is not None]
+    confirmed = {f"{verb}_{name}" for name in checked for verb in ("create", "update", "import")}
+    bulks = {f"bulk_{name}" for name in checked}
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
+            if operation.get("operationId") in bulks:
+                # said, not a parameter: a bulk row's refusal is in its own result
+                operation["description"] = (operation.get("description", "") + BULK_NOTE).strip()
+                continue
             if operation.get("operationId") not in confirmed:
                 continue
             operation.setdefault("parameters", []).append(CONFIRM_PARAMETER)

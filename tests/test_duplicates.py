@@ -350,6 +350,7 @@ def test_a_link_named_merge_is_served_under_links(kt: Kartoteka, http: TestClien
     operation = spec["paths"]["/api/client"]["post"]
     assert any(p["name"] == "X-Confirm-Duplicate" for p in operation["parameters"])
     assert "409" in operation["responses"]
+    assert "X-Confirm-Duplicate: true" in spec["paths"]["/api/client/bulk"]["post"]["description"]
     assert "/api/client/{id}/merge" in spec["paths"] and "/api/deal/{id}/merge" not in spec["paths"]
 
 
