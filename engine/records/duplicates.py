@@ -1,7 +1,8 @@
 """Duplicate control on every write, and the candidates of a record (`duplicates:`).
 
 A create or an update that changes what a rule compares is checked inside its transaction,
-before anything is written: the rules' keys of the new values are looked up
+once its row is written (a unique constraint, the database's own word, answers first) and
+before it commits: the rules' keys of the new values are looked up
 (engine/storage/duplicates.py: index lookups, never a scan), similar candidates scored
 with rapidfuzz's token sort ratio (names with different numbers in them, `Филиал 1` and
 `Филиал 2`, are never similar). When records match:
@@ -14,7 +15,8 @@ The 409 names only the candidates the caller may read, with their titles, the ru
 matched and its score; a candidate out of the caller's scope is never named, but still
 counts: the answer says a duplicate exists that they cannot see (one entry without an id),
 so a manager cannot create a second "Ромашка" of another manager's without being told,
-and learns nothing about it but that it exists. Nothing is written when a write is refused.
+and learns nothing about it but that it exists. A refused write is undone: nothing of it is
+left.
 """
 
 from __future__ import annotations
@@ -98,26 +100,25 @@ class Duplicates:
         return bool(rules_of(self.storage[entity].spec))
 
     # -- the write path --------------------------------------------------------------------
-    def before_write(self, conn: sa.Connection, spec: EntitySpec, values: Mapping[str, Any],
-                     changed: Mapping[str, Any] | None = None,
-                     record_id: int | None = None) -> dict[str, str | None]:
-        """Check a record about to be written (`values`: all its columns; `changed`: what
-        an update changes); the shadow columns to write with it. Raises DuplicateFound."""
-        spec_rules = rules_of(spec)
-        if not spec_rules:
+    def prepare(self, spec: EntitySpec, values: Mapping[str, Any],
+                changed: Mapping[str, Any] | None = None) -> dict[str, str | None]:
+        """The shadow columns to write with a record (`values`: all its columns; `changed`:
+        what an update changes, so only the rules reading those are recomputed)."""
+        if not rules_of(spec):
             return {}
-        shadows = shadow_values(spec, values, None if changed is None else list(changed))
-        if not shadows:
-            return {}
-        matches = self.matches(conn, spec, shadows, record_id)
-        if matches:
-            self.refuse(conn, spec, matches)
-        return shadows
+        return shadow_values(spec, values, None if changed is None else list(changed))
 
     def after_write(self, conn: sa.Connection, spec: EntitySpec, record_id: int,
                     shadows: Mapping[str, str | None], *, created: bool) -> None:
-        if shadows:
-            write_keys(conn, self.storage, spec, record_id, shadows, created=created)
+        """Check a record just written in this transaction (so a unique constraint, the
+        database's own word, speaks first) and keep its keys. Raises DuplicateFound, and
+        the transaction undoes the write."""
+        if not shadows:
+            return
+        matches = self.matches(conn, spec, shadows, record_id)
+        if matches:
+            self.refuse(conn, spec, matches)
+        write_keys(conn, self.storage, spec, record_id, shadows, created=created)
 
     def forget(self, conn: sa.Connection, entity: str, ids: list[int]) -> None:
         forget_keys(conn, self.storage, entity, ids)

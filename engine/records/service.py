@@ -559,7 +559,7 @@ class Records:
                 # polymorphic links have none, so they are checked here
                 self._check_links(conn, table, values, many, polymorphic_only=True)
                 self.constraints.before_write(conn, table, values, values)
-                shadows = self.duplicates.before_write(conn, spec, values)
+                shadows = self.duplicates.prepare(spec, values)
                 values.update(shadows)
                 new_id = conn.execute(*self.shapes[entity].insert(values)).scalar_one()
                 self.duplicates.after_write(conn, spec, new_id, shadows, created=True)
@@ -657,8 +657,7 @@ class Records:
                 self._check_links(conn, table, _changed_links(spec, changes, merged),
                                   {n: sorted(add) for n, (add, _) in link_changes.items()})
                 self.constraints.before_write(conn, table, {**merged, **changes}, changes, record_id)
-                shadows = self.duplicates.before_write(conn, spec, {**merged, **changes},
-                                                       changes, record_id)
+                shadows = self.duplicates.prepare(spec, {**merged, **changes}, changes)
                 changes.update(shadows)
                 if table.search_column is not None and any(f in changes for f in spec.search):
                     changes[SEARCH_COLUMN] = search_text(spec, merged)
