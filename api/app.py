@@ -39,6 +39,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from api import bulk as bulk_api
+from api import duplicates as duplicates_api
 from api.auth import Authentication
 from api.automations import add_automation_routes
 from api.docs import install_docs
@@ -298,7 +299,9 @@ class _Routes:
             body = await read_json(request, self.cap)
             actor = _actor(request)
             records = engine_of(request).records
-            record = await self.run("create", records.create, name, body, owner=actor, actor=actor)
+            with records.duplicates.confirmed(duplicates_api.confirmation(request)):
+                record = await self.run("create", records.create, name, body, owner=actor,
+                                        actor=actor)
             return json_response(record, 201, {"Location": f"{base}/{record['id']}",
                                                "ETag": _etag(record)})
 
@@ -317,8 +320,10 @@ class _Routes:
             record_id = _path_id(request, "id", name)
             if_version = _if_match(request)
             body = await read_json(request, self.cap)
-            record = await self.run("update", engine_of(request).records.update, name, record_id, body,
-                                    if_version=if_version, actor=_actor(request))
+            records = engine_of(request).records
+            with records.duplicates.confirmed(duplicates_api.confirmation(request)):
+                record = await self.run("update", records.update, name, record_id, body,
+                                        if_version=if_version, actor=_actor(request))
             return json_response(record, 200, {"ETag": _etag(record)})
 
         async def delete_record(request: Request) -> Response:
@@ -371,6 +376,9 @@ class _Routes:
                           operation_id=f"delete_{name}",
                           openapi_extra={"parameters": [_id_param()]},
                           responses={204: {"description": "Deleted"}, **_REFUSED})
+        duplicates_api.add_duplicate_routes(  # api/duplicates.py, before the links' /{id}/{way}
+            app, entity, self.cap, _REFUSED, path_id=_path_id, if_match=_if_match,
+            actor=_actor, etag=_etag, id_param=_id_param(), if_match_schema=IF_MATCH)
         self._add_links(app, entity)
         self._add_timeline(app, entity)
 
@@ -385,7 +393,8 @@ class _Routes:
             body = await read_json(request, self.cap * bulk_api.BODY_FACTOR)
             actor = _actor(request)
             kt = engine_of(request)
-            result = await run_in_threadpool(kt.bulk.run, name, body, actor=actor)
+            with kt.records.duplicates.confirmed(duplicates_api.confirmation(request)):
+                result = await run_in_threadpool(kt.bulk.run, name, body, actor=actor)
             language = pick_language(request.headers.get("accept-language"),
                                      kt.setup.languages)
             content, status = bulk_api.answer(result, language)
@@ -647,6 +656,8 @@ def _openapi(app: FastAPI, kt: Kartoteka) -> dict[str, Any]:
         components.update(bulk_api.schemas(kt.setup.entities[name], entity_schemas.create,
                                            pascal(name), creates, kt.setup.entities))
     components[builtin("Error")] = ERROR_SCHEMA
+    components.update(duplicates_api.schemas())
+    duplicates_api.publish_confirmation(schema, kt.setup.entities.values())
     components.update(PIPELINE_SCHEMAS)
     _publish_bearer(schema)
     app.openapi_schema = schema

@@ -18,6 +18,7 @@ taken only from the server's own origin or a configured CORS origin (api/guard.p
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import yaml
@@ -27,6 +28,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from api.duplicates import confirmation
 from api.errors import refuse_method
 from api.responses import engine_of, json_response, no_query
 from api.uploads import MULTIPART, is_multipart
@@ -130,6 +132,8 @@ def add_import_routes(app: APIRouter, entity: EntitySpec, cap: int,
 
     async def queue(request: Request, upload: UploadFile, texts: dict[str, str]) -> Response:
         options, reading = options_from(texts)
+        if confirmation(request):  # X-Confirm-Duplicate: true (api/duplicates.py)
+            options = replace(options, confirm_duplicates=True)
         user = getattr(request.state, "user", None)
         file_name = upload.filename or "upload"
         kt = engine_of(request)

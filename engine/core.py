@@ -32,6 +32,7 @@ from engine.process.stages import StageMoves
 from engine.process.timeline import Timeline
 from engine.records.bulk import Bulk
 from engine.records.describe import describe_setup
+from engine.records.merge import Merger
 from engine.records.schemas import build_schemas
 from engine.records.service import Records
 from engine.setup.loader import load_setup
@@ -92,6 +93,7 @@ class Kartoteka:
         self.timeline = Timeline(self.records)
         self.reports = Reports(self.records)
         self.bulk = Bulk(self.records)
+        self.merger = Merger(self.records)  # POST /api/{e}/{id}/merge (engine/records/merge.py)
         self.imports = Imports(self.records, self.bulk)
         self.import_jobs = ImportJobs(self.imports, self.acting)
         self.users = Users(self.storage.users, self.storage.tokens, self.db,

@@ -84,11 +84,14 @@ def _mapping(path: Path | None) -> tuple[dict[str, str | None] | None, bool]:
 @click.option("--sheet", default=None, help="XLSX sheet (default: the first).")
 @click.option("--as-user", "as_user", default=None, metavar="EMAIL",
               help="Import as this user: their role's scope, fields and ownership.")
+@click.option("--confirm-duplicates", is_flag=True,
+              help="Write rows that may duplicate records (duplicates: rules in warn mode).")
 @click.pass_context
 def import_command(ctx: click.Context, entity: str, file: Path, setup: Path, db_url: str,
                    dry_run: bool, upsert_by: str | None, mode: str, mapping_file: Path | None,
                    skip_unknown: bool, errors_file: Path | None, delimiter: str | None,
-                   encoding: str | None, sheet: str | None, as_user: str | None) -> None:
+                   encoding: str | None, sheet: str | None, as_user: str | None,
+                   confirm_duplicates: bool) -> None:
     """Import a CSV or XLSX FILE into ENTITY (columns by field name or label)."""
     from engine.exchange.files import open_table
     from kartoteka.cli import _guarded, _open
@@ -99,6 +102,7 @@ def import_command(ctx: click.Context, entity: str, file: Path, setup: Path, db_
         mapping, skip = _mapping(mapping_file)
         options = ImportOptions(
             mode=mode, dry_run=dry_run, mapping=mapping, skip_unknown=skip_unknown or skip,
+            confirm_duplicates=confirm_duplicates,
             upsert_by=tuple(n.strip() for n in upsert_by.split(",") if n.strip())
             if upsert_by else None)
         kt = _open(setup, db_url)

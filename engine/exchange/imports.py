@@ -57,6 +57,8 @@ class ImportOptions:
     mapping: Mapping[str, str | None] | None = None
     skip_unknown: bool = False
     batch_rows: int = BATCH_ROWS
+    #: write rows that may duplicate records (`duplicates:` rules in warn mode)
+    confirm_duplicates: bool = False
 
 
 @dataclass(frozen=True)
@@ -200,8 +202,9 @@ class Imports:
         run = _Run(self, entity, plan, options, actor, result, on_error)
         whole = options.dry_run or options.mode == "all"
         db = self.records.db
+        confirmed = self.records.duplicates.confirmed("warn" if options.confirm_duplicates else "")
         try:
-            with db.write() if whole else nullcontext():
+            with confirmed, db.write() if whole else nullcontext():
                 for batch in _batches(table.rows, options.batch_rows):
                     with db.write() as conn:  # the batch's transaction, or its savepoint
                         run.batch(conn, batch)

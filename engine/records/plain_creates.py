@@ -3,7 +3,7 @@
 A bulk batch (or an import's) of creates costs one INSERT round trip and one `create`'s
 worth of bookkeeping per row. For an entity where a create does nothing after its INSERT
 but write its history and check its rules — no formulas, no roll-ups reading it, no
-unique sets or ranges, no pipeline, no fields of user ids, no links to several entities,
+unique sets, ranges or duplicate rules, no pipeline, no fields of user ids, no links to several entities,
 no link whose target the caller sees only in part, and a role that may create anywhere —
 the batch's rows are prepared exactly as `Records.create` prepares one (the same checks of
 writable and computed fields, the same validation, defaults, owner and search text), then
@@ -71,7 +71,7 @@ class PlainCreates:
         records = self.records
         table = records.storage[entity]
         spec = table.spec
-        if spec.pipeline is not None or spec.unique or spec.no_overlap:
+        if spec.pipeline is not None or spec.unique or spec.no_overlap or spec.duplicates:
             return False
         if entity in records.formulas.entities or records.rollups.watches.get(entity):
             return False

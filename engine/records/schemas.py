@@ -277,7 +277,13 @@ ERROR_SCHEMA: dict[str, Any] = {
                         "type": "object",
                         "properties": {"field": {"type": "string"}, "problem": {"type": "string"},
                                        "rule": {"type": "string",
-                                                "description": "the broken rule (rule_failed)"}},
+                                                "description": "the broken rule (rule_failed), "
+                                                               "the matched duplicates rule"},
+                                       # possible_duplicate / duplicate: a candidate
+                                       "id": {"type": "integer"},
+                                       "title": {"type": ["string", "null"]},
+                                       "score": {"type": "integer"},
+                                       "mode": {"type": "string"}},
                         "required": ["field", "problem"],
                     },
                 },

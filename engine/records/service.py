@@ -33,6 +33,7 @@ from engine.errors import (
 from engine.records import through
 from engine.records.constraints import Constraints
 from engine.records.defaults import fill_dynamic_defaults
+from engine.records.duplicates import Duplicates
 from engine.records.formulas import Formulas
 from engine.records.query import ListQuery, QueryParser, after_condition, encode_cursor, order_by
 from engine.records.rollups import Rollups
@@ -186,6 +187,7 @@ class Records:
             for constraint in table.table.constraints
             if isinstance(constraint, sa.UniqueConstraint) and constraint.name
         }
+        self.duplicates = Duplicates(self)  # duplicates: (engine/records/duplicates.py)
 
     # -- reading -----------------------------------------------------------------------------
     def get(self, entity: str, record_id: int, include: str | None = None) -> Record:
@@ -557,7 +559,10 @@ class Records:
                 # polymorphic links have none, so they are checked here
                 self._check_links(conn, table, values, many, polymorphic_only=True)
                 self.constraints.before_write(conn, table, values, values)
+                shadows = self.duplicates.prepare(spec, values)
+                values.update(shadows)
                 new_id = conn.execute(*self.shapes[entity].insert(values)).scalar_one()
+                self.duplicates.after_write(conn, spec, new_id, shadows, created=True)
                 values.update(self.formulas.on_write(conn, entity, new_id, None, values))
                 self.rollups.on_write(conn, entity, new_id, None, values)
                 self.constraints.after_write(conn, table, values, values, new_id, created=True)
@@ -652,6 +657,8 @@ class Records:
                 self._check_links(conn, table, _changed_links(spec, changes, merged),
                                   {n: sorted(add) for n, (add, _) in link_changes.items()})
                 self.constraints.before_write(conn, table, {**merged, **changes}, changes, record_id)
+                shadows = self.duplicates.prepare(spec, {**merged, **changes}, changes)
+                changes.update(shadows)
                 if table.search_column is not None and any(f in changes for f in spec.search):
                     changes[SEARCH_COLUMN] = search_text(spec, merged)
                 now = _now()
@@ -668,6 +675,7 @@ class Records:
                 self.rollups.on_write(conn, entity, record_id, current, {**merged, **changes})
                 self.constraints.after_write(conn, table, {**merged, **changes}, changes, record_id,
                                        created=False)
+                self.duplicates.after_write(conn, spec, record_id, shadows, created=False)
                 for name, (added, removed) in link_changes.items():
                     joins = table.join_tables[name]
                     if name in carried:
@@ -920,6 +928,7 @@ class Records:
             conn.execute(self.access.scoped(statement, entity, "delete") if scoped
                          else self.access.unscoped(statement, "on_delete cascade"))
         self.rollups.recompute(conn, parents)
+        self.duplicates.forget(conn, entity, ids)
         if table.spec.pipeline is not None:
             self.journal.forget_stages(conn, entity, ids)
         self.journal.changes_many(conn, entity, ids, "delete", None, by=actor, at=_now())

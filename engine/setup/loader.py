@@ -38,6 +38,7 @@ from engine.setup.defaults import (
     timezone_hint,
     timezone_problem,
 )
+from engine.setup.duplicates import EntityDuplicates, check_duplicates
 from engine.setup.formula_check import check_formulas
 from engine.setup.intakes import check_intakes
 from engine.setup.metaschema import SETUP_SCHEMA, entity_schema, shape_diagnostics
@@ -291,6 +292,9 @@ class _Loader:
         self._check_search_and_title(draft)
         problems, draft.unique, draft.no_overlap = check_constraints(
             source, data, draft.fields, draft.links, (*draft.field_names, *(data.get("links") or {})))
+        self.diagnostics += problems
+        draft.duplicates, problems = check_duplicates(source, name, data, draft.fields,
+                                                      draft.links, draft.field_names)
         self.diagnostics += problems
         return draft
 
@@ -942,6 +946,7 @@ class _EntityDraft:
         self.pipeline: PipelinesSpec | None = None
         self.unique: tuple[UniqueSpec, ...] = ()
         self.no_overlap: tuple[OverlapSpec, ...] = ()
+        self.duplicates: EntityDuplicates | None = None
 
     def build(self) -> EntitySpec:
         data = self.data
@@ -961,6 +966,7 @@ class _EntityDraft:
             renamed_from=data.get("renamed_from"),
             unique=self.unique,
             no_overlap=self.no_overlap,
+            duplicates=self.duplicates,
         )
 
 

@@ -15,6 +15,7 @@ import jsonschema
 
 from engine.errors import Diagnostic
 from engine.setup.constraints import ENTITY_KEYS, FIELD_UNIQUE
+from engine.setup.duplicates import SHAPE as DUPLICATES
 from engine.setup.names import did_you_mean
 from engine.setup.source import SourceFile
 from engine.types.fields import FieldTypeRegistry
@@ -178,6 +179,7 @@ def entity_schema(registry: FieldTypeRegistry) -> dict[str, Any]:
             "renamed_from": {"type": "string"},
             **ENTITY_KEYS,
             "rules": {"type": "object"},
+            "duplicates": DUPLICATES,  # checked by engine/setup/duplicates.py
         },
         "additionalProperties": False,
     }

@@ -32,7 +32,7 @@ TOP_LEVEL_PATHS = ("api", "docs", "openapi", "schema", "users", "me", "automatio
 #: Paths the API serves under a record (`/api/{e}/{id}/timeline`). A link or way back of
 #: the same name keeps its name everywhere else and is served at `/api/{e}/{id}/links/{name}`,
 #: where every link and way back is always served.
-RECORD_ROUTES = ("stage", "timeline", "comments", "activities", "links")
+RECORD_ROUTES = ("stage", "timeline", "comments", "activities", "links", "duplicates", "merge")
 LINKS_ROUTE = "links"
 INTERNAL_PREFIX = "kt_"
 

@@ -19,6 +19,7 @@ from engine.types.fields import FieldType
 if TYPE_CHECKING:
     from engine.setup.constraints import OverlapSpec, UniqueSpec
     from engine.setup.defaults import DynamicDefault
+    from engine.setup.duplicates import EntityDuplicates
     from engine.setup.expressions import Formula
     from engine.setup.roles import RoleSpec
     from engine.setup.rollups import RollupSpec
@@ -178,6 +179,8 @@ class EntitySpec:
     #: (`unique:`, `no_overlap:`; engine/setup/constraints.py)
     unique: tuple[UniqueSpec, ...] = ()
     no_overlap: tuple[OverlapSpec, ...] = ()
+    #: which records are the same thing twice (`duplicates:`; engine/setup/duplicates.py)
+    duplicates: EntityDuplicates | None = None
 
 
 @dataclass(frozen=True)

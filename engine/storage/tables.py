@@ -41,6 +41,7 @@ from engine.setup.attributes import SystemFields
 from engine.setup.names import db_object_name, did_you_mean, join_table_name, link_column, poly_entity_column
 from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec, SetupSpec
 from engine.storage.constraints import add_constraints
+from engine.storage.duplicates import add_duplicate_columns, key_table, needs_key_table
 from engine.storage.import_jobs import import_job_table
 from engine.storage.outbox import outbox_tables
 from engine.storage.progress import REACHED_COLUMN, reached_column, stage_bits
@@ -104,6 +105,8 @@ class Storage:
             outbox_tables(self.metadata)
         self.import_jobs = import_job_table(self.metadata)
         self.webhooks = webhook_table(self.metadata)
+        #: similar duplicate rules' blocking keys (engine/storage/duplicates.py), when any
+        self.duplicate_keys = key_table(self.metadata) if needs_key_table(setup) else None
         self._system = SystemFields(self.registry)
         tables: dict[str, EntityTable] = {}
         for entity in setup.entities.values():
@@ -238,6 +241,7 @@ class Storage:
             table.append_constraint(sa.UniqueConstraint(
                 field_name, name=db_object_name("uq", name, field_name)))
         add_constraints(self, table, entity)  # unique sets, no_overlap (engine/storage/constraints.py)
+        add_duplicate_columns(table, entity)  # duplicates: (engine/storage/duplicates.py)
         money = [f.name for f in entity.fields.values() if f.type.summable]
         by_stage = {"owner", *(link_column(link.name) for link in entity.links.values()
                                if not link.many and not link.polymorphic)}

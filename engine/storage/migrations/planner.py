@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from engine.setup.names import join_table_name, link_column, poly_entity_column
 from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec
+from engine.storage.duplicates import SHADOW_PREFIX as DUPLICATE_SHADOW
 from engine.storage.migrations import constraints
 from engine.storage.migrations import steps as s
 from engine.storage.migrations.computed import computed_steps
@@ -236,6 +237,8 @@ class _Planner:
             what = f"add the search text of {name}"
         elif constraints.is_shadow(column.name):
             what = f"add {name}.{column.name}, the folded copy a unique rule compares"
+        elif column.name.startswith(DUPLICATE_SHADOW):
+            what = f"add {name}.{column.name}, the normalised copy a duplicates rule compares"
         step = s.AddColumn(table=name, what=what, detail=detail, column=column, rows=rows,
                            fill=fill, fill_text=fill_text)
         if not column.nullable and rows and fill is None and not column.info.get("backfill"):
@@ -251,6 +254,10 @@ class _Planner:
         if constraints.is_shadow(column):
             return constraints.DropShadow(table=table, what=f"remove {table}.{column}, the folded "
                                     "copy an old unique rule compared", columns=columns, values=0)
+        if column.startswith(DUPLICATE_SHADOW):
+            return constraints.DropShadow(table=table, what=f"remove {table}.{column}, the "
+                                          "normalised copy an old duplicates rule compared",
+                                          columns=columns, values=0)
         if column in fields:
             what = f"remove field {table}.{column} ({fields[column].get('type')})"
         elif column.endswith("_id") and column[:-3] in links:

@@ -161,8 +161,9 @@ class RenameEntity(Step):
         for old, new in self.join_tables:
             ctx.op.rename_table(old, new)
         storage = ctx.storage
+        keys = [storage.duplicate_keys] if storage.duplicate_keys is not None else []
         for table in (storage.stage_history, storage.changes, storage.activities,
-                      storage.stage_time):
+                      storage.stage_time, *keys):
             if sa.inspect(ctx.conn).has_table(table.name):
                 ctx.conn.execute(sa.update(table).where(table.c.entity == self.old)
                                  .values(entity=self.table))
