@@ -783,7 +783,7 @@ class _Receiver(threading.Thread):
             def log_message(self, *args: Any) -> None:
                 pass
         self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-        super().__init__(target=self.server.serve_forever, daemon=True)
+        super().__init__(target=self.server.serve_forever, args=(0.05,), daemon=True)
 
 
 def test_a_webhook_failing_three_times_is_delivered_the_fourth_signed_without_hidden_fields(
@@ -1120,7 +1120,7 @@ def test_a_worker_killed_mid_delivery_loses_nothing_and_duplicates_nothing_obser
         def log_message(self, *args: Any) -> None:
             pass
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_port}/hooks"
         folder = write_setup({**DELIVERING, "setup.yaml": DELIVERING["setup.yaml"].replace(

@@ -71,7 +71,7 @@ class Receiver(threading.Thread):
             def log_message(self, *args: Any) -> None:
                 pass
         self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-        super().__init__(target=self.server.serve_forever, daemon=True)
+        super().__init__(target=self.server.serve_forever, args=(0.05,), daemon=True)
 
     def url(self, path: str = "/hooks/crm") -> str:
         return f"http://127.0.0.1:{self.server.server_port}{path}"
