@@ -47,7 +47,8 @@ ALWAYS = {"X-Content-Type-Options": "nosniff"}
 PRIVATE = {"Cache-Control": "no-store"}
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 CORS_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-CORS_HEADERS = ("Authorization", "Content-Type", "If-Match", "If-None-Match")
+CORS_HEADERS = ("Authorization", "Content-Type", "If-Match", "If-None-Match",
+                "X-Confirm-Duplicate")
 CORS_EXPOSED = ("ETag", "Location")
 
 _NAME = re.compile(r"^(\*\.)?[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?$")

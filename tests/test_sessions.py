@@ -564,3 +564,15 @@ def test_session_settings_are_checked() -> None:
     from engine.errors import SettingsError
     with pytest.raises(SettingsError, match="idle_hours"):
         SessionSettings(idle_hours=0)
+
+
+def test_a_crafted_invitation_path_is_text_on_its_page_never_markup(
+        kt: Kartoteka, app_client: TestClient) -> None:
+    """The invitation page (no sign-in needed) links to itself in each language: a link
+    whose path carries markup must not put it on the page (a meta refresh to elsewhere)."""
+    kt.users.create({"email": "anna@example.com", "roles": ["manager"]})
+    crafted = ('/app/invite/%22%3E%3Cmeta%20http-equiv%3Drefresh%20content%3D%220%3Burl%3D'
+               'https%3A%26sol%3B%26sol%3Bevil.example%22%3E')
+    page = app_client.get(crafted)
+    assert page.status_code == 404
+    assert "<meta http-equiv" not in page.text and '"><' not in page.text.split("<nav", 1)[-1]

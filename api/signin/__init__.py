@@ -66,7 +66,7 @@ def add_signin_routes(app: FastAPI, kt: Kartoteka) -> None:
         """The page around `body` (HTML, its words already in `lang`)."""
         lang = language(request)
         nonce = secrets.token_urlsafe(16)
-        here = request.url.path
+        here = html.escape(quote(request.url.path, safe="/"))  # the path is the client's text
         target = request.query_params.get("next")
         switch = " ".join(
             f'<a href="{here}?lang={code}' + (f"&amp;next={quote(target, safe='/')}" if target

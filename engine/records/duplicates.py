@@ -21,6 +21,7 @@ left.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -115,6 +116,8 @@ class Duplicates:
         the transaction undoes the write."""
         if not shadows:
             return
+        if conn.dialect.name == "postgresql":
+            _lock_values(conn, spec, shadows)
         matches = self.matches(conn, spec, shadows, record_id)
         if matches:
             self.refuse(conn, spec, matches)
@@ -266,3 +269,25 @@ class Duplicates:
             items, hidden = self.describe(conn, spec, matches)
         return {"items": [{k: v for k, v in item.items() if k != "problem"}
                           for item in items if "id" in item], "hidden": hidden}
+
+
+_LOCK = sa.text("SELECT pg_advisory_xact_lock(:kt_key)")
+
+
+def _lock_values(conn: sa.Connection, spec: EntitySpec, shadows: Mapping[str, str | None]) -> None:
+    """On PostgreSQL, wait for any other transaction writing a record with the same value
+    (an exact rule's) or blocking key (a similar rule's) of `spec` to end: its check runs
+    after its write, in READ COMMITTED, so without this two concurrent writes of one value
+    would each miss the other's uncommitted row. A lock per value, held to the end of the
+    transaction, taken in one order (no deadlock between two such writers)."""
+    keys: set[int] = set()
+    for rule in rules_of(spec):
+        stored = shadows.get(rule.column)
+        if stored is None:
+            continue
+        for value in (rule_keys(stored) if rule.similar else (stored,)):
+            digest = hashlib.blake2b(f"{spec.name}\0{rule.column}\0{value}".encode(),
+                                     digest_size=8).digest()
+            keys.add(int.from_bytes(digest, "big", signed=True))
+    for key in sorted(keys):
+        conn.execute(_LOCK, {"kt_key": key})
