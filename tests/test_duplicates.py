@@ -405,3 +405,31 @@ def test_concurrent_writes_of_one_tax_number_leave_exactly_one(
     assert Counter(together([partial(create, inn) for inn in spellings])) == {
         "created": 1, "duplicate": 7}
     assert kt.records.list_page("supplier", []).total == 1
+
+
+def test_a_merge_of_records_that_link_to_each_other(
+        make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path]) -> None:
+    """Companies with a parent company: merging others that name each other (or the
+    survivor) as parent leaves no link to a merged record, no company its own parent, and
+    a version that only goes up."""
+    kt = make_kt(write_setup({
+        "setup.yaml": "name: Groups\nlanguages: [ru]\n",
+        "company.yaml": ("title: '{name}'\nfields:\n  name: {type: string, required: true}\n"
+                         "links:\n  parent: {to: company, reverse: branches}\n"
+                         "duplicates:\n  rules:\n    same_name: {exact: name}\n"),
+    }))
+    create = kt.records.create
+    survivor = create("company", {"name": "Альфа"})
+    holding = create("company", {"name": "Альфа Холдинг"})
+    branch = create("company", {"name": "Альфа Филиал", "parent": holding["id"]})
+    merged = kt.merger.merge("company", survivor["id"], {"others": [branch["id"], holding["id"]]})
+    assert merged["parent"] is None and merged["version"] > survivor["version"]
+    assert kt.records.list_page("company", []).total == 1
+    second = create("company", {"name": "Бета"})
+    child = create("company", {"name": "Бета Дочь", "parent": second["id"]})
+    kt.records.update("company", second["id"], {"parent": child["id"]})
+    before = kt.records.get("company", second["id"])
+    merged = kt.merger.merge("company", second["id"], {"others": [child["id"]]})
+    assert merged["parent"] is None  # its parent was the other: now itself, so none
+    assert merged["version"] > before["version"]
+    assert kt.records.get("company", second["id"]) == merged

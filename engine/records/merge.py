@@ -75,17 +75,20 @@ class Merger:
                 fill = self._fill(table, current, rows)
                 now = dt.datetime.now(dt.UTC)
                 self._repoint(conn, table, survivor, others, actor, now)
+                self._unloop(conn, table, survivor)
                 self._move_history(conn, entity, survivor, others)
                 records._delete(conn, entity, others, set(), actor, scoped=True)
-                version = current["version"]
                 if fill:
                     with records.duplicates.confirmed("all"):
-                        version = records.update(entity, survivor, fill, actor=actor)["version"]
+                        records.update(entity, survivor, fill, actor=actor)
                 shown = records.shapes[entity]
                 now = dt.datetime.now(dt.UTC)  # after the fill's own history entry
+                # one more version than it has now (the fill, or a link of its own to an
+                # other repointed above, may have counted some already)
                 conn.execute(records.access.scoped(
                     sa.update(table.table).where(table.table.c.id == survivor)
-                    .values(version=version + 1, updated_at=now), entity, "update"))
+                    .values(version=table.table.c.version + 1, updated_at=now),
+                    entity, "update"))
                 records.journal.change(conn, entity, survivor, "merge",
                                        {"merged": others, "filled": sorted(fill)},
                                        by=actor, at=now)
@@ -132,10 +135,17 @@ class Merger:
         names = [f.name for f in spec.fields.values() if not f.computed]
         names += [link.name for link in spec.links.values() if not link.many]
         mine = shape.render(current)
+        merged = {r["id"] for r in rendered}
+        #: links from this entity to itself (a client's parent): an other they name is the
+        #: survivor once merged, and the survivor does not become its own
+        own = {link.name for link in spec.links.values()
+               if not link.many and not link.polymorphic and link.target == spec.name}
         for name in names:
             if name in refused or mine.get(name) not in (None, "", []):
                 continue
             value = next((r[name] for r in rendered if r.get(name) not in (None, "", [])), None)
+            if name in own and (value in merged or value == mine["id"]):
+                value = None
             if value is not None:
                 body[name] = value
         return body
@@ -178,6 +188,17 @@ class Merger:
                 if self._move_pairs(conn, joins, link, "source_id", survivor, others):
                     records.rollups.links_changed(conn, entity, link.name, survivor,
                                                   self._targets(conn, joins, survivor))
+
+    def _unloop(self, conn: sa.Connection, table: EntityTable, survivor: int) -> None:
+        """A link of the survivor to itself that the repointing made (its parent was one
+        of the others) is emptied: a record is not its own parent."""
+        for link in table.spec.links.values():
+            if link.many or link.polymorphic or link.target != table.name:
+                continue
+            column = table.table.c[link_column(link.name)]
+            conn.execute(self.records.access.unscoped(
+                sa.update(table.table).where(table.table.c.id == survivor, column == survivor)
+                .values({column.name: None}), WHY))
 
     def _move_pairs(self, conn: sa.Connection, joins: sa.Table, link: LinkSpec, end: str,
                     survivor: int, others: list[int]) -> list[int]:
