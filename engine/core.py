@@ -33,7 +33,7 @@ from engine.process.timeline import Timeline
 from engine.records.bulk import Bulk
 from engine.records.describe import describe_setup
 from engine.records.merge import Merger
-from engine.records.schemas import build_schemas
+from engine.records.schemas import schemas_of
 from engine.records.service import Records
 from engine.setup.loader import load_setup
 from engine.setup.roles import ADMIN
@@ -81,7 +81,7 @@ class Kartoteka:
         #: engine's start-up, and nothing changes them once built)
         self.storage = storage if storage is not None else Storage(setup, self.registry)
         self.db = Database(self.settings.database)
-        self.schemas = build_schemas(self.storage)
+        self.schemas = schemas_of(self.storage)
         #: who this instance acts for in the current context: `with kt.acting.as_user(u):`
         self.acting = Acting()
         guard(self.db.engine, [table.table for table in self.storage.entities.values()])

@@ -10,6 +10,8 @@ the row shapes of each entity, and splitting them would spread that shape over f
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -160,6 +162,21 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+#: each storage's shapes, built once (their statements follow from its tables alone and
+#: are never changed; building them was a fifth of an engine's start-up)
+_SHAPES: weakref.WeakKeyDictionary[Storage, dict[str, _Shape]] = weakref.WeakKeyDictionary()
+_SHAPES_LOCK = threading.Lock()
+
+
+def _shapes_of(storage: Storage) -> dict[str, _Shape]:
+    with _SHAPES_LOCK:
+        shapes = _SHAPES.get(storage)
+        if shapes is None:
+            shapes = _SHAPES[storage] = {name: _Shape(table)
+                                         for name, table in storage.entities.items()}
+    return dict(shapes)
+
+
 class Records:
     """Reads and writes the records of every entity of one storage."""
 
@@ -179,7 +196,7 @@ class Records:
         self.formulas = Formulas(storage)
         self.rules = Rules(storage, database.dialect, acting)
         self.rollups = Rollups(storage, database.dialect, self.formulas, self.rules)
-        self.shapes = {name: _Shape(table) for name, table in storage.entities.items()}
+        self.shapes = _shapes_of(storage)
         self.constraints = Constraints(storage, self.access, database.dialect)  # unique sets, no_overlap
         self._unique_fields = {
             constraint.name: (table.name, next(iter(constraint.columns)).name)
