@@ -179,6 +179,34 @@ def test_five_failures_for_an_e_mail_are_429_even_with_the_right_password(
     assert _sign_in(app_client, "anna@example.com", PASSWORD).status_code == 200
 
 
+def test_guesses_sent_together_never_pass_the_limit(kt: Kartoteka) -> None:
+    """Twelve wrong passwords at once, straight into the engine as twelve server threads
+    would send them: each is counted before its (slow) check, so five are judged and the
+    rest refused with 429 — and a successful sign-in at the end is refused too, while the
+    window lasts; one success earlier takes back only its own count."""
+    from collections import Counter
+    from functools import partial
+
+    from engine.errors import TooManyRequests, Unauthorized
+    from tests.races import together
+
+    _user(kt)
+    kt.sessions.sign_in("anna@example.com", PASSWORD, "10.0.0.9")  # counted, then taken back
+
+    def guess(n: int) -> str:
+        try:
+            kt.sessions.sign_in("anna@example.com", f"wrong guess {n}!", f"10.0.0.{n}")
+        except TooManyRequests:
+            return "429"
+        except Unauthorized:
+            return "401"
+        return "signed in"
+
+    assert Counter(together([partial(guess, n) for n in range(12)])) == {"401": 5, "429": 7}
+    with pytest.raises(TooManyRequests):
+        kt.sessions.sign_in("anna@example.com", PASSWORD, "10.0.0.9")
+
+
 def test_failures_from_one_address_are_limited_across_e_mails(
         make_kt: Callable[..., Kartoteka]) -> None:
     kt = make_kt(sessions=SessionSettings(failures_per_address=3))

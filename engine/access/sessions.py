@@ -199,19 +199,22 @@ class Sessions:
         keys = self._keys(email, address)
         now = self.clock()
         row = None
+        # counted as a failure before the (slow) check, under the limit's lock: guesses sent
+        # in parallel cannot pass the limit together; a success takes its count back
+        attempt = self._attempt(keys, now)
         with self.db.read() as conn:
-            self._check_limit(conn, keys, now)
             if _storable(email) and len(email) <= EMAIL_LENGTH:
                 u, p = self.users.users, self.t.passwords
                 row = conn.execute(sa.select(u, p.c.hash).select_from(
                     u.outerjoin(p, p.c.user_id == u.c.id)).where(u.c.email == email)).first()
         stored = row.hash if row is not None and row.active else None
         if not verify_password(stored, password[:2000]) or row is None:
-            self._failed(keys, now, "unknown e-mail" if row is None else
-                         "disabled user" if not row.active else "wrong password")
+            log.warning("sign-in failed: %s", "unknown e-mail" if row is None else
+                        "disabled user" if not row.active else "wrong password")
             raise Unauthorized(SIGN_IN_FAILED, code="sign_in_failed")
         with self.db.write() as conn:
-            conn.execute(sa.delete(self.t.failures).where(self.t.failures.c.key_hash == keys[0][0]))
+            f = self.t.failures
+            conn.execute(sa.delete(f).where(sa.or_(f.c.key_hash == keys[0][0], f.c.id.in_(attempt))))
             if stored is not None and needs_rehash(stored):
                 self._store(conn, row.id, hash_password(password))
             return self._begin(conn, _user(row), now)
@@ -373,6 +376,21 @@ class Sessions:
                 raise TooManyRequests(
                     f"too many failed sign-ins: try again in {math.ceil(wait / 60)} minute(s)",
                     retry_after=wait)
+
+    def _attempt(self, keys: list[tuple[str, int]], now: dt.datetime) -> list[int]:
+        """Check the limits and count a sign-in as failed, in one write (on PostgreSQL
+        under a lock per counter, so two attempts never both pass a limit of one left);
+        the ids of the rows counting it."""
+        f = self.t.failures
+        with self.db.write() as conn:
+            if conn.dialect.name == "postgresql":
+                for key, _ in sorted(keys):
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:kt_key)"),
+                                 {"kt_key": int(key[:15], 16)})
+            conn.execute(sa.delete(f).where(f.c.at <= now - self.window))
+            self._check_limit(conn, keys, now)
+            return [conn.execute(sa.insert(f).values(key_hash=key, at=now).returning(f.c.id))
+                    .scalar_one() for key, _ in keys]
 
     def _failed(self, keys: list[tuple[str, int]], now: dt.datetime, reason: str) -> None:
         f = self.t.failures
