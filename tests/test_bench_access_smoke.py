@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not 
 def test_quick_run_reports_three_callers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(access, "RESULTS", tmp_path)
     code = access.main(["--quick", "--clients", "200", "--sales", "2000", "--seconds", "1",
-                        "--warmup", "0", "--pause", "0", "--connections", "4"])
+                        "--warmup", "0", "--pause", "0", "--connections", "1", "--threads", "1"])
     saved = list(tmp_path.glob("*-access-quick-sqlite.json"))
     assert len(saved) == 1
     report = json.loads(saved[0].read_text())

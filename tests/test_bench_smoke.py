@@ -148,7 +148,7 @@ def test_the_minimal_app_refuses_like_the_others(low: TestClient) -> None:
 def test_run_measures_the_three_apps_end_to_end(tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     code = run.main(["--clients", "40", "--sales", "400", "--seconds", "1", "--warmup", "0",
-                     "--connections", "4", "--results", str(tmp_path)])
+                     "--connections", "1", "--threads", "1", "--results", str(tmp_path)])
     report = json.loads((tmp_path / "latest.json").read_text())
     assert code == 0, report["warnings"]
     assert [row["operation"] for row in report["summary"]] == [op.key for op in run.OPERATIONS]
