@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -166,7 +166,13 @@ def write_columns(conn: sa.Connection, table: sa.Table, names: Sequence[str],
 
 def in_order(spec: EntitySpec) -> list[FieldSpec]:
     """An entity's formula fields, those read by another formula of the record first."""
-    formulas = {f.name: f for f in spec.fields.values() if f.formula is not None}
+    return formulas_in_order(spec.fields)
+
+
+def formulas_in_order(fields: Mapping[str, FieldSpec]) -> list[FieldSpec]:
+    """The formula fields of `fields` (a record's, or a link's pair's), each after the
+    formulas among them it reads."""
+    formulas = {f.name: f for f in fields.values() if f.formula is not None}
     done: dict[str, FieldSpec] = {}
 
     def visit(name: str) -> None:

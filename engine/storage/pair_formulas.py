@@ -18,29 +18,14 @@ import sqlalchemy as sa
 from engine.setup.expressions import NOW, TODAY
 from engine.setup.spec import FieldSpec, LinkSpec
 from engine.storage.database import UNSCOPED
-from engine.storage.formulas import BATCH, EXACT, finisher, unstorable
+from engine.storage.formulas import BATCH, EXACT, finisher, formulas_in_order, unstorable
 
 WHY = "formulas of a link's pairs: every pair computed, whoever may see it"
 
 
 def pair_formulas(link: LinkSpec) -> list[FieldSpec]:
     """The link's formula fields, those another one reads first."""
-    formulas = {n: f for n, f in link.through.items() if f.formula is not None}
-    done: dict[str, FieldSpec] = {}
-
-    def visit(name: str) -> None:
-        if name in done:
-            return
-        formula = formulas[name].formula
-        assert formula is not None
-        for path in sorted(formula.paths):
-            if path[0] in formulas and path[0] != name:
-                visit(path[0])
-        done[name] = formulas[name]
-
-    for name in formulas:
-        visit(name)
-    return list(done.values())
+    return formulas_in_order(link.through)
 
 
 class PairComputeError(ValueError):
