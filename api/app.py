@@ -24,8 +24,6 @@ PostgreSQL everything goes to the pool: every call waits on the network.
 from __future__ import annotations
 
 import re
-import threading
-import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -122,33 +120,25 @@ def create_app(kt: Kartoteka, settings: ApiSettings | None = None) -> FastAPI:
     return app
 
 
-#: each setup's generated routes (by its tables), per (body cap, inline operations): built
-#: once and shared by every app serving that setup. Building them is most of `create_app`
-#: (FastAPI inspects each of a setup's ~200 routes), and the tests build thousands of apps
-#: over a few setups. The handlers hold no engine (`engine_of`), so sharing them is safe;
-#: `_engine_free` checks it when they are built.
-_GENERATED: weakref.WeakKeyDictionary[Storage, dict[tuple[int, frozenset[str]], list[BaseRoute]]] \
-    = weakref.WeakKeyDictionary()
-_GENERATED_LOCK = threading.Lock()
-
-
 def _generated(storage: Storage, cap: int, inline: frozenset[str]) -> list[BaseRoute]:
-    """`/api/schema` and every entity's routes, for an app over `storage`'s setup."""
-    with _GENERATED_LOCK:
-        built = _GENERATED.setdefault(storage, {})
-        routes = built.get((cap, inline))
-        if routes is None:
-            router = APIRouter()
-            maker = _Routes(storage, cap, inline)
-            router.add_api_route("/api/schema", maker.schema, methods=["GET"], tags=["setup"],
-                                 summary="The loaded setup: entities, fields, links, pipelines",
-                                 response_class=Response, responses=_ok({"type": "object"}))
-            for entity in storage.setup.entities.values():
-                maker.add_entity(router, entity)
-            routes = built[(cap, inline)] = list(router.routes)
-            for route in routes:
-                _engine_free(route)
-        return routes
+    """`/api/schema` and every entity's routes, for an app over `storage`'s setup: built
+    once per storage (and body cap, inline operations) and shared by every app serving that
+    setup. Building them is most of `create_app` (FastAPI inspects each of a setup's ~200
+    routes), and the tests build thousands of apps over a few setups. The handlers hold no
+    engine (`engine_of`), so sharing them is safe; `_engine_free` checks it when they are
+    built."""
+    def build() -> list[BaseRoute]:
+        router = APIRouter()
+        maker = _Routes(storage, cap, inline)
+        router.add_api_route("/api/schema", maker.schema, methods=["GET"], tags=["setup"],
+                             summary="The loaded setup: entities, fields, links, pipelines",
+                             response_class=Response, responses=_ok({"type": "object"}))
+        for entity in storage.setup.entities.values():
+            maker.add_entity(router, entity)
+        for route in router.routes:
+            _engine_free(route)
+        return list(router.routes)
+    return storage.once(f"api routes {cap} {sorted(inline)}", build)
 
 
 def _engine_free(route: BaseRoute) -> None:

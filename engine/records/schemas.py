@@ -11,8 +11,6 @@ diagnostics name keys (`products[1]`).
 
 from __future__ import annotations
 
-import threading
-import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, cast
@@ -48,20 +46,10 @@ class EntitySchemas:
         return {"read": base, "create": base + "Create", "patch": base + "Patch", "list": base + "List"}
 
 
-#: each storage's schemas, built once: they follow from its tables alone, are never
-#: changed once built, and building them (and compiling their validators) was a third of
-#: an engine's start-up — which the tests pay thousands of times over a few setups
-_BUILT: weakref.WeakKeyDictionary[Storage, dict[str, EntitySchemas]] = weakref.WeakKeyDictionary()
-_BUILT_LOCK = threading.Lock()
-
-
 def schemas_of(storage: Storage) -> dict[str, EntitySchemas]:
-    """The schemas of every entity of `storage` (a new dict over the shared, built ones)."""
-    with _BUILT_LOCK:
-        built = _BUILT.get(storage)
-        if built is None:
-            built = _BUILT[storage] = build_schemas(storage)
-    return dict(built)
+    """The schemas of every entity of `storage`, built once per storage (building them and
+    compiling their validators was a third of an engine's start-up): a new dict over them."""
+    return dict(storage.once("schemas", lambda: build_schemas(storage)))
 
 
 def build_schemas(storage: Storage) -> dict[str, EntitySchemas]:

@@ -10,8 +10,6 @@ the row shapes of each entity, and splitting them would spread that shape over f
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -162,19 +160,11 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-#: each storage's shapes, built once (their statements follow from its tables alone and
-#: are never changed; building them was a fifth of an engine's start-up)
-_SHAPES: weakref.WeakKeyDictionary[Storage, dict[str, _Shape]] = weakref.WeakKeyDictionary()
-_SHAPES_LOCK = threading.Lock()
-
-
 def _shapes_of(storage: Storage) -> dict[str, _Shape]:
-    with _SHAPES_LOCK:
-        shapes = _SHAPES.get(storage)
-        if shapes is None:
-            shapes = _SHAPES[storage] = {name: _Shape(table)
-                                         for name, table in storage.entities.items()}
-    return dict(shapes)
+    """Each entity's shape, built once per storage (their statements follow from its
+    tables alone; building them was a fifth of an engine's start-up)."""
+    return dict(storage.once("shapes", lambda: {
+        name: _Shape(table) for name, table in storage.entities.items()}))
 
 
 class Records:

@@ -29,10 +29,11 @@ the smallest value).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -50,6 +51,8 @@ from engine.storage.users import user_tables
 from engine.storage.webhooks import webhook_table
 from engine.types.columns import UTCDateTime, id_column_type, json_column
 from engine.types.fields import FieldTypeRegistry, default_registry, fold_text
+
+T = TypeVar("T")
 
 SEARCH_COLUMN = "kt_search"
 #: kt_stage_time rows per (entity, pipeline, stage): see Storage._journal_tables
@@ -89,6 +92,8 @@ class Storage:
     def __init__(self, setup: SetupSpec, registry: FieldTypeRegistry | None = None):
         self.setup = setup
         self.registry = registry or default_registry()
+        self._once: dict[str, Any] = {}
+        self._once_lock = threading.Lock()
         self.metadata = sa.MetaData()
         self.setup_history = sa.Table(
             "kt_setup_history", self.metadata,
@@ -114,6 +119,16 @@ class Storage:
         for entity in setup.entities.values():
             self._join_tables(tables, entity)
         self.entities: Mapping[str, EntityTable] = MappingProxyType(tables)
+
+    def once(self, name: str, build: Callable[[], T]) -> T:
+        """What follows from these tables alone (JSON Schemas, row shapes, routes), built
+        at its first use and shared by every engine over them: never changed once built.
+        The tests build thousands of engines over a few setups."""
+        with self._once_lock:
+            if name not in self._once:
+                self._once[name] = build()
+            found: T = self._once[name]
+            return found
 
     def __getitem__(self, entity: str) -> EntityTable:
         table = self.entities.get(entity)
