@@ -46,14 +46,14 @@ from api.export import add_export_route
 from api.guard import install_guard
 from api.imports import add_import_routes
 from api.language import pick_language
-from api.responses import engine_of, json_response, no_query, read_json
+from api.responses import engine_of, json_response, no_query, path_id, read_json
 from api.signin import add_signin_routes
 from api.users import add_user_routes
 from api.web import add_web_app
 from api.webhooks import add_webhook_routes
 from engine.automations.runner import Runner
 from engine.core import Kartoteka
-from engine.errors import ErrorDetail, MalformedRequest, NotFound, StaleVersion
+from engine.errors import ErrorDetail, MalformedRequest, StaleVersion
 from engine.records.query import DEFAULT_LIMIT, MAX_LIMIT, MAX_SORT_KEYS
 from engine.records.schemas import ERROR_SCHEMA, PIPELINE_SCHEMAS, builtin, list_schema
 from engine.setup.names import LINKS_ROUTE, RECORD_ROUTES, pascal
@@ -296,7 +296,7 @@ class _Routes:
                                                "ETag": _etag(record)})
 
         async def get_record(request: Request) -> Response:
-            record_id = _path_id(request, "id", name)
+            record_id = path_id(request, "id", name)
             include = _only_include(request)
             record = await self.run("get", engine_of(request).records.get, name, record_id,
                                     include)
@@ -307,7 +307,7 @@ class _Routes:
 
         async def patch_record(request: Request) -> Response:
             no_query(request)
-            record_id = _path_id(request, "id", name)
+            record_id = path_id(request, "id", name)
             if_version = _if_match(request)
             body = await read_json(request, self.cap)
             records = engine_of(request).records
@@ -318,7 +318,7 @@ class _Routes:
 
         async def delete_record(request: Request) -> Response:
             no_query(request)
-            record_id = _path_id(request, "id", name)
+            record_id = path_id(request, "id", name)
             await self.run("delete", engine_of(request).records.delete, name, record_id,
                            if_version=_if_match(request), actor=_actor(request))
             return Response(status_code=204)
@@ -367,7 +367,7 @@ class _Routes:
                           openapi_extra={"parameters": [_id_param()]},
                           responses={204: {"description": "Deleted"}, **_REFUSED})
         duplicates_api.add_duplicate_routes(  # api/duplicates.py, before the links' /{id}/{way}
-            app, entity, self.cap, _REFUSED, path_id=_path_id, if_match=_if_match,
+            app, entity, self.cap, _REFUSED, if_match=_if_match,
             actor=_actor, etag=_etag, id_param=_id_param(), if_match_schema=IF_MATCH)
         self._add_links(app, entity)
         self._add_timeline(app, entity)
@@ -418,7 +418,7 @@ class _Routes:
             return json_response(await self.run("list", reports.funnel, name, _params(request)))
 
         async def move(request: Request) -> Response:
-            record_id = _path_id(request, "id", name)
+            record_id = path_id(request, "id", name)
             no_query(request)
             if_version = _if_match(request)
             body = await read_json(request, self.cap)
@@ -466,13 +466,13 @@ class _Routes:
         tags: list[str | Enum] = [name]
 
         async def timeline(request: Request) -> Response:
-            record_id = _path_id(request, "id", name)
+            record_id = path_id(request, "id", name)
             return json_response(await self.run("list", engine_of(request).timeline.page, name,
                                                 record_id, _params(request)))
 
         def adder(kind: str) -> Callable[[Request], Any]:
             async def add(request: Request) -> Response:
-                record_id = _path_id(request, "id", name)
+                record_id = path_id(request, "id", name)
                 no_query(request)
                 body = await read_json(request, self.cap)
                 method = getattr(engine_of(request).timeline, kind)
@@ -518,7 +518,7 @@ class _Routes:
 
             def make_list(way: str = way) -> Callable[[Request], Any]:
                 async def linked(request: Request) -> Response:
-                    record_id = _path_id(request, "id", name)
+                    record_id = path_id(request, "id", name)
                     page = await self.run("list", engine_of(request).records.linked, name,
                                           record_id, way, _params(request))
                     return json_response(page.as_json())
@@ -527,9 +527,9 @@ class _Routes:
             def make_change(add: bool, way: str = way,
                             other: str = target or "record") -> Callable[[Request], Any]:
                 async def change(request: Request) -> Response:
-                    record_id = _path_id(request, "id", name)
+                    record_id = path_id(request, "id", name)
                     no_query(request)
-                    other_id = _path_id(request, "other_id", other)
+                    other_id = path_id(request, "other_id", other)
                     records = engine_of(request).records
                     if add:  # a link that carries data takes the pair's values as a body
                         sent = request.headers.get("content-length") not in (None, "0") \
@@ -590,13 +590,6 @@ def _only_include(request: Request) -> str | None:
     if problems:
         raise MalformedRequest("unknown query parameters", problems, code="invalid_query")
     return request.query_params.get("include")
-
-
-def _path_id(request: Request, key: str, entity: str) -> int:
-    text = request.path_params[key]
-    if not text.isascii() or not text.isdigit() or len(text) > 19:
-        raise NotFound(f"no {entity} with id {text!r}")
-    return int(text)
 
 
 def _etag(record: dict[str, Any]) -> str:

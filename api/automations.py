@@ -17,9 +17,9 @@ from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from api.responses import json_response, no_query, read_json
+from api.responses import json_response, no_query, path_id, read_json
 from engine.core import Kartoteka
-from engine.errors import ErrorDetail, Forbidden, MalformedRequest, NotFound, ValidationFailed
+from engine.errors import ErrorDetail, Forbidden, MalformedRequest, ValidationFailed
 from engine.storage.outbox import DEAD, DONE, PENDING
 
 STATUSES = (PENDING, DONE, DEAD)
@@ -92,10 +92,8 @@ def add_automation_routes(app: FastAPI, kt: Kartoteka, cap: int,
             if body != {}:
                 raise ValidationFailed("a retry takes no body", [ErrorDetail(
                     "", "send no body, or {}")])
-        text = request.path_params["id"]
-        if not text.isascii() or not text.isdigit() or len(text) > 18:
-            raise NotFound(f"no event with id {text!r}")
-        return json_response(await run_in_threadpool(kt.automations.retry, int(text)))
+        event = path_id(request, "id", "event")
+        return json_response(await run_in_threadpool(kt.automations.retry, event))
 
     def intake_of(name: str) -> Any:
         async def intake(request: Request) -> Response:

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from api.responses import engine_of, json_response, no_query, read_json
+from api.responses import engine_of, json_response, no_query, path_id, read_json
 from engine.errors import ErrorDetail, MalformedRequest
 from engine.records.merge import MAX_OTHERS
 from engine.records.schemas import builtin
@@ -74,7 +74,6 @@ def confirmation(request: Request) -> str:
 
 def add_duplicate_routes(app: APIRouter, entity: EntitySpec, cap: int,
                          refused: dict[int | str, dict[str, Any]], *,
-                         path_id: Callable[[Request, str, str], int],
                          if_match: Callable[[Request], int | None],
                          actor: Callable[[Request], int | None],
                          etag: Callable[[dict[str, Any]], str],

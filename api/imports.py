@@ -30,9 +30,9 @@ from starlette.responses import Response
 
 from api.duplicates import confirmation
 from api.errors import refuse_method
-from api.responses import engine_of, json_response, no_query
+from api.responses import engine_of, json_response, no_query, path_id
 from api.uploads import MULTIPART, is_multipart
-from engine.errors import ErrorDetail, MalformedRequest, NotFound, PayloadTooLarge
+from engine.errors import ErrorDetail, MalformedRequest, PayloadTooLarge
 from engine.exchange.columns import read_mapping
 from engine.exchange.files import open_table
 from engine.exchange.imports import MODES, ImportOptions
@@ -157,10 +157,7 @@ def add_import_routes(app: APIRouter, entity: EntitySpec, cap: int,
         return json_response(job, 202, {"Location": f"{base}/{job['id']}"})
 
     def job_id(request: Request) -> int:
-        text = request.path_params["job"]
-        if not text.isascii() or not text.isdigit() or len(text) > 18:
-            raise NotFound(f"no import job {text!r}")
-        return int(text)
+        return path_id(request, "job", "import job")
 
     async def status(request: Request) -> Response:
         no_query(request)

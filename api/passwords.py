@@ -19,10 +19,9 @@ from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from api.responses import json_response, no_query, read_json
+from api.responses import json_response, no_query, path_id, read_json
 from engine.access.passwords import MAX_LENGTH, MIN_LENGTH
 from engine.core import Kartoteka
-from engine.errors import NotFound
 
 PASSWORD = {"type": "string", "minLength": MIN_LENGTH, "maxLength": MAX_LENGTH,
             "description": f"at least {MIN_LENGTH} characters, not the user's e-mail",
@@ -37,10 +36,7 @@ def add_password_routes(app: FastAPI, kt: Kartoteka, cap: int,
     sessions = kt.sessions
 
     def user_id(request: Request) -> int:
-        text = request.path_params["id"]
-        if not text.isascii() or not text.isdigit() or len(text) > 18:
-            raise NotFound(f"no user with id {text!r}")
-        return int(text)
+        return path_id(request, "id", "user")
 
     async def set_password(request: Request) -> Response:
         no_query(request)

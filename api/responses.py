@@ -10,7 +10,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from engine.errors import ErrorDetail, MalformedRequest, PayloadTooLarge, UnsupportedMedia
+from engine.errors import ErrorDetail, MalformedRequest, NotFound, PayloadTooLarge, UnsupportedMedia
 
 if TYPE_CHECKING:
     from engine.core import Kartoteka
@@ -24,6 +24,19 @@ def engine_of(request: Request) -> Kartoteka:
     serving the request, never in a closure."""
     kt: Kartoteka = request.app.state.kartoteka
     return kt
+
+
+#: the largest id a row can have (a signed 64-bit integer)
+MAX_ID = 2**63 - 1
+
+
+def path_id(request: Request, key: str, what: str) -> int:
+    """The id a path names (`/api/users/{id}`): digits naming a row that can exist, else
+    404 `no <what> with id '…'` — never a number the database cannot compare."""
+    text = request.path_params[key]
+    if not text.isascii() or not text.isdigit() or len(text) > 19 or not 0 < int(text) <= MAX_ID:
+        raise NotFound(f"no {what} with id {text!r}")
+    return int(text)
 
 
 def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

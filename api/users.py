@@ -22,9 +22,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from api.passwords import add_password_routes
-from api.responses import json_response, no_query, read_json
+from api.responses import json_response, no_query, path_id, read_json
 from engine.core import Kartoteka
-from engine.errors import NotFound
 from engine.setup.roles import OPERATIONS
 from engine.storage.users import EMAIL_LENGTH
 
@@ -71,10 +70,7 @@ def add_user_routes(app: FastAPI, kt: Kartoteka, cap: int,
     users = kt.users
 
     def user_id(request: Request, key: str = "id") -> int:
-        text = request.path_params[key]
-        if not text.isascii() or not text.isdigit() or len(text) > 18:
-            raise NotFound(f"no user with id {text!r}")
-        return int(text)
+        return path_id(request, key, "user")
 
     async def me(request: Request) -> Response:
         no_query(request)

@@ -18,10 +18,9 @@ from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from api.responses import json_response, no_query, read_json
+from api.responses import json_response, no_query, path_id, read_json
 from engine.automations.subscriptions import EVENTS, SECRET_MIN
 from engine.core import Kartoteka
-from engine.errors import NotFound
 from engine.setup.roles import ADMIN
 from engine.storage.webhooks import SECRET_LENGTH, URL_LENGTH
 
@@ -63,10 +62,7 @@ def add_webhook_routes(app: FastAPI, kt: Kartoteka, cap: int,
     hooks = kt.webhooks
 
     def webhook_id(request: Request) -> int:
-        text = request.path_params["id"]
-        if not text.isascii() or not text.isdigit() or len(text) > 18:
-            raise NotFound(f"no webhook with id {text!r}")
-        return int(text)
+        return path_id(request, "id", "webhook")
 
     async def list_webhooks(request: Request) -> Response:
         no_query(request)

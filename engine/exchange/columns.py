@@ -25,6 +25,7 @@ from engine.access.scopes import Rights
 from engine.errors import ErrorDetail, MalformedRequest
 from engine.exchange.cells import CellReaders, Reader, normal
 from engine.records.bulk import unique_keys
+from engine.records.export_cells import FORMULA_STARTS
 from engine.records.export_locale import SYSTEM_LABELS
 from engine.setup.names import did_you_mean
 from engine.setup.spec import EntitySpec, FieldSpec, LinkSpec, SetupSpec
@@ -40,7 +41,7 @@ _SERVER_HEADERS = {normal(text): name for name in (*SERVER_MANAGED, "owner")
 _TITLE_HEADER = re.compile(r"^(.+?)\s*\((" + "|".join(
     re.escape(word) for word in SYSTEM_LABELS["title"].values()) + r")\)$", re.IGNORECASE)
 #: the export's escape of text a spreadsheet would run as a formula (a leading ')
-_ESCAPED = ("'=", "'+", "'-", "'@", "'\t", "'\r")
+_ESCAPED = tuple("'" + start for start in FORMULA_STARTS)
 SKIPPED = "skipped"
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 
