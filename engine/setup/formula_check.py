@@ -25,6 +25,7 @@ from engine.setup.expressions import (
     FormulaProblem,
     compile_formula,
 )
+from engine.setup.graphs import cycles
 from engine.setup.names import did_you_mean
 from engine.setup.source import SourceFile
 from engine.setup.spec import FieldSpec, LinkSpec, PipelinesSpec
@@ -144,28 +145,10 @@ def _pair_cycles(draft: Draft, link: str, through: Mapping[str, FieldSpec]) -> l
     """A formula of the pairs reading itself through the pair's other formulas."""
     reads = {name: sorted(p[0] for p in field.formula.paths)
              for name, field in through.items() if field.formula is not None}
-    problems: list[Diagnostic] = []
-    state: dict[str, int] = {}
-
-    def visit(name: str, trail: list[str]) -> None:
-        state[name] = 1
-        for nxt in reads[name]:
-            if nxt not in reads:
-                continue
-            if state.get(nxt) == 1:
-                loop = " → ".join([*trail[trail.index(nxt):], nxt])
-                problems.append(draft.source.diagnostic(
-                    "formula.cycle", ("links", link, "through", nxt, "formula"),
-                    f"the formula reads itself: {loop}",
-                    "compute it from other fields of the pair, never in a circle"))
-            elif nxt not in state:
-                visit(nxt, [*trail, nxt])
-        state[name] = 2
-
-    for name in reads:
-        if name not in state:
-            visit(name, [name])
-    return problems
+    return [draft.source.diagnostic(
+        "formula.cycle", ("links", link, "through", cycle[0], "formula"),
+        f"the formula reads itself: {' → '.join(cycle)}",
+        "compute it from other fields of the pair, never in a circle") for cycle in cycles(reads)]
 
 
 def _check_one(draft: Draft, name: str, raw: Mapping[str, Any], drafts: Mapping[str, Draft],
@@ -300,30 +283,14 @@ def _cycles(drafts: Mapping[str, Draft]) -> list[Diagnostic]:
                 reads[(draft.name, name)] = [_end(drafts, draft, path)
                                              for path in sorted(spec.formula.paths)]
     problems: list[Diagnostic] = []
-    state: dict[tuple[str, str], int] = {}  # 1: on the current path, 2: done
-
-    def visit(node: tuple[str, str], trail: list[tuple[str, str]]) -> None:
-        state[node] = 1
-        for nxt in reads.get(node, ()):
-            if nxt not in reads:
-                continue
-            if state.get(nxt) == 1:
-                cycle = [*trail[trail.index(nxt):], nxt]
-                entity, field = nxt
-                draft = drafts[entity]
-                loop = " → ".join(f"{e}.{f}" for e, f in cycle)
-                problems.append(draft.source.diagnostic(
-                    "formula.cycle", ("fields", field, "formula"),
-                    f"the formula reads itself: {loop}",
-                    "compute it from other fields; a formula may read other formulas, "
-                    "but never in a circle"))
-            elif nxt not in state:
-                visit(nxt, [*trail, nxt])
-        state[node] = 2
-
-    for node in reads:
-        if node not in state:
-            visit(node, [node])
+    for cycle in cycles(reads):
+        entity, field = cycle[0]
+        loop = " → ".join(f"{e}.{f}" for e, f in cycle)
+        problems.append(drafts[entity].source.diagnostic(
+            "formula.cycle", ("fields", field, "formula"),
+            f"the formula reads itself: {loop}",
+            "compute it from other fields; a formula may read other formulas, "
+            "but never in a circle"))
     return problems
 
 

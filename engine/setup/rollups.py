@@ -35,6 +35,7 @@ from typing import Any
 
 from engine.errors import Diagnostic
 from engine.setup.filters import ATTRIBUTE, PAIR, PAIR_KEY, Condition, FilterGrammar, FilterRefused
+from engine.setup.graphs import cycles
 from engine.setup.names import did_you_mean
 from engine.setup.roles import condition_params
 from engine.setup.source import SourceFile
@@ -356,32 +357,18 @@ def _cycles(setup: SetupSpec, sources: Mapping[str, SourceFile]) -> list[Diagnos
     (`order.total = sum of lines.amount`, `line.amount` a formula reading `order.total`)."""
     reads = computed_reads(setup)
     problems: list[Diagnostic] = []
-    state: dict[tuple[str, str], int] = {}
-
-    def visit(node: tuple[str, str], trail: list[tuple[str, str]]) -> None:
-        state[node] = 1
-        for nxt in sorted(reads.get(node, ())):
-            if nxt not in reads:
-                continue
-            if state.get(nxt) == 1:
-                cycle = trail[trail.index(nxt):]
-                at = next((i for i, n in enumerate(cycle)
-                           if setup.entities[n[0]].fields[n[1]].rollup), None)
-                if at is None:
-                    continue  # formulas alone: reported by the formula check
-                cycle = [*cycle[at:], *cycle[:at], cycle[at]]  # from the roll-up round
-                entity, field = cycle[0]
-                problems.append(sources[entity].diagnostic(
-                    "rollup.cycle", ("fields", field, "rollup"),
-                    "the roll-up reads itself: " + " → ".join(f"{e}.{f}" for e, f in cycle),
-                    "roll up a field that does not depend on this one"))
-            elif nxt not in state:
-                visit(nxt, [*trail, nxt])
-        state[node] = 2
-
-    for node in sorted(reads):
-        if node not in state:
-            visit(node, [node])
+    for cycle in cycles({node: sorted(reads[node]) for node in sorted(reads)}):
+        cycle = cycle[:-1]
+        at = next((i for i, n in enumerate(cycle)
+                   if setup.entities[n[0]].fields[n[1]].rollup), None)
+        if at is None:
+            continue  # formulas alone: reported by the formula check
+        cycle = [*cycle[at:], *cycle[:at], cycle[at]]  # from the roll-up round
+        entity, field = cycle[0]
+        problems.append(sources[entity].diagnostic(
+            "rollup.cycle", ("fields", field, "rollup"),
+            "the roll-up reads itself: " + " → ".join(f"{e}.{f}" for e, f in cycle),
+            "roll up a field that does not depend on this one"))
     return problems
 
 
