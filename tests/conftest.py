@@ -159,15 +159,7 @@ def _make_kt_fixture(db_url: str, open_kt: Callable[..., Kartoteka],
                 if not engines:
                     scratch.migrated(setups_of(request).base(setup))
         elif db_url.startswith("sqlite:///") and not Path(db_url[len("sqlite:///"):]).exists():
-            # a fresh SQLite file: a copy of the setup's migrated template (tests/setups.py)
-            setup = setups_of(request).load(setup_dir)
-
-            def build(path: Path) -> None:
-                template = open_kt(setup_dir, f"sqlite:///{path}")
-                template.migrate()
-                template.close()
-            shutil.copyfile(setups_of(request).sqlite_template(setup, build),
-                            db_url[len("sqlite:///"):])
+            copy_template(setups_of(request), open_kt, setup_dir, Path(db_url[len("sqlite:///"):]))
             kt = open_kt(setup_dir, db_url, **settings)
         else:
             kt = open_kt(setup_dir, db_url, **settings)
@@ -181,6 +173,34 @@ def _make_kt_fixture(db_url: str, open_kt: Callable[..., Kartoteka],
 
 
 make_kt = pytest.fixture(_make_kt_fixture, name="make_kt")
+
+
+def copy_template(setups: SetupCache, open_kt: Callable[..., Kartoteka], setup_dir: Path | str,
+                  path: Path) -> None:
+    """A fresh SQLite file at `path`: a copy of the setup's migrated template (tests/setups.py)."""
+    def build(template_path: Path) -> None:
+        template = open_kt(setup_dir, f"sqlite:///{template_path}")
+        template.migrate()
+        template.close()
+    shutil.copyfile(setups.sqlite_template(setups.load(setup_dir), build), path)
+
+
+@pytest.fixture
+def sqlite_kt(setups: SetupCache, open_kt: Callable[..., Kartoteka],
+              tmp_path: Path) -> Iterator[Callable[..., Kartoteka]]:
+    """`make_kt` on SQLite only, for tests of what does not depend on the database (the HTTP
+    guard, the app's pages' shape): a migrated engine on a fresh file, closed after the test."""
+    engines: list[Kartoteka] = []
+
+    def make(setup_dir: Path | str = DEFAULT_SETUP, **settings: object) -> Kartoteka:
+        path = tmp_path / f"kartoteka-{len(engines)}.db"
+        copy_template(setups, open_kt, setup_dir, path)
+        engines.append(open_kt(setup_dir, f"sqlite:///{path}", **settings))
+        return engines[-1]
+
+    yield make
+    for kt in engines:
+        kt.close()
 
 
 def setups_of(request: pytest.FixtureRequest) -> SetupCache:

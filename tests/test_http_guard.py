@@ -6,7 +6,7 @@ attack itself (run on SQLite and PostgreSQL) these tests use one SQLite engine.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,8 @@ BODY = b'{"email": "mallory@example.com", "roles": ["admin"]}'
 
 
 @pytest.fixture
-def lite(tmp_path: Path) -> Iterator[Kartoteka]:
-    kt = Kartoteka.open(ROOT / "schemas", f"sqlite:///{tmp_path / 'guard.db'}")
-    kt.migrate()
-    yield kt
-    kt.close()
+def lite(sqlite_kt: Callable[..., Kartoteka]) -> Kartoteka:
+    return sqlite_kt()
 
 
 def http(kt: Kartoteka, **settings: Any) -> TestClient:

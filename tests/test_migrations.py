@@ -106,10 +106,11 @@ def snapshot(url: str) -> Snapshot:
             for table in metadata.sorted_tables:
                 if table.name in ("kt_setup_history", "sqlite_sequence"):
                     continue
-                keys = [c.name for c in table.primary_key.columns]
-                rows = conn.execute(sa.select(table)).mappings().all()
+                names = [c.name for c in table.columns]
+                keys = [names.index(c.name) for c in table.primary_key.columns]
+                rows = conn.execute(sa.select(table)).tuples().all()
                 result[table.name] = {tuple(r[k] for k in keys) if len(keys) > 1 else r[keys[0]]:
-                                      dict(r) for r in rows}
+                                      dict(zip(names, r, strict=True)) for r in rows}
         return result
     finally:
         engine.dispose()
