@@ -170,7 +170,7 @@ class _Planner:
         live = self.live_name[table.name]
         entity = self.storage.setup.entities.get(table.name)
         previous: dict[str, Any] = self.previous_entities.get(live) or {}
-        columns = {c["name"]: c for c in self.catalog.get("columns", live)}
+        columns: dict[str, Any] = {c["name"]: c for c in self.catalog.get("columns", live)}
         rows = self.rows(live)
         kept: dict[str, str] = {}  # new column name → live column name
         for column in table.columns:
