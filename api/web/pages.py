@@ -24,9 +24,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from api.errors import STATUS
-from api.web import i18n, views
+from api.web import i18n, saved, views
 from engine.core import Kartoteka
 from engine.errors import Forbidden, MalformedRequest, NotFound, RequestError
+from engine.records.saved_views import typed_params
 from engine.records.titles import Titles
 from engine.setup.roles import OPERATIONS
 from engine.setup.spec import EntitySpec
@@ -50,7 +51,7 @@ PAGE_HEADERS = {
     "Referrer-Policy": "same-origin",
 }
 #: query parameters the pages read themselves and never pass to the engine
-UI_PARAMS = frozenset({"lang"})
+UI_PARAMS = frozenset({"lang", saved.PARAM})
 
 
 class WebApp:
@@ -156,20 +157,10 @@ class WebApp:
 
     def engine_params(self, entity: str, params: Sequence[tuple[str, str]]
                       ) -> list[tuple[str, str]]:
-        """The page's query as the engine's list grammar: the app's own keys and empty
-        inputs out, and a bare date in a datetime range as the whole day in UTC."""
-        spec = self.spec(entity)
-        out = []
-        for key, value in params:
-            if key in UI_PARAMS or value.strip() == "":
-                continue
-            name, _, op = key.partition("[")
-            fspec = spec.fields.get(name)
-            if (fspec is not None and fspec.type.moment_kind == "datetime"
-                    and len(value) == 10 and value[4:5] == "-"):
-                value += "T23:59:59.999999Z" if op.startswith("lt") else "T00:00:00Z"
-            out.append((key, value))
-        return out
+        """The page's query as the engine's list grammar: the app's own keys out, then
+        read as people type it (empty inputs out, a bare date in a datetime range as the
+        whole day in UTC), as a saved view's query is checked."""
+        return typed_params(self.spec(entity), [(k, v) for k, v in params if k not in UI_PARAMS])
 
     # -- pages ---------------------------------------------------------------------------------
     def home(self, base: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -192,6 +183,7 @@ class WebApp:
         spec = self.spec(entity)
         rights = self.rights(entity)
         granted = self.kt.records.access.rights(entity)
+        base["params"] = saved.with_default(self.kt, entity, base["params"])  # api/web/saved.py
         params = self.engine_params(entity, base["params"])
         query = [*params]
         if not any(k == "limit" for k, _ in query):
@@ -231,6 +223,7 @@ class WebApp:
             "next_link": views.query_string(base["params"], cursor=next_cursor)
             if next_cursor else None,
             "first_link": views.query_string(kept) if chosen.get("cursor") else None,
+            "views": saved.bar(self.kt, entity, base["params"], lang),
         }
 
     def lookup(self, entity: str, q: str) -> list[dict[str, Any]]:
