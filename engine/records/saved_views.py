@@ -78,7 +78,7 @@ class SavedViews:
     # -- reading -------------------------------------------------------------------------------
     def for_entity(self, entity: Any) -> list[dict[str, Any]]:
         """The acting user's views of `entity`, by name; each with its `problem`, if any."""
-        self._readable(entity, "entity", MalformedRequest)
+        self._readable(entity, "entity", MalformedRequest, code="invalid_query")
         c = self.table.c
         with self.db.read() as conn:
             rows = conn.execute(sa.select(self.table).where(
@@ -170,10 +170,12 @@ class SavedViews:
                            "another name, or change that view", [ErrorDetail("name", "is taken")],
                            code="view_name_taken")
 
-    def _readable(self, entity: Any, key: str, error: type[RequestError]) -> str:
+    def _readable(self, entity: Any, key: str, error: type[RequestError],
+                  code: str | None = None) -> str:
         if not isinstance(entity, str) or entity not in self.setup.entities:
             raise error(f"no entity {entity!r}", [ErrorDetail(
-                key, f"no entity {entity!r}; entities: " + ", ".join(self.setup.entities))])
+                key, f"no entity {entity!r}; entities: " + ", ".join(self.setup.entities))],
+                code=code)
         rights = self.parser.access.rights(entity) if self.parser.access else None
         if rights is not None and not rights.allows("read"):
             raise Forbidden(f"your role may not read {entity} records",
