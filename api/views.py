@@ -1,7 +1,8 @@
 """Saved views over HTTP, for the web app and any front end (engine/records/saved_views.py):
 each caller sees and changes only their own.
 
-    GET    /api/views?entity=sale   the caller's views of an entity, by name
+    GET    /api/views?entity=sale   the caller's views of an entity, by name (without
+                                    `entity`: of every entity)
     POST   /api/views               {entity, name, query, is_default?} → 201
     GET    /api/views/{id}
     PATCH  /api/views/{id}          any of name, query, is_default
@@ -58,18 +59,18 @@ def _body_schema(kt: Kartoteka, *, create: bool) -> dict[str, Any]:
     return schema
 
 
-def _entity_param(request: Request) -> str:
-    """`?entity=` and nothing else: a typo in the query must not pass unseen."""
+def _entity_param(request: Request) -> str | None:
+    """`?entity=`, at most once, and nothing else: a typo in the query must not pass unseen."""
     given = request.query_params.multi_items()
     problems = [ErrorDetail(key, "is not a parameter of this call; it takes entity")
                 for key, _ in given if key != "entity"]
     entities = [value for key, value in given if key == "entity"]
-    if len(entities) != 1:
-        problems.append(ErrorDetail("entity", "is required, once: the entity whose views "
-                                              "to list (?entity=sale)"))
+    if len(entities) > 1:
+        problems.append(ErrorDetail("entity", "is given twice; give one entity (?entity=sale), "
+                                              "or none for the views of every entity"))
     if problems:
         raise MalformedRequest("the parameters are not valid", problems, code="invalid_query")
-    return entities[0]
+    return entities[0] if entities else None
 
 
 def add_view_routes(app: FastAPI, kt: Kartoteka, cap: int,
@@ -113,7 +114,8 @@ def add_view_routes(app: FastAPI, kt: Kartoteka, cap: int,
     created[201]["headers"] = {"Location": {"schema": {"type": "string"},
                                             "description": "the new view"}}
     for path, method, handler, summary, responses in (
-        ("/api/views", "GET", list_views, "Your saved views of an entity's list", ok(listing)),
+        ("/api/views", "GET", list_views,
+         "Your saved views of an entity's list (without entity: of every entity)", ok(listing)),
         ("/api/views", "POST", create_view,
          f"Save a view: a name for a list's query (at most {MAX_VIEWS} per entity)", created),
         ("/api/views/{id}", "GET", get_view, "One of your saved views", ok(VIEW)),
@@ -127,7 +129,7 @@ def add_view_routes(app: FastAPI, kt: Kartoteka, cap: int,
              "schema": {"type": "integer", "minimum": 1, "maximum": 10**18}}]
             if "{id}" in path else []}
         if path == "/api/views" and method == "GET":
-            extra["parameters"] = [{"name": "entity", "in": "query", "required": True,
+            extra["parameters"] = [{"name": "entity", "in": "query", "required": False,
                                     "schema": {"type": "string", "enum": list(kt.setup.entities)}}]
         if method in ("POST", "PATCH"):
             extra["requestBody"] = {"required": True, "content": {"application/json": {

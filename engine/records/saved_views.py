@@ -76,13 +76,17 @@ class SavedViews:
         self.acting = acting
 
     # -- reading -------------------------------------------------------------------------------
-    def for_entity(self, entity: Any) -> list[dict[str, Any]]:
-        """The acting user's views of `entity`, by name; each with its `problem`, if any."""
-        self._readable(entity, "entity", MalformedRequest, code="invalid_query")
+    def for_entity(self, entity: Any | None) -> list[dict[str, Any]]:
+        """The acting user's views of `entity` (None: of every entity), by name; each with
+        its `problem`, if any."""
         c = self.table.c
+        where = [self._mine()]
+        if entity is not None:
+            self._readable(entity, "entity", MalformedRequest, code="invalid_query")
+            where.append(c.entity == entity)
         with self.db.read() as conn:
-            rows = conn.execute(sa.select(self.table).where(
-                self._mine(), c.entity == entity).order_by(c.name, c.id)).all()
+            rows = conn.execute(sa.select(self.table).where(*where)
+                                .order_by(c.entity, c.name, c.id)).all()
         return [self._json(row) for row in rows]
 
     def get(self, view_id: int) -> dict[str, Any]:
