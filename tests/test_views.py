@@ -357,3 +357,4 @@ def test_a_list_page_shows_the_users_views_and_opens_the_default(
     his = assert_page(browse(kt, boris.headers["Authorization"].removeprefix("Bearer "))
                       .get("/app/deal"))
     assert "Boris&#39;s own" in his and "Выигранные" not in his and "New deal" in his
+

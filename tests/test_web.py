@@ -127,6 +127,22 @@ def test_a_card_shows_what_automations_did(kt: Kartoteka) -> None:
     assert f'create Задача <a href="/app/task/{task["id"]}">#{task["id"]}</a>' in run.group(0)
 
 
+def test_a_cards_timeline_names_who_did_what(kt: Kartoteka) -> None:
+    """A user's name (or e-mail when they have none), never their id; nobody for what the
+    system did."""
+    named, token = kt.users.add("anna@example.com", ["director"], name="Анна <Петрова>")
+    unnamed, _ = kt.users.add("boris@example.com", ["director"])
+    with kt.acting.as_user(named):
+        client = kt.records.create("client", {"name": "Поставщик"}, actor=named.id)
+        kt.timeline.comment("client", client["id"], {"text": "first"}, actor=named.id)
+    with kt.acting.as_user(unnamed):
+        kt.timeline.comment("client", client["id"], {"text": "second"}, actor=unnamed.id)
+    kt.timeline.comment("client", client["id"], {"text": "by the system"})
+    card = assert_page(browse(kt, token).get(f"/app/client/{client['id']}"))
+    assert card.count('<span class="by">Анна &lt;Петрова&gt;</span>') == 2  # made, commented
+    assert card.count('<span class="by">boris@example.com</span>') == 1
+    assert card.count('<span class="by">') == 3
+
 def test_a_long_timeline_pages(kt: Kartoteka) -> None:
     client = kt.records.create("client", {"name": "Talkative"})
     for number in range(55):

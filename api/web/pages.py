@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -137,6 +137,15 @@ class WebApp:
                     out[(entity, record_id)] = title
         return out
 
+    def user_names(self, ids: Iterable[Any]) -> dict[int, str]:
+        """Who did what on a timeline, by id: a user's name, else their e-mail (a user
+        since deleted is left out, and shown by nothing)."""
+        wanted = [i for i in ids if isinstance(i, int)]
+        if not wanted:
+            return {}
+        with self.kt.db.read() as conn:
+            return {u.id: u.name or u.email for u in self.kt.users.by_ids(conn, wanted)}
+
     def record_titles(self, entity: str, records: Sequence[Mapping[str, Any]]
                       ) -> dict[tuple[str, int], str]:
         """The titles of records already read (a list's page): only the records their
@@ -253,6 +262,7 @@ class WebApp:
             if item.get("type") == "record" and isinstance(item.get("record"), dict):
                 wanted.setdefault(item["entity"], set()).add(item["record"]["id"])
         titles = self.title_map(wanted)
+        people = self.user_names(item.get("by") for item in timeline["items"])
         for way in linked:
             other = way.pop("spec")
             way["rows"] = [{
@@ -280,8 +290,8 @@ class WebApp:
             "pipeline": pipeline, "field_labels": self.field_labels(spec, lang),
             "older": views.query_string([], cursor=timeline["next"]) if timeline["next"] else None,
             "newest": bool(older),
-            "timeline": [self._timeline_item(spec, item, lang, words, titles)
-                         for item in timeline["items"]],
+            "timeline": [{**self._timeline_item(spec, item, lang, words, titles),
+                          "who": people.get(item.get("by"))} for item in timeline["items"]],
         }
 
     def _ways_back(self, entity: str, record_id: int, lang: str, words: Mapping[str, str],
