@@ -274,3 +274,36 @@ def test_a_board_and_funnel_per_pipeline(example: str, make_kt: Callable[..., Ka
         board = app.get(f"/app/{name}/board?pipeline={pipeline.name}").text
         assert re.findall(r'class="column c-\w+" data-stage="([^"]+)"', board) == \
             list(pipeline.stage_names)
+
+
+def test_users_fields_are_chosen_by_name_and_shown_by_name(
+        make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path]) -> None:
+    setup = write_setup({
+        "setup.yaml": "name: Desk\nlanguages: [en]\n",
+        "ticket.yaml": "title: '{subject}'\nfields:\n  subject: {type: string, required: true}\n"
+                       "  assignee: user\n  observers: users\n",
+    })
+    kt = make_kt(setup)
+    anna, token = kt.users.add("anna@example.com", ["admin"], name="Анна")
+    boris, _ = kt.users.add("boris@example.com", ["admin"])
+    gone, _ = kt.users.add("gone@example.com", ["admin"], name="Ушедший")
+    ticket = kt.records.create("ticket", {"subject": "Printer", "assignee": boris.id,
+                                          "observers": [anna.id, gone.id]})
+    kt.users.disable("gone@example.com")
+    app = browse(kt, token)
+    new = assert_page(app.get("/app/ticket/new"))
+    assert re.search(r'data-kind="user".*?<option value="">—</option>'
+                     rf'<option value="{anna.id}">Анна</option>'
+                     rf'<option value="{boris.id}">boris@example.com</option></select>', new, re.S)
+    assert "Ушедший" not in new  # no longer active: not offered
+    assert f'<input type="checkbox" value="{anna.id}"> Анна' in new
+    edit = assert_page(app.get(f"/app/ticket/{ticket['id']}/edit"))
+    assert f'<option value="{boris.id}" selected>boris@example.com</option>' in edit
+    assert f'<input type="checkbox" value="{anna.id}" checked> Анна' in edit
+    assert f'<input type="checkbox" value="{gone.id}" checked> Ушедший' in edit  # kept
+    card = assert_page(app.get(f"/app/ticket/{ticket['id']}"))
+    assert "Анна, Ушедший" in card and "boris@example.com" in card
+    # the timeline's create: the values as they were, not read as an old → new pair
+    assert "Observers: Анна, Ушедший</li>" in card
+    listing = assert_page(app.get("/app/ticket"))
+    assert "<td>boris@example.com</td>" in listing

@@ -153,6 +153,8 @@ function readInput(box) {
   switch (kind) {
     case "checkbox": return q("input").checked;
     case "checks": return [...box.querySelectorAll("input:checked")].map((el) => el.value);
+    case "users": return [...box.querySelectorAll("input:checked")].map((el) => Number(el.value));
+    case "user": return q("select").value === "" ? null : Number(q("select").value);
     case "select": return q("select").value === "" ? null : q("select").value;
     case "number": {
       const text = q("input").value.trim();
