@@ -197,7 +197,7 @@ def test_bad_views_are_refused_and_nothing_is_written(kt: Kartoteka,
         error = refused(post({"entity": "deal", "name": "x", "query": query}), 422,
                         "validation_failed", field)
         assert error["details"][0]["problem"], error
-    for query in (5, None, "q=" + "x" * 4000):
+    for query in (5, None, "q=" + "x" * 4000, "title[contains]=" + "ж" * 1000):
         refused(post({"entity": "deal", "name": "x", "query": query}), 422,
                 "validation_failed", "query")
     refused(post({"entity": "deal", "name": "x", "query": "", "is_default": "yes"}), 422,

@@ -232,7 +232,12 @@ class SavedViews:
             problems = self._problems(entity, pairs)
         if problems:
             raise ValidationFailed("the view's query is one the list refuses", problems)
-        return urlencode(pairs, safe="[],:")
+        kept = urlencode(pairs, safe="[],:")
+        if len(kept) > QUERY_LENGTH:  # text in other scripts takes 6 characters a letter
+            raise ValidationFailed("the view is not valid", [ErrorDetail(
+                "query", f"is {len(kept)} characters long written as a URL; at most "
+                         f"{QUERY_LENGTH}")])
+        return kept
 
     def _problems(self, entity: str, pairs: Sequence[tuple[str, str]]) -> list[ErrorDetail]:
         try:
