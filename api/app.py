@@ -49,6 +49,7 @@ from api.language import pick_language
 from api.responses import engine_of, json_response, no_query, path_id, read_json
 from api.signin import add_signin_routes
 from api.users import add_user_routes
+from api.views import add_view_routes
 from api.web import add_web_app
 from api.webhooks import add_webhook_routes
 from engine.automations.runner import Runner
@@ -113,6 +114,7 @@ def create_app(kt: Kartoteka, settings: ApiSettings | None = None) -> FastAPI:
     add_user_routes(app, kt, kt.settings.max_body_bytes, _REFUSED)
     add_automation_routes(app, kt, kt.settings.max_body_bytes, _REFUSED)
     add_webhook_routes(app, kt, kt.settings.max_body_bytes, _REFUSED)
+    add_view_routes(app, kt, kt.settings.max_body_bytes, _REFUSED)  # saved views (api/views.py)
     add_signin_routes(app, kt)  # /app/sign-in, /app/sign-out, /app/invite/{token}
     install_docs(app)
     add_web_app(app, kt)  # the pages at /app (api/web)

@@ -33,6 +33,7 @@ from engine.process.timeline import Timeline
 from engine.records.bulk import Bulk
 from engine.records.describe import describe_setup
 from engine.records.merge import Merger
+from engine.records.saved_views import SavedViews
 from engine.records.schemas import schemas_of
 from engine.records.service import Records
 from engine.setup.loader import load_setup
@@ -117,6 +118,9 @@ class Kartoteka:
         #: webhook subscriptions an admin makes over the API (`/api/webhooks`)
         self.webhooks = Webhooks(self.storage.webhooks, self.db, setup,
                                  self.records.journal.outbox, self.users.may_manage)
+        #: each user's saved views of the entities' lists (`/api/views`, the web app)
+        self.views = SavedViews(self.storage.views, self.db, setup, self.records.parser,
+                                self.acting)
         #: records arriving without a user's token (setup.yaml `intakes:`)
         self.intakes = Intakes(self.records, setup.intakes)
 

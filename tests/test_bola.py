@@ -57,9 +57,13 @@ def two_managers(kt: Kartoteka) -> Iterator[dict[str, Any]]:
                         files={"file": ("a.csv", f"name;notes\n{SECRET};{SECRET}\n".encode())})
         assert job.status_code == 202, job.text
         kt.import_jobs.wait(job.json()["id"])
+        # a saved view of A's, named with the secret (a view is its maker's only)
+        view = http.post("/api/views", headers=a_headers, json={
+            "entity": "client", "name": SECRET, "query": f"q={SECRET}"})
+        assert view.status_code == 201, view.text
         yield {"http": http, "app": http.app, "a": records["a"], "b": records["b"],
                "b_headers": b_headers, "b_id": b.id, "product": product,
-               "a_job": job.json()["id"]}
+               "a_job": job.json()["id"], "a_view": view.json()["id"]}
 
 
 def _routes(app: Any) -> list[tuple[str, str]]:
@@ -92,6 +96,13 @@ def test_a_records_are_invisible_to_b_through_every_route(kt: Kartoteka,
         if "{job}" in path:  # A's import job and its report: not B's to see
             answer = http.request(method, path.replace("{job}", str(two_managers["a_job"])),
                                   headers=headers)
+            assert answer.status_code == 404, (method, path, answer.text)
+            assert SECRET not in answer.text
+            checked += 1
+            continue
+        if entity == "views" and "{id}" in path:  # A's saved view: B cannot see or change it
+            answer = http.request(method, path.replace("{id}", str(two_managers["a_view"])),
+                                  headers=headers, json={"name": "B's"} if method == "PATCH" else None)
             assert answer.status_code == 404, (method, path, answer.text)
             assert SECRET not in answer.text
             checked += 1

@@ -127,6 +127,22 @@ def test_a_card_shows_what_automations_did(kt: Kartoteka) -> None:
     assert f'create Задача <a href="/app/task/{task["id"]}">#{task["id"]}</a>' in run.group(0)
 
 
+def test_a_cards_timeline_names_who_did_what(kt: Kartoteka) -> None:
+    """A user's name (or e-mail when they have none), never their id; nobody for what the
+    system did."""
+    named, token = kt.users.add("anna@example.com", ["director"], name="Анна <Петрова>")
+    unnamed, _ = kt.users.add("boris@example.com", ["director"])
+    with kt.acting.as_user(named):
+        client = kt.records.create("client", {"name": "Поставщик"}, actor=named.id)
+        kt.timeline.comment("client", client["id"], {"text": "first"}, actor=named.id)
+    with kt.acting.as_user(unnamed):
+        kt.timeline.comment("client", client["id"], {"text": "second"}, actor=unnamed.id)
+    kt.timeline.comment("client", client["id"], {"text": "by the system"})
+    card = assert_page(browse(kt, token).get(f"/app/client/{client['id']}"))
+    assert card.count('<span class="by">Анна &lt;Петрова&gt;</span>') == 2  # made, commented
+    assert card.count('<span class="by">boris@example.com</span>') == 1
+    assert card.count('<span class="by">') == 3
+
 def test_a_long_timeline_pages(kt: Kartoteka) -> None:
     client = kt.records.create("client", {"name": "Talkative"})
     for number in range(55):
@@ -258,3 +274,36 @@ def test_a_board_and_funnel_per_pipeline(example: str, make_kt: Callable[..., Ka
         board = app.get(f"/app/{name}/board?pipeline={pipeline.name}").text
         assert re.findall(r'class="column c-\w+" data-stage="([^"]+)"', board) == \
             list(pipeline.stage_names)
+
+
+def test_users_fields_are_chosen_by_name_and_shown_by_name(
+        make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path]) -> None:
+    setup = write_setup({
+        "setup.yaml": "name: Desk\nlanguages: [en]\n",
+        "ticket.yaml": "title: '{subject}'\nfields:\n  subject: {type: string, required: true}\n"
+                       "  assignee: user\n  observers: users\n",
+    })
+    kt = make_kt(setup)
+    anna, token = kt.users.add("anna@example.com", ["admin"], name="Анна")
+    boris, _ = kt.users.add("boris@example.com", ["admin"])
+    gone, _ = kt.users.add("gone@example.com", ["admin"], name="Ушедший")
+    ticket = kt.records.create("ticket", {"subject": "Printer", "assignee": boris.id,
+                                          "observers": [anna.id, gone.id]})
+    kt.users.disable("gone@example.com")
+    app = browse(kt, token)
+    new = assert_page(app.get("/app/ticket/new"))
+    assert re.search(r'data-kind="user".*?<option value="">—</option>'
+                     rf'<option value="{anna.id}">Анна</option>'
+                     rf'<option value="{boris.id}">boris@example.com</option></select>', new, re.S)
+    assert "Ушедший" not in new  # no longer active: not offered
+    assert f'<input type="checkbox" value="{anna.id}"> Анна' in new
+    edit = assert_page(app.get(f"/app/ticket/{ticket['id']}/edit"))
+    assert f'<option value="{boris.id}" selected>boris@example.com</option>' in edit
+    assert f'<input type="checkbox" value="{anna.id}" checked> Анна' in edit
+    assert f'<input type="checkbox" value="{gone.id}" checked> Ушедший' in edit  # kept
+    card = assert_page(app.get(f"/app/ticket/{ticket['id']}"))
+    assert "Анна, Ушедший" in card and "boris@example.com" in card
+    # the timeline's create: the values as they were, not read as an old → new pair
+    assert "Observers: Анна, Ушедший</li>" in card
+    listing = assert_page(app.get("/app/ticket"))
+    assert "<td>boris@example.com</td>" in listing

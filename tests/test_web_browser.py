@@ -1,9 +1,9 @@
 """The web app in a real browser (Chromium through Playwright) against a real server, on
 SQLite and on PostgreSQL: a form's inline 422, creating with a link picker, dragging a
 sale across the board (a refused move shows the server's reason), a comment on the card,
-filtering and sorting a list, a stale edit shown and not overwritten, Persian right to left,
-a manager signed in through the sign-in page seeing only what their role may; and
-`kartoteka screenshots`.
+filtering and sorting a list and saving it as a view, a stale edit shown and not
+overwritten, Persian right to left, a manager signed in through the sign-in page seeing
+only what their role may; and `kartoteka screenshots`.
 """
 
 from __future__ import annotations
@@ -165,6 +165,23 @@ def test_filter_sort_and_page_a_list(site: tuple[str, Kartoteka], page: Any) -> 
     page.click("form.filters button[type=submit]")
     assert f"client%5Beq%5D={client['id']}" in page.url
     expect(page.locator("table.list tbody tr")).to_have_count(4)
+    # saved as a view, the user's default: after a reload, All shows every sale, and the
+    # view's tab (or the list opened with no query) the filtered one
+    page.goto(f"{url}/app/sale?currency[eq]=EUR&amount[gte]=100")
+    page.click("details.view-tools summary")
+    page.fill('form.view-save input[name="name"]', "Евро от 100")
+    page.check('form.view-save input[name="is_default"]')
+    page.click("form.view-save button[type=submit]")
+    page.wait_for_url(re.compile(r"view=\d+$"))
+    page.reload()
+    page.click("nav.views a >> text=All")
+    expect(page.locator("table.list tbody tr")).to_have_count(4)
+    page.click("nav.views a >> text=Евро от 100")
+    expect(page.locator("table.list tbody tr")).to_have_count(1)
+    expect(page.locator("table.list tbody")).to_contain_text("S-2")
+    page.goto(f"{url}/app/sale")
+    expect(page.locator("nav.views a[aria-current]")).to_contain_text("Евро от 100")
+    expect(page.locator("table.list tbody tr")).to_have_count(1)
 
 
 def test_a_stale_edit_is_shown_not_saved(site: tuple[str, Kartoteka], page: Any) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from api.errors import STATUS
-from api.web import i18n, views
+from api.web import i18n, saved, views
 from engine.core import Kartoteka
 from engine.errors import Forbidden, MalformedRequest, NotFound, RequestError
+from engine.records.saved_views import typed_params
 from engine.records.titles import Titles
 from engine.setup.roles import OPERATIONS
 from engine.setup.spec import EntitySpec
@@ -50,7 +51,7 @@ PAGE_HEADERS = {
     "Referrer-Policy": "same-origin",
 }
 #: query parameters the pages read themselves and never pass to the engine
-UI_PARAMS = frozenset({"lang"})
+UI_PARAMS = frozenset({"lang", saved.PARAM})
 
 
 class WebApp:
@@ -136,6 +137,30 @@ class WebApp:
                     out[(entity, record_id)] = title
         return out
 
+    def user_names(self, ids: Iterable[Any]) -> dict[int, str]:
+        """Who did what on a timeline, by id: a user's name, else their e-mail (a user
+        since deleted is left out, and shown by nothing)."""
+        wanted = [i for i in ids if isinstance(i, int)]
+        if not wanted:
+            return {}
+        with self.kt.db.read() as conn:
+            return {u.id: u.name or u.email for u in self.kt.users.by_ids(conn, wanted)}
+
+    def _user_options(self, inputs: Sequence[views.Input]) -> None:
+        """The choices of a `user` or `users` input: the active users by name, and any
+        user the record names who is no longer active (kept unless unticked)."""
+        pickers = [item for item in inputs if item.kind in ("user", "users")]
+        if not pickers:
+            return
+        with self.kt.db.read() as conn:
+            active = [(str(u.id), u.name or u.email) for u in self.kt.users.all_active(conn)]
+        for item in pickers:
+            chosen = item.value if isinstance(item.value, list) else [item.value]
+            known = {value for value, _ in active}
+            gone = [i for i in chosen if isinstance(i, int) and str(i) not in known]
+            names = self.user_names(gone)
+            item.options = [*active, *((str(i), names.get(i, f"#{i}")) for i in gone)]
+
     def record_titles(self, entity: str, records: Sequence[Mapping[str, Any]]
                       ) -> dict[tuple[str, int], str]:
         """The titles of records already read (a list's page): only the records their
@@ -156,20 +181,10 @@ class WebApp:
 
     def engine_params(self, entity: str, params: Sequence[tuple[str, str]]
                       ) -> list[tuple[str, str]]:
-        """The page's query as the engine's list grammar: the app's own keys and empty
-        inputs out, and a bare date in a datetime range as the whole day in UTC."""
-        spec = self.spec(entity)
-        out = []
-        for key, value in params:
-            if key in UI_PARAMS or value.strip() == "":
-                continue
-            name, _, op = key.partition("[")
-            fspec = spec.fields.get(name)
-            if (fspec is not None and fspec.type.moment_kind == "datetime"
-                    and len(value) == 10 and value[4:5] == "-"):
-                value += "T23:59:59.999999Z" if op.startswith("lt") else "T00:00:00Z"
-            out.append((key, value))
-        return out
+        """The page's query as the engine's list grammar: the app's own keys out, then
+        read as people type it (empty inputs out, a bare date in a datetime range as the
+        whole day in UTC), as a saved view's query is checked."""
+        return typed_params(self.spec(entity), [(k, v) for k, v in params if k not in UI_PARAMS])
 
     # -- pages ---------------------------------------------------------------------------------
     def home(self, base: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -192,6 +207,7 @@ class WebApp:
         spec = self.spec(entity)
         rights = self.rights(entity)
         granted = self.kt.records.access.rights(entity)
+        base["params"] = saved.with_default(self.kt, entity, base["params"])  # api/web/saved.py
         params = self.engine_params(entity, base["params"])
         query = [*params]
         if not any(k == "limit" for k, _ in query):
@@ -213,10 +229,11 @@ class WebApp:
         chosen = panel["chosen"]
         titles = self.title_map(wanted)
         titles.update(self.record_titles(entity, items))
+        people = self.user_names(views.user_ids(spec, items))
         rows = [{
             "href": views.card_href(entity, record["id"]),
             "title": titles.get((entity, record["id"])) or f"#{record['id']}",
-            "cells": [views.show(spec, c.name, record.get(c.name), lang, titles, words)
+            "cells": [views.show(spec, c.name, record.get(c.name), lang, titles, words, people)
                       for c in columns[1:]],
         } for record in items]
         sort = chosen.get("sort", "")
@@ -231,6 +248,7 @@ class WebApp:
             "next_link": views.query_string(base["params"], cursor=next_cursor)
             if next_cursor else None,
             "first_link": views.query_string(kept) if chosen.get("cursor") else None,
+            "views": saved.bar(self.kt, entity, base["params"], lang),
         }
 
     def lookup(self, entity: str, q: str) -> list[dict[str, Any]]:
@@ -260,6 +278,9 @@ class WebApp:
             if item.get("type") == "record" and isinstance(item.get("record"), dict):
                 wanted.setdefault(item["entity"], set()).add(item["record"]["id"])
         titles = self.title_map(wanted)
+        people = self.user_names([*(item.get("by") for item in timeline["items"]),
+                                  *views.user_ids(spec, [record]),
+                                  *_changed_users(spec, timeline["items"])])
         for way in linked:
             other = way.pop("spec")
             way["rows"] = [{
@@ -270,7 +291,8 @@ class WebApp:
                           for n, _ in way["money"]],
             } for r in way.pop("items")]
         fields = [{"name": name, "label": views.field_label(spec, name, lang),
-                   "value": views.show(spec, name, record.get(name), lang, titles, words)}
+                   "value": views.show(spec, name, record.get(name), lang, titles, words,
+                                       people)}
                   for name in [*spec.fields, *spec.links]
                   if name not in hidden and name in record]
         pipeline = None
@@ -287,8 +309,8 @@ class WebApp:
             "pipeline": pipeline, "field_labels": self.field_labels(spec, lang),
             "older": views.query_string([], cursor=timeline["next"]) if timeline["next"] else None,
             "newest": bool(older),
-            "timeline": [self._timeline_item(spec, item, lang, words, titles)
-                         for item in timeline["items"]],
+            "timeline": [{**self._timeline_item(spec, item, lang, words, titles, people),
+                          "who": people.get(item.get("by"))} for item in timeline["items"]],
         }
 
     def _ways_back(self, entity: str, record_id: int, lang: str, words: Mapping[str, str],
@@ -331,8 +353,8 @@ class WebApp:
         return out
 
     def _timeline_item(self, spec: EntitySpec, item: Mapping[str, Any], lang: str,
-                       words: Mapping[str, str], titles: Mapping[tuple[str, int], str]
-                       ) -> dict[str, Any]:
+                       words: Mapping[str, str], titles: Mapping[tuple[str, int], str],
+                       people: Mapping[int, str] | None = None) -> dict[str, Any]:
         kind = item.get("type", "")
         stages = views.stage_labels(spec, lang)
         out: dict[str, Any] = {"type": kind, "at": item.get("at"), "by": item.get("by"),
@@ -348,12 +370,15 @@ class WebApp:
         elif kind == "change":
             for name, change in (item.get("changes") or {}).items():
                 label = words["stage"] if name == "stage" else views.field_label(spec, name, lang)
-                if isinstance(change, list) and len(change) == 2:
-                    old, new = (views.show(spec, name, v, lang, titles, words) for v in change)
+                # a create's values are as they are; a change's are [old, new] pairs
+                if item.get("action") != "create" and isinstance(change, list) \
+                        and len(change) == 2:
+                    old, new = (views.show(spec, name, v, lang, titles, words, people)
+                                for v in change)
                     out["lines"].append(Markup("{0}: {1} → {2}").format(label, old or "—",
                                                                          new or "—"))
                 else:
-                    shown = views.show(spec, name, change, lang, titles, words) \
+                    shown = views.show(spec, name, change, lang, titles, words, people) \
                         if not isinstance(change, dict) else Markup("")
                     out["lines"].append(Markup("{0}: {1}").format(label, shown))
             out["text"] = words.get(item.get("action", ""), item.get("action", ""))
@@ -422,6 +447,7 @@ class WebApp:
             if record is not None:
                 wanted.setdefault(entity, set()).add(record["id"])
         titles = self.title_map(wanted)
+        self._user_options(inputs)
         for item in inputs:
             if item.kind in ("link", "links", "poly") and shown is not None:
                 for target, other in views.linked_refs(spec.links[item.name], item.value):
@@ -548,6 +574,24 @@ class WebApp:
             "pipelines": self.pipeline_tabs(spec, lang),
             **self.filter_panel(spec, base), "rights": self.rights(entity),
         }
+
+
+def _changed_users(spec: EntitySpec, items: Sequence[Mapping[str, Any]]) -> list[int]:
+    """The user ids in the changes a timeline shows of fields naming users."""
+    out: list[int] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, list):
+            for part in value:
+                walk(part)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            out.append(value)
+    for item in items:
+        for name, change in (item.get("changes") or {}).items():
+            fspec = spec.fields.get(name)
+            if fspec is not None and fspec.type.refers_to_users:
+                walk(change)
+    return out
 
 
 def _sum(values: Any) -> str:

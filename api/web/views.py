@@ -54,7 +54,7 @@ class Input:
     name: str
     label: str
     kind: str  # text textarea number decimal date datetime checkbox select checks
-    #            link links poly json ids
+    #            link links poly json ids user users
     required: bool = False
     readonly: bool = False
     options: list[tuple[str, str]] = field(default_factory=list)
@@ -226,7 +226,9 @@ def _field_input(item: Input, fspec: FieldSpec, prop: Mapping[str, Any],
     items = prop.get("items", {})
     type_name = fspec.type.name
     item.max_length = prop.get("maxLength")
-    if fspec.options and "array" in types:
+    if fspec.type.refers_to_users:  # the page fills in the active users (WebApp.form)
+        item.kind = "users" if "array" in types else "user"
+    elif fspec.options and "array" in types:
         item.kind, item.options = "checks", options(fspec, language)
     elif fspec.options or "enum" in prop:
         item.kind = "select"
@@ -280,9 +282,11 @@ def card_href(entity: str, record_id: Any) -> str:
 
 
 def show(spec: EntitySpec, name: str, value: Any, language: str | None,
-         titles: Mapping[tuple[str, int], str], words: Mapping[str, str]) -> Markup:
+         titles: Mapping[tuple[str, int], str], words: Mapping[str, str],
+         people: Mapping[int, str] | None = None) -> Markup:
     """A field's or link's value as HTML; numbers and dates carry their raw value for the
-    page's script to write as the locale does (Intl), the raw value being the fallback."""
+    page's script to write as the locale does (Intl), the raw value being the fallback;
+    users by name when `people` (id → name) is given."""
     if value is None or value == [] or value == "":
         return Markup("")
     if name == "stage":
@@ -292,7 +296,22 @@ def show(spec: EntitySpec, name: str, value: Any, language: str | None,
     fspec = spec.fields.get(name)
     if fspec is None:
         return escape(str(value))
+    if fspec.type.refers_to_users and people is not None:
+        ids = value if isinstance(value, list) else [value]  # a timeline's change: any part
+        return escape(", ".join(people.get(i) or f"#{i}" for i in ids if isinstance(i, int)))
     return _show_field(fspec, value, language, words)
+
+
+def user_ids(spec: EntitySpec, values: Iterable[Mapping[str, Any]]) -> set[int]:
+    """The users the fields of these values name (a task's assignee, its observers)."""
+    out: set[int] = set()
+    for name, fspec in spec.fields.items():
+        if fspec.type.refers_to_users:
+            for value in values:
+                found = value.get(name)
+                ids = found if isinstance(found, list) else [found]
+                out.update(i for i in ids if isinstance(i, int) and not isinstance(i, bool))
+    return out
 
 
 def _show_field(fspec: FieldSpec, value: Any, language: str | None,

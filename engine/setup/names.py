@@ -28,7 +28,7 @@ SERVER_MANAGED = frozenset(SYSTEM_FIELDS + MANAGED_FIELDS)
 
 #: The API's own paths under `/api/` (and the docs beside it): an entity cannot take one.
 TOP_LEVEL_PATHS = ("api", "docs", "openapi", "schema", "users", "me", "automations",
-                   "webhooks",
+                   "webhooks", "views",
                    # the web app's own paths beside its entities' (/app/static/…, /app/invite/…)
                    "static", "invite")
 #: Paths the API serves under a record (`/api/{e}/{id}/timeline`). A link or way back of

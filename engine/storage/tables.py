@@ -48,6 +48,7 @@ from engine.storage.outbox import outbox_tables
 from engine.storage.progress import REACHED_COLUMN, reached_column, stage_bits
 from engine.storage.sessions import session_tables
 from engine.storage.users import user_tables
+from engine.storage.views import view_table
 from engine.storage.webhooks import webhook_table
 from engine.types.columns import UTCDateTime, id_column_type, json_column
 from engine.types.fields import FieldTypeRegistry, default_registry, fold_text
@@ -110,6 +111,7 @@ class Storage:
             outbox_tables(self.metadata)
         self.import_jobs = import_job_table(self.metadata)
         self.webhooks = webhook_table(self.metadata)
+        self.views = view_table(self.metadata)  # the web app's saved views per user
         #: similar duplicate rules' blocking keys (engine/storage/duplicates.py), when any
         self.duplicate_keys = key_table(self.metadata) if needs_key_table(setup) else None
         self._system = SystemFields(self.registry)

@@ -1,7 +1,8 @@
 // Kartoteka's web app: the little the server-rendered pages need a script for.
 // Numbers and dates written as the page's language writes them (Intl), link pickers with
 // search, forms sent as JSON to the API (its 422 shown next to each field, a 412 shown as
-// "changed by someone else"), comments, stage moves and the board's drag and drop.
+// "changed by someone else"), comments, stage moves, the board's drag and drop and the
+// lists' saved views.
 // Every change goes to /api with the kt_csrf cookie's value in X-CSRF-Token.
 "use strict";
 
@@ -152,6 +153,8 @@ function readInput(box) {
   switch (kind) {
     case "checkbox": return q("input").checked;
     case "checks": return [...box.querySelectorAll("input:checked")].map((el) => el.value);
+    case "users": return [...box.querySelectorAll("input:checked")].map((el) => Number(el.value));
+    case "user": return q("select").value === "" ? null : Number(q("select").value);
     case "select": return q("select").value === "" ? null : q("select").value;
     case "number": {
       const text = q("input").value.trim();
@@ -458,6 +461,46 @@ function setupFilters(form) {
   });
 }
 
+// -- saved views: save the list's query under a name, change or delete the open one -------
+// The server says what the view keeps (data-query: the list's query without its page
+// position); the answer's own query is the page opened next.
+function viewBody(form) {
+  return { name: form.querySelector('input[name="name"]').value,
+    is_default: form.querySelector('input[name="is_default"]').checked,
+    query: form.dataset.query };
+}
+
+function openView(entity, view) {
+  window.location.assign("/app/" + entity + "?" + (view.query ? view.query + "&" : "") + "view=" + view.id);
+}
+
+function viewRefused(form, result) {
+  const slot = form.querySelector(".error");
+  const { message, details } = errorOf(result);
+  slot.textContent = details.length ? details.map((d) => d.field + ": " + d.problem).join("; ") : message;
+  slot.hidden = false;
+}
+
+function setupViewForms(form) {
+  const entity = form.dataset.entity;
+  const id = form.dataset.id;
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const body = viewBody(form);
+    if (!id) body.entity = entity;
+    const result = id ? await api("PATCH", "/api/views/" + id, body) : await api("POST", "/api/views", body);
+    if (result.ok) openView(entity, result.data); else viewRefused(form, result);
+  });
+  const remove = form.querySelector("button.view-delete");
+  if (remove) {
+    remove.addEventListener("click", async () => {
+      if (!window.confirm(remove.dataset.confirm)) return;
+      const result = await api("DELETE", "/api/views/" + id);
+      if (result.ok) window.location.assign("/app/" + entity + "?view=all"); else viewRefused(form, result);
+    });
+  }
+}
+
 // Signing out: a POST with the CSRF token (a plain form post is refused: the API takes JSON
 // only), then the page the server names (the sign-in page).
 function setupSignOut(form) {
@@ -472,6 +515,7 @@ document.addEventListener("DOMContentLoaded", () => {
   localize(document);
   document.querySelectorAll("form.signout").forEach(setupSignOut);
   document.querySelectorAll("form.filters").forEach(setupFilters);
+  document.querySelectorAll("form.view-save, form.view-edit").forEach(setupViewForms);
   document.querySelectorAll("form.filters .picker, .k-link .picker, .poly .picker").forEach((p) => setupPicker(p));
   document.querySelectorAll("form.record-form").forEach(setupForm);
   document.querySelectorAll("form.comment").forEach(setupComment);

@@ -1,0 +1,140 @@
+"""Saved views over HTTP, for the web app and any front end (engine/records/saved_views.py):
+each caller sees and changes only their own.
+
+    GET    /api/views?entity=sale   the caller's views of an entity, by name (without
+                                    `entity`: of every entity)
+    POST   /api/views               {entity, name, query, is_default?} → 201
+    GET    /api/views/{id}
+    PATCH  /api/views/{id}          any of name, query, is_default
+    DELETE /api/views/{id}          → 204
+
+A view's `query` is the list's query string (`stage[eq]=won&sort=-amount`), checked as
+`GET /api/{entity}` would check it for the caller; a view another user made is 404.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from api.responses import json_response, no_query, path_id, read_json
+from engine.core import Kartoteka
+from engine.errors import ErrorDetail, MalformedRequest
+from engine.records.saved_views import MAX_VIEWS
+from engine.storage.views import NAME_LENGTH, QUERY_LENGTH
+
+VIEW = {"type": "object", "required": ["id", "entity", "name", "query", "is_default",
+                                       "created_at", "updated_at", "problem"], "properties": {
+    "id": {"type": "integer"}, "entity": {"type": "string"}, "name": {"type": "string"},
+    "query": {"type": "string", "description": "the list's query string, as GET /api/{entity} "
+                                               "takes it"},
+    "is_default": {"type": "boolean"},
+    "created_at": {"type": "string", "format": "date-time"},
+    "updated_at": {"type": "string", "format": "date-time"},
+    "problem": {"type": ["string", "null"],
+                "description": "why the list would refuse this query now (the setup changed "
+                               "since it was saved), else null"}}}
+
+
+def _body_schema(kt: Kartoteka, *, create: bool) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "entity": {"type": "string", "enum": list(kt.setup.entities)},
+        "name": {"type": "string", "minLength": 1, "maxLength": NAME_LENGTH,
+                 "description": "unique among the caller's views of the entity (case aside)"},
+        "query": {"type": "string", "maxLength": QUERY_LENGTH,
+                  "description": "filters, q, sort as the list takes them; refused (422) when "
+                                 "the list would refuse them, and with a cursor or offset"},
+        "is_default": {"type": "boolean",
+                       "description": "applied when the caller opens the entity's list in "
+                                      "the web app with no query; unsets their former default"}}
+    schema: dict[str, Any] = {"type": "object", "additionalProperties": False,
+                              "properties": properties}
+    if create:
+        schema["required"] = ["entity", "name", "query"]
+    else:
+        del properties["entity"]
+    return schema
+
+
+def _entity_param(request: Request) -> str | None:
+    """`?entity=`, at most once, and nothing else: a typo in the query must not pass unseen."""
+    given = request.query_params.multi_items()
+    problems = [ErrorDetail(key, "is not a parameter of this call; it takes entity")
+                for key, _ in given if key != "entity"]
+    entities = [value for key, value in given if key == "entity"]
+    if len(entities) > 1:
+        problems.append(ErrorDetail("entity", "is given twice; give one entity (?entity=sale), "
+                                              "or none for the views of every entity"))
+    if problems:
+        raise MalformedRequest("the parameters are not valid", problems, code="invalid_query")
+    return entities[0] if entities else None
+
+
+def add_view_routes(app: FastAPI, kt: Kartoteka, cap: int,
+                    refused: dict[int | str, dict[str, Any]]) -> None:
+    views = kt.views
+
+    def view_id(request: Request) -> int:
+        return path_id(request, "id", "view")
+
+    async def list_views(request: Request) -> Response:
+        entity = _entity_param(request)
+        return json_response({"items": await run_in_threadpool(views.for_entity, entity)})
+
+    async def create_view(request: Request) -> Response:
+        no_query(request)
+        body = await read_json(request, cap)
+        made = await run_in_threadpool(views.create, body)
+        return json_response(made, 201, {"Location": f"/api/views/{made['id']}"})
+
+    async def get_view(request: Request) -> Response:
+        no_query(request)
+        return json_response(await run_in_threadpool(views.get, view_id(request)))
+
+    async def change_view(request: Request) -> Response:
+        no_query(request)
+        body = await read_json(request, cap)
+        return json_response(await run_in_threadpool(views.change, view_id(request), body))
+
+    async def delete_view(request: Request) -> Response:
+        no_query(request)
+        await run_in_threadpool(views.delete, view_id(request))
+        return Response(status_code=204)
+
+    def ok(schema: dict[str, Any], status: int = 200) -> dict[int | str, dict[str, Any]]:
+        return {status: {"description": "OK", "content": {"application/json": {"schema": schema}}},
+                **refused}
+
+    listing = {"type": "object", "required": ["items"],
+               "properties": {"items": {"type": "array", "items": VIEW}}}
+    created = ok(VIEW, 201)
+    created[201]["headers"] = {"Location": {"schema": {"type": "string"},
+                                            "description": "the new view"}}
+    for path, method, handler, summary, responses in (
+        ("/api/views", "GET", list_views,
+         "Your saved views of an entity's list (without entity: of every entity)", ok(listing)),
+        ("/api/views", "POST", create_view,
+         f"Save a view: a name for a list's query (at most {MAX_VIEWS} per entity)", created),
+        ("/api/views/{id}", "GET", get_view, "One of your saved views", ok(VIEW)),
+        ("/api/views/{id}", "PATCH", change_view,
+         "Rename a saved view, change its query, or make it your default", ok(VIEW)),
+        ("/api/views/{id}", "DELETE", delete_view, "Delete one of your saved views",
+         {204: {"description": "Deleted"}, **refused}),
+    ):
+        extra: dict[str, Any] = {"parameters": [
+            {"name": "id", "in": "path", "required": True,
+             "schema": {"type": "integer", "minimum": 1, "maximum": 10**18}}]
+            if "{id}" in path else []}
+        if path == "/api/views" and method == "GET":
+            extra["parameters"] = [{"name": "entity", "in": "query", "required": False,
+                                    "schema": {"type": "string", "enum": list(kt.setup.entities)}}]
+        if method in ("POST", "PATCH"):
+            extra["requestBody"] = {"required": True, "content": {"application/json": {
+                "schema": _body_schema(kt, create=method == "POST")}}}
+        app.add_api_route(path, handler, methods=[method], tags=["views"], summary=summary,
+                          operation_id=f"{method.lower()}_{path.strip('/').replace('/', '_')}"
+                          .replace("{", "").replace("}", ""),
+                          response_class=Response, responses=responses, openapi_extra=extra)
