@@ -148,21 +148,23 @@ def _make_kt_fixture(db_url: str, open_kt: Callable[..., Kartoteka],
     scratch: ScratchDatabase | None = request.getfixturevalue("scratch_database") \
         if db_url.startswith("postgresql") else None
 
+    url = db_url  # on PostgreSQL, the database kept for the first engine's setup
+
     def make(setup_dir: Path | str = DEFAULT_SETUP, **settings: object) -> Kartoteka:
+        nonlocal url
         kt = None
         if scratch is not None and scratch.pending:
-            setup = setups_of(request).load(setup_dir)
-            reused = scratch.reuse(setups_of(request).base(setup))
-            kt = open_kt(setup_dir, db_url, **settings)
+            setup = setups_of(request).base(setups_of(request).load(setup_dir))
+            url, reused = scratch.reuse(setup)
+            kt = open_kt(setup_dir, url, **settings)
             if not reused:
                 kt.migrate()
-                if not engines:
-                    scratch.migrated(setups_of(request).base(setup))
-        elif db_url.startswith("sqlite:///") and not Path(db_url[len("sqlite:///"):]).exists():
-            copy_template(setups_of(request), open_kt, setup_dir, Path(db_url[len("sqlite:///"):]))
-            kt = open_kt(setup_dir, db_url, **settings)
+                scratch.migrated(setup, url)
+        elif url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+            copy_template(setups_of(request), open_kt, setup_dir, Path(url[len("sqlite:///"):]))
+            kt = open_kt(setup_dir, url, **settings)
         else:
-            kt = open_kt(setup_dir, db_url, **settings)
+            kt = open_kt(setup_dir, url, **settings)
             kt.migrate()
         engines.append(kt)
         return kt

@@ -4,7 +4,8 @@ throwaway one started from Debian's binaries (/usr/lib/postgresql/*/bin) for the
 Each test gets an empty database: `ScratchDatabase` is created once per test process and
 emptied before every test (other connections ended, every schema dropped, an empty
 `public` made again), which leaves nothing a test could tell from a new database at about
-a twentieth of the cost of CREATE DATABASE and DROP DATABASE for every test.
+a twentieth of the cost of CREATE DATABASE and DROP DATABASE for every test; a test that
+only builds engines gets one of a few databases kept migrated per setup, tables emptied.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -119,34 +121,63 @@ HISTORY = "kt_setup_history"
 
 
 class ScratchDatabase:
-    """A database on `server` for one test process, emptied for each test by `empty()` —
-    or, when the test only builds engines of the setup the database already holds freshly
-    migrated, reset by `reuse(setup)`: every table emptied, the schema kept (a migration of
-    the default setup is ~40 DDL statements, most of a PostgreSQL test's set-up: 85 ms
-    against 5 ms to check the schema is unchanged and empty the tables)."""
+    """Databases on `server` for one test process.
+
+    `url` is emptied for each test that connects to it itself, by `empty()`. A test that
+    only builds engines (`make_kt`) gets, through `reuse(setup)`, a database that holds a
+    fresh migration of its setup with every table emptied, the schema kept: a migration of
+    the default setup is ~40 DDL statements, most of a PostgreSQL test's set-up (85 ms
+    against 5 ms to check the schema is unchanged and empty the tables). Up to KEEP setups
+    are kept so, each in a database of its own, so tests that take turns between a few
+    setups (the default one and a module's own) do not migrate at every turn."""
+
+    #: setups kept migrated at once, each in its own database (the least recently used goes)
+    KEEP = 6
 
     def __init__(self, server: str):
-        self.url, self._drop = fresh_database(server)
-        self._admin = sa.create_engine(self.url, isolation_level="AUTOCOMMIT")
-        with self._admin.connect() as conn:
+        self.server = server
+        self.url, drop = fresh_database(server)
+        self._drops = [drop]
+        self._admins: dict[str, sa.Engine] = {}
+        with self._admin(self.url).connect() as conn:
             self._modern = int(conn.exec_driver_sql("SHOW server_version_num").scalar()) >= 150000
-        #: the setup this database holds as migrated by `migrated()`, and the schema's
-        #: fingerprint then; None when unknown
-        self._holds: tuple[object, str] | None = None
+        #: database URL → the setup it holds as migrated by `migrated()`, and the schema's
+        #: fingerprint then (absent: unknown)
+        self._holds: dict[str, tuple[object, str]] = {}
+        #: the databases kept for setups, least recently used first: URL → its setup
+        self._kept: OrderedDict[str, object] = OrderedDict()
         #: emptied lazily: `reuse` or `empty` runs before the test's first engine
         self.pending = False
 
-    def reuse(self, setup: object) -> bool:
-        """Before a test's first engine of `setup`: when the database holds exactly a fresh
-        migration of it (same schema as right after that migration), empty its tables
-        and say so (True: no need to migrate); else empty the database (False)."""
+    def _admin(self, url: str) -> sa.Engine:
+        if url not in self._admins:
+            self._admins[url] = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+        return self._admins[url]
+
+    def reuse(self, setup: object) -> tuple[str, bool]:
+        """Before a test's first engine of `setup`: the URL of the database kept for it, and
+        whether it holds exactly a fresh migration of it (same schema as right after that
+        migration; its tables are emptied: no need to migrate). False: it is empty, to be
+        migrated (then say so with `migrated`)."""
         self.pending = False
-        if self._holds is not None and self._holds[0] is setup:
-            with self._admin.connect() as conn:
+        url = next((url for url, kept in self._kept.items() if kept is setup), None)
+        if url is None:
+            if len(self._kept) < self.KEEP:
+                url, drop = fresh_database(self.server)
+                self._drops.append(drop)
+            else:  # the least recently used setup's database
+                url, _ = self._kept.popitem(last=False)
+            self._kept[url] = setup
+            self._empty(url)
+            return url, False
+        self._kept.move_to_end(url)
+        holds = self._holds.get(url)
+        if holds is not None and holds[0] is setup:
+            with self._admin(url).connect() as conn:
                 conn.exec_driver_sql(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE datname = current_database() AND pid <> pg_backend_pid()")
-                if conn.exec_driver_sql(_FINGERPRINT).scalar() == self._holds[1] and \
+                if conn.exec_driver_sql(_FINGERPRINT).scalar() == holds[1] and \
                         conn.exec_driver_sql(f"SELECT count(*) FROM {HISTORY}").scalar() == 1:
                     tables = conn.exec_driver_sql(
                         "SELECT quote_ident(tablename) FROM pg_tables "
@@ -161,20 +192,25 @@ class ScratchDatabase:
                         + "SET session_replication_role = DEFAULT; "
                         "SELECT setval(c.oid, 1, false) FROM pg_class c WHERE c.relkind = 'S' "
                         "AND c.relnamespace = 'public'::regnamespace")
-                    return True
-        self.empty()
-        return False
+                    return url, True
+        self._empty(url)
+        return url, False
 
-    def migrated(self, setup: object) -> None:
-        """The database now holds a fresh migration of `setup` (and nothing else)."""
-        with self._admin.connect() as conn:
-            self._holds = (setup, conn.exec_driver_sql(_FINGERPRINT).scalar())
+    def migrated(self, setup: object, url: str) -> None:
+        """The database at `url` now holds a fresh migration of `setup` (and nothing else)."""
+        with self._admin(url).connect() as conn:
+            self._holds[url] = (setup, conn.exec_driver_sql(_FINGERPRINT).scalar())
 
     def empty(self) -> str:
-        """End every other connection to the database, drop everything in it, return its URL."""
+        """The database of tests that connect to it themselves, emptied; its URL."""
         self.pending = False
-        self._holds = None
-        with self._admin.connect() as conn:
+        self._empty(self.url)
+        return self.url
+
+    def _empty(self, url: str) -> None:
+        """End every other connection to the database, drop everything in it."""
+        self._holds.pop(url, None)
+        with self._admin(url).connect() as conn:
             conn.exec_driver_sql(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()")
@@ -191,11 +227,12 @@ class ScratchDatabase:
             else:
                 conn.exec_driver_sql("CREATE SCHEMA public")
                 conn.exec_driver_sql("GRANT ALL ON SCHEMA public TO PUBLIC")
-        return self.url
 
     def drop(self) -> None:
-        self._admin.dispose()
-        self._drop()
+        for engine in self._admins.values():
+            engine.dispose()
+        for drop in self._drops:
+            drop()
 
 
 def fresh_database(server: str) -> tuple[str, callable]:  # type: ignore[valid-type]

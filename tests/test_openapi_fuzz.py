@@ -21,7 +21,11 @@ The schema is loaded eagerly with `schemathesis.openapi.from_dict` and the app i
 per call (`case.call_and_validate(app=...)`) rather than through
 `schemathesis.pytest.from_fixture`: schemathesis 4.32's lazy loader reads
 `request.node._nodeid`, which pytest 9.2 no longer has (AttributeError at run time).
-Generating the OpenAPI document needs no database, so collection stays cheap.
+Generating the OpenAPI document needs no database, so collection stays cheap. The tests are
+parametrised by operation label and each builds schemathesis' test of its operation when
+it runs (`fuzz`, with schemathesis' own builder), not through `@schema.parametrize()`:
+that built every operation's test — the coverage phase's hundreds of cases — while
+collecting, in every pytest-xdist worker (~7 s of each one's start, for one run's use).
 
 Why SQLite only: the fuzz run tests the API layer — OpenAPI generation, request parsing,
 validation and error mapping — which is the same code on both databases; the dialect
@@ -53,6 +57,9 @@ import schemathesis
 from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
 from schemathesis.core.parameters import ParameterLocation
+from schemathesis.generation.feedback import FeedbackSources
+from schemathesis.pytest._test_builder import build_operation_test
+from schemathesis.python._constants.orchestrator import make_constants_value_source
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     ensure_resource_availability,
@@ -219,11 +226,30 @@ def seeded_app(seeded_apps: _Apps, request: pytest.FixtureRequest,
         yield app
 
 
-@schema.parametrize()
-@hypothesis.settings(max_examples=MAX_EXAMPLES, derandomize=True, database=None, deadline=None,
-                     suppress_health_check=list(hypothesis.HealthCheck))
-def test_every_operation_answers_as_documented(case: Any, seeded_app: Any) -> None:
-    case.call_and_validate(app=seeded_app, base_url="http://127.0.0.1", checks=CHECKS)
+#: every operation of the document, as schemathesis labels it (`GET /api/sale/{id}`)
+OPERATIONS = [result.ok().label for result in schema.get_all_operations()]
+
+
+def fuzz(on: Any, label: str, check: Callable[[Any], None], max_examples: int) -> None:
+    """schemathesis' test of one operation — its explicit examples, the coverage phase's
+    edge cases when `on`'s config enables it, then generated cases — each case handed to
+    `check`; built here, as the test runs, exactly as `@schema.parametrize()` builds it."""
+    operation = on.find_operation_by_label(label)
+    assert operation is not None, label
+    settings = hypothesis.settings(max_examples=max_examples, derandomize=True, database=None,
+                                   deadline=None, suppress_health_check=list(hypothesis.HealthCheck))
+    test = build_operation_test(
+        config=on.config, operation=operation, test_func=check, given_kwargs={},
+        feedback=FeedbackSources(constants_value_source=make_constants_value_source(on)),
+        explicit_settings=settings)
+    test()
+
+
+@pytest.mark.parametrize("label", OPERATIONS)
+def test_every_operation_answers_as_documented(label: str, seeded_app: Any) -> None:
+    def check(case: Any) -> None:
+        case.call_and_validate(app=seeded_app, base_url="http://127.0.0.1", checks=CHECKS)
+    fuzz(schema, label, check, MAX_EXAMPLES)
 
 
 #: the roles of the default setup every operation is also fuzzed as, with a real token each
@@ -359,16 +385,17 @@ role_schema.hook(map_case)
 
 
 def _fuzz_as(role: str) -> Any:
-    @role_schema.parametrize()
-    @hypothesis.settings(max_examples=ROLE_EXAMPLES, derandomize=True, database=None, deadline=None,
-                         suppress_health_check=list(hypothesis.HealthCheck))
-    def test(case: Any, role_apps: dict[str, tuple[Any, str]]) -> None:
+    @pytest.mark.parametrize("label", OPERATIONS)
+    def test(label: str, role_apps: dict[str, tuple[Any, str]]) -> None:
         app, token = role_apps[role]
-        header = case.meta.components.get(ParameterLocation.HEADER) if case.meta else None
-        broken = header is not None and header.mode.is_negative  # its own Authorization, then
-        case.call_and_validate(app=app, base_url="http://127.0.0.1",
-                               headers={} if broken else {"Authorization": f"Bearer {token}"},
-                               checks=[*ALL_CHECKS, auth_enforced(app)])
+
+        def check(case: Any) -> None:
+            header = case.meta.components.get(ParameterLocation.HEADER) if case.meta else None
+            broken = header is not None and header.mode.is_negative  # its own Authorization
+            case.call_and_validate(app=app, base_url="http://127.0.0.1",
+                                   headers={} if broken else {"Authorization": f"Bearer {token}"},
+                                   checks=[*ALL_CHECKS, auth_enforced(app)])
+        fuzz(role_schema, label, check, ROLE_EXAMPLES)
     return test
 
 
