@@ -15,6 +15,7 @@ import swagger_ui_bundle
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
+from starlette.requests import Request
 from starlette.staticfiles import StaticFiles
 
 ASSETS = "/docs/assets"
@@ -27,7 +28,7 @@ def install_docs(app: FastAPI, openapi_url: str = "/openapi.json") -> None:
     The app must be created with `docs_url=None` so FastAPI's CDN page is not registered."""
     app.mount(ASSETS, StaticFiles(directory=_FILES), name="docs-assets")
 
-    async def docs() -> HTMLResponse:
+    async def docs(request: Request) -> HTMLResponse:
         return get_swagger_ui_html(
             openapi_url=openapi_url, title=f"{app.title} — docs",
             swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
@@ -35,4 +36,4 @@ def install_docs(app: FastAPI, openapi_url: str = "/openapi.json") -> None:
             swagger_favicon_url=f"{ASSETS}/favicon-32x32.png",
             swagger_ui_parameters={"persistAuthorization": True})
 
-    app.add_api_route("/docs", docs, methods=["GET"], include_in_schema=False)
+    app.add_route("/docs", docs, methods=["GET"], include_in_schema=False)

@@ -167,8 +167,9 @@ def add_signin_routes(app: FastAPI, kt: Kartoteka) -> None:
                                   ("/app/sign-out", sign_out, "POST"),
                                   ("/app/invite/{token}", invite_page, "GET"),
                                   ("/app/invite/{token}", accept, "POST")):
-        app.add_api_route(path, handler, methods=[method], include_in_schema=False,
-                          response_class=Response)
+        # plain Starlette routes (unpublished, the request their only argument): FastAPI's
+        # analysis of each handler's signature would find nothing to inject
+        app.add_route(path, handler, methods=[method], include_in_schema=False)
 
 
 def _signed_in(request: Request, signed: SignedIn, target: str) -> Response:
