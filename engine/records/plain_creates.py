@@ -93,7 +93,15 @@ class PlainCreates:
         rights = records.access.rights(entity)
         records._check_writable(entity, body, rights)  # the create's own checks, in its order
         records.formulas.refuse_computed(entity, body)
-        values = self._parse(plan, body)
+        return self.completed(entity, self._parse(plan, body), owner, now)
+
+    def completed(self, entity: str, values: dict[str, Any], owner: int | None,
+                  now: dt.datetime) -> dict[str, Any]:
+        """A body's parsed column values made a new row's, as `Records.create` does after
+        its parse: defaults, owner, search text, timestamps (NotTaken for a value SQL
+        computes). For a caller that parsed a body's values itself, as `values` does."""
+        records = self.records
+        plan = self._plan(entity)
         for name, default in plan.defaults:
             if name not in values:
                 values[name] = default
