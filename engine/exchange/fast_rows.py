@@ -65,10 +65,13 @@ class FastRows:
         self.width = plan.width
         schema = records.schemas[entity].create_validator.schema
         properties = schema.get("properties") or {}
-        #: (column name, cell index, converter), in the file's column order
-        self.steps = [(column.name, column.index,
-                       _converter(column, compile_check(properties[column.name]), locale))
-                      for column in plan.columns]
+        #: (column name, cell index, the values of text cells seen, converter), in the
+        #: file's column order
+        self.steps = []
+        for column in plan.columns:
+            known: dict[str, Any] = {}
+            self.steps.append((column.name, column.index, known, _converter(
+                column, compile_check(properties[column.name]), locale, known)))
 
     @classmethod
     def of(cls, records: Records, plain: PlainCreates, entity: str, plan: ColumnPlan,
@@ -105,7 +108,13 @@ class FastRows:
             raise NotSure  # a value beyond the header's columns: the slow path says so
         if len(cells) < self.width:
             cells = [*cells, *[None] * (self.width - len(cells))]
-        return {name: convert(cells[index]) for name, index, convert in self.steps}
+        values = {}
+        for name, index, known, convert in self.steps:
+            cell = cells[index]
+            # a text cell seen before: its value without a call (a dict holds only text)
+            value = known.get(cell, _UNKNOWN) if type(cell) is str else _UNKNOWN
+            values[name] = convert(cell) if value is _UNKNOWN else value
+        return values
 
 
 def why_not(records: Records, plain: PlainCreates, entity: str, plan: ColumnPlan,
@@ -139,23 +148,19 @@ def why_not(records: Records, plain: PlainCreates, entity: str, plan: ColumnPlan
     return None
 
 
-def _converter(column: Column, check: Callable[[Any], bool], locale: Locale) -> Converter:
+def _converter(column: Column, check: Callable[[Any], bool], locale: Locale,
+               known: dict[str, Any]) -> Converter:
     """A cell → its column's value, through the reader, the schema's quick check and the
     type's parse (NotSure or ValueProblem when the slow path must judge it). A file's
-    values repeat (a city, a kind, a date): the value of a text cell is remembered, up to
-    `REMEMBERED` of them per column, when it is immutable — readers and parses are
-    functions of the cell alone (and the import's locale)."""
+    values repeat (a city, a kind, a date): the value of a text cell is remembered in
+    `known`, up to `REMEMBERED` of them per column, when it is immutable — readers and
+    parses are functions of the cell alone (and the import's locale)."""
     field: FieldSpec | None = column.field
     read = column.read
     assert field is not None and read is not None
     parse = field.type.parse
-    known: dict[str, Any] = {}
 
     def convert(cell: Any) -> Any:
-        if type(cell) is str:
-            found = known.get(cell, _UNKNOWN)
-            if found is not _UNKNOWN:
-                return found
         if cell is None or (isinstance(cell, str) and not cell.strip()):  # blank
             value = None
         else:

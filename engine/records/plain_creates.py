@@ -182,10 +182,7 @@ class PlainCreates:
             ids = reserve_ids(conn, table.table, len(rows))
             made = []
             for row, new_id in zip(rows, ids, strict=True):
-                values = dict.fromkeys(render.names)
-                values.update(row)
-                values["id"] = new_id
-                record = render(values)
+                record = render({**row, "id": new_id})  # a column not in it is null
                 # the create's history: diff({}, record) without its empty values
                 journalled = {k: v for k, v in record.items()
                               if k not in UNJOURNALLED and v not in (None, [])}
@@ -210,7 +207,6 @@ class _Render:
 
     def __init__(self, shape: _Shape):
         self.shape = shape
-        self.names = [column.name for column in shape.columns]
         self.last: dict[str, tuple[Any, Any]] = {}
         if shape.poly:  # a polymorphic link is never on this path (`takes`)
             raise NotTaken
@@ -219,7 +215,7 @@ class _Render:
         shape, last = self.shape, self.last
         record: Record = {}
         for key, column, render in shape.steps:
-            value = row[column]
+            value = row.get(column)
             if render is None or value is None:
                 record[key] = value
                 continue
@@ -231,7 +227,7 @@ class _Render:
             if isinstance(value, _IMMUTABLE):
                 last[key] = (value, rendered)
         for name, column in shape.single:
-            record[name] = row[column]
+            record[name] = row.get(column)
         for name in shape.many:
             record[name] = []
         return record
