@@ -6,11 +6,13 @@ all-or-none still leaves nothing; and a setup or a file that needs the slow way 
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import openpyxl
 import pytest
 import sqlalchemy as sa
 from starlette.testclient import TestClient
@@ -249,3 +251,33 @@ def test_what_needs_the_slow_way_says_so(kts: Callable[[str], Kartoteka]) -> Non
     assert run(kt, "Код;Город\nA;Б\n").slow_path == "the file has no column for name"
     result = run(kt, "Название;Wide\nX;Y\n", skip_unknown=True)
     assert result.slow_path == "the file has no column for code"
+
+
+def test_typed_xlsx_cells_and_values_at_type_edges_as_single_creates(
+        kts: Callable[[str], Kartoteka]) -> None:
+    """An XLSX's numbers, dates and booleans (never remembered: only text cells are) and
+    values at the edges of their types go in as row-by-row creates store them."""
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(HEADER.split(";"))
+    sheet.append([12345.0, 7, "北京", 0.1, 0.0, True, dt.datetime(2026, 12, 31),
+                  dt.datetime(1, 1, 1, 3, 30), "goods", "a@b.ir", 0.125, None])
+    sheet.append(["'=K-2", "’" + "ы" * 39, "", "9 999 999 999 999 999,99", 1000, False,
+                  dt.date(2028, 2, 29), "2026-12-31T18:30:00Z", "УСЛУГА", None, "-0,001", "\t"])
+    sheet.append(["K-3", "x", None, "0", "۱۰۰۰", 1, "29/02/2028", None, None, None, "1,5", None])
+    out = io.BytesIO()
+    book.save(out)
+    found = []
+    for fast in (True, False):
+        kt = kts(f"xlsx-{fast}")
+        table = open_table(io.BytesIO(out.getvalue()), "items.xlsx")
+        result = (kt if fast else slow(kt)).imports.run("item", table, ImportOptions())
+        assert (result.progress.created, result.errors, result.slow_batches) == (3, [], 0)
+        assert (result.slow_path is None) == fast
+        found.append(contents(kt))
+        clean(kt)
+    assert found[0] == found[1]
+    items, _ = found[0]
+    assert [item[:3] for item in items] == [(1, "12345", "7"), (1, "=K-2", "’" + "ы" * 39),
+                                            (1, "K-3", "x")]
