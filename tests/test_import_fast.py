@@ -15,12 +15,14 @@ from typing import Any
 import openpyxl
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 from starlette.testclient import TestClient
 
 from api.app import create_app
 from engine import Kartoteka
 from engine.exchange.files import open_table
 from engine.exchange.imports import ImportOptions, ImportResult
+from kartoteka.cli import main
 from tests.counting import rows_per_table
 
 SETUP = {
@@ -281,3 +283,24 @@ def test_typed_xlsx_cells_and_values_at_type_edges_as_single_creates(
     items, _ = found[0]
     assert [item[:3] for item in items] == [(1, "12345", "7"), (1, "=K-2", "’" + "ы" * 39),
                                             (1, "K-3", "x")]
+
+
+def test_the_command_line_says_when_an_import_takes_the_slower_way(
+        kts: Callable[[str], Kartoteka], tmp_path: Path,
+        db_url: str) -> None:
+    kts("cli")
+    source = tmp_path / "items.csv"
+    source.write_text(HEADER + "\n" + good_row(1), encoding="utf-8")
+
+    def cli(*args: str) -> Any:
+        return CliRunner().invoke(main, ["import", *args, str(source), "--setup",
+                                         str(tmp_path / "cli"), "--db", db_url],
+                                  catch_exceptions=False)
+
+    fast = cli("item")
+    assert fast.exit_code == 0 and "Imported: 1 created" in fast.stdout
+    assert "slower way" not in fast.stderr
+    slow = cli("item", "--upsert-by", "code")
+    assert slow.exit_code == 0 and "Imported: 0 created, 1 updated" in slow.stdout
+    assert "note: the import took its slower way (each row as a JSON body), as it updates " \
+        "records by a natural key (upsert_by)" in slow.stderr
