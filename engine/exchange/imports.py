@@ -8,7 +8,11 @@ them stops the import there. Each row's cells are read as people write them
 (engine/exchange/cells.py) into the JSON body a bulk row takes, and the rows go to
 `Bulk` (engine/records/bulk.py) in batches of `BATCH_ROWS` — so an imported row meets
 exactly what a single write meets: validation, rules, access scopes and roles, history,
-formulas and roll-ups; only the reading of cells is the import's own.
+formulas and roll-ups; only the reading of cells is the import's own. New records of a
+plain entity, from a file of its own fields only, skip the JSON bodies: their cells go
+straight to column values through the same steps (engine/exchange/fast_rows.py), and any
+batch that path is not sure of comes here (`ImportResult.slow_path` says when it is not
+taken at all, and why).
 
 - mode `all` (all-or-none): the whole file is one write transaction; every row is still
   tried, so every bad row is reported, and if any failed the transaction is rolled back
