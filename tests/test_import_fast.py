@@ -6,8 +6,10 @@ all-or-none still leaves nothing; and a setup or a file that needs the slow way 
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import io
+import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -304,3 +306,47 @@ def test_the_command_line_says_when_an_import_takes_the_slower_way(
     assert slow.exit_code == 0 and "Imported: 0 created, 1 updated" in slow.stdout
     assert "note: the import took its slower way (each row as a JSON body), as it updates " \
         "records by a natural key (upsert_by)" in slow.stderr
+
+
+#: cells people write per column of HEADER: (good ones, bad ones); `{n}` is the row's number
+CELLS = [
+    (["K-{n}", " K-{n} ", "'=K-{n}", "ك-{n}", "k-{n}\u200c"], ["K-1", "", "K-" + "9" * 11]),
+    (["Товар", "商品", "کالا", "長" * 40, "Ёлка"], ["", "  ", "長" * 41, "a\x00b"]),
+    (["Казань", "北京", "", "تهران"], ["x" * 101]),
+    (["1 234,50", "1,5", "0", "۱۲۳٫۵", "1.234,5", "", "1'000"], ["-1", "12abc", "1,005"]),
+    (["0", "1000", "۱۰", "", "1 000"], ["1001", "-1", "1,5", "9" * 20]),
+    (["да", "нет", "是", "خیر", "", "TRUE", "0"], ["2"]),
+    (["31.12.2026", "2026-01-02", "", "1/2/26", "2026年12月31日"], ["29.02.2027", "32.01.2026"]),
+    (["31.12.2026 23:30", "2026-12-31T18:30:00Z", ""], ["31.12.2026 25:00", "01.01.0001 02:59"]),
+    (["Товар", "goods", "УСЛУГА", "", "service"], ["人"]),
+    (["a@b.ru", "", "X@Example.COM"], ["не почта", "a@b"]),
+    (["0,125", "1", "", "-0,001"], ["0,0001", "abc"]),
+    (["", "примечание", "多行\nтекст", "\t"], []),
+]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_random_cells_good_and_bad_store_and_report_what_the_slow_way_does(
+        kts: Callable[[str], Kartoteka], seed: int) -> None:
+    """Rows of cells drawn at random, one in fifty bad: the fast path (with the slow way
+    for the batches it is not sure of) creates, stores, records in history and reports
+    exactly what the slow way does for every row."""
+    draw = random.Random(seed)
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=";")
+    writer.writerow(HEADER.split(";"))
+    for n in range(90):
+        writer.writerow([draw.choice(bad if bad and draw.random() < 0.02 else good)
+                         .replace("{n}", str(n)) for good, bad in CELLS])
+    found = []
+    for fast in (True, False):
+        kt = kts(f"random-{seed}-{fast}")
+        result = run(kt if fast else slow(kt), out.getvalue(), mode="good", batch_rows=3)
+        found.append((result.progress.created, result.progress.failed,
+                      [(e.row, e.column, e.value, e.problem, e.code) for e in result.errors],
+                      contents(kt)))
+        if fast:
+            assert result.slow_path is None and 0 < result.slow_batches < 30
+        clean(kt)
+    assert found[0] == found[1]
+    assert found[0][0] > 45 and found[0][1] > 0
