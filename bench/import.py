@@ -149,7 +149,9 @@ def main() -> None:
     print(f"{args.rows:,} rows ({args.format}, mode {args.mode}) into {where}: {seconds:.2f} s, "
           f"{args.rows / seconds:,.0f} rows/s; CPU {cpu:.2f} s ({args.rows / cpu:,.0f} rows per "
           f"CPU second: this process's own, steadier on a busy machine); "
-          f"peak memory {peak:,.0f} MiB")
+          f"peak memory {peak:,.0f} MiB; "
+          + (f"the fast path ({result.slow_batches} batches the slower way)"
+             if result.slow_path is None else f"the slower way, as {result.slow_path}"))
     if profiler is not None:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(35)
 

@@ -151,6 +151,9 @@ def import_command(ctx: click.Context, entity: str, file: Path, setup: Path, db_
             click.echo(f"row {error.row}, {error.column or '(row)'} {error.value!r}: "
                        f"{error.problem}", err=True)
         p = result.progress
+        if result.slow_path is not None and p.rows_done:
+            click.echo("note: the import took its slower way (each row as a JSON body), as "
+                       f"{result.slow_path}", err=True)
         if len(shown) > SHOWN_ERRORS:
             click.echo(f"... and {len(shown) - SHOWN_ERRORS} more: write them all with "
                        "--errors FILE.csv", err=True)

@@ -5,5 +5,6 @@
     columns  which field each column fills: by name, by label, by a mapping
     cells    cells as people write them → the JSON values a write takes
     imports  the import itself: rows in batches through bulk, all-or-none or good rows
+    fast_rows  the fast path of a plain entity's new records: cells straight to columns
     jobs     imports run in a thread, their state kept in kt_import_job
 """

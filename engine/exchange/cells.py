@@ -62,6 +62,9 @@ _ISO_DATE = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$")
 _DAY_FIRST = re.compile(r"^(\d{1,2})[./](\d{1,2})[./](\d{4}|\d{2})$")
 _YEAR_FIRST = re.compile(r"^(\d{4})[./年](\d{1,2})[./月](\d{1,2})日?$")
 _TIME = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,6}))?)?$")
+_GROUPED = re.compile(r"[-+]?[1-9]\d{0,2}(,\d{3})+")
+_WHOLE = re.compile(r"[-+]?\d{1,19}")
+_DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)")
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,9 @@ def read_string(field: FieldSpec, cell: Any, locale: Locale) -> Any:
 
 def _number_text(cell: str, locale: Locale) -> str:
     """`1 234,50` → `1234.50`; the digits of any script become ASCII."""
-    text = unicodedata.normalize("NFKC", cell).strip().translate(_GROUPING)
+    # ASCII text is its own NFKC form: the normalising is for other scripts' digits and spaces
+    text = (cell if cell.isascii() else unicodedata.normalize("NFKC", cell)).strip() \
+        .translate(_GROUPING)
     if not text.isascii():
         text = "".join(str(unicodedata.digit(c)) if c.isdigit() and not c.isascii() else c
                        for c in text).replace("\u066b", ".").replace("\u2212", "-")
@@ -141,7 +146,7 @@ def _number_text(cell: str, locale: Locale) -> str:
             text = text.replace(",", "")
     elif "," in text:
         # thousands only as written: 1,234 and 12,345,678, never 0,001 (a decimal comma)
-        grouped = re.fullmatch(r"[-+]?[1-9]\d{0,2}(,\d{3})+", text)
+        grouped = _GROUPED.fullmatch(text)
         text = text.replace(",", "") if grouped and locale.thousands_comma else text.replace(",", ".")
     return text
 
@@ -159,7 +164,7 @@ def read_integer(field: FieldSpec, cell: Any, locale: Locale) -> Any:
     if text.isdigit() and text.isascii() and len(text) <= 19:  # plain digits: as below
         return int(text)
     text = _number_text(text, locale)
-    if not re.fullmatch(r"[-+]?\d{1,19}", text):
+    if not _WHOLE.fullmatch(text):
         raise ValueProblem("must be a whole number, like 1 234")
     return int(text)
 
@@ -176,7 +181,7 @@ def read_decimal(field: FieldSpec, cell: Any, locale: Locale) -> Any:
         Decimal(text)
     except InvalidOperation:
         raise ValueProblem("must be a number, like 1 234,50 or 1234.50") from None
-    if not re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)", text):
+    if not _DECIMAL.fullmatch(text):
         raise ValueProblem("must be a number, like 1 234,50 or 1234.50")
     return text
 

@@ -8,7 +8,11 @@ them stops the import there. Each row's cells are read as people write them
 (engine/exchange/cells.py) into the JSON body a bulk row takes, and the rows go to
 `Bulk` (engine/records/bulk.py) in batches of `BATCH_ROWS` — so an imported row meets
 exactly what a single write meets: validation, rules, access scopes and roles, history,
-formulas and roll-ups; only the reading of cells is the import's own.
+formulas and roll-ups; only the reading of cells is the import's own. New records of a
+plain entity, from a file of its own fields only, skip the JSON bodies: their cells go
+straight to column values through the same steps (engine/exchange/fast_rows.py), and any
+batch that path is not sure of comes here (`ImportResult.slow_path` says when it is not
+taken at all, and why).
 
 - mode `all` (all-or-none): the whole file is one write transaction; every row is still
   tried, so every bad row is reported, and if any failed the transaction is rolled back
@@ -36,6 +40,7 @@ import sqlalchemy as sa
 from engine.errors import ErrorDetail, MalformedRequest, NotFound, RequestError, RuleFailed
 from engine.exchange.cells import CellReaders, Locale, blank, default_readers, split_many
 from engine.exchange.columns import Column, ColumnPlan, Title, plan_columns
+from engine.exchange.fast_rows import FastRows
 from engine.exchange.files import Table
 from engine.records.bulk import Bulk, BulkResult
 from engine.records.service import Records
@@ -127,6 +132,11 @@ class ImportResult:
     errors: list[RowError]
     warnings: list[ErrorDetail]
     columns: dict[str, str]  # header → what it fills
+    #: why the import's rows go the slow way, row by row through bulk (None: its batches
+    #: take the fast path, engine/exchange/fast_rows.py), and how many batches went the
+    #: slow way even so (a row or the database refused the batch)
+    slow_path: str | None = None
+    slow_batches: int = 0
 
     @property
     def written(self) -> bool:
@@ -256,6 +266,9 @@ class _Run:
         #: each column with its reader of a cell, made once: (column, read, plain) where a
         #: plain column's value is its body key's as is (a field by value)
         self.steps = [(column, *self._step(column)) for column in plan.columns]
+        self.fast, result.slow_path = FastRows.of(
+            self.records, imports.bulk.plain, entity, plan, imports.locale, actor,
+            options.upsert_by)
 
     def _step(self, column: Column) -> tuple[Callable[[sa.Connection, Any], Any], bool]:
         if column.by != "value" or column.name == "id" or (
@@ -278,6 +291,13 @@ class _Run:
 
     def batch(self, conn: sa.Connection, rows: list[tuple[int, list[Any]]]) -> None:
         progress = self.result.progress
+        if self.fast is not None:
+            made = self.fast.write(conn, rows)
+            if made is not None:
+                progress.rows_done += len(rows)
+                progress.created += made
+                return
+            self.result.slow_batches += 1
         batch = _Batch()
         for number, cells in rows:
             body, errors = self.body(conn, number, cells)

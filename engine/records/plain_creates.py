@@ -93,7 +93,15 @@ class PlainCreates:
         rights = records.access.rights(entity)
         records._check_writable(entity, body, rights)  # the create's own checks, in its order
         records.formulas.refuse_computed(entity, body)
-        values = self._parse(plan, body)
+        return self.completed(entity, self._parse(plan, body), owner, now)
+
+    def completed(self, entity: str, values: dict[str, Any], owner: int | None,
+                  now: dt.datetime) -> dict[str, Any]:
+        """A body's parsed column values made a new row's, as `Records.create` does after
+        its parse: defaults, owner, search text, timestamps (NotTaken for a value SQL
+        computes). For a caller that parsed a body's values itself, as `values` does."""
+        records = self.records
+        plan = self._plan(entity)
         for name, default in plan.defaults:
             if name not in values:
                 values[name] = default
@@ -174,10 +182,7 @@ class PlainCreates:
             ids = reserve_ids(conn, table.table, len(rows))
             made = []
             for row, new_id in zip(rows, ids, strict=True):
-                values = dict.fromkeys(render.names)
-                values.update(row)
-                values["id"] = new_id
-                record = render(values)
+                record = render({**row, "id": new_id})  # a column not in it is null
                 # the create's history: diff({}, record) without its empty values
                 journalled = {k: v for k, v in record.items()
                               if k not in UNJOURNALLED and v not in (None, [])}
@@ -202,7 +207,6 @@ class _Render:
 
     def __init__(self, shape: _Shape):
         self.shape = shape
-        self.names = [column.name for column in shape.columns]
         self.last: dict[str, tuple[Any, Any]] = {}
         if shape.poly:  # a polymorphic link is never on this path (`takes`)
             raise NotTaken
@@ -211,7 +215,7 @@ class _Render:
         shape, last = self.shape, self.last
         record: Record = {}
         for key, column, render in shape.steps:
-            value = row[column]
+            value = row.get(column)
             if render is None or value is None:
                 record[key] = value
                 continue
@@ -223,7 +227,7 @@ class _Render:
             if isinstance(value, _IMMUTABLE):
                 last[key] = (value, rendered)
         for name, column in shape.single:
-            record[name] = row[column]
+            record[name] = row.get(column)
         for name in shape.many:
             record[name] = []
         return record

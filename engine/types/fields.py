@@ -836,7 +836,8 @@ def fold_text(text: str) -> str:
     """The form text is searched in: NFKC, case-folded, with letters people type
     interchangeably made one (Arabic/Persian yeh and kaf, Cyrillic yo)."""
     folded = unicodedata.normalize("NFKC", text).casefold()
-    return folded.translate(_FOLD_TABLE)
+    # translating by a table looks up every character: only text that has one of its letters
+    return folded.translate(_FOLD_TABLE) if _FOLDED.search(folded) else folded
 
 
 _FOLD_TABLE = str.maketrans({
@@ -846,3 +847,4 @@ _FOLD_TABLE = str.maketrans({
     "\u0451": "\u0435",  # ё → е
     "\u200c": " ",       # zero-width non-joiner → space (Persian half-space)
 })
+_FOLDED = re.compile("[" + "".join(map(chr, _FOLD_TABLE)) + "]")

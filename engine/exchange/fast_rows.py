@@ -1,0 +1,184 @@
+"""An import's batch of new records written straight from its cells: the import's fast path.
+
+A row of the slow path becomes a JSON body (engine/exchange/imports.py), which bulk checks
+against the entity's JSON Schema and parses field by field before its one INSERT
+(engine/records/plain_creates.py). Here each column gets, once per import, one converter
+from its cell to its column's value, made of the very same steps in the same order: the
+column's cell reader, the quick "surely valid" check of the field's own property schema
+(engine/records/quick_schema.py: only a value jsonschema passes passes it) and the field
+type's `parse`. A row is the dict of its converted cells, completed as a create completes
+it (defaults, owner, search text), and the batch goes to `PlainCreates.write` — the same
+INSERT, history, automation events and rule check as bulk's creates.
+
+So nothing is accepted here that the slow path refuses. Anything this path is not sure of
+sends the whole batch back to the slow path, which says why each bad row is bad exactly as
+the API does (a 422's words):
+
+- a cell its reader refuses, a value the quick check is not sure of, a value the field's
+  `parse` refuses, a value beyond the header's columns;
+- a batch the database refuses (a unique value taken) or a rule refuses.
+
+The path is taken per import when `why_not` finds nothing: an entity whose creates are
+plain (`PlainCreates.takes`: no formulas, roll-ups, unique sets, duplicate rules,
+pipeline...), new records only (no `upsert_by`, no id column), every column a field of the
+entity filled by value (no link column), every required field among the columns, and a
+schema whose only top-level words are the ones every entity's create schema has.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+from engine.errors import RequestError
+from engine.exchange.cells import Locale
+from engine.exchange.columns import Column, ColumnPlan
+from engine.records.plain_creates import NotTaken, PlainCreates
+from engine.records.quick_schema import ANNOTATIONS, compile_check
+from engine.records.service import Records
+from engine.setup.spec import FieldSpec
+from engine.types.fields import ValueProblem
+
+Converter = Callable[[Any], Any]
+#: the top-level words of a create schema this path understands (they hold for every row
+#: of an import alike: see `why_not`)
+_TOP = frozenset({"type", "properties", "additionalProperties", "required"})
+
+
+class NotSure(Exception):
+    """A row this path is not sure of: its batch goes the slow way."""
+
+
+class FastRows:
+    """The fast path of one import into one entity (see the module docstring)."""
+
+    def __init__(self, records: Records, plain: PlainCreates, entity: str, plan: ColumnPlan,
+                 locale: Locale, actor: int | None):
+        self.records = records
+        self.plain = plain
+        self.entity = entity
+        self.actor = actor
+        self.width = plan.width
+        schema = records.schemas[entity].create_validator.schema
+        properties = schema.get("properties") or {}
+        #: (column name, cell index, the values of text cells seen, converter), in the
+        #: file's column order
+        self.steps = []
+        for column in plan.columns:
+            known: dict[str, Any] = {}
+            self.steps.append((column.name, column.index, known, _converter(
+                column, compile_check(properties[column.name]), locale, known)))
+
+    @classmethod
+    def of(cls, records: Records, plain: PlainCreates, entity: str, plan: ColumnPlan,
+           locale: Locale, actor: int | None,
+           upsert_by: Sequence[str] | None) -> tuple[FastRows | None, str | None]:
+        """The fast path of this import, or None and why it is not taken."""
+        why = why_not(records, plain, entity, plan, upsert_by)
+        if why is not None:
+            return None, why
+        return cls(records, plain, entity, plan, locale, actor), None
+
+    def write(self, conn: sa.Connection, rows: Sequence[tuple[int, list[Any]]]) -> int | None:
+        """Create the batch's records: how many, or None (nothing of them left written)
+        when a row or the database says the batch must go the slow way."""
+        try:
+            values = [self._values(cells) for _, cells in rows]
+        except (NotSure, ValueProblem):
+            return None
+        plain, entity, now = self.plain, self.entity, dt.datetime.now(dt.UTC)
+        db = self.records.db
+        try:
+            # a savepoint of the import's write: a refused batch leaves nothing behind
+            with db.write() as inner, self.records.journal.deferred(inner):
+                prepared = [plain.completed(entity, row, self.actor, now) for row in values]
+                plain.write(inner, entity, prepared, actor=self.actor)
+        except (NotTaken, RequestError):
+            return None
+        return len(prepared)
+
+    def _values(self, cells: list[Any]) -> dict[str, Any]:
+        if len(cells) > self.width and any(
+                cell is not None and (not isinstance(cell, str) or cell.strip())
+                for cell in cells[self.width:]):
+            raise NotSure  # a value beyond the header's columns: the slow path says so
+        if len(cells) < self.width:
+            cells = [*cells, *[None] * (self.width - len(cells))]
+        values = {}
+        for name, index, known, convert in self.steps:
+            cell = cells[index]
+            # a text cell seen before: its value without a call (a dict holds only text)
+            value = known.get(cell, _UNKNOWN) if type(cell) is str else _UNKNOWN
+            values[name] = convert(cell) if value is _UNKNOWN else value
+        return values
+
+
+def why_not(records: Records, plain: PlainCreates, entity: str, plan: ColumnPlan,
+            upsert_by: Sequence[str] | None) -> str | None:
+    """Why an import with these columns cannot take the fast path (None: it can)."""
+    spec = records.storage[entity].spec
+    if upsert_by is not None:
+        return "it updates records by a natural key (upsert_by)"
+    if not plain.takes(entity):
+        return (f"a create of {entity} does more than its INSERT (formulas, roll-ups, unique "
+                "sets, duplicate rules, a pipeline, user fields, a role's conditions...)")
+    for column in plan.columns:
+        if column.by != "value" or column.field is None or column.read is None \
+                or column.name not in spec.fields:
+            return f"the column {column.header} is not a field of {entity} filled by value"
+    schema = records.schemas[entity].create_validator.schema
+    words = {key for key in schema if key not in ANNOTATIONS}
+    names = {column.name for column in plan.columns}
+    if not words <= _TOP or schema.get("type") != "object" or not names <= set(
+            schema.get("properties") or {}):
+        return f"the create schema of {entity} says more than this path checks"
+    missing = set(schema.get("required") or ()) - names
+    if missing:
+        return f"the file has no column for {', '.join(sorted(missing))}"
+    body = dict.fromkeys(names)
+    try:  # the create's checks of which keys a body names: the same for every row
+        records._check_writable(entity, body, records.access.rights(entity))
+        records.formulas.refuse_computed(entity, body)
+    except RequestError as error:
+        return str(error)
+    return None
+
+
+def _converter(column: Column, check: Callable[[Any], bool], locale: Locale,
+               known: dict[str, Any]) -> Converter:
+    """A cell → its column's value, through the reader, the schema's quick check and the
+    type's parse (NotSure or ValueProblem when the slow path must judge it). A file's
+    values repeat (a city, a kind, a date): the value of a text cell is remembered in
+    `known`, up to `REMEMBERED` of them per column, when it is immutable — readers and
+    parses are functions of the cell alone (and the import's locale)."""
+    field: FieldSpec | None = column.field
+    read = column.read
+    assert field is not None and read is not None
+    parse = field.type.parse
+
+    def convert(cell: Any) -> Any:
+        if cell is None or (isinstance(cell, str) and not cell.strip()):  # blank
+            value = None
+        else:
+            value = read(field, cell, locale)
+        try:
+            sure = check(value)
+        except Exception:  # a value Python cannot compare: jsonschema judges it
+            raise NotSure from None
+        if not sure:
+            raise NotSure
+        parsed = None if value is None else parse(field, value)
+        if type(cell) is str and len(known) < REMEMBERED and type(parsed) in _IMMUTABLE:
+            known[cell] = parsed
+        return parsed
+    return convert
+
+
+#: how many cells' values each column remembers
+REMEMBERED = 4096
+_UNKNOWN = object()
+_IMMUTABLE = frozenset({str, int, float, bool, Decimal, dt.date, dt.datetime, type(None)})
