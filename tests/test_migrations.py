@@ -108,7 +108,7 @@ def snapshot(url: str) -> Snapshot:
                     continue
                 names = [c.name for c in table.columns]
                 keys = [names.index(c.name) for c in table.primary_key.columns]
-                rows = conn.execute(sa.select(table)).tuples().all()
+                rows = conn.execute(sa.select(table)).all()
                 result[table.name] = {tuple(r[k] for k in keys) if len(keys) > 1 else r[keys[0]]:
                                       dict(zip(names, r, strict=True)) for r in rows}
         return result

@@ -124,8 +124,11 @@ def _read_body(body: Any) -> tuple[list[int], bool]:
             raise ValidationFailed("all must be true", [ErrorDetail("all", "must be true")])
         return [], True
     ids = body["ids"]
-    if not isinstance(ids, list) or not ids or len(ids) > MAX_IDS or not all(
-            type(i) is int and 1 <= i < 2**63 for i in ids):
+    # a whole number written with a point (`5.0`) is one JSON Schema's integer takes too
+    whole = [int(i) if type(i) is float and i.is_integer() else i
+             for i in ids] if isinstance(ids, list) else None
+    if not whole or len(whole) > MAX_IDS or not all(
+            type(i) is int and 1 <= i < 2**63 for i in whole):
         raise ValidationFailed("ids must be notification ids",
                                [ErrorDetail("ids", f"must be 1 to {MAX_IDS} whole numbers from 1")])
-    return list(dict.fromkeys(ids)), False
+    return list(dict.fromkeys(whole)), False
