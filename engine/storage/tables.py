@@ -47,6 +47,7 @@ from engine.storage.import_jobs import import_job_table
 from engine.storage.outbox import outbox_tables
 from engine.storage.progress import REACHED_COLUMN, reached_column, stage_bits
 from engine.storage.sessions import session_tables
+from engine.storage.stage_counts import stage_count_table
 from engine.storage.users import user_tables
 from engine.storage.webhooks import webhook_table
 from engine.types.columns import UTCDateTime, id_column_type, json_column
@@ -199,6 +200,8 @@ class Storage:
             # created on a database that already has history: counted from it at once
             info={"backfill": _rebuild_stage_time},
         )
+        #: the board's counts and sums per stage, kept by triggers (engine/storage/stage_counts.py)
+        self.stage_counts = stage_count_table(self.metadata)
 
     def _entity_table(self, entity: EntitySpec) -> EntityTable:
         name = entity.name
