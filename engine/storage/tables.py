@@ -271,15 +271,18 @@ class Storage:
         for column_name, why in indexed:
             if entity.pipeline and column_name in by_stage:
                 # the board's totals and the funnel under an owner or link filter, from the
-                # index alone; its first column is the plain index it replaces
+                # index alone; its first column is the plain index it replaces; `id` after
+                # `stage`: a board column's page under that filter (id order) is one range
                 add(why + "; with the board's and funnel's counts and sums under it",
-                    column_name, "stage", REACHED_COLUMN, *money)
+                    column_name, "stage", "id", REACHED_COLUMN, *money)
             else:
                 add(why, column_name)
         if entity.pipeline:
             add("board columns and stage filters, in id order", "stage")
             add("the board's totals and the funnel's counts" + (" and sums" if money else "")
                 + ", from the index alone", "stage", REACHED_COLUMN, *money)
+            add("the board and the funnel over a period of creation (created_at from … to), "
+                "from the index alone", "created_at", "stage", REACHED_COLUMN, *money)
             for spec in entity.fields.values():
                 if spec.index and spec.type.sortable:
                     add(f"a stage's records sorted or filtered by {spec.name} (index: true)",
