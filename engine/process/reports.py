@@ -3,7 +3,12 @@
 Board (`GET /api/{e}/board`): for each stage of a pipeline, in order, empty ones too: its
 count, the sums of the entity's summable fields (money, `FieldType.summable`), and its
 first records; each column's `next` is a cursor for the list call filtered by that stage
-(`GET /api/{e}?stage=S&cursor=...`).
+(`GET /api/{e}?stage=S&cursor=...`). Unfiltered, for a caller without a read scope, the
+counts and sums are the counters the database keeps per stage (engine/storage/stage_counts.py:
+a few rows, whatever the table's size); else one GROUP BY stage over the selected records,
+from a covering index when they are selected by owner, link or creation period
+(storage/tables.py). Each column's page is the list's page query, by the `stage` index (or
+(owner or link, stage, id) under such a filter).
 
 Funnel (`GET /api/{e}/funnel`): for each stage, over the stage history of the records the
 filters select (`from`/`to` bound the records' creation dates):

@@ -126,6 +126,13 @@ def keep(conn: sa.Connection, storage: Storage, *, rebuild: bool) -> bool:
     return True
 
 
+def pause(conn: sa.Connection) -> None:
+    """Drop our triggers for a migration's steps: a step may rename or drop a column an
+    installed trigger names, and a later step's UPDATE would then fail in it. `keep`
+    installs them again after the steps and recounts, in the same transaction."""
+    _drop(conn, _installed(conn, None))
+
+
 def recount(conn: sa.Connection, storage: Storage) -> None:
     """Every counter again from the entity tables: one GROUP BY per pipeline entity."""
     target = storage.stage_counts

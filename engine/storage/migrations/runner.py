@@ -28,6 +28,7 @@ from engine.storage.migrations.backup import write_backup
 from engine.storage.migrations.model import last_applied
 from engine.storage.migrations.planner import MigrationPlan, compare
 from engine.storage.stage_counts import keep as keep_stage_counts
+from engine.storage.stage_counts import pause as pause_stage_counts
 from engine.storage.tables import Storage
 
 FLAG = "--allow-data-loss"
@@ -74,6 +75,7 @@ def apply(storage: Storage, database: Database, *, allow_data_loss: bool = False
             backup = write_backup(conn, tables, backup_dir)
         context = s.Context(conn, Operations(MigrationContext.configure(connection=conn)), storage,
                             conn.dialect.name, dt.datetime.now(dt.UTC), on_progress)
+        pause_stage_counts(conn)  # installed again, and recounted, after the steps
         for step in plan.steps:
             try:
                 step.apply(context)
