@@ -8,7 +8,10 @@
 The database is seeded as bench/pipeline.py seeds it (the engine's own tables, filled by
 executemany). Each page is then fetched through the ASGI app in-process (TestClient: the
 whole server path — routing, the engine's calls, templates — without a network) after
-warm-ups, and p50/p95 milliseconds are printed per page. The first load is the list page's
+warm-ups, and p50/p95 milliseconds are printed per page: the list, the card, the funnel,
+and the board unfiltered and filtered as issue 13 names it (by owner, by one client, by
+the clients' city, over a month of creation), plus a manager's board (role `manager`,
+read: own) timed at the engine. The first load is the list page's
 HTML plus its script and style sheet, in bytes as served (no compression). The target
 from issue 13: p95 under 100 ms for the list and board pages on SQLite.
 """
