@@ -9,6 +9,7 @@ that selects every record), and recounting from scratch changes no counter.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import random
 from collections.abc import Callable
@@ -316,3 +317,41 @@ def test_a_migration_renaming_a_money_field_and_moving_a_stage_recounts(
         column = _column(_ok(api.get("/api/deal/board")), "new")
         assert (column["count"], column["sums"]["total"]) == (3, "6.00")
         _boards_agree(api, kt)
+
+
+def test_a_long_transaction_does_not_hold_other_writers_on_postgresql(
+        make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path], db_url: str) -> None:
+    """An open transaction that created records (an import's, say) holds only the counter
+    rows of its connection's shard: a create on another connection does not wait for it."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time")
+    kt = make_kt(_setup(write_setup))
+    table = kt.storage["deal"].table
+    engine = sa.create_engine(kt.db.engine.url, pool_size=20)
+    held = [engine.connect() for _ in range(20)]
+    try:
+        shards = []
+        for conn in held:
+            shards.append(int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+                          % stage_counts.SHARDS)
+            conn.rollback()
+        first = held[0]
+        second = next(c for c, n in zip(held, shards, strict=True) if n != shards[0])
+        now = dt.datetime.now(dt.UTC)
+        row = {"created_at": now, "updated_at": now, "version": 1, "stage": "new"}
+        with first.begin():
+            # as many records as shards: had the shard been the record's, every one held
+            first.execute(sa.insert(table), [{"code": f"LONG-{n}", "amount": 1, **row}
+                                             for n in range(stage_counts.SHARDS)])
+            with second.begin():  # the same stage, the same counters' keys, another shard
+                second.exec_driver_sql("SET LOCAL lock_timeout = '3s'")
+                second.execute(sa.insert(table).values(code="OTHER-1", amount=2, **row))
+        with _api(kt) as api:
+            column = _column(_ok(api.get("/api/deal/board")), "new")
+            assert (column["count"], column["sums"]["amount"]) == (stage_counts.SHARDS + 1,
+                                                                  f"{stage_counts.SHARDS + 2}.00")
+            _boards_agree(api, kt)
+    finally:
+        for conn in held:
+            conn.close()
+        engine.dispose()

@@ -14,8 +14,14 @@ Rows are (entity, pipeline, stage, field, shard): the row of field `''` holds th
 count, the row of each summable field its sum. Sums are exact on both databases: on
 SQLite the stored integer (an exact decimal scaled by its places, or an integer) is added
 as its high and low halves (engine/storage/sums.py, the same split as the board's SUM);
-on PostgreSQL `high` is NUMERIC and holds the sum itself. `shard` (record id %
-`SHARDS`) spreads concurrent writers over several rows, as `kt_stage_time` does.
+on PostgreSQL `high` is NUMERIC and holds the sum itself. Only the sum over a key's
+shards means anything. On PostgreSQL a write adds to the shard of its connection
+(`pg_backend_pid() % SHARDS`), so that concurrent transactions rarely lock the same
+counter row: a long one (an all-or-nothing import of a big file) would otherwise hold the
+rows of the first stage — every shard, had it been chosen by record — and make every
+other create wait for its commit; and two transactions on different shards never wait
+for each other, in any order. (SQLite has one writer at a time: its shard is the record
+id's, and a recount's everywhere.)
 
 PostgreSQL runs statement-level triggers over transition tables: one grouped upsert per
 statement, its rows locked in key order (two statements never wait for each other's rows
@@ -45,7 +51,7 @@ if TYPE_CHECKING:
     from engine.storage.tables import EntityTable, Storage
 
 TABLE = "kt_stage_count"
-SHARDS = 8
+SHARDS = 16
 #: the field of a count row
 COUNT = ""
 KEY = ("entity", "pipeline", "stage", "field", "shard")
@@ -256,7 +262,9 @@ def _postgresql(table: EntityTable, event: str, name: str) -> list[str]:
         else f"coalesce(r.{_q(pipelines.pipeline_by)}, {first})"
 
     def rows(source: str, sign: str) -> list[str]:
-        shard = f"mod(r.id, {SHARDS})::smallint"  # no %: the driver reads it as a placeholder
+        # the connection's shard (see the module's docstring); no %: the driver reads it
+        # as a placeholder
+        shard = f"mod(pg_backend_pid(), {SHARDS})::smallint"
         selects = [f"SELECT {pipeline} AS pipeline, r.stage AS stage, {_text(COUNT)} AS field, "
                    f"{shard} AS shard, {sign}1 AS records, 0::numeric AS high FROM {source} r"]
         for field in countable(table):
