@@ -85,7 +85,9 @@ def countable(table: EntityTable) -> list[str]:
 def counted(conn: sa.Connection, storage: Storage, entity: str) -> bool:
     """Are the entity's counters kept: are its triggers in the database the wanted ones?
     (A database not migrated since they exist, or built another way, has none.)"""
-    wanted = set(_wanted(conn.dialect.name, storage, storage[entity]))
+    dialect = conn.dialect.name
+    wanted = storage.once(f"stage_counts.{dialect}.{entity}",
+                          lambda: frozenset(_wanted(dialect, storage, storage[entity])))
     return bool(wanted) and wanted <= _installed(conn, {storage[entity].table.name})
 
 
