@@ -521,7 +521,7 @@ class WebApp:
             params.append(("limit", str(COLUMN_SIZE)))
         params.append(("total", "false"))
         page = self.kt.records.list_page(entity, params)
-        titles = self.title_map({entity: {r["id"] for r in page.items}})
+        titles = self.record_titles(entity, page.items)  # the cards are not read again
         return "cards.html", {"cards": [self._card(entity, r, titles) for r in page.items],
                               "next": page.next}
 
