@@ -472,7 +472,9 @@ class WebApp:
         except MalformedRequest as refused:
             error, board = refused, {"pipeline": "", "columns": []}
         stages = views.stage_labels(spec, lang)
-        titles = self.title_map({entity: {r["id"] for c in board["columns"] for r in c["items"]}})
+        # from the cards already read: only the records their titles name are fetched (one
+        # statement per link of the title for the whole board), not the cards again
+        titles = self.record_titles(entity, [r for c in board["columns"] for r in c["items"]])
         columns = [{**column, "label": stages.get(column["stage"], column["stage"]),
                     "sums": self._sums(spec, column["sums"], lang),
                     "cards": [self._card(entity, r, titles) for r in column["items"]]}
@@ -545,7 +547,7 @@ class WebApp:
             params.append(("limit", str(COLUMN_SIZE)))
         params.append(("total", "false"))
         page = self.kt.records.list_page(entity, params)
-        titles = self.title_map({entity: {r["id"] for r in page.items}})
+        titles = self.record_titles(entity, page.items)  # the cards are not read again
         return "cards.html", {"cards": [self._card(entity, r, titles) for r in page.items],
                               "next": page.next}
 

@@ -3,7 +3,12 @@
 Board (`GET /api/{e}/board`): for each stage of a pipeline, in order, empty ones too: its
 count, the sums of the entity's summable fields (money, `FieldType.summable`), and its
 first records; each column's `next` is a cursor for the list call filtered by that stage
-(`GET /api/{e}?stage=S&cursor=...`).
+(`GET /api/{e}?stage=S&cursor=...`). Unfiltered, for a caller without a read scope, the
+counts and sums are the counters the database keeps per stage (engine/storage/stage_counts.py:
+a few rows, whatever the table's size); else one GROUP BY stage over the selected records,
+from a covering index when they are selected by owner, link or creation period
+(storage/tables.py). Each column's page is the list's page query, by the `stage` index (or
+(owner or link, stage, id) under such a filter).
 
 Funnel (`GET /api/{e}/funnel`): for each stage, over the stage history of the records the
 filters select (`from`/`to` bound the records' creation dates):
@@ -52,6 +57,7 @@ from engine.errors import ErrorDetail, MalformedRequest, NotFound
 from engine.records.service import Records
 from engine.setup.spec import PipelineSpec, label_text
 from engine.storage.progress import REACHED_COLUMN, mask
+from engine.storage.stage_counts import countable, counted, stage_totals
 from engine.storage.sums import joined, splits, sum_of
 from engine.storage.tables import EntityTable
 
@@ -88,12 +94,14 @@ class Reports:
         stage = table.table.c.stage
         access = self.records.access
         with self.records.db.read() as conn:
-            totals = {
-                row[0]: [row[1], *_combined(conn, table, summable, row[2:])]
-                for row in conn.execute(access.scoped(
-                    sa.select(stage, sa.func.count(), *_summed(conn, table, summable))
-                    .where(*conditions).group_by(stage), entity, "read"))
-            }
+            totals = self._kept_totals(conn, entity, pipeline, query.conditions, summable)
+            if totals is None:
+                totals = {
+                    row[0]: [row[1], *_combined(conn, table, summable, row[2:])]
+                    for row in conn.execute(access.scoped(
+                        sa.select(stage, sa.func.count(), *_summed(conn, table, summable))
+                        .where(*conditions).group_by(stage), entity, "read"))
+                }
             columns = []
             for spec in pipeline.stages:
                 page = self.records.page(conn, query, sa.and_(*self._in_pipeline(table, pipeline),
@@ -109,6 +117,21 @@ class Reports:
                     "next": page.next,
                 })
         return {"pipeline": pipeline.name, "columns": columns}
+
+    def _kept_totals(self, conn: sa.Connection, entity: str, pipeline: PipelineSpec,
+                     conditions: Sequence[Any], summable: list[Any]
+                     ) -> dict[str, list[Any]] | None:
+        """{stage: [count, sums...]} of every record of the pipeline from the kept counters
+        (engine/storage/stage_counts.py), or None when they do not answer: a filter, a
+        caller with a read scope (the counters include everyone's records), a summed field
+        they do not sum, or a database whose counters are not kept."""
+        if conditions or self.records.access.conditions(entity, "read"):
+            return None
+        names = [field.name for field in summable]
+        if not set(names) <= set(countable(self.storage[entity])) \
+                or not counted(conn, self.storage, entity):
+            return None
+        return stage_totals(conn, self.storage, entity, pipeline.name, names)
 
     def funnel(self, entity: str, params: Sequence[tuple[str, str]]) -> dict[str, Any]:
         table, pipeline, rest = self._pipeline(entity, params)

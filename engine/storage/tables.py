@@ -47,6 +47,7 @@ from engine.storage.import_jobs import import_job_table
 from engine.storage.outbox import outbox_tables
 from engine.storage.progress import REACHED_COLUMN, reached_column, stage_bits
 from engine.storage.sessions import session_tables
+from engine.storage.stage_counts import stage_count_table
 from engine.storage.users import user_tables
 from engine.storage.views import view_table
 from engine.storage.webhooks import webhook_table
@@ -201,6 +202,8 @@ class Storage:
             # created on a database that already has history: counted from it at once
             info={"backfill": _rebuild_stage_time},
         )
+        #: the board's counts and sums per stage, kept by triggers (engine/storage/stage_counts.py)
+        self.stage_counts = stage_count_table(self.metadata)
 
     def _entity_table(self, entity: EntitySpec) -> EntityTable:
         name = entity.name
@@ -270,15 +273,18 @@ class Storage:
         for column_name, why in indexed:
             if entity.pipeline and column_name in by_stage:
                 # the board's totals and the funnel under an owner or link filter, from the
-                # index alone; its first column is the plain index it replaces
+                # index alone; its first column is the plain index it replaces; `id` after
+                # `stage`: a board column's page under that filter (id order) is one range
                 add(why + "; with the board's and funnel's counts and sums under it",
-                    column_name, "stage", REACHED_COLUMN, *money)
+                    column_name, "stage", "id", REACHED_COLUMN, *money)
             else:
                 add(why, column_name)
         if entity.pipeline:
             add("board columns and stage filters, in id order", "stage")
             add("the board's totals and the funnel's counts" + (" and sums" if money else "")
                 + ", from the index alone", "stage", REACHED_COLUMN, *money)
+            add("the board and the funnel over a period of creation (created_at from … to), "
+                "from the index alone", "created_at", "stage", REACHED_COLUMN, *money)
             for spec in entity.fields.values():
                 if spec.index and spec.type.sortable:
                     add(f"a stage's records sorted or filtered by {spec.name} (index: true)",

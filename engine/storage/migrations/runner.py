@@ -27,6 +27,8 @@ from engine.storage.migrations import steps as s
 from engine.storage.migrations.backup import write_backup
 from engine.storage.migrations.model import last_applied
 from engine.storage.migrations.planner import MigrationPlan, compare
+from engine.storage.stage_counts import keep as keep_stage_counts
+from engine.storage.stage_counts import pause as pause_stage_counts
 from engine.storage.tables import Storage
 
 FLAG = "--allow-data-loss"
@@ -65,6 +67,7 @@ def apply(storage: Storage, database: Database, *, allow_data_loss: bool = False
         if plan.data_loss and not allow_data_loss:
             raise PlanRefused([str(step) for step in plan.data_loss], needs_flag=True)
         if plan.up_to_date and not plan.setup_changed:
+            keep_stage_counts(conn, storage, rebuild=False)  # triggers missing: installed
             return Applied(plan)
         backup = None
         if plan.data_loss:
@@ -72,6 +75,7 @@ def apply(storage: Storage, database: Database, *, allow_data_loss: bool = False
             backup = write_backup(conn, tables, backup_dir)
         context = s.Context(conn, Operations(MigrationContext.configure(connection=conn)), storage,
                             conn.dialect.name, dt.datetime.now(dt.UTC), on_progress)
+        pause_stage_counts(conn)  # installed again, and recounted, after the steps
         for step in plan.steps:
             try:
                 step.apply(context)
@@ -87,6 +91,8 @@ def apply(storage: Storage, database: Database, *, allow_data_loss: bool = False
                 raise DatabaseError(f"the migration would leave {len(broken)} link(s) pointing at "
                                     f"missing records (first in table {broken[0][0]}); nothing "
                                     "was changed")
+        # the board's counters: triggers as the setup wants them, counted again
+        keep_stage_counts(conn, storage, rebuild=True)
         conn.execute(sa.insert(storage.setup_history).values(
             applied_at=context.now, setup_name=storage.setup.name, digest=plan.digest,
             summary=json.dumps({**plan.model, "applied": [str(step) for step in plan.steps],
