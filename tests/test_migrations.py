@@ -26,6 +26,7 @@ from engine.storage import stage_counts
 from engine.storage.migrations import apply, history, plan
 from engine.storage.migrations.steps import Step
 from engine.storage.tables import STAGE_TIME_SHARDS
+from tests.conftest import DEFAULT_SETUP
 
 CLIENTS, PRODUCTS, SALES, TASKS = 2_000, 500, 6_000, 1_500  # 10,000 records
 STAGES = ("lead", "proposal", "negotiation", "won", "lost")
@@ -525,3 +526,18 @@ def test_a_database_older_than_the_time_in_stage_counters_gets_them_counted(
         assert fast["stages"][0]["time_in_stage"]["exits"] == 4
     finally:
         kt.close()
+
+
+def test_an_entity_added_to_a_migrated_setup_starts_at_id_1(
+        make_kt: Callable[..., Kartoteka], tmp_path: Path) -> None:
+    """A second migration of a database — the default setup and then one entity more — is
+    recorded after the first (also on a PostgreSQL database the tests reused: its kept
+    migration history's numbers go on), and the new entity's records start at 1."""
+    make_kt()
+    folder = tmp_path / "more"
+    shutil.copytree(DEFAULT_SETUP, folder)
+    (folder / "thing.yaml").write_text("fields:\n  name: {type: string, label: {ru: Имя}}\n",
+                                       encoding="utf-8")
+    again = make_kt(folder)
+    assert again.records.create("thing", {"name": "Вещь 物"})["id"] == 1
+    assert len(history(again.db)) == 2
