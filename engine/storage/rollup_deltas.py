@@ -37,6 +37,7 @@ from __future__ import annotations
 import decimal
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field as attribute
 from typing import Any
 
 import sqlalchemy as sa
@@ -50,8 +51,11 @@ from engine.storage.tables import Storage
 from engine.types.columns import ExactDecimal
 from engine.types.fields import INT64_MAX, INT64_MIN
 
-#: increments of one parent: parameters of the statement, the fields they change
-Increment = tuple[dict[str, Any], frozenset[str]]
+#: increments of one parent: parameters of the statement, the fields they change, and
+#: the statement's shape (the minimums and maximums given a new value, given a removed one)
+Shape = tuple[frozenset[str], frozenset[str]]
+Increment = tuple[dict[str, Any], frozenset[str], Shape]
+NONE: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,18 @@ class _Field:
     #: the inclusive range of the stored value (sums)
     low: Any = None
     high: Any = None
+
+    #: the statement's parameter names, made once: d_<name> (a count's or sum's
+    #: increment), lo_/hi_ (the range guard), v_ (a new value), r_ (a removed one)
+    d: str = attribute(init=False, default="")
+    lo: str = attribute(init=False, default="")
+    hi: str = attribute(init=False, default="")
+    v: str = attribute(init=False, default="")
+    r: str = attribute(init=False, default="")
+
+    def __post_init__(self) -> None:
+        for kind in ("d", "lo", "hi", "v", "r"):
+            object.__setattr__(self, kind, f"{kind}_{self.name}")
 
 
 class Increments:
@@ -142,27 +158,32 @@ class Increments:
     def _increment(self, before: Mapping[str, Any] | None,
                    after: Mapping[str, Any] | None) -> Increment | None:
         params: dict[str, Any] = {}
-        touched: set[str] = set()
+        touched: list[str] = []
+        added: list[str] = []
+        gone: list[str] = []
         with decimal.localcontext(EXACT):
             for field in self.fields:
                 old, new = _value(field, before), _value(field, after)
                 if field.function == "count":
-                    params[f"d_{field.name}"] = delta = (new is not None) - (old is not None)
+                    params[field.d] = delta = (new is not None) - (old is not None)
                 elif field.function == "sum":
-                    params[f"d_{field.name}"] = delta = (new or 0) - (old or 0)
+                    params[field.d] = delta = (new or 0) - (old or 0)
                     if abs(delta) > field.high:
                         return None  # cannot fit whatever is stored: the aggregate says so
-                    params[f"lo_{field.name}"] = max(field.low, field.low - delta)
-                    params[f"hi_{field.name}"] = min(field.high, field.high - delta)
+                    params[field.lo] = max(field.low, field.low - delta)
+                    params[field.hi] = min(field.high, field.high - delta)
                 else:
                     delta = 0 if old == new else 1
                     if delta and new is not None:
-                        params[f"v_{field.name}"] = new
+                        params[field.v] = new
+                        added.append(field.name)
                     if delta and old is not None and not _still_extreme(field.function, old, new):
-                        params[f"r_{field.name}"] = old
+                        params[field.r] = old
+                        gone.append(field.name)
                 if delta:
-                    touched.add(field.name)
-        return params, frozenset(touched)
+                    touched.append(field.name)
+        return params, frozenset(touched), (frozenset(added) if added else NONE,
+                                            frozenset(gone) if gone else NONE)
 
     # -- applying them ----------------------------------------------------------------------
     def apply(self, conn: sa.Connection, record_id: int, child_id: int,
@@ -170,16 +191,15 @@ class Increments:
         """Apply an increment to the parent `record_id`: its roll-ups touched, as stored
         now (with `answer`; else none: nothing reads them) — or None when the increment
         could not say (the caller adds the children up)."""
-        params, touched = increment
+        params, touched, (added, gone) = increment
         if not touched:
             return {}
-        added = frozenset(n[2:] for n in params if n.startswith("v_"))
-        gone = frozenset(n[2:] for n in params if n.startswith("r_"))
         statement = self._statements.get((added, gone, answer))
         if statement is None:
             statement = self._statements[(added, gone, answer)] = self._statement(
                 added, gone, answer)
-        result = conn.execute(statement, {**params, "record": record_id, "child": child_id})
+        params["record"], params["child"] = record_id, child_id
+        result = conn.execute(statement, params)
         if not answer:
             return {} if result.rowcount == 1 else None
         row = result.first()
@@ -194,25 +214,24 @@ class Increments:
         for field in self.fields:
             column = table.c[field.name]
             if field.function in ("sum", "count"):
-                delta: Any = sa.bindparam(f"d_{field.name}", type_=column.type)
+                delta: Any = sa.bindparam(field.d, type_=column.type)
                 if field.member is not None:
                     delta = sa.case((field.member, delta), else_=sa.literal(0, column.type))
                 values[field.name] = column + delta
                 if field.function == "sum":
                     guards.append(column.between(
-                        sa.bindparam(f"lo_{field.name}", type_=column.type),
-                        sa.bindparam(f"hi_{field.name}", type_=column.type)))
+                        sa.bindparam(field.lo, type_=column.type),
+                        sa.bindparam(field.hi, type_=column.type)))
                 continue
             if field.name in added:
-                new = sa.bindparam(f"v_{field.name}", type_=column.type)
+                new = sa.bindparam(field.v, type_=column.type)
                 beats = sa.or_(column.is_(None), column < new if field.function == "max"
                                else column > new)
                 if field.member is not None:
                     beats = sa.and_(field.member, beats)
                 values[field.name] = sa.case((beats, new), else_=column)
             if field.name in gone:  # an extreme removed: the aggregate finds the next one
-                extreme = column.is_distinct_from(sa.bindparam(f"r_{field.name}",
-                                                               type_=column.type))
+                extreme = column.is_distinct_from(sa.bindparam(field.r, type_=column.type))
                 guards.append(extreme if field.member is None
                               else sa.or_(sa.not_(field.member), extreme))
         statement = sa.update(table).where(*guards).values(values)
