@@ -5,11 +5,15 @@ moved to another stage, and a many-to-many link added or removed.
 The batch computation is `engine/storage/rollups.py`. Here: which parents a write
 affects. A child's write names its parents (its link's old and new values; for a
 many-to-many way, its join rows), and only when it changed something the roll-ups read
-(the rolled-up field, a field of `where`, the link itself). The parents are locked and
-computed again; what changed is then followed like any change of a stored column: the
-parents' formulas and the formulas reading them (engine/records/formulas.py), the
-roll-ups of grandparents that add up a roll-up, and the parents' rules — a line that
-would push an order past a rule on its total is refused, and nothing is written.
+(the rolled-up field, a field of `where`, the link itself). Along a way back, the
+parents' counts, sums, minimums and maximums move by the child's old and new values, one
+statement per parent (engine/storage/rollup_deltas.py); otherwise, or when an increment
+cannot say, the parents are locked and computed again. A parent whose roll-ups nothing
+reads is done there; for the others, what changed is followed like any change of a
+stored column: the parents' formulas and the formulas reading them
+(engine/records/formulas.py), the roll-ups of grandparents that add up a roll-up, and the
+parents' rules — a line that would push an order past a rule on its total is refused, and
+nothing is written.
 
 As for formulas, a parent recomputed keeps its `version` and `updated_at` and gets no
 timeline entry: nobody edited it, so an `If-Match` a client holds stays valid.

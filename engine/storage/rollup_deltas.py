@@ -46,7 +46,7 @@ from engine.setup.rollups import REVERSE
 from engine.setup.spec import EntitySpec, FieldSpec
 from engine.storage.filters import compile_condition
 from engine.storage.formulas import EXACT
-from engine.storage.rollups import _same_storage, unscoped
+from engine.storage.rollups import same_storage, unscoped
 from engine.storage.tables import Storage
 from engine.types.columns import ExactDecimal
 from engine.types.fields import INT64_MAX, INT64_MIN
@@ -132,7 +132,7 @@ class Increments:
             assert rollup is not None
             if rollup.function not in ("count", "sum", "min", "max") or rollup.pair:
                 return None
-            if rollup.field is not None and rollup.function != "count" and not _same_storage(
+            if rollup.field is not None and rollup.function != "count" and not same_storage(
                     child_table.c[rollup.field].type, parent_table.c[field.name].type):
                 return None
         return cls(storage, parent, fields, dialect) if fields else None
