@@ -1,7 +1,8 @@
 """Roll-ups on the write path: what three roll-ups on a parent cost a child's create and patch.
 
     .venv/bin/python bench/rollups.py                          # SQLite, 3,000 writes each
-    .venv/bin/python bench/rollups.py --writes 1000 --url postgresql+psycopg://...
+    .venv/bin/python bench/rollups.py --writes 1000 --url postgresql+psycopg://.../kt_bench
+    # PostgreSQL: the database of --url and kt_bench_rolled beside it (made when missing)
 
 Two setups over the same tables: orders and their lines (a quantity, a price, an amount,
 a link to the order), once plain and once with three roll-ups on the order (`total`: the
@@ -10,8 +11,10 @@ database is made by the engine and seeded with 500 orders of 40 lines (SQLAlchem
 not timed); then, through the engine's Records API (no HTTP, so the figure is the
 roll-ups' own cost), a run of child creates — each adding a line to an order — and a run
 of child patches — each changing a line's amount — one transaction per write as the API
-does them, with the acting user absent (open mode). Timed by the clock and by the
-process's CPU time. The target (issue 10): each write with roll-ups at most 1.3× the same
+does them, with the acting user absent (open mode). Both setups are open at once and
+their writes run in alternating batches (`--rounds`, default 10; who goes first alternates),
+so that a shared machine's load, which changes by the minute, weighs on both alike. Timed by
+the clock and by the process's CPU time. The target (issue 10): each write with roll-ups at most 1.3× the same
 write without. Figures go to stdout and bench/results/rollups-*.json.
 """
 
@@ -77,52 +80,93 @@ def seed(kt: Kartoteka, rolled: bool) -> None:
             for i in range(ORDERS * LINES_EACH)])
 
 
-def measure(url: str, writes: int, folder: Path, rolled: bool) -> dict[str, Any]:
+def _open(url: str, folder: Path, rolled: bool) -> Kartoteka:
     kt = Kartoteka.open(write_setup(folder, rolled), url)
-    try:
-        kt.migrate()
-        seed(kt, rolled)
-        records = kt.records
-        result: dict[str, Any] = {}
-        created: list[int] = []
-        started, cpu = time.perf_counter(), time.process_time()
-        for i in range(writes):
-            created.append(records.create("line", {
-                "quantity": 1 + i % 7, "amount": f"{i % 100}.25", "order": 1 + i % ORDERS})["id"])
-        result["create"] = _timing(writes, started, cpu)
-        started, cpu = time.perf_counter(), time.process_time()
-        for i, line in enumerate(created):
-            records.update("line", line, {"amount": f"{i % 50}.75"})
-        result["patch"] = _timing(writes, started, cpu)
-        if rolled:  # the roll-ups were kept, not skipped
-            order = records.get("order", 1)
-            assert order["lines_count"] == LINES_EACH + len(range(0, writes, ORDERS)), order
-        return result
-    finally:
-        kt.close()
+    kt.migrate()
+    seed(kt, rolled)
+    return kt
 
 
-def _timing(writes: int, started: float, cpu: float) -> dict[str, float]:
-    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+def _batch(kt: Kartoteka, writes: int, offset: int, rolled: bool,
+           totals: dict[str, list[float]]) -> dict[str, Any]:
+    """`writes` line creates, then a patch of each line made; their clock and CPU seconds
+    added to `totals` ({kind: [writes, seconds, cpu]})."""
+    records = kt.records
+    created: list[int] = []
+    started, cpu = time.perf_counter(), time.process_time()
+    for j in range(writes):
+        i = offset + j
+        created.append(records.create("line", {
+            "quantity": 1 + i % 7, "amount": f"{i % 100}.25", "order": 1 + i % ORDERS})["id"])
+    _add(totals, "create", writes, started, cpu)
+    started, cpu = time.perf_counter(), time.process_time()
+    for j, line in enumerate(created):
+        records.update("line", line, {"amount": f"{(offset + j) % 50}.75"})
+    _add(totals, "patch", writes, started, cpu)
+    if rolled:  # the roll-ups were kept, not skipped
+        order = records.get("order", 1)
+        made = offset + writes
+        assert order["lines_count"] == LINES_EACH + len(range(0, made, ORDERS)), order
+    return {kind: _timing(*totals[kind]) for kind in totals}
+
+
+def _add(totals: dict[str, list[float]], kind: str, writes: int, started: float,
+         cpu: float) -> None:
+    total = totals.setdefault(kind, [0, 0.0, 0.0])
+    total[0] += writes
+    total[1] += time.perf_counter() - started
+    total[2] += time.process_time() - cpu
+
+
+def _timing(writes: float, seconds: float, cpu: float) -> dict[str, float]:
     return {"seconds": round(seconds, 3), "writes_per_s": round(writes / seconds),
             "cpu_ms_per_write": round(1000 * cpu / writes, 3)}
 
 
-def compare(url: str | None, writes: int, tmp: Path) -> dict[str, Any]:
-    """Both setups on fresh databases (SQLite files in `tmp`, or fresh PostgreSQL
-    databases are not made here: give an empty database URL for each run)."""
-    runs = {}
+def compare(url: str | None, writes: int, tmp: Path, rounds: int = 10) -> dict[str, Any]:
+    """Both setups, each on its own fresh database (SQLite files in `tmp`; on PostgreSQL
+    the database of `url` and a second one beside it, `<name>_rolled`, both emptied), both
+    open at once: their writes run in `rounds` alternating batches (who goes first
+    alternates too), so that the machine's load, which changes by the minute on a shared
+    machine, weighs on both alike."""
+    engines = {}
     for rolled in (False, True):
         name = "rollups" if rolled else "plain"
-        target = url or f"sqlite:///{tmp / f'{name}.db'}"
+        target = f"sqlite:///{tmp / f'{name}.db'}"
         if url is not None:
-            _reset(url)
-        runs[name] = measure(target, writes, tmp / name, rolled)
+            target = _beside(url, "_rolled") if rolled else url
+            _reset(target)
+        engines[name] = _open(target, tmp / name, rolled)
+    totals: dict[str, dict[str, list[float]]] = {name: {} for name in engines}
+    runs: dict[str, Any] = {}
+    try:
+        size = max(1, writes // rounds)
+        for r, offset in enumerate(range(0, writes, size)):
+            order = list(engines) if r % 2 == 0 else list(engines)[::-1]
+            for name in order:
+                runs[name] = _batch(engines[name], min(size, writes - offset), offset,
+                                    name == "rollups", totals[name])
+    finally:
+        for kt in engines.values():
+            kt.close()
     ratios = {kind: round(runs["rollups"][kind]["cpu_ms_per_write"]
                           / runs["plain"][kind]["cpu_ms_per_write"], 2)
               for kind in ("create", "patch")}
-    return {"database": "postgresql" if url else "sqlite", "writes": writes, "runs": runs,
-            "cpu_ratio": ratios}
+    return {"database": "postgresql" if url else "sqlite", "writes": writes, "rounds": rounds,
+            "runs": runs, "cpu_ratio": ratios}
+
+
+def _beside(url: str, suffix: str) -> str:
+    """A database next to the one of `url` (created when missing), for the second setup."""
+    made = sa.engine.make_url(url)
+    name = f"{made.database}{suffix}"
+    engine = sa.create_engine(made.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        if not conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"),
+                            {"n": name}).first():
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return made.set(database=name).render_as_string(hide_password=False)
 
 
 def _reset(url: str) -> None:
@@ -137,11 +181,13 @@ def _reset(url: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--writes", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=10,
+                        help="alternating batches of the two setups (default 10)")
     parser.add_argument("--url", help="a PostgreSQL database to use (its public schema is "
                                       "emptied); SQLite files in a temporary folder if absent")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kartoteka-rollups-") as tmp:
-        result = compare(args.url, args.writes, Path(tmp))
+        result = compare(args.url, args.writes, Path(tmp), args.rounds)
     for kind in ("create", "patch"):
         plain, rolled = result["runs"]["plain"][kind], result["runs"]["rollups"][kind]
         ratio = result["cpu_ratio"][kind]

@@ -5,11 +5,15 @@ moved to another stage, and a many-to-many link added or removed.
 The batch computation is `engine/storage/rollups.py`. Here: which parents a write
 affects. A child's write names its parents (its link's old and new values; for a
 many-to-many way, its join rows), and only when it changed something the roll-ups read
-(the rolled-up field, a field of `where`, the link itself). The parents are locked and
-computed again; what changed is then followed like any change of a stored column: the
-parents' formulas and the formulas reading them (engine/records/formulas.py), the
-roll-ups of grandparents that add up a roll-up, and the parents' rules — a line that
-would push an order past a rule on its total is refused, and nothing is written.
+(the rolled-up field, a field of `where`, the link itself). Along a way back, the
+parents' counts, sums, minimums and maximums move by the child's old and new values, one
+statement per parent (engine/storage/rollup_deltas.py); otherwise, or when an increment
+cannot say, the parents are locked and computed again. A parent whose roll-ups nothing
+reads is done there; for the others, what changed is followed like any change of a
+stored column: the parents' formulas and the formulas reading them
+(engine/records/formulas.py), the roll-ups of grandparents that add up a roll-up, and the
+parents' rules — a line that would push an order past a rule on its total is refused, and
+nothing is written.
 
 As for formulas, a parent recomputed keeps its `version` and `updated_at` and gets no
 timeline entry: nobody edited it, so an `If-Match` a client holds stays valid.
@@ -29,6 +33,7 @@ from engine.records.rules import Rules
 from engine.setup.names import link_column, poly_entity_column
 from engine.setup.rollups import MANY, REVERSE
 from engine.setup.spec import LinkSpec
+from engine.storage.rollup_deltas import Increment, Increments
 from engine.storage.rollups import Changes, EntityRollups, unscoped
 from engine.storage.tables import Storage
 
@@ -48,6 +53,9 @@ class _Watch:
     columns: frozenset[str]
     #: the columns that say which parent a child belongs to (REVERSE only)
     key: tuple[str, ...] = ()
+    #: the parent's roll-ups along this way kept by increments (REVERSE only), or None:
+    #: added up again from the children
+    increments: Increments | None = None
 
 
 class Rollups:
@@ -86,11 +94,28 @@ class Rollups:
                     self.joins[(declared, rollup.link.name)].add((plan.entity, side))
         for (child, parent, kind, name), (link, read) in ways.items():
             key: tuple[str, ...] = ()
+            increments = None
             if kind == REVERSE:
                 key = (link_column(name),) + ((poly_entity_column(name),)
                                               if link.polymorphic else ())
-            self.watches[child].append(_Watch(parent, child, kind, link, frozenset(read), key))
+                increments = Increments.build(storage, setup.entities[parent], child, name,
+                                              dialect)
+            self.watches[child].append(_Watch(parent, child, kind, link, frozenset(read), key,
+                                              increments))
+        #: parent entities whose roll-ups nothing else reads (no formula, roll-up or rule):
+        #: a child's increment needs no answer and nothing follows it
+        self.unread = {name for name in self.entities if not self._read(name)}
         formulas.listeners.append(self.changed)
+
+    def _read(self, entity: str) -> bool:
+        """Does a formula, a roll-up or a rule read this entity's roll-ups?"""
+        names = set(self.entities[entity].names)
+        plan = self.formulas.entities.get(entity)
+        rules = self.storage.setup.rules.get(entity)
+        return bool((plan is not None and names & plan.own_columns)
+                    or any(self.formulas.watchers.get((entity, n)) for n in names)
+                    or any(names & (w.columns | set(w.key)) for w in self.watches.get(entity, ()))
+                    or (rules is not None and rules.rules))
 
     def empty(self, entity: str) -> dict[str, Any]:
         """A new record's roll-ups: nothing links to it yet."""
@@ -107,19 +132,53 @@ class Rollups:
         changed = set(after) if before is None else {
             key for key, value in after.items() if before.get(key) != value}
         due: Due = defaultdict(set)
+        increments: dict[tuple[str, int], list[tuple[Increments, Increment | None]]] = \
+            defaultdict(list)
         for watch in watches:
             if watch.kind != REVERSE:
                 if before is not None and changed & watch.columns:
                     due[watch.parent].update(self._parents(conn, watch, [record_id]))
                 continue
             new = _parent(watch, after)
-            if before is None:
-                due[watch.parent].update([new] if new is not None else [])
+            old = None if before is None else _parent(watch, before)
+            if (old is None and new is None) or (
+                    before is not None and old == new and not changed & watch.columns):
                 continue
-            old = _parent(watch, before)
-            if old != new or changed & watch.columns:
+            if watch.increments is None or (
+                    before is not None and watch.increments.moved(before, after)):
                 due[watch.parent].update(i for i in (old, new) if i is not None)
+                continue
+            if old == new:
+                assert before is not None and new is not None
+                increments[(watch.parent, new)].append(
+                    (watch.increments, watch.increments.changed(before, after)))
+                continue
+            if old is not None:
+                assert before is not None
+                increments[(watch.parent, old)].append(
+                    (watch.increments, watch.increments.removed(before)))
+            if new is not None:
+                increments[(watch.parent, new)].append(
+                    (watch.increments, watch.increments.added(after)))
+        for (parent, parent_id), found in sorted(increments.items()):
+            self._increment(conn, parent, parent_id, record_id, found)
         self.recompute(conn, due)
+
+    def _increment(self, conn: sa.Connection, parent: str, parent_id: int, child_id: int,
+                   increments: list[tuple[Increments, Increment | None]]) -> None:
+        """A parent's roll-ups moved by a child's write (engine/storage/rollup_deltas.py),
+        or added up again when an increment cannot say what they are now."""
+        changes: dict[str, Any] = {}
+        answer = parent not in self.unread
+        for plan, increment in increments:
+            applied = None if increment is None else plan.apply(conn, parent_id, child_id,
+                                                                 increment, answer=answer)
+            if applied is None:
+                changes = self.entities[parent].recompute(conn, [parent_id]).get(parent_id, {})
+                break
+            changes.update(applied)
+        if changes:
+            self._follow(conn, parent, {parent_id: changes})
 
     def links_changed(self, conn: sa.Connection, entity: str, link: str, source_id: int,
                       target_ids: Iterable[int]) -> Changes:
@@ -177,17 +236,22 @@ class Rollups:
             if not changes:
                 continue
             done[parent] = changes
-            by_field: dict[str, list[int]] = defaultdict(list)
-            for record_id, values in changes.items():
-                for name in values:
-                    by_field[name].append(record_id)
-            for name, changed_ids in by_field.items():
-                for record_id, values in self.formulas.changed(
-                        conn, parent, changed_ids, {name}).items():
-                    changes[record_id].update(values)  # answered with the roll-ups
-                self.changed(conn, parent, changed_ids, {name})
-            self.rules.check(conn, parent, sorted(changes))
+            self._follow(conn, parent, changes)
         return done
+
+    def _follow(self, conn: sa.Connection, parent: str, changes: Changes) -> None:
+        """Roll-ups of these parents changed: the formulas and roll-ups reading them
+        follow (what formulas change is added to `changes`), then the parents' rules."""
+        by_field: dict[str, list[int]] = defaultdict(list)
+        for record_id, values in changes.items():
+            for name in values:
+                by_field[name].append(record_id)
+        for name, changed_ids in by_field.items():
+            for record_id, values in self.formulas.changed(
+                    conn, parent, changed_ids, {name}).items():
+                changes[record_id].update(values)  # answered with the roll-ups
+            self.changed(conn, parent, changed_ids, {name})
+        self.rules.check(conn, parent, sorted(changes))
 
     def _parents(self, conn: sa.Connection, watch: _Watch, ids: list[int]) -> set[int]:
         """The parents the records `ids` are added up into along `watch`'s way."""

@@ -43,6 +43,9 @@ class Journal:
         # every event (a statement built with `.values(...)` per write costs more than its
         # execution)
         self._insert_change = sa.insert(storage.changes)
+        #: PostgreSQL: a change and its one event in one statement (no round trip of its
+        #: own), by the columns they set
+        self._insert_both: dict[tuple[tuple[str, ...], tuple[str, ...]], Any] = {}
         self._insert_stage = sa.insert(storage.stage_history)
         #: this thread's entries kept by `deferred`
         self._deferred = threading.local()
@@ -51,12 +54,34 @@ class Journal:
                changes: Mapping[str, Any] | None, *, by: int | None, at: dt.datetime) -> None:
         row = {"entity": entity, "record_id": record_id, "at": at, "by": by, "action": action,
                "changes": dict(changes) if changes else None}
-        self._emit(conn, entity, (record_id,), action, changes, by=by, at=at)
         pending: list[dict[str, Any]] | None = getattr(self._deferred, "pending", None)
+        if pending is None and conn.dialect.name == "postgresql":
+            self._change_with_event(conn, row, changes)
+            return
+        self._emit(conn, entity, (record_id,), action, changes, by=by, at=at)
         if pending is not None:
             pending.append(row)
             return
         conn.execute(self._insert_change, row)
+
+    def _change_with_event(self, conn: sa.Connection, row: dict[str, Any],
+                           changes: Mapping[str, Any] | None) -> None:
+        """PostgreSQL: the history row and its event (if anything listens) by ONE statement,
+        `WITH e AS (INSERT INTO kt_event …) INSERT INTO kt_change …` — the event costs the
+        write no round trip of its own, and is still in the write's transaction."""
+        events = self.outbox.rows(conn, row["entity"], (row["record_id"],), row["action"],
+                                  changes, by=row["by"], at=row["at"])
+        if not events:
+            conn.execute(self._insert_change, row)
+            return
+        (event,) = events  # one record's change: one event
+        keys = (tuple(row), tuple(event))
+        statement = self._insert_both.get(keys)
+        if statement is None:
+            statement = self._insert_both[keys] = _with_event(
+                self.storage.changes, keys[0], self.storage.events, keys[1])
+        conn.execute(statement, {**row, **{f"event_{k}": v for k, v in event.items()}})
+        self.outbox.woken()
 
     def _emit(self, conn: sa.Connection, entity: str, record_ids: Iterable[int], kind: str,
               changes: Mapping[str, Any] | None, *, by: int | None, at: dt.datetime) -> None:
@@ -134,6 +159,18 @@ class Journal:
             .order_by(history.c.at.desc(), history.c.id.desc()).limit(1)
         ).scalar()
         return at
+
+
+def _with_event(changes: sa.Table, change_columns: tuple[str, ...], events: sa.Table,
+                event_columns: tuple[str, ...]) -> Any:
+    """`WITH e AS (INSERT INTO kt_event …) INSERT INTO kt_change …`: a change's history row
+    and its automation event written by one statement (PostgreSQL runs a data-modifying
+    WITH whatever the outer statement does; SQLite has none). The event's values are the
+    parameters `event_<column>`."""
+    def values(table: sa.Table, names: tuple[str, ...], prefix: str) -> dict[str, Any]:
+        return {n: sa.bindparam(prefix + n, type_=table.c[n].type) for n in names}
+    event = sa.insert(events).values(values(events, event_columns, "event_")).cte("kt_new_event")
+    return sa.insert(changes).values(values(changes, change_columns, "")).add_cte(event)
 
 
 def _insert_dicts(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:

@@ -6,7 +6,8 @@ For a batch of parent ids, one aggregate SELECT per way and condition reads ever
 along it (`SELECT order_id, SUM(amount), COUNT(*) ... WHERE order_id IN (...) GROUP BY
 order_id`), sums exactly (engine/storage/sums.py; an average is that exact sum divided by
 the count, in Python), and the parents whose values changed are written back with one
-executemany UPDATE.
+executemany UPDATE. (A child's single write usually moves its parent's values by an
+increment instead: engine/storage/rollup_deltas.py; this is what it falls back to.)
 
 Concurrent writers (PostgreSQL, READ COMMITTED): the parents are locked first, in id
 order, by their own statement (`SELECT ... FOR NO KEY UPDATE`); the aggregate runs after it as a
@@ -153,7 +154,7 @@ class _Way:
                 continue
             column = self._column(rollup)
             target = table.c[field.name].type
-            if rollup.function == "avg" or not _same_storage(column.type, target):
+            if rollup.function == "avg" or not same_storage(column.type, target):
                 return None
             if rollup.function == "sum":
                 total = sa.type_coerce(sa.func.coalesce(sa.func.sum(column), 0), target)
@@ -320,7 +321,7 @@ def _unstorable(entity: str, record_id: int, name: str, problem: Exception) -> V
                       "the field cannot", name, problem, "rollup_out_of_range", "is out of range")
 
 
-def _same_storage(column: Any, field: Any) -> bool:
+def same_storage(column: Any, field: Any) -> bool:
     """Are a child's column and a roll-up's column stored alike, so that SQL's value of one
     is the other's as stored: both integers, or exact decimals of the same places (and a
     child value always fits the roll-up's digits: a minimum or maximum is not guarded)?"""
