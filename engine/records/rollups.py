@@ -98,8 +98,13 @@ class Rollups:
             if kind == REVERSE:
                 key = (link_column(name),) + ((poly_entity_column(name),)
                                               if link.polymorphic else ())
-                increments = Increments.build(storage, setup.entities[parent], child, name,
-                                              dialect)
+                # a computed field of the child (a formula, a roll-up) also changes outside
+                # the child's own write and is followed by `changed`, which adds the
+                # parents up again: an increment on top of that would count it twice
+                fields = setup.entities[child].fields
+                if not any(c in fields and fields[c].computed for c in read):
+                    increments = Increments.build(storage, setup.entities[parent], child, name,
+                                                  dialect)
             self.watches[child].append(_Watch(parent, child, kind, link, frozenset(read), key,
                                               increments))
         #: parent entities whose roll-ups nothing else reads (no formula, roll-up or rule):
