@@ -179,3 +179,58 @@ def test_a_merge_without_pipeline_or_automations_moves_what_there_is(
     merged = kt.merger.merge("client", survivor["id"], {"others": [other["id"]]})
     assert merged["id"] == survivor["id"]
     assert kt.records.list_page("client", []).total == 1
+
+
+def test_a_date_trigger_that_fired_for_a_merged_record_does_not_fire_again(
+        make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path]) -> None:
+    """The merge fills the survivor's empty date from the other, whose reminder has gone
+    out: the survivor is not reminded twice, and the fired mark is the survivor's."""
+    kt = make_kt(write_setup({
+        "setup.yaml": """
+            name: Renewals
+            languages: [ru]
+            timezone: Europe/Moscow
+            roles:
+              manager:
+                "*": {create: all, read: all, update: all, delete: all}
+            automations:
+              renewal:
+                entity: contract
+                on: date
+                date: valid_to
+                before: 3 days
+                do:
+                  - notify: {to: [$owner], subject: "Продлить {number} до {valid_to}"}
+        """,
+        "contract.yaml": """
+            owner: true
+            fields:
+              number: {type: string, required: true}
+              valid_to: date
+            duplicates:
+              rules:
+                same_number: {exact: number}
+        """,
+    }, "renewals"))
+    owner, _ = kt.users.add("anna@example.com", ["manager"], language="ru")
+    msk = dt.timezone(dt.timedelta(hours=3))
+    kt.records.clock = lambda: dt.datetime(2026, 12, 1, 12, 0, tzinfo=msk)
+    survivor = kt.records.create("contract", {"number": "Д-1"}, owner=owner.id)
+    with kt.records.duplicates.confirmed("all"):
+        other = kt.records.create("contract", {"number": "д-1", "valid_to": "2026-12-05"},
+                                  owner=owner.id)
+    kt.records.clock = lambda: dt.datetime(2026, 12, 2, 9, 0, tzinfo=msk)
+    while kt.automations.run_pending():
+        pass
+    table, fired = kt.storage.notifications, kt.storage.fired
+    with kt.db.read() as conn:
+        assert conn.execute(sa.select(table.c.subject)).scalars().all() == [
+            "Продлить д-1 до 05.12.2026"]
+    merged = kt.merger.merge("contract", survivor["id"], {"others": [other["id"]]})
+    assert merged["valid_to"] == "2026-12-05"
+    kt.records.clock = lambda: dt.datetime(2026, 12, 3, 9, 0, tzinfo=msk)
+    while kt.automations.run_pending():
+        pass
+    with kt.db.read() as conn:
+        assert conn.execute(sa.select(table.c.record_id)).scalars().all() == [survivor["id"]]
+        assert set(conn.execute(sa.select(fired.c.record_id)).scalars()) == {survivor["id"]}

@@ -66,8 +66,9 @@ def _move_fired(conn: sa.Connection, storage: Storage, entity: str, survivor: in
                         .order_by(fired.c.record_id)).all()
     if not rows:
         return
-    has = set(conn.execute(sa.select(fired.c.automation, fired.c.due).where(
-        fired.c.automation.in_(names), fired.c.record_id == survivor)).tuples())
+    has = {(row.automation, row.due) for row in conn.execute(
+        sa.select(fired.c.automation, fired.c.due).where(
+            fired.c.automation.in_(names), fired.c.record_id == survivor))}
     for row in rows:
         key = (row.automation, row.due)
         if key not in has:
