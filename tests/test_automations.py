@@ -234,7 +234,7 @@ def test_from_and_to_values_and_changed_fields(kt: Kartoteka, people: dict[str, 
     kt.automations.run_pending()
     assert made(anna.get(f"/api/deal/{other['id']}"), 200)["stage"] == "lost"
     told = made(boss.get("/api/me/notifications"), 200)
-    assert [n["subject"] for n in told["items"]] == ["Big deal E: 150000.00"]
+    assert [n["subject"] for n in told["items"]] == ["Big deal E: 150,000.00"]  # as English writes it
     made(anna.patch(f"/api/deal/{other['id']}", json={"title": "E2"}), 200)  # amount unchanged
     kt.automations.run_pending()
     assert made(boss.get("/api/me/notifications"), 200)["unread"] == 1
@@ -250,9 +250,9 @@ def test_notifications_respect_reading_rights_and_hidden_fields(
     mine = made(anna.get("/api/me/notifications"), 200)
     assert [n["subject"] for n in mine["items"]] == ["Сделка is in contract"]
     # the margin is hidden from managers: left out of the text they get, not from the director's
-    assert mine["items"][0]["text"] == "Margin , amount 2000.00"
+    assert mine["items"][0]["text"] == "Margin , amount 2,000.00"
     assert made(boss.get("/api/me/notifications"), 200)["items"][0]["text"] == \
-        "Margin 300.00, amount 2000.00"
+        "Margin 300.00, amount 2,000.00"
     assert made(lena.get("/api/me/notifications"), 200)["unread"] == 1
     assert made(oleg.get("/api/me/notifications"), 200) == {"items": [], "unread": 0, "next": None}
     item = mine["items"][0]

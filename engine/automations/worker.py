@@ -44,14 +44,16 @@ from engine.access.acting import User
 from engine.access.users import Users
 from engine.automations import mail, webhook
 from engine.automations.channels import DeliveryFailed
+from engine.automations.localized import Localizer
 from engine.automations.templates import render
 from engine.errors import ErrorDetail, NotFound, RequestError, ValidationFailed
 from engine.process.stages import StageMoves
 from engine.records.service import Record, Records
+from engine.records.titles import Titles
 from engine.setup.automations import ACTOR, OWNER, RECORD, AutomationSpec
 from engine.setup.names import link_column, poly_entity_column
 from engine.setup.roles import ADMIN
-from engine.setup.spec import FieldSpec, label_text
+from engine.setup.spec import FieldSpec, LinkSpec, label_text
 from engine.storage.outbox import DEAD, DELIVERIES, DONE, PENDING, SUBSCRIBED_KIND
 from engine.storage.rules import _clauses
 from engine.types.moments import NotRelative, Relative, parse_relative
@@ -117,6 +119,8 @@ class Automations:
         self.storage = records.storage
         self.db = records.db
         self.outbox = records.journal.outbox
+        #: the titles of linked records a notification names, as its reader may read them
+        self.records_titles = Titles(records)
         self.by_event: dict[tuple[str, str], list[AutomationSpec]] = {}
         for automation in self.storage.setup.automations:
             self.by_event.setdefault((automation.entity, automation.event), []).append(automation)
@@ -518,9 +522,30 @@ class Automations:
 
     def _render(self, conn: sa.Connection, entity: str, record: Record, text: str,
                 hidden: Callable[[str], frozenset[str]] | None = None, *,
-                single_line: bool = False) -> str:
-        return render(text, lambda path: self._lookup(conn, entity, record, path, hidden),
+                single_line: bool = False, language: str | None = None) -> str:
+        """`text` filled from `record`; for people (`language`: a notification's, an
+        e-mail's) each value as that language writes it (engine/automations/localized.py),
+        else as the API renders it (a value an action writes)."""
+        if language is None:
+            return render(text, lambda path: self._lookup(conn, entity, record, path, hidden),
+                          single_line=single_line)
+        localizer = Localizer(language, self.zone,
+                              lambda target, ids: self.records_titles.of(conn, target, ids),
+                              self.records_titles.has_title)
+        return render(text, lambda path: localizer.value(
+            self._spec_at(entity, path), self._lookup(conn, entity, record, path, hidden)),
                       single_line=single_line)
+
+    def _spec_at(self, entity: str, path: str) -> FieldSpec | LinkSpec | None:
+        """The field or link a placeholder's path ends at."""
+        *links, name = path.split(".")
+        spec = self.storage[entity].spec
+        for part in links:
+            link = spec.links.get(part)
+            if link is None or link.polymorphic:
+                return None
+            spec = self.storage[link.target].spec
+        return spec.fields.get(name) or spec.links.get(name)
 
     def _lookup(self, conn: sa.Connection, entity: str, record: Record, path: str,
                 hidden: Callable[[str], frozenset[str]] | None = None) -> Any:
@@ -696,9 +721,11 @@ class Automations:
                     params: Mapping[str, Any], hidden: Callable[[str], frozenset[str]] | None,
                     language: str) -> None:
         subject = self._render(conn, automation.entity, record,
-                               self._text(params["subject"], language), hidden, single_line=True)
+                               self._text(params["subject"], language), hidden, single_line=True,
+                               language=language)
         text = "" if params.get("text") is None else self._render(
-            conn, automation.entity, record, self._text(params["text"], language), hidden)
+            conn, automation.entity, record, self._text(params["text"], language), hidden,
+            language=language)
         # Content-Language: the language the texts were found in, when it is one
         found = {language if language in texts else self.storage.setup.languages[0]
                  for texts in (params["subject"], params.get("text")) if texts is not None}
@@ -791,9 +818,9 @@ class Automations:
                 hidden = self._hidden_for(user)
                 language = self.language_of(user.language)
                 subject_text = self._render(conn, entity, seen, self._text(subject, language),
-                                            hidden)
+                                            hidden, language=language)
                 body = None if text is None else self._render(
-                    conn, entity, seen, self._text(text, language), hidden)
+                    conn, entity, seen, self._text(text, language), hidden, language=language)
             conn.execute(sa.insert(self.storage.notifications).values(
                 user_id=user.id, automation=automation, entity=entity, record_id=record_id,
                 subject=subject_text[:2000], text=body, at=dt.datetime.now(dt.UTC)))

@@ -56,7 +56,7 @@ class StageMoves:
             _check_move(spec, pipeline, source, target, current)
             _check_role(entity, pipeline, target, records.access.acting.user)
             now = dt.datetime.now(dt.UTC)
-            entered = records.journal.last_stage_entry(conn, entity, record_id)
+            entered = records.journal.last_stage_entry(conn, entity, record_id, source)
             updated = conn.execute(records.access.scoped(
                 sa.update(table.table)
                 .where(table.table.c.id == record_id, table.table.c.version == current["version"])

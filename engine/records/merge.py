@@ -10,9 +10,11 @@ In one transaction, for a survivor and the others merged into it:
    pair moves with the data it carries (`through:`), and a pair the survivor already has is
    kept once, the survivor's values winning; the others' own many-to-many links move the
    same way. Each repointed record gets a new version and a history entry;
-3. the others' history (changes) and timeline (comments, calls, meetings) move to the
-   survivor; their stage history does not (time in stage is about a record's own moves),
-4. the others are deleted;
+3. the others' history (changes), timeline (comments, calls, meetings), stage history,
+   automation runs and events, notifications and fired date triggers move to the survivor
+   (`engine.records.merge_moves`): its card shows everything they had, and the funnel
+   keeps their time in stage (the time was spent, by the same client under two ids);
+4. the others are deleted (their deletion stays recorded under their own ids);
 5. the survivor's empty fields and links are filled from the others, the first other
    (in the order given) with a value winning — a field the caller may not see or set is
    left as it is — through `Records.update`, so rules, formulas and roll-ups apply;
@@ -30,6 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from engine.errors import ErrorDetail, StaleVersion, ValidationFailed
+from engine.records.merge_moves import move_the_rest
 from engine.setup.names import link_column, poly_entity_column
 from engine.setup.spec import LinkSpec
 
@@ -77,6 +80,7 @@ class Merger:
                 self._repoint(conn, table, survivor, others, actor, now)
                 self._unloop(conn, table, survivor)
                 self._move_history(conn, entity, survivor, others)
+                move_the_rest(conn, self.storage, entity, survivor, others)
                 records._delete(conn, entity, others, set(), actor, scoped=True)
                 if fill:
                     with records.duplicates.confirmed("all"):

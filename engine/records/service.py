@@ -710,7 +710,8 @@ class Records:
                 self.journal.change(conn, entity, record_id, "update", journalled,
                                     by=actor, at=now)
                 if "stage" in journalled:
-                    entered = self.journal.last_stage_entry(conn, entity, record_id)
+                    entered = self.journal.last_stage_entry(conn, entity, record_id,
+                                                             current["stage"])
                     assert spec.pipeline is not None
                     self.journal.stage(
                         conn, entity, record_id,

@@ -11,7 +11,8 @@ duplicates:
 ```
 
 An `exact` rule compares one field's normalised value (`normal_value`): a phone by its
-digits (any script's digits), an e-mail case-folded without spaces, other text case-folded
+digits (any script's digits) — in E.164 when setup.yaml names a `region:`
+(engine/setup/phones.py), an e-mail case-folded without spaces, other text case-folded
 (NFKC, ё = е, Arabic ي/ك = Persian ی/ک) without spaces or punctuation, a number or choice as
 written. A `similar` rule scores a text field's normalised words with rapidfuzz's token
 sort ratio (0–100) against the records sharing one of its blocking keys (`blocking_keys`:
@@ -36,6 +37,7 @@ from typing import Any
 
 from engine.errors import Diagnostic
 from engine.setup.names import did_you_mean, identifier_problem, link_column
+from engine.setup.phones import e164
 from engine.setup.source import SourceFile
 from engine.setup.spec import FieldSpec, LinkSpec, Location
 from engine.types.fields import (
@@ -86,12 +88,17 @@ class DuplicateRule:
     threshold: int = 100
     mode: str = "warn"
     location: Location = dataclasses.field(default_factory=lambda: Location(""))
+    #: an exact phone rule's country (setup.yaml's `region:`): numbers compared in E.164
+    region: str | None = None
 
     @property
     def column(self) -> str:
         """The record's shadow column holding this rule's normalised value, named with a
         digest of what the keys depend on: a changed rule is a new column, filled anew."""
-        what = repr((self.field, self.similar, self.within)).encode()
+        key: tuple[object, ...] = (self.field, self.similar, self.within)
+        if self.region is not None:  # a new region: new keys (none: the columns of before)
+            key = (*key, self.region)
+        what = repr(key).encode()
         return f"kt_dk_{self.name}_{hashlib.sha1(what).hexdigest()[:6]}"
 
     def words(self) -> str:
@@ -226,6 +233,8 @@ def rule_value(rule: DuplicateRule, field: FieldSpec, values: Mapping[str, Any])
     else:
         normalise = normaliser(field.type)
         normal = normalise(str(value)) if normalise is not None else str(value)
+        if rule.region is not None and isinstance(field.type, PhoneType):
+            normal = e164(str(value), rule.region) or normal
     if not normal:
         return None
     return (within + WITHIN_MARK + normal)[:SIMILAR_LENGTH if rule.similar else EXACT_LENGTH]
@@ -251,8 +260,10 @@ def _a(word: str) -> str:
 
 def check_duplicates(source: SourceFile, entity: str, data: Mapping[str, Any],
                      fields: Mapping[str, FieldSpec], links: Mapping[str, LinkSpec],
-                     declared: Sequence[str]) -> tuple[EntityDuplicates | None, list[Diagnostic]]:
-    """The entity's `duplicates:` block checked: its rules, and every problem found."""
+                     declared: Sequence[str], *, region: str | None = None,
+                     ) -> tuple[EntityDuplicates | None, list[Diagnostic]]:
+    """The entity's `duplicates:` block checked: its rules, and every problem found;
+    `region` (setup.yaml's) is how its exact phone rules read a number without +."""
     block = data.get("duplicates")
     if block is None:
         return None, []
@@ -260,6 +271,9 @@ def check_duplicates(source: SourceFile, entity: str, data: Mapping[str, Any],
     rules = checker.block(block)
     if checker.diagnostics or not rules:
         return None, checker.diagnostics
+    if region is not None:
+        rules = [dataclasses.replace(rule, region=region) if not rule.similar
+                 and isinstance(fields[rule.field].type, PhoneType) else rule for rule in rules]
     return EntityDuplicates(entity, tuple(rules)), []
 
 

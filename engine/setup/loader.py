@@ -56,6 +56,7 @@ from engine.setup.names import (
     poly_entity_column,
 )
 from engine.setup.options import option_labels, option_problems, option_values
+from engine.setup.phones import region_hint, region_problem
 from engine.setup.roles import ADMIN, check_roles
 from engine.setup.rollups import check_rollups
 from engine.setup.rules import check_rules
@@ -124,6 +125,8 @@ class _Loader:
         self.diagnostics: list[Diagnostic] = []
         #: entity names of files that could not be loaded (their problems are reported)
         self.broken: set[str] = set()
+        #: setup.yaml's `region:` (phones written without +), checked; None without one
+        self.region: str | None = None
         self.setup_source: SourceFile | None = None
         self.entity_validator = jsonschema.Draft202012Validator(entity_schema(registry))
         self.setup_validator = jsonschema.Draft202012Validator(SETUP_SCHEMA)
@@ -254,7 +257,17 @@ class _Loader:
         if zone_problem:
             self.diagnostics.append(source.diagnostic(
                 "setup.timezone", ("timezone",), zone_problem, timezone_hint(data["timezone"])))
+        if "region" in data:
+            self._check_region(source, data["region"])
         return data, tuple(data.get("languages") or ("en",))
+
+    def _check_region(self, source: SourceFile, region: Any) -> None:
+        problem = region_problem(region)
+        if problem:
+            self.diagnostics.append(source.diagnostic("setup.region", ("region",), problem,
+                                                      region_hint(region)))
+        else:
+            self.region = str(region).upper()
 
     # -- one entity file --------------------------------------------------------------------
     def _load_entity_file(self, path: Path, languages: tuple[str, ...]) -> _EntityDraft | None:
@@ -294,7 +307,8 @@ class _Loader:
             source, data, draft.fields, draft.links, (*draft.field_names, *(data.get("links") or {})))
         self.diagnostics += problems
         draft.duplicates, problems = check_duplicates(source, name, data, draft.fields,
-                                                      draft.links, draft.field_names)
+                                                      draft.links, draft.field_names,
+                                                      region=self.region)
         self.diagnostics += problems
         return draft
 

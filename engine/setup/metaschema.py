@@ -198,6 +198,7 @@ SETUP_SCHEMA: dict[str, Any] = {
                       "x-hint": "use a lower-case ISO 639 code such as en, ru, fa, zh, pt-BR"},
         },
         "timezone": {"type": "string"},
+        "region": {"type": "string"},  # checked by engine/setup/phones.py
         "roles": {"type": "object"},
         "automations": {"type": "object"},  # checked by engine/setup/automations.py
         "intakes": {"type": "object"},  # checked by engine/setup/intakes.py

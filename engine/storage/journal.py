@@ -150,12 +150,16 @@ class Journal:
                                   -exits, -int(total))
             conn.execute(sa.delete(h).where(*mine))
 
-    def last_stage_entry(self, conn: sa.Connection, entity: str,
-                         record_id: int) -> dt.datetime | None:
+    def last_stage_entry(self, conn: sa.Connection, entity: str, record_id: int,
+                         stage: str | None = None) -> dt.datetime | None:
+        """When the record last entered `stage` (its current one; any stage if None). A
+        merge gives the survivor the merged records' moves: their entries into other stages
+        must not cut its time in its own."""
         history = self.storage.stage_history
         at: dt.datetime | None = conn.execute(
             sa.select(history.c.at)
-            .where(history.c.entity == entity, history.c.record_id == record_id)
+            .where(history.c.entity == entity, history.c.record_id == record_id,
+                   *([] if stage is None else [history.c.to_stage == stage]))
             .order_by(history.c.at.desc(), history.c.id.desc()).limit(1)
         ).scalar()
         return at
@@ -223,3 +227,10 @@ def diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, list[
     """`{key: [old, new]}` for every user-visible key whose JSON value changed."""
     return {key: [before.get(key), value] for key, value in after.items()
             if key not in UNJOURNALLED and before.get(key) != value}
+
+
+#: for a merge, which moves stage history from one record to another
+#: (engine/records/merge_moves.py)
+count_stage_time = _count_stage_time
+stage_time_select = _stage_time_select
+stage_time_shard = _shard
