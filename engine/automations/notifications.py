@@ -5,7 +5,9 @@ open (no users yet) there is nobody to tell, and the list is empty."""
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,6 +18,8 @@ from engine.storage.database import Database
 from engine.storage.tables import Storage
 
 DEFAULT_LIMIT = 50
+#: the largest id a table's 64-bit key holds
+MAX_ID = 2**63 - 1
 MAX_LIMIT = 200
 #: the most ids one call marks read
 MAX_IDS = 1000
@@ -56,7 +60,9 @@ class Notifications:
         with self.db.write() as conn:
             mine = t.c.user_id == user.id
             if not everything:
-                found = set(conn.execute(sa.select(t.c.id).where(mine, t.c.id.in_(ids))).scalars())
+                # an id past 64 bits names no notification (nor may it reach the database)
+                found = set(conn.execute(sa.select(t.c.id).where(
+                    mine, t.c.id.in_([i for i in ids if i <= MAX_ID]))).scalars())
                 missing = [i for i in ids if i not in found]
                 if missing:
                     raise NotFound(f"no notification with id {missing[0]}",
@@ -124,11 +130,18 @@ def _read_body(body: Any) -> tuple[list[int], bool]:
             raise ValidationFailed("all must be true", [ErrorDetail("all", "must be true")])
         return [], True
     ids = body["ids"]
-    # a whole number written with a point (`5.0`) is one JSON Schema's integer takes too
-    whole = [int(i) if type(i) is float and i.is_integer() else i
-             for i in ids] if isinstance(ids, list) else None
-    if not whole or len(whole) > MAX_IDS or not all(
-            type(i) is int and 1 <= i < 2**63 for i in whole):
+    whole = [_whole(i) for i in ids] if isinstance(ids, list) else None
+    if not whole or len(whole) > MAX_IDS or not all(i is not None and i >= 1 for i in whole):
         raise ValidationFailed("ids must be notification ids",
                                [ErrorDetail("ids", f"must be 1 to {MAX_IDS} whole numbers from 1")])
-    return list(dict.fromkeys(whole)), False
+    return list(dict.fromkeys(i for i in whole if i is not None)), False
+
+
+def _whole(value: Any) -> int | None:
+    """A whole number as JSON writes it: `5`, or `5.0`, which JSON Schema's integer takes
+    too (a body's numbers with a point are read as Decimal)."""
+    if type(value) is int:
+        return value
+    if type(value) in (float, Decimal) and math.isfinite(value) and value == int(value):
+        return int(value)
+    return None
