@@ -307,3 +307,94 @@ def test_users_fields_are_chosen_by_name_and_shown_by_name(
     assert "Observers: Анна, Ушедший</li>" in card
     listing = assert_page(app.get("/app/ticket"))
     assert "<td>boris@example.com</td>" in listing
+
+
+LEDGER = {
+    "setup.yaml": "name: Ledger\nlanguages: [en]\nroles:\n"
+                  "  boss:\n    '*': {create: all, read: all, update: all, delete: all}\n"
+                  "  clerk:\n"
+                  "    client: {read: all}\n"
+                  "    sale: {create: all, read: own, hidden: [cost]}\n",
+    "client.yaml": "title: '{name}'\nfields:\n  name: {type: string, required: true}\n",
+    "sale.yaml": "title: '{number}'\nowner: true\nfields:\n  number: {type: string, required: true}\n"
+                 "  amount: money\n  cost: {type: money, places: 3}\n"
+                 "  units: {type: money, digits: 18, places: 0}\n"
+                 "links:\n  client: {to: client, reverse: sales}\n",
+}
+
+
+def _way(card: str, name: str) -> str:
+    found = re.search(rf'<section class="linked" data-way="{name}">.*?</section>', card, re.S)
+    assert found, card
+    return found.group(0)
+
+
+def test_a_cards_ways_back_count_and_sum_all_linked_records(
+        make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path]) -> None:
+    """The count and sums under a card's way back are over every linked record the user
+    may read — past the LINKED_SIZE listed, in the user's scope, never of a hidden field —
+    in one aggregate per way back."""
+    from api.web.pages import LINKED_SIZE
+    kt = make_kt(write_setup(LEDGER))
+    clerk, token = kt.users.create({"email": "clerk@example.com", "roles": ["clerk"]})
+    _, boss = kt.users.create({"email": "boss@example.com", "roles": ["boss"]})
+    names = ["Дом книги", "شرکت پارس", "北京书店"]  # Russian, Persian, Chinese titles
+    ids = [kt.records.create("client", {"name": n})["id"] for n in names]
+    empty = kt.records.create("client", {"name": "Nobody"})["id"]
+    many = LINKED_SIZE + 5
+    for index in range(many):
+        kt.records.create("sale", {"number": f"Ш-{index}", "amount": "0.01",
+                                   "cost": "1.005", "units": "999999999999999999",
+                                   "client": ids[0]})
+    kt.records.create("sale", {"number": "波斯-1", "amount": "999999999999999.99",
+                               "client": ids[1]})
+    kt.records.create("sale", {"number": "波斯-2", "amount": "-0.99", "client": ids[1]})
+    with kt.acting.as_user(clerk):
+        kt.records.create("sale", {"number": "mine", "amount": "5.00", "client": ids[0]},
+                          owner=clerk.id)
+    app = browse(kt, boss)
+
+    first = _way(assert_page(app.get(f"/app/client/{ids[0]}")), "sales")
+    assert '<span class="count" title="Records">26</span>' in first
+    assert first.count('<tr><td><a href="/app/sale/') == LINKED_SIZE  # only N listed
+    assert f'href="/app/sale?client%5Beq%5D={ids[0]}">All 26<' in first  # the rest
+    assert 'value="5.25" data-places="2"' in first  # 25 × 0.01 + 5.00, not the first 20
+    assert 'value="25.125" data-places="3"' in first  # places of the field
+    assert f'value="{many * 999999999999999999}" data-places="0"' in first  # past 2**63, exact
+    second = _way(assert_page(app.get(f"/app/client/{ids[1]}")), "sales")
+    assert '<span class="count" title="Records">2</span>' in second
+    assert 'value="999999999999999.00" data-places="2"' in second
+    assert "All 2" not in second  # all of them are listed
+    third = _way(assert_page(app.get(f"/app/client/{ids[2]}?lang=en")), "sales")
+    assert '<span class="count" title="Records">0</span>' in third
+    assert '<p class="empty">' in third
+    assert_page(app.get(f"/app/client/{empty}"))
+
+    # the clerk reads only their own sale, and never the cost
+    mine = _way(assert_page(browse(kt, token).get(f"/app/client/{ids[0]}")), "sales")
+    assert '<span class="count" title="Records">1</span>' in mine
+    assert 'value="5.00" data-places="2"' in mine
+    assert "data-places=\"3\"" not in mine and "Cost" not in mine
+    assert "Ш-" not in mine and "All " not in mine
+
+
+def test_a_cards_totals_are_one_statement_per_way_back(kt: Kartoteka) -> None:
+    """The totals do not load the linked records: one aggregate per way back."""
+    import sqlalchemy as sa
+
+    from engine.records.totals import linked_totals
+    client = kt.records.create("client", {"name": "Counted"})["id"]
+    for index in range(30):
+        kt.records.create("sale", {"number": f"C-{index}", "amount": "1.10", "client": client})
+    ways = list(kt.setup.reverse_links["client"])
+    seen: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        seen.append(statement)
+    sa.event.listen(kt.db.engine, "before_cursor_execute", count)
+    try:
+        totals = linked_totals(kt.records, "client", client, ways)
+    finally:
+        sa.event.remove(kt.db.engine, "before_cursor_execute", count)
+    assert totals["sales"].count == 30 and totals["sales"].sums["amount"] == "33.00"
+    assert len([s for s in seen if s.lstrip().upper().startswith("SELECT")]) == 1 + len(ways)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -29,6 +28,7 @@ from engine.core import Kartoteka
 from engine.errors import Forbidden, MalformedRequest, NotFound, RequestError
 from engine.records.saved_views import typed_params
 from engine.records.titles import Titles
+from engine.records.totals import linked_totals
 from engine.setup.roles import OPERATIONS
 from engine.setup.spec import EntitySpec
 
@@ -315,14 +315,16 @@ class WebApp:
 
     def _ways_back(self, entity: str, record_id: int, lang: str, words: Mapping[str, str],
                    wanted: dict[str, set[int]]) -> list[dict[str, Any]]:
-        """The records linking to this one, per way back, with the sums of their money."""
+        """The records linking to this one, per way back: the first LINKED_SIZE of them, and
+        the count and money sums of all of them the user may read (one aggregate each)."""
         out = []
         ways = self.setup.reverse_links[entity].values()
         shared = {other: sum(1 for r in ways if r.entity == other) for other in
                   {r.entity for r in ways}}
-        for name, reverse in self.setup.reverse_links[entity].items():
-            if not self.rights(reverse.entity)["read"]:
-                continue
+        readable = {name: reverse for name, reverse in self.setup.reverse_links[entity].items()
+                    if self.rights(reverse.entity)["read"]}
+        totals = linked_totals(self.kt.records, entity, record_id, list(readable))
+        for name, reverse in readable.items():
             other = self.spec(reverse.entity)
             page = self.kt.records.linked(entity, record_id, name,
                                           [("limit", str(LINKED_SIZE)), ("total", "false")])
@@ -343,10 +345,11 @@ class WebApp:
                     f" ({views.text(link.label, lang) or link.name})" if shared[reverse.entity] > 1
                     else ""),
                 "items": page.items, "more": page.next is not None,
+                "count": totals[name].count,
                 "all": f"/app/{reverse.entity}" + views.query_string([(key, value)]),
                 "stage": other.pipeline is not None,
                 "money": [(n, views.field_label(other, n, lang)) for n in money],
-                "sums": {n: _sum(r.get(n) for r in page.items) for n in money},
+                "sums": {n: totals[name].sums.get(n) for n in money},
                 "places": {n: other.fields[n].params.get("places", 2) for n in money},
                 "spec": other,
             })
@@ -592,16 +595,6 @@ def _changed_users(spec: EntitySpec, items: Sequence[Mapping[str, Any]]) -> list
             if fspec is not None and fspec.type.refers_to_users:
                 walk(change)
     return out
-
-
-def _sum(values: Any) -> str:
-    total = Decimal(0)
-    for value in values:
-        try:
-            total += Decimal(str(value)) if value is not None else 0
-        except InvalidOperation:
-            continue
-    return str(total)
 
 
 def json_lookup(items: list[dict[str, Any]], status: int = 200) -> Response:
