@@ -398,3 +398,97 @@ def test_a_cards_totals_are_one_statement_per_way_back(kt: Kartoteka) -> None:
         sa.event.remove(kt.db.engine, "before_cursor_execute", count)
     assert totals["sales"].count == 30 and totals["sales"].sums["amount"] == "33.00"
     assert len([s for s in seen if s.lstrip().upper().startswith("SELECT")]) == 1 + len(ways)
+
+
+CLINIC = {
+    "setup.yaml": "name: Clinic\nlanguages: [en, fa]\nroles:\n"
+                  "  boss:\n    '*': {create: all, read: all, update: all, delete: all}\n"
+                  "  nurse:\n    procedure: {read: all}\n"
+                  "    plan: {read: all, update: all, readonly: [procedures]}\n"
+                  "  guest:\n    procedure: {read: all}\n"
+                  "    plan: {read: all, update: all, hidden: [procedures]}\n",
+    "procedure.yaml": "title: '{name}'\nsearch: [name]\nfields:\n  name: {type: string, required: true}\n",
+    "plan.yaml": "title: '{title}'\nfields:\n  title: string\n"
+                 "links:\n  procedures:\n    to: procedure\n    many: true\n    reverse: plans\n"
+                 "    through:\n"
+                 "      tooth: {type: integer, min: 11, max: 48, label: {en: Tooth, fa: دندان}}\n"
+                 "      price: {type: money, required: true}\n"
+                 "      quantity: {type: integer, default: 1}\n"
+                 "      side: {type: choice, options: [left, right]}\n"
+                 "      amount: {type: money, formula: 'price * quantity'}\n",
+}
+
+
+def _pairs(card: str) -> str:
+    found = re.search(r'<section class="pairs" data-link="procedures".*?</section>', card, re.S)
+    assert found, card
+    return found.group(0)
+
+
+def test_a_links_pairs_are_edited_on_the_card(
+        make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path]) -> None:
+    """A link that carries data is a table on the owning record's card: each pair's values
+    as inputs saved with PUT /api/plan/{id}/procedures/{other} and removed with DELETE,
+    a row to add a pair by the procedure's title; the API's 422 names the field the page
+    shows it next to; a read-only link is shown, not editable, a hidden one is absent."""
+    kt = make_kt(write_setup(CLINIC))
+    _, boss = kt.users.create({"email": "boss@example.com", "roles": ["boss"]})
+    _, nurse = kt.users.create({"email": "nurse@example.com", "roles": ["nurse"]})
+    _, guest = kt.users.create({"email": "guest@example.com", "roles": ["guest"]})
+    crown = kt.records.create("procedure", {"name": "Коронка"})["id"]
+    filling = kt.records.create("procedure", {"name": "پرکردن"})["id"]
+    implant = kt.records.create("procedure", {"name": "种植牙"})["id"]
+    plan = kt.records.create("plan", {"title": "Upper jaw", "procedures": [
+        {"id": crown, "tooth": 12, "price": "100.00", "quantity": 2, "side": "left"},
+        {"id": filling, "price": "40.00"}]})["id"]
+    app = browse(kt, boss)
+
+    pairs = _pairs(assert_page(app.get(f"/app/plan/{plan}")))
+    assert f'data-base="/api/plan/{plan}/procedures" data-target="procedure"' in pairs
+    assert pairs.count('<tr class="pair" data-other=') == 2
+    assert ">Коронка</a>" in pairs and ">پرکردن</a>" in pairs
+    assert re.search(r'data-name="tooth" data-kind="number"><input[^>]*value="12"', pairs)
+    assert re.search(r'data-name="price" data-kind="decimal" data-places="2"><input[^>]*'
+                     r'value="100.00"', pairs)
+    assert '<option value="left" selected>' in pairs
+    # the formula is shown, never sent
+    assert re.search(r'data-name="amount"[^>]*data-readonly><input[^>]*value="200.00"[^>]*'
+                     r'disabled', pairs)
+    assert 'class="pair-save"' in pairs and 'class="pair-remove danger"' in pairs
+    new_row = pairs[pairs.index('class="pair pair-new"'):]
+    assert 'class="picker" data-target="procedure"' in new_row
+    assert re.search(r'data-name="quantity" data-kind="number"><input[^>]*value="1"', new_row)
+    fa = _pairs(assert_page(app.get(f"/app/plan/{plan}?lang=fa")))
+    assert "دندان" in fa
+    assert app.get("/app/procedure/lookup?q=种植").json()["items"] == [  # the picker's search
+        {"id": implant, "title": "种植牙"}]
+
+    # the calls the script makes: a change, a refusal named by field, a new pair, a removal
+    base = f"/api/plan/{plan}/procedures"
+    assert app.put(f"{base}/{crown}", json={"tooth": 48, "price": "120.50", "quantity": 3,
+                                            "side": "right"}).status_code == 204
+    refused = app.put(f"{base}/{filling}", json={"tooth": 49, "price": None, "quantity": "x",
+                                                  "side": "up"})
+    assert refused.status_code == 422
+    named = {d["field"] for d in refused.json()["error"]["details"]}
+    assert {"tooth", "quantity", "side"} <= named, named
+    missing = app.put(f"{base}/{filling}", json={"price": None})
+    assert missing.status_code == 422, missing.text
+    assert [d["field"] for d in missing.json()["error"]["details"]] == ["price"]
+    assert app.put(f"{base}/{crown}", json={"amount": "1.00", "price": "1.00"}).status_code == 422
+    assert app.put(f"{base}/{implant}", json={"price": "7.00"}).status_code == 204
+    assert app.delete(f"{base}/{filling}").status_code == 204
+    pairs = _pairs(assert_page(app.get(f"/app/plan/{plan}")))
+    assert "پرکردن" not in pairs and ">种植牙</a>" in pairs
+    assert re.search(r'data-name="amount"[^>]*><input[^>]*value="361.50"', pairs)
+    assert re.search(r'data-name="quantity"[^>]*><input[^>]*value="1"', pairs)  # default
+    record = kt.records.get("plan", plan)
+    assert [(p["id"], p["price"]) for p in record["procedures"]] == [
+        (crown, "120.50"), (implant, "7.00")]
+
+    # a read-only link: shown, not editable; a hidden one: not on the card at all
+    readonly = _pairs(assert_page(browse(kt, nurse).get(f"/app/plan/{plan}")))
+    assert "pair-save" not in readonly and "pair-new" not in readonly
+    assert re.search(r'data-name="price"[^>]*data-readonly><input[^>]*disabled', readonly)
+    hidden = assert_page(browse(kt, guest).get(f"/app/plan/{plan}"))
+    assert 'class="pairs"' not in hidden and "Коронка" not in hidden

@@ -290,11 +290,13 @@ class WebApp:
                 "money": [views.show(other, n, r.get(n), lang, titles, words)
                           for n, _ in way["money"]],
             } for r in way.pop("items")]
+        pairs = self._pairs(entity, record, lang, titles)
         fields = [{"name": name, "label": views.field_label(spec, name, lang),
                    "value": views.show(spec, name, record.get(name), lang, titles, words,
                                        people)}
                   for name in [*spec.fields, *spec.links]
-                  if name not in hidden and name in record]
+                  if name not in hidden and name in record
+                  and not any(p["name"] == name for p in pairs)]
         pipeline = None
         if spec.pipeline:
             chosen = spec.pipeline.for_record(record.get(spec.pipeline.pipeline_by or ""))
@@ -306,7 +308,7 @@ class WebApp:
             "plural": self.label(entity, lang, True), "record": record,
             "title": titles.get((entity, record_id)) or f"#{record_id}",
             "fields": fields, "linked": linked, "rights": self.rights(entity),
-            "pipeline": pipeline, "field_labels": self.field_labels(spec, lang),
+            "pairs": pairs, "pipeline": pipeline, "field_labels": self.field_labels(spec, lang),
             "older": views.query_string([], cursor=timeline["next"]) if timeline["next"] else None,
             "newest": bool(older),
             "timeline": [{**self._timeline_item(spec, item, lang, words, titles, people),
@@ -353,6 +355,31 @@ class WebApp:
                 "places": {n: other.fields[n].params.get("places", 2) for n in money},
                 "spec": other,
             })
+        return out
+
+    def _pairs(self, entity: str, record: Mapping[str, Any], lang: str,
+               titles: Mapping[tuple[str, int], str]) -> list[dict[str, Any]]:
+        """The links of this record that carry data, pair by pair, with their values as
+        inputs: editable (PUT and DELETE of a pair, docs/api.md) when the role may update
+        the record and the link is not read-only for it; absent when it is hidden."""
+        spec = self.spec(entity)
+        granted = self.kt.records.access.rights(entity)
+        readonly = granted.readonly if granted else frozenset()
+        out = []
+        for name, link in spec.links.items():
+            if not link.through or name not in record:
+                continue
+            editable = self.rights(entity)["update"] and name not in readonly
+            rows = [{"id": pair["id"], "href": views.card_href(link.target, pair["id"]),
+                     "title": titles.get((link.target, pair["id"])) or f"#{pair['id']}",
+                     "inputs": views.pair_inputs(link, lang, pair)}
+                    for pair in record[name] if isinstance(pair, dict)]
+            blank = views.pair_inputs(link, lang)
+            for inputs in [*(row["inputs"] for row in rows), blank]:
+                self._user_options(inputs)
+            out.append({"name": name, "label": views.field_label(spec, name, lang),
+                        "target": link.target, "editable": editable, "rows": rows,
+                        "blank": blank, "base": f"/api/{entity}/{record['id']}/{name}"})
         return out
 
     def _timeline_item(self, spec: EntitySpec, item: Mapping[str, Any], lang: str,
