@@ -492,3 +492,15 @@ def test_a_links_pairs_are_edited_on_the_card(
     assert re.search(r'data-name="price"[^>]*data-readonly><input[^>]*disabled', readonly)
     hidden = assert_page(browse(kt, guest).get(f"/app/plan/{plan}"))
     assert 'class="pairs"' not in hidden and "Коронка" not in hidden
+    # and the API refuses them the pair routes too, from either end, writing nothing
+    for token in (nurse, guest):
+        api = browse(kt, token)
+        for call in (api.put(f"{base}/{crown}", json={"price": "1.00"}),
+                     api.delete(f"{base}/{crown}"),
+                     api.put(f"/api/procedure/{filling}/plans/{plan}"),
+                     api.delete(f"/api/procedure/{implant}/plans/{plan}")):
+            assert call.status_code == 403, call.text
+            assert call.json()["error"]["code"] == "fields_forbidden"
+            assert call.json()["error"]["details"] == [
+                {"field": "procedures", "problem": "is not writable by your role"}]
+    assert kt.records.get("plan", plan)["procedures"] == record["procedures"]
