@@ -25,6 +25,7 @@ from engine.errors import KartotekaError, SetupError
 from engine.setup.loader import check_setup
 from engine.setup.spec import SetupSpec
 from engine.storage.database import DEFAULT_URL, DatabaseSettings
+from kartoteka.cli_durations import duration, session_lengths, session_settings
 
 DB_OPTION = click.option(
     "--db", "db_url", envvar="KARTOTEKA_DATABASE_URL", default=DEFAULT_URL, show_default=True,
@@ -71,14 +72,14 @@ def _print_diagnostics(diagnostics: Any) -> None:
         click.echo(f"{len(errors)} error(s); nothing was loaded.", err=True)
 
 
-def _open(setup_dir: Path, db_url: str) -> Kartoteka:
+def _open(setup_dir: Path, db_url: str, **settings: Any) -> Kartoteka:
     from engine.automations.actions import installed_actions
 
     actions = installed_actions()  # the Python actions a setup's automations may call:
     result = check_setup(setup_dir, actions=actions)
     if result.setup is None:
         raise SetupError(result.diagnostics)
-    return Kartoteka(result.setup, Settings(database=DatabaseSettings(url=db_url)),
+    return Kartoteka(result.setup, Settings(database=DatabaseSettings(url=db_url), **settings),
                      actions=actions)
 
 
@@ -351,18 +352,28 @@ def _served_names(host: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--no-worker", "no_worker", is_flag=True,
               help="Do not run the automations' worker in this process (run `kartoteka "
                    "worker` elsewhere instead).")
+@click.option("--session-idle", "session_idle", callback=duration, envvar="KARTOTEKA_SESSION_IDLE",
+              metavar="DURATION",
+              help="A browser's sign-in ends after this long without a request: 30m, 8h, 2d "
+                   "(default 12h). Or KARTOTEKA_SESSION_IDLE.")
+@click.option("--session-max", "session_max", callback=duration, envvar="KARTOTEKA_SESSION_MAX",
+              metavar="DURATION",
+              help="A browser's sign-in ends this long after it began, however used: 8h, 30d "
+                   "(default 14d). Or KARTOTEKA_SESSION_MAX.")
 @click.pass_context
 def serve(ctx: click.Context, setup: Path, db_url: str, host: str, port: int,
           auto_migrate: bool, allowed_hosts: tuple[str, ...], cors_origins: tuple[str, ...],
-          no_worker: bool) -> None:
+          no_worker: bool, session_idle: float | None, session_max: float | None) -> None:
     """Serve the setup's REST API (docs at /docs) and run its automations."""
     import uvicorn
 
     from api.app import ApiSettings, create_app
     from api.guard import ANY_HOST, LOOPBACK_HOSTS
 
+    sessions = session_settings(session_idle, session_max)
+
     def build() -> tuple[Any, bool]:
-        kt = _open(setup, db_url)
+        kt = _open(setup, db_url, sessions=sessions)
         has_users = kt.users.any_users()
         if not has_users and not _is_loopback(host):
             kt.close()
@@ -398,6 +409,8 @@ def serve(ctx: click.Context, setup: Path, db_url: str, host: str, port: int,
             click.echo("note: requests naming this server otherwise (its DNS name or address) are "
                        "refused with 400; add --allowed-host NAME (or KARTOTEKA_ALLOWED_HOSTS) "
                        "for each name clients use.", err=True)
+    if session_idle is not None or session_max is not None:
+        click.echo(f"Browser sessions end after {session_lengths(sessions)}.", err=True)
     if cors_origins:
         click.echo("Browsers may call the API from " + ", ".join(cors_origins) + " (CORS).",
                    err=True)

@@ -338,3 +338,73 @@ def test_serve_refuses_a_bad_name(tmp_path: Path, option: str, value: str) -> No
                                        f"sqlite:///{tmp_path / 'x.db'}", option, value])
     assert result.exit_code == 2
     assert value in result.stderr and option in result.stderr
+
+
+def _session_cookie(app: Any) -> str:
+    """Sign a user in to the served app through the sign-in page; its session cookie."""
+    kt = app.state.kartoteka
+    user, _ = kt.users.add("nika@example.com", ["director"])
+    kt.sessions.set_password(user.id, {"password": "correct horse battery"})
+    with TestClient(app, base_url=LOCAL) as browser:
+        assert browser.get("/app/sign-in").status_code == 200
+        answer = browser.post("/app/sign-in", json={
+            "email": "nika@example.com", "password": "correct horse battery"},
+            headers={"X-CSRF-Token": browser.cookies.get("kt_csrf") or ""})
+        assert answer.status_code == 200, answer.text
+        return next(c for c in answer.headers.get_list("set-cookie")
+                    if c.startswith("kt_session="))
+
+
+def test_serve_sets_how_long_sessions_last(served: Callable[..., tuple[Any, str]]) -> None:
+    app, stderr = served("--session-idle", "90m", "--session-max", "30d")
+    assert "Browser sessions end after 90m without a request, or 30d after signing in." in stderr
+    settings = app.state.kartoteka.settings.sessions
+    assert (settings.idle_hours, settings.absolute_days) == (1.5, 30)
+    assert "Max-Age=2592000" in _session_cookie(app)  # 30 days
+    # one of the two: the other keeps its default
+    app, stderr = served("--session-idle", "8H")
+    settings = app.state.kartoteka.settings.sessions
+    assert (settings.idle_hours, settings.absolute_days) == (8, 14)
+    assert "8h without a request, or 14d after signing in" in stderr
+    app, stderr = served("--session-max", "8h")  # shorter than the default idle 12h
+    assert "8h without a request, or 8h after signing in" in stderr
+    app, stderr = served()
+    assert "Browser sessions end" not in stderr
+    assert app.state.kartoteka.settings.sessions.idle_hours == 12
+
+
+def test_serve_reads_session_lengths_from_the_environment(
+        served: Callable[..., tuple[Any, str]]) -> None:
+    app, _ = served(env={"KARTOTEKA_SESSION_IDLE": "30m", "KARTOTEKA_SESSION_MAX": "12h"})
+    settings = app.state.kartoteka.settings.sessions
+    assert (settings.idle_hours, settings.absolute_days) == (0.5, 0.5)
+    assert "Max-Age=43200" in _session_cookie(app)
+    app, _ = served("--session-max", "2d", env={"KARTOTEKA_SESSION_MAX": "12h"})
+    assert app.state.kartoteka.settings.sessions.absolute_days == 2  # the option wins
+
+
+@pytest.mark.parametrize("args, problem", [
+    (["--session-idle", "8"], "'8' is not a duration: write a number and a unit"),
+    (["--session-idle", "8 hours"], "m (minutes), h (hours) or d (days)"),
+    (["--session-max", "-1d"], "'-1d' is not a duration"),
+    (["--session-max", "0h"], "it must be longer than zero"),
+    (["--session-max", "3651d"], "longer than 3650d"),
+    (["--session-idle", "восемь часов"], "is not a duration"),
+    (["--session-idle", "۸h"], "is not a duration"),  # Persian digits: not ours to guess
+    (["--session-idle", "31d", "--session-max", "30d"],
+     "would already have ended at its maximum length, 30d"),
+])
+def test_serve_refuses_a_bad_session_length(tmp_path: Path, args: list[str], problem: str) -> None:
+    result = CliRunner().invoke(main, ["serve", str(ROOT / "schemas"), "--db",
+                                       f"sqlite:///{tmp_path / 'x.db'}", *args])
+    assert result.exit_code == 2, result.output
+    assert problem in result.stderr and args[-2] in result.stderr, result.stderr
+
+
+def test_serve_refuses_a_bad_session_length_from_the_environment(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["serve", str(ROOT / "schemas"), "--db",
+                                       f"sqlite:///{tmp_path / 'x.db'}"],
+                                env={"KARTOTEKA_SESSION_MAX": "forever"})
+    assert result.exit_code == 2
+    assert "'forever' is not a duration" in result.stderr
+    assert "--session-max" in result.stderr

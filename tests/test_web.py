@@ -307,3 +307,200 @@ def test_users_fields_are_chosen_by_name_and_shown_by_name(
     assert "Observers: Анна, Ушедший</li>" in card
     listing = assert_page(app.get("/app/ticket"))
     assert "<td>boris@example.com</td>" in listing
+
+
+LEDGER = {
+    "setup.yaml": "name: Ledger\nlanguages: [en]\nroles:\n"
+                  "  boss:\n    '*': {create: all, read: all, update: all, delete: all}\n"
+                  "  clerk:\n"
+                  "    client: {read: all}\n"
+                  "    sale: {create: all, read: own, hidden: [cost]}\n",
+    "client.yaml": "title: '{name}'\nfields:\n  name: {type: string, required: true}\n",
+    "sale.yaml": "title: '{number}'\nowner: true\nfields:\n  number: {type: string, required: true}\n"
+                 "  amount: money\n  cost: {type: money, places: 3}\n"
+                 "  units: {type: money, digits: 18, places: 0}\n"
+                 "links:\n  client: {to: client, reverse: sales}\n",
+}
+
+
+def _way(card: str, name: str) -> str:
+    found = re.search(rf'<section class="linked" data-way="{name}">.*?</section>', card, re.S)
+    assert found, card
+    return found.group(0)
+
+
+def test_a_cards_ways_back_count_and_sum_all_linked_records(
+        make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path]) -> None:
+    """The count and sums under a card's way back are over every linked record the user
+    may read — past the LINKED_SIZE listed, in the user's scope, never of a hidden field —
+    in one aggregate per way back."""
+    from api.web.pages import LINKED_SIZE
+    kt = make_kt(write_setup(LEDGER))
+    clerk, token = kt.users.create({"email": "clerk@example.com", "roles": ["clerk"]})
+    _, boss = kt.users.create({"email": "boss@example.com", "roles": ["boss"]})
+    names = ["Дом книги", "شرکت پارس", "北京书店"]  # Russian, Persian, Chinese titles
+    ids = [kt.records.create("client", {"name": n})["id"] for n in names]
+    empty = kt.records.create("client", {"name": "Nobody"})["id"]
+    many = LINKED_SIZE + 5
+    for index in range(many):
+        kt.records.create("sale", {"number": f"Ш-{index}", "amount": "0.01",
+                                   "cost": "1.005", "units": "999999999999999999",
+                                   "client": ids[0]})
+    kt.records.create("sale", {"number": "波斯-1", "amount": "999999999999999.99",
+                               "client": ids[1]})
+    kt.records.create("sale", {"number": "波斯-2", "amount": "-0.99", "client": ids[1]})
+    with kt.acting.as_user(clerk):
+        kt.records.create("sale", {"number": "mine", "amount": "5.00", "client": ids[0]},
+                          owner=clerk.id)
+    app = browse(kt, boss)
+
+    first = _way(assert_page(app.get(f"/app/client/{ids[0]}")), "sales")
+    assert '<span class="count" title="Records">26</span>' in first
+    assert first.count('<tr><td><a href="/app/sale/') == LINKED_SIZE  # only N listed
+    assert f'href="/app/sale?client%5Beq%5D={ids[0]}">All 26<' in first  # the rest
+    assert 'value="5.25" data-places="2"' in first  # 25 × 0.01 + 5.00, not the first 20
+    assert 'value="25.125" data-places="3"' in first  # places of the field
+    assert f'value="{many * 999999999999999999}" data-places="0"' in first  # past 2**63, exact
+    second = _way(assert_page(app.get(f"/app/client/{ids[1]}")), "sales")
+    assert '<span class="count" title="Records">2</span>' in second
+    assert 'value="999999999999999.00" data-places="2"' in second
+    assert "All 2" not in second  # all of them are listed
+    third = _way(assert_page(app.get(f"/app/client/{ids[2]}?lang=en")), "sales")
+    assert '<span class="count" title="Records">0</span>' in third
+    assert '<p class="empty">' in third
+    assert_page(app.get(f"/app/client/{empty}"))
+
+    # the clerk reads only their own sale, and never the cost
+    mine = _way(assert_page(browse(kt, token).get(f"/app/client/{ids[0]}")), "sales")
+    assert '<span class="count" title="Records">1</span>' in mine
+    assert 'value="5.00" data-places="2"' in mine
+    assert "data-places=\"3\"" not in mine and "Cost" not in mine
+    assert "Ш-" not in mine and "All " not in mine
+
+
+def test_a_cards_totals_are_one_statement_per_way_back(kt: Kartoteka) -> None:
+    """The totals do not load the linked records: one aggregate per way back."""
+    import sqlalchemy as sa
+
+    from engine.records.totals import linked_totals
+    client = kt.records.create("client", {"name": "Counted"})["id"]
+    for index in range(30):
+        kt.records.create("sale", {"number": f"C-{index}", "amount": "1.10", "client": client})
+    ways = list(kt.setup.reverse_links["client"])
+    seen: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        seen.append(statement)
+    sa.event.listen(kt.db.engine, "before_cursor_execute", count)
+    try:
+        totals = linked_totals(kt.records, "client", client, ways)
+    finally:
+        sa.event.remove(kt.db.engine, "before_cursor_execute", count)
+    assert totals["sales"].count == 30 and totals["sales"].sums["amount"] == "33.00"
+    assert len([s for s in seen if s.lstrip().upper().startswith("SELECT")]) == 1 + len(ways)
+
+
+CLINIC = {
+    "setup.yaml": "name: Clinic\nlanguages: [en, fa]\nroles:\n"
+                  "  boss:\n    '*': {create: all, read: all, update: all, delete: all}\n"
+                  "  nurse:\n    procedure: {read: all}\n"
+                  "    plan: {read: all, update: all, readonly: [procedures]}\n"
+                  "  guest:\n    procedure: {read: all}\n"
+                  "    plan: {read: all, update: all, hidden: [procedures]}\n",
+    "procedure.yaml": "title: '{name}'\nsearch: [name]\nfields:\n  name: {type: string, required: true}\n",
+    "plan.yaml": "title: '{title}'\nfields:\n  title: string\n"
+                 "links:\n  procedures:\n    to: procedure\n    many: true\n    reverse: plans\n"
+                 "    through:\n"
+                 "      tooth: {type: integer, min: 11, max: 48, label: {en: Tooth, fa: دندان}}\n"
+                 "      price: {type: money, required: true}\n"
+                 "      quantity: {type: integer, default: 1}\n"
+                 "      side: {type: choice, options: [left, right]}\n"
+                 "      amount: {type: money, formula: 'price * quantity'}\n",
+}
+
+
+def _pairs(card: str) -> str:
+    found = re.search(r'<section class="pairs" data-link="procedures".*?</section>', card, re.S)
+    assert found, card
+    return found.group(0)
+
+
+def test_a_links_pairs_are_edited_on_the_card(
+        make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path]) -> None:
+    """A link that carries data is a table on the owning record's card: each pair's values
+    as inputs saved with PUT /api/plan/{id}/procedures/{other} and removed with DELETE,
+    a row to add a pair by the procedure's title; the API's 422 names the field the page
+    shows it next to; a read-only link is shown, not editable, a hidden one is absent."""
+    kt = make_kt(write_setup(CLINIC))
+    _, boss = kt.users.create({"email": "boss@example.com", "roles": ["boss"]})
+    _, nurse = kt.users.create({"email": "nurse@example.com", "roles": ["nurse"]})
+    _, guest = kt.users.create({"email": "guest@example.com", "roles": ["guest"]})
+    crown = kt.records.create("procedure", {"name": "Коронка"})["id"]
+    filling = kt.records.create("procedure", {"name": "پرکردن"})["id"]
+    implant = kt.records.create("procedure", {"name": "种植牙"})["id"]
+    plan = kt.records.create("plan", {"title": "Upper jaw", "procedures": [
+        {"id": crown, "tooth": 12, "price": "100.00", "quantity": 2, "side": "left"},
+        {"id": filling, "price": "40.00"}]})["id"]
+    app = browse(kt, boss)
+
+    pairs = _pairs(assert_page(app.get(f"/app/plan/{plan}")))
+    assert f'data-base="/api/plan/{plan}/procedures" data-target="procedure"' in pairs
+    assert pairs.count('<tr class="pair" data-other=') == 2
+    assert ">Коронка</a>" in pairs and ">پرکردن</a>" in pairs
+    assert re.search(r'data-name="tooth" data-kind="number"><input[^>]*value="12"', pairs)
+    assert re.search(r'data-name="price" data-kind="decimal" data-places="2"><input[^>]*'
+                     r'value="100.00"', pairs)
+    assert '<option value="left" selected>' in pairs
+    # the formula is shown, never sent
+    assert re.search(r'data-name="amount"[^>]*data-readonly><input[^>]*value="200.00"[^>]*'
+                     r'disabled', pairs)
+    assert 'class="pair-save"' in pairs and 'class="pair-remove danger"' in pairs
+    new_row = pairs[pairs.index('class="pair pair-new"'):]
+    assert 'class="picker" data-target="procedure"' in new_row
+    assert re.search(r'data-name="quantity" data-kind="number"><input[^>]*value="1"', new_row)
+    fa = _pairs(assert_page(app.get(f"/app/plan/{plan}?lang=fa")))
+    assert "دندان" in fa
+    assert app.get("/app/procedure/lookup?q=种植").json()["items"] == [  # the picker's search
+        {"id": implant, "title": "种植牙"}]
+
+    # the calls the script makes: a change, a refusal named by field, a new pair, a removal
+    base = f"/api/plan/{plan}/procedures"
+    assert app.put(f"{base}/{crown}", json={"tooth": 48, "price": "120.50", "quantity": 3,
+                                            "side": "right"}).status_code == 204
+    refused = app.put(f"{base}/{filling}", json={"tooth": 49, "price": None, "quantity": "x",
+                                                  "side": "up"})
+    assert refused.status_code == 422
+    named = {d["field"] for d in refused.json()["error"]["details"]}
+    assert {"tooth", "quantity", "side"} <= named, named
+    missing = app.put(f"{base}/{filling}", json={"price": None})
+    assert missing.status_code == 422, missing.text
+    assert [d["field"] for d in missing.json()["error"]["details"]] == ["price"]
+    assert app.put(f"{base}/{crown}", json={"amount": "1.00", "price": "1.00"}).status_code == 422
+    assert app.put(f"{base}/{implant}", json={"price": "7.00"}).status_code == 204
+    assert app.delete(f"{base}/{filling}").status_code == 204
+    pairs = _pairs(assert_page(app.get(f"/app/plan/{plan}")))
+    assert "پرکردن" not in pairs and ">种植牙</a>" in pairs
+    assert re.search(r'data-name="amount"[^>]*><input[^>]*value="361.50"', pairs)
+    assert re.search(r'data-name="quantity"[^>]*><input[^>]*value="1"', pairs)  # default
+    record = kt.records.get("plan", plan)
+    assert [(p["id"], p["price"]) for p in record["procedures"]] == [
+        (crown, "120.50"), (implant, "7.00")]
+
+    # a read-only link: shown, not editable; a hidden one: not on the card at all
+    readonly = _pairs(assert_page(browse(kt, nurse).get(f"/app/plan/{plan}")))
+    assert "pair-save" not in readonly and "pair-new" not in readonly
+    assert re.search(r'data-name="price"[^>]*data-readonly><input[^>]*disabled', readonly)
+    hidden = assert_page(browse(kt, guest).get(f"/app/plan/{plan}"))
+    assert 'class="pairs"' not in hidden and "Коронка" not in hidden
+    # and the API refuses them the pair routes too, from either end, writing nothing
+    for token in (nurse, guest):
+        api = browse(kt, token)
+        for call in (api.put(f"{base}/{crown}", json={"price": "1.00"}),
+                     api.delete(f"{base}/{crown}"),
+                     api.put(f"/api/procedure/{filling}/plans/{plan}"),
+                     api.delete(f"/api/procedure/{implant}/plans/{plan}")):
+            assert call.status_code == 403, call.text
+            assert call.json()["error"]["code"] == "fields_forbidden"
+            assert call.json()["error"]["details"] == [
+                {"field": "procedures", "problem": "is not writable by your role"}]
+    assert kt.records.get("plan", plan)["procedures"] == record["procedures"]

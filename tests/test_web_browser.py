@@ -276,6 +276,40 @@ def test_persian_pages_are_right_to_left(make_kt: Callable[..., Kartoteka], page
         expect(page.locator("html")).to_have_attribute("dir", "ltr")
 
 
+def test_a_links_pairs_are_edited_on_the_card(
+        make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path], page: Any) -> None:
+    """A pair's refused value shown next to its field, fixed and saved; a pair added by
+    the procedure's title; a pair removed."""
+    from tests.test_web import CLINIC
+    kt = make_kt(write_setup(CLINIC))
+    crown = kt.records.create("procedure", {"name": "Коронка"})["id"]
+    kt.records.create("procedure", {"name": "种植牙"})
+    plan = kt.records.create("plan", {"title": "Upper jaw", "procedures": [
+        {"id": crown, "tooth": 12, "price": "100.00"}]})["id"]
+    with serve(kt) as url:
+        page.goto(f"{url}/app/plan/{plan}")
+        row = page.locator(f'tr.pair[data-other="{crown}"]')
+        row.locator('[data-name="tooth"] input').fill("49")
+        row.locator("button.pair-save").click()
+        expect(row.locator('.error[data-error-for="tooth"]')).to_contain_text("48")
+        row.locator('[data-name="tooth"] input').fill("48")
+        row.locator('[data-name="quantity"] input').fill("3")
+        row.locator("button.pair-save").click()
+        expect(page.locator(f'tr.pair[data-other="{crown}"] [data-name="amount"] input')
+               ).to_have_value("300.00")
+        new = page.locator("tr.pair-new")
+        new.locator(".picker-text").fill("种植")
+        page.locator('.picker-list li:has-text("种植牙")').click()
+        new.locator('[data-name="price"] input').fill("7,5")
+        new.locator("button.pair-save").click()
+        expect(page.locator("section.pairs tr.pair[data-other]")).to_have_count(2)
+        assert [p["price"] for p in kt.records.get("plan", plan)["procedures"]] == [
+            "100.00", "7.50"]
+        page.locator(f'tr.pair[data-other="{crown}"] button.pair-remove').click()
+        expect(page.locator("section.pairs tr.pair[data-other]")).to_have_count(1)
+        assert [p["tooth"] for p in kt.records.get("plan", plan)["procedures"]] == [None]
+
+
 def in_thread(args: list[str]) -> Any:
     """The command in a thread of its own: this one runs the session's Playwright, and
     Playwright's sync API runs one instance per thread."""

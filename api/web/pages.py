@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -29,6 +28,7 @@ from engine.core import Kartoteka
 from engine.errors import Forbidden, MalformedRequest, NotFound, RequestError
 from engine.records.saved_views import typed_params
 from engine.records.titles import Titles
+from engine.records.totals import linked_totals
 from engine.setup.roles import OPERATIONS
 from engine.setup.spec import EntitySpec
 
@@ -290,11 +290,13 @@ class WebApp:
                 "money": [views.show(other, n, r.get(n), lang, titles, words)
                           for n, _ in way["money"]],
             } for r in way.pop("items")]
+        pairs = self._pairs(entity, record, lang, titles)
         fields = [{"name": name, "label": views.field_label(spec, name, lang),
                    "value": views.show(spec, name, record.get(name), lang, titles, words,
                                        people)}
                   for name in [*spec.fields, *spec.links]
-                  if name not in hidden and name in record]
+                  if name not in hidden and name in record
+                  and not any(p["name"] == name for p in pairs)]
         pipeline = None
         if spec.pipeline:
             chosen = spec.pipeline.for_record(record.get(spec.pipeline.pipeline_by or ""))
@@ -306,7 +308,7 @@ class WebApp:
             "plural": self.label(entity, lang, True), "record": record,
             "title": titles.get((entity, record_id)) or f"#{record_id}",
             "fields": fields, "linked": linked, "rights": self.rights(entity),
-            "pipeline": pipeline, "field_labels": self.field_labels(spec, lang),
+            "pairs": pairs, "pipeline": pipeline, "field_labels": self.field_labels(spec, lang),
             "older": views.query_string([], cursor=timeline["next"]) if timeline["next"] else None,
             "newest": bool(older),
             "timeline": [{**self._timeline_item(spec, item, lang, words, titles, people),
@@ -315,14 +317,16 @@ class WebApp:
 
     def _ways_back(self, entity: str, record_id: int, lang: str, words: Mapping[str, str],
                    wanted: dict[str, set[int]]) -> list[dict[str, Any]]:
-        """The records linking to this one, per way back, with the sums of their money."""
+        """The records linking to this one, per way back: the first LINKED_SIZE of them, and
+        the count and money sums of all of them the user may read (one aggregate each)."""
         out = []
         ways = self.setup.reverse_links[entity].values()
         shared = {other: sum(1 for r in ways if r.entity == other) for other in
                   {r.entity for r in ways}}
-        for name, reverse in self.setup.reverse_links[entity].items():
-            if not self.rights(reverse.entity)["read"]:
-                continue
+        readable = {name: reverse for name, reverse in self.setup.reverse_links[entity].items()
+                    if self.rights(reverse.entity)["read"]}
+        totals = linked_totals(self.kt.records, entity, record_id, list(readable))
+        for name, reverse in readable.items():
             other = self.spec(reverse.entity)
             page = self.kt.records.linked(entity, record_id, name,
                                           [("limit", str(LINKED_SIZE)), ("total", "false")])
@@ -343,13 +347,39 @@ class WebApp:
                     f" ({views.text(link.label, lang) or link.name})" if shared[reverse.entity] > 1
                     else ""),
                 "items": page.items, "more": page.next is not None,
+                "count": totals[name].count,
                 "all": f"/app/{reverse.entity}" + views.query_string([(key, value)]),
                 "stage": other.pipeline is not None,
                 "money": [(n, views.field_label(other, n, lang)) for n in money],
-                "sums": {n: _sum(r.get(n) for r in page.items) for n in money},
+                "sums": {n: totals[name].sums.get(n) for n in money},
                 "places": {n: other.fields[n].params.get("places", 2) for n in money},
                 "spec": other,
             })
+        return out
+
+    def _pairs(self, entity: str, record: Mapping[str, Any], lang: str,
+               titles: Mapping[tuple[str, int], str]) -> list[dict[str, Any]]:
+        """The links of this record that carry data, pair by pair, with their values as
+        inputs: editable (PUT and DELETE of a pair, docs/api.md) when the role may update
+        the record and the link is not read-only for it; absent when it is hidden."""
+        spec = self.spec(entity)
+        granted = self.kt.records.access.rights(entity)
+        readonly = granted.readonly if granted else frozenset()
+        out = []
+        for name, link in spec.links.items():
+            if not link.through or name not in record:
+                continue
+            editable = self.rights(entity)["update"] and name not in readonly
+            rows = [{"id": pair["id"], "href": views.card_href(link.target, pair["id"]),
+                     "title": titles.get((link.target, pair["id"])) or f"#{pair['id']}",
+                     "inputs": views.pair_inputs(link, lang, pair)}
+                    for pair in record[name] if isinstance(pair, dict)]
+            blank = views.pair_inputs(link, lang)
+            for inputs in [*(row["inputs"] for row in rows), blank]:
+                self._user_options(inputs)
+            out.append({"name": name, "label": views.field_label(spec, name, lang),
+                        "target": link.target, "editable": editable, "rows": rows,
+                        "blank": blank, "base": f"/api/{entity}/{record['id']}/{name}"})
         return out
 
     def _timeline_item(self, spec: EntitySpec, item: Mapping[str, Any], lang: str,
@@ -594,16 +624,6 @@ def _changed_users(spec: EntitySpec, items: Sequence[Mapping[str, Any]]) -> list
             if fspec is not None and fspec.type.refers_to_users:
                 walk(change)
     return out
-
-
-def _sum(values: Any) -> str:
-    total = Decimal(0)
-    for value in values:
-        try:
-            total += Decimal(str(value)) if value is not None else 0
-        except InvalidOperation:
-            continue
-    return str(total)
 
 
 def json_lookup(items: list[dict[str, Any]], status: int = 200) -> Response:

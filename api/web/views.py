@@ -211,11 +211,30 @@ def inputs(spec: EntitySpec, schema: Mapping[str, Any], rights: Rights | None,
             item.help = text(fspec.help, language)
         elif link is not None:
             if link.through:
-                continue  # pairs with values are edited through the API
+                continue  # pairs with values are edited on the card (pairs.html)
             item.kind = "poly" if link.polymorphic else "links" if link.many else "link"
             item.targets = link.targets
         else:
             continue
+        out.append(item)
+    return out
+
+
+def pair_inputs(link: LinkSpec, language: str | None, values: Mapping[str, Any] | None = None
+                ) -> list[Input]:
+    """The inputs of one pair of a link that carries data: its through fields, as the PUT
+    of a pair takes them (`values`: the pair's, else each field's default). A formula of
+    the pairs is shown, never sent (readonly). Inputs a pair row cannot hold compactly
+    (date-times, JSON, texts) are plain text boxes sending what is typed."""
+    out = []
+    for name, fspec in link.through.items():
+        value = (values or {}).get(name) if values is not None else fspec.default
+        item = Input(name, text(fspec.label, language) or name, "text",
+                     required=fspec.required, readonly=fspec.formula is not None, value=value)
+        _field_input(item, fspec, fspec.type.json_schema(fspec), language)
+        if item.kind in ("datetime", "json", "textarea", "ids"):
+            item.kind = "text"
+        item.help = text(fspec.help, language)
         out.append(item)
     return out
 

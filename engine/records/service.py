@@ -482,6 +482,15 @@ class Records:
                             [ErrorDetail(key, "is not writable by your role") for key in refused],
                             code="fields_forbidden")
 
+    def _check_link_writable(self, entity: str, name: str) -> None:
+        """A link the role may not set in a body (read-only or hidden for it) is not linked
+        or unlinked pair by pair either, from either end."""
+        rights = self.access.rights(entity)
+        if rights is not None and name in rights.hidden | rights.readonly:
+            raise Forbidden(f"your role may not set {name} of a {entity}",
+                            [ErrorDetail(name, "is not writable by your role")],
+                            code="fields_forbidden")
+
     def _check_owner(self, conn: sa.Connection, entity: str, rights: Rights | None,
                      owner: int | None, *, creating: bool) -> None:
         """A new owner given by a client: the role must be allowed to reassign (or, on
@@ -766,6 +775,7 @@ class Records:
         record_id = checked_id(record_id, entity)
         other_id = checked_id(other_id, other_entity)
         owner_table = self.storage[owner_entity].table
+        self._check_link_writable(owner_entity, owner_link)
         try:
             with self.db.write() as conn:
                 # both ends must be visible; the owning record's row lock, taken for an

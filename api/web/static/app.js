@@ -511,6 +511,78 @@ function setupSignOut(form) {
   });
 }
 
+// -- a card's links that carry data: one pair saved (PUT) or removed (DELETE) at a time ----
+function readPair(row) {
+  const values = {};
+  row.querySelectorAll(".input").forEach((box) => {
+    if (box.hasAttribute("data-readonly")) return;
+    values[box.dataset.name] = readInput(box);
+  });
+  return values;
+}
+
+function setupPairs(section) {
+  const refusal = section.querySelector(".refusal");
+  const labels = {};
+  section.querySelectorAll("thead th").forEach((th, i) => {
+    const box = section.querySelector("tr.pair .input:nth-child(" + (i + 1) + ")");
+    if (box) labels[box.dataset.name] = th.firstChild.textContent.trim();
+  });
+  section.querySelectorAll('.input[data-kind="decimal"][data-places]').forEach((box) => {
+    const input = box.querySelector("input");
+    input.addEventListener("blur", () => padPlaces(input, Number(box.dataset.places)));
+  });
+  section.querySelectorAll(".pair-new .picker").forEach((p) => setupPicker(p));
+  function clear(row) {
+    refusal.hidden = true;
+    row.querySelectorAll(".error").forEach((el) => { el.hidden = true; el.textContent = ""; });
+    row.querySelectorAll("[aria-invalid]").forEach((el) => el.removeAttribute("aria-invalid"));
+  }
+  // the API's 422 next to the field it names (`price`); anything else above the table
+  function show(row, result) {
+    const { details } = errorOf(result);
+    const unplaced = [];
+    for (const detail of details) {
+      const name = String(detail.field).split(/[.[]/).pop();
+      const slot = row.querySelector('.error[data-error-for="' + CSS.escape(name) + '"]');
+      if (!slot) { unplaced.push(detail); continue; }
+      slot.textContent = (slot.textContent ? slot.textContent + "; " : "") + detail.problem;
+      slot.hidden = false;
+      const control = slot.parentElement.querySelector("input, select");
+      if (control) control.setAttribute("aria-invalid", "true");
+    }
+    if (unplaced.length || !details.length) {
+      showRefusal(refusal, { ...result, data: { error: { ...errorOf(result), details: unplaced } } }, labels);
+    }
+  }
+  section.addEventListener("click", async (event) => {
+    const button = event.target.closest("button.pair-save, button.pair-remove");
+    if (!button) return;
+    const row = button.closest("tr.pair");
+    clear(row);
+    let other = row.dataset.other;
+    let result;
+    if (button.classList.contains("pair-remove")) {
+      result = await api("DELETE", section.dataset.base + "/" + other);
+    } else {
+      const values = readPair(row);
+      if (!other) {  // a new pair: the target picked by title; empty values take defaults
+        other = row.querySelector(".picker-value").value;
+        for (const name of Object.keys(values)) if (values[name] === null) delete values[name];
+      }
+      if (!other) {
+        const slot = row.querySelector('.error[data-error-for="id"]');
+        slot.textContent = row.querySelector(".picker-text").placeholder;
+        slot.hidden = false;
+        return;
+      }
+      result = await api("PUT", section.dataset.base + "/" + other, values);
+    }
+    if (result.ok) { window.location.reload(); return; }
+    show(row, result);
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   localize(document);
   document.querySelectorAll("form.signout").forEach(setupSignOut);
@@ -519,6 +591,7 @@ document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("form.filters .picker, .k-link .picker, .poly .picker").forEach((p) => setupPicker(p));
   document.querySelectorAll("form.record-form").forEach(setupForm);
   document.querySelectorAll("form.comment").forEach(setupComment);
+  document.querySelectorAll("section.pairs").forEach(setupPairs);
   document.querySelectorAll("form.activity").forEach(setupActivity);
   document.querySelectorAll("section.stages").forEach(setupStages);
   document.querySelectorAll("button[data-delete]").forEach(setupDelete);
