@@ -11,8 +11,11 @@ row failed or the file or its columns were refused.
 from __future__ import annotations
 
 import gc
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -120,7 +123,7 @@ def import_command(ctx: click.Context, entity: str, file: Path, setup: Path, db_
                     report = errors_file.open("w", encoding="utf-8-sig", newline="")
                     on_error = report_writer(report)
                 last = ImportProgress()
-                with _bar(console) as (progress, task):
+                with _bar(console) as (progress, task), _stop_between_batches() as stop:
                     def on_progress(p: ImportProgress) -> None:
                         nonlocal last
                         last = p
@@ -128,6 +131,7 @@ def import_command(ctx: click.Context, entity: str, file: Path, setup: Path, db_
                         progress.update(task, completed=p.fraction or 0.0,
                                         rows=f"{p.rows_done:,}{of} rows",
                                         rate=f"{p.rate:,.0f} rows/s")
+                        stop()  # a Ctrl-C meanwhile stops the import here, between batches
 
                     # the objects alive before the import (the loaded engine) are kept out of
                     # the garbage collector's full passes while it runs (~7% of its CPU)
@@ -163,6 +167,33 @@ def import_command(ctx: click.Context, entity: str, file: Path, setup: Path, db_
 
     code = _guarded(ctx, run)
     ctx.exit(code or 0)
+
+
+@contextmanager
+def _stop_between_batches() -> Iterator[Callable[[], None]]:
+    """Ctrl-C stops the import between two batches, not inside one: a KeyboardInterrupt
+    raised just after a batch's commit, before the import had counted it, made the
+    message name one batch fewer than the database holds. The first Ctrl-C is noted and
+    raised by the function given (called after each batch); a second one stops at once."""
+    asked: list[bool] = []
+
+    def note(signum: int, frame: Any) -> None:
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(True)
+
+    def stop() -> None:
+        if asked:
+            raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # only the main thread may take signals: Ctrl-C stops at once there
+        return
+    previous = signal.signal(signal.SIGINT, note)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _user(kt: Any, email: str | None) -> Any:
