@@ -14,13 +14,12 @@ A view's `query` is the list's query string (`stage[eq]=won&sort=-amount`), chec
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
-from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response
 
-from api.responses import json_response, no_query, path_id, read_json
+from api.collection_routes import Collection, add_collection_routes
 from engine.core import Kartoteka
 from engine.errors import ErrorDetail, MalformedRequest
 from engine.records.saved_views import MAX_VIEWS
@@ -77,64 +76,18 @@ def add_view_routes(app: FastAPI, kt: Kartoteka, cap: int,
                     refused: dict[int | str, dict[str, Any]]) -> None:
     views = kt.views
 
-    def view_id(request: Request) -> int:
-        return path_id(request, "id", "view")
-
-    async def list_views(request: Request) -> Response:
+    def listing(request: Request) -> Callable[[], Any]:
         entity = _entity_param(request)
-        return json_response({"items": await run_in_threadpool(views.for_entity, entity)})
+        return lambda: views.for_entity(entity)
 
-    async def create_view(request: Request) -> Response:
-        no_query(request)
-        body = await read_json(request, cap)
-        made = await run_in_threadpool(views.create, body)
-        return json_response(made, 201, {"Location": f"/api/views/{made['id']}"})
-
-    async def get_view(request: Request) -> Response:
-        no_query(request)
-        return json_response(await run_in_threadpool(views.get, view_id(request)))
-
-    async def change_view(request: Request) -> Response:
-        no_query(request)
-        body = await read_json(request, cap)
-        return json_response(await run_in_threadpool(views.change, view_id(request), body))
-
-    async def delete_view(request: Request) -> Response:
-        no_query(request)
-        await run_in_threadpool(views.delete, view_id(request))
-        return Response(status_code=204)
-
-    def ok(schema: dict[str, Any], status: int = 200) -> dict[int | str, dict[str, Any]]:
-        return {status: {"description": "OK", "content": {"application/json": {"schema": schema}}},
-                **refused}
-
-    listing = {"type": "object", "required": ["items"],
-               "properties": {"items": {"type": "array", "items": VIEW}}}
-    created = ok(VIEW, 201)
-    created[201]["headers"] = {"Location": {"schema": {"type": "string"},
-                                            "description": "the new view"}}
-    for path, method, handler, summary, responses in (
-        ("/api/views", "GET", list_views,
-         "Your saved views of an entity's list (without entity: of every entity)", ok(listing)),
-        ("/api/views", "POST", create_view,
-         f"Save a view: a name for a list's query (at most {MAX_VIEWS} per entity)", created),
-        ("/api/views/{id}", "GET", get_view, "One of your saved views", ok(VIEW)),
-        ("/api/views/{id}", "PATCH", change_view,
-         "Rename a saved view, change its query, or make it your default", ok(VIEW)),
-        ("/api/views/{id}", "DELETE", delete_view, "Delete one of your saved views",
-         {204: {"description": "Deleted"}, **refused}),
-    ):
-        extra: dict[str, Any] = {"parameters": [
-            {"name": "id", "in": "path", "required": True,
-             "schema": {"type": "integer", "minimum": 1, "maximum": 10**18}}]
-            if "{id}" in path else []}
-        if path == "/api/views" and method == "GET":
-            extra["parameters"] = [{"name": "entity", "in": "query", "required": False,
-                                    "schema": {"type": "string", "enum": list(kt.setup.entities)}}]
-        if method in ("POST", "PATCH"):
-            extra["requestBody"] = {"required": True, "content": {"application/json": {
-                "schema": _body_schema(kt, create=method == "POST")}}}
-        app.add_api_route(path, handler, methods=[method], tags=["views"], summary=summary,
-                          operation_id=f"{method.lower()}_{path.strip('/').replace('/', '_')}"
-                          .replace("{", "").replace("}", ""),
-                          response_class=Response, responses=responses, openapi_extra=extra)
+    collection = Collection(
+        "/api/views", "view", VIEW, lambda create: _body_schema(kt, create=create), (
+            "Your saved views of an entity's list (without entity: of every entity)",
+            f"Save a view: a name for a list's query (at most {MAX_VIEWS} per entity)",
+            "One of your saved views",
+            "Rename a saved view, change its query, or make it your default",
+            "Delete one of your saved views"),
+        "the new view",
+        [{"name": "entity", "in": "query", "required": False,
+          "schema": {"type": "string", "enum": list(kt.setup.entities)}}])
+    add_collection_routes(app, collection, views, cap, refused, "views", listing)

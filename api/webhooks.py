@@ -14,11 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
-from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response
+from fastapi import FastAPI
 
-from api.responses import json_response, no_query, path_id, read_json
+from api.collection_routes import Collection, add_collection_routes
 from engine.automations.subscriptions import EVENTS, SECRET_MIN
 from engine.core import Kartoteka
 from engine.setup.roles import ADMIN
@@ -59,65 +57,12 @@ def _body_schema(kt: Kartoteka, *, create: bool) -> dict[str, Any]:
 
 def add_webhook_routes(app: FastAPI, kt: Kartoteka, cap: int,
                        refused: dict[int | str, dict[str, Any]]) -> None:
-    hooks = kt.webhooks
-
-    def webhook_id(request: Request) -> int:
-        return path_id(request, "id", "webhook")
-
-    async def list_webhooks(request: Request) -> Response:
-        no_query(request)
-        return json_response({"items": await run_in_threadpool(hooks.list)})
-
-    async def create_webhook(request: Request) -> Response:
-        no_query(request)
-        body = await read_json(request, cap)
-        made = await run_in_threadpool(hooks.create, body)
-        return json_response(made, 201, {"Location": f"/api/webhooks/{made['id']}"})
-
-    async def get_webhook(request: Request) -> Response:
-        no_query(request)
-        return json_response(await run_in_threadpool(hooks.get, webhook_id(request)))
-
-    async def change_webhook(request: Request) -> Response:
-        no_query(request)
-        body = await read_json(request, cap)
-        return json_response(await run_in_threadpool(hooks.change, webhook_id(request), body))
-
-    async def delete_webhook(request: Request) -> Response:
-        no_query(request)
-        await run_in_threadpool(hooks.delete, webhook_id(request))
-        return Response(status_code=204)
-
-    def ok(schema: dict[str, Any], status: int = 200) -> dict[int | str, dict[str, Any]]:
-        return {status: {"description": "OK", "content": {"application/json": {"schema": schema}}},
-                **refused}
-
-    listing = {"type": "object", "required": ["items"],
-               "properties": {"items": {"type": "array", "items": WEBHOOK}}}
-    created = ok(WEBHOOK, 201)
-    created[201]["headers"] = {"Location": {"schema": {"type": "string"},
-                                            "description": "the new subscription"}}
-    for path, method, handler, summary, responses in (
-        ("/api/webhooks", "GET", list_webhooks, "Webhook subscriptions (admin)", ok(listing)),
-        ("/api/webhooks", "POST", create_webhook,
-         "Subscribe a URL to an entity's events; a generated secret is answered once (admin)",
-         created),
-        ("/api/webhooks/{id}", "GET", get_webhook, "One webhook subscription (admin)",
-         ok(WEBHOOK)),
-        ("/api/webhooks/{id}", "PATCH", change_webhook,
-         "Change a webhook subscription: its events, URL, secret, role or active flag (admin)",
-         ok(WEBHOOK)),
-        ("/api/webhooks/{id}", "DELETE", delete_webhook, "Delete a webhook subscription (admin)",
-         {204: {"description": "Deleted"}, **refused}),
-    ):
-        extra: dict[str, Any] = {"parameters": [
-            {"name": "id", "in": "path", "required": True,
-             "schema": {"type": "integer", "minimum": 1, "maximum": 10**18}}]
-            if "{id}" in path else []}
-        if method in ("POST", "PATCH"):
-            extra["requestBody"] = {"required": True, "content": {"application/json": {
-                "schema": _body_schema(kt, create=method == "POST")}}}
-        app.add_api_route(path, handler, methods=[method], tags=["webhooks"], summary=summary,
-                          operation_id=f"{method.lower()}_{path.strip('/').replace('/', '_')}"
-                          .replace("{", "").replace("}", ""),
-                          response_class=Response, responses=responses, openapi_extra=extra)
+    collection = Collection(
+        "/api/webhooks", "webhook", WEBHOOK, lambda create: _body_schema(kt, create=create), (
+            "Webhook subscriptions (admin)",
+            "Subscribe a URL to an entity's events; a generated secret is answered once (admin)",
+            "One webhook subscription (admin)",
+            "Change a webhook subscription: its events, URL, secret, role or active flag (admin)",
+            "Delete a webhook subscription (admin)"),
+        "the new subscription")
+    add_collection_routes(app, collection, kt.webhooks, cap, refused, "webhooks")
