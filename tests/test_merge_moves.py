@@ -166,6 +166,56 @@ def test_a_merge_moves_stage_moves_runs_and_notifications(kt: Kartoteka) -> None
         assert counters(kt) == moved
 
 
+def test_a_duplicate_made_later_does_not_cut_the_survivors_time_in_stage(
+        kt: Kartoteka) -> None:
+    """The common merge: a record waits in the first stage, its duplicate is made later
+    (entering the same stage then). After the merge, the survivor's next move counts its
+    time in the stage from its own entry, not from the duplicate's."""
+    with TestClient(create_app(kt), base_url="http://127.0.0.1") as http:
+        _, token = kt.users.add("anna@example.com", ["manager"])
+        anna = Caller(http, token)
+        survivor, later = (made(anna.post("/api/deal", json={"title": title, "inn": "7701000001"},
+                                          headers=CONFIRM))["id"]
+                           for title in ("Ромашка", "Ромашка 2"))
+        history = kt.storage.stage_history
+        now = dt.datetime.now(dt.UTC)
+        with kt.db.write(system="test") as conn:
+            for record_id, ago in ((survivor, 4), (later, 1)):  # hours in `new`
+                conn.execute(sa.update(history).where(history.c.record_id == record_id)
+                             .values(at=now - dt.timedelta(hours=ago)))
+        made(anna.post(f"/api/deal/{survivor}/merge", json={"others": [later]}), 200)
+        made(anna.post(f"/api/deal/{survivor}/stage", json={"to": "contract"}), 200)
+        moved = made(anna.get(f"/api/deal/{survivor}/timeline?limit=1"), 200)["items"][0]
+        assert moved["to"] == "contract"
+        assert 4 * 3600 - 60 < moved["seconds_in_previous"] < 4 * 3600 + 60
+        assert rows_of(kt, history, later) == 0
+        kept = counters(kt)
+        with kt.db.write(system="test") as conn:
+            rebuild_stage_time(conn, kt.storage)
+        assert counters(kt) == kept
+
+
+def test_an_event_not_delivered_yet_stays_with_the_merged_record(kt: Kartoteka) -> None:
+    """A duplicate moved to `contract` and merged before the worker ran: its automation does
+    not notify about the survivor (the survivor never entered `contract`)."""
+    with TestClient(create_app(kt), base_url="http://127.0.0.1") as http:
+        _, token = kt.users.add("anna@example.com", ["manager"])
+        anna = Caller(http, token)
+        survivor, other = (made(anna.post("/api/deal", json={"title": title, "inn": "7701000002"},
+                                          headers=CONFIRM))["id"]
+                           for title in ("Лотос", "Лотос (дубль)"))
+        made(anna.post(f"/api/deal/{other}/stage", json={"to": "contract"}), 200)
+        made(anna.post(f"/api/deal/{survivor}/merge", json={"others": [other]}), 200)
+        while kt.automations.run_pending():
+            pass
+        assert made(anna.get("/api/me/notifications"), 200)["items"] == []
+        events = kt.storage.events
+        with kt.db.read() as conn:
+            kinds = conn.execute(sa.select(events.c.kind).where(
+                events.c.record_id == other)).scalars().all()
+        assert sorted(kinds) == ["stage", "stage"]  # its creation and its move, undelivered
+
+
 def test_a_merge_without_pipeline_or_automations_moves_what_there_is(
         make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path]) -> None:
     kt = make_kt(write_setup({
