@@ -101,7 +101,8 @@ def describe_server() -> str:
 
 
 #: what a database's schema is, in one value: its schemas, the columns, indexes and
-#: constraints of `public`, and the setups recorded as migrated
+#: constraints of `public`, its functions and triggers (the board's counters), and the
+#: setups recorded as migrated
 _FINGERPRINT = """
 SELECT md5(concat_ws('|',
   (SELECT string_agg(nspname, ',' ORDER BY nspname) FROM pg_namespace
@@ -114,7 +115,9 @@ SELECT md5(concat_ws('|',
   (SELECT string_agg(conname || pg_get_constraintdef(oid), ',' ORDER BY conname)
      FROM pg_constraint WHERE connamespace = 'public'::regnamespace),
   (SELECT string_agg(proname, ',' ORDER BY proname) FROM pg_proc
-    WHERE pronamespace = 'public'::regnamespace)))
+    WHERE pronamespace = 'public'::regnamespace),
+  (SELECT string_agg(tgname, ',' ORDER BY tgname) FROM pg_trigger
+    WHERE NOT tgisinternal)))
 """
 #: the table that records migrations: kept by a reset, so a setup still reads as migrated
 HISTORY = "kt_setup_history"

@@ -178,8 +178,10 @@ class Rollups:
         for plan, increment in increments:
             applied = None if increment is None else plan.apply(conn, parent_id, child_id,
                                                                  increment, answer=answer)
-            if applied is None:
-                changes = self.entities[parent].recompute(conn, [parent_id]).get(parent_id, {})
+            if applied is None:  # added up again; what the increments before it moved stays
+                # in `changes` (the recomputation reports only what differs from the stored)
+                again = self.entities[parent].recompute(conn, [parent_id])
+                changes.update(again.get(parent_id, {}))
                 break
             changes.update(applied)
         if changes:
