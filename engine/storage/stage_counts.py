@@ -20,8 +20,11 @@ shards means anything. On PostgreSQL a write adds to the shard of its connection
 counter row: a long one (an all-or-nothing import of a big file) would otherwise hold the
 rows of the first stage — every shard, had it been chosen by record — and make every
 other create wait for its commit; and two transactions on different shards never wait
-for each other, in any order. (SQLite has one writer at a time: its shard is the record
-id's, and a recount's everywhere.)
+for each other, in any order. Rarely is not never: a connection whose process falls in the
+long transaction's shard waits for its commit, and two multi-statement transactions on one
+shard moving records through the same stages in opposite orders can deadlock (docs/api.md,
+Board, says so; append-only delta rows folded by the reader would close both). (SQLite has
+one writer at a time: its shard is the record id's, and a recount's everywhere.)
 
 PostgreSQL runs statement-level triggers over transition tables: one grouped upsert per
 statement, its rows locked in key order (two statements never wait for each other's rows
