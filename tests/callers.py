@@ -18,3 +18,11 @@ class Caller:
         call = getattr(self.http, method)
         return lambda path, **kw: call(path, headers={**self.headers, **kw.pop("headers", {})},
                                        **kw)
+
+
+def made(answer: Any, status: int = 201) -> dict[str, Any]:
+    """The body of an answer that must have this status (a create's 201 unless said),
+    failing with the answer's text otherwise."""
+    assert answer.status_code == status, answer.text
+    body: dict[str, Any] = answer.json()
+    return body

@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 
 from api import create_app
 from engine import Kartoteka, SetupError, ValidationFailed, load_setup
-from tests.callers import Caller
+from tests.callers import Caller, made
 
 MARKER = "СЕКРЕТ 秘密 راز"
 
@@ -29,11 +29,6 @@ def world(kt: Kartoteka) -> Iterator[dict[str, Caller]]:
             user, token = kt.users.add(f"{name}@example.com", roles, team="north")
             callers[name] = Caller(http, token, user.id)
         yield callers
-
-
-def made(response: Any, status: int = 201) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    return response.json()  # type: ignore[no-any-return]
 
 
 def everything(kt: Kartoteka) -> dict[str, list[tuple[Any, ...]]]:

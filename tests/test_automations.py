@@ -23,7 +23,7 @@ from engine.automations.worker import MAX_ATTEMPTS, MAX_DEPTH, ActionContext
 from engine.core import Settings
 from engine.setup.loader import load_setup
 from engine.storage.database import DatabaseSettings
-from tests.callers import Caller
+from tests.callers import Caller, made
 
 SETUP = {
     "setup.yaml": """
@@ -152,12 +152,6 @@ def events(kt: Kartoteka, **where: Any) -> list[dict[str, Any]]:
     with kt.db.read() as conn:
         statement = sa.select(table).where(*(table.c[k] == v for k, v in where.items()))
         return [dict(r) for r in conn.execute(statement.order_by(table.c.id)).mappings()]
-
-
-def made(response: Any, status: int = 201) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def test_a_stage_entered_runs_its_actions_once(kt: Kartoteka, people: dict[str, Any]) -> None:

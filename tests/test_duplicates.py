@@ -19,7 +19,7 @@ from engine import Kartoteka
 from engine.records.duplicates import DuplicateFound
 from engine.setup.duplicates import blocking_keys, normal_text, normaliser
 from engine.types.fields import PhoneType
-from tests.callers import Caller
+from tests.callers import Caller, made
 from tests.counting import rows_per_table
 
 CONFIRM = {"X-Confirm-Duplicate": "true"}
@@ -85,11 +85,6 @@ SETUP = {
 @pytest.fixture
 def kt(make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path]) -> Kartoteka:
     return make_kt(write_setup(SETUP))
-
-
-def made(answer: Any, status: int = 201) -> dict[str, Any]:
-    assert answer.status_code == status, answer.text
-    return dict(answer.json())
 
 
 def refused(answer: Any, code: str = "possible_duplicate") -> dict[str, Any]:

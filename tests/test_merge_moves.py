@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from api import create_app
 from engine import Kartoteka
 from engine.storage.journal import rebuild_stage_time
-from tests.callers import Caller
+from tests.callers import Caller, made
 
 SETUP = {
     "setup.yaml": """
@@ -55,11 +55,6 @@ CONFIRM = {"X-Confirm-Duplicate": "true"}
 @pytest.fixture
 def kt(make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path]) -> Kartoteka:
     return make_kt(write_setup(SETUP))
-
-
-def made(answer: Any, status: int = 201) -> dict[str, Any]:
-    assert answer.status_code == status, answer.text
-    return dict(answer.json())
 
 
 def counters(kt: Kartoteka) -> list[tuple[Any, ...]]:

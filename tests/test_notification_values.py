@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from api import create_app
 from engine import Kartoteka
 from engine.automations.localized import Localizer
-from tests.callers import Caller
+from tests.callers import Caller, made
 
 SETUP = {
     "setup.yaml": """
@@ -65,11 +65,6 @@ SETUP = {
 @pytest.fixture
 def kt(make_kt: Callable[..., Kartoteka], write_setup: Callable[..., Path]) -> Kartoteka:
     return make_kt(write_setup(SETUP))
-
-
-def made(answer: Any, status: int = 201) -> dict[str, Any]:
-    assert answer.status_code == status, answer.text
-    return dict(answer.json())
 
 
 def test_each_recipient_reads_the_values_in_their_language(kt: Kartoteka) -> None:

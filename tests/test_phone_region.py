@@ -18,6 +18,7 @@ from api import create_app
 from engine import Kartoteka
 from engine.records.duplicates import DuplicateFound
 from engine.setup.phones import e164
+from tests.callers import made
 
 CONFIRM = {"X-Confirm-Duplicate": "true"}
 
@@ -35,11 +36,6 @@ def setup(region: str | None) -> dict[str, str]:
                 same_phone: {exact: phone}
         """,
     }
-
-
-def made(answer: Any, status: int = 201) -> dict[str, Any]:
-    assert answer.status_code == status, answer.text
-    return dict(answer.json())
 
 
 def refused(answer: Any) -> None:

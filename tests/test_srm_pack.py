@@ -14,6 +14,7 @@ from starlette.testclient import TestClient
 
 from api import create_app
 from engine import Kartoteka
+from tests.callers import made
 from tests.conftest import EXAMPLES
 
 PURCHASING = EXAMPLES / "purchasing"
@@ -26,12 +27,6 @@ def srm(make_kt: Callable[..., Kartoteka]) -> Iterator[TestClient]:
     with TestClient(create_app(make_kt(PURCHASING)), base_url="http://127.0.0.1",
                     raise_server_exceptions=False) as client:
         yield client
-
-
-def made(answer: Any, status: int = 201) -> dict[str, Any]:
-    assert answer.status_code == status, answer.text
-    result: dict[str, Any] = answer.json()
-    return result
 
 
 def refused(answer: Any, status: int, code: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from starlette.testclient import TestClient
 from api import create_app
 from engine import Kartoteka
 from engine.automations.webhook import verify
-from tests.callers import Caller
+from tests.callers import Caller, made
 
 SETUP = {
     "setup.yaml": """
@@ -103,12 +103,6 @@ def people(kt: Kartoteka) -> Iterator[dict[str, Any]]:
         _, anna = kt.users.add("anna@example.com", ["manager"])
         yield {"http": http_client, "root": Caller(http_client, root),
                "anna": Caller(http_client, anna)}
-
-
-def made(response: Any, status: int = 201) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def deliveries(kt: Kartoteka) -> list[dict[str, Any]]:
