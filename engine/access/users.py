@@ -38,6 +38,7 @@ from engine.setup.names import identifier_problem
 from engine.setup.roles import ADMIN
 from engine.storage.database import Database
 from engine.storage.users import EMAIL_LENGTH, LANGUAGE_LENGTH
+from engine.types.columns import utc_text
 from engine.types.fields import ValueProblem, check_text
 
 log = logging.getLogger("kartoteka.auth")
@@ -421,7 +422,7 @@ class Users:
 
 
 def _iso(value: dt.datetime | None) -> str | None:
-    return None if value is None else value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    return None if value is None else utc_text(value)
 
 
 def _user(row: Any) -> User:

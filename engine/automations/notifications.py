@@ -16,6 +16,7 @@ from engine.access.acting import Acting
 from engine.errors import ErrorDetail, MalformedRequest, NotFound, ValidationFailed
 from engine.storage.database import Database
 from engine.storage.tables import Storage
+from engine.types.columns import utc_text
 
 DEFAULT_LIMIT = 50
 #: the largest id a table's 64-bit key holds
@@ -80,7 +81,7 @@ class Notifications:
 
 
 def _moment(value: dt.datetime | None) -> str | None:
-    return None if value is None else value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    return None if value is None else utc_text(value)
 
 
 def _item(row: Any) -> dict[str, Any]:

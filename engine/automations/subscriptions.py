@@ -30,6 +30,7 @@ from engine.setup.spec import SetupSpec
 from engine.storage.database import Database
 from engine.storage.outbox import Outbox
 from engine.storage.webhooks import SECRET_LENGTH, URL_LENGTH
+from engine.types.columns import utc_text
 from engine.types.fields import ValueProblem, check_text
 
 #: the triggers a subscription may listen to (the record events of automations)
@@ -179,12 +180,8 @@ def _url_problems(url: Any) -> list[ErrorDetail]:
     return []
 
 
-def _moment(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
-
 def _json(row: Any) -> dict[str, Any]:
     """A subscription as the API answers it: never its secret."""
     return {"id": row.id, "entity": row.entity, "events": list(row.events), "url": row.url,
-            "role": row.role, "active": bool(row.active), "created_at": _moment(row.created_at),
-            "updated_at": _moment(row.updated_at)}
+            "role": row.role, "active": bool(row.active), "created_at": utc_text(row.created_at),
+            "updated_at": utc_text(row.updated_at)}

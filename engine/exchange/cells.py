@@ -34,6 +34,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from engine.setup.spec import FieldSpec, SetupSpec
+from engine.types.columns import utc_text
 from engine.types.fields import (
     BooleanType,
     ChoiceType,
@@ -263,7 +264,7 @@ def read_datetime(field: FieldSpec, cell: Any, locale: Locale) -> Any:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=locale.timezone)  # as the setup's people mean it
     try:  # in UTC: a zone's offset long ago has seconds (Moscow's +02:30:17), ISO 8601 none
-        return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+        return utc_text(moment)
     except OverflowError:
         raise ValueProblem("is before 0001-01-01 00:00 UTC, the first moment stored") from None
 

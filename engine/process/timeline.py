@@ -23,6 +23,7 @@ from engine.errors import ErrorDetail, MalformedRequest, NotFound, ValidationFai
 from engine.records.service import Record, Records, checked_id
 from engine.setup.names import link_column, poly_entity_column
 from engine.setup.spec import Label
+from engine.types.columns import utc_text
 from engine.types.fields import ValueProblem, check_text
 
 DEFAULT_LIMIT = 50
@@ -205,12 +206,8 @@ def _text(body: dict[str, Any], key: str, *, required: bool, limit: int = MAX_TE
     return value
 
 
-def _iso(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
-
 def _activity_item(row: Any) -> Record:
-    item: Record = {"type": row.kind, "id": row.id, "at": _iso(row.at), "by": row.by}
+    item: Record = {"type": row.kind, "id": row.id, "at": utc_text(row.at), "by": row.by}
     if row.kind == "comment":
         item["text"] = row.text
     else:
@@ -220,13 +217,13 @@ def _activity_item(row: Any) -> Record:
 
 
 def _stage_item(row: Any) -> Record:
-    return {"type": "stage", "id": row.id, "at": _iso(row.at), "by": row.by,
+    return {"type": "stage", "id": row.id, "at": utc_text(row.at), "by": row.by,
             "pipeline": row.pipeline, "from": row.from_stage, "to": row.to_stage,
             "seconds_in_previous": row.seconds}
 
 
 def _change_item(row: Any) -> Record:
-    return {"type": "change", "id": row.id, "at": _iso(row.at), "by": row.by,
+    return {"type": "change", "id": row.id, "at": utc_text(row.at), "by": row.by,
             "action": row.action, "changes": row.changes or {}}
 
 
@@ -234,7 +231,7 @@ def _automation_item(labels: Mapping[str, Label]) -> Callable[[Any], Record]:
     """What an automation did for the record (or why not): attributed to it, not to a user."""
     def item(row: Any) -> Record:
         label = labels.get(row.automation)
-        return {"type": "automation", "id": row.id, "at": _iso(row.at), "by": None,
+        return {"type": "automation", "id": row.id, "at": utc_text(row.at), "by": None,
                 "automation": row.automation, "label": dict(label) if label else None,
                 "status": row.status, "detail": row.detail or {}}
     return item
@@ -243,7 +240,7 @@ def _automation_item(labels: Mapping[str, Label]) -> Callable[[Any], Record]:
 def _record_item(entity: str, link: str) -> Callable[[Any], Record]:
     def item(row: Any) -> Record:
         return {"type": "record", "entity": entity, "link": link, "id": row.id,
-                "at": _iso(row.at), "record_id": row.id}
+                "at": utc_text(row.at), "record_id": row.id}
     return item
 
 
@@ -257,7 +254,7 @@ def _before(source: _Source, cursor: tuple[dt.datetime, int, int]) -> ColumnElem
 
 
 def _encode(at: dt.datetime, rank: int, item_id: int) -> str:
-    raw = json.dumps([_iso(at), rank, item_id], separators=(",", ":")).encode()
+    raw = json.dumps([utc_text(at), rank, item_id], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 

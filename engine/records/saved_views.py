@@ -36,6 +36,7 @@ from engine.records.query import QueryParser
 from engine.setup.spec import EntitySpec, SetupSpec
 from engine.storage.database import Database
 from engine.storage.views import NAME_LENGTH, QUERY_LENGTH
+from engine.types.columns import utc_text
 from engine.types.fields import ValueProblem, check_text
 
 KEYS = ("entity", "name", "query", "is_default")
@@ -259,8 +260,8 @@ class SavedViews:
                 problem = "; ".join(f"{d.field.removeprefix('query.')}: {d.problem}"
                                     for d in found)
         return {"id": row.id, "entity": row.entity, "name": row.name, "query": row.query,
-                "is_default": bool(row.is_default), "created_at": _moment(row.created_at),
-                "updated_at": _moment(row.updated_at), "problem": problem}
+                "is_default": bool(row.is_default), "created_at": utc_text(row.created_at),
+                "updated_at": utc_text(row.updated_at), "problem": problem}
 
 
 @contextmanager
@@ -287,6 +288,3 @@ def _name(name: Any) -> str:
         raise ValidationFailed("the view is not valid", [ErrorDetail("name", str(problem))]) from None
     return text
 
-
-def _moment(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")

@@ -47,6 +47,7 @@ from engine.storage.database import UNSCOPED, Database
 from engine.storage.filters import pair_clauses
 from engine.storage.journal import Journal, diff
 from engine.storage.tables import SEARCH_COLUMN, EntityTable, Storage, search_text
+from engine.types.columns import utc_text
 from engine.types.fields import ValueProblem
 from engine.types.moments import Clock, system_clock
 
@@ -88,7 +89,7 @@ class _Shape:
                 render = None if field.type.renders_as_is else _bind_render(field)
                 steps.append((name, name, render))
             elif name in ("created_at", "updated_at"):
-                steps.append((name, name, _render_datetime))
+                steps.append((name, name, utc_text))
             elif name in ("id", "version", "owner", "stage"):
                 steps.append((name, name, None))
         self.poly = [(l.name, poly_entity_column(l.name), link_column(l.name))
@@ -150,10 +151,6 @@ class _Shape:
 
 def _bind_render(field: FieldSpec) -> Callable[[Any], Any]:
     return lambda value: field.type.render(field, value)
-
-
-def _render_datetime(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _now() -> dt.datetime:

@@ -55,6 +55,12 @@ class ExactDecimal(TypeDecorator[Decimal]):
         return Decimal
 
 
+def utc_text(value: dt.datetime) -> str:
+    """A moment as the API, exports and histories write it: ISO 8601 in UTC, `Z` for the
+    zone (`2026-12-05T21:48:00Z`)."""
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
 class UTCDateTime(TypeDecorator[dt.datetime]):
     impl = sa.DateTime
     cache_ok = True

@@ -32,7 +32,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.errors import ExtensionError
-from engine.types.columns import ExactDecimal, UTCDateTime, json_column
+from engine.types.columns import ExactDecimal, UTCDateTime, json_column, utc_text
 
 
 class FieldSpec(Protocol):
@@ -588,7 +588,7 @@ class DateTimeType(FieldType):
     def render(self, field: FieldSpec, value: Any) -> Any:
         if value is None:
             return None
-        return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+        return utc_text(value)
 
 
 class _OptionsType(FieldType):
