@@ -80,7 +80,8 @@ class Merger:
                 self._repoint(conn, table, survivor, others, actor, now)
                 self._unloop(conn, table, survivor)
                 self._move_history(conn, entity, survivor, others)
-                move_the_rest(conn, self.storage, entity, survivor, others, current.get("stage"))
+                move_the_rest(conn, records.journal, entity, survivor, others,
+                              current.get("stage"))
                 records._delete(conn, entity, others, set(), actor, scoped=True)
                 if fill:
                     with records.duplicates.confirmed("all"):

@@ -16,19 +16,28 @@ counted again in the survivor's: the counters stay equal to a recomputation from
 
 from __future__ import annotations
 
+import datetime as dt
+
 import sqlalchemy as sa
 
-from engine.storage.journal import count_stage_time, stage_time_select, stage_time_shard
+from engine.storage.journal import (
+    Journal,
+    count_stage_time,
+    stage_time_select,
+    stage_time_shard,
+)
 from engine.storage.outbox import PENDING
 from engine.storage.tables import STAGE_TIME_SHARDS, Storage
 
 
-def move_the_rest(conn: sa.Connection, storage: Storage, entity: str, survivor: int,
+def move_the_rest(conn: sa.Connection, journal: Journal, entity: str, survivor: int,
                   others: list[int], stage: str | None = None) -> None:
     """Move the others' stage history, automation runs and events, notifications and
     fired date triggers to the survivor (in `stage`), in the merge's transaction."""
+    storage = journal.storage
     if storage[entity].spec.pipeline is not None:
-        _move_stages(conn, storage, entity, survivor, others, stage)
+        own = journal.last_stage_entry(conn, entity, survivor, stage) if stage else None
+        _move_stages(conn, storage, entity, survivor, others, stage, own)
     for table in (storage.automation_runs, storage.events, storage.notifications):
         # an event not delivered yet stays the other's: run for the survivor, the other's
         # automations would act twice (a second welcome to the same client); under the
@@ -41,15 +50,13 @@ def move_the_rest(conn: sa.Connection, storage: Storage, entity: str, survivor: 
 
 
 def _move_stages(conn: sa.Connection, storage: Storage, entity: str, survivor: int,
-                 others: list[int], stage: str | None) -> None:
+                 others: list[int], stage: str | None, own: dt.datetime | None) -> None:
     h = storage.stage_history
     theirs = [h.c.entity == entity, h.c.record_id.in_(others)]
-    # the survivor's time in its stage counts from its own entry into it, the latest entry
-    # into that stage in its history: an other's entry into the same stage after it (a
+    # the survivor's time in its stage counts from its own entry into it (`own`, as
+    # last_stage_entry reads it): an other's entry into the same stage after it (a
     # duplicate made later, still in the first stage) stays the other's and goes with its
     # deletion — with the time the other spent in the stage before, if any
-    own = conn.execute(sa.select(sa.func.max(h.c.at)).where(
-        h.c.entity == entity, h.c.record_id == survivor, h.c.to_stage == stage)).scalar()
     theirs.append(sa.not_(sa.and_(h.c.to_stage == stage, h.c.at > own))
                   if own is not None else h.c.to_stage != stage)
     counted = conn.execute(stage_time_select(h).where(*theirs).group_by(
