@@ -17,10 +17,9 @@ from engine.errors import ErrorDetail, MalformedRequest, NotFound, ValidationFai
 from engine.storage.database import Database
 from engine.storage.tables import Storage
 from engine.types.columns import utc_text
+from engine.types.fields import INT64_MAX
 
 DEFAULT_LIMIT = 50
-#: the largest id a table's 64-bit key holds
-MAX_ID = 2**63 - 1
 MAX_LIMIT = 200
 #: the most ids one call marks read
 MAX_IDS = 1000
@@ -63,7 +62,7 @@ class Notifications:
             if not everything:
                 # an id past 64 bits names no notification (nor may it reach the database)
                 found = set(conn.execute(sa.select(t.c.id).where(
-                    mine, t.c.id.in_([i for i in ids if i <= MAX_ID]))).scalars())
+                    mine, t.c.id.in_([i for i in ids if i <= INT64_MAX]))).scalars())
                 missing = [i for i in ids if i not in found]
                 if missing:
                     raise NotFound(f"no notification with id {missing[0]}",
