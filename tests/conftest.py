@@ -19,6 +19,7 @@ durability asks for it with `make_kt(..., sqlite_synchronous="FULL")`.
 from __future__ import annotations
 
 import gc
+import os
 import shutil
 import textwrap
 from collections.abc import Callable, Iterator
@@ -31,7 +32,7 @@ from starlette.testclient import TestClient
 from api import create_app
 from engine import DatabaseSettings, Kartoteka, Settings
 from engine.access import passwords
-from tests import asgi_client
+from tests import asgi_client, pg
 from tests.pg import HOW_TO, ScratchDatabase, describe_server, postgres_server
 from tests.setups import SetupCache
 
@@ -54,6 +55,24 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, one throwaway PostgreSQL server for every worker, started here in
+    the controller before the workers (they inherit its URL through the environment): a
+    server per worker cost each its own initdb, start and caches, and made the README's
+    `./scripts/test` ~25 s slower than CI, whose server is started before the tests."""
+    if hasattr(config, "workerinput") or os.environ.get(pg.ENV):
+        return
+    if getattr(config.option, "dist", "no") == "no" or (config.option.numprocesses or 0) < 2:
+        return  # one process: its server is started when a test first needs it
+    server = postgres_server()
+    url = server.__enter__()
+    if url is None:
+        return
+    config.add_cleanup(lambda: server.__exit__(None, None, None))
+    os.environ[pg.ENV] = url + "postgres"
+    pg.SHARED_THROWAWAY = url
 
 
 def pytest_report_header(config: pytest.Config) -> str:

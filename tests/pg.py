@@ -25,6 +25,9 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 
 ENV = "KARTOTEKA_TEST_POSTGRES_URL"
+#: the URL of the throwaway server this run's controller started for its pytest-xdist
+#: workers and put in ENV (tests/conftest.py), else None
+SHARED_THROWAWAY: str | None = None
 HOW_TO = (f"PostgreSQL tests skipped: install Debian's postgresql package "
           f"(apt-get install postgresql) or set {ENV}=postgresql+psycopg://user@127.0.0.1:5432/db")
 
@@ -78,6 +81,10 @@ def postgres_server() -> Iterator[str | None]:
 
 def describe_server() -> str:
     """One line for the test report: which server, its version, and where it came from."""
+    if SHARED_THROWAWAY is not None:
+        bindir = _binaries()
+        return (f"postgresql: a throwaway server at {SHARED_THROWAWAY} ({bindir}), "
+                "started for this run's workers")
     if os.environ.get(ENV):
         url = sa.make_url(os.environ[ENV])
         shown = sa.URL.create(url.drivername, url.username, None, url.host, url.port,
