@@ -25,6 +25,11 @@ from engine.errors import ErrorDetail, MalformedRequest
 from engine.records.saved_views import MAX_VIEWS
 from engine.storage.views import NAME_LENGTH, QUERY_LENGTH
 
+#: one line with something on it, as the views service takes a name: no control characters
+#: nor line or paragraph separators, not only spaces
+_NOT_A_BREAK = r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]"
+ONE_LINE = rf"^{_NOT_A_BREAK}*[^\s\x00-\x1f\x7f-\x9f\u2028\u2029]{_NOT_A_BREAK}*$"
+
 VIEW = {"type": "object", "required": ["id", "entity", "name", "query", "is_default",
                                        "created_at", "updated_at", "problem"], "properties": {
     "id": {"type": "integer"}, "entity": {"type": "string"}, "name": {"type": "string"},
@@ -41,7 +46,7 @@ VIEW = {"type": "object", "required": ["id", "entity", "name", "query", "is_defa
 def _body_schema(kt: Kartoteka, *, create: bool) -> dict[str, Any]:
     properties: dict[str, Any] = {
         "entity": {"type": "string", "enum": list(kt.setup.entities)},
-        "name": {"type": "string", "minLength": 1, "maxLength": NAME_LENGTH,
+        "name": {"type": "string", "minLength": 1, "maxLength": NAME_LENGTH, "pattern": ONE_LINE,
                  "description": "unique among the caller's views of the entity (case aside)"},
         "query": {"type": "string", "maxLength": QUERY_LENGTH,
                   "description": "filters, q, sort as the list takes them; refused (422) when "
