@@ -107,18 +107,23 @@ def describe_server() -> str:
             "started by the suite when a test first needs it")
 
 
-#: what a database's schema is, in one value: its schemas, the columns, indexes and
-#: constraints of `public`, its functions and triggers (the board's counters), and the
-#: setups recorded as migrated
+#: what a database's schema is, in one value: its schemas, the columns (type, not null,
+#: default), indexes and constraints of `public`, its functions and triggers (the board's
+#: counters), and the setups recorded as migrated — read from pg_catalog, not through
+#: information_schema's views (~3.5 ms against ~7 of every PostgreSQL test's start)
 _FINGERPRINT = """
 SELECT md5(concat_ws('|',
   (SELECT string_agg(nspname, ',' ORDER BY nspname) FROM pg_namespace
     WHERE left(nspname, 3) <> 'pg_' AND nspname <> 'information_schema'),
-  (SELECT string_agg(concat_ws(':', table_name, column_name, data_type, is_nullable,
-                               column_default), ',' ORDER BY table_name, column_name)
-     FROM information_schema.columns WHERE table_schema = 'public'),
-  (SELECT string_agg(indexdef, ',' ORDER BY indexdef) FROM pg_indexes
-    WHERE schemaname = 'public'),
+  (SELECT string_agg(concat_ws(':', c.relname, c.relkind, a.attname,
+                               format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                               pg_get_expr(d.adbin, d.adrelid)), ',' ORDER BY c.relname, a.attname)
+     FROM pg_class c
+     JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+     LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+    WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'v', 'm', 'p', 'f')),
+  (SELECT string_agg(pg_get_indexdef(i.indexrelid), ',' ORDER BY 1) FROM pg_index i
+     JOIN pg_class c ON c.oid = i.indrelid WHERE c.relnamespace = 'public'::regnamespace),
   (SELECT string_agg(conname || pg_get_constraintdef(oid), ',' ORDER BY conname)
      FROM pg_constraint WHERE connamespace = 'public'::regnamespace),
   (SELECT string_agg(proname, ',' ORDER BY proname) FROM pg_proc
