@@ -87,21 +87,36 @@ def _enum_values(schema: dict[str, Any]) -> list[Any]:
     return found
 
 
+class _Case:
+    """What one schema's examples draw from and are checked by, built once for its 40
+    examples (building hypothesis strategies and validators for every example was most of
+    this module's time)."""
+
+    def __init__(self, schema: dict[str, Any]):
+        self.properties = list(schema.get("properties") or {})
+        known = _enum_values(schema)
+        self.value = st.one_of(values, st.sampled_from(known) if known else values,
+                               st.lists(st.sampled_from(known), max_size=3) if known else values)
+        self.body = _near_valid(schema)
+        self.key = st.sampled_from([*self.properties, "unknown", "id"])
+        self.quick = QuickValidator(schema)
+        self.validator = jsonschema.Draft202012Validator(schema)
+
+
+_CASES: dict[str, _Case] = {}
+
+
 @pytest.mark.parametrize(("name", "schema"), SCHEMAS, ids=[n for n, _ in SCHEMAS])
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_the_quick_path_accepts_only_what_jsonschema_accepts(name: str, schema: dict[str, Any],
                                                              data: st.DataObject) -> None:
-    properties = list(schema.get("properties") or {})
-    known = _enum_values(schema)
-    value = st.one_of(values, st.sampled_from(known) if known else values,
-                      st.lists(st.sampled_from(known), max_size=3) if known else values)
-    body = data.draw(_near_valid(schema))  # mostly valid…
-    if properties and data.draw(st.booleans()):  # …or one value away from it
-        body[data.draw(st.sampled_from([*properties, "unknown", "id"]))] = data.draw(value)
-    quick = QuickValidator(schema)
-    if quick.surely_valid(body):
-        errors = list(jsonschema.Draft202012Validator(schema).iter_errors(body))
+    case = _CASES.get(name) or _CASES.setdefault(name, _Case(schema))
+    body = data.draw(case.body)  # mostly valid…
+    if case.properties and data.draw(st.booleans()):  # …or one value away from it
+        body[data.draw(case.key)] = data.draw(case.value)
+    if case.quick.surely_valid(body):
+        errors = list(case.validator.iter_errors(body))
         assert not errors, (body, [e.message for e in errors])
 
 
