@@ -78,6 +78,7 @@ from starlette.testclient import TestClient
 
 from api import create_app
 from engine import Kartoteka
+from engine.setup.loader import load_setup
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SETUP = ROOT / "schemas"
@@ -314,6 +315,20 @@ DATA_REFUSALS = frozenset({
 
 #: a bulk row's refusals for what the role may not do (the single call answers 403 or 404)
 ROLE_REFUSALS = frozenset({"operation_forbidden", "not_found"})
+#: the fields some fuzzed role may not see: one published document serves every role, and
+#: a role's hidden field is unknown to it in a filter, sort or `q` (400 `invalid_query`
+#: "has no field", as docs/api.md says) — the role's refusal, not the contract's
+HIDDEN = frozenset(name for role in load_setup(DEFAULT_SETUP).roles.values()
+                   if role.name in ROLES
+                   for grant in role.grants.values() for name in grant.hidden)
+_NO_FIELD = re.compile(r"has no field(?: or link)? '([^']+)'")
+
+
+def _refused_as_hidden(body: dict[str, Any]) -> bool:
+    """Is every problem of a 400 `invalid_query` a field hidden from some fuzzed role?"""
+    details = body.get("error", {}).get("details") or []
+    named = [_NO_FIELD.search(detail.get("problem", "")) for detail in details]
+    return bool(named) and all(match is not None and match.group(1) in HIDDEN for match in named)
 
 
 def accepted_or_refused_by_data(ctx: Any, response: Any, case: Any) -> bool | None:
@@ -326,6 +341,8 @@ def accepted_or_refused_by_data(ctx: Any, response: Any, case: Any) -> bool | No
         except ValueError:
             code = None
         if code in DATA_REFUSALS:
+            return None
+        if code == "invalid_query" and _refused_as_hidden(response.json()):
             return None
         if code == "bulk_failed":  # all-or-none: the rows' own refusals decide
             body = response.json()
@@ -435,23 +452,27 @@ role_schema = schemathesis.openapi.from_dict(schema.raw_schema, config=ROLE_CONF
 role_schema.hook(map_case)
 
 
-def _fuzz_as(role: str) -> Any:
-    @pytest.mark.parametrize("label", OPERATIONS)
-    def test(label: str, role_apps: dict[str, tuple[Any, str]]) -> None:
-        app, token = role_apps[role]
+@pytest.mark.parametrize("label", OPERATIONS)
+def test_every_operation_answers_as_documented_for_each_role(
+        label: str, role_apps: dict[str, tuple[Any, str]]) -> None:
+    """Each generated case sent as every role in turn (the manager, then the director), to
+    the same app: one generation of cases serves both, as a run per role generated the
+    same cases twice."""
+    app = role_apps[ROLES[0]][0]
 
-        def check(case: Any) -> None:
-            header = case.meta.components.get(ParameterLocation.HEADER) if case.meta else None
-            broken = header is not None and header.mode.is_negative  # its own Authorization
-            call_and_validate(case, http, [*ALL_CHECKS, auth_enforced(app)],
-                              headers={} if broken else {"Authorization": f"Bearer {token}"})
-        with TestClient(app, base_url=BASE_URL, raise_server_exceptions=False) as http:
-            fuzz(role_schema, label, check, ROLE_EXAMPLES)
-    return test
-
-
-test_every_operation_answers_as_documented_for_a_manager = _fuzz_as("manager")
-test_every_operation_answers_as_documented_for_a_director = _fuzz_as("director")
+    def check(case: Any) -> None:
+        header = case.meta.components.get(ParameterLocation.HEADER) if case.meta else None
+        broken = header is not None and header.mode.is_negative  # its own Authorization
+        for role in ROLES:
+            token = role_apps[role][1]
+            try:
+                call_and_validate(case, http, [*ALL_CHECKS, auth_enforced(app)],
+                                  headers={} if broken else {"Authorization": f"Bearer {token}"})
+            except Exception as error:
+                error.add_note(f"sent as the {role}")
+                raise
+    with TestClient(app, base_url=BASE_URL, raise_server_exceptions=False) as http:
+        fuzz(role_schema, label, check, ROLE_EXAMPLES)
 
 
 # -- the OpenAPI document itself ---------------------------------------------------------

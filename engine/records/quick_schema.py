@@ -28,6 +28,7 @@ from typing import Any
 
 import jsonschema
 
+from engine.types.fields import NO_NUL
 from engine.types.validation import Validator
 
 Check = Callable[[Any], bool]
@@ -129,6 +130,8 @@ def _min_length(value: Any, schema: dict[str, Any]) -> Check | None:
 
 
 def _pattern(value: Any, schema: dict[str, Any]) -> Check | None:
+    if value == NO_NUL:  # on every string: a test for the one character, not a regex
+        return lambda v: not isinstance(v, str) or "\x00" not in v
     try:
         compiled = re.compile(value)
     except (re.error, TypeError):

@@ -68,6 +68,11 @@ class ValueProblem(ValueError):
     """A value that a field cannot take; the message says why, in the user's terms."""
 
 
+#: the published form of `check_text`'s first rule, on every string without a pattern of
+#: its own: JSON Schema cannot say "no lone surrogate", but it can say "no NUL"
+NO_NUL = "^[^\\u0000]*$"
+
+
 def check_text(value: str) -> None:
     """Text that both databases store: no NUL character, no lone UTF-16 surrogate."""
     if "\x00" in value:
@@ -227,6 +232,7 @@ class StringType(FieldType):
             schema["maxLength"] = limit
         if field.required and not read and "minLength" not in schema:
             schema["minLength"] = 1  # a required text is not an empty one
+        schema.setdefault("pattern", NO_NUL)
         return schema
 
     def parse(self, field: FieldSpec, value: Any) -> Any:
