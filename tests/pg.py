@@ -1,5 +1,6 @@
 """A PostgreSQL server for the tests: the one named by KARTOTEKA_TEST_POSTGRES_URL, or a
-throwaway one started from Debian's binaries (/usr/lib/postgresql/*/bin) for the session.
+throwaway one started from Debian's binaries (/usr/lib/postgresql/*/bin) for the session
+(under pytest-xdist by the controller, for every worker: tests/conftest.py).
 
 Each test gets an empty database: `ScratchDatabase` is created once per test process and
 emptied before every test (other connections ended, every schema dropped, an empty
