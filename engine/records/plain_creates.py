@@ -19,9 +19,10 @@ it and writes its rows one by one, which says which row failed and why.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from itertools import repeat
 from typing import Any
 
 import sqlalchemy as sa
@@ -171,26 +172,24 @@ class PlainCreates:
         PostgreSQL, engine/storage/fast_insert.py), so nothing has to come back."""
         records = self.records
         table = records.storage[entity]
-        keys = sorted({key for row in rows for key in row})
+        keys = sorted(set().union(*rows))
         rights = records.access.rights(entity)
         hidden = rights.hidden if rights is not None else ()
-        render = _Render(records.shapes[entity])
         try:
             # a check over all the batch's rows (their column values, before any is written)
             # belongs here: a RequestError sends the batch row by row, where each row's
             # create says which one failed and why
             ids = reserve_ids(conn, table.table, len(rows))
-            made = []
-            for row, new_id in zip(rows, ids, strict=True):
-                record = render({**row, "id": new_id})  # a column not in it is null
+            made = _Render(records.shapes[entity]).many(rows, ids)  # a column not in a row is null
+            journal = records.journal
+            for row, record, new_id in zip(rows, made, ids, strict=True):
                 # the create's history: diff({}, record) without its empty values
                 journalled = {k: v for k, v in record.items()
-                              if k not in UNJOURNALLED and v not in (None, [])}
+                              if k not in UNJOURNALLED and v is not None and v != []}
                 for name in hidden:
                     record.pop(name, None)
-                records.journal.change(conn, entity, new_id, "create", journalled, by=actor,
-                                       at=row["created_at"])
-                made.append(record)
+                journal.change(conn, entity, new_id, "create", journalled, by=actor,
+                               at=row["created_at"])
             insert_rows(conn, table.table, ["id", *keys],
                         [[new_id, *map(row.get, keys)]
                          for row, new_id in zip(rows, ids, strict=True)])
@@ -211,26 +210,40 @@ class _Render:
         if shape.poly:  # a polymorphic link is never on this path (`takes`)
             raise NotTaken
 
-    def __call__(self, row: dict[str, Any]) -> Record:
-        shape, last = self.shape, self.last
-        record: Record = {}
+    def many(self, rows: Sequence[dict[str, Any]], ids: Sequence[int]) -> list[Record]:
+        """The records of new rows (`rows` with their `ids`), rendered column by column."""
+        shape = self.shape
+        keys = [key for key, _, _ in shape.steps]
+        columns = []
         for key, column, render in shape.steps:
-            value = row.get(column)
-            if render is None or value is None:
-                record[key] = value
+            values = ids if column == "id" else list(map(dict.get, rows, repeat(column)))
+            columns.append(values if render is None else self._rendered(key, render, values))
+        records: list[Record] = [dict(zip(keys, values, strict=True))
+                                 for values in zip(*columns, strict=True)]
+        if shape.single or shape.many:
+            for row, record in zip(rows, records, strict=True):
+                for name, column in shape.single:
+                    record[name] = row.get(column)
+                for name in shape.many:
+                    record[name] = []
+        return records
+
+    def _rendered(self, key: str, render: Callable[[Any], Any],
+                  values: Sequence[Any]) -> list[Any]:
+        before = self.last.get(key)
+        last, done = (before if before is not None else (_NOTHING, None))
+        out: list[Any] = []
+        for value in values:
+            if value is None:
+                out.append(None)
                 continue
-            before = last.get(key)
-            if before is not None and before[0] is value:
-                record[key] = before[1]
-                continue
-            record[key] = rendered = render(value)
-            if isinstance(value, _IMMUTABLE):
-                last[key] = (value, rendered)
-        for name, column in shape.single:
-            record[name] = row.get(column)
-        for name in shape.many:
-            record[name] = []
-        return record
+            if value is not last:
+                done = render(value)
+                last = value if isinstance(value, _IMMUTABLE) else _NOTHING
+            out.append(done)
+        self.last[key] = (last, done)
+        return out
 
 
+_NOTHING = object()
 _IMMUTABLE = (str, int, float, Decimal, dt.date, dt.time)

@@ -21,6 +21,8 @@ checked them (engine/records/plain_creates.py, the journal).
 
 from __future__ import annotations
 
+import json
+import json.encoder
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -36,28 +38,83 @@ def processors(dialect: sa.Dialect, table: sa.Table,
                names: Sequence[str]) -> list[Processor]:
     """The bind processing of each column as this database stores it (an exact decimal is
     an INTEGER on SQLite, and its generic NUMERIC processor would send a float)."""
-    return [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names]
+    steps: list[Processor] = []
+    for name in names:
+        impl = table.c[name].type.dialect_impl(dialect)
+        step: Processor = impl.bind_processor(dialect)
+        if step is not None and _plain_json(impl, dialect):
+            step = _json_text(step)
+        steps.append(step)
+    return steps
+
+
+def _plain_json(impl: Any, dialect: sa.Dialect) -> bool:
+    """A JSON column whose bind processing is SQLAlchemy's generic one through `json.dumps`
+    (SQLite's; PostgreSQL's JSONB hands psycopg the value itself)."""
+    return (isinstance(impl, sa.JSON) and type(impl).bind_processor is sa.JSON.bind_processor
+            and getattr(dialect, "_json_serializer", None) in (None, json.dumps)
+            and _ENCODER is not None)
+
+
+def _json_text(step: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """`step` (SQLAlchemy's JSON processing: `json.dumps`) with a dict encoded by the very
+    C encoder `json.dumps` makes anew on each call with its default settings — made once
+    here, as a history entry's dict is the most common value of a bulk write. The text is
+    the same, byte for byte; anything else goes through `step`."""
+    encoder = _ENCODER
+    assert encoder is not None
+
+    def process(value: Any) -> Any:
+        if type(value) is not dict:
+            return step(value)
+        try:
+            return "".join(encoder(value, 0))
+        except Exception:  # e.g. a value JSON cannot hold: json.dumps raises it as such
+            return step(value)
+    return process
+
+
+def _c_encoder() -> Callable[[Any, int], Any] | None:
+    """json.dumps' own encoder at its defaults (`JSONEncoder.iterencode` with
+    `_one_shot`): ASCII-only text, ", " and ": ", keys in their order, NaN allowed; no
+    circular check (a history entry is a tree, and a cycle makes `step` raise as before)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    default = json.JSONEncoder()
+    encoder: Callable[[Any, int], Any] = make(
+        None, default.default, json.encoder.encode_basestring_ascii, None, ": ", ", ",
+        False, False, True)
+    return encoder
+
+
+_ENCODER = _c_encoder()
 
 
 def processed(steps: Sequence[Processor],
               rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
-    """The rows' values as the driver takes them. A value that is the very object the
-    column's previous row had (a batch's one `now` in created_at, updated_at and every
-    history row's `at`) is processed once."""
-    pairs = [(index, step) for index, step in enumerate(steps) if step is not None]
-    if not pairs:
+    """The rows' values as the driver takes them, processed column by column. A value
+    that is the very object the column's previous row had (a batch's one `now` in
+    created_at, updated_at and every history row's `at`) is processed once."""
+    if not rows:
+        return []
+    if all(step is None for step in steps):
         return [tuple(row) for row in rows]
-    last: list[Any] = [_NOTHING] * len(steps)
-    done: list[Any] = [None] * len(steps)
+    columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
+    for index, step in enumerate(steps):
+        if step is not None:
+            columns[index] = _each(step, columns[index])
+    return list(zip(*columns, strict=True))
+
+
+def _each(step: Callable[[Any], Any], values: Sequence[Any]) -> list[Any]:
     out = []
-    for row in rows:
-        values = list(row)
-        for index, step in pairs:
-            value = values[index]
-            if value is not last[index]:
-                last[index], done[index] = value, step(value)
-            values[index] = done[index]
-        out.append(tuple(values))
+    last: Any = _NOTHING
+    done: Any = None
+    for value in values:
+        if value is not last:
+            last, done = value, step(value)
+        out.append(done)
     return out
 
 
