@@ -91,7 +91,7 @@ class FastRows:
         try:
             # a savepoint of the import's write: a refused batch leaves nothing behind
             with db.write() as inner, self.records.journal.deferred(inner):
-                prepared = [plain.completed(entity, row, self.actor, now) for row in values]
+                prepared = plain.completed_many(entity, values, self.actor, now)
                 plain.write(inner, entity, prepared, actor=self.actor)
         except (NotTaken, RequestError):
             return None
@@ -188,9 +188,12 @@ class ColumnConverter:
             values = list(map(known.get, cells, repeat(_UNKNOWN)))
         except TypeError:  # a cell that cannot be a key
             values = [_UNKNOWN] * len(cells)
-        missing = [i for i, value in enumerate(values) if value is _UNKNOWN]
-        if not missing:
+        unknown = values.count(_UNKNOWN)
+        if not unknown:
             return values
+        if unknown == len(values):
+            return self._fresh(list(cells))
+        missing = [i for i, value in enumerate(values) if value is _UNKNOWN]
         fresh = self._fresh([cells[i] for i in missing])
         for i, value in zip(missing, fresh, strict=True):
             values[i] = value

@@ -92,33 +92,26 @@ _ENCODER = _c_encoder()
 
 
 def processed(steps: Sequence[Processor],
-              rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
-    """The rows' values as the driver takes them, processed column by column. A value
-    that is the very object the column's previous row had (a batch's one `now` in
-    created_at, updated_at and every history row's `at`) is processed once."""
-    if not rows:
-        return []
-    if all(step is None for step in steps):
-        return [tuple(row) for row in rows]
-    columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
-    for index, step in enumerate(steps):
-        if step is not None:
-            columns[index] = _each(step, columns[index])
-    return list(zip(*columns, strict=True))
+              columns: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+    """The rows of `columns` (each column's values) as the driver takes them, processed
+    column by column. A value that is the very object an earlier row had in that column
+    (a batch's one `now` in created_at, updated_at and every history row's `at`; a date or
+    an amount a file repeats) is processed once."""
+    done = [column if step is None else _each(step, column)
+            for step, column in zip(steps, columns, strict=True)]
+    return list(zip(*done, strict=True))
 
 
 def _each(step: Callable[[Any], Any], values: Sequence[Any]) -> list[Any]:
-    out = []
-    last: Any = _NOTHING
-    done: Any = None
-    for value in values:
-        if value is not last:
-            last, done = value, step(value)
-        out.append(done)
-    return out
+    """`step` of each value, once per distinct object (by identity: `values` holds every
+    object, so no two of them share an id meanwhile)."""
+    ids = list(map(id, values))
+    distinct = dict(zip(ids, values, strict=True))
+    if len(distinct) == len(ids):
+        return list(map(step, values))
+    done = {key: step(value) for key, value in distinct.items()}
+    return list(map(done.__getitem__, ids))
 
-
-_NOTHING = object()
 
 
 def insert_rows(conn: sa.Connection, table: sa.Table, names: Sequence[str],
@@ -126,17 +119,25 @@ def insert_rows(conn: sa.Connection, table: sa.Table, names: Sequence[str],
     """INSERT `rows` (values in the order of `names`, as Python values) in one go: COPY on
     PostgreSQL, one executemany elsewhere. A refused row raises sa.exc.IntegrityError (or
     DBAPIError), as an INSERT through SQLAlchemy does."""
-    if not rows:
+    if rows:
+        insert_columns(conn, table, names, list(zip(*rows, strict=True)))
+
+
+def insert_columns(conn: sa.Connection, table: sa.Table, names: Sequence[str],
+                   columns: Sequence[Sequence[Any]]) -> None:
+    """`insert_rows` of rows given column by column: `columns[i]` the values of
+    `names[i]`, each as long as the others."""
+    if not columns or not columns[0]:
         return
     dialect = conn.dialect
-    values = processed(processors(dialect, table, names), rows)
+    values = processed(processors(dialect, table, names), columns)
     quote = dialect.identifier_preparer.quote
-    columns = ", ".join(quote(name) for name in names)
+    names_sql = ", ".join(quote(name) for name in names)
     if dialect.name == "postgresql":
-        _copy(conn, f"COPY {quote(table.name)} ({columns}) FROM STDIN", values)
+        _copy(conn, f"COPY {quote(table.name)} ({names_sql}) FROM STDIN", values)
         return
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
-    sql = f"INSERT INTO {quote(table.name)} ({columns}) VALUES ({', '.join([mark] * len(names))})"
+    sql = f"INSERT INTO {quote(table.name)} ({names_sql}) VALUES ({', '.join([mark] * len(names))})"
     conn.exec_driver_sql(sql, values, execution_options={UNSCOPED: WHY})
 
 
