@@ -92,7 +92,7 @@ class FastRows:
             # a savepoint of the import's write: a refused batch leaves nothing behind
             with db.write() as inner, self.records.journal.deferred(inner):
                 prepared = plain.completed_many(entity, values, self.actor, now)
-                plain.write(inner, entity, prepared, actor=self.actor)
+                plain.write(inner, entity, prepared, actor=self.actor, answer=False)
         except (NotTaken, RequestError):
             return None
         return len(prepared)

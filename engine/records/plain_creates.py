@@ -37,7 +37,7 @@ from engine.setup.names import link_column
 from engine.setup.spec import FieldSpec
 from engine.storage.fast_insert import insert_columns, reserve_ids
 from engine.storage.journal import UNJOURNALLED
-from engine.storage.tables import SEARCH_COLUMN, EntityTable, search_text
+from engine.storage.tables import SEARCH_COLUMN, EntityTable, search_texts
 from engine.types.fields import ValueProblem
 
 
@@ -125,9 +125,8 @@ class PlainCreates:
             for values in rows:
                 values["owner"] = owner
         if plan.table.search_column is not None:
-            spec = plan.table.spec
-            for values in rows:
-                values[SEARCH_COLUMN] = search_text(spec, values)
+            for values, text in zip(rows, search_texts(plan.table.spec, rows), strict=True):
+                values[SEARCH_COLUMN] = text
         if plan.rollups:
             for values in rows:
                 values.update(records.rollups.empty(entity))
@@ -180,9 +179,10 @@ class PlainCreates:
         return plan
 
     def write(self, conn: sa.Connection, entity: str, rows: Sequence[dict[str, Any]], *,
-              actor: int | None) -> list[Record]:
+              actor: int | None, answer: bool = True) -> list[Record]:
         """INSERT the prepared rows, write their history, check their rules: the records
-        as a create answers them. NotTaken when the database refuses any of them.
+        as a create answers them (none unless `answer`: an import answers counts). NotTaken
+        when the database refuses any of them.
 
         The rows go in with ids reserved for them first, through the driver (COPY on
         PostgreSQL, engine/storage/fast_insert.py), so nothing has to come back."""
@@ -199,7 +199,7 @@ class PlainCreates:
             # a column not in a row is null
             names, columns = _Render(records.shapes[entity]).columns(rows, ids)
             made: list[Record] = [dict(zip(names, values, strict=True))
-                                  for values in zip(*columns, strict=True)]
+                                  for values in zip(*columns, strict=True)] if answer else []
             # the create's history: diff({}, record) without its empty values
             kept = [(name, column) for name, column in zip(names, columns, strict=True)
                     if name not in UNJOURNALLED]
