@@ -3,12 +3,16 @@
 A row of the slow path becomes a JSON body (engine/exchange/imports.py), which bulk checks
 against the entity's JSON Schema and parses field by field before its one INSERT
 (engine/records/plain_creates.py). Here each column gets, once per import, one converter
-from its cell to its column's value, made of the very same steps in the same order: the
+from its cells to its column's values (`ColumnConverter`), made of the very same steps: the
 column's cell reader, the quick "surely valid" check of the field's own property schema
 (engine/records/quick_schema.py: only a value jsonschema passes passes it) and the field
-type's `parse`. A row is the dict of its converted cells, completed as a create completes
-it (defaults, owner, search text), and the batch goes to `PlainCreates.write` — the same
-INSERT, history, automation events and rule check as bulk's creates.
+type's `parse`. A batch is converted column by column — each step one pass over a
+column's cells, most of it in C (a remembered cell's value looked up, a text column
+stripped, its schema checked by the set of its values' types, their longest text...)
+rather than a chain of calls per cell: per cell, Python's calls cost more than the work.
+A row is the dict of its converted cells, completed as a create completes it (defaults,
+owner, search text), and the batch goes to `PlainCreates.write` — the same INSERT,
+history, automation events and rule check as bulk's creates.
 
 So nothing is accepted here that the slow path refuses. Anything this path is not sure of
 sends the whole batch back to the slow path, which says why each bad row is bad exactly as

@@ -8,7 +8,8 @@ no link whose target the caller sees only in part, and a role that may create an
 the batch's rows are prepared exactly as `Records.create` prepares one (the same checks of
 writable and computed fields, the same validation, defaults, owner and search text), then
 written with one executemany INSERT … RETURNING, their history with one executemany, and
-their rules checked once over them all.
+their rules checked once over them all. The batch's steps after the parse (completing,
+rendering for the history, binding) run column by column, each distinct value once.
 
 Anything else is not taken here (`None`: the caller writes the rows one by one): a row
 setting its owner or a many-to-many link, a value SQL computes. And when the batch fails
