@@ -2,7 +2,7 @@
 generated indexes (a unique code, an indexed city, the search text), validation included.
 
     .venv/bin/python bench/import.py [--rows 100000] [--db-url URL] [--mode all|good]
-                                     [--format csv|xlsx] [--profile]
+                                     [--format csv|xlsx] [--profile [--sort tottime]]
 
 A CSV (or XLSX) of `--rows` rows is written first (not timed), in Russian and Chinese with
 dates as 31.12.2026 and decimal commas; then imported into a fresh, migrated database
@@ -114,6 +114,8 @@ def main() -> None:
     parser.add_argument("--mode", default="all", choices=["all", "good"])
     parser.add_argument("--format", default="csv", choices=["csv", "xlsx"])
     parser.add_argument("--profile", action="store_true", help="print the top of cProfile")
+    parser.add_argument("--sort", default="cumulative",
+                        help="the profile's order: cumulative, tottime (own time)...")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -153,7 +155,7 @@ def main() -> None:
           + (f"the fast path ({result.slow_batches} batches the slower way)"
              if result.slow_path is None else f"the slower way, as {result.slow_path}"))
     if profiler is not None:
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(35)
+        pstats.Stats(profiler).sort_stats(args.sort).print_stats(35)
 
 
 if __name__ == "__main__":

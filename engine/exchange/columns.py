@@ -23,7 +23,7 @@ from typing import Any
 
 from engine.access.scopes import Rights
 from engine.errors import ErrorDetail, MalformedRequest
-from engine.exchange.cells import CellReaders, Reader, normal
+from engine.exchange.cells import CellReaders, Reader, normal, read_string
 from engine.records.bulk import unique_keys
 from engine.records.export_cells import FORMULA_STARTS
 from engine.records.export_locale import SYSTEM_LABELS
@@ -41,7 +41,7 @@ _SERVER_HEADERS = {normal(text): name for name in (*SERVER_MANAGED, "owner")
 _TITLE_HEADER = re.compile(r"^(.+?)\s*\((" + "|".join(
     re.escape(word) for word in SYSTEM_LABELS["title"].values()) + r")\)$", re.IGNORECASE)
 #: the export's escape of text a spreadsheet would run as a formula (a leading ')
-_ESCAPED = tuple("'" + start for start in FORMULA_STARTS)
+ESCAPED = tuple("'" + start for start in FORMULA_STARTS)
 SKIPPED = "skipped"
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 
@@ -71,6 +71,9 @@ class Column:
     title: Title | None = None
     #: the cell reader of `field` (engine/exchange/cells.py)
     read: Reader | None = None
+    #: `read` is `read_string` under the taking off of an export's escape: a cell is its
+    #: text, stripped (the import's fast path reads such a column's cells all at once)
+    reads_text: bool = False
 
     @property
     def target(self) -> str:
@@ -272,8 +275,9 @@ class _Planner:
         item = found[0]
         if isinstance(item, LinkSpec):
             return self._link_title(index, header, item)
-        return Column(index, header, item.name, field=item,
-                      read=_unescaped(self.readers.reader(item.type))), None
+        reader = self.readers.reader(item.type)
+        return Column(index, header, item.name, field=item, read=_unescaped(reader),
+                      reads_text=reader is read_string), None
 
     def _link_title(self, index: int, header: str, link: LinkSpec) -> tuple[Column | None, str | None]:
         if link.polymorphic or link.through:
@@ -381,7 +385,7 @@ def _unescaped(read: Reader) -> Reader:
     run as a formula ('=1+1, '+7 495…): a file exported by Kartoteka imports as it was."""
 
     def unescaped(field: FieldSpec, cell: Any, locale: Any) -> Any:
-        if isinstance(cell, str) and cell.startswith(_ESCAPED):
+        if isinstance(cell, str) and cell.startswith(ESCAPED):
             cell = cell[1:]
         return read(field, cell, locale)
     return unescaped

@@ -3,12 +3,16 @@
 A row of the slow path becomes a JSON body (engine/exchange/imports.py), which bulk checks
 against the entity's JSON Schema and parses field by field before its one INSERT
 (engine/records/plain_creates.py). Here each column gets, once per import, one converter
-from its cell to its column's value, made of the very same steps in the same order: the
+from its cells to its column's values (`ColumnConverter`), made of the very same steps: the
 column's cell reader, the quick "surely valid" check of the field's own property schema
 (engine/records/quick_schema.py: only a value jsonschema passes passes it) and the field
-type's `parse`. A row is the dict of its converted cells, completed as a create completes
-it (defaults, owner, search text), and the batch goes to `PlainCreates.write` — the same
-INSERT, history, automation events and rule check as bulk's creates.
+type's `parse`. A batch is converted column by column — each step one pass over a
+column's cells, most of it in C (a remembered cell's value looked up, a text column
+stripped, its schema checked by the set of its values' types, their longest text...)
+rather than a chain of calls per cell: per cell, Python's calls cost more than the work.
+A row is the dict of its converted cells, completed as a create completes it (defaults,
+owner, search text), and the batch goes to `PlainCreates.write` — the same INSERT,
+history, automation events and rule check as bulk's creates.
 
 So nothing is accepted here that the slow path refuses. Anything this path is not sure of
 sends the whole batch back to the slow path, which says why each bad row is bad exactly as
@@ -28,22 +32,22 @@ schema whose only top-level words are the ones every entity's create schema has.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
+from itertools import repeat
 from typing import Any
 
 import sqlalchemy as sa
 
 from engine.errors import RequestError
 from engine.exchange.cells import Locale
-from engine.exchange.columns import Column, ColumnPlan
+from engine.exchange.columns import ESCAPED, Column, ColumnPlan
 from engine.records.plain_creates import NotTaken, PlainCreates
-from engine.records.quick_schema import ANNOTATIONS, compile_check
+from engine.records.quick_schema import ANNOTATIONS, compile_column_check
 from engine.records.service import Records
 from engine.setup.spec import FieldSpec
-from engine.types.fields import ValueProblem
+from engine.types.fields import StringType, ValueProblem, check_text
 
-Converter = Callable[[Any], Any]
 #: the top-level words of a create schema this path understands (they hold for every row
 #: of an import alike: see `why_not`)
 _TOP = frozenset({"type", "properties", "additionalProperties", "required"})
@@ -65,13 +69,9 @@ class FastRows:
         self.width = plan.width
         schema = records.schemas[entity].create_validator.schema
         properties = schema.get("properties") or {}
-        #: (column name, cell index, the values of text cells seen, converter), in the
-        #: file's column order
-        self.steps = []
-        for column in plan.columns:
-            known: dict[str, Any] = {}
-            self.steps.append((column.name, column.index, known, _converter(
-                column, compile_check(properties[column.name]), locale, known)))
+        #: the converter of each column, in the file's column order
+        self.columns = [ColumnConverter(column, properties[column.name], locale)
+                        for column in plan.columns]
 
     @classmethod
     def of(cls, records: Records, plain: PlainCreates, entity: str, plan: ColumnPlan,
@@ -87,7 +87,7 @@ class FastRows:
         """Create the batch's records: how many, or None (nothing of them left written)
         when a row or the database says the batch must go the slow way."""
         try:
-            values = [self._values(cells) for _, cells in rows]
+            values = self._values([cells for _, cells in rows])
         except (NotSure, ValueProblem):
             return None
         plain, entity, now = self.plain, self.entity, dt.datetime.now(dt.UTC)
@@ -95,26 +95,34 @@ class FastRows:
         try:
             # a savepoint of the import's write: a refused batch leaves nothing behind
             with db.write() as inner, self.records.journal.deferred(inner):
-                prepared = [plain.completed(entity, row, self.actor, now) for row in values]
-                plain.write(inner, entity, prepared, actor=self.actor)
+                prepared = plain.completed_many(entity, values, self.actor, now)
+                plain.write(inner, entity, prepared, actor=self.actor, answer=False)
         except (NotTaken, RequestError):
             return None
         return len(prepared)
 
-    def _values(self, cells: list[Any]) -> dict[str, Any]:
-        if len(cells) > self.width and any(
-                cell is not None and (not isinstance(cell, str) or cell.strip())
-                for cell in cells[self.width:]):
-            raise NotSure  # a value beyond the header's columns: the slow path says so
-        if len(cells) < self.width:
-            cells = [*cells, *[None] * (self.width - len(cells))]
-        values = {}
-        for name, index, known, convert in self.steps:
-            cell = cells[index]
-            # a text cell seen before: its value without a call (a dict holds only text)
-            value = known.get(cell, _UNKNOWN) if type(cell) is str else _UNKNOWN
-            values[name] = convert(cell) if value is _UNKNOWN else value
-        return values
+    def _values(self, rows: list[list[Any]]) -> list[dict[str, Any]]:
+        """The batch's rows as dicts of their column values, converted column by column."""
+        width = self.width
+        if set(map(len, rows)) != {width}:
+            rows = [self._fitted(cells) for cells in rows]
+        if not rows:
+            return []
+        by_column = list(zip(*rows, strict=True))
+        names = [column.name for column in self.columns]
+        converted = [column(by_column[column.index]) for column in self.columns]
+        return [dict(zip(names, values, strict=True)) for values in zip(*converted, strict=True)]
+
+    def _fitted(self, cells: list[Any]) -> list[Any]:
+        """A row of the header's width (NotSure for a value beyond its columns: the slow
+        path says so)."""
+        width = self.width
+        if len(cells) > width:
+            if any(cell is not None and (not isinstance(cell, str) or cell.strip())
+                   for cell in cells[width:]):
+                raise NotSure
+            return cells[:width]
+        return [*cells, *[None] * (width - len(cells))]
 
 
 def why_not(records: Records, plain: PlainCreates, entity: str, plan: ColumnPlan,
@@ -148,37 +156,84 @@ def why_not(records: Records, plain: PlainCreates, entity: str, plan: ColumnPlan
     return None
 
 
-def _converter(column: Column, check: Callable[[Any], bool], locale: Locale,
-               known: dict[str, Any]) -> Converter:
-    """A cell → its column's value, through the reader, the schema's quick check and the
-    type's parse (NotSure or ValueProblem when the slow path must judge it). A file's
-    values repeat (a city, a kind, a date): the value of a text cell is remembered in
-    `known`, up to `REMEMBERED` of them per column, when it is immutable — readers and
-    parses are functions of the cell alone (and the import's locale)."""
-    field: FieldSpec | None = column.field
-    read = column.read
-    assert field is not None and read is not None
-    parse = field.type.parse
+class ColumnConverter:
+    """One column's cells of a batch → its values, through the reader, the schema's quick
+    check and the type's parse (NotSure or ValueProblem when the slow path must judge
+    them), as one pass per step over the column rather than a call chain per cell.
 
-    def convert(cell: Any) -> Any:
-        if cell is None or (isinstance(cell, str) and not cell.strip()):  # blank
-            value = None
+    A file's values repeat (a city, a kind, a date): the value of a text cell is
+    remembered, up to about `REMEMBERED` of them per column, when it is immutable —
+    readers and parses are functions of the cell alone (and the import's locale) — and the
+    cells of a batch are looked up all at once. The others are converted together, step by
+    step: read (a column read as text, `Column.reads_text`, whose cells are all text without
+    an export's escape, stripped in one pass; any other cell by its reader), checked by the
+    schema's column check (`quick_schema.compile_column_check`: True only when the value
+    check passes each value), parsed (a plain string type's texts by one check of their
+    join: NUL and lone surrogates are in it exactly when in a text; any other value by the
+    type's `parse`). Which cell fails makes no difference: the batch goes the slow way."""
+
+    def __init__(self, column: Column, schema: Any, locale: Locale):
+        field: FieldSpec | None = column.field
+        read = column.read
+        assert field is not None and read is not None
+        self.name, self.index = column.name, column.index
+        self.field, self.read, self.locale = field, read, locale
+        self.check = compile_column_check(schema)
+        self.parse = field.type.parse
+        self.reads_text = column.reads_text
+        #: the type's parse is StringType's own (a text without NUL or lone surrogates)
+        self.plain_text = type(field.type).parse is StringType.parse
+        #: text cells → their values, as `_fresh` found them
+        self.known: dict[Any, Any] = {}
+
+    def __call__(self, cells: Sequence[Any]) -> list[Any]:
+        known = self.known
+        try:  # only text is remembered: a cell of any other type is not found
+            values = list(map(known.get, cells, repeat(_UNKNOWN)))
+        except TypeError:  # a cell that cannot be a key
+            values = [_UNKNOWN] * len(cells)
+        unknown = values.count(_UNKNOWN)
+        if not unknown:
+            return values
+        if unknown == len(values):
+            return self._fresh(list(cells))
+        missing = [i for i, value in enumerate(values) if value is _UNKNOWN]
+        fresh = self._fresh([cells[i] for i in missing])
+        for i, value in zip(missing, fresh, strict=True):
+            values[i] = value
+        return values
+
+    def _fresh(self, cells: list[Any]) -> list[Any]:
+        """The values of cells not remembered: read, checked, parsed, each step over them
+        all (a step that fails fails the batch, whichever cell it is)."""
+        if self.reads_text and set(map(type, cells)) == {str} \
+                and not any(map(str.startswith, cells, repeat(ESCAPED))):
+            values = [cell.strip() or None for cell in cells]  # read_string; a blank is None
         else:
-            value = read(field, cell, locale)
+            read, field, locale = self.read, self.field, self.locale
+            values = [None if cell is None or (isinstance(cell, str) and not cell.strip())
+                      else read(field, cell, locale) for cell in cells]
         try:
-            sure = check(value)
+            sure = self.check(values)
         except Exception:  # a value Python cannot compare: jsonschema judges it
             raise NotSure from None
         if not sure:
             raise NotSure
-        parsed = None if value is None else parse(field, value)
-        if type(cell) is str and len(known) < REMEMBERED and type(parsed) in _IMMUTABLE:
-            known[cell] = parsed
-        return parsed
-    return convert
+        if self.plain_text and set(map(type, values)) <= _TEXT_OR_NONE:
+            # StringType.parse: each text as it is, if the database takes it
+            check_text("".join(value for value in values if value is not None))
+        else:
+            parse, field = self.parse, self.field
+            values = [None if value is None else parse(field, value) for value in values]
+        known = self.known
+        if len(known) < REMEMBERED:
+            known.update((cell, value) for cell, value in zip(cells, values, strict=True)
+                         if type(cell) is str and type(value) in _IMMUTABLE)
+        return values
 
 
 #: how many cells' values each column remembers
 REMEMBERED = 4096
 _UNKNOWN = object()
+_TEXT_OR_NONE = frozenset({str, type(None)})
 _IMMUTABLE = frozenset({str, int, float, bool, Decimal, dt.date, dt.datetime, type(None)})

@@ -164,17 +164,13 @@ def _offset(file: IO[bytes]) -> int | None:
 
 
 def _csv_rows(reader: Any, encoding: str) -> Iterator[tuple[int, Cells]]:
-    number = 1
-    while True:
-        try:
-            row = next(reader, None)
-        except (UnicodeDecodeError, csv.Error) as error:
-            raise _unreadable(error, encoding, number + 1) from None
-        if row is None:
-            return
-        number += 1
-        if "".join(row).strip():  # a cell that is not blank
-            yield number, row
+    number = 1  # the last row read
+    try:
+        for number, row in enumerate(reader, start=2):
+            if "".join(row).strip():  # a cell that is not blank
+                yield number, row
+    except (UnicodeDecodeError, csv.Error) as error:  # reading the row after `number`
+        raise _unreadable(error, encoding, number + 1) from None
 
 
 def _unreadable(error: Exception, encoding: str, row: int | None = None) -> MalformedRequest:

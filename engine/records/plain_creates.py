@@ -8,7 +8,8 @@ no link whose target the caller sees only in part, and a role that may create an
 the batch's rows are prepared exactly as `Records.create` prepares one (the same checks of
 writable and computed fields, the same validation, defaults, owner and search text), then
 written with one executemany INSERT … RETURNING, their history with one executemany, and
-their rules checked once over them all.
+their rules checked once over them all. The batch's steps after the parse (completing,
+rendering for the history, binding) run column by column, each distinct value once.
 
 Anything else is not taken here (`None`: the caller writes the rows one by one): a row
 setting its owner or a many-to-many link, a value SQL computes. And when the batch fails
@@ -19,9 +20,12 @@ it and writes its rows one by one, which says which row failed and why.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from itertools import chain, repeat
+from operator import itemgetter
+from types import NoneType
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,9 +36,9 @@ from engine.records.quick_schema import QuickValidator
 from engine.records.service import Record, Records, _Shape
 from engine.setup.names import link_column
 from engine.setup.spec import FieldSpec
-from engine.storage.fast_insert import insert_rows, reserve_ids
+from engine.storage.fast_insert import insert_columns, reserve_ids
 from engine.storage.journal import UNJOURNALLED
-from engine.storage.tables import SEARCH_COLUMN, EntityTable, search_text
+from engine.storage.tables import SEARCH_COLUMN, EntityTable, search_texts
 from engine.types.fields import ValueProblem
 
 
@@ -100,27 +104,40 @@ class PlainCreates:
         """A body's parsed column values made a new row's, as `Records.create` does after
         its parse: defaults, owner, search text, timestamps (NotTaken for a value SQL
         computes). For a caller that parsed a body's values itself, as `values` does."""
+        return self.completed_many(entity, [values], owner, now)[0]
+
+    def completed_many(self, entity: str, rows: list[dict[str, Any]], owner: int | None,
+                       now: dt.datetime) -> list[dict[str, Any]]:
+        """`completed` of each of a batch's rows (the same steps in the same order for
+        each row, each step over them all)."""
         records = self.records
         plan = self._plan(entity)
         for name, default in plan.defaults:
-            if name not in values:
-                values[name] = default
+            for values in rows:
+                if name not in values:
+                    values[name] = default
         if plan.dynamic:
             user = records.access.acting.user
-            fill_dynamic_defaults(plan.table.spec, values, records.clock,
-                                  records.storage.setup.timezone, None if user is None else user.id)
+            for values in rows:
+                fill_dynamic_defaults(plan.table.spec, values, records.clock,
+                                      records.storage.setup.timezone,
+                                      None if user is None else user.id)
         if plan.owned:
-            values["owner"] = owner
+            for values in rows:
+                values["owner"] = owner
         if plan.table.search_column is not None:
-            values[SEARCH_COLUMN] = search_text(plan.table.spec, values)
+            for values, text in zip(rows, search_texts(plan.table.spec, rows), strict=True):
+                values[SEARCH_COLUMN] = text
         if plan.rollups:
-            values.update(records.rollups.empty(entity))
-        values["created_at"] = values["updated_at"] = now
-        values["version"] = 1
-        for value in values.values():
-            if isinstance(value, sa.ClauseElement):
-                raise NotTaken
-        return values
+            for values in rows:
+                values.update(records.rollups.empty(entity))
+        stamps = {"created_at": now, "updated_at": now, "version": 1}
+        for values in rows:
+            values.update(stamps)
+        kinds = set(map(type, chain.from_iterable(map(dict.values, rows))))
+        if any(issubclass(kind, sa.ClauseElement) for kind in kinds):
+            raise NotTaken
+        return rows
 
     def _parse(self, plan: _Plan, body: Any) -> dict[str, Any]:
         """The body's column values, as `Records._parse` makes them. A body the schema's
@@ -163,74 +180,93 @@ class PlainCreates:
         return plan
 
     def write(self, conn: sa.Connection, entity: str, rows: Sequence[dict[str, Any]], *,
-              actor: int | None) -> list[Record]:
+              actor: int | None, answer: bool = True) -> list[Record]:
         """INSERT the prepared rows, write their history, check their rules: the records
-        as a create answers them. NotTaken when the database refuses any of them.
+        as a create answers them (none unless `answer`: an import answers counts). NotTaken
+        when the database refuses any of them.
 
         The rows go in with ids reserved for them first, through the driver (COPY on
         PostgreSQL, engine/storage/fast_insert.py), so nothing has to come back."""
         records = self.records
         table = records.storage[entity]
-        keys = sorted({key for row in rows for key in row})
+        keys = sorted(set().union(*rows))
         rights = records.access.rights(entity)
         hidden = rights.hidden if rights is not None else ()
-        render = _Render(records.shapes[entity])
         try:
             # a check over all the batch's rows (their column values, before any is written)
             # belongs here: a RequestError sends the batch row by row, where each row's
             # create says which one failed and why
             ids = reserve_ids(conn, table.table, len(rows))
-            made = []
-            for row, new_id in zip(rows, ids, strict=True):
-                record = render({**row, "id": new_id})  # a column not in it is null
-                # the create's history: diff({}, record) without its empty values
-                journalled = {k: v for k, v in record.items()
-                              if k not in UNJOURNALLED and v not in (None, [])}
-                for name in hidden:
+            # a column not in a row is null
+            names, columns = _Render(records.shapes[entity]).columns(rows, ids)
+            made: list[Record] = [dict(zip(names, values, strict=True))
+                                  for values in zip(*columns, strict=True)] if answer else []
+            # the create's history: diff({}, record) without its empty values
+            kept = [(name, column) for name, column in zip(names, columns, strict=True)
+                    if name not in UNJOURNALLED]
+            journalled = _journalled([name for name, _ in kept], [column for _, column in kept])
+            for name in hidden:
+                for record in made:
                     record.pop(name, None)
-                records.journal.change(conn, entity, new_id, "create", journalled, by=actor,
-                                       at=row["created_at"])
-                made.append(record)
-            insert_rows(conn, table.table, ["id", *keys],
-                        [[new_id, *map(row.get, keys)]
-                         for row, new_id in zip(rows, ids, strict=True)])
+            records.journal.changes_each(conn, entity, "create", zip(
+                ids, journalled, map(itemgetter("created_at"), rows), strict=True), by=actor)
+            insert_columns(conn, table.table, ["id", *keys],
+                           [ids, *(list(map(dict.get, rows, repeat(key))) for key in keys)])
             records.rules.check(conn, entity, ids)
         except (sa.exc.IntegrityError, RequestError):
             raise NotTaken from None
         return made
 
 
+def _journalled(names: list[str], columns: list[Sequence[Any]]) -> list[dict[str, Any]]:
+    """Each row's {name: value} without its empty values (None, [])."""
+    return [dict(zip(names, values, strict=True)) if None not in values and [] not in values
+            else {name: value for name, value in zip(names, values, strict=True)
+                  if value is not None and value != []}
+            for values in zip(*columns, strict=True)]
+
+
 class _Render:
-    """`_Shape.render` (engine/records/service.py) over a batch's rows: a value that is the
-    very object the previous row had in that column (the batch's one `now` in created_at
-    and updated_at) is rendered once. Only immutable values are remembered."""
+    """`_Shape.render` (engine/records/service.py) over a batch's rows, column by column:
+    a value that is the very object an earlier row of the batch had in that column (the
+    batch's one `now` in created_at and updated_at, a date or an amount the rows repeat)
+    is rendered once. Only immutable values are remembered."""
 
     def __init__(self, shape: _Shape):
         self.shape = shape
-        self.last: dict[str, tuple[Any, Any]] = {}
         if shape.poly:  # a polymorphic link is never on this path (`takes`)
             raise NotTaken
 
-    def __call__(self, row: dict[str, Any]) -> Record:
-        shape, last = self.shape, self.last
-        record: Record = {}
-        for key, column, render in shape.steps:
-            value = row.get(column)
-            if render is None or value is None:
-                record[key] = value
-                continue
-            before = last.get(key)
-            if before is not None and before[0] is value:
-                record[key] = before[1]
-                continue
-            record[key] = rendered = render(value)
-            if isinstance(value, _IMMUTABLE):
-                last[key] = (value, rendered)
+    def columns(self, rows: Sequence[dict[str, Any]],
+                ids: Sequence[int]) -> tuple[list[str], list[Sequence[Any]]]:
+        """The records of new rows (`rows` with their `ids`) column by column: their keys
+        (in a record's order) and each key's values."""
+        shape = self.shape
+        keys = [key for key, _, _ in shape.steps]
+        columns: list[Sequence[Any]] = []
+        for _, column, render in shape.steps:
+            values = ids if column == "id" else list(map(dict.get, rows, repeat(column)))
+            columns.append(values if render is None else _rendered(render, values))
         for name, column in shape.single:
-            record[name] = row.get(column)
+            keys.append(name)
+            columns.append(list(map(dict.get, rows, repeat(column))))
         for name in shape.many:
-            record[name] = []
-        return record
+            keys.append(name)
+            columns.append([[] for _ in rows])
+        return keys, columns
 
+
+def _rendered(render: Callable[[Any], Any], values: Sequence[Any]) -> list[Any]:
+    """`render` of each value that is not None, once per distinct object of an immutable
+    type (by identity: `values` holds every object, so no two of them share an id
+    meanwhile)."""
+    ids = list(map(id, values))
+    distinct = dict(zip(ids, values, strict=True))
+    if len(distinct) == len(ids) or not all(
+            kind is NoneType or issubclass(kind, _IMMUTABLE)
+            for kind in set(map(type, distinct.values()))):
+        return [None if value is None else render(value) for value in values]
+    done = {key: None if value is None else render(value) for key, value in distinct.items()}
+    return list(map(done.__getitem__, ids))
 
 _IMMUTABLE = (str, int, float, Decimal, dt.date, dt.time)

@@ -22,7 +22,7 @@ that jsonschema would refuse:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -219,6 +219,125 @@ _MAKERS: dict[str, Callable[[Any, dict[str, Any]], Check | None]] = {
     "properties": _properties, "additionalProperties": _additional, "required": _required,
     "multipleOf": _multiple_of, "items": _items, "uniqueItems": _unique,
     "maxItems": _max_items, "minItems": _min_items,
+}
+
+
+ColumnCheck = Callable[[Sequence[Any]], bool]
+#: a keyword's check of a column: (its values, the set of their types) → surely valid
+_ColumnWord = Callable[[Sequence[Any], set[type]], bool]
+#: the types a column check knows exactly (any other type: value by value)
+_PLAIN = frozenset({type(None), bool, int, float, Decimal, str, list, dict})
+_NUMBERS = frozenset({int, float, Decimal})
+
+
+def compile_column_check(schema: Any) -> ColumnCheck:
+    """The "surely valid" check of many values against one schema at once: True only when
+    `compile_check(schema)` passes each of them (an import's column of a batch). Type,
+    lengths, enum, pattern, bounds and steps are judged by passes over the values that run
+    in C (the set of their types, their longest and shortest text, their least and
+    greatest number); a schema with any other keyword, or values of other types (a float,
+    whose NaN has no order), value by value. May raise for values Python cannot compare,
+    as the value's check may: the caller is then not sure."""
+    one = compile_check(schema)
+
+    def each(values: Sequence[Any]) -> bool:
+        return all(map(one, values))
+    if not isinstance(schema, dict) or one is _never:
+        return each
+    words: list[_ColumnWord] = []
+    for keyword, value in schema.items():
+        if keyword in ANNOTATIONS or keyword not in VALIDATING:
+            continue
+        maker = _COLUMN_MAKERS.get(keyword)
+        made = None if maker is None else maker(value, schema)
+        if made is None:
+            return each
+        words.append(made)
+
+    def check(values: Sequence[Any]) -> bool:
+        kinds = set(map(type, values))
+        if not kinds <= _PLAIN or float in kinds:
+            return each(values)
+        return all(word(values, kinds) for word in words)
+    return check
+
+
+def _texts(values: Sequence[Any], kinds: set[type]) -> Sequence[str]:
+    return values if kinds <= {str} else [v for v in values if type(v) is str]
+
+
+def _numbers(values: Sequence[Any], kinds: set[type]) -> Sequence[Any]:
+    return values if kinds <= _NUMBERS else [v for v in values if type(v) in _NUMBERS]
+
+
+def _column_type(value: Any, schema: dict[str, Any]) -> _ColumnWord | None:
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or any(name not in _CLASSES for name in names):
+        return None
+    classes = frozenset(cls for name in names for cls in _CLASSES[name])
+    return lambda values, kinds: kinds <= classes
+
+
+def _column_enum(value: Any, schema: dict[str, Any]) -> _ColumnWord | None:
+    if not isinstance(value, list):
+        return None
+    try:  # by (type, value), as `_enum`
+        keys = frozenset((type(m), m) for m in value)
+    except TypeError:
+        return None
+    return lambda values, kinds: set(zip(map(type, values), values, strict=True)) <= keys
+
+
+def _column_max_length(value: Any, schema: dict[str, Any]) -> _ColumnWord | None:
+    return lambda values, kinds: max(map(len, _texts(values, kinds)), default=0) <= value
+
+
+def _column_min_length(value: Any, schema: dict[str, Any]) -> _ColumnWord | None:
+    return lambda values, kinds: min(map(len, _texts(values, kinds)), default=value) >= value
+
+
+def _column_pattern(value: Any, schema: dict[str, Any]) -> _ColumnWord | None:
+    try:
+        search = re.compile(value).search
+    except (re.error, TypeError):
+        return None
+    return lambda values, kinds: all(map(search, _texts(values, kinds)))
+
+
+def _column_bound(least: bool, test: Callable[[Any, Any], bool]
+                  ) -> Callable[[Any, dict[str, Any]], _ColumnWord | None]:
+    """A bound over the column's least (or greatest) number: no float here, so the
+    numbers are ordered (a Decimal NaN raises when compared, and the caller is not sure)."""
+    def make(value: Any, schema: dict[str, Any]) -> _ColumnWord | None:
+        if not _number(value):
+            return None
+        pick = min if least else max
+
+        def word(values: Sequence[Any], kinds: set[type]) -> bool:
+            if not kinds & _NUMBERS:
+                return True
+            numbers = _numbers(values, kinds)
+            return not numbers or test(pick(numbers), value)
+        return word
+    return make
+
+
+def _column_multiple_of(value: Any, schema: dict[str, Any]) -> _ColumnWord | None:
+    if _multiple_of(value, schema) is None:
+        return None
+    step = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    whole_ok = Decimal(1) % step == 0
+    return lambda values, kinds: not kinds & _NUMBERS or (whole_ok and kinds & _NUMBERS == {int})
+
+
+_COLUMN_MAKERS: dict[str, Callable[[Any, dict[str, Any]], _ColumnWord | None]] = {
+    "type": _column_type, "enum": _column_enum, "maxLength": _column_max_length,
+    "minLength": _column_min_length, "pattern": _column_pattern,
+    "minimum": _column_bound(True, lambda v, b: v >= b),
+    "maximum": _column_bound(False, lambda v, b: v <= b),
+    "exclusiveMinimum": _column_bound(True, lambda v, b: v > b),
+    "exclusiveMaximum": _column_bound(False, lambda v, b: v < b),
+    "multipleOf": _column_multiple_of,
 }
 
 

@@ -21,6 +21,8 @@ checked them (engine/records/plain_creates.py, the journal).
 
 from __future__ import annotations
 
+import json
+import json.encoder
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -36,32 +38,80 @@ def processors(dialect: sa.Dialect, table: sa.Table,
                names: Sequence[str]) -> list[Processor]:
     """The bind processing of each column as this database stores it (an exact decimal is
     an INTEGER on SQLite, and its generic NUMERIC processor would send a float)."""
-    return [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names]
+    steps: list[Processor] = []
+    for name in names:
+        impl = table.c[name].type.dialect_impl(dialect)
+        step: Processor = impl.bind_processor(dialect)
+        if step is not None and _plain_json(impl, dialect):
+            step = _json_text(step)
+        steps.append(step)
+    return steps
+
+
+def _plain_json(impl: Any, dialect: sa.Dialect) -> bool:
+    """A JSON column whose bind processing is SQLAlchemy's generic one through `json.dumps`
+    (SQLite's; PostgreSQL's JSONB hands psycopg the value itself)."""
+    return (isinstance(impl, sa.JSON) and type(impl).bind_processor is sa.JSON.bind_processor
+            and getattr(dialect, "_json_serializer", None) in (None, json.dumps)
+            and _ENCODER is not None)
+
+
+def _json_text(step: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """`step` (SQLAlchemy's JSON processing: `json.dumps`) with a dict encoded by the very
+    C encoder `json.dumps` makes anew on each call with its default settings — made once
+    here, as a history entry's dict is the most common value of a bulk write. The text is
+    the same, byte for byte; anything else goes through `step`."""
+    encoder = _ENCODER
+    assert encoder is not None
+
+    def process(value: Any) -> Any:
+        if type(value) is not dict:
+            return step(value)
+        try:
+            return "".join(encoder(value, 0))
+        except Exception:  # e.g. a value JSON cannot hold: json.dumps raises it as such
+            return step(value)
+    return process
+
+
+def _c_encoder() -> Callable[[Any, int], Any] | None:
+    """json.dumps' own encoder at its defaults (`JSONEncoder.iterencode` with
+    `_one_shot`): ASCII-only text, ", " and ": ", keys in their order, NaN allowed; no
+    circular check (a history entry is a tree, and a cycle makes `step` raise as before)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    default = json.JSONEncoder()
+    encoder: Callable[[Any, int], Any] = make(
+        None, default.default, json.encoder.encode_basestring_ascii, None, ": ", ", ",
+        False, False, True)
+    return encoder
+
+
+_ENCODER = _c_encoder()
 
 
 def processed(steps: Sequence[Processor],
-              rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
-    """The rows' values as the driver takes them. A value that is the very object the
-    column's previous row had (a batch's one `now` in created_at, updated_at and every
-    history row's `at`) is processed once."""
-    pairs = [(index, step) for index, step in enumerate(steps) if step is not None]
-    if not pairs:
-        return [tuple(row) for row in rows]
-    last: list[Any] = [_NOTHING] * len(steps)
-    done: list[Any] = [None] * len(steps)
-    out = []
-    for row in rows:
-        values = list(row)
-        for index, step in pairs:
-            value = values[index]
-            if value is not last[index]:
-                last[index], done[index] = value, step(value)
-            values[index] = done[index]
-        out.append(tuple(values))
-    return out
+              columns: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+    """The rows of `columns` (each column's values) as the driver takes them, processed
+    column by column. A value that is the very object an earlier row had in that column
+    (a batch's one `now` in created_at, updated_at and every history row's `at`; a date or
+    an amount a file repeats) is processed once."""
+    done = [column if step is None else _each(step, column)
+            for step, column in zip(steps, columns, strict=True)]
+    return list(zip(*done, strict=True))
 
 
-_NOTHING = object()
+def _each(step: Callable[[Any], Any], values: Sequence[Any]) -> list[Any]:
+    """`step` of each value, once per distinct object (by identity: `values` holds every
+    object, so no two of them share an id meanwhile)."""
+    ids = list(map(id, values))
+    distinct = dict(zip(ids, values, strict=True))
+    if len(distinct) == len(ids):
+        return list(map(step, values))
+    done = {key: step(value) for key, value in distinct.items()}
+    return list(map(done.__getitem__, ids))
+
 
 
 def insert_rows(conn: sa.Connection, table: sa.Table, names: Sequence[str],
@@ -69,17 +119,25 @@ def insert_rows(conn: sa.Connection, table: sa.Table, names: Sequence[str],
     """INSERT `rows` (values in the order of `names`, as Python values) in one go: COPY on
     PostgreSQL, one executemany elsewhere. A refused row raises sa.exc.IntegrityError (or
     DBAPIError), as an INSERT through SQLAlchemy does."""
-    if not rows:
+    if rows:
+        insert_columns(conn, table, names, list(zip(*rows, strict=True)))
+
+
+def insert_columns(conn: sa.Connection, table: sa.Table, names: Sequence[str],
+                   columns: Sequence[Sequence[Any]]) -> None:
+    """`insert_rows` of rows given column by column: `columns[i]` the values of
+    `names[i]`, each as long as the others."""
+    if not columns or not columns[0]:
         return
     dialect = conn.dialect
-    values = processed(processors(dialect, table, names), rows)
+    values = processed(processors(dialect, table, names), columns)
     quote = dialect.identifier_preparer.quote
-    columns = ", ".join(quote(name) for name in names)
+    names_sql = ", ".join(quote(name) for name in names)
     if dialect.name == "postgresql":
-        _copy(conn, f"COPY {quote(table.name)} ({columns}) FROM STDIN", values)
+        _copy(conn, f"COPY {quote(table.name)} ({names_sql}) FROM STDIN", values)
         return
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
-    sql = f"INSERT INTO {quote(table.name)} ({columns}) VALUES ({', '.join([mark] * len(names))})"
+    sql = f"INSERT INTO {quote(table.name)} ({names_sql}) VALUES ({', '.join([mark] * len(names))})"
     conn.exec_driver_sql(sql, values, execution_options={UNSCOPED: WHY})
 
 

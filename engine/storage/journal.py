@@ -19,12 +19,13 @@ import datetime as dt
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from engine.storage.fast_insert import insert_rows
+from engine.storage.fast_insert import insert_columns
 from engine.storage.outbox import Outbox
 from engine.storage.tables import STAGE_TIME_SHARDS, Storage
 
@@ -63,6 +64,24 @@ class Journal:
             pending.append(row)
             return
         conn.execute(self._insert_change, row)
+
+    def changes_each(self, conn: sa.Connection, entity: str, action: str,
+                     entries: Iterable[tuple[int, Mapping[str, Any] | None, dt.datetime]], *,
+                     by: int | None) -> None:
+        """`change` of each (record id, changes, at): a batch's history (inside `deferred`,
+        kept in one go; its events only when something listens to them)."""
+        pending: list[dict[str, Any]] | None = getattr(self._deferred, "pending", None)
+        if pending is None:
+            for record_id, changes, at in entries:
+                self.change(conn, entity, record_id, action, changes, by=by, at=at)
+            return
+        entries = list(entries)
+        if self.outbox.listens(conn, entity, action):
+            for record_id, changes, at in entries:
+                self._emit(conn, entity, (record_id,), action, changes, by=by, at=at)
+        pending.extend({"entity": entity, "record_id": record_id, "at": at, "by": by,
+                        "action": action, "changes": dict(changes) if changes else None}
+                       for record_id, changes, at in entries)
 
     def _change_with_event(self, conn: sa.Connection, row: dict[str, Any],
                            changes: Mapping[str, Any] | None) -> None:
@@ -178,9 +197,10 @@ def _with_event(changes: sa.Table, change_columns: tuple[str, ...], events: sa.T
 
 
 def _insert_dicts(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """INSERT rows of the same keys, column by column."""
     if rows:
         names = list(rows[0])
-        insert_rows(conn, table, names, [[row[name] for name in names] for row in rows])
+        insert_columns(conn, table, names, [list(map(itemgetter(name), rows)) for name in names])
 
 
 def _shard(h: sa.Table) -> sa.ColumnElement[Any]:

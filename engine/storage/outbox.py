@@ -189,13 +189,17 @@ class Outbox:
             conn.execute(self._insert, rows[0] if len(rows) == 1 else rows)
             self.woken()
 
+    def listens(self, conn: sa.Connection, entity: str, kind: str) -> bool:
+        """Whether an automation or a webhook subscription listens to `kind` of `entity`."""
+        return (entity, kind) in self.watched or (entity, kind) in self.subscribed(conn)
+
     def rows(self, conn: sa.Connection, entity: str, record_ids: Iterable[int], kind: str,
              changes: Mapping[str, Any] | None, *, by: int | None,
              at: dt.datetime) -> list[dict[str, Any]]:
         """The event rows `emit` writes (none when no automation nor webhook subscription
         listens), for a caller that writes a batch's together (`Journal.deferred`) and then
         calls `woken`."""
-        if (entity, kind) not in self.watched and (entity, kind) not in self.subscribed(conn):
+        if not self.listens(conn, entity, kind):
             return []
         return [self._row(kind, entity, record_id, changes, by, at) for record_id in record_ids]
 

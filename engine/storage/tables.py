@@ -30,7 +30,7 @@ the smallest value).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -375,3 +375,20 @@ def search_text(spec: EntitySpec, values: Mapping[str, Any]) -> str | None:
     """The folded text `q=` searches: the entity's `search:` fields, one per line."""
     parts = [str(values[name]) for name in spec.search if values.get(name) not in (None, "")]
     return fold_text("\n".join(parts)) if parts else None
+
+
+def search_texts(spec: EntitySpec, rows: Sequence[Mapping[str, Any]]) -> list[str | None]:
+    """`search_text` of each row, folded in one call: NUL, which no row's text holds here,
+    between them. Folding is NFKC (NUL is a starter nothing composes with, so no form
+    changes across it), case folding and a translation, both character by character: the
+    fold of the joined texts is the join of their folds."""
+    search = spec.search
+    texts = []
+    for values in rows:
+        parts = [str(values[name]) for name in search if values.get(name) not in (None, "")]
+        texts.append("\n".join(parts) if parts else None)
+    present = [text for text in texts if text is not None]
+    if any("\x00" in text for text in present):
+        return [None if text is None else fold_text(text) for text in texts]
+    folded = iter(fold_text("\x00".join(present)).split("\x00"))
+    return [None if text is None else next(folded) for text in texts]
