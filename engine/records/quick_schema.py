@@ -297,6 +297,8 @@ def _column_min_length(value: Any, schema: dict[str, Any]) -> _ColumnWord | None
 
 
 def _column_pattern(value: Any, schema: dict[str, Any]) -> _ColumnWord | None:
+    if value == NO_NUL:  # on every string: one search of the column's texts joined
+        return lambda values, kinds: "\x00" not in "".join(_texts(values, kinds))
     try:
         search = re.compile(value).search
     except (re.error, TypeError):
