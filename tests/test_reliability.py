@@ -153,7 +153,7 @@ def test_every_acknowledged_write_survives_kill_9(server: Server) -> None:
         threads = [threading.Thread(target=writer, args=(f"{cycle}{n}", stop)) for n in range(3)]
         for thread in threads:
             thread.start()
-        time.sleep(0.4 + 0.1 * cycle)
+        time.sleep(0.2 + 0.05 * cycle)  # the writers are mid-flight well within this
         server.kill()  # while the writers are mid-flight
         stop.set()
         for thread in threads:
