@@ -27,8 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def rows(count: int) -> list[dict[str, Any]]:
-    return [{"name": f"Компания {i} 公司", "inn": f"{7700000000 + i}", "city": "Казань",
-             "email": f"c{i}@example.com", "phone": "+7 999 000 00 00"} for i in range(count)]
+    """Clients that are no one's duplicates by the default setup's rules (e-mail, phone
+    digits, a similar name in the same city): each its own phone and city."""
+    return [{"name": f"Компания {i} 公司", "inn": f"{7700000000 + i}", "city": f"Город {i}",
+             "email": f"c{i}@example.com",
+             "phone": f"+7 999 {i // 10000 % 1000:03d} {i // 100 % 100:02d} {i % 100:02d}"}
+            for i in range(count)]
 
 
 def timed(folder: Path, synchronous: str, work: Callable[[TestClient], None]) -> float:
