@@ -21,6 +21,7 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import subprocess
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -69,15 +70,18 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist, one throwaway PostgreSQL server for every worker, started here in
-    the controller before the workers (they inherit its URL through the environment): a
-    server per worker cost each its own initdb, start and caches, and made the README's
-    `./scripts/test` ~25 s slower than CI, whose server is started before the tests."""
+    the controller before the workers (they inherit its URL through the environment), as
+    CI's is: a server per worker cost each its own initdb, start and memory. A server that
+    cannot be started here is left to the workers, whose PostgreSQL tests then say why."""
     if hasattr(config, "workerinput") or os.environ.get(pg.ENV):
         return
     if getattr(config.option, "dist", "no") == "no" or (config.option.numprocesses or 0) < 2:
         return  # one process: its server is started when a test first needs it
     server = postgres_server()
-    url = server.__enter__()
+    try:
+        url = server.__enter__()
+    except (OSError, subprocess.CalledProcessError):
+        return
     if url is None:
         return
     config.add_cleanup(lambda: server.__exit__(None, None, None))
