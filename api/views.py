@@ -22,13 +22,8 @@ from fastapi import FastAPI, Request
 from api.collection_routes import Collection, add_collection_routes
 from engine.core import Kartoteka
 from engine.errors import ErrorDetail, MalformedRequest
-from engine.records.saved_views import MAX_VIEWS
+from engine.records.saved_views import MAX_VIEWS, ONE_LINE
 from engine.storage.views import NAME_LENGTH, QUERY_LENGTH
-
-#: one line with something on it, as the views service takes a name: no control characters
-#: nor line or paragraph separators, not only spaces
-_NOT_A_BREAK = r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]"
-ONE_LINE = rf"^{_NOT_A_BREAK}*[^\s\x00-\x1f\x7f-\x9f\u2028\u2029]{_NOT_A_BREAK}*$"
 
 VIEW = {"type": "object", "required": ["id", "entity", "name", "query", "is_default",
                                        "created_at", "updated_at", "problem"], "properties": {

@@ -108,18 +108,8 @@ def run(kt: Kartoteka, text: str, entity: str = "item", **options: Any) -> Impor
 
 
 def contents(kt: Kartoteka) -> tuple[list[Any], list[Any]]:
-    """Every item and every history entry, without the moments they were written, ids as
-    ranks."""
-    with kt.db.read(system="test: contents") as conn:
-        rows = [dict(row._mapping) for row in conn.execute(sa.text("SELECT * FROM item ORDER BY id"))]
-        rank = {row["id"]: n for n, row in enumerate(rows)}
-        items = [tuple(v for k, v in row.items() if k not in ("id", "created_at", "updated_at"))
-                 for row in rows]
-        history = [(entity, rank[record_id], by, action, changes) for entity, record_id, by,
-                   action, changes in conn.execute(sa.text(
-                       'SELECT entity, record_id, "by", action, changes FROM kt_change '
-                       "ORDER BY id"))]
-    return items, history
+    """Every item and every history entry (`table_contents` of `item`)."""
+    return table_contents(kt, "item")
 
 
 @pytest.fixture

@@ -275,6 +275,13 @@ def _unique_names() -> Iterator[None]:
                        [ErrorDetail("name", "is taken")], code="view_name_taken") from None
 
 
+#: `_name`'s rule as a published pattern: something on one line — no control character
+#: (Unicode's Cc: U+0000–001F, U+007F–009F), no line or paragraph separator (Zl, Zp: U+2028,
+#: U+2029), not only spaces
+_NOT_A_BREAK = r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]"
+ONE_LINE = rf"^{_NOT_A_BREAK}*[^\s\x00-\x1f\x7f-\x9f\u2028\u2029]{_NOT_A_BREAK}*$"
+
+
 def _name(name: Any) -> str:
     text = name.strip() if isinstance(name, str) else None
     if not text or len(text) > NAME_LENGTH or any(
