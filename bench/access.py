@@ -1,7 +1,7 @@
 """What access control costs a read: list and get for a manager, a director and with auth off.
 
     .venv/bin/python bench/access.py                  # full: 10,000 clients, 200,000 sales, 8 s per run
-    .venv/bin/python bench/access.py --quick          # smoke: small seed, 2 s per run
+    .venv/bin/python bench/access.py --quick          # short: small seed, 2 s per run
     .venv/bin/python bench/access.py --repeat 3 --try-index
     .venv/bin/python bench/access.py --postgres       # a throwaway PostgreSQL server (tests/pg.py)
     .venv/bin/python bench/access.py --db-url postgresql+psycopg://user@127.0.0.1:5432/postgres
@@ -35,6 +35,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,14 +50,17 @@ import sqlalchemy as sa  # noqa: E402
 from bench.run import (  # noqa: E402
     LUA,
     RESULTS,
+    SMOKE_PACE_MS,
     UVICORN_FLAGS,
     Databases,
+    Launch,
     Server,
     http,
     machine_facts,
     postgres_url,
+    run_calls,
     run_wrk,
-    serve,
+    serve_all,
 )
 from bench.seed import SETUP, seed  # noqa: E402
 
@@ -288,10 +292,9 @@ def run_round(label: str, urls: dict[str, str], callers: dict[str, Caller],
               args: argparse.Namespace, workdir: Path, index: int,
               checks: dict[str, Any] | None = None) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {op.key: {} for op in operations}
-    with ExitStack() as stack:
-        servers = {name: stack.enter_context(serve("gen", urls[name], workdir, f"{label}-{name}",
-                                                   headers=callers[name].headers))
-                   for name in CALLERS}
+    launches = {name: Launch("gen", urls[name], f"{label}-{name}", headers=callers[name].headers)
+                for name in CALLERS}
+    with serve_all(launches, workdir) as servers:
         if checks is not None:
             statuses, problems = check_callers(servers, callers, args.owners, args.totals)
             checks.update({"statuses": statuses, "problems": problems})
@@ -302,18 +305,24 @@ def run_round(label: str, urls: dict[str, str], callers: dict[str, Caller],
         for op in operations if args.warmup else ():
             for name in op.callers:
                 run_wrk(servers[name], scripts[(op.key, name)], args.warmup, args, f"w{label}")
+        jobs = []
         for position, op in enumerate(operations):
             order = list(op.callers)
             shift = (index + position) % len(order)
-            order = order[shift:] + order[:shift]  # who goes first rotates
-            for name in order:
-                time.sleep(args.pause)
-                result = run_wrk(servers[name], scripts[(op.key, name)], args.seconds, args,
-                                 f"{label}{name[0]}")
-                results[op.key][name] = result
-                print(f"  {op.title:<44} {name:<9} {result['rps']:>8,.0f} req/s  "
-                      f"p99 {result['latency_us']['p99'] / 1000:>7.1f} ms  "
-                      f"non-2xx {result['non_2xx']}", flush=True)
+            jobs += [(op, name) for name in order[shift:] + order[:shift]]  # who goes first rotates
+
+        def measure(op: Operation, name: str) -> Callable[[], dict[str, Any]]:
+            return lambda: run_wrk(servers[name], scripts[(op.key, name)], args.seconds, args,
+                                   f"{label}{name[0]}")
+
+        def report(position: int, result: dict[str, Any]) -> None:
+            op, name = jobs[position]
+            results[op.key][name] = result
+            print(f"  {op.title:<44} {name:<9} {result['rps']:>8,.0f} req/s  "
+                  f"p99 {result['latency_us']['p99'] / 1000:>7.1f} ms  "
+                  f"non-2xx {result['non_2xx']}", flush=True)
+
+        run_calls([measure(op, name) for op, name in jobs], args, args.pause, report)
         for name, server in servers.items():
             if server.process.poll() is not None:
                 results.setdefault("died", {})[name] = True
@@ -460,7 +469,7 @@ def run(args: argparse.Namespace) -> int:
         target["manager_list_vs_off_with_index"] = index_summary[0]["manager_vs_off"]
     report = {
         "started": started.isoformat(), "finished": dt.datetime.now(dt.UTC).isoformat(),
-        "quick": args.quick, "database": databases.kind, "machine": facts,
+        "quick": args.quick, "smoke": args.smoke, "database": databases.kind, "machine": facts,
         "settings": {"clients": args.clients, "sales": args.sales, "owners": args.owners,
                      "seconds": args.seconds, "warmup_seconds": args.warmup,
                      "threads": args.threads, "connections": args.connections,
@@ -497,7 +506,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="req/s of list and get for a manager, a director and with auth off.")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 1,000 clients, 10,000 sales, 2 s per run")
+                        help="a short run: 1,000 clients, 10,000 sales, 2 s per run")
     parser.add_argument("--repeat", type=int, default=1, help="rounds; medians are reported")
     parser.add_argument("--db-url", default=None,
                         help="a PostgreSQL server (postgresql+psycopg://user@host:port/db): "
@@ -514,6 +523,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="seconds of quiet before each measured run (default 0.5)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--smoke", action="store_true",
+                        help="check that the bench runs end to end, cheaply: one request per "
+                             f"connection every {SMOKE_PACE_MS} ms, no warm-up, and a round's wrk "
+                             "calls all at once (the figures then measure nothing)")
     parser.add_argument("--try-index", action="store_true",
                         help="then load the list again with sale (owner, stage, amount) "
                              "created by hand in the benchmark's users database")
@@ -523,7 +536,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.clients = args.clients or (1_000 if quick else 10_000)
     args.sales = args.sales or (10_000 if quick else 200_000)
     args.seconds = args.seconds or (2 if quick else 8)
-    args.warmup = (1 if quick else 2) if args.warmup is None else args.warmup
+    args.warmup = 0 if args.smoke else (1 if quick else 2) if args.warmup is None else args.warmup
     if args.repeat < 1 or args.owners < 2 or args.clients < 2 * args.owners:
         parser.error("--repeat ≥ 1, --owners ≥ 2, and at least two clients per owner")
     if args.db_url and args.postgres:

@@ -1,7 +1,7 @@
 """The generated API against two hand-written FastAPI + SQLAlchemy apps, in one run.
 
     .venv/bin/python bench/run.py             # full: 10,000 clients, 200,000 sales, 8 s per op
-    .venv/bin/python bench/run.py --quick     # smoke: small seed, 3 s per op
+    .venv/bin/python bench/run.py --quick     # short: small seed, 3 s per op
     .venv/bin/python bench/run.py --repeat 3  # medians of 3 rounds
     .venv/bin/python bench/run.py --db-url postgresql+psycopg://user@127.0.0.1:5432/postgres
 
@@ -39,7 +39,8 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,8 @@ TARGETS = {
     "hand": {"get_client": 0.8, "list_sales": 1.0, "create_sale": 1.0, "patch_sale": 0.8},
     "min": {"create_sale": 0.8, "patch_sale": 0.8},
 }
+#: --smoke: milliseconds each connection waits between requests (wrk's Lua `delay`)
+SMOKE_PACE_MS = 50
 UVICORN_FLAGS = ["--factory", "--host", "127.0.0.1", "--workers", "1", "--no-access-log",
                  "--log-level", "warning"]
 
@@ -158,25 +161,51 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
 
+@dataclass(frozen=True)
+class Launch:
+    """One server to start: the app, its database, the name of its log, extra environment,
+    and the headers its readiness check sends (a token, when the database has users)."""
+    app: str
+    db_url: str
+    tag: str
+    env: dict[str, str] | None = None
+    headers: dict[str, str] | None = None
+
+
 @contextmanager
 def serve(app: str, db_url: str, workdir: Path, tag: str,
           extra_env: dict[str, str] | None = None,
           headers: dict[str, str] | None = None) -> Iterator[Server]:
-    """Start one app with uvicorn; ready when GET /api/client/1 answers 200 (with
-    `headers`, e.g. a token, when the database has users)."""
+    """Start one app with uvicorn; ready when GET /api/client/1 answers 200."""
+    with serve_all({app: Launch(app, db_url, tag, extra_env, headers)}, workdir) as servers:
+        yield servers[app]
+
+
+@contextmanager
+def serve_all(launches: dict[str, Launch], workdir: Path) -> Iterator[dict[str, Server]]:
+    """Start every server at once, then wait until each answers GET /api/client/1 with 200;
+    stop them all on the way out."""
+    with ExitStack() as stack:
+        servers = {name: stack.enter_context(_started(launch, workdir))
+                   for name, launch in launches.items()}
+        for name, server in servers.items():
+            _wait_ready(server, launches[name].headers or {})
+        yield servers
+
+
+@contextmanager
+def _started(launch: Launch, workdir: Path) -> Iterator[Server]:
     port = free_port()
-    log = workdir / f"{tag}.log"
+    log = workdir / f"{launch.tag}.log"
     env = {k: v for k, v in os.environ.items()
            if k not in ("KARTOTEKA_BENCH_INLINE", "KARTOTEKA_BENCH_POOL")}
-    env.update({ENV: db_url, "PYTHONPATH": str(ROOT), **(extra_env or {})})
+    env.update({ENV: launch.db_url, "PYTHONPATH": str(ROOT), **(launch.env or {})})
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", APPS[app], *UVICORN_FLAGS, "--port", str(port)],
+            [sys.executable, "-m", "uvicorn", APPS[launch.app], *UVICORN_FLAGS, "--port", str(port)],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = Server(app, db_url, port, process, log)
     try:
-        _wait_ready(server, headers or {})
-        yield server
+        yield Server(launch.app, launch.db_url, port, process, log)
     finally:
         process.terminate()
         try:
@@ -290,9 +319,10 @@ def wrk_script(operation: Operation, workdir: Path) -> Path:
 
 def run_wrk(server: Server, script: Path, seconds: int, args: argparse.Namespace,
             tag: str) -> dict[str, Any]:
+    pace = SMOKE_PACE_MS if args.smoke else 0
     command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds}s",
                "--timeout", "10s", "-s", str(script), server.base,
-               "--", tag, str(args.clients), str(args.sales)]
+               "--", tag, str(args.clients), str(args.sales), str(pace)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
     line = next((l for l in done.stdout.splitlines() if l.startswith("KTBENCH ")), None)
     if done.returncode != 0 or line is None:
@@ -303,6 +333,24 @@ def run_wrk(server: Server, script: Path, seconds: int, args: argparse.Namespace
     result["non_2xx"] = errors["status"]
     result["socket_errors"] = errors["connect"] + errors["read"] + errors["write"] + errors["timeout"]
     return result
+
+
+def run_calls(calls: list[Callable[[], dict[str, Any]]], args: argparse.Namespace,
+              pause: float, report: Callable[[int, dict[str, Any]], None]) -> list[dict[str, Any]]:
+    """Run wrk calls one after the other, `pause` seconds of quiet before each, reporting
+    each result as it comes; with --smoke, all at once (nothing is measured then)."""
+    if args.smoke:
+        with ThreadPoolExecutor(len(calls) or 1) as pool:
+            results = [future.result() for future in [pool.submit(call) for call in calls]]
+        for position, result in enumerate(results):
+            report(position, result)
+        return results
+    results = []
+    for position, call in enumerate(calls):
+        time.sleep(pause)
+        results.append(call())
+        report(position, results[-1])
+    return results
 
 
 # -- the run ------------------------------------------------------------------------------
@@ -366,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
                             f"{row['socket_errors']} socket errors")
     report = {
         "started": started.isoformat(), "finished": dt.datetime.now(dt.UTC).isoformat(),
-        "quick": args.quick, "database": databases.kind, "machine": facts,
+        "quick": args.quick, "smoke": args.smoke, "database": databases.kind, "machine": facts,
         "settings": {"clients": args.clients, "sales": args.sales, "seconds": args.seconds,
                      "warmup_seconds": args.warmup, "threads": args.threads,
                      "connections": args.connections, "repeat": args.repeat,
@@ -392,10 +440,11 @@ def run_round(index: int, args: argparse.Namespace, databases: Databases, workdi
             for app in APPS}
     results: dict[str, dict[str, Any]] = {op.key: {} for op in OPERATIONS}
     gen_env = None if args.gen_inline is None else {"KARTOTEKA_BENCH_INLINE": args.gen_inline}
-    with serve("hand", urls["hand"], workdir, f"{label}-hand") as hand, \
-            serve("gen", urls["gen"], workdir, f"{label}-gen", gen_env) as gen, \
-            serve("min", urls["min"], workdir, f"{label}-min") as low:
-        servers = {"hand": hand, "gen": gen, "min": low}
+    launches = {"hand": Launch("hand", urls["hand"], f"{label}-hand"),
+                "gen": Launch("gen", urls["gen"], f"{label}-gen", gen_env),
+                "min": Launch("min", urls["min"], f"{label}-min")}
+    with serve_all(launches, workdir) as servers:
+        hand, gen, low = servers["hand"], servers["gen"], servers["min"]
         served = {app: served_by(server.process.pid) for app, server in servers.items()}
         print("  " + ", ".join(f"{app} on {s['loop']} + {s['http']}" for app, s in served.items()),
               flush=True)
@@ -408,18 +457,25 @@ def run_round(index: int, args: argparse.Namespace, databases: Databases, workdi
             for op in OPERATIONS if args.warmup else ():
                 run_wrk(server, scripts[op.key], args.warmup, args, f"w{index}{app[0]}")
         apps = list(APPS)
+        jobs = []
         for position, op in enumerate(OPERATIONS):
             # rotate who goes first, so a drift in machine load does not favour one app
             shift = (index + position) % len(apps)
-            order = apps[shift:] + apps[:shift]
-            for app in order:
-                time.sleep(min(0.5, args.seconds / 10))
-                result = run_wrk(servers[app], scripts[op.key], args.seconds, args,
-                                 f"{index}{app[0]}")
-                results[op.key][app] = result
-                print(f"  {op.title:<40} {app:<4} {result['rps']:>9,.0f} req/s  "
-                      f"p99 {result['latency_us']['p99'] / 1000:>7.1f} ms  "
-                      f"non-2xx {result['non_2xx']}", flush=True)
+            jobs += [(op, app) for app in apps[shift:] + apps[:shift]]
+
+        def measure(op: Operation, app: str) -> Callable[[], dict[str, Any]]:
+            return lambda: run_wrk(servers[app], scripts[op.key], args.seconds, args,
+                                   f"{index}{app[0]}")
+
+        def report(position: int, result: dict[str, Any]) -> None:
+            op, app = jobs[position]
+            results[op.key][app] = result
+            print(f"  {op.title:<40} {app:<4} {result['rps']:>9,.0f} req/s  "
+                  f"p99 {result['latency_us']['p99'] / 1000:>7.1f} ms  "
+                  f"non-2xx {result['non_2xx']}", flush=True)
+
+        run_calls([measure(op, app) for op, app in jobs], args, min(0.5, args.seconds / 10),
+                  report)
         for server in servers.values():
             if server.process.poll() is not None:
                 warnings.append(f"round {index + 1}: the {server.app} server died")
@@ -482,6 +538,8 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"\nKartoteka bench — {report['started'][:16]} UTC, {report['database']}, "
           f"nproc {machine['nproc']}, load {machine['loadavg_before'][0]} → "
           f"{machine['loadavg_after'][0]}")
+    if report["smoke"]:
+        print("--smoke: paced requests, all calls at once; these figures measure nothing")
     print(f"{settings['clients']:,} clients, {settings['sales']:,} sales; wrk {settings['threads']} "
           f"threads, {settings['connections']} connections, {settings['seconds']:g} s per op; "
           f"median of {settings['repeat']} round(s)")
@@ -521,7 +579,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Compare the generated API with two hand-written FastAPI apps (req/s, p99).")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 2,000 clients, 20,000 sales, 3 s per operation")
+                        help="a short run: 2,000 clients, 20,000 sales, 3 s per operation")
     parser.add_argument("--repeat", type=int, default=1, help="rounds; medians are reported")
     parser.add_argument("--db-url", default=None,
                         help="a PostgreSQL server (postgresql+psycopg://user@host:port/db): "
@@ -539,6 +597,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         choices=["gen", "hand", "min", "all"],
                         help="after the last round, sample the app (default gen) with py-spy "
                              "under each operation and print where the time goes")
+    parser.add_argument("--smoke", action="store_true",
+                        help="check that the bench runs end to end, cheaply: one request per "
+                             f"connection every {SMOKE_PACE_MS} ms, no warm-up, and a round's wrk "
+                             "calls all at once (the figures then measure nothing)")
     parser.add_argument("--gen-inline", default=None, metavar="OPS",
                         help="experiment: operations the generated app runs on the event loop "
                              "(e.g. 'get'; '' for none) instead of its own default")
@@ -547,7 +609,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.clients = args.clients or (2_000 if quick else 10_000)
     args.sales = args.sales or (20_000 if quick else 200_000)
     args.seconds = args.seconds or (3 if quick else 8)
-    args.warmup = args.warmup if args.warmup is not None else (1 if quick else 2)
+    args.warmup = 0 if args.smoke else args.warmup if args.warmup is not None else (1 if quick else 2)
     if args.profile:
         args.profile = list(APPS) if args.profile == "all" else [args.profile]
         if profile.py_spy() is None:

@@ -1,4 +1,4 @@
-"""bench/access.py does not rot: a --quick run (small seed, 1 s per wrk run) seeds, hands
+"""bench/access.py does not rot: a --smoke run (small seed, paced wrk calls at once) seeds, hands
 the records to owners, starts the three servers, checks that the manager, the director
 and the open API all answer the list and a get with 200 before loading, and writes a
 report of the expected shape. Skipped without wrk; the figures themselves are not judged."""
@@ -19,11 +19,11 @@ pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not 
 def test_quick_run_reports_three_callers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(access, "RESULTS", tmp_path)
     code = access.main(["--quick", "--clients", "200", "--sales", "2000", "--seconds", "1",
-                        "--warmup", "0", "--pause", "0", "--connections", "1", "--threads", "1"])
+                        "--smoke", "--connections", "1", "--threads", "1"])
     saved = list(tmp_path.glob("*-access-quick-sqlite.json"))
     assert len(saved) == 1
     report = json.loads(saved[0].read_text())
-    assert report["warnings"] == [] and code == 0
+    assert report["warnings"] == [] and code == 0 and report["smoke"]
 
     # every caller answered before loading: list and own get 200; someone else's client
     # is 404 for the manager only; no token on a database with users is 401

@@ -1,8 +1,8 @@
 """The benchmark's code does not rot: the seeder fills a small SQLite database through the
 engine's tables, the hand-written baseline (bench/handwritten.py) answers its four calls
 there with the generated API's JSON, the minimal baseline (bench/minimal.py) answers them
-over its copy of the same records, and bench/run.py runs end to end (three real servers,
-wrk for one second per call) when wrk is installed."""
+over its copy of the same records, and bench/run.py runs end to end (three real servers, every
+operation's wrk script against each, paced and at once: --smoke) when wrk is installed."""
 
 from __future__ import annotations
 
@@ -147,7 +147,7 @@ def test_the_minimal_app_refuses_like_the_others(low: TestClient) -> None:
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 def test_run_measures_the_three_apps_end_to_end(tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    code = run.main(["--clients", "40", "--sales", "400", "--seconds", "1", "--warmup", "0",
+    code = run.main(["--clients", "40", "--sales", "400", "--seconds", "1", "--smoke",
                      "--connections", "1", "--threads", "1", "--results", str(tmp_path)])
     report = json.loads((tmp_path / "latest.json").read_text())
     assert code == 0, report["warnings"]
@@ -155,7 +155,9 @@ def test_run_measures_the_three_apps_end_to_end(tmp_path: Path,
     for row in report["summary"]:
         assert row["gen_rps"] > 0 and row["hand_rps"] > 0 and row["min_rps"] > 0
         assert row["ratio_hand"] > 0 and row["ratio_min"] > 0 and row["non_2xx"] == 0
+    assert report["smoke"] and report["settings"]["warmup_seconds"] == 0
     # every server ran on the fast event loop and HTTP parser (dependencies of the project)
     served = report["rounds"][0]["served"]
     assert served == {app: {"loop": "uvloop", "http": "httptools"} for app in run.APPS}
-    assert "gen÷min" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "gen÷min" in printed and "these figures measure nothing" in printed

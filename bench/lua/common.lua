@@ -1,5 +1,7 @@
 -- Shared by every operation (run.py puts it after the operation's `request`): thread ids,
--- the arguments after `--` (tag, clients, sales), and a JSON summary on stdout for run.py.
+-- the arguments after `--` (tag, clients, sales, pace), and a JSON summary on stdout for
+-- run.py. A pace above 0 (run.py --smoke) makes each connection wait that many milliseconds
+-- between requests: wrk calls `delay` when the script defines it once `init` has run.
 local threads = {}
 
 function setup(thread)
@@ -12,6 +14,10 @@ function init(args)
    clients = tonumber(args[2]) or 1
    sales = tonumber(args[3]) or 1
    counter = 0
+   local pace = tonumber(args[4]) or 0
+   if pace > 0 then
+      delay = function() return pace end
+   end
    math.randomseed(os.time() * 1000 + thread_id)
    if prepare then prepare() end
 end
