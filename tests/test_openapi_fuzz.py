@@ -34,8 +34,10 @@ run on both databases through the `db_url` fixture. Running every generated requ
 PostgreSQL server as well would double a run that must stay under a few minutes on a
 shared two-core machine without testing any more of what this module is about.
 
-The coverage phase (schemathesis' edge cases of every parameter and body) runs once per
-published contract: an operation whose parameters, body and answers an earlier operation
+A link's `/links/{way}` twin of its short `/{way}` path is the same handler with the same
+contract (test_links_twins_are_one_handler) and is not fuzzed again (TWINS). The coverage
+phase (schemathesis' edge cases of every parameter and body) runs once per published
+contract: an operation whose parameters, body and answers an earlier operation
 has at another path (a link list and its `links/` twin, the task lists under every entity)
 gets only its generated cases (REPEATED_CONTRACTS).
 
@@ -61,6 +63,7 @@ import jsonschema
 import pytest
 import requests
 import schemathesis
+from fastapi.routing import APIRoute
 from requests.structures import CaseInsensitiveDict
 from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
@@ -238,6 +241,14 @@ def seeded_app(seeded_apps: _Apps, request: pytest.FixtureRequest,
 
 #: every operation of the document, as schemathesis labels it (`GET /api/sale/{id}`)
 OPERATIONS = [result.ok().label for result in schema.get_all_operations()]
+#: a link's `/links/{way}` path beside its short `/{way}`: one handler built twice, from
+#: the same closure (api/app.py), with the same contract — its cases would be the short
+#: path's, sent again (test_links_twins_are_one_handler says so; tests/test_names.py
+#: lists, links and unlinks through both)
+TWINS = frozenset(label for label in OPERATIONS
+                  if "/links/" in label and label.replace("/links/", "/", 1) in OPERATIONS)
+#: what is fuzzed: every operation but the twins
+FUZZED = [label for label in OPERATIONS if label not in TWINS]
 
 
 def _repeated_contracts(document: dict[str, Any]) -> frozenset[str]:
@@ -348,7 +359,7 @@ def _as_schemathesis(response: Any) -> Response:
                     encoding=response.encoding, http_version=response.http_version, verify=True)
 
 
-@pytest.mark.parametrize("label", OPERATIONS)
+@pytest.mark.parametrize("label", FUZZED)
 def test_every_operation_answers_as_documented(label: str, seeded_app: Any) -> None:
     with TestClient(seeded_app, base_url=BASE_URL, raise_server_exceptions=False) as http:
         fuzz(generated_only if label in REPEATED_CONTRACTS else schema, label,
@@ -490,6 +501,29 @@ def role_apps(role_database: tuple[Path, dict[str, str]], role_app_copies: _Apps
         yield {role: (app, token) for role, token in role_database[1].items()}
 
 
+def test_links_twins_are_one_handler(seeded_apps: _Apps) -> None:
+    """What lets the fuzz leave the `/links/` twins out: each is its short path's handler
+    (the same code, over the same link) and publishes the same contract."""
+    assert len(TWINS) >= 10
+    kt = seeded_apps._open(seeded_apps.folder / "twins.db")
+    try:
+        routes = {(method, route.path): route for route in create_app(kt).routes
+                  if isinstance(route, APIRoute) for method in route.methods}
+    finally:
+        kt.close()
+    document = schema.raw_schema["paths"]
+    for label in TWINS:
+        method, path = label.split(" ", 1)
+        short = path.replace("/links/", "/", 1)
+        twin, one = routes[(method, path)].endpoint, routes[(method, short)].endpoint
+        assert twin.__code__ is one.__code__, label
+        assert [c.cell_contents for c in twin.__closure__ or ()] == \
+            [c.cell_contents for c in one.__closure__ or ()], label
+        published = [{k: v for k, v in document[p][method.lower()].items() if k != "operationId"}
+                     for p in (path, short)]
+        assert published[0] == published[1], label
+
+
 def test_role_tokens_reach_what_the_role_may(role_apps: dict[str, tuple[Any, str]]) -> None:
     """The fuzz below is only as good as its tokens: both are real, and they differ."""
     app, _ = role_apps["manager"]
@@ -513,7 +547,7 @@ role_schema = schemathesis.openapi.from_dict(schema.raw_schema, config=ROLE_CONF
 role_schema.hook(map_case)
 
 
-@pytest.mark.parametrize("label", OPERATIONS)
+@pytest.mark.parametrize("label", FUZZED)
 def test_every_operation_answers_as_documented_for_each_role(
         label: str, role_apps: dict[str, tuple[Any, str]]) -> None:
     """Each generated case sent as every role in turn (the manager, then the director), to
