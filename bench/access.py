@@ -35,7 +35,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +52,7 @@ from bench.run import (  # noqa: E402
     SMOKE_PACE_MS,
     UVICORN_FLAGS,
     Databases,
+    Job,
     Launch,
     Server,
     http,
@@ -305,24 +305,17 @@ def run_round(label: str, urls: dict[str, str], callers: dict[str, Caller],
         for op in operations if args.warmup else ():
             for name in op.callers:
                 run_wrk(servers[name], scripts[(op.key, name)], args.warmup, args, f"w{label}")
-        jobs = []
+        jobs: list[tuple[Job, str]] = []
         for position, op in enumerate(operations):
             order = list(op.callers)
             shift = (index + position) % len(order)
             jobs += [(op, name) for name in order[shift:] + order[:shift]]  # who goes first rotates
 
-        def measure(op: Operation, name: str) -> Callable[[], dict[str, Any]]:
-            return lambda: run_wrk(servers[name], scripts[(op.key, name)], args.seconds, args,
-                                   f"{label}{name[0]}")
+        def measure(op: Job, name: str) -> dict[str, Any]:
+            return run_wrk(servers[name], scripts[(op.key, name)], args.seconds, args,
+                           f"{label}{name[0]}")
 
-        def report(position: int, result: dict[str, Any]) -> None:
-            op, name = jobs[position]
-            results[op.key][name] = result
-            print(f"  {op.title:<44} {name:<9} {result['rps']:>8,.0f} req/s  "
-                  f"p99 {result['latency_us']['p99'] / 1000:>7.1f} ms  "
-                  f"non-2xx {result['non_2xx']}", flush=True)
-
-        run_calls([measure(op, name) for op, name in jobs], args, args.pause, report)
+        run_calls(jobs, measure, args, args.pause, results, width=44)
         for name, server in servers.items():
             if server.process.poll() is not None:
                 results.setdefault("died", {})[name] = True

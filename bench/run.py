@@ -43,7 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: bench/run.py
@@ -335,22 +335,40 @@ def run_wrk(server: Server, script: Path, seconds: int, args: argparse.Namespace
     return result
 
 
-def run_calls(calls: list[Callable[[], dict[str, Any]]], args: argparse.Namespace,
-              pause: float, report: Callable[[int, dict[str, Any]], None]) -> list[dict[str, Any]]:
-    """Run wrk calls one after the other, `pause` seconds of quiet before each, reporting
-    each result as it comes; with --smoke, all at once (nothing is measured then)."""
+class Job(Protocol):
+    """What run_calls needs of an operation: its key and title."""
+    @property
+    def key(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+
+
+def run_calls(jobs: list[tuple[Job, str]], measure: Callable[[Job, str], dict[str, Any]],
+              args: argparse.Namespace, pause: float, results: dict[str, dict[str, Any]],
+              width: int = 40) -> None:
+    """Each job's wrk call (an operation, against the server of a name): one after the
+    other, `pause` seconds of quiet before each, or with --smoke all at once (nothing is
+    measured then). Each result goes to results[operation key][name] and is printed."""
     if args.smoke:
-        with ThreadPoolExecutor(len(calls) or 1) as pool:
-            results = [future.result() for future in [pool.submit(call) for call in calls]]
-        for position, result in enumerate(results):
-            report(position, result)
-        return results
-    results = []
-    for position, call in enumerate(calls):
-        time.sleep(pause)
-        results.append(call())
-        report(position, results[-1])
-    return results
+        with ThreadPoolExecutor(len(jobs) or 1) as pool:
+            futures = [pool.submit(measure, op, name) for op, name in jobs]
+            done = [future.result() for future in futures]
+    else:
+        done = []
+        for op, name in jobs:
+            time.sleep(pause)
+            done.append(measure(op, name))
+            _print_result(op, name, done[-1], width)
+    for (op, name), result in zip(jobs, done, strict=True):
+        results[op.key][name] = result
+        if args.smoke:
+            _print_result(op, name, result, width)
+
+
+def _print_result(op: Job, name: str, result: dict[str, Any], width: int) -> None:
+    print(f"  {op.title:<{width}} {name:<9} {result['rps']:>9,.0f} req/s  "
+          f"p99 {result['latency_us']['p99'] / 1000:>7.1f} ms  "
+          f"non-2xx {result['non_2xx']}", flush=True)
 
 
 # -- the run ------------------------------------------------------------------------------
@@ -457,25 +475,16 @@ def run_round(index: int, args: argparse.Namespace, databases: Databases, workdi
             for op in OPERATIONS if args.warmup else ():
                 run_wrk(server, scripts[op.key], args.warmup, args, f"w{index}{app[0]}")
         apps = list(APPS)
-        jobs = []
+        jobs: list[tuple[Job, str]] = []
         for position, op in enumerate(OPERATIONS):
             # rotate who goes first, so a drift in machine load does not favour one app
             shift = (index + position) % len(apps)
             jobs += [(op, app) for app in apps[shift:] + apps[:shift]]
 
-        def measure(op: Operation, app: str) -> Callable[[], dict[str, Any]]:
-            return lambda: run_wrk(servers[app], scripts[op.key], args.seconds, args,
-                                   f"{index}{app[0]}")
+        def measure(op: Job, app: str) -> dict[str, Any]:
+            return run_wrk(servers[app], scripts[op.key], args.seconds, args, f"{index}{app[0]}")
 
-        def report(position: int, result: dict[str, Any]) -> None:
-            op, app = jobs[position]
-            results[op.key][app] = result
-            print(f"  {op.title:<40} {app:<4} {result['rps']:>9,.0f} req/s  "
-                  f"p99 {result['latency_us']['p99'] / 1000:>7.1f} ms  "
-                  f"non-2xx {result['non_2xx']}", flush=True)
-
-        run_calls([measure(op, app) for op, app in jobs], args, min(0.5, args.seconds / 10),
-                  report)
+        run_calls(jobs, measure, args, min(0.5, args.seconds / 10), results)
         for server in servers.values():
             if server.process.poll() is not None:
                 warnings.append(f"round {index + 1}: the {server.app} server died")
