@@ -24,15 +24,29 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader whose booleans are only true/false."""
 
 
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool",
-    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-    list("tTfF"),
-)
+#: the same loader over libyaml's parser (PyYAML's C extension, in its wheels): PyYAML's
+#: pure-Python scanner was most of loading a setup — of `check`, `serve` and every engine's
+#: start (the default setup: 50 → 14 ms). A file it refuses is parsed again by `_Loader`,
+#: whose error messages the diagnostics are written for (tests/test_yaml_source.py: both
+#: read every file alike, values and marks).
+_FastLoader: type[yaml.SafeLoader] = _Loader
+if getattr(yaml, "__with_libyaml__", False):
+    class _CLoader(yaml.CSafeLoader):
+        """CSafeLoader whose booleans are only true/false."""
+
+    _FastLoader = _CLoader  # type: ignore[assignment]
+
+_LOADERS: tuple[type[yaml.SafeLoader], ...] = (_Loader, _FastLoader)
+for _loader in _LOADERS:
+    _loader.yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    _loader.add_implicit_resolver(
+        "tag:yaml.org,2002:bool",
+        re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+        list("tTfF"),
+    )
 
 
 @dataclass
@@ -90,16 +104,16 @@ def read_yaml(path: Path, display_name: str) -> tuple[SourceFile | None, list[Di
         ]
     except OSError as exc:
         return None, [Diagnostic("yaml.unreadable", f"cannot be read: {exc.strerror}", display_name)]
-    loader = _Loader(text)
     try:
-        node = loader.get_single_node()
-    except yaml.MarkedYAMLError as exc:
-        return None, [_syntax_diagnostic(exc, text, display_name)]
-    except yaml.YAMLError as exc:
-        return None, [Diagnostic("yaml.syntax", f"is not valid YAML: {exc}", display_name, 1, 1,
-                                 hint="check the indentation and quoting")]
-    finally:
-        loader.dispose()
+        loader, node = _compose(_FastLoader, text)
+    except yaml.YAMLError:  # said as PyYAML's own parser says it
+        try:
+            loader, node = _compose(_Loader, text)
+        except yaml.MarkedYAMLError as exc:
+            return None, [_syntax_diagnostic(exc, text, display_name)]
+        except yaml.YAMLError as exc:
+            return None, [Diagnostic("yaml.syntax", f"is not valid YAML: {exc}", display_name,
+                                     1, 1, hint="check the indentation and quoting")]
     source = SourceFile(display_name, None)
     problems: list[Diagnostic] = []
     if node is None:
@@ -109,7 +123,16 @@ def read_yaml(path: Path, display_name: str) -> tuple[SourceFile | None, list[Di
     return source, problems
 
 
-def _construct(loader: _Loader, node: yaml.Node, path: Path_, source: SourceFile,
+def _compose(kind: type[yaml.SafeLoader], text: str) -> tuple[yaml.SafeLoader, yaml.Node | None]:
+    """The loader (for its constructors) and the one document's node tree of `text`."""
+    loader = kind(text)
+    try:
+        return loader, loader.get_single_node()
+    finally:
+        loader.dispose()
+
+
+def _construct(loader: yaml.SafeLoader, node: yaml.Node, path: Path_, source: SourceFile,
                problems: list[Diagnostic]) -> Any:
     source.value_marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
@@ -151,7 +174,7 @@ def _construct(loader: _Loader, node: yaml.Node, path: Path_, source: SourceFile
     return value
 
 
-def _scalar(loader: _Loader, node: yaml.Node) -> tuple[Any, tuple[str, str] | None]:
+def _scalar(loader: yaml.SafeLoader, node: yaml.Node) -> tuple[Any, tuple[str, str] | None]:
     """A scalar's value, or None and (message, hint) when YAML cannot build it."""
     try:
         return loader.construct_object(node), None
