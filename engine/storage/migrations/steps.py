@@ -15,15 +15,17 @@ import datetime as dt
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import sqlalchemy as sa
-from alembic.operations import BatchOperations, Operations
 
 from engine.setup.spec import FieldSpec, PipelineSpec
 from engine.storage.migrations.convert import Converter
 from engine.storage.tables import Storage, search_text
 from engine.types.fields import ValueProblem
+
+if TYPE_CHECKING:  # imported by the runner only when there are steps to apply
+    from alembic.operations import BatchOperations, Operations
 
 #: one row of a problem report: the record id and what is wrong with its value
 Example = tuple[int, str]
