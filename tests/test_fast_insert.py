@@ -58,3 +58,65 @@ def test_each_distinct_object_is_processed_once() -> None:
     assert calls.count(now) == 1 and calls.count(day) == 1
     assert processed([step], [[]]) == []
     assert fast_insert._ENCODER is not None  # CPython's json has its C encoder
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 7, 9])
+def test_insert_columns_writes_every_row_in_order(
+        db_url: str, count: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On SQLite the rows go in by INSERTs of several rows each (3 here: one statement for
+    whole threes, one for the rest), on PostgreSQL by COPY: every row, in order, with its
+    own values; AUTOINCREMENT's counter as after one-row INSERTs; a taken unique value is
+    an IntegrityError wherever the row is."""
+    monkeypatch.setattr(fast_insert, "SQLITE_ROWS_PER_STATEMENT", 3)
+    engine = sa.create_engine(db_url)
+    table = sa.Table(f"many_{count}", sa.MetaData(),
+                     sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+                               primary_key=True),
+                     sa.Column("name", sa.String(20), unique=True),
+                     sa.Column("price", sa.Numeric(10, 2)), sqlite_autoincrement=True)
+    try:
+        table.metadata.create_all(engine)
+        rows = [(i + 1, f"n{i}", Decimal(i) / 4) for i in range(count)]
+        with engine.begin() as conn:
+            fast_insert.insert_rows(conn, table, ["id", "name", "price"], rows)
+            fast_insert.insert_rows(conn, table, ["id", "name", "price"], [])
+        with engine.connect() as conn:
+            assert [tuple(row) for row in conn.execute(sa.select(table).order_by(table.c.id))] \
+                == [(i, name, Decimal(price).quantize(Decimal("0.01")))
+                    for i, name, price in rows]
+            if engine.dialect.name == "sqlite":
+                assert conn.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = ?",
+                                            (table.name,)).scalar() == count
+        taken = [(count + 1 + i, f"m{i}", None) for i in range(count)] + \
+            [(2 * count + 1, "n0", None)]
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+            fast_insert.insert_rows(conn, table, ["id", "name", "price"], taken)
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == count
+    finally:
+        table.metadata.drop_all(engine)
+        engine.dispose()
+
+
+def test_sqlite_statements_stay_within_its_parameter_limit(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row as wide as the limit goes in one per statement; several rows fill a statement
+    up to the limit, never beyond it."""
+    monkeypatch.setattr(fast_insert, "_sqlite_parameters", lambda conn: 7)
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'limit.db'}")
+    seen: list[int] = []
+    sa.event.listen(engine, "before_cursor_execute",
+                    lambda *args: seen.append(args[2].count("?")))
+    for width in (3, 7):
+        table = sa.Table(f"w{width}", sa.MetaData(),
+                         *(sa.Column(f"c{i}", sa.Integer()) for i in range(width)))
+        table.metadata.create_all(engine)
+        seen.clear()
+        with engine.begin() as conn:
+            fast_insert.insert_rows(conn, table, [c.name for c in table.c],
+                                    [tuple(range(r, r + width)) for r in range(5)])
+        with engine.connect() as conn:
+            assert [tuple(row) for row in conn.execute(sa.select(table))] == \
+                [tuple(range(r, r + width)) for r in range(5)]
+        assert seen and max(seen) <= 7
+    engine.dispose()
