@@ -35,6 +35,7 @@ import datetime as dt
 from collections.abc import Sequence
 from decimal import Decimal
 from itertools import repeat
+from operator import is_
 from typing import Any
 
 import sqlalchemy as sa
@@ -46,7 +47,7 @@ from engine.records.plain_creates import NotTaken, PlainCreates
 from engine.records.quick_schema import ANNOTATIONS, compile_column_check
 from engine.records.service import Records
 from engine.setup.spec import FieldSpec
-from engine.types.fields import StringType, ValueProblem, check_text
+from engine.types.fields import ValueProblem
 
 #: the top-level words of a create schema this path understands (they hold for every row
 #: of an import alike: see `why_not`)
@@ -165,12 +166,14 @@ class ColumnConverter:
     remembered, up to about `REMEMBERED` of them per column, when it is immutable —
     readers and parses are functions of the cell alone (and the import's locale) — and the
     cells of a batch are looked up all at once. The others are converted together, step by
-    step: read (a column read as text, `Column.reads_text`, whose cells are all text without
-    an export's escape, stripped in one pass; any other cell by its reader), checked by the
-    schema's column check (`quick_schema.compile_column_check`: True only when the value
-    check passes each value), parsed (a plain string type's texts by one check of their
-    join: NUL and lone surrogates are in it exactly when in a text; any other value by the
-    type's `parse`). Which cell fails makes no difference: the batch goes the slow way."""
+    step: read (cells all text without an export's escape by the column reader registered
+    with the field's reader, `Column.read_column`, when it is sure of them — text stripped,
+    amounts and whole numbers by a few passes over the column, engine/exchange/cells.py;
+    any other cell by its reader), checked by the schema's column check
+    (`quick_schema.compile_column_check`: True only when the value check passes each
+    value), parsed (the type's `parse_many`: `parse` of each value, a string's texts by one
+    check of their join, amounts by a few passes...). Which cell fails makes no
+    difference: the batch goes the slow way."""
 
     def __init__(self, column: Column, schema: Any, locale: Locale):
         field: FieldSpec | None = column.field
@@ -179,10 +182,8 @@ class ColumnConverter:
         self.name, self.index = column.name, column.index
         self.field, self.read, self.locale = field, read, locale
         self.check = compile_column_check(schema)
-        self.parse = field.type.parse
-        self.reads_text = column.reads_text
-        #: the type's parse is StringType's own (a text without NUL or lone surrogates)
-        self.plain_text = type(field.type).parse is StringType.parse
+        self.parse_many = field.type.parse_many
+        self.read_column = column.read_column
         #: text cells → their values, as `_fresh` found them
         self.known: dict[Any, Any] = {}
 
@@ -192,7 +193,8 @@ class ColumnConverter:
             values = list(map(known.get, cells, repeat(_UNKNOWN)))
         except TypeError:  # a cell that cannot be a key
             values = [_UNKNOWN] * len(cells)
-        unknown = values.count(_UNKNOWN)
+        # by identity: list.count's == would ask each Decimal to compare itself with it
+        unknown = list(map(is_, values, repeat(_UNKNOWN))).count(True)
         if not unknown:
             return values
         if unknown == len(values):
@@ -206,11 +208,13 @@ class ColumnConverter:
     def _fresh(self, cells: list[Any]) -> list[Any]:
         """The values of cells not remembered: read, checked, parsed, each step over them
         all (a step that fails fails the batch, whichever cell it is)."""
-        if self.reads_text and set(map(type, cells)) == {str} \
+        field, locale = self.field, self.locale
+        values = None
+        if self.read_column is not None and set(map(type, cells)) == {str} \
                 and not any(map(str.startswith, cells, repeat(ESCAPED))):
-            values = [cell.strip() or None for cell in cells]  # read_string; a blank is None
-        else:
-            read, field, locale = self.read, self.field, self.locale
+            values = self.read_column(field, cells, locale)
+        if values is None:
+            read = self.read
             values = [None if cell is None or (isinstance(cell, str) and not cell.strip())
                       else read(field, cell, locale) for cell in cells]
         try:
@@ -219,12 +223,7 @@ class ColumnConverter:
             raise NotSure from None
         if not sure:
             raise NotSure
-        if self.plain_text and set(map(type, values)) <= _TEXT_OR_NONE:
-            # StringType.parse: each text as it is, if the database takes it
-            check_text("".join(value for value in values if value is not None))
-        else:
-            parse, field = self.parse, self.field
-            values = [None if value is None else parse(field, value) for value in values]
+        values = self.parse_many(field, values)
         known = self.known
         if len(known) < REMEMBERED:
             known.update((cell, value) for cell, value in zip(cells, values, strict=True)
@@ -235,5 +234,4 @@ class ColumnConverter:
 #: how many cells' values each column remembers
 REMEMBERED = 4096
 _UNKNOWN = object()
-_TEXT_OR_NONE = frozenset({str, type(None)})
 _IMMUTABLE = frozenset({str, int, float, bool, Decimal, dt.date, dt.datetime, type(None)})
