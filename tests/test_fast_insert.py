@@ -1,6 +1,7 @@
 """The driver-level INSERT of bulk writes (engine/storage/fast_insert.py): a history
-entry's JSON text is `json.dumps`' own, byte for byte, and each column's bind processing
-runs once per distinct object and gives each row its own value."""
+entry's JSON text is `json.dumps`' own, byte for byte (made from its dict, or column by
+column), each column's bind processing runs once per distinct object and gives each row
+its own value, and SQLite's many-row INSERTs write every row as one-row INSERTs do."""
 
 from __future__ import annotations
 
@@ -11,9 +12,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from engine.records.plain_creates import _journalled
 from engine.storage import fast_insert
 from engine.storage.fast_insert import processed, processors
+from engine.types.columns import json_column
 
 
 def _json_step() -> Any:
@@ -120,3 +125,43 @@ def test_sqlite_statements_stay_within_its_parameter_limit(
                 [tuple(range(r, r + width)) for r in range(5)]
         assert seen and max(seen) <= 7
     engine.dispose()
+
+
+json_values = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(), st.text(max_size=8), st.sampled_from(["", "Ф", "商品", "\u2028", "\ud800", "a\"b"]),
+    st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.none(),
+                                                         max_size=2))
+
+
+def _column_of(kind: st.SearchStrategy[Any]) -> st.SearchStrategy[list[Any]]:
+    return st.lists(st.none() | kind, min_size=4, max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(columns=st.lists(st.one_of(
+    _column_of(json_values), _column_of(st.text(max_size=4)), _column_of(st.integers()),
+    _column_of(st.booleans()), _column_of(st.sampled_from(["x", "y"])),
+    st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=4, max_size=4)),
+    min_size=1, max_size=4))
+def test_history_json_made_column_by_column_is_json_dumps_text(columns: list[list[Any]]) -> None:
+    """json_objects gives each row's JSON text exactly as json.dumps writes the row's
+    dict of its non-empty values (None for a row with none), or says it cannot."""
+    names = [f"f{i}" for i in range(len(columns))]
+    texts = fast_insert.json_objects(names, columns)
+    assert texts is not None
+    expected = [json.dumps(d) if d else None for d in _journalled(names, columns)]
+    assert texts == expected
+    assert all(text is None or type(text) is fast_insert.JsonText for text in texts)
+
+
+def test_json_objects_says_when_json_cannot_hold_a_value() -> None:
+    assert fast_insert.json_objects(["price"], [[Decimal("1.50")]]) is None
+
+
+@pytest.mark.parametrize("dialect_url", ["sqlite://", "postgresql+psycopg://"])
+def test_a_made_json_text_is_stored_as_it_is(dialect_url: str) -> None:
+    table = sa.Table("t", sa.MetaData(), sa.Column("changes", json_column()))
+    (step,) = processors(sa.create_engine(dialect_url).dialect, table, ["changes"])
+    text = fast_insert.JsonText('{"a": "\\u0424"}')
+    assert step is not None and step(text) == '{"a": "\\u0424"}' and type(step(text)) is str

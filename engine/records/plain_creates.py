@@ -36,7 +36,7 @@ from engine.records.quick_schema import QuickValidator
 from engine.records.service import Record, Records, _Shape
 from engine.setup.names import link_column
 from engine.setup.spec import FieldSpec
-from engine.storage.fast_insert import insert_columns, reserve_ids
+from engine.storage.fast_insert import insert_columns, json_objects, reserve_ids
 from engine.storage.journal import UNJOURNALLED
 from engine.storage.tables import SEARCH_COLUMN, EntityTable, search_texts
 from engine.types.fields import ValueProblem
@@ -201,15 +201,24 @@ class PlainCreates:
             names, columns = _Render(records.shapes[entity]).columns(rows, ids)
             made: list[Record] = [dict(zip(names, values, strict=True))
                                   for values in zip(*columns, strict=True)] if answer else []
-            # the create's history: diff({}, record) without its empty values
+            # the create's history: diff({}, record) without its empty values — as its
+            # JSON text, made column by column, when nothing reads it as a dict
             kept = [(name, column) for name, column in zip(names, columns, strict=True)
                     if name not in UNJOURNALLED]
-            journalled = _journalled([name for name, _ in kept], [column for _, column in kept])
+            kept_names, kept_columns = [name for name, _ in kept], [column for _, column in kept]
+            journal = records.journal
+            texts = json_objects(kept_names, kept_columns) \
+                if journal.takes_texts(conn, entity, "create") else None
             for name in hidden:
                 for record in made:
                     record.pop(name, None)
-            records.journal.changes_each(conn, entity, "create", zip(
-                ids, journalled, map(itemgetter("created_at"), rows), strict=True), by=actor)
+            moments = map(itemgetter("created_at"), rows)
+            if texts is not None:
+                journal.changes_each_text(entity, "create", zip(ids, texts, moments, strict=True),
+                                          by=actor)
+            else:
+                journal.changes_each(conn, entity, "create", zip(
+                    ids, _journalled(kept_names, kept_columns), moments, strict=True), by=actor)
             insert_columns(conn, table.table, ["id", *keys],
                            [ids, *(list(map(dict.get, rows, repeat(key))) for key in keys)])
             records.rules.check(conn, entity, ids)

@@ -26,7 +26,9 @@ import json
 import json.encoder
 import sqlite3
 from collections.abc import Callable, Sequence
+from functools import partial
 from itertools import chain
+from types import NoneType
 from typing import Any
 
 import sqlalchemy as sa
@@ -47,8 +49,24 @@ def processors(dialect: sa.Dialect, table: sa.Table,
         step: Processor = impl.bind_processor(dialect)
         if step is not None and _plain_json(impl, dialect):
             step = _json_text(step)
+        elif step is not None and isinstance(impl, sa.JSON):
+            step = _made_text(step)
         steps.append(step)
     return steps
+
+
+class JsonText(str):
+    """The JSON text of a value, made already (`json_objects`): a JSON column stores it as
+    it is, as the text its bind processing would have made of the value (on PostgreSQL
+    the server reads it into the JSONB column as it reads psycopg's own text)."""
+
+    __slots__ = ()
+
+
+def _made_text(step: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def process(value: Any) -> Any:
+        return str(value) if type(value) is JsonText else step(value)
+    return process
 
 
 def _plain_json(impl: Any, dialect: sa.Dialect) -> bool:
@@ -69,7 +87,7 @@ def _json_text(step: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
     def process(value: Any) -> Any:
         if type(value) is not dict:
-            return step(value)
+            return str(value) if type(value) is JsonText else step(value)
         try:
             return "".join(encoder(value, 0))
         except Exception:  # e.g. a value JSON cannot hold: json.dumps raises it as such
@@ -92,6 +110,57 @@ def _c_encoder() -> Callable[[Any, int], Any] | None:
 
 
 _ENCODER = _c_encoder()
+
+
+def json_objects(names: Sequence[str],
+                 columns: Sequence[Sequence[Any]]) -> list[JsonText | None] | None:
+    """The JSON text of each row's {name: value} without its empty values (None, []) —
+    `json.dumps` of that dict, byte for byte —, made column by column: each distinct value
+    of a column of text, whole numbers or booleans encoded once, as the C encoder writes
+    them (a text by `encode_basestring_ascii`, a number by `int.__repr__`), after the key
+    as it writes a key; any other column's values by that encoder itself, once per
+    distinct object; a row's pieces joined with ", " in C, None for a row with no value.
+    None when a value is not one JSON holds (the caller makes the dicts, whose encoding
+    raises as it always did)."""
+    encoder = _ENCODER
+    if encoder is None or not columns:
+        return None
+    pieces = []
+    try:
+        for name, column in zip(names, columns, strict=True):
+            key = _encode_text(name) + ": "
+            kinds = set(map(type, column))
+            kinds.discard(NoneType)
+            encode = _ENCODE_BY_VALUE.get(kinds.pop()) if len(kinds) == 1 else None
+            if encode is not None and None not in column and len(set(column)) * 2 > len(column):
+                pieces.append(list(map(key.__add__, map(encode, column))))  # mostly distinct
+                continue
+            if encode is not None:  # the values are their own keys: one kind only
+                distinct = set(column)
+                distinct.discard(None)
+                done = dict(zip(distinct, map(key.__add__, map(encode, distinct)),
+                                strict=True))
+                done[None] = ""
+                pieces.append(list(map(done.__getitem__, column)))
+                continue
+            ids = list(map(id, column))
+            by_id = {at: "" if value is None or value == [] else key + "".join(encoder(value, 0))
+                     for at, value in dict(zip(ids, column, strict=True)).items()}
+            pieces.append(list(map(by_id.__getitem__, ids)))
+    except Exception:  # e.g. a value JSON cannot hold
+        return None
+    texts = list(map("{%s}".__mod__, map(", ".join, map(partial(filter, None),
+                                                          zip(*pieces, strict=True)))))
+    if "{}" not in texts:
+        return list(map(JsonText, texts))
+    return [None if text == "{}" else JsonText(text) for text in texts]
+
+
+_encode_text: Callable[[str], str] = json.encoder.encode_basestring_ascii
+#: how json.dumps writes a value of these exact types (json.encoder's C encoder: a text by
+#: encode_basestring_ascii, an int by int.__repr__, True and False as words)
+_ENCODE_BY_VALUE: dict[type, Callable[[Any], str]] = {
+    str: _encode_text, int: int.__repr__, bool: {True: "true", False: "false"}.__getitem__}
 
 
 def processed(steps: Sequence[Processor],

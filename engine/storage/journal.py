@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from engine.storage.fast_insert import insert_columns
+from engine.storage.fast_insert import JsonText, insert_columns
 from engine.storage.outbox import Outbox
 from engine.storage.tables import STAGE_TIME_SHARDS, Storage
 
@@ -82,6 +82,25 @@ class Journal:
         pending.extend({"entity": entity, "record_id": record_id, "at": at, "by": by,
                         "action": action, "changes": dict(changes) if changes else None}
                        for record_id, changes, at in entries)
+
+    def takes_texts(self, conn: sa.Connection, entity: str, action: str) -> bool:
+        """Whether `changes_each` of this change may be given each entry's changes as their
+        JSON text already made (`fast_insert.json_objects`) instead of a mapping: inside
+        `deferred`, where they are kept to be written together, and when no event of
+        them is written (whose changes are read as a mapping)."""
+        return getattr(self._deferred, "pending", None) is not None \
+            and not self.outbox.listens(conn, entity, action)
+
+    def changes_each_text(self, entity: str, action: str,
+                          entries: Iterable[tuple[int, JsonText | None, dt.datetime]], *,
+                          by: int | None) -> None:
+        """`changes_each` of changes given as their JSON text (see `takes_texts`)."""
+        pending: list[dict[str, Any]] | None = getattr(self._deferred, "pending", None)
+        if pending is None:
+            raise RuntimeError("Journal.changes_each_text is only for use inside deferred")
+        pending.extend({"entity": entity, "record_id": record_id, "at": at, "by": by,
+                        "action": action, "changes": text}
+                       for record_id, text, at in entries)
 
     def _change_with_event(self, conn: sa.Connection, row: dict[str, Any],
                            changes: Mapping[str, Any] | None) -> None:

@@ -98,7 +98,7 @@ def _texts(values: Sequence[Any]) -> list[str] | None:
 def _check_texts(texts: Sequence[str | None]) -> None:
     """`check_text` of each text, by one check of their join: NUL and lone surrogates
     are in it exactly when in one of them (Python never pairs two lone surrogates)."""
-    check_text("".join(text for text in texts if text is not None))
+    check_text("".join(filter(None, texts)))  # None and "" add nothing to the join
 
 
 class FieldType:
