@@ -10,9 +10,10 @@ type's `parse`. A batch is converted column by column — each step one pass ove
 column's cells, most of it in C (a remembered cell's value looked up, a text column
 stripped, its schema checked by the set of its values' types, their longest text...)
 rather than a chain of calls per cell: per cell, Python's calls cost more than the work.
-A row is the dict of its converted cells, completed as a create completes it (defaults,
-owner, search text), and the batch goes to `PlainCreates.write` — the same INSERT,
-history, automation events and rule check as bulk's creates.
+The batch stays in columns (no dict per row): they are completed as a create completes
+each row (defaults, owner, search text: `PlainCreates.completed_columns`), and go to
+`PlainCreates.write_columns` — the same INSERT, history, automation events and rule check
+as bulk's creates.
 
 So nothing is accepted here that the slow path refuses. Anything this path is not sure of
 sends the whole batch back to the slow path, which says why each bad row is bad exactly as
@@ -87,6 +88,8 @@ class FastRows:
     def write(self, conn: sa.Connection, rows: Sequence[tuple[int, list[Any]]]) -> int | None:
         """Create the batch's records: how many, or None (nothing of them left written)
         when a row or the database says the batch must go the slow way."""
+        if not rows:
+            return 0
         try:
             values = self._values([cells for _, cells in rows])
         except (NotSure, ValueProblem):
@@ -96,23 +99,21 @@ class FastRows:
         try:
             # a savepoint of the import's write: a refused batch leaves nothing behind
             with db.write() as inner, self.records.journal.deferred(inner):
-                prepared = plain.completed_many(entity, values, self.actor, now)
-                plain.write(inner, entity, prepared, actor=self.actor, answer=False)
+                prepared = plain.completed_columns(entity, values, len(rows), self.actor, now)
+                plain.write_columns(inner, entity, prepared, len(rows), actor=self.actor,
+                                    answer=False)
         except (NotTaken, RequestError):
             return None
-        return len(prepared)
+        return len(rows)
 
-    def _values(self, rows: list[list[Any]]) -> list[dict[str, Any]]:
-        """The batch's rows as dicts of their column values, converted column by column."""
+    def _values(self, rows: list[list[Any]]) -> dict[str, list[Any]]:
+        """The batch's values column by column (field → its values in the rows' order),
+        converted column by column; never a dict per row."""
         width = self.width
         if set(map(len, rows)) != {width}:
             rows = [self._fitted(cells) for cells in rows]
-        if not rows:
-            return []
         by_column = list(zip(*rows, strict=True))
-        names = [column.name for column in self.columns]
-        converted = [column(by_column[column.index]) for column in self.columns]
-        return [dict(zip(names, values, strict=True)) for values in zip(*converted, strict=True)]
+        return {column.name: column(by_column[column.index]) for column in self.columns}
 
     def _fitted(self, cells: list[Any]) -> list[Any]:
         """A row of the header's width (NotSure for a value beyond its columns: the slow
