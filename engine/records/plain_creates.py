@@ -249,8 +249,7 @@ class PlainCreates:
                     record.pop(name, None)
             moments = columns["created_at"]
             if texts is not None:
-                journal.changes_each_text(entity, "create", zip(ids, texts, moments, strict=True),
-                                          by=actor)
+                journal.changes_each_text(entity, "create", ids, texts, moments, by=actor)
             else:
                 journal.changes_each(conn, entity, "create", zip(
                     ids, _journalled(kept_names, kept_columns), moments, strict=True), by=actor)
