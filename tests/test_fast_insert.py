@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from engine.records.plain_creates import _journalled
 from engine.storage import fast_insert
 from engine.storage.fast_insert import processed, processors
-from engine.types.columns import json_column
+from engine.types.columns import ExactDecimal, json_column
 
 
 def _json_step() -> Any:
@@ -165,3 +165,24 @@ def test_a_made_json_text_is_stored_as_it_is(dialect_url: str) -> None:
     (step,) = processors(sa.create_engine(dialect_url).dialect, table, ["changes"])
     text = fast_insert.JsonText('{"a": "\\u0424"}')
     assert step is not None and step(text) == '{"a": "\\u0424"}' and type(step(text)) is str
+
+
+@pytest.mark.parametrize("dialect_url", ["sqlite://", "postgresql+psycopg://"])
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.none() | st.decimals(allow_nan=False, allow_infinity=False,
+                                                places=None, min_value=-10**15,
+                                                max_value=10**15)
+                       | st.sampled_from([Decimal("1.505"), Decimal("-0.00"), Decimal("12E+3"),
+                                          1, "2.50"]), max_size=6))
+def test_an_amount_column_is_bound_as_each_amount_is(dialect_url: str,
+                                                     values: list[Any]) -> None:
+    """ExactDecimal's bind_column gives each value what its bind processing gives it."""
+    dialect = sa.create_engine(dialect_url).dialect
+    money = ExactDecimal(18, 2).dialect_impl(dialect)
+    one = money.bind_processor(dialect)
+    whole = money.bind_column(dialect)
+    assert one is not None and whole is not None
+    expected = [one(value) for value in values]
+    assert [(type(v), repr(v)) for v in whole(values)] == [(type(v), repr(v)) for v in expected]
+    (step,) = processors(dialect, sa.Table("t", sa.MetaData(), sa.Column("m", money)), ["m"])
+    assert isinstance(step, fast_insert.WholeColumn)

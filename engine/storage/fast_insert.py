@@ -36,17 +36,35 @@ import sqlalchemy as sa
 from engine.storage.database import UNSCOPED
 
 WHY = "new rows of a bulk write, checked by their caller"
-Processor = Callable[[Any], Any] | None
+
+
+class WholeColumn:
+    """A column's bind processing done for all its values at once (a column type's
+    `bind_column`, e.g. ExactDecimal's: passes over the column in C)."""
+
+    __slots__ = ("process",)
+
+    def __init__(self, process: Callable[[Sequence[Any]], list[Any]]):
+        self.process = process
+
+
+Processor = Callable[[Any], Any] | WholeColumn | None
 
 
 def processors(dialect: sa.Dialect, table: sa.Table,
                names: Sequence[str]) -> list[Processor]:
     """The bind processing of each column as this database stores it (an exact decimal is
-    an INTEGER on SQLite, and its generic NUMERIC processor would send a float)."""
+    an INTEGER on SQLite, and its generic NUMERIC processor would send a float): value by
+    value, or a whole column's at once when its type offers that (`bind_column`)."""
     steps: list[Processor] = []
     for name in names:
         impl = table.c[name].type.dialect_impl(dialect)
-        step: Processor = impl.bind_processor(dialect)
+        bind_column = getattr(impl, "bind_column", None)
+        whole = bind_column(dialect) if bind_column is not None else None
+        if whole is not None:
+            steps.append(WholeColumn(whole))
+            continue
+        step: Callable[[Any], Any] | None = impl.bind_processor(dialect)
         if step is not None and _plain_json(impl, dialect):
             step = _json_text(step)
         elif step is not None and isinstance(impl, sa.JSON):
@@ -169,8 +187,8 @@ def processed(steps: Sequence[Processor],
     column by column. A value that is the very object an earlier row had in that column
     (a batch's one `now` in created_at, updated_at and every history row's `at`; a date or
     an amount a file repeats) is processed once."""
-    done = [column if step is None else _each(step, column)
-            for step, column in zip(steps, columns, strict=True)]
+    done = [column if step is None else step.process(column) if isinstance(step, WholeColumn)
+            else _each(step, column) for step, column in zip(steps, columns, strict=True)]
     return list(zip(*done, strict=True))
 
 
