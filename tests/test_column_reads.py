@@ -1,8 +1,8 @@
-"""An import's column at once reads and parses exactly what its cells one by one do: for
-random cells, a column reader (engine/exchange/cells.py) gives each cell's value as the
+"""A batch's column at once is read, parsed and rendered exactly as its cells one by one:
+for random cells, a column reader (engine/exchange/cells.py) gives each cell's value as the
 cell's reader gives it, or says it is not sure (None) — never a value for a cell the
 reader refuses —, and a type's `parse_many` (engine/types/fields.py) gives `parse` of each
-value, or refuses when `parse` refuses any of them."""
+value, or refuses when `parse` refuses any of them; `render_many` gives `render` of each."""
 
 from __future__ import annotations
 
@@ -169,3 +169,28 @@ def test_a_type_with_a_parse_of_its_own_is_parsed_by_it(fields: dict[str, FieldS
     assert Even().parse_many(field, ["2", None]) == [Decimal(2), None]
     with pytest.raises(ValueProblem, match="even"):
         Even().parse_many(field, ["2", "3"])
+
+
+stored = st.one_of(
+    st.none(), st.decimals(allow_nan=False, allow_infinity=False, places=3,
+                           min_value=-10**6, max_value=10**6),
+    st.decimals(allow_nan=False, allow_infinity=False), st.dates(),
+    st.datetimes(), st.integers(), st.text(max_size=4), st.booleans())
+
+
+@pytest.mark.parametrize("name", ["text", "count", "price", "ratio", "whole", "day", "plain"])
+@SETTINGS
+@given(column=st.one_of(st.lists(stored, max_size=6),
+                        st.lists(st.none() | st.dates(), max_size=6),
+                        st.lists(st.none() | st.decimals(allow_nan=False, allow_infinity=False,
+                                                         places=2), max_size=6)))
+def test_render_many_is_render_of_each_value(fields: dict[str, FieldSpec], name: str,
+                                             column: list[Any]) -> None:
+    field = fields[name]
+    try:
+        expected = [None if v is None else field.type.render(field, v) for v in column]
+    except Exception as error:
+        with pytest.raises(type(error)):
+            field.type.render_many(field, column)
+        return
+    assert _typed(field.type.render_many(field, column)) == _typed(expected)

@@ -25,7 +25,8 @@ def _json_step() -> Any:
     table = sa.Table("t", sa.MetaData(), sa.Column("changes", sa.JSON(none_as_null=True)))
     dialect = sa.create_engine("sqlite://").dialect
     (step,) = processors(dialect, table, ["changes"])
-    return step
+    assert isinstance(step, fast_insert.WholeColumn)  # a JSON column: processed whole
+    return lambda value: step.process([value])[0]
 
 
 @pytest.mark.parametrize("value", [
@@ -163,8 +164,12 @@ def test_json_objects_says_when_json_cannot_hold_a_value() -> None:
 def test_a_made_json_text_is_stored_as_it_is(dialect_url: str) -> None:
     table = sa.Table("t", sa.MetaData(), sa.Column("changes", json_column()))
     (step,) = processors(sa.create_engine(dialect_url).dialect, table, ["changes"])
+    assert isinstance(step, fast_insert.WholeColumn)
     text = fast_insert.JsonText('{"a": "\\u0424"}')
-    assert step is not None and step(text) == '{"a": "\\u0424"}' and type(step(text)) is str
+    assert step.process([text, None]) == ['{"a": "\\u0424"}', None]  # a column of them
+    mixed = step.process([text, {"b": 1}])  # with a value: each as its processing makes it
+    assert mixed[0] == text and type(mixed[0]) is str
+    assert mixed[1] == '{"b": 1}' or getattr(mixed[1], "obj", None) == {"b": 1}  # Jsonb
 
 
 @pytest.mark.parametrize("dialect_url", ["sqlite://", "postgresql+psycopg://"])

@@ -25,6 +25,7 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from itertools import repeat
 from operator import itemgetter
 from types import NoneType
@@ -285,12 +286,17 @@ class _Render:
         column: their keys (in a record's order) and each key's values (a column the rows
         do not have is null)."""
         shape = self.shape
+        fields = shape.table.spec.fields
         nulls = [None] * len(ids)
         keys = [key for key, _, _ in shape.steps]
         columns: list[Sequence[Any]] = []
         for _, column, render in shape.steps:
             values = ids if column == "id" else rows.get(column, nulls)
-            columns.append(values if render is None else _rendered(render, values))
+            if render is not None:
+                field = fields.get(column)  # a field's type renders a column at once
+                values = _rendered(render, values) if field is None else \
+                    _rendered_many(partial(field.type.render_many, field), values)
+            columns.append(values)
         for name, column in shape.single:
             keys.append(name)
             columns.append(rows.get(column, nulls))
@@ -312,5 +318,19 @@ def _rendered(render: Callable[[Any], Any], values: Sequence[Any]) -> list[Any]:
         return [None if value is None else render(value) for value in values]
     done = {key: None if value is None else render(value) for key, value in distinct.items()}
     return list(map(done.__getitem__, ids))
+
+def _rendered_many(render_many: Callable[[Sequence[Any]], list[Any]],
+                   values: Sequence[Any]) -> list[Any]:
+    """`render_many` of the values, each distinct object of an immutable type once (as
+    `_rendered`)."""
+    ids = list(map(id, values))
+    distinct = dict(zip(ids, values, strict=True))
+    if len(distinct) * 2 > len(ids) or not all(
+            kind is NoneType or issubclass(kind, _IMMUTABLE)
+            for kind in set(map(type, distinct.values()))):
+        return render_many(values)
+    done = dict(zip(distinct, render_many(list(distinct.values())), strict=True))
+    return list(map(done.__getitem__, ids))
+
 
 _IMMUTABLE = (str, int, float, Decimal, dt.date, dt.time)

@@ -69,8 +69,22 @@ def processors(dialect: sa.Dialect, table: sa.Table,
             step = _json_text(step)
         elif step is not None and isinstance(impl, sa.JSON):
             step = _made_text(step)
+        if step is not None and isinstance(impl, sa.JSON):
+            steps.append(WholeColumn(_texts_as_they_are(step)))
+            continue
         steps.append(step)
     return steps
+
+
+def _texts_as_they_are(step: Callable[[Any], Any]) -> Callable[[Sequence[Any]], list[Any]]:
+    """A JSON column's processing: a column of texts made already (a batch's history,
+    `json_objects`) and nulls goes to the driver as it is — a JsonText is a str, bound
+    as its text —; any other column value by value through `step`."""
+    def process(values: Sequence[Any]) -> list[Any]:
+        if set(map(type, values)) <= _MADE_OR_NONE:
+            return list(values)
+        return _each(step, values)
+    return process
 
 
 class JsonText(str):
@@ -79,6 +93,9 @@ class JsonText(str):
     the server reads it into the JSONB column as it reads psycopg's own text)."""
 
     __slots__ = ()
+
+
+_MADE_OR_NONE = frozenset({JsonText, NoneType})
 
 
 def _made_text(step: Callable[[Any], Any]) -> Callable[[Any], Any]:
