@@ -166,7 +166,9 @@ class ColumnConverter:
     A file's values repeat (a city, a kind, a date): the value of a text cell is
     remembered, up to about `REMEMBERED` of them per column, when it is immutable —
     readers and parses are functions of the cell alone (and the import's locale) — and the
-    cells of a batch are looked up all at once. The others are converted together, step by
+    cells of a batch are looked up all at once (not at all for the next `UNREMEMBERED`
+    batches after one whose every cell was new while the column remembers all it may: a
+    code or an e-mail is rarely met twice). The others are converted together, step by
     step: read (cells all text without an export's escape by the column reader registered
     with the field's reader, `Column.read_column`, when it is sure of them — text stripped,
     amounts and whole numbers by a few passes over the column, engine/exchange/cells.py;
@@ -187,8 +189,13 @@ class ColumnConverter:
         self.read_column = column.read_column
         #: text cells → their values, as `_fresh` found them
         self.known: dict[Any, Any] = {}
+        #: batches left whose cells are not looked up in `known`
+        self.unlooked = 0
 
     def __call__(self, cells: Sequence[Any]) -> list[Any]:
+        if self.unlooked:
+            self.unlooked -= 1
+            return self._fresh(list(cells))
         known = self.known
         try:  # only text is remembered: a cell of any other type is not found
             values = list(map(known.get, cells, repeat(_UNKNOWN)))
@@ -199,6 +206,8 @@ class ColumnConverter:
         if not unknown:
             return values
         if unknown == len(values):
+            if len(known) >= REMEMBERED:
+                self.unlooked = UNREMEMBERED
             return self._fresh(list(cells))
         missing = [i for i, value in enumerate(values) if value is _UNKNOWN]
         fresh = self._fresh([cells[i] for i in missing])
@@ -234,5 +243,7 @@ class ColumnConverter:
 
 #: how many cells' values each column remembers
 REMEMBERED = 4096
+#: batches not looked up after one that found nothing (see ColumnConverter)
+UNREMEMBERED = 9
 _UNKNOWN = object()
 _IMMUTABLE = frozenset({str, int, float, bool, Decimal, dt.date, dt.datetime, type(None)})

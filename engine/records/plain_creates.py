@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from functools import partial
 from itertools import repeat
-from operator import itemgetter
+from operator import is_, itemgetter
 from types import NoneType
 from typing import Any
 
@@ -309,7 +309,9 @@ class _Render:
 def _rendered(render: Callable[[Any], Any], values: Sequence[Any]) -> list[Any]:
     """`render` of each value that is not None, once per distinct object of an immutable
     type (by identity: `values` holds every object, so no two of them share an id
-    meanwhile)."""
+    meanwhile); a column of one object (the batch's moment) rendered once, at once."""
+    if values and all(map(is_, values, repeat(values[0]))):
+        return [None if values[0] is None else render(values[0])] * len(values)
     ids = list(map(id, values))
     distinct = dict(zip(ids, values, strict=True))
     if len(distinct) == len(ids) or not all(

@@ -27,7 +27,8 @@ import json.encoder
 import sqlite3
 from collections.abc import Callable, Sequence
 from functools import partial
-from itertools import chain
+from itertools import chain, repeat
+from operator import is_
 from types import NoneType
 from typing import Any
 
@@ -211,7 +212,10 @@ def processed(steps: Sequence[Processor],
 
 def _each(step: Callable[[Any], Any], values: Sequence[Any]) -> list[Any]:
     """`step` of each value, once per distinct object (by identity: `values` holds every
-    object, so no two of them share an id meanwhile)."""
+    object, so no two of them share an id meanwhile); a column of one object (a batch's
+    moment) without a pass of its own."""
+    if values and all(map(is_, values, repeat(values[0]))):
+        return [step(values[0])] * len(values)
     ids = list(map(id, values))
     distinct = dict(zip(ids, values, strict=True))
     if len(distinct) == len(ids):

@@ -26,6 +26,7 @@ import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from decimal import Context, Decimal, InvalidOperation
 from itertools import repeat
+from types import NoneType
 from typing import Any, ClassVar, Protocol
 
 import sqlalchemy as sa
@@ -85,10 +86,21 @@ def check_text(value: str) -> None:
 
 
 def _present(values: Sequence[Any], kind: type) -> list[Any] | None:
-    """The values that are not None, when each is of exactly `kind` (else None)."""
-    present = [value for value in values if value is not None] \
-        if None in values else list(values)
-    return present if set(map(type, present)) <= {kind} else None
+    """The values that are not None, when each is of exactly `kind` (else None). By
+    their types, not `None in values`: its == would ask each Decimal to compare itself."""
+    kinds = set(map(type, values))
+    if not kinds <= {kind, NoneType}:
+        return None
+    return [value for value in values if value is not None] if NoneType in kinds \
+        else list(values)
+
+
+def _with_nones(values: Sequence[Any], done: list[Any]) -> list[Any]:
+    """`done` (one per value that is not None) with None where `values` has None."""
+    if len(done) == len(values):
+        return done
+    found = iter(done)
+    return [None if value is None else next(found) for value in values]
 
 
 def _texts(values: Sequence[Any]) -> list[str] | None:
@@ -516,8 +528,7 @@ class DecimalType(FieldType):
             except ArithmeticError:  # `parse` says what it says of the value
                 done = None
             if done is not None:
-                found = iter(done)
-                return [None if value is None else next(found) for value in values]
+                return _with_nones(values, done)
         return super().parse_many(field, values)
 
     def _exact_texts(self, field: FieldSpec, texts: list[str]) -> list[Decimal] | None:
@@ -550,9 +561,9 @@ class DecimalType(FieldType):
         numbers = _present(values, Decimal) if self._own_render(DecimalType) else None
         if not numbers:
             return super().render_many(field, values)
-        texts = iter(map(format, numbers, repeat(f".{field.params['places']}f")))  # as render
-        return [None if value is None else next(texts) for value in values] \
-            if None in values else list(texts)
+        # as render: format is what the f-string calls
+        return _with_nones(values, list(map(format, numbers,
+                                            repeat(f".{field.params['places']}f"))))
 
     def render_sum(self, field: FieldSpec, total: Any, percent: int = 100) -> Any:
         number = Decimal(0) if total is None else Decimal(total)
@@ -662,8 +673,7 @@ class DateType(FieldType):
             if days and (field.min is None or min(days) >= dt.date.fromisoformat(
                     str(field.min))) and (field.max is None or max(days) <= dt.date.fromisoformat(
                         str(field.max))):
-                found = iter(days)
-                return [None if value is None else next(found) for value in values]
+                return _with_nones(values, days)
         return super().parse_many(field, values)
 
     def parse_text(self, field: FieldSpec, text: str) -> Any:
@@ -682,9 +692,7 @@ class DateType(FieldType):
         days = _present(values, dt.date) if self._own_render(DateType) else None
         if not days:
             return super().render_many(field, values)
-        texts = iter(map(dt.date.isoformat, days))
-        return [None if value is None else next(texts) for value in values] \
-            if None in values else list(texts)
+        return _with_nones(values, list(map(dt.date.isoformat, days)))
 
 
 class DateTimeType(FieldType):
