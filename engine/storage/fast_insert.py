@@ -25,8 +25,7 @@ from __future__ import annotations
 import json
 import json.encoder
 import sqlite3
-from collections.abc import Callable, Sequence
-from functools import partial
+from collections.abc import Callable, Iterable, Sequence
 from itertools import chain, repeat
 from operator import is_
 from types import NoneType
@@ -155,20 +154,23 @@ def json_objects(names: Sequence[str],
     of a column of text, whole numbers or booleans encoded once, as the C encoder writes
     them (a text by `encode_basestring_ascii`, a number by `int.__repr__`), after the key
     as it writes a key; any other column's values by that encoder itself, once per
-    distinct object; a row's pieces joined with ", " in C, None for a row with no value.
-    None when a value is not one JSON holds (the caller makes the dicts, whose encoding
-    raises as it always did)."""
+    distinct object. A row's pieces — after the first column's, each with the ", " before
+    it; "" for an empty value — fill the template `{%s%s…}` in C; when the first column
+    has an empty value, a row that starts "{, " loses that comma. None for a row with no
+    value; None for them all when a value is not one JSON holds (the caller makes the
+    dicts, whose encoding raises as it always did)."""
     encoder = _ENCODER
     if encoder is None or not columns:
         return None
-    pieces = []
+    pieces: list[list[str]] = []
     try:
         for name, column in zip(names, columns, strict=True):
-            key = _encode_text(name) + ": "
+            key = ("" if not pieces else ", ") + _encode_text(name) + ": "
             kinds = set(map(type, column))
+            nulls = NoneType in kinds
             kinds.discard(NoneType)
             encode = _ENCODE_BY_VALUE.get(kinds.pop()) if len(kinds) == 1 else None
-            if encode is not None and None not in column and len(set(column)) * 2 > len(column):
+            if encode is not None and not nulls and len(set(column)) * 2 > len(column):
                 pieces.append(list(map(key.__add__, map(encode, column))))  # mostly distinct
                 continue
             if encode is not None:  # the values are their own keys: one kind only
@@ -185,8 +187,9 @@ def json_objects(names: Sequence[str],
             pieces.append(list(map(by_id.__getitem__, ids)))
     except Exception:  # e.g. a value JSON cannot hold
         return None
-    texts = list(map("{%s}".__mod__, map(", ".join, map(partial(filter, None),
-                                                          zip(*pieces, strict=True)))))
+    texts = list(map(("{" + "%s" * len(pieces) + "}").__mod__, zip(*pieces, strict=True)))
+    if "" in pieces[0]:  # a row without the first column's value: "{, " or "{}"
+        texts = ["{" + text[3:] if text.startswith("{, ") else text for text in texts]
     if "{}" not in texts:
         return list(map(JsonText, texts))
     return [None if text == "{}" else JsonText(text) for text in texts]
@@ -205,9 +208,14 @@ def processed(steps: Sequence[Processor],
     column by column. A value that is the very object an earlier row had in that column
     (a batch's one `now` in created_at, updated_at and every history row's `at`; a date or
     an amount a file repeats) is processed once."""
-    done = [column if step is None else step.process(column) if isinstance(step, WholeColumn)
+    return list(zip(*_processed_columns(steps, columns), strict=True))
+
+
+def _processed_columns(steps: Sequence[Processor],
+                       columns: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
+    """`processed`, left column by column."""
+    return [column if step is None else step.process(column) if isinstance(step, WholeColumn)
             else _each(step, column) for step, column in zip(steps, columns, strict=True)]
-    return list(zip(*done, strict=True))
 
 
 def _each(step: Callable[[Any], Any], values: Sequence[Any]) -> list[Any]:
@@ -241,19 +249,22 @@ def insert_columns(conn: sa.Connection, table: sa.Table, names: Sequence[str],
     if not columns or not columns[0]:
         return
     dialect = conn.dialect
-    values = processed(processors(dialect, table, names), columns)
+    done = _processed_columns(processors(dialect, table, names), columns)
     quote = dialect.identifier_preparer.quote
     names_sql = ", ".join(quote(name) for name in names)
     if dialect.name == "postgresql":
-        _copy(conn, f"COPY {quote(table.name)} ({names_sql}) FROM STDIN", values)
+        _copy(conn, f"COPY {quote(table.name)} ({names_sql}) FROM STDIN",
+              zip(*done, strict=True))
         return
     if dialect.name == "sqlite":
+        # the rows' values one after another, straight from the columns (zip hands chain
+        # the one tuple it reuses: no tuple per row is kept)
         _insert_sqlite(conn, f"INSERT INTO {quote(table.name)} ({names_sql}) VALUES ",
-                       len(names), values)
+                       len(names), tuple(chain.from_iterable(zip(*done, strict=True))))
         return
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
     sql = f"INSERT INTO {quote(table.name)} ({names_sql}) VALUES ({', '.join([mark] * len(names))})"
-    conn.exec_driver_sql(sql, values, execution_options={UNSCOPED: WHY})
+    conn.exec_driver_sql(sql, list(zip(*done, strict=True)), execution_options={UNSCOPED: WHY})
 
 
 #: rows per INSERT statement on SQLite (fewer when that many rows' values exceed its limit
@@ -262,18 +273,17 @@ SQLITE_ROWS_PER_STATEMENT = 200
 
 
 def _insert_sqlite(conn: sa.Connection, head: str, width: int,
-                   rows: list[tuple[Any, ...]]) -> None:
+                   values: tuple[Any, ...]) -> None:
     """SQLite: the rows by INSERTs of many rows each (`VALUES (?, …), (?, …), …`), one
     executemany of the statement for as many rows as fit, and one for the rest. SQLite
     runs each execution of a statement as a whole — the step, the AUTOINCREMENT counter's
     update, the statement's journal —, and the driver binds it in one call: per row, an
     executemany of one-row INSERTs costs about a quarter more of the database's CPU.
     The rows, their order and the errors (a taken unique value: IntegrityError) are the
-    same."""
+    same. `values`: the rows' values one after another."""
     per = max(1, min(SQLITE_ROWS_PER_STATEMENT, _sqlite_parameters(conn) // width))
-    values = tuple(chain.from_iterable(rows))
     step = per * width
-    whole = len(rows) // per * step
+    whole = len(values) // step * step
     one = "(" + ", ".join(["?"] * width) + ")"
     options = {UNSCOPED: WHY}
     if whole:
@@ -295,7 +305,7 @@ def _sqlite_parameters(conn: sa.Connection) -> int:
         return 999
 
 
-def _copy(conn: sa.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+def _copy(conn: sa.Connection, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
     """COPY through psycopg 3 on the connection's own transaction; its errors become
     SQLAlchemy's, as any statement's (a taken unique value: IntegrityError)."""
     raw: Any = conn.connection.dbapi_connection  # a psycopg.Connection
