@@ -36,7 +36,7 @@ import datetime as dt
 from collections.abc import Sequence
 from decimal import Decimal
 from itertools import repeat
-from operator import is_
+from operator import is_, itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -91,7 +91,7 @@ class FastRows:
         if not rows:
             return 0
         try:
-            values = self._values([cells for _, cells in rows])
+            values = self._values(list(map(itemgetter(1), rows)))  # each row's cells
         except (NotSure, ValueProblem):
             return None
         plain, entity, now = self.plain, self.entity, dt.datetime.now(dt.UTC)
