@@ -280,18 +280,18 @@ class _Render:
         if shape.poly:  # a polymorphic link is never on this path (`takes`)
             raise NotTaken
 
-    def columns(self, rows: dict[str, list[Any]],
+    def columns(self, batch: dict[str, list[Any]],
                 ids: Sequence[int]) -> tuple[list[str], list[Sequence[Any]]]:
-        """The records of new rows (`rows` column by column, with their `ids`) column by
-        column: their keys (in a record's order) and each key's values (a column the rows
-        do not have is null)."""
+        """The records of new rows (`batch`: their values column by column, with their
+        `ids`) column by column: their keys (in a record's order) and each key's values (a
+        column the batch does not have is null)."""
         shape = self.shape
         fields = shape.table.spec.fields
         nulls = [None] * len(ids)
         keys = [key for key, _, _ in shape.steps]
         columns: list[Sequence[Any]] = []
         for _, column, render in shape.steps:
-            values = ids if column == "id" else rows.get(column, nulls)
+            values = ids if column == "id" else batch.get(column, nulls)
             if render is not None:
                 field = fields.get(column)  # a field's type renders a column at once
                 values = _rendered(render, values) if field is None else \
@@ -299,7 +299,7 @@ class _Render:
             columns.append(values)
         for name, column in shape.single:
             keys.append(name)
-            columns.append(rows.get(column, nulls))
+            columns.append(batch.get(column, nulls))
         for name in shape.many:
             keys.append(name)
             columns.append([[] for _ in ids])
