@@ -1,6 +1,7 @@
 """The driver-level INSERT of bulk writes (engine/storage/fast_insert.py): a history
-entry's JSON text is `json.dumps`' own, byte for byte, and each column's bind processing
-runs once per distinct object and gives each row its own value."""
+entry's JSON text is `json.dumps`' own, byte for byte (made from its dict, or column by
+column), each column's bind processing runs once per distinct object and gives each row
+its own value, and SQLite's many-row INSERTs write every row as one-row INSERTs do."""
 
 from __future__ import annotations
 
@@ -11,16 +12,21 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from engine.records.plain_creates import _journalled
 from engine.storage import fast_insert
 from engine.storage.fast_insert import processed, processors
+from engine.types.columns import ExactDecimal, json_column
 
 
 def _json_step() -> Any:
     table = sa.Table("t", sa.MetaData(), sa.Column("changes", sa.JSON(none_as_null=True)))
     dialect = sa.create_engine("sqlite://").dialect
     (step,) = processors(dialect, table, ["changes"])
-    return step
+    assert isinstance(step, fast_insert.WholeColumn)  # a JSON column: processed whole
+    return lambda value: step.process([value])[0]
 
 
 @pytest.mark.parametrize("value", [
@@ -58,3 +64,130 @@ def test_each_distinct_object_is_processed_once() -> None:
     assert calls.count(now) == 1 and calls.count(day) == 1
     assert processed([step], [[]]) == []
     assert fast_insert._ENCODER is not None  # CPython's json has its C encoder
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 7, 9])
+def test_insert_columns_writes_every_row_in_order(
+        db_url: str, count: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On SQLite the rows go in by INSERTs of several rows each (3 here: one statement for
+    whole threes, one for the rest), on PostgreSQL by COPY: every row, in order, with its
+    own values; AUTOINCREMENT's counter as after one-row INSERTs; a taken unique value is
+    an IntegrityError wherever the row is."""
+    monkeypatch.setattr(fast_insert, "SQLITE_ROWS_PER_STATEMENT", 3)
+    engine = sa.create_engine(db_url)
+    table = sa.Table(f"many_{count}", sa.MetaData(),
+                     sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+                               primary_key=True),
+                     sa.Column("name", sa.String(20), unique=True),
+                     sa.Column("price", sa.Numeric(10, 2)), sqlite_autoincrement=True)
+    try:
+        table.metadata.create_all(engine)
+        rows = [(i + 1, f"n{i}", Decimal(i) / 4) for i in range(count)]
+        with engine.begin() as conn:
+            fast_insert.insert_rows(conn, table, ["id", "name", "price"], rows)
+            fast_insert.insert_rows(conn, table, ["id", "name", "price"], [])
+        with engine.connect() as conn:
+            assert [tuple(row) for row in conn.execute(sa.select(table).order_by(table.c.id))] \
+                == [(i, name, Decimal(price).quantize(Decimal("0.01")))
+                    for i, name, price in rows]
+            if engine.dialect.name == "sqlite":
+                assert conn.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = ?",
+                                            (table.name,)).scalar() == count
+        taken = [(count + 1 + i, f"m{i}", None) for i in range(count)] + \
+            [(2 * count + 1, "n0", None)]
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+            fast_insert.insert_rows(conn, table, ["id", "name", "price"], taken)
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == count
+    finally:
+        table.metadata.drop_all(engine)
+        engine.dispose()
+
+
+def test_sqlite_statements_stay_within_its_parameter_limit(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row as wide as the limit goes in one per statement; several rows fill a statement
+    up to the limit, never beyond it."""
+    monkeypatch.setattr(fast_insert, "_sqlite_parameters", lambda conn: 7)
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'limit.db'}")
+    seen: list[int] = []
+    sa.event.listen(engine, "before_cursor_execute",
+                    lambda *args: seen.append(args[2].count("?")))
+    for width in (3, 7):
+        table = sa.Table(f"w{width}", sa.MetaData(),
+                         *(sa.Column(f"c{i}", sa.Integer()) for i in range(width)))
+        table.metadata.create_all(engine)
+        seen.clear()
+        with engine.begin() as conn:
+            fast_insert.insert_rows(conn, table, [c.name for c in table.c],
+                                    [tuple(range(r, r + width)) for r in range(5)])
+        with engine.connect() as conn:
+            assert [tuple(row) for row in conn.execute(sa.select(table))] == \
+                [tuple(range(r, r + width)) for r in range(5)]
+        assert seen and max(seen) <= 7
+    engine.dispose()
+
+
+json_values = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(), st.text(max_size=8), st.sampled_from(["", "Ф", "商品", "\u2028", "\ud800", "a\"b"]),
+    st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.none(),
+                                                         max_size=2))
+
+
+def _column_of(kind: st.SearchStrategy[Any]) -> st.SearchStrategy[list[Any]]:
+    return st.lists(st.none() | kind, min_size=4, max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(columns=st.lists(st.one_of(
+    _column_of(json_values), _column_of(st.text(max_size=4)), _column_of(st.integers()),
+    _column_of(st.booleans()), _column_of(st.sampled_from(["x", "y"])),
+    st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=4, max_size=4)),
+    min_size=1, max_size=4))
+def test_history_json_made_column_by_column_is_json_dumps_text(columns: list[list[Any]]) -> None:
+    """json_objects gives each row's JSON text exactly as json.dumps writes the row's
+    dict of its non-empty values (None for a row with none), or says it cannot."""
+    names = [f"f{i}" for i in range(len(columns))]
+    texts = fast_insert.json_objects(names, columns)
+    assert texts is not None
+    expected = [json.dumps(d) if d else None for d in _journalled(names, columns)]
+    assert texts == expected
+    assert all(text is None or type(text) is fast_insert.JsonText for text in texts)
+
+
+def test_json_objects_says_when_json_cannot_hold_a_value() -> None:
+    assert fast_insert.json_objects(["price"], [[Decimal("1.50")]]) is None
+
+
+@pytest.mark.parametrize("dialect_url", ["sqlite://", "postgresql+psycopg://"])
+def test_a_made_json_text_is_stored_as_it_is(dialect_url: str) -> None:
+    table = sa.Table("t", sa.MetaData(), sa.Column("changes", json_column()))
+    (step,) = processors(sa.create_engine(dialect_url).dialect, table, ["changes"])
+    assert isinstance(step, fast_insert.WholeColumn)
+    text = fast_insert.JsonText('{"a": "\\u0424"}')
+    assert step.process([text, None]) == ['{"a": "\\u0424"}', None]  # a column of them
+    mixed = step.process([text, {"b": 1}])  # with a value: each as its processing makes it
+    assert mixed[0] == text and type(mixed[0]) is str
+    assert mixed[1] == '{"b": 1}' or getattr(mixed[1], "obj", None) == {"b": 1}  # Jsonb
+
+
+@pytest.mark.parametrize("dialect_url", ["sqlite://", "postgresql+psycopg://"])
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.none() | st.decimals(allow_nan=False, allow_infinity=False,
+                                                places=None, min_value=-10**15,
+                                                max_value=10**15)
+                       | st.sampled_from([Decimal("1.505"), Decimal("-0.00"), Decimal("12E+3"),
+                                          1, "2.50"]), max_size=6))
+def test_an_amount_column_is_bound_as_each_amount_is(dialect_url: str,
+                                                     values: list[Any]) -> None:
+    """ExactDecimal's bind_column gives each value what its bind processing gives it."""
+    dialect = sa.create_engine(dialect_url).dialect
+    money = ExactDecimal(18, 2).dialect_impl(dialect)
+    one = money.bind_processor(dialect)
+    whole = money.bind_column(dialect)
+    assert one is not None and whole is not None
+    expected = [one(value) for value in values]
+    assert [(type(v), repr(v)) for v in whole(values)] == [(type(v), repr(v)) for v in expected]
+    (step,) = processors(dialect, sa.Table("t", sa.MetaData(), sa.Column("m", money)), ["m"])
+    assert isinstance(step, fast_insert.WholeColumn)

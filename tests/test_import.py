@@ -794,3 +794,9 @@ def test_a_deferred_batch_keeps_its_events_in_the_order_they_happened(kt: Kartot
             "SELECT action, record_id FROM kt_change ORDER BY id"))]
     assert events == [("create", 1), ("stage", 1), ("update", 2), ("update", 3), ("create", 4)]
     assert sorted(history) == [("create", 1), ("create", 4), ("update", 2), ("update", 3)]
+
+
+def test_a_csv_row_of_blank_cells_is_skipped_and_rows_keep_their_numbers() -> None:
+    text = "a;b\nx;1\n\n;\n \t; \u00a0\n;y\n z ;\n\u00a0;\u2003\n"
+    table = open_table(io.BytesIO(text.encode("utf-8")), "t.csv")
+    assert list(table.rows) == [(2, ["x", "1"]), (6, ["", "y"]), (7, [" z ", ""])]

@@ -22,6 +22,7 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from engine import Kartoteka
+from engine.exchange import fast_rows
 from engine.exchange.files import open_table
 from engine.exchange.imports import ImportOptions, ImportResult
 from kartoteka.cli import main
@@ -433,3 +434,28 @@ def test_every_field_type_column_by_column_stores_what_the_slow_way_does(
     texts = {value for row in rows for value in row if isinstance(value, str)}
     assert "Ёжик" in texts and any(text.startswith(("=SUM(", "+7 ")) for text in texts)
     assert not any(text.startswith("'") for text in texts)  # the export's escape taken off
+
+
+def test_a_column_that_remembers_all_it_may_still_converts_every_cell(
+        kts: Callable[[str], Kartoteka], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a column remembers all it may and a batch's cells are all new, the next
+    batches are not looked up (fast_rows.UNREMEMBERED): the records are the same."""
+    monkeypatch.setattr(fast_rows, "REMEMBERED", 3)
+    monkeypatch.setattr(fast_rows, "UNREMEMBERED", 2)
+    skipped = []
+    convert = fast_rows.ColumnConverter.__call__
+
+    def spied(self: Any, cells: Any) -> Any:
+        skipped.append(self.unlooked > 0)
+        return convert(self, cells)
+    monkeypatch.setattr(fast_rows.ColumnConverter, "__call__", spied)
+    text = HEADER + "\n" + "".join(good_row(i) for i in range(40))
+    found = []
+    for fast in (True, False):
+        kt = kts(f"unlooked-{fast}")
+        result = run(kt if fast else slow(kt), text, batch_rows=5)
+        assert (result.progress.created, result.errors, result.slow_batches) == (40, [], 0)
+        found.append(contents(kt))
+        clean(kt)
+    assert found[0] == found[1]
+    assert any(skipped)

@@ -19,3 +19,6 @@ def test_the_batch_fold_is_each_rows_fold() -> None:
     clean = [row for row in rows if "\x00" not in str(row["name"]) + str(row["code"])]
     assert search_texts(spec, clean) == [search_text(spec, row) for row in clean]
     assert search_texts(spec, []) == [] and search_texts(spec, [{}]) == [None]
+    texts = [row for row in rows if 12 not in (row["name"], row["code"])]  # text or None only
+    assert search_texts(spec, texts) == [search_text(spec, row) for row in texts]
+    assert search_texts(spec, [{"name": "a"}, {"code": ""}]) == ["a", None]

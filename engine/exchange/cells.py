@@ -18,6 +18,14 @@ undo how people (and Excel) write values:
 Readers are registered per field type class (`CELL_READERS.register`), found along the
 class's bases, so a type derived from `IntegerType` reads as an integer unless it
 registers its own; a type with no reader takes the cell's text as is.
+
+A reader may come with a column reader: the cells of a whole column (an import's batch,
+engine/exchange/fast_rows.py), all of them text, read at once by a few passes mostly in C
+(the texts stripped, joined and translated in one call, checked by one pattern each, made
+numbers by `map(int, ...)`): exactly the reader's value of each cell — None for a blank
+one —, or None when it is not sure (a cell in another script, a separator it leaves to
+the reader...), and the caller reads the cells one by one. It never refuses a cell: the
+reader says why a cell is bad.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import functools
 import json
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -84,23 +92,36 @@ class Locale:
 
 
 Reader = Callable[[FieldSpec, Any, Locale], Any]
+#: text cells of a column → each one's value as the reader reads it, or None (not sure)
+ColumnReader = Callable[[FieldSpec, Sequence[str], Locale], "list[Any] | None"]
 
 
 class CellReaders:
     """Readers by field type class, found along the type's bases."""
 
     def __init__(self) -> None:
-        self._readers: dict[type[FieldType], Reader] = {}
+        self._readers: dict[type[FieldType], tuple[Reader, ColumnReader | None]] = {}
 
-    def register(self, field_type: type[FieldType], reader: Reader) -> None:
-        self._readers[field_type] = reader
+    def register(self, field_type: type[FieldType], reader: Reader,
+                 column: ColumnReader | None = None) -> None:
+        """`reader` for cells of `field_type` (and the types derived from it that have
+        none of their own); `column`, if given, reads a column of text cells exactly as
+        `reader` reads each (see the module docstring)."""
+        self._readers[field_type] = (reader, column)
 
-    def reader(self, field_type: FieldType) -> Reader:
+    def _found(self, field_type: FieldType) -> tuple[Reader, ColumnReader | None]:
         for cls in type(field_type).__mro__:
             found = self._readers.get(cls)
             if found is not None:
                 return found
-        return _as_is
+        return _as_is, None
+
+    def reader(self, field_type: FieldType) -> Reader:
+        return self._found(field_type)[0]
+
+    def column_reader(self, field_type: FieldType) -> ColumnReader | None:
+        """The column reader registered with the type's reader (None: cell by cell)."""
+        return self._found(field_type)[1]
 
 
 def normal(text: str) -> str:
@@ -132,6 +153,26 @@ def read_string(field: FieldSpec, cell: Any, locale: Locale) -> Any:
     return _text(cell).strip()
 
 
+def read_string_column(field: FieldSpec, cells: Sequence[str], locale: Locale) -> list[Any]:
+    return [text or None for text in map(str.strip, cells)]
+
+
+def _ascii_texts(cells: Sequence[str]) -> tuple[list[str], str] | None:
+    """The stripped texts of a column's cells that are not blank, and their join with NUL
+    between them — when every cell is ASCII without a NUL of its own (None otherwise)."""
+    texts = [text for text in map(str.strip, cells) if text]
+    joined = "\x00".join(texts)
+    if not joined.isascii() or joined.count("\x00") != len(texts) - 1:
+        return None
+    return texts, joined
+
+
+def _with_blanks(cells: Sequence[str], values: Iterable[Any]) -> list[Any]:
+    """`values` (one per cell that is not blank) with None for each blank cell."""
+    found = iter(values)
+    return [next(found) if not cell.isspace() and cell else None for cell in cells]
+
+
 def _number_text(cell: str, locale: Locale) -> str:
     """`1 234,50` → `1234.50`; the digits of any script become ASCII."""
     # ASCII text is its own NFKC form: the normalising is for other scripts' digits and spaces
@@ -150,6 +191,20 @@ def _number_text(cell: str, locale: Locale) -> str:
         grouped = _GROUPED.fullmatch(text)
         text = text.replace(",", "") if grouped and locale.thousands_comma else text.replace(",", ".")
     return text
+
+
+def read_integer_column(field: FieldSpec, cells: Sequence[str], locale: Locale) -> list[Any] | None:
+    """ASCII cells of digits only (up to 19 of them, grouped or not): `int` of each, as
+    `read_integer`."""
+    found = _ascii_texts(cells)
+    if found is None:
+        return None
+    joined = found[1].translate(_GROUPING)  # 1 234 is 1234, as `_number_text` reads it
+    texts = joined.split("\x00")
+    if not joined.replace("\x00", "").isdigit() or max(map(len, texts)) > 19 \
+            or "" in texts:
+        return None
+    return _with_blanks(cells, map(int, texts))
 
 
 def read_integer(field: FieldSpec, cell: Any, locale: Locale) -> Any:
@@ -185,6 +240,25 @@ def read_decimal(field: FieldSpec, cell: Any, locale: Locale) -> Any:
     if not _DECIMAL.fullmatch(text):
         raise ValueProblem("must be a number, like 1 234,50 or 1234.50")
     return text
+
+
+def read_decimal_column(field: FieldSpec, cells: Sequence[str], locale: Locale) -> list[Any] | None:
+    """ASCII cells (`1 234,50`, `1234.50`, `-7`): their grouping taken out of them all by
+    one translate, a decimal comma made a point by one replace — when no cell has both a
+    comma and a point, and the setup's people do not group thousands by commas (else the
+    reader judges each cell) —, each text checked by one pattern: as `read_decimal`."""
+    found = _ascii_texts(cells)
+    if found is None:
+        return None
+    joined = found[1].translate(_GROUPING)
+    if "," in joined:
+        if "." in joined or locale.thousands_comma:
+            return None
+        joined = joined.replace(",", ".")
+    texts = joined.split("\x00")
+    if not texts or not all(map(_DECIMAL.fullmatch, texts)):
+        return None  # Decimal takes every text the pattern matches
+    return _with_blanks(cells, texts)
 
 
 def read_boolean(field: FieldSpec, cell: Any, locale: Locale) -> Any:
@@ -316,13 +390,15 @@ def read_user_ids(field: FieldSpec, cell: Any, locale: Locale) -> Any:
 
 def default_readers() -> CellReaders:
     readers = CellReaders()
-    for field_type, reader in ((StringType, read_string), (IntegerType, read_integer),
-                               (DecimalType, read_decimal), (BooleanType, read_boolean),
+    for field_type, reader in ((BooleanType, read_boolean),
                                (DateType, read_date), (DateTimeType, read_datetime),
                                (ChoiceType, read_choice), (MultichoiceType, read_multichoice),
                                (JsonType, read_json), (UsersType, read_user_ids),
                                (UserType, read_integer)):
         readers.register(field_type, reader)
+    readers.register(StringType, read_string, read_string_column)
+    readers.register(IntegerType, read_integer, read_integer_column)
+    readers.register(DecimalType, read_decimal, read_decimal_column)
     return readers
 
 

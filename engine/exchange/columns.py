@@ -23,7 +23,7 @@ from typing import Any
 
 from engine.access.scopes import Rights
 from engine.errors import ErrorDetail, MalformedRequest
-from engine.exchange.cells import CellReaders, Reader, normal, read_string
+from engine.exchange.cells import CellReaders, ColumnReader, Reader, normal
 from engine.records.bulk import unique_keys
 from engine.records.export_cells import FORMULA_STARTS
 from engine.records.export_locale import SYSTEM_LABELS
@@ -71,9 +71,9 @@ class Column:
     title: Title | None = None
     #: the cell reader of `field` (engine/exchange/cells.py)
     read: Reader | None = None
-    #: `read` is `read_string` under the taking off of an export's escape: a cell is its
-    #: text, stripped (the import's fast path reads such a column's cells all at once)
-    reads_text: bool = False
+    #: the column reader registered with `field`'s reader: the import's fast path reads a
+    #: batch's text cells without an export's escape with it, all at once (cells.py)
+    read_column: ColumnReader | None = None
 
     @property
     def target(self) -> str:
@@ -275,9 +275,9 @@ class _Planner:
         item = found[0]
         if isinstance(item, LinkSpec):
             return self._link_title(index, header, item)
-        reader = self.readers.reader(item.type)
-        return Column(index, header, item.name, field=item, read=_unescaped(reader),
-                      reads_text=reader is read_string), None
+        return Column(index, header, item.name, field=item,
+                      read=_unescaped(self.readers.reader(item.type)),
+                      read_column=self.readers.column_reader(item.type)), None
 
     def _link_title(self, index: int, header: str, link: LinkSpec) -> tuple[Column | None, str | None]:
         if link.polymorphic or link.through:

@@ -10,9 +10,10 @@ type's `parse`. A batch is converted column by column — each step one pass ove
 column's cells, most of it in C (a remembered cell's value looked up, a text column
 stripped, its schema checked by the set of its values' types, their longest text...)
 rather than a chain of calls per cell: per cell, Python's calls cost more than the work.
-A row is the dict of its converted cells, completed as a create completes it (defaults,
-owner, search text), and the batch goes to `PlainCreates.write` — the same INSERT,
-history, automation events and rule check as bulk's creates.
+The batch stays in columns (no dict per row): they are completed as a create completes
+each row (defaults, owner, search text: `PlainCreates.completed_columns`), and go to
+`PlainCreates.write_columns` — the same INSERT, history, automation events and rule check
+as bulk's creates.
 
 So nothing is accepted here that the slow path refuses. Anything this path is not sure of
 sends the whole batch back to the slow path, which says why each bad row is bad exactly as
@@ -35,6 +36,7 @@ import datetime as dt
 from collections.abc import Sequence
 from decimal import Decimal
 from itertools import repeat
+from operator import is_, itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -46,7 +48,7 @@ from engine.records.plain_creates import NotTaken, PlainCreates
 from engine.records.quick_schema import ANNOTATIONS, compile_column_check
 from engine.records.service import Records
 from engine.setup.spec import FieldSpec
-from engine.types.fields import StringType, ValueProblem, check_text
+from engine.types.fields import ValueProblem
 
 #: the top-level words of a create schema this path understands (they hold for every row
 #: of an import alike: see `why_not`)
@@ -86,8 +88,10 @@ class FastRows:
     def write(self, conn: sa.Connection, rows: Sequence[tuple[int, list[Any]]]) -> int | None:
         """Create the batch's records: how many, or None (nothing of them left written)
         when a row or the database says the batch must go the slow way."""
+        if not rows:
+            return 0
         try:
-            values = self._values([cells for _, cells in rows])
+            values = self._values(list(map(itemgetter(1), rows)))  # each row's cells
         except (NotSure, ValueProblem):
             return None
         plain, entity, now = self.plain, self.entity, dt.datetime.now(dt.UTC)
@@ -95,23 +99,21 @@ class FastRows:
         try:
             # a savepoint of the import's write: a refused batch leaves nothing behind
             with db.write() as inner, self.records.journal.deferred(inner):
-                prepared = plain.completed_many(entity, values, self.actor, now)
-                plain.write(inner, entity, prepared, actor=self.actor, answer=False)
+                prepared = plain.completed_columns(entity, values, len(rows), self.actor, now)
+                plain.write_columns(inner, entity, prepared, len(rows), actor=self.actor,
+                                    answer=False)
         except (NotTaken, RequestError):
             return None
-        return len(prepared)
+        return len(rows)
 
-    def _values(self, rows: list[list[Any]]) -> list[dict[str, Any]]:
-        """The batch's rows as dicts of their column values, converted column by column."""
+    def _values(self, rows: list[list[Any]]) -> dict[str, list[Any]]:
+        """The batch's values column by column (field → its values in the rows' order),
+        converted column by column; never a dict per row."""
         width = self.width
         if set(map(len, rows)) != {width}:
             rows = [self._fitted(cells) for cells in rows]
-        if not rows:
-            return []
         by_column = list(zip(*rows, strict=True))
-        names = [column.name for column in self.columns]
-        converted = [column(by_column[column.index]) for column in self.columns]
-        return [dict(zip(names, values, strict=True)) for values in zip(*converted, strict=True)]
+        return {column.name: column(by_column[column.index]) for column in self.columns}
 
     def _fitted(self, cells: list[Any]) -> list[Any]:
         """A row of the header's width (NotSure for a value beyond its columns: the slow
@@ -164,13 +166,17 @@ class ColumnConverter:
     A file's values repeat (a city, a kind, a date): the value of a text cell is
     remembered, up to about `REMEMBERED` of them per column, when it is immutable —
     readers and parses are functions of the cell alone (and the import's locale) — and the
-    cells of a batch are looked up all at once. The others are converted together, step by
-    step: read (a column read as text, `Column.reads_text`, whose cells are all text without
-    an export's escape, stripped in one pass; any other cell by its reader), checked by the
-    schema's column check (`quick_schema.compile_column_check`: True only when the value
-    check passes each value), parsed (a plain string type's texts by one check of their
-    join: NUL and lone surrogates are in it exactly when in a text; any other value by the
-    type's `parse`). Which cell fails makes no difference: the batch goes the slow way."""
+    cells of a batch are looked up all at once (not at all for the next `UNREMEMBERED`
+    batches after one whose every cell was new while the column remembers all it may: a
+    code or an e-mail is rarely met twice). The others are converted together, step by
+    step: read (cells all text without an export's escape by the column reader registered
+    with the field's reader, `Column.read_column`, when it is sure of them — text stripped,
+    amounts and whole numbers by a few passes over the column, engine/exchange/cells.py;
+    any other cell by its reader), checked by the schema's column check
+    (`quick_schema.compile_column_check`: True only when the value check passes each
+    value), parsed (the type's `parse_many`: `parse` of each value, a string's texts by one
+    check of their join, amounts by a few passes...). Which cell fails makes no
+    difference: the batch goes the slow way."""
 
     def __init__(self, column: Column, schema: Any, locale: Locale):
         field: FieldSpec | None = column.field
@@ -179,23 +185,29 @@ class ColumnConverter:
         self.name, self.index = column.name, column.index
         self.field, self.read, self.locale = field, read, locale
         self.check = compile_column_check(schema)
-        self.parse = field.type.parse
-        self.reads_text = column.reads_text
-        #: the type's parse is StringType's own (a text without NUL or lone surrogates)
-        self.plain_text = type(field.type).parse is StringType.parse
+        self.parse_many = field.type.parse_many
+        self.read_column = column.read_column
         #: text cells → their values, as `_fresh` found them
         self.known: dict[Any, Any] = {}
+        #: batches left whose cells are not looked up in `known`
+        self.unlooked = 0
 
     def __call__(self, cells: Sequence[Any]) -> list[Any]:
+        if self.unlooked:
+            self.unlooked -= 1
+            return self._fresh(list(cells))
         known = self.known
         try:  # only text is remembered: a cell of any other type is not found
             values = list(map(known.get, cells, repeat(_UNKNOWN)))
         except TypeError:  # a cell that cannot be a key
             values = [_UNKNOWN] * len(cells)
-        unknown = values.count(_UNKNOWN)
+        # by identity: list.count's == would ask each Decimal to compare itself with it
+        unknown = list(map(is_, values, repeat(_UNKNOWN))).count(True)
         if not unknown:
             return values
         if unknown == len(values):
+            if len(known) >= REMEMBERED:
+                self.unlooked = UNREMEMBERED
             return self._fresh(list(cells))
         missing = [i for i, value in enumerate(values) if value is _UNKNOWN]
         fresh = self._fresh([cells[i] for i in missing])
@@ -206,11 +218,13 @@ class ColumnConverter:
     def _fresh(self, cells: list[Any]) -> list[Any]:
         """The values of cells not remembered: read, checked, parsed, each step over them
         all (a step that fails fails the batch, whichever cell it is)."""
-        if self.reads_text and set(map(type, cells)) == {str} \
-                and not any(map(str.startswith, cells, repeat(ESCAPED))):
-            values = [cell.strip() or None for cell in cells]  # read_string; a blank is None
-        else:
-            read, field, locale = self.read, self.field, self.locale
+        field, locale = self.field, self.locale
+        values = None
+        if self.read_column is not None and set(map(type, cells)) == {str} \
+                and not _escaped(cells):
+            values = self.read_column(field, cells, locale)
+        if values is None:
+            read = self.read
             values = [None if cell is None or (isinstance(cell, str) and not cell.strip())
                       else read(field, cell, locale) for cell in cells]
         try:
@@ -219,12 +233,7 @@ class ColumnConverter:
             raise NotSure from None
         if not sure:
             raise NotSure
-        if self.plain_text and set(map(type, values)) <= _TEXT_OR_NONE:
-            # StringType.parse: each text as it is, if the database takes it
-            check_text("".join(value for value in values if value is not None))
-        else:
-            parse, field = self.parse, self.field
-            values = [None if value is None else parse(field, value) for value in values]
+        values = self.parse_many(field, values)
         known = self.known
         if len(known) < REMEMBERED:
             known.update((cell, value) for cell, value in zip(cells, values, strict=True)
@@ -232,8 +241,17 @@ class ColumnConverter:
         return values
 
 
+def _escaped(cells: list[str]) -> bool:
+    """Whether a text cell may start with an export's escape (`ESCAPED`, each of which
+    starts with '): by one search of the cells joined after a NUL each, where a cell
+    starting with ' leaves NUL and '; a cell holding them itself only makes this unsure."""
+    assert all(escape.startswith("'") for escape in ESCAPED)
+    return "\x00'" in "\x00" + "\x00".join(cells)
+
+
 #: how many cells' values each column remembers
 REMEMBERED = 4096
+#: batches not looked up after one that found nothing (see ColumnConverter)
+UNREMEMBERED = 9
 _UNKNOWN = object()
-_TEXT_OR_NONE = frozenset({str, type(None)})
 _IMMUTABLE = frozenset({str, int, float, bool, Decimal, dt.date, dt.datetime, type(None)})

@@ -167,7 +167,8 @@ def _csv_rows(reader: Any, encoding: str) -> Iterator[tuple[int, Cells]]:
     number = 1  # the last row read
     try:
         for number, row in enumerate(reader, start=2):
-            if "".join(row).strip():  # a cell that is not blank
+            # a cell that is not blank (most rows: the first; else any of them)
+            if (row and row[0].strip()) or "".join(row).strip():
                 yield number, row
     except (UnicodeDecodeError, csv.Error) as error:  # reading the row after `number`
         raise _unreadable(error, encoding, number + 1) from None

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import sqlalchemy as sa
@@ -237,13 +238,7 @@ class Imports:
 
 def _batches(rows: Iterator[tuple[int, list[Any]]],
              size: int) -> Iterator[list[tuple[int, list[Any]]]]:
-    batch: list[tuple[int, list[Any]]] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
+    while batch := list(islice(rows, size)):  # the rows taken in C, not one by one here
         yield batch
 
 

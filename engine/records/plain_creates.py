@@ -9,7 +9,9 @@ the batch's rows are prepared exactly as `Records.create` prepares one (the same
 writable and computed fields, the same validation, defaults, owner and search text), then
 written with one executemany INSERT … RETURNING, their history with one executemany, and
 their rules checked once over them all. The batch's steps after the parse (completing,
-rendering for the history, binding) run column by column, each distinct value once.
+rendering for the history, binding) run column by column, each distinct value once: an
+import hands its batch over as columns (`completed_columns`, `write_columns`), bulk as
+rows, turned into columns first.
 
 Anything else is not taken here (`None`: the caller writes the rows one by one): a row
 setting its owner or a many-to-many link, a value SQL computes. And when the batch fails
@@ -23,8 +25,9 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from itertools import chain, repeat
-from operator import itemgetter
+from functools import partial
+from itertools import repeat
+from operator import is_, itemgetter
 from types import NoneType
 from typing import Any
 
@@ -36,9 +39,9 @@ from engine.records.quick_schema import QuickValidator
 from engine.records.service import Record, Records, _Shape
 from engine.setup.names import link_column
 from engine.setup.spec import FieldSpec
-from engine.storage.fast_insert import insert_columns, reserve_ids
+from engine.storage.fast_insert import insert_columns, json_objects, reserve_ids
 from engine.storage.journal import UNJOURNALLED
-from engine.storage.tables import SEARCH_COLUMN, EntityTable, search_texts
+from engine.storage.tables import SEARCH_COLUMN, EntityTable, search_texts_of
 from engine.types.fields import ValueProblem
 
 
@@ -108,36 +111,61 @@ class PlainCreates:
 
     def completed_many(self, entity: str, rows: list[dict[str, Any]], owner: int | None,
                        now: dt.datetime) -> list[dict[str, Any]]:
-        """`completed` of each of a batch's rows (the same steps in the same order for
-        each row, each step over them all)."""
+        """`completed` of each of a batch's rows: `completed_columns` of rows that have the
+        same keys (a row with keys of its own alone), as new dicts."""
+        if rows and all(values.keys() == rows[0].keys() for values in rows):
+            groups = [rows]
+        else:
+            groups = [[values] for values in rows]
+        done: list[dict[str, Any]] = []
+        for group in groups:
+            columns = self.completed_columns(
+                entity, {key: list(map(itemgetter(key), group)) for key in group[0]},
+                len(group), owner, now)
+            done += [dict(zip(columns, values, strict=True))
+                     for values in zip(*columns.values(), strict=True)]
+        return done
+
+    def completed_columns(self, entity: str, columns: dict[str, list[Any]], count: int,
+                          owner: int | None, now: dt.datetime) -> dict[str, list[Any]]:
+        """`completed` of `count` rows given column by column (each of their keys in every
+        row: a column per key, its values in the rows' order), as columns: the same steps
+        in the same order for each row, each step over them all — a value the same for
+        every row (a default, the owner, the moment) is one object in its column, as it
+        was in each completed dict. The columns given are not changed."""
         records = self.records
         plan = self._plan(entity)
+        columns = dict(columns)
         for name, default in plan.defaults:
-            for values in rows:
-                if name not in values:
-                    values[name] = default
-        if plan.dynamic:
+            if name not in columns:
+                columns[name] = [default] * count
+        if plan.dynamic:  # a default made per row (fill_dynamic_defaults takes a dict)
             user = records.access.acting.user
+            rows = [dict(zip(columns, values, strict=True))
+                    for values in zip(*columns.values(), strict=True)] \
+                if columns else [{} for _ in range(count)]
             for values in rows:
                 fill_dynamic_defaults(plan.table.spec, values, records.clock,
                                       records.storage.setup.timezone,
                                       None if user is None else user.id)
+            # the same keys are left out of every row, so the same are filled in each
+            columns = {key: list(map(itemgetter(key), rows)) for key in rows[0]} \
+                if rows else columns
         if plan.owned:
-            for values in rows:
-                values["owner"] = owner
+            columns["owner"] = [owner] * count
         if plan.table.search_column is not None:
-            for values, text in zip(rows, search_texts(plan.table.spec, rows), strict=True):
-                values[SEARCH_COLUMN] = text
+            columns[SEARCH_COLUMN] = search_texts_of(plan.table.spec, columns, count)
         if plan.rollups:
-            for values in rows:
-                values.update(records.rollups.empty(entity))
-        stamps = {"created_at": now, "updated_at": now, "version": 1}
-        for values in rows:
-            values.update(stamps)
-        kinds = set(map(type, chain.from_iterable(map(dict.values, rows))))
+            for key, value in records.rollups.empty(entity).items():
+                columns[key] = [value] * count
+        for key, value in (("created_at", now), ("updated_at", now), ("version", 1)):
+            columns[key] = [value] * count
+        kinds: set[type] = set()
+        for column in columns.values():
+            kinds.update(map(type, column))
         if any(issubclass(kind, sa.ClauseElement) for kind in kinds):
             raise NotTaken
-        return rows
+        return columns
 
     def _parse(self, plan: _Plan, body: Any) -> dict[str, Any]:
         """The body's column values, as `Records._parse` makes them. A body the schema's
@@ -187,31 +215,46 @@ class PlainCreates:
 
         The rows go in with ids reserved for them first, through the driver (COPY on
         PostgreSQL, engine/storage/fast_insert.py), so nothing has to come back."""
+        # a column not in a row is null
+        keys = sorted(set().union(*rows))
+        return self.write_columns(conn, entity, {
+            key: list(map(dict.get, rows, repeat(key))) for key in keys}, len(rows),
+            actor=actor, answer=answer)
+
+    def write_columns(self, conn: sa.Connection, entity: str, columns: dict[str, list[Any]],
+                      count: int, *, actor: int | None, answer: bool = True) -> list[Record]:
+        """`write` of `count` prepared rows given column by column (`completed_columns`)."""
         records = self.records
         table = records.storage[entity]
-        keys = sorted(set().union(*rows))
+        keys = sorted(columns)
         rights = records.access.rights(entity)
         hidden = rights.hidden if rights is not None else ()
         try:
             # a check over all the batch's rows (their column values, before any is written)
             # belongs here: a RequestError sends the batch row by row, where each row's
             # create says which one failed and why
-            ids = reserve_ids(conn, table.table, len(rows))
-            # a column not in a row is null
-            names, columns = _Render(records.shapes[entity]).columns(rows, ids)
+            ids = reserve_ids(conn, table.table, count)
+            names, rendered = _Render(records.shapes[entity]).columns(columns, ids)
             made: list[Record] = [dict(zip(names, values, strict=True))
-                                  for values in zip(*columns, strict=True)] if answer else []
-            # the create's history: diff({}, record) without its empty values
-            kept = [(name, column) for name, column in zip(names, columns, strict=True)
+                                  for values in zip(*rendered, strict=True)] if answer else []
+            # the create's history: diff({}, record) without its empty values — as its
+            # JSON text, made column by column, when nothing reads it as a dict
+            kept = [(name, column) for name, column in zip(names, rendered, strict=True)
                     if name not in UNJOURNALLED]
-            journalled = _journalled([name for name, _ in kept], [column for _, column in kept])
+            kept_names, kept_columns = [name for name, _ in kept], [column for _, column in kept]
+            journal = records.journal
+            texts = json_objects(kept_names, kept_columns) \
+                if journal.takes_texts(conn, entity, "create") else None
             for name in hidden:
                 for record in made:
                     record.pop(name, None)
-            records.journal.changes_each(conn, entity, "create", zip(
-                ids, journalled, map(itemgetter("created_at"), rows), strict=True), by=actor)
-            insert_columns(conn, table.table, ["id", *keys],
-                           [ids, *(list(map(dict.get, rows, repeat(key))) for key in keys)])
+            moments = columns["created_at"]
+            if texts is not None:
+                journal.changes_each_text(entity, "create", ids, texts, moments, by=actor)
+            else:
+                journal.changes_each(conn, entity, "create", zip(
+                    ids, _journalled(kept_names, kept_columns), moments, strict=True), by=actor)
+            insert_columns(conn, table.table, ["id", *keys], [ids, *map(columns.__getitem__, keys)])
             records.rules.check(conn, entity, ids)
         except (sa.exc.IntegrityError, RequestError):
             raise NotTaken from None
@@ -237,29 +280,38 @@ class _Render:
         if shape.poly:  # a polymorphic link is never on this path (`takes`)
             raise NotTaken
 
-    def columns(self, rows: Sequence[dict[str, Any]],
+    def columns(self, batch: dict[str, list[Any]],
                 ids: Sequence[int]) -> tuple[list[str], list[Sequence[Any]]]:
-        """The records of new rows (`rows` with their `ids`) column by column: their keys
-        (in a record's order) and each key's values."""
+        """The records of new rows (`batch`: their values column by column, with their
+        `ids`) column by column: their keys (in a record's order) and each key's values (a
+        column the batch does not have is null)."""
         shape = self.shape
+        fields = shape.table.spec.fields
+        nulls = [None] * len(ids)
         keys = [key for key, _, _ in shape.steps]
         columns: list[Sequence[Any]] = []
         for _, column, render in shape.steps:
-            values = ids if column == "id" else list(map(dict.get, rows, repeat(column)))
-            columns.append(values if render is None else _rendered(render, values))
+            values = ids if column == "id" else batch.get(column, nulls)
+            if render is not None:
+                field = fields.get(column)  # a field's type renders a column at once
+                values = _rendered(render, values) if field is None else \
+                    _rendered_many(partial(field.type.render_many, field), values)
+            columns.append(values)
         for name, column in shape.single:
             keys.append(name)
-            columns.append(list(map(dict.get, rows, repeat(column))))
+            columns.append(batch.get(column, nulls))
         for name in shape.many:
             keys.append(name)
-            columns.append([[] for _ in rows])
+            columns.append([[] for _ in ids])
         return keys, columns
 
 
 def _rendered(render: Callable[[Any], Any], values: Sequence[Any]) -> list[Any]:
     """`render` of each value that is not None, once per distinct object of an immutable
     type (by identity: `values` holds every object, so no two of them share an id
-    meanwhile)."""
+    meanwhile); a column of one object (the batch's moment) rendered once, at once."""
+    if values and all(map(is_, values, repeat(values[0]))):
+        return [None if values[0] is None else render(values[0])] * len(values)
     ids = list(map(id, values))
     distinct = dict(zip(ids, values, strict=True))
     if len(distinct) == len(ids) or not all(
@@ -268,5 +320,19 @@ def _rendered(render: Callable[[Any], Any], values: Sequence[Any]) -> list[Any]:
         return [None if value is None else render(value) for value in values]
     done = {key: None if value is None else render(value) for key, value in distinct.items()}
     return list(map(done.__getitem__, ids))
+
+def _rendered_many(render_many: Callable[[Sequence[Any]], list[Any]],
+                   values: Sequence[Any]) -> list[Any]:
+    """`render_many` of the values, each distinct object of an immutable type once (as
+    `_rendered`)."""
+    ids = list(map(id, values))
+    distinct = dict(zip(ids, values, strict=True))
+    if len(distinct) * 2 > len(ids) or not all(
+            kind is NoneType or issubclass(kind, _IMMUTABLE)
+            for kind in set(map(type, distinct.values()))):
+        return render_many(values)
+    done = dict(zip(distinct, render_many(list(distinct.values())), strict=True))
+    return list(map(done.__getitem__, ids))
+
 
 _IMMUTABLE = (str, int, float, Decimal, dt.date, dt.time)

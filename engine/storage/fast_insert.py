@@ -7,8 +7,9 @@ database's own work. Here the rows are sent as the driver takes them, after the 
 own bind processing (a money value becomes SQLite's integer cents exactly as SQLAlchemy
 would store it, a moment UTC, JSON its text):
 
-- `insert_rows`: SQLite's (and psycopg's) executemany of one `INSERT … VALUES (?, …)`, or
-  PostgreSQL's COPY … FROM STDIN, the fastest way into a PostgreSQL table;
+- `insert_rows`: on SQLite, INSERTs of many rows each (`VALUES (?, …), (?, …), …`, one
+  executemany of them), or PostgreSQL's COPY … FROM STDIN, the fastest way into a
+  PostgreSQL table;
 - `reserve_ids`: the ids of `count` new rows, taken before they are written, so that the
   rows go in with their ids and nothing needs to come back. On PostgreSQL from the
   table's sequence in one call (`nextval` over `generate_series`); on SQLite, inside the
@@ -23,7 +24,11 @@ from __future__ import annotations
 
 import json
 import json.encoder
-from collections.abc import Callable, Sequence
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from itertools import chain, repeat
+from operator import is_
+from types import NoneType
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,21 +36,72 @@ import sqlalchemy as sa
 from engine.storage.database import UNSCOPED
 
 WHY = "new rows of a bulk write, checked by their caller"
-Processor = Callable[[Any], Any] | None
+
+
+class WholeColumn:
+    """A column's bind processing done for all its values at once (a column type's
+    `bind_column`, e.g. ExactDecimal's: passes over the column in C)."""
+
+    __slots__ = ("process",)
+
+    def __init__(self, process: Callable[[Sequence[Any]], list[Any]]):
+        self.process = process
+
+
+Processor = Callable[[Any], Any] | WholeColumn | None
 
 
 def processors(dialect: sa.Dialect, table: sa.Table,
                names: Sequence[str]) -> list[Processor]:
     """The bind processing of each column as this database stores it (an exact decimal is
-    an INTEGER on SQLite, and its generic NUMERIC processor would send a float)."""
+    an INTEGER on SQLite, and its generic NUMERIC processor would send a float): value by
+    value, or a whole column's at once when its type offers that (`bind_column`)."""
     steps: list[Processor] = []
     for name in names:
         impl = table.c[name].type.dialect_impl(dialect)
-        step: Processor = impl.bind_processor(dialect)
+        bind_column = getattr(impl, "bind_column", None)
+        whole = bind_column(dialect) if bind_column is not None else None
+        if whole is not None:
+            steps.append(WholeColumn(whole))
+            continue
+        step: Callable[[Any], Any] | None = impl.bind_processor(dialect)
         if step is not None and _plain_json(impl, dialect):
             step = _json_text(step)
+        elif step is not None and isinstance(impl, sa.JSON):
+            step = _made_text(step)
+        if step is not None and isinstance(impl, sa.JSON):
+            steps.append(WholeColumn(_texts_as_they_are(step)))
+            continue
         steps.append(step)
     return steps
+
+
+def _texts_as_they_are(step: Callable[[Any], Any]) -> Callable[[Sequence[Any]], list[Any]]:
+    """A JSON column's processing: a column of texts made already (a batch's history,
+    `json_objects`) and nulls goes to the driver as it is — a JsonText is a str, bound
+    as its text —; any other column value by value through `step`."""
+    def process(values: Sequence[Any]) -> list[Any]:
+        if set(map(type, values)) <= _MADE_OR_NONE:
+            return list(values)
+        return _each(step, values)
+    return process
+
+
+class JsonText(str):
+    """The JSON text of a value, made already (`json_objects`): a JSON column stores it as
+    it is, as the text its bind processing would have made of the value (on PostgreSQL
+    the server reads it into the JSONB column as it reads psycopg's own text)."""
+
+    __slots__ = ()
+
+
+_MADE_OR_NONE = frozenset({JsonText, NoneType})
+
+
+def _made_text(step: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def process(value: Any) -> Any:
+        return str(value) if type(value) is JsonText else step(value)
+    return process
 
 
 def _plain_json(impl: Any, dialect: sa.Dialect) -> bool:
@@ -66,7 +122,7 @@ def _json_text(step: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
     def process(value: Any) -> Any:
         if type(value) is not dict:
-            return step(value)
+            return str(value) if type(value) is JsonText else step(value)
         try:
             return "".join(encoder(value, 0))
         except Exception:  # e.g. a value JSON cannot hold: json.dumps raises it as such
@@ -91,20 +147,83 @@ def _c_encoder() -> Callable[[Any, int], Any] | None:
 _ENCODER = _c_encoder()
 
 
+def json_objects(names: Sequence[str],
+                 columns: Sequence[Sequence[Any]]) -> list[JsonText | None] | None:
+    """The JSON text of each row's {name: value} without its empty values (None, []) —
+    `json.dumps` of that dict, byte for byte —, made column by column: each distinct value
+    of a column of text, whole numbers or booleans encoded once, as the C encoder writes
+    them (a text by `encode_basestring_ascii`, a number by `int.__repr__`), after the key
+    as it writes a key; any other column's values by that encoder itself, once per
+    distinct object. A row's pieces — after the first column's, each with the ", " before
+    it; "" for an empty value — fill the template `{%s%s…}` in C; when the first column
+    has an empty value, a row that starts "{, " loses that comma. None for a row with no
+    value; None for them all when a value is not one JSON holds (the caller makes the
+    dicts, whose encoding raises as it always did)."""
+    encoder = _ENCODER
+    if encoder is None or not columns:
+        return None
+    pieces: list[list[str]] = []
+    try:
+        for name, column in zip(names, columns, strict=True):
+            key = ("" if not pieces else ", ") + _encode_text(name) + ": "
+            kinds = set(map(type, column))
+            nulls = NoneType in kinds
+            kinds.discard(NoneType)
+            encode = _ENCODE_BY_VALUE.get(kinds.pop()) if len(kinds) == 1 else None
+            if encode is not None and not nulls and len(set(column)) * 2 > len(column):
+                pieces.append(list(map(key.__add__, map(encode, column))))  # mostly distinct
+                continue
+            if encode is not None:  # the values are their own keys: one kind only
+                distinct = set(column)
+                distinct.discard(None)
+                done = dict(zip(distinct, map(key.__add__, map(encode, distinct)),
+                                strict=True))
+                done[None] = ""
+                pieces.append(list(map(done.__getitem__, column)))
+                continue
+            ids = list(map(id, column))
+            by_id = {at: "" if value is None or value == [] else key + "".join(encoder(value, 0))
+                     for at, value in dict(zip(ids, column, strict=True)).items()}
+            pieces.append(list(map(by_id.__getitem__, ids)))
+    except Exception:  # e.g. a value JSON cannot hold
+        return None
+    texts = list(map(("{" + "%s" * len(pieces) + "}").__mod__, zip(*pieces, strict=True)))
+    if "" in pieces[0]:  # a row without the first column's value: "{, " or "{}"
+        texts = ["{" + text[3:] if text.startswith("{, ") else text for text in texts]
+    if "{}" not in texts:
+        return list(map(JsonText, texts))
+    return [None if text == "{}" else JsonText(text) for text in texts]
+
+
+_encode_text: Callable[[str], str] = json.encoder.encode_basestring_ascii
+#: how json.dumps writes a value of these exact types (json.encoder's C encoder: a text by
+#: encode_basestring_ascii, an int by int.__repr__, True and False as words)
+_ENCODE_BY_VALUE: dict[type, Callable[[Any], str]] = {
+    str: _encode_text, int: int.__repr__, bool: {True: "true", False: "false"}.__getitem__}
+
+
 def processed(steps: Sequence[Processor],
               columns: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
     """The rows of `columns` (each column's values) as the driver takes them, processed
     column by column. A value that is the very object an earlier row had in that column
     (a batch's one `now` in created_at, updated_at and every history row's `at`; a date or
     an amount a file repeats) is processed once."""
-    done = [column if step is None else _each(step, column)
-            for step, column in zip(steps, columns, strict=True)]
-    return list(zip(*done, strict=True))
+    return list(zip(*_processed_columns(steps, columns), strict=True))
+
+
+def _processed_columns(steps: Sequence[Processor],
+                       columns: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
+    """`processed`, left column by column."""
+    return [column if step is None else step.process(column) if isinstance(step, WholeColumn)
+            else _each(step, column) for step, column in zip(steps, columns, strict=True)]
 
 
 def _each(step: Callable[[Any], Any], values: Sequence[Any]) -> list[Any]:
     """`step` of each value, once per distinct object (by identity: `values` holds every
-    object, so no two of them share an id meanwhile)."""
+    object, so no two of them share an id meanwhile); a column of one object (a batch's
+    moment) without a pass of its own."""
+    if values and all(map(is_, values, repeat(values[0]))):
+        return [step(values[0])] * len(values)
     ids = list(map(id, values))
     distinct = dict(zip(ids, values, strict=True))
     if len(distinct) == len(ids):
@@ -117,7 +236,7 @@ def _each(step: Callable[[Any], Any], values: Sequence[Any]) -> list[Any]:
 def insert_rows(conn: sa.Connection, table: sa.Table, names: Sequence[str],
                 rows: Sequence[Sequence[Any]]) -> None:
     """INSERT `rows` (values in the order of `names`, as Python values) in one go: COPY on
-    PostgreSQL, one executemany elsewhere. A refused row raises sa.exc.IntegrityError (or
+    PostgreSQL, INSERTs of many rows each on SQLite. A refused row raises sa.exc.IntegrityError (or
     DBAPIError), as an INSERT through SQLAlchemy does."""
     if rows:
         insert_columns(conn, table, names, list(zip(*rows, strict=True)))
@@ -130,18 +249,63 @@ def insert_columns(conn: sa.Connection, table: sa.Table, names: Sequence[str],
     if not columns or not columns[0]:
         return
     dialect = conn.dialect
-    values = processed(processors(dialect, table, names), columns)
+    done = _processed_columns(processors(dialect, table, names), columns)
     quote = dialect.identifier_preparer.quote
     names_sql = ", ".join(quote(name) for name in names)
     if dialect.name == "postgresql":
-        _copy(conn, f"COPY {quote(table.name)} ({names_sql}) FROM STDIN", values)
+        _copy(conn, f"COPY {quote(table.name)} ({names_sql}) FROM STDIN",
+              zip(*done, strict=True))
+        return
+    if dialect.name == "sqlite":
+        # the rows' values one after another, straight from the columns (zip hands chain
+        # the one tuple it reuses: no tuple per row is kept)
+        _insert_sqlite(conn, f"INSERT INTO {quote(table.name)} ({names_sql}) VALUES ",
+                       len(names), tuple(chain.from_iterable(zip(*done, strict=True))))
         return
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
     sql = f"INSERT INTO {quote(table.name)} ({names_sql}) VALUES ({', '.join([mark] * len(names))})"
-    conn.exec_driver_sql(sql, values, execution_options={UNSCOPED: WHY})
+    conn.exec_driver_sql(sql, list(zip(*done, strict=True)), execution_options={UNSCOPED: WHY})
 
 
-def _copy(conn: sa.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+#: rows per INSERT statement on SQLite (fewer when that many rows' values exceed its limit
+#: of parameters per statement)
+SQLITE_ROWS_PER_STATEMENT = 200
+
+
+def _insert_sqlite(conn: sa.Connection, head: str, width: int,
+                   values: tuple[Any, ...]) -> None:
+    """SQLite: the rows by INSERTs of many rows each (`VALUES (?, …), (?, …), …`), one
+    executemany of the statement for as many rows as fit, and one for the rest. SQLite
+    runs each execution of a statement as a whole — the step, the AUTOINCREMENT counter's
+    update, the statement's journal —, and the driver binds it in one call: per row, an
+    executemany of one-row INSERTs costs about a quarter more of the database's CPU.
+    The rows, their order and the errors (a taken unique value: IntegrityError) are the
+    same. `values`: the rows' values one after another."""
+    per = max(1, min(SQLITE_ROWS_PER_STATEMENT, _sqlite_parameters(conn) // width))
+    step = per * width
+    whole = len(values) // step * step
+    one = "(" + ", ".join(["?"] * width) + ")"
+    options = {UNSCOPED: WHY}
+    if whole:
+        conn.exec_driver_sql(head + ", ".join([one] * per),
+                             [values[i:i + step] for i in range(0, whole, step)],
+                             execution_options=options)
+    if whole < len(values):
+        conn.exec_driver_sql(head + ", ".join([one] * ((len(values) - whole) // width)),
+                             values[whole:], execution_options=options)
+
+
+def _sqlite_parameters(conn: sa.Connection) -> int:
+    """How many parameters one statement of this SQLite connection may have (999 before
+    SQLite 3.32, where Python cannot ask)."""
+    raw: Any = conn.connection.dbapi_connection
+    try:
+        return int(raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    except AttributeError:  # Python before 3.11
+        return 999
+
+
+def _copy(conn: sa.Connection, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
     """COPY through psycopg 3 on the connection's own transaction; its errors become
     SQLAlchemy's, as any statement's (a taken unique value: IntegrityError)."""
     raw: Any = conn.connection.dbapi_connection  # a psycopg.Connection

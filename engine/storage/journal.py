@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from operator import itemgetter
 from typing import Any
@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from engine.storage.fast_insert import insert_columns
+from engine.storage.fast_insert import JsonText, insert_columns
 from engine.storage.outbox import Outbox
 from engine.storage.tables import STAGE_TIME_SHARDS, Storage
 
@@ -55,7 +55,7 @@ class Journal:
                changes: Mapping[str, Any] | None, *, by: int | None, at: dt.datetime) -> None:
         row = {"entity": entity, "record_id": record_id, "at": at, "by": by, "action": action,
                "changes": dict(changes) if changes else None}
-        pending: list[dict[str, Any]] | None = getattr(self._deferred, "pending", None)
+        pending: _Pending | None = getattr(self._deferred, "pending", None)
         if pending is None and conn.dialect.name == "postgresql":
             self._change_with_event(conn, row, changes)
             return
@@ -70,7 +70,7 @@ class Journal:
                      by: int | None) -> None:
         """`change` of each (record id, changes, at): a batch's history (inside `deferred`,
         kept in one go; its events only when something listens to them)."""
-        pending: list[dict[str, Any]] | None = getattr(self._deferred, "pending", None)
+        pending: _Pending | None = getattr(self._deferred, "pending", None)
         if pending is None:
             for record_id, changes, at in entries:
                 self.change(conn, entity, record_id, action, changes, by=by, at=at)
@@ -79,9 +79,29 @@ class Journal:
         if self.outbox.listens(conn, entity, action):
             for record_id, changes, at in entries:
                 self._emit(conn, entity, (record_id,), action, changes, by=by, at=at)
-        pending.extend({"entity": entity, "record_id": record_id, "at": at, "by": by,
-                        "action": action, "changes": dict(changes) if changes else None}
-                       for record_id, changes, at in entries)
+        for record_id, changes, at in entries:
+            pending.append({"entity": entity, "record_id": record_id, "at": at, "by": by,
+                            "action": action, "changes": dict(changes) if changes else None})
+
+    def takes_texts(self, conn: sa.Connection, entity: str, action: str) -> bool:
+        """Whether `changes_each` of this change may be given each entry's changes as their
+        JSON text already made (`fast_insert.json_objects`) instead of a mapping: inside
+        `deferred`, where they are kept to be written together, and when no event of
+        them is written (whose changes are read as a mapping)."""
+        return getattr(self._deferred, "pending", None) is not None \
+            and not self.outbox.listens(conn, entity, action)
+
+    def changes_each_text(self, entity: str, action: str, record_ids: Sequence[int],
+                          texts: Sequence[JsonText | None], moments: Sequence[dt.datetime], *,
+                          by: int | None) -> None:
+        """`changes_each` of changes given as their JSON text (see `takes_texts`), column
+        by column: the records' ids, their texts, the moments of their changes."""
+        pending: _Pending | None = getattr(self._deferred, "pending", None)
+        if pending is None:
+            raise RuntimeError("Journal.changes_each_text is only for use inside deferred")
+        count = len(record_ids)
+        pending.extend({"entity": [entity] * count, "record_id": record_ids, "at": moments,
+                        "by": [by] * count, "action": [action] * count, "changes": texts})
 
     def _change_with_event(self, conn: sa.Connection, row: dict[str, Any],
                            changes: Mapping[str, Any] | None) -> None:
@@ -121,14 +141,16 @@ class Journal:
         well). A bulk batch's history in one statement instead of one per row; nothing
         reads kt_change while writing. The events of those changes (automations' outbox)
         likewise: one insert of them all, through the driver (engine/storage/fast_insert.py)."""
-        pending: list[dict[str, Any]] = []
+        pending = _Pending()
         events: list[dict[str, Any]] = []
         self._deferred.pending, self._deferred.events = pending, events
         try:
             yield
         finally:
             self._deferred.pending = self._deferred.events = None
-        _insert_dicts(conn, self.storage.changes, pending)
+        if pending.columns["entity"]:
+            insert_columns(conn, self.storage.changes, list(pending.columns),
+                           list(pending.columns.values()))
         if events:
             _insert_dicts(conn, self.storage.events, events)
             self.outbox.woken()
@@ -182,6 +204,26 @@ class Journal:
             .order_by(history.c.at.desc(), history.c.id.desc()).limit(1)
         ).scalar()
         return at
+
+
+class _Pending:
+    """The history rows kept by `Journal.deferred`, column by column (a batch's thousand
+    rows are added as whole columns, not as a dict each)."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list[Any]] = {name: [] for name in _CHANGE_KEYS}
+
+    def append(self, row: dict[str, Any]) -> None:
+        for name, column in self.columns.items():
+            column.append(row[name])
+
+    def extend(self, columns: Mapping[str, Sequence[Any]]) -> None:
+        for name, column in self.columns.items():
+            column.extend(columns[name])
+
+
+#: a history row's keys (`Journal.change`), in the order it makes them
+_CHANGE_KEYS = ("entity", "record_id", "at", "by", "action", "changes")
 
 
 def _with_event(changes: sa.Table, change_columns: tuple[str, ...], events: sa.Table,

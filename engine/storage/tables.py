@@ -32,6 +32,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from operator import is_not
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -382,13 +384,39 @@ def search_texts(spec: EntitySpec, rows: Sequence[Mapping[str, Any]]) -> list[st
     between them. Folding is NFKC (NUL is a starter nothing composes with, so no form
     changes across it), case folding and a translation, both character by character: the
     fold of the joined texts is the join of their folds."""
-    search = spec.search
-    texts = []
-    for values in rows:
-        parts = [str(values[name]) for name in search if values.get(name) not in (None, "")]
-        texts.append("\n".join(parts) if parts else None)
+    return search_texts_of(spec, {name: [values.get(name) for values in rows]
+                                  for name in spec.search}, len(rows))
+
+
+_TEXT_OR_NONE = frozenset({str, type(None)})
+
+
+def search_texts_of(spec: EntitySpec, columns: Mapping[str, Sequence[Any]],
+                    count: int) -> list[str | None]:
+    """`search_texts` of `count` rows given column by column (a field not among the
+    columns is empty in every row): each row's parts joined in C."""
+    parts: list[Sequence[Any]] = []
+    texts_only = True  # every part a text or None: an empty one is falsy, "" or None
+    for name in spec.search:
+        column = columns.get(name)
+        if column is None:
+            continue
+        if set(map(type, column)) <= _TEXT_OR_NONE:
+            parts.append(column)
+        else:  # an empty value is no part (None here, then left out)
+            texts_only = False
+            parts.append([None if value is None or value == "" else str(value)
+                          for value in column])
+    if not parts:
+        return [None] * count
+    if not texts_only:
+        parts = [[None if value == "" else value for value in part] for part in parts]
+    keep = None if texts_only else partial(is_not, None)
+    texts = [text or None for text in map("\n".join, map(
+        partial(filter, keep), zip(*parts, strict=True)))]
     present = [text for text in texts if text is not None]
-    if any("\x00" in text for text in present):
+    joined = "\x00".join(present)
+    if joined.count("\x00") != len(present) - 1 and present:  # a text holds a NUL itself
         return [None if text is None else fold_text(text) for text in texts]
-    folded = iter(fold_text("\x00".join(present)).split("\x00"))
+    folded = iter(fold_text(joined).split("\x00"))
     return [None if text is None else next(folded) for text in texts]

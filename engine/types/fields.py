@@ -23,8 +23,10 @@ import math
 import re
 import unicodedata
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Context, Decimal, InvalidOperation
+from itertools import repeat
+from types import NoneType
 from typing import Any, ClassVar, Protocol
 
 import sqlalchemy as sa
@@ -81,6 +83,34 @@ def check_text(value: str) -> None:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueProblem("is not valid Unicode text (a lone surrogate)") from None
+
+
+def _present(values: Sequence[Any], kind: type) -> list[Any] | None:
+    """The values that are not None, when each is of exactly `kind` (else None). By
+    their types, not `None in values`: its == would ask each Decimal to compare itself."""
+    kinds = set(map(type, values))
+    if not kinds <= {kind, NoneType}:
+        return None
+    return [value for value in values if value is not None] if NoneType in kinds \
+        else list(values)
+
+
+def _with_nones(values: Sequence[Any], done: list[Any]) -> list[Any]:
+    """`done` (one per value that is not None) with None where `values` has None."""
+    if len(done) == len(values):
+        return done
+    found = iter(done)
+    return [None if value is None else next(found) for value in values]
+
+
+def _texts(values: Sequence[Any]) -> list[str] | None:
+    return _present(values, str)
+
+
+def _check_texts(texts: Sequence[str | None]) -> None:
+    """`check_text` of each text, by one check of their join: NUL and lone surrogates
+    are in it exactly when in one of them (Python never pairs two lone surrogates)."""
+    check_text("".join(filter(None, texts)))  # None and "" add nothing to the join
 
 
 class FieldType:
@@ -148,9 +178,34 @@ class FieldType:
         """A JSON value (already checked by the JSON Schema) → the Python value stored."""
         return value
 
+    def parse_many(self, field: FieldSpec, values: Sequence[Any]) -> list[Any]:
+        """`parse` of each value (None stays None), or ValueProblem when `parse` refuses
+        any of them (not necessarily in its words: the caller finds them one by one).
+        For an import's column of a batch (engine/exchange/fast_rows.py), where a call of
+        `parse` per value costs more than its work: a type may override this with a few
+        passes over all the values, mostly in C, that give exactly what `parse` gives —
+        and only while `parse` is its own (`_own_parse`: a subclass with a `parse` of its
+        own gets this loop)."""
+        parse = self.parse
+        return [None if value is None else parse(field, value) for value in values]
+
+    def _own_parse(self, cls: type[FieldType]) -> bool:
+        """Whether this type parses as `cls` does (its `parse` is `cls`'s own)."""
+        return type(self).parse is cls.parse
+
     def render(self, field: FieldSpec, value: Any) -> Any:
         """The stored Python value → its JSON form."""
         return value
+
+    def render_many(self, field: FieldSpec, values: Sequence[Any]) -> list[Any]:
+        """`render` of each value (None stays None), for a batch's column (bulk's and an
+        import's creates, engine/records/plain_creates.py); a type may give the same by a
+        pass over them in C, while `render` is its own (`_own_render`)."""
+        render = self.render
+        return [None if value is None else render(field, value) for value in values]
+
+    def _own_render(self, cls: type[FieldType]) -> bool:
+        return type(self).render is cls.render
 
     #: render is the identity: the hot path can skip it
     renders_as_is: ClassVar[bool] = True
@@ -241,6 +296,12 @@ class StringType(FieldType):
         check_text(value)
         return value
 
+    def parse_many(self, field: FieldSpec, values: Sequence[Any]) -> list[Any]:
+        if self._own_parse(StringType) and _texts(values) is not None:
+            _check_texts(values)
+            return list(values)
+        return super().parse_many(field, values)
+
     def parse_text(self, field: FieldSpec, text: str) -> Any:
         # a filter value is a piece to compare with, not a value to store: `email[contains]=
         # example.org` is no e-mail address, and need not be
@@ -270,6 +331,13 @@ class EmailType(StringType):
             raise ValueProblem("is not an e-mail address (name@example.com)")
         return value
 
+    def parse_many(self, field: FieldSpec, values: Sequence[Any]) -> list[Any]:
+        texts = _texts(values) if self._own_parse(EmailType) else None
+        if texts is not None and all(map(self._shape.match, texts)):
+            _check_texts(texts)
+            return list(values)
+        return super().parse_many(field, values)
+
 
 class PhoneType(StringType):
     name = "phone"
@@ -288,6 +356,13 @@ class PhoneType(StringType):
         if not self._shape.match(value):
             raise ValueProblem("is not a phone number (digits, spaces, + ( ) - . allowed)")
         return value
+
+    def parse_many(self, field: FieldSpec, values: Sequence[Any]) -> list[Any]:
+        texts = _texts(values) if self._own_parse(PhoneType) else None
+        if texts is not None and all(map(self._shape.match, texts)):
+            _check_texts(texts)
+            return list(values)
+        return super().parse_many(field, values)
 
 
 class UrlType(StringType):
@@ -327,6 +402,12 @@ class IntegerType(FieldType):
         if not INT64_MIN <= value <= INT64_MAX:
             raise ValueProblem("is out of range for a 64-bit integer")
         return value
+
+    def parse_many(self, field: FieldSpec, values: Sequence[Any]) -> list[Any]:
+        numbers = _present(values, int) if self._own_parse(IntegerType) else None
+        if numbers and INT64_MIN <= min(numbers) and max(numbers) <= INT64_MAX:
+            return list(values)
+        return super().parse_many(field, values)
 
     def parse_text(self, field: FieldSpec, text: str) -> Any:
         if not re.fullmatch(r"-?[0-9]{1,19}", text.strip()):
@@ -435,11 +516,54 @@ class DecimalType(FieldType):
             raise ValueProblem(f"must be at most {field.max}")
         return number
 
+    def parse_many(self, field: FieldSpec, values: Sequence[Any]) -> list[Any]:
+        """`parse` of texts (an import's cells, read as `1234.50`) in passes over them all:
+        each matches `_shape`, their Decimals are quantized to the field's places and must
+        equal themselves, the largest fits the digits, the least and the greatest the
+        bounds — `parse`'s steps, each over the column. Any other values, one by one."""
+        texts = _present(values, str) if self._own_parse(DecimalType) else None
+        if texts:
+            try:
+                done = self._exact_texts(field, texts)
+            except ArithmeticError:  # `parse` says what it says of the value
+                done = None
+            if done is not None:
+                return _with_nones(values, done)
+        return super().parse_many(field, values)
+
+    def _exact_texts(self, field: FieldSpec, texts: list[str]) -> list[Decimal] | None:
+        """The exact numbers of decimal texts (None: `parse` refuses one of them, or
+        must say why)."""
+        stripped = list(map(str.strip, texts))
+        if not all(map(self._shape.match, stripped)):
+            return None
+        numbers = list(map(Decimal, stripped))  # finite: digits only, by `_shape`
+        digits, places = field.params["digits"], field.params["places"]
+        largest = max(map(Decimal.copy_abs, numbers))  # the greatest adjusted() of all
+        if largest and largest.adjusted() + 1 > digits - places:
+            return None
+        exact = list(map(Decimal.quantize, numbers, repeat(Decimal(1).scaleb(-places))))
+        if exact != numbers:
+            return None
+        if field.min is not None and min(exact) < Decimal(str(field.min)):
+            return None
+        if field.max is not None and max(exact) > Decimal(str(field.max)):
+            return None
+        return exact
+
     def parse_text(self, field: FieldSpec, text: str) -> Any:
         return self._exact(field, self._decimal(text))
 
     def render(self, field: FieldSpec, value: Any) -> Any:
         return None if value is None else f"{value:.{field.params['places']}f}"
+
+    def render_many(self, field: FieldSpec, values: Sequence[Any]) -> list[Any]:
+        numbers = _present(values, Decimal) if self._own_render(DecimalType) else None
+        if not numbers:
+            return super().render_many(field, values)
+        # as render: format is what the f-string calls
+        return _with_nones(values, list(map(format, numbers,
+                                            repeat(f".{field.params['places']}f"))))
 
     def render_sum(self, field: FieldSpec, total: Any, percent: int = 100) -> Any:
         number = Decimal(0) if total is None else Decimal(total)
@@ -539,6 +663,19 @@ class DateType(FieldType):
             raise ValueProblem(f"must be on or before {field.max}")
         return day
 
+    def parse_many(self, field: FieldSpec, values: Sequence[Any]) -> list[Any]:
+        texts = _present(values, str) if self._own_parse(DateType) else None
+        if texts and all(map(self._shape.match, texts)):
+            try:
+                days = list(map(dt.date.fromisoformat, texts))
+            except ValueError:  # not a real date: `parse` says which
+                days = []
+            if days and (field.min is None or min(days) >= dt.date.fromisoformat(
+                    str(field.min))) and (field.max is None or max(days) <= dt.date.fromisoformat(
+                        str(field.max))):
+                return _with_nones(values, days)
+        return super().parse_many(field, values)
+
     def parse_text(self, field: FieldSpec, text: str) -> Any:
         # `today`, `today-30d`... are read by the filter grammar before this (moment_kind)
         if not self._shape.match(text):
@@ -550,6 +687,12 @@ class DateType(FieldType):
 
     def render(self, field: FieldSpec, value: Any) -> Any:
         return None if value is None else value.isoformat()
+
+    def render_many(self, field: FieldSpec, values: Sequence[Any]) -> list[Any]:
+        days = _present(values, dt.date) if self._own_render(DateType) else None
+        if not days:
+            return super().render_many(field, values)
+        return _with_nones(values, list(map(dt.date.isoformat, days)))
 
 
 class DateTimeType(FieldType):
