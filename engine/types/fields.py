@@ -315,31 +315,40 @@ class TextType(StringType):
     noun = "a text"
 
 
-class EmailType(StringType):
-    name = "email"
-    accepts = frozenset({"max_length"})
-    default_max_length = 254
-    noun = "an e-mail address"
-    _shape = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+class ShapedStringType(StringType):
+    """A string that must also match `_shape` (an e-mail address, a phone number):
+    refused with `_not_shaped` otherwise."""
 
-    def json_schema(self, field: FieldSpec, *, read: bool = False) -> dict[str, Any]:
-        return {**super().json_schema(field, read=read), "format": "email"}
+    _shape: ClassVar[re.Pattern[str]]
+    _not_shaped: ClassVar[str]
 
     def parse(self, field: FieldSpec, value: Any) -> Any:
         value = super().parse(field, value)
         if not self._shape.match(value):
-            raise ValueProblem("is not an e-mail address (name@example.com)")
+            raise ValueProblem(self._not_shaped)
         return value
 
     def parse_many(self, field: FieldSpec, values: Sequence[Any]) -> list[Any]:
-        texts = _texts(values) if self._own_parse(EmailType) else None
+        texts = _texts(values) if self._own_parse(ShapedStringType) else None
         if texts is not None and all(map(self._shape.match, texts)):
             _check_texts(texts)
             return list(values)
         return super().parse_many(field, values)
 
 
-class PhoneType(StringType):
+class EmailType(ShapedStringType):
+    name = "email"
+    accepts = frozenset({"max_length"})
+    default_max_length = 254
+    noun = "an e-mail address"
+    _shape = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+    _not_shaped = "is not an e-mail address (name@example.com)"
+
+    def json_schema(self, field: FieldSpec, *, read: bool = False) -> dict[str, Any]:
+        return {**super().json_schema(field, read=read), "format": "email"}
+
+
+class PhoneType(ShapedStringType):
     name = "phone"
     accepts = frozenset({"max_length"})
     default_max_length = 32
@@ -347,22 +356,10 @@ class PhoneType(StringType):
     #: at least three ASCII digits before an extension; the published pattern is this one,
     #: so a number the schema allows is one the server takes
     _shape = re.compile(r"^\+?(?:[ ()./-]*[0-9]){3}[0-9 ()./-]*(?: *(?:ext\.?|x|#) *[0-9]+)?$")
+    _not_shaped = "is not a phone number (digits, spaces, + ( ) - . allowed)"
 
     def json_schema(self, field: FieldSpec, *, read: bool = False) -> dict[str, Any]:
         return {**super().json_schema(field, read=read), "pattern": self._shape.pattern}
-
-    def parse(self, field: FieldSpec, value: Any) -> Any:
-        value = super().parse(field, value)
-        if not self._shape.match(value):
-            raise ValueProblem("is not a phone number (digits, spaces, + ( ) - . allowed)")
-        return value
-
-    def parse_many(self, field: FieldSpec, values: Sequence[Any]) -> list[Any]:
-        texts = _texts(values) if self._own_parse(PhoneType) else None
-        if texts is not None and all(map(self._shape.match, texts)):
-            _check_texts(texts)
-            return list(values)
-        return super().parse_many(field, values)
 
 
 class UrlType(StringType):
