@@ -33,11 +33,12 @@ from starlette.testclient import TestClient
 from api import create_app
 from engine import DatabaseSettings, Kartoteka, Settings
 from engine.access import passwords
-from tests import asgi_client, pg
+from tests import asgi_client, pg, statement_cache
 from tests.pg import HOW_TO, ScratchDatabase, describe_server, postgres_server
 from tests.setups import SetupCache
 
 asgi_client.install()  # TestClient's requests in one call into its thread (tests/asgi_client.py)
+statement_cache.install()  # every engine's statements compiled once (tests/statement_cache.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SETUP = ROOT / "schemas"

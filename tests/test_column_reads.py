@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from engine.exchange.cells import Locale, blank, default_readers
@@ -43,7 +43,7 @@ SETUP = {
     """,
 }
 LOCALES = [Locale(False, dt.UTC), Locale(True, dt.UTC)]
-SETTINGS = settings(max_examples=300, deadline=None,
+SETTINGS = settings(max_examples=120, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -142,6 +142,10 @@ values = st.one_of(
         dt.date.isoformat), min_size=1, max_size=6),
     st.lists(st.none() | st.integers(min_value=-(2**64), max_value=2**64), min_size=1,
              max_size=6)))
+@example(column=["-10.5", "0"]).via("just below a bound: `ratio` (-10..100)")
+@example(column=["100.001", None]).via("just above a bound: `ratio`")
+@example(column=["-6", "1001"]).via("past the bounds of `bounded` (-5..1000)")
+@example(column=["1999-12-31", "2031-01-01"]).via("past the bounds of `day`")
 def test_parse_many_is_parse_of_each_value(fields: dict[str, FieldSpec], name: str,
                                            column: list[Any]) -> None:
     field = fields[name]

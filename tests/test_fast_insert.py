@@ -139,7 +139,7 @@ def _column_of(kind: st.SearchStrategy[Any]) -> st.SearchStrategy[list[Any]]:
     return st.lists(st.none() | kind, min_size=4, max_size=4)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(columns=st.lists(st.one_of(
     _column_of(json_values), _column_of(st.text(max_size=4)), _column_of(st.integers()),
     _column_of(st.booleans()), _column_of(st.sampled_from(["x", "y"])),
@@ -173,7 +173,7 @@ def test_a_made_json_text_is_stored_as_it_is(dialect_url: str) -> None:
 
 
 @pytest.mark.parametrize("dialect_url", ["sqlite://", "postgresql+psycopg://"])
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(values=st.lists(st.none() | st.decimals(allow_nan=False, allow_infinity=False,
                                                 places=None, min_value=-10**15,
                                                 max_value=10**15)
