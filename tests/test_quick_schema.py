@@ -53,6 +53,15 @@ values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
                       | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=6)
 
 
+def _at_length(most: int) -> st.SearchStrategy[str]:
+    """Texts of one character fewer than `most`, exactly `most` and one more: a drawn head,
+    then one drawn character repeated (drawing each of 255 characters was most of this
+    module's time, for a check of the length)."""
+    return st.builds(lambda head, fill, size: (head + fill * size)[:size],
+                     st.text(max_size=8), st.characters(),
+                     st.sampled_from(sorted({max(0, most - 1), most, most + 1})))
+
+
 def _value(sub: dict[str, Any]) -> st.SearchStrategy[Any]:
     """Values a property's schema allows, and some at and beyond its edges."""
     kinds = sub.get("type", [])
@@ -64,7 +73,7 @@ def _value(sub: dict[str, Any]) -> st.SearchStrategy[Any]:
         most = sub.get("maxLength", 40)
         text = st.from_regex(sub["pattern"]) if "pattern" in sub else st.text(max_size=most)
         options.append(text)
-        options.append(st.text(min_size=max(0, most - 1), max_size=most + 1))
+        options.append(_at_length(most))
     if "integer" in kinds or "number" in kinds:
         low, high = sub.get("minimum", -(2**63)), sub.get("maximum", 2**63 - 1)
         options.append(st.integers(min_value=int(low) - 1, max_value=int(high) + 1))
