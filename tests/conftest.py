@@ -33,6 +33,7 @@ from starlette.testclient import TestClient
 from api import create_app
 from engine import DatabaseSettings, Kartoteka, Settings
 from engine.access import passwords
+from engine.types.moments import Clock
 from tests import asgi_client, pg, statement_cache
 from tests.pg import HOW_TO, ScratchDatabase, describe_server, postgres_server
 from tests.setups import SetupCache
@@ -167,14 +168,15 @@ def setups(tmp_path_factory: pytest.TempPathFactory) -> SetupCache:
 @pytest.fixture(scope="session")
 def open_kt(setups: SetupCache) -> Callable[..., Kartoteka]:
     """`Kartoteka.open` as the tests use it: a setup loaded once per session, and SQLite at
-    TEST_SYNCHRONOUS unless `sqlite_synchronous` says otherwise."""
+    TEST_SYNCHRONOUS unless `sqlite_synchronous` says otherwise; `clock` freezes the
+    engine's today and now."""
 
     def open_(setup_dir: Path | str, url: str, *, sqlite_synchronous: str = TEST_SYNCHRONOUS,
-              **settings: object) -> Kartoteka:
+              clock: Clock | None = None, **settings: object) -> Kartoteka:
         database = DatabaseSettings(url=url, sqlite_synchronous=sqlite_synchronous)
         setup = setups.load(setup_dir)
         return Kartoteka(setup, Settings(database, **settings),  # type: ignore[arg-type]
-                         registry=setups.registry, storage=setups.storage(setup))
+                         registry=setups.registry, storage=setups.storage(setup), clock=clock)
 
     return open_
 

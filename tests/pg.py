@@ -148,7 +148,7 @@ class ScratchDatabase:
     setups (the default one and a module's own) do not migrate at every turn."""
 
     #: setups kept migrated at once, each in its own database (the least recently used goes)
-    KEEP = 6
+    KEEP = 12
 
     def __init__(self, server: str):
         self.server = server

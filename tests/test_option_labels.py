@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.definitions import OPENAPI_31
 from starlette.testclient import TestClient
 
 from api import create_app
-from engine import DatabaseSettings, Kartoteka, Settings, SetupError, load_setup
+from engine import Kartoteka, SetupError, load_setup
 
 SETUP = {
     "setup.yaml": """
@@ -55,12 +55,8 @@ LABELS = {"new": {"en": "New", "ru": "Новая", "fa": "جدید", "zh": "新"
 
 
 @pytest.fixture
-def sales(write_setup: Callable[..., Path], db_url: str) -> Iterator[Kartoteka]:
-    kt = Kartoteka(load_setup(write_setup(SETUP)),
-                   Settings(DatabaseSettings(url=db_url, sqlite_synchronous="NORMAL")))
-    kt.migrate()
-    yield kt
-    kt.close()
+def sales(write_setup: Callable[..., Path], make_kt: Callable[..., Kartoteka]) -> Kartoteka:
+    return make_kt(write_setup(SETUP))
 
 
 @pytest.fixture

@@ -137,13 +137,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def clinic(write_setup: Callable[..., Path], db_url: str, clock: Clock) -> Iterator[Kartoteka]:
-    setup = load_setup(write_setup(SETUP))
-    kt = Kartoteka(setup, Settings(DatabaseSettings(url=db_url, sqlite_synchronous="NORMAL")),
-                   clock=clock)
-    kt.migrate()
-    yield kt
-    kt.close()
+def clinic(write_setup: Callable[..., Path], make_kt: Callable[..., Kartoteka],
+           clock: Clock) -> Kartoteka:
+    return make_kt(write_setup(SETUP), clock=clock)
 
 
 @pytest.fixture
