@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from api.responses import json_response, no_query, path_id, read_json
+from api.responses import engine_of, json_response, no_query, path_id, read_json
 from engine.core import Kartoteka
 from engine.errors import ErrorDetail, Forbidden, MalformedRequest, ValidationFailed
 from engine.storage.outbox import DEAD, DONE, PENDING
@@ -40,21 +40,26 @@ EVENT = {"type": "object", "required": ["id", "kind", "entity", "status", "attem
     "done_at": {"type": ["string", "null"]}}}
 
 
-def add_automation_routes(app: FastAPI, kt: Kartoteka, cap: int,
+def add_automation_routes(app: APIRouter, kt: Kartoteka, cap: int,
                           refused: dict[int | str, dict[str, Any]]) -> None:
-    def admin_only() -> None:
-        if not kt.users.may_manage():
+    """Engine-free handlers (`engine_of(request)`), as api.users'; `kt` only shapes the
+    schemas (its setup's intakes)."""
+    def admin_only(request: Request) -> Kartoteka:
+        engine = engine_of(request)
+        if not engine.users.may_manage():
             raise Forbidden("only an admin sees and retries automation events",
                             code="operation_forbidden")
+        return engine
 
     async def notifications(request: Request) -> Response:
-        page = await run_in_threadpool(kt.notifications.page, request.query_params.multi_items())
+        page = await run_in_threadpool(engine_of(request).notifications.page,
+                                       request.query_params.multi_items())
         return json_response(page)
 
     async def mark_read(request: Request) -> Response:
         no_query(request)
         body = await read_json(request, cap)
-        return json_response(await run_in_threadpool(kt.notifications.read, body))
+        return json_response(await run_in_threadpool(engine_of(request).notifications.read, body))
 
     async def automations(request: Request) -> Response:
         no_query(request)
@@ -62,10 +67,10 @@ def add_automation_routes(app: FastAPI, kt: Kartoteka, cap: int,
             {"name": a.name, "label": dict(a.label), "entity": a.entity, "on": a.on,
              "stages": sorted(a.stages) if a.stages is not None else None,
              "changed": list(a.changed), "actions": [action.kind for action in a.actions]}
-            for a in kt.setup.automations]})
+            for a in engine_of(request).setup.automations]})
 
     async def events(request: Request) -> Response:
-        admin_only()
+        engine = admin_only(request)
         problems = []
         params = dict(request.query_params.multi_items())
         for key in params:
@@ -80,12 +85,12 @@ def add_automation_routes(app: FastAPI, kt: Kartoteka, cap: int,
         if problems:
             raise MalformedRequest("the event parameters are not valid", problems,
                                    code="invalid_query")
-        found = await run_in_threadpool(kt.automations.events, status, int(limit))
+        found = await run_in_threadpool(engine.automations.events, status, int(limit))
         return json_response({"items": found})
 
     async def retry(request: Request) -> Response:
         no_query(request)
-        admin_only()
+        engine = admin_only(request)
         if request.headers.get("content-length", "0") != "0" or \
                 "transfer-encoding" in request.headers:
             body = await read_json(request, cap)  # a body is JSON (400 otherwise), and empty
@@ -93,14 +98,14 @@ def add_automation_routes(app: FastAPI, kt: Kartoteka, cap: int,
                 raise ValidationFailed("a retry takes no body", [ErrorDetail(
                     "", "send no body, or {}")])
         event = path_id(request, "id", "event")
-        return json_response(await run_in_threadpool(kt.automations.retry, event))
+        return json_response(await run_in_threadpool(engine.automations.retry, event))
 
     def intake_of(name: str) -> Any:
         async def intake(request: Request) -> Response:
             no_query(request)
             body = await read_json(request, cap)
             address = request.client.host if request.client else "?"
-            made = await run_in_threadpool(kt.intakes.submit, name,
+            made = await run_in_threadpool(engine_of(request).intakes.submit, name,
                                            request.headers.get("x-intake-key"), address, body)
             return json_response(made, 201)
         return intake

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -38,17 +38,20 @@ class Collection:
     list_parameters: list[dict[str, Any]] = field(default_factory=list)
 
 
-def add_collection_routes(app: FastAPI, collection: Collection, service: Any, cap: int,
+def add_collection_routes(app: APIRouter, collection: Collection,
+                          service_of: Callable[[Request], Any], cap: int,
                           refused: dict[int | str, dict[str, Any]], tag: str,
                           listing: Callable[[Request], Callable[[], Any]] | None = None) -> None:
-    """Route `collection`'s five calls to `service` (list(), create(body), get(id),
-    change(id, body), delete(id)), run in the thread pool; `listing` reads the list call's
-    parameters and answers what lists (default: no parameters, `service.list`)."""
+    """Route `collection`'s five calls to the service `service_of(request)` gives (list(),
+    create(body), get(id), change(id, body), delete(id)), run in the thread pool; `listing`
+    reads the list call's parameters and answers what lists (default: no parameters,
+    the service's `list`). The routes hold no engine: one set serves every app over a
+    setup (api.app `_services`)."""
     c = collection
 
     def plain(request: Request) -> Callable[[], Any]:
         no_query(request)
-        return service.list  # type: ignore[no-any-return]
+        return service_of(request).list  # type: ignore[no-any-return]
 
     def item_id(request: Request) -> int:
         return path_id(request, "id", c.noun)
@@ -61,21 +64,22 @@ def add_collection_routes(app: FastAPI, collection: Collection, service: Any, ca
     async def create(request: Request) -> Response:
         no_query(request)
         body = await read_json(request, cap)
-        made = await run_in_threadpool(service.create, body)
+        made = await run_in_threadpool(service_of(request).create, body)
         return json_response(made, 201, {"Location": f"{c.path}/{made['id']}"})
 
     async def get(request: Request) -> Response:
         no_query(request)
-        return json_response(await run_in_threadpool(service.get, item_id(request)))
+        return json_response(await run_in_threadpool(service_of(request).get, item_id(request)))
 
     async def change(request: Request) -> Response:
         no_query(request)
         body = await read_json(request, cap)
-        return json_response(await run_in_threadpool(service.change, item_id(request), body))
+        return json_response(await run_in_threadpool(service_of(request).change, item_id(request),
+                                                      body))
 
     async def delete(request: Request) -> Response:
         no_query(request)
-        await run_in_threadpool(service.delete, item_id(request))
+        await run_in_threadpool(service_of(request).delete, item_id(request))
         return Response(status_code=204)
 
     def ok(schema: dict[str, Any], status: int = 200) -> dict[int | str, dict[str, Any]]:

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from api.responses import json_response, no_query, path_id, read_json
+from api.responses import engine_of, json_response, no_query, path_id, read_json
 from engine.access.passwords import MAX_LENGTH, MIN_LENGTH
 from engine.core import Kartoteka
 
@@ -31,22 +31,22 @@ INVITATION = {"type": "object", "required": ["token", "path", "expires_at"], "pr
     "expires_at": {"type": "string", "format": "date-time"}}}
 
 
-def add_password_routes(app: FastAPI, kt: Kartoteka, cap: int,
+def add_password_routes(app: APIRouter, kt: Kartoteka, cap: int,
                         refused: dict[int | str, dict[str, Any]]) -> None:
-    sessions = kt.sessions
-
+    """Engine-free handlers (`engine_of(request)`), as api.users'."""
     def user_id(request: Request) -> int:
         return path_id(request, "id", "user")
 
     async def set_password(request: Request) -> Response:
         no_query(request)
         body = await read_json(request, cap)
-        await run_in_threadpool(sessions.set_password, user_id(request), body)
+        await run_in_threadpool(engine_of(request).sessions.set_password, user_id(request), body)
         return Response(status_code=204)
 
     async def invite(request: Request) -> Response:
         no_query(request)
-        _, token, expires = await run_in_threadpool(sessions.invite_id, user_id(request))
+        _, token, expires = await run_in_threadpool(engine_of(request).sessions.invite_id,
+                                                    user_id(request))
         return json_response({"token": token, "path": f"/app/invite/{token}",
                               "expires_at": expires.isoformat().replace("+00:00", "Z")}, 201)
 
@@ -54,7 +54,7 @@ def add_password_routes(app: FastAPI, kt: Kartoteka, cap: int,
         no_query(request)
         body = await read_json(request, cap)
         session = getattr(request.state, "session", None)
-        await run_in_threadpool(sessions.change_own_password, body,
+        await run_in_threadpool(engine_of(request).sessions.change_own_password, body,
                                 keep=None if session is None else session.id,
                                 address=request.client.host if request.client else None)
         return Response(status_code=204)

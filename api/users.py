@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from api.passwords import add_password_routes
-from api.responses import json_response, no_query, path_id, read_json
+from api.responses import engine_of, json_response, no_query, path_id, read_json
 from engine.core import Kartoteka
 from engine.setup.roles import OPERATIONS
 from engine.storage.users import EMAIL_LENGTH
@@ -65,15 +65,18 @@ def _body_schemas(roles: list[str], languages: tuple[str, ...] = ()) -> dict[str
     }
 
 
-def add_user_routes(app: FastAPI, kt: Kartoteka, cap: int,
+def add_user_routes(app: APIRouter, kt: Kartoteka, cap: int,
                     refused: dict[int | str, dict[str, Any]]) -> None:
-    users = kt.users
+    """The users' calls, for every app over `kt`'s setup (api.app `_services`): their
+    handlers find the engine with `engine_of(request)`; `kt` only shapes the schemas."""
+    known_roles, languages = kt.users.known_roles, kt.users.languages
 
     def user_id(request: Request, key: str = "id") -> int:
         return path_id(request, key, "user")
 
     async def me(request: Request) -> Response:
         no_query(request)
+        kt = engine_of(request)
         user = kt.acting.user
         rights = {}
         for entity in kt.setup.entities:
@@ -84,34 +87,36 @@ def add_user_routes(app: FastAPI, kt: Kartoteka, cap: int,
                 "readonly": sorted(granted.readonly) if granted else [],
             }
         return json_response({"user": None if user is None else user.as_json(),
-                              "manages_users": users.may_manage(),
+                              "manages_users": kt.users.may_manage(),
                               "rights": rights})
 
     async def list_users(request: Request) -> Response:
         no_query(request)
-        found = await run_in_threadpool(users.list)
+        found = await run_in_threadpool(engine_of(request).users.list)
         return json_response({"items": [u.as_json() for u in found]})
 
     async def create_user(request: Request) -> Response:
         no_query(request)
         body = await read_json(request, cap)
-        user, token = await run_in_threadpool(users.create, body)
+        user, token = await run_in_threadpool(engine_of(request).users.create, body)
         return json_response({"user": user.as_json(), "token": token}, 201,
                              {"Location": f"/api/users/{user.id}"})
 
     async def get_user(request: Request) -> Response:
         no_query(request)
-        return json_response((await run_in_threadpool(users.get, user_id(request))).as_json())
+        return json_response((await run_in_threadpool(engine_of(request).users.get,
+                                                       user_id(request))).as_json())
 
     async def change_user(request: Request) -> Response:
         no_query(request)
         body = await read_json(request, cap)
-        user = await run_in_threadpool(users.change, user_id(request), body)
+        user = await run_in_threadpool(engine_of(request).users.change, user_id(request), body)
         return json_response(user.as_json())
 
     async def tokens(request: Request) -> Response:
         no_query(request)
-        return json_response({"items": await run_in_threadpool(users.tokens_of, user_id(request))})
+        return json_response({"items": await run_in_threadpool(engine_of(request).users.tokens_of,
+                                                               user_id(request))})
 
     async def new_token(request: Request) -> Response:
         no_query(request)
@@ -120,12 +125,14 @@ def add_user_routes(app: FastAPI, kt: Kartoteka, cap: int,
             "transfer-encoding" in request.headers
         body = await read_json(request, cap) if has_body else {}
         expires = body.get("expires_days") if isinstance(body, dict) else None
-        token = await run_in_threadpool(users.issue, user_id(request), expires_days=expires)
+        token = await run_in_threadpool(engine_of(request).users.issue, user_id(request),
+                                        expires_days=expires)
         return json_response({"token": token}, 201)
 
     async def revoke(request: Request) -> Response:
         no_query(request)
-        await run_in_threadpool(users.revoke_id, user_id(request), user_id(request, "token_id"))
+        await run_in_threadpool(engine_of(request).users.revoke_id, user_id(request),
+                                user_id(request, "token_id"))
         return Response(status_code=204)
 
     def ok(schema: dict[str, Any], status: int = 200) -> dict[int | str, dict[str, Any]]:
@@ -133,7 +140,7 @@ def add_user_routes(app: FastAPI, kt: Kartoteka, cap: int,
                 **refused}
 
     listing = {"type": "object", "properties": {"items": {"type": "array", "items": USER_SCHEMA}}}
-    bodies = _body_schemas(sorted(users.known_roles or ()), users.languages or ())
+    bodies = _body_schemas(sorted(known_roles or ()), languages or ())
     with_token = {"type": "object", "properties": {"user": USER_SCHEMA, "token": {"type": "string"}}}
     for path, method, handler, summary, responses in (
         ("/api/me", "GET", me, "Who I am and what my roles let me do", ok({"type": "object"})),

@@ -17,9 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Request
 
 from api.collection_routes import Collection, add_collection_routes
+from api.responses import engine_of
 from engine.core import Kartoteka
 from engine.errors import ErrorDetail, MalformedRequest
 from engine.records.saved_views import MAX_VIEWS, ONE_LINE
@@ -72,16 +73,15 @@ def _entity_param(request: Request) -> str | None:
     return entities[0] if entities else None
 
 
-def add_view_routes(app: FastAPI, kt: Kartoteka, cap: int,
+def add_view_routes(app: APIRouter, kt: Kartoteka, cap: int,
                     refused: dict[int | str, dict[str, Any]]) -> None:
-    views = kt.views
-
     def listing(request: Request) -> Callable[[], Any]:
-        entity = _entity_param(request)
+        entity, views = _entity_param(request), engine_of(request).views
         return lambda: views.for_entity(entity)
 
+    bodies = {create: _body_schema(kt, create=create) for create in (True, False)}
     collection = Collection(
-        "/api/views", "view", VIEW, lambda create: _body_schema(kt, create=create), (
+        "/api/views", "view", VIEW, bodies.__getitem__, (
             "Your saved views of an entity's list (without entity: of every entity)",
             f"Save a view: a name for a list's query (at most {MAX_VIEWS} per entity)",
             "One of your saved views",
@@ -90,4 +90,5 @@ def add_view_routes(app: FastAPI, kt: Kartoteka, cap: int,
         "the new view",
         [{"name": "entity", "in": "query", "required": False,
           "schema": {"type": "string", "enum": list(kt.setup.entities)}}])
-    add_collection_routes(app, collection, views, cap, refused, "views", listing)
+    add_collection_routes(app, collection, lambda request: engine_of(request).views, cap, refused,
+                          "views", listing)

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter
 
 from api.collection_routes import Collection, add_collection_routes
+from api.responses import engine_of
 from engine.automations.subscriptions import EVENTS, SECRET_MIN
 from engine.core import Kartoteka
 from engine.setup.roles import ADMIN
@@ -55,14 +56,16 @@ def _body_schema(kt: Kartoteka, *, create: bool) -> dict[str, Any]:
     return schema
 
 
-def add_webhook_routes(app: FastAPI, kt: Kartoteka, cap: int,
+def add_webhook_routes(app: APIRouter, kt: Kartoteka, cap: int,
                        refused: dict[int | str, dict[str, Any]]) -> None:
+    bodies = {create: _body_schema(kt, create=create) for create in (True, False)}
     collection = Collection(
-        "/api/webhooks", "webhook", WEBHOOK, lambda create: _body_schema(kt, create=create), (
+        "/api/webhooks", "webhook", WEBHOOK, bodies.__getitem__, (
             "Webhook subscriptions (admin)",
             "Subscribe a URL to an entity's events; a generated secret is answered once (admin)",
             "One webhook subscription (admin)",
             "Change a webhook subscription: its events, URL, secret, role or active flag (admin)",
             "Delete a webhook subscription (admin)"),
         "the new subscription")
-    add_collection_routes(app, collection, kt.webhooks, cap, refused, "webhooks")
+    add_collection_routes(app, collection, lambda request: engine_of(request).webhooks, cap,
+                          refused, "webhooks")
