@@ -3,7 +3,8 @@ records over four entities) is taken through 18 setup versions — fields and en
 added, renamed, retyped, made required and unique, relinked and removed, stages removed
 and moved, with and without --allow-data-loss. After each version every row of every
 table is compared with what the plan said: nothing else may change. A refused version
-changes nothing at all; a migration made to fail midway leaves the database as it was.
+changes nothing at all; a migration made to fail midway leaves the database as it was
+(that test and those of one refusal or hook run on a tenth of the records).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import hashlib
 import shutil
 import sqlite3
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -166,19 +167,21 @@ def assert_same(after: Snapshot, expected: Snapshot) -> None:
                 assert value == got[column], f"{table} #{key} {column}: {got[column]!r}, want {value!r}"
 
 
-def seed(kt: Kartoteka) -> None:
+def seed(kt: Kartoteka, share: int = 1) -> None:
+    """10,000 records (a `share`-th of them: 1,000 for 10), links and stage history."""
+    clients_, products_, sales_, tasks_ = (n // share for n in (CLIENTS, PRODUCTS, SALES, TASKS))
     storage, now = kt.storage, dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
     system = {"created_at": now, "updated_at": now, "version": 1}
     clients = [{"id": i, **system, "name": f"Client {i % 1900}", "city": None if i % 4 else "Kazan",
                 "rating": i % 10, "code": f"C-{i}" if i % 3 == 0 else str(i)}
-               for i in range(1, CLIENTS + 1)]
+               for i in range(1, clients_ + 1)]
     products = [{"id": i, **system, "title": f"Product {i}", "price": Decimal(i) / 4}
-                for i in range(1, PRODUCTS + 1)]
+                for i in range(1, products_ + 1)]
     sales = [{"id": i, **system, "number": f"S-{i}", "amount": i * 3, "note": f"note {i}" if i % 2 else None,
-              "client_id": i % CLIENTS + 1, "stage": STAGES[i % 5]} for i in range(1, SALES + 1)]
+              "client_id": i % clients_ + 1, "stage": STAGES[i % 5]} for i in range(1, sales_ + 1)]
     tasks = [{"id": i, **system, "subject": f"Call {i}", "due": dt.date(2024, 6, 1 + i % 28),
-              "client_id": None if i % 5 == 0 else i % CLIENTS + 1} for i in range(1, TASKS + 1)]
-    links = [{"source_id": i, "target_id": i % PRODUCTS + 1} for i in range(1, 2_001)]
+              "client_id": None if i % 5 == 0 else i % clients_ + 1} for i in range(1, tasks_ + 1)]
+    links = [{"source_id": i, "target_id": i % products_ + 1} for i in range(1, 2_000 // share + 1)]
     history_rows = [{"entity": "sale", "record_id": s["id"], "at": now, "by": None,
                      "pipeline": "default", "from_stage": None, "to_stage": s["stage"],
                      "seconds": None} for s in sales]
@@ -350,15 +353,27 @@ def _client_history(snap: Snapshot) -> None:
                       "pipeline": "default", "from_stage": None, "to_stage": "new", "seconds": None}
 
 
-@pytest.fixture
-def live(db_url: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def _live(db_url: str, tmp_path: Path, share: int) -> tuple[str, Path]:
     folder = write(tmp_path / "setup", {"client.yaml": CLIENT, "product.yaml": PRODUCT,
                                         "sale.yaml": SALE, "task.yaml": TASK})
     kt = Kartoteka.open(folder, db_url)
     kt.migrate()
-    seed(kt)
+    seed(kt, share)
     kt.close()
-    yield db_url, folder
+    return db_url, folder
+
+
+@pytest.fixture
+def live(db_url: str, tmp_path: Path) -> tuple[str, Path]:
+    """The populated database: 10,000 records."""
+    return _live(db_url, tmp_path, 1)
+
+
+@pytest.fixture
+def live_tenth(db_url: str, tmp_path: Path) -> tuple[str, Path]:
+    """The same with a tenth of the records, for a test of one migration's refusal or failure
+    (seeding 10,000 records was most of such a test's time)."""
+    return _live(db_url, tmp_path, 10)
 
 
 def test_a_populated_database_through_eighteen_setup_versions(
@@ -411,8 +426,8 @@ class Boom(RuntimeError):
 
 
 def test_a_migration_failing_midway_leaves_the_database_as_it_was(
-        live: tuple[str, Path], tmp_path: Path) -> None:
-    url, folder = live
+        live_tenth: tuple[str, Path], tmp_path: Path) -> None:
+    url, folder = live_tenth
     dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
     files = {"client.yaml": CLIENT.replace("rating: {type: integer}", "rating: {type: decimal}")
              .replace("city: {type: string}", "town: {type: string, renamed_from: city}")
@@ -449,10 +464,10 @@ def test_a_migration_failing_midway_leaves_the_database_as_it_was(
 # -- hooks and refusals ----------------------------------------------------------------------
 
 def test_a_derived_column_is_filled_by_its_backfill_hook_in_the_same_transaction(
-        live: tuple[str, Path]) -> None:
+        live_tenth: tuple[str, Path]) -> None:
     """A system column another module adds (say, days in the current stage) carries
     `info["backfill"]`; migrate calls it right after adding the column."""
-    url, folder = live
+    url, folder = live_tenth
     calls: list[str] = []
 
     def backfill(conn: sa.Connection, storage: Any, entity_table: Any) -> None:
@@ -468,7 +483,7 @@ def test_a_derived_column_is_filled_by_its_backfill_hook_in_the_same_transaction
             sa.Column("kt_moves", sa.Integer(), nullable=False, info={"backfill": backfill}))
         planned = plan(kt.storage, kt.db)
         assert [str(s) for s in planned.steps] == [
-            "add column sale.kt_moves (6,000 existing rows filled from their history)"]
+            "add column sale.kt_moves (600 existing rows filled from their history)"]
         apply(kt.storage, kt.db)
         assert calls == ["sale"]
         with kt.db.read(system="test") as conn:
@@ -479,8 +494,8 @@ def test_a_derived_column_is_filled_by_its_backfill_hook_in_the_same_transaction
         kt.close()
 
 
-def test_an_entity_renamed_onto_an_existing_table_is_refused(live: tuple[str, Path]) -> None:
-    url, folder = live
+def test_an_entity_renamed_onto_an_existing_table_is_refused(live_tenth: tuple[str, Path]) -> None:
+    url, folder = live_tenth
     write(folder, {"client.yaml": CLIENT, "product.yaml": PRODUCT, "sale.yaml": SALE,
                    "task.yaml": TASK, "supplier.yaml": SUPPLIER})
     kt = Kartoteka.open(folder, url)
