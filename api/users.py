@@ -76,18 +76,18 @@ def add_user_routes(app: APIRouter, kt: Kartoteka, cap: int,
 
     async def me(request: Request) -> Response:
         no_query(request)
-        kt = engine_of(request)
-        user = kt.acting.user
+        engine = engine_of(request)
+        user = engine.acting.user
         rights = {}
-        for entity in kt.setup.entities:
-            granted = kt.records.access.rights(entity)
+        for entity in engine.setup.entities:
+            granted = engine.records.access.rights(entity)
             rights[entity] = {
                 **{op: granted is None or granted.allows(op) for op in OPERATIONS},
                 "hidden": sorted(granted.hidden) if granted else [],
                 "readonly": sorted(granted.readonly) if granted else [],
             }
         return json_response({"user": None if user is None else user.as_json(),
-                              "manages_users": kt.users.may_manage(),
+                              "manages_users": engine.users.may_manage(),
                               "rights": rights})
 
     async def list_users(request: Request) -> Response:
