@@ -58,17 +58,13 @@ class ExactDecimal(TypeDecorator[Decimal]):
         scale, sqlite = self._scale, dialect.name == "sqlite"
 
         def process(values: Sequence[Any]) -> list[Any]:
-            kinds = set(map(type, values))
-            if not kinds <= _DECIMAL_OR_NONE:
+            present = present_of(values, Decimal)
+            if present is None:
                 return [self.process_bind_param(value, dialect) for value in values]
-            present = [value for value in values if value is not None] \
-                if NoneType in kinds else values
-            done = list(map(int, map(Decimal.to_integral_value, map(
-                Decimal.__mul__, present, repeat(scale))))) if sqlite else list(present)
-            if NoneType not in kinds:
-                return done
-            found = iter(done)
-            return [None if value is None else next(found) for value in values]
+            if not sqlite:
+                return list(values)
+            return with_nones(values, list(map(int, map(Decimal.to_integral_value, map(
+                Decimal.__mul__, present, repeat(scale))))))
         return process
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
@@ -83,7 +79,25 @@ class ExactDecimal(TypeDecorator[Decimal]):
         return Decimal
 
 
-_DECIMAL_OR_NONE = frozenset({Decimal, NoneType})
+def present_of(values: Sequence[Any], kind: type) -> list[Any] | None:
+    """The values that are not None, when each is of exactly `kind` (else None). By
+    their types, not `None in values`: its == would ask each Decimal to compare itself.
+    For the passes over a whole column (`bind_column`, the field types' `parse_many` and
+    `render_many`)."""
+    kinds = set(map(type, values))
+    if not kinds <= {kind, NoneType}:
+        return None
+    return [value for value in values if value is not None] if NoneType in kinds \
+        else list(values)
+
+
+def with_nones(values: Sequence[Any], done: list[Any]) -> list[Any]:
+    """`done` (one per value of `values` that is not None) with None where `values` has
+    None."""
+    if len(done) == len(values):
+        return done
+    found = iter(done)
+    return [None if value is None else next(found) for value in values]
 
 
 def utc_text(value: dt.datetime) -> str:

@@ -26,7 +26,6 @@ import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from decimal import Context, Decimal, InvalidOperation
 from itertools import repeat
-from types import NoneType
 from typing import Any, ClassVar, Protocol
 
 import sqlalchemy as sa
@@ -34,7 +33,14 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.errors import ExtensionError
-from engine.types.columns import ExactDecimal, UTCDateTime, json_column, utc_text
+from engine.types.columns import (
+    ExactDecimal,
+    UTCDateTime,
+    json_column,
+    present_of,
+    utc_text,
+    with_nones,
+)
 
 
 class FieldSpec(Protocol):
@@ -83,28 +89,6 @@ def check_text(value: str) -> None:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueProblem("is not valid Unicode text (a lone surrogate)") from None
-
-
-def _present(values: Sequence[Any], kind: type) -> list[Any] | None:
-    """The values that are not None, when each is of exactly `kind` (else None). By
-    their types, not `None in values`: its == would ask each Decimal to compare itself."""
-    kinds = set(map(type, values))
-    if not kinds <= {kind, NoneType}:
-        return None
-    return [value for value in values if value is not None] if NoneType in kinds \
-        else list(values)
-
-
-def _with_nones(values: Sequence[Any], done: list[Any]) -> list[Any]:
-    """`done` (one per value that is not None) with None where `values` has None."""
-    if len(done) == len(values):
-        return done
-    found = iter(done)
-    return [None if value is None else next(found) for value in values]
-
-
-def _texts(values: Sequence[Any]) -> list[str] | None:
-    return _present(values, str)
 
 
 def _check_texts(texts: Sequence[str | None]) -> None:
@@ -297,7 +281,7 @@ class StringType(FieldType):
         return value
 
     def parse_many(self, field: FieldSpec, values: Sequence[Any]) -> list[Any]:
-        if self._own_parse(StringType) and _texts(values) is not None:
+        if self._own_parse(StringType) and present_of(values, str) is not None:
             _check_texts(values)
             return list(values)
         return super().parse_many(field, values)
@@ -329,7 +313,7 @@ class ShapedStringType(StringType):
         return value
 
     def parse_many(self, field: FieldSpec, values: Sequence[Any]) -> list[Any]:
-        texts = _texts(values) if self._own_parse(ShapedStringType) else None
+        texts = present_of(values, str) if self._own_parse(ShapedStringType) else None
         if texts is not None and all(map(self._shape.match, texts)):
             _check_texts(texts)
             return list(values)
@@ -401,7 +385,7 @@ class IntegerType(FieldType):
         return value
 
     def parse_many(self, field: FieldSpec, values: Sequence[Any]) -> list[Any]:
-        numbers = _present(values, int) if self._own_parse(IntegerType) else None
+        numbers = present_of(values, int) if self._own_parse(IntegerType) else None
         if numbers and INT64_MIN <= min(numbers) and max(numbers) <= INT64_MAX:
             return list(values)
         return super().parse_many(field, values)
@@ -518,14 +502,14 @@ class DecimalType(FieldType):
         each matches `_shape`, their Decimals are quantized to the field's places and must
         equal themselves, the largest fits the digits, the least and the greatest the
         bounds — `parse`'s steps, each over the column. Any other values, one by one."""
-        texts = _present(values, str) if self._own_parse(DecimalType) else None
+        texts = present_of(values, str) if self._own_parse(DecimalType) else None
         if texts:
             try:
                 done = self._exact_texts(field, texts)
             except ArithmeticError:  # `parse` says what it says of the value
                 done = None
             if done is not None:
-                return _with_nones(values, done)
+                return with_nones(values, done)
         return super().parse_many(field, values)
 
     def _exact_texts(self, field: FieldSpec, texts: list[str]) -> list[Decimal] | None:
@@ -555,11 +539,11 @@ class DecimalType(FieldType):
         return None if value is None else f"{value:.{field.params['places']}f}"
 
     def render_many(self, field: FieldSpec, values: Sequence[Any]) -> list[Any]:
-        numbers = _present(values, Decimal) if self._own_render(DecimalType) else None
+        numbers = present_of(values, Decimal) if self._own_render(DecimalType) else None
         if not numbers:
             return super().render_many(field, values)
         # as render: format is what the f-string calls
-        return _with_nones(values, list(map(format, numbers,
+        return with_nones(values, list(map(format, numbers,
                                             repeat(f".{field.params['places']}f"))))
 
     def render_sum(self, field: FieldSpec, total: Any, percent: int = 100) -> Any:
@@ -661,7 +645,7 @@ class DateType(FieldType):
         return day
 
     def parse_many(self, field: FieldSpec, values: Sequence[Any]) -> list[Any]:
-        texts = _present(values, str) if self._own_parse(DateType) else None
+        texts = present_of(values, str) if self._own_parse(DateType) else None
         if texts and all(map(self._shape.match, texts)):
             try:
                 days = list(map(dt.date.fromisoformat, texts))
@@ -670,7 +654,7 @@ class DateType(FieldType):
             if days and (field.min is None or min(days) >= dt.date.fromisoformat(
                     str(field.min))) and (field.max is None or max(days) <= dt.date.fromisoformat(
                         str(field.max))):
-                return _with_nones(values, days)
+                return with_nones(values, days)
         return super().parse_many(field, values)
 
     def parse_text(self, field: FieldSpec, text: str) -> Any:
@@ -686,10 +670,10 @@ class DateType(FieldType):
         return None if value is None else value.isoformat()
 
     def render_many(self, field: FieldSpec, values: Sequence[Any]) -> list[Any]:
-        days = _present(values, dt.date) if self._own_render(DateType) else None
+        days = present_of(values, dt.date) if self._own_render(DateType) else None
         if not days:
             return super().render_many(field, values)
-        return _with_nones(values, list(map(dt.date.isoformat, days)))
+        return with_nones(values, list(map(dt.date.isoformat, days)))
 
 
 class DateTimeType(FieldType):
