@@ -65,12 +65,10 @@ def processors(dialect: sa.Dialect, table: sa.Table,
             steps.append(WholeColumn(whole))
             continue
         step: Callable[[Any], Any] | None = impl.bind_processor(dialect)
-        if step is not None and _plain_json(impl, dialect):
-            step = _json_text(step)
-        elif step is not None and isinstance(impl, sa.JSON):
-            step = _made_text(step)
         if step is not None and isinstance(impl, sa.JSON):
-            steps.append(WholeColumn(_texts_as_they_are(step)))
+            if _plain_json(impl, dialect):
+                step = _json_text(step)
+            steps.append(WholeColumn(_texts_as_they_are(_made_text(step))))
             continue
         steps.append(step)
     return steps
@@ -99,6 +97,7 @@ _MADE_OR_NONE = frozenset({JsonText, NoneType})
 
 
 def _made_text(step: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A JSON column's `step` for one value, a text made already (JsonText) taken as it is."""
     def process(value: Any) -> Any:
         return str(value) if type(value) is JsonText else step(value)
     return process
@@ -122,7 +121,7 @@ def _json_text(step: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
     def process(value: Any) -> Any:
         if type(value) is not dict:
-            return str(value) if type(value) is JsonText else step(value)
+            return step(value)
         try:
             return "".join(encoder(value, 0))
         except Exception:  # e.g. a value JSON cannot hold: json.dumps raises it as such
@@ -296,13 +295,9 @@ def _insert_sqlite(conn: sa.Connection, head: str, width: int,
 
 
 def _sqlite_parameters(conn: sa.Connection) -> int:
-    """How many parameters one statement of this SQLite connection may have (999 before
-    SQLite 3.32, where Python cannot ask)."""
+    """How many parameters one statement of this SQLite connection may have."""
     raw: Any = conn.connection.dbapi_connection
-    try:
-        return int(raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
-    except AttributeError:  # Python before 3.11
-        return 999
+    return int(raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
 
 
 def _copy(conn: sa.Connection, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
