@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from functools import partial
 from itertools import repeat
-from operator import is_, itemgetter
+from operator import itemgetter
 from types import NoneType
 from typing import Any
 
@@ -294,8 +294,8 @@ class _Render:
             values = ids if column == "id" else batch.get(column, nulls)
             if render is not None:
                 field = fields.get(column)  # a field's type renders a column at once
-                values = _rendered(render, values) if field is None else \
-                    _rendered_many(partial(field.type.render_many, field), values)
+                values = _rendered_many(partial(_each_rendered, render) if field is None
+                                        else partial(field.type.render_many, field), values)
             columns.append(values)
         for name, column in shape.single:
             keys.append(name)
@@ -306,25 +306,16 @@ class _Render:
         return keys, columns
 
 
-def _rendered(render: Callable[[Any], Any], values: Sequence[Any]) -> list[Any]:
-    """`render` of each value that is not None, once per distinct object of an immutable
-    type (by identity: `values` holds every object, so no two of them share an id
-    meanwhile); a column of one object (the batch's moment) rendered once, at once."""
-    if values and all(map(is_, values, repeat(values[0]))):
-        return [None if values[0] is None else render(values[0])] * len(values)
-    ids = list(map(id, values))
-    distinct = dict(zip(ids, values, strict=True))
-    if len(distinct) == len(ids) or not all(
-            kind is NoneType or issubclass(kind, _IMMUTABLE)
-            for kind in set(map(type, distinct.values()))):
-        return [None if value is None else render(value) for value in values]
-    done = {key: None if value is None else render(value) for key, value in distinct.items()}
-    return list(map(done.__getitem__, ids))
+def _each_rendered(render: Callable[[Any], Any], values: Sequence[Any]) -> list[Any]:
+    """`render` of each value that is not None."""
+    return [None if value is None else render(value) for value in values]
+
 
 def _rendered_many(render_many: Callable[[Sequence[Any]], list[Any]],
                    values: Sequence[Any]) -> list[Any]:
-    """`render_many` of the values, each distinct object of an immutable type once (as
-    `_rendered`)."""
+    """`render_many` of the values, each distinct object of an immutable type once when
+    at most half of them are distinct (by identity: `values` holds every object, so no two
+    of them share an id meanwhile; a batch's moment is one object in every row)."""
     ids = list(map(id, values))
     distinct = dict(zip(ids, values, strict=True))
     if len(distinct) * 2 > len(ids) or not all(
