@@ -33,7 +33,6 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from operator import is_not
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -394,26 +393,20 @@ _TEXT_OR_NONE = frozenset({str, type(None)})
 def search_texts_of(spec: EntitySpec, columns: Mapping[str, Sequence[Any]],
                     count: int) -> list[str | None]:
     """`search_texts` of `count` rows given column by column (a field not among the
-    columns is empty in every row): each row's parts joined in C."""
+    columns is empty in every row): each row's parts joined in C. A part is a text that
+    is not empty: a column of other values is made texts first (None and "" stay empty;
+    the text of any other value is never empty)."""
     parts: list[Sequence[Any]] = []
-    texts_only = True  # every part a text or None: an empty one is falsy, "" or None
     for name in spec.search:
         column = columns.get(name)
         if column is None:
             continue
-        if set(map(type, column)) <= _TEXT_OR_NONE:
-            parts.append(column)
-        else:  # an empty value is no part (None here, then left out)
-            texts_only = False
-            parts.append([None if value is None or value == "" else str(value)
-                          for value in column])
+        parts.append(column if set(map(type, column)) <= _TEXT_OR_NONE else
+                     [None if value is None or value == "" else str(value) for value in column])
     if not parts:
         return [None] * count
-    if not texts_only:
-        parts = [[None if value == "" else value for value in part] for part in parts]
-    keep = None if texts_only else partial(is_not, None)
     texts = [text or None for text in map("\n".join, map(
-        partial(filter, keep), zip(*parts, strict=True)))]
+        partial(filter, None), zip(*parts, strict=True)))]
     present = [text for text in texts if text is not None]
     joined = "\x00".join(present)
     if joined.count("\x00") != len(present) - 1 and present:  # a text holds a NUL itself
