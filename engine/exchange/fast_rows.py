@@ -245,8 +245,11 @@ def _escaped(cells: list[str]) -> bool:
     """Whether a text cell may start with an export's escape (`ESCAPED`, each of which
     starts with '): by one search of the cells joined after a NUL each, where a cell
     starting with ' leaves NUL and '; a cell holding them itself only makes this unsure."""
-    assert all(escape.startswith("'") for escape in ESCAPED)
     return "\x00'" in "\x00" + "\x00".join(cells)
+
+
+# what `_escaped` relies on, checked once at import rather than at each batch's column
+assert all(escape.startswith("'") for escape in ESCAPED)
 
 
 #: how many cells' values each column remembers
