@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -15,18 +16,19 @@ import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine import Kartoteka
 from engine.records.plain_creates import _journalled
 from engine.storage import fast_insert
 from engine.storage.fast_insert import processed, processors
-from engine.types.columns import ExactDecimal, json_column
+from engine.types.columns import ExactDecimal
 
 
 def _json_step() -> Any:
     table = sa.Table("t", sa.MetaData(), sa.Column("changes", sa.JSON(none_as_null=True)))
     dialect = sa.create_engine("sqlite://").dialect
     (step,) = processors(dialect, table, ["changes"])
-    assert isinstance(step, fast_insert.WholeColumn)  # a JSON column: processed whole
-    return lambda value: step.process([value])[0]
+    assert step is not None and not isinstance(step, fast_insert.WholeColumn)
+    return step
 
 
 @pytest.mark.parametrize("value", [
@@ -153,23 +155,80 @@ def test_history_json_made_column_by_column_is_json_dumps_text(columns: list[lis
     assert texts is not None
     expected = [json.dumps(d) if d else None for d in _journalled(names, columns)]
     assert texts == expected
-    assert all(text is None or type(text) is fast_insert.JsonText for text in texts)
+    assert all(text is None or type(text) is str for text in texts)
+
+
+def test_json_objects_keeps_a_key_with_a_percent_sign_as_it_is() -> None:
+    """A key is part of the row's %-template when its column has a value in every row."""
+    assert fast_insert.json_objects(["100%s", "%d"], [[1, 2], ["x", None]]) == \
+        [json.dumps({"100%s": 1, "%d": "x"}), json.dumps({"100%s": 2})]
+    assert fast_insert.json_objects(["%", "b"], [[None, "Ф"], [True, False]]) == \
+        [json.dumps({"b": True}), json.dumps({"%": "Ф", "b": False})]
 
 
 def test_json_objects_says_when_json_cannot_hold_a_value() -> None:
     assert fast_insert.json_objects(["price"], [[Decimal("1.50")]]) is None
 
 
-@pytest.mark.parametrize("dialect_url", ["sqlite://", "postgresql+psycopg://"])
-def test_a_made_json_text_is_stored_as_it_is(dialect_url: str) -> None:
-    table = sa.Table("t", sa.MetaData(), sa.Column("changes", json_column()))
-    (step,) = processors(sa.create_engine(dialect_url).dialect, table, ["changes"])
-    assert isinstance(step, fast_insert.WholeColumn)
-    text = fast_insert.JsonText('{"a": "\\u0424"}')
-    assert step.process([text, None]) == ['{"a": "\\u0424"}', None]  # a column of them
-    mixed = step.process([text, {"b": 1}])  # with a value: each as its processing makes it
-    assert mixed[0] == text and type(mixed[0]) is str
-    assert mixed[1] == '{"b": 1}' or getattr(mixed[1], "obj", None) == {"b": 1}  # Jsonb
+def test_history_given_as_texts_and_as_mappings_is_stored_alike(kt: Kartoteka) -> None:
+    """Inside `deferred`, changes given as JSON texts made already (a bulk create's) and
+    as mappings (an update's) go in by one insert: each text as it is, each mapping as
+    its column makes it, a null as SQL NULL."""
+    journal, now = kt.records.journal, dt.datetime(2026, 12, 31, 23, 59, tzinfo=dt.UTC)
+    with kt.db.write(system="test: history") as conn, journal.deferred(conn):
+        assert journal.takes_texts(conn, "client", "create")
+        texts = fast_insert.json_objects(["name", "tags"], [["Ромашка", None], [None, ["vip"]]])
+        assert texts == ['{"name": "\\u0420\\u043e\\u043c\\u0430\\u0448\\u043a\\u0430"}',
+                         '{"tags": ["vip"]}']
+        journal.changes_each_text("client", "create", [1, 2], texts, [now, now], by=None)
+        journal.changes_each(conn, "client", "update",
+                             [(1, {"name": ["Ромашка", "Лютик"]}, now), (2, None, now)], by=7)
+        journal.changes_each_text("client", "create", [3], [None], [now], by=None)
+    with kt.db.read(system="test: history") as conn:
+        rows = conn.execute(sa.select(kt.storage.changes.c.record_id, kt.storage.changes.c.by,
+                                      kt.storage.changes.c.action, kt.storage.changes.c.changes)
+                            .order_by(kt.storage.changes.c.id)).all()
+        nulls = conn.execute(sa.select(sa.func.count()).select_from(kt.storage.changes)
+                             .where(kt.storage.changes.c.changes.is_(None))).scalar()
+    assert [tuple(row) for row in rows] == [
+        (1, None, "create", {"name": "Ромашка"}), (2, None, "create", {"tags": ["vip"]}),
+        (1, 7, "update", {"name": ["Ромашка", "Лютик"]}), (2, 7, "update", None),
+        (3, None, "create", None)]
+    assert nulls == 2  # SQL NULL, not JSON null
+
+
+@pytest.mark.parametrize("count", [1, 2, 5, 7])
+def test_columns_of_one_object_are_bound_once_per_statement(
+        db_url: str, count: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On SQLite a column holding one object in every row (a batch's moment, a null) is one
+    numbered parameter each row names: every row still gets its value, the statements stay
+    within the parameter limit, and rows that are all alike are each written."""
+    monkeypatch.setattr(fast_insert, "SQLITE_ROWS_PER_STATEMENT", 3)
+    monkeypatch.setattr(fast_insert, "_sqlite_parameters", lambda conn: 8)
+    engine = sa.create_engine(db_url)
+    numbers: list[int] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda *args: numbers.extend(
+        int(n) for n in re.findall(r"\?(\d+)", args[2])))
+    table = sa.Table(f"alike_{count}", sa.MetaData(), sa.Column("n", sa.Integer()),
+                     sa.Column("at", sa.DateTime()), sa.Column("by", sa.Integer()),
+                     sa.Column("what", sa.String(20)))
+    now = dt.datetime(2026, 12, 31, 23, 59)
+    try:
+        table.metadata.create_all(engine)
+        with engine.begin() as conn:
+            fast_insert.insert_columns(conn, table, ["n", "at", "by", "what"], [
+                list(range(count)), [now] * count, [None] * count, ["Ёж 商品"] * count])
+            fast_insert.insert_columns(conn, table, ["n", "at", "by", "what"], [
+                [-1] * count, [now] * count, [None] * count, ["x"] * count])
+        with engine.connect() as conn:
+            found = sorted(tuple(row) for row in conn.execute(sa.select(table)))
+        assert found == sorted([(n, now, None, "Ёж 商品") for n in range(count)]
+                               + [(-1, now, None, "x")] * count)
+        if engine.dialect.name == "sqlite":
+            assert numbers and max(numbers) <= 8
+    finally:
+        table.metadata.drop_all(engine)
+        engine.dispose()
 
 
 @pytest.mark.parametrize("dialect_url", ["sqlite://", "postgresql+psycopg://"])

@@ -39,8 +39,6 @@ from itertools import repeat
 from operator import is_, itemgetter
 from typing import Any
 
-import sqlalchemy as sa
-
 from engine.errors import RequestError
 from engine.exchange.cells import Locale
 from engine.exchange.columns import ESCAPED, Column, ColumnPlan
@@ -85,9 +83,10 @@ class FastRows:
             return None, why
         return cls(records, plain, entity, plan, locale, actor), None
 
-    def write(self, conn: sa.Connection, rows: Sequence[tuple[int, list[Any]]]) -> int | None:
-        """Create the batch's records: how many, or None (nothing of them left written)
-        when a row or the database says the batch must go the slow way."""
+    def write(self, rows: Sequence[tuple[int, list[Any]]]) -> int | None:
+        """Create the batch's records in a write of their own (a transaction, or a
+        savepoint of the import's): how many, or None (nothing of them left written) when
+        a row or the database says the batch must go the slow way."""
         if not rows:
             return 0
         try:
@@ -97,7 +96,7 @@ class FastRows:
         plain, entity, now = self.plain, self.entity, dt.datetime.now(dt.UTC)
         db = self.records.db
         try:
-            # a savepoint of the import's write: a refused batch leaves nothing behind
+            # the batch's own write: a refused batch leaves nothing behind
             with db.write() as inner, self.records.journal.deferred(inner):
                 prepared = plain.completed_columns(entity, values, len(rows), self.actor, now)
                 plain.write_columns(inner, entity, prepared, len(rows), actor=self.actor,

@@ -217,8 +217,7 @@ class Imports:
         try:
             with confirmed, db.write() if whole else nullcontext():
                 for batch in _batches(table.rows, options.batch_rows):
-                    with db.write() as conn:  # the batch's transaction, or its savepoint
-                        run.batch(conn, batch)
+                    run.batch(batch)  # in a transaction of its own, or a savepoint
                     if not whole:
                         progress.rows_committed = progress.rows_done
                         progress.resume_at_row = batch[-1][0] + 1
@@ -284,15 +283,23 @@ class _Run:
         if self.on_error is not None:
             self.on_error(error)
 
-    def batch(self, conn: sa.Connection, rows: list[tuple[int, list[Any]]]) -> None:
+    def batch(self, rows: list[tuple[int, list[Any]]]) -> None:
+        """One batch in a write of its own (the batch's transaction, or its savepoint of
+        the import's): the fast path's, or else the slow path's."""
         progress = self.result.progress
         if self.fast is not None:
-            made = self.fast.write(conn, rows)
+            made = self.fast.write(rows)
             if made is not None:
                 progress.rows_done += len(rows)
                 progress.created += made
                 return
             self.result.slow_batches += 1
+        with self.records.db.write() as conn:
+            self._slow(conn, rows)
+
+    def _slow(self, conn: sa.Connection, rows: list[tuple[int, list[Any]]]) -> None:
+        """The batch row by row: each row's body, then bulk's per-row writes."""
+        progress = self.result.progress
         batch = _Batch()
         for number, cells in rows:
             body, errors = self.body(conn, number, cells)

@@ -7,9 +7,10 @@ database's own work. Here the rows are sent as the driver takes them, after the 
 own bind processing (a money value becomes SQLite's integer cents exactly as SQLAlchemy
 would store it, a moment UTC, JSON its text):
 
-- `insert_rows`: on SQLite, INSERTs of many rows each (`VALUES (?, …), (?, …), …`, one
-  executemany of them), or PostgreSQL's COPY … FROM STDIN, the fastest way into a
-  PostgreSQL table;
+- `insert_rows`: on SQLite, INSERTs of many rows each (`VALUES (?1, ?3), (?1, ?4), …`,
+  one executemany of them; a column of one object, such as a batch's moment, bound once
+  per statement), or PostgreSQL's COPY … FROM STDIN, the fastest way into a PostgreSQL
+  table;
 - `reserve_ids`: the ids of `count` new rows, taken before they are written, so that the
   rows go in with their ids and nothing needs to come back. On PostgreSQL from the
   table's sequence in one call (`nextval` over `generate_series`); on SQLite, inside the
@@ -22,6 +23,7 @@ checked them (engine/records/plain_creates.py, the journal).
 
 from __future__ import annotations
 
+import functools
 import json
 import json.encoder
 import sqlite3
@@ -65,42 +67,10 @@ def processors(dialect: sa.Dialect, table: sa.Table,
             steps.append(WholeColumn(whole))
             continue
         step: Callable[[Any], Any] | None = impl.bind_processor(dialect)
-        if step is not None and isinstance(impl, sa.JSON):
-            if _plain_json(impl, dialect):
-                step = _json_text(step)
-            steps.append(WholeColumn(_texts_as_they_are(_made_text(step))))
-            continue
+        if step is not None and _plain_json(impl, dialect):
+            step = _json_text(step)
         steps.append(step)
     return steps
-
-
-def _texts_as_they_are(step: Callable[[Any], Any]) -> Callable[[Sequence[Any]], list[Any]]:
-    """A JSON column's processing: a column of texts made already (a batch's history,
-    `json_objects`) and nulls goes to the driver as it is — a JsonText is a str, bound
-    as its text —; any other column value by value through `step`."""
-    def process(values: Sequence[Any]) -> list[Any]:
-        if set(map(type, values)) <= _MADE_OR_NONE:
-            return list(values)
-        return _each(step, values)
-    return process
-
-
-class JsonText(str):
-    """The JSON text of a value, made already (`json_objects`): a JSON column stores it as
-    it is, as the text its bind processing would have made of the value (on PostgreSQL
-    the server reads it into the JSONB column as it reads psycopg's own text)."""
-
-    __slots__ = ()
-
-
-_MADE_OR_NONE = frozenset({JsonText, NoneType})
-
-
-def _made_text(step: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """A JSON column's `step` for one value, a text made already (JsonText) taken as it is."""
-    def process(value: Any) -> Any:
-        return str(value) if type(value) is JsonText else step(value)
-    return process
 
 
 def _plain_json(impl: Any, dialect: sa.Dialect) -> bool:
@@ -147,31 +117,41 @@ _ENCODER = _c_encoder()
 
 
 def json_objects(names: Sequence[str],
-                 columns: Sequence[Sequence[Any]]) -> list[JsonText | None] | None:
+                 columns: Sequence[Sequence[Any]]) -> list[str | None] | None:
     """The JSON text of each row's {name: value} without its empty values (None, []) —
     `json.dumps` of that dict, byte for byte —, made column by column: each distinct value
     of a column of text, whole numbers or booleans encoded once, as the C encoder writes
     them (a text by `encode_basestring_ascii`, a number by `int.__repr__`), after the key
     as it writes a key; any other column's values by that encoder itself, once per
-    distinct object. A row's pieces — after the first column's, each with the ", " before
-    it; "" for an empty value — fill the template `{%s%s…}` in C; when the first column
-    has an empty value, a row that starts "{, " loses that comma. None for a row with no
+    distinct object. A row's pieces fill the template `{"a": %s, "b": %s%s…}` in C: the key
+    of a column with a value in every row is the template's, any other column's piece
+    holds its key — after the first column's, with the ", " before it — or is "" for an
+    empty value; when the first column has an empty value, a row that starts "{, " loses
+    that comma. None for a row with no
     value; None for them all when a value is not one JSON holds (the caller makes the
     dicts, whose encoding raises as it always did)."""
     encoder = _ENCODER
     if encoder is None or not columns:
         return None
-    pieces: list[list[str]] = []
+    parts: list[str] = []  # each column's part of the row's template
+    pieces: list[list[str]] = []  # each column's piece of each row
     try:
         for name, column in zip(names, columns, strict=True):
-            key = ("" if not pieces else ", ") + _encode_text(name) + ": "
+            key = ("" if not parts else ", ") + _encode_text(name) + ": "
             kinds = set(map(type, column))
             nulls = NoneType in kinds
             kinds.discard(NoneType)
             encode = _ENCODE_BY_VALUE.get(kinds.pop()) if len(kinds) == 1 else None
-            if encode is not None and not nulls and len(set(column)) * 2 > len(column):
-                pieces.append(list(map(key.__add__, map(encode, column))))  # mostly distinct
+            if encode is not None and not nulls:  # a value in every row: the key in the template
+                parts.append(key.replace("%", "%%") + "%s")
+                distinct = set(column)
+                if len(distinct) * 2 > len(column):  # mostly distinct
+                    pieces.append(list(map(encode, column)))
+                    continue
+                done = dict(zip(distinct, map(encode, distinct), strict=True))
+                pieces.append(list(map(done.__getitem__, column)))
                 continue
+            parts.append("%s")
             if encode is not None:  # the values are their own keys: one kind only
                 distinct = set(column)
                 distinct.discard(None)
@@ -186,12 +166,12 @@ def json_objects(names: Sequence[str],
             pieces.append(list(map(by_id.__getitem__, ids)))
     except Exception:  # e.g. a value JSON cannot hold
         return None
-    texts = list(map(("{" + "%s" * len(pieces) + "}").__mod__, zip(*pieces, strict=True)))
-    if "" in pieces[0]:  # a row without the first column's value: "{, " or "{}"
+    texts = list(map(("{" + "".join(parts) + "}").__mod__, zip(*pieces, strict=True)))
+    if parts[0] == "%s" and "" in pieces[0]:  # a row without the first column's value
         texts = ["{" + text[3:] if text.startswith("{, ") else text for text in texts]
     if "{}" not in texts:
-        return list(map(JsonText, texts))
-    return [None if text == "{}" else JsonText(text) for text in texts]
+        return texts  # type: ignore[return-value]  # list is invariant: no None in it
+    return [None if text == "{}" else text for text in texts]
 
 
 _encode_text: Callable[[str], str] = json.encoder.encode_basestring_ascii
@@ -242,13 +222,17 @@ def insert_rows(conn: sa.Connection, table: sa.Table, names: Sequence[str],
 
 
 def insert_columns(conn: sa.Connection, table: sa.Table, names: Sequence[str],
-                   columns: Sequence[Sequence[Any]]) -> None:
+                   columns: Sequence[Sequence[Any]], *, ready: Iterable[str] = ()) -> None:
     """`insert_rows` of rows given column by column: `columns[i]` the values of
-    `names[i]`, each as long as the others."""
+    `names[i]`, each as long as the others. The columns named in `ready` hold values
+    processed already, as the driver takes them (a history's JSON texts)."""
     if not columns or not columns[0]:
         return
     dialect = conn.dialect
-    done = _processed_columns(processors(dialect, table, names), columns)
+    steps = processors(dialect, table, names)
+    for name in ready:
+        steps[names.index(name)] = None
+    done = _processed_columns(steps, columns)
     quote = dialect.identifier_preparer.quote
     names_sql = ", ".join(quote(name) for name in names)
     if dialect.name == "postgresql":
@@ -256,10 +240,7 @@ def insert_columns(conn: sa.Connection, table: sa.Table, names: Sequence[str],
               zip(*done, strict=True))
         return
     if dialect.name == "sqlite":
-        # the rows' values one after another, straight from the columns (zip hands chain
-        # the one tuple it reuses: no tuple per row is kept)
-        _insert_sqlite(conn, f"INSERT INTO {quote(table.name)} ({names_sql}) VALUES ",
-                       len(names), tuple(chain.from_iterable(zip(*done, strict=True))))
+        _insert_sqlite(conn, f"INSERT INTO {quote(table.name)} ({names_sql}) VALUES ", done)
         return
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
     sql = f"INSERT INTO {quote(table.name)} ({names_sql}) VALUES ({', '.join([mark] * len(names))})"
@@ -271,27 +252,57 @@ def insert_columns(conn: sa.Connection, table: sa.Table, names: Sequence[str],
 SQLITE_ROWS_PER_STATEMENT = 200
 
 
-def _insert_sqlite(conn: sa.Connection, head: str, width: int,
-                   values: tuple[Any, ...]) -> None:
-    """SQLite: the rows by INSERTs of many rows each (`VALUES (?, …), (?, …), …`), one
-    executemany of the statement for as many rows as fit, and one for the rest. SQLite
-    runs each execution of a statement as a whole — the step, the AUTOINCREMENT counter's
-    update, the statement's journal —, and the driver binds it in one call: per row, an
-    executemany of one-row INSERTs costs about a quarter more of the database's CPU.
-    The rows, their order and the errors (a taken unique value: IntegrityError) are the
-    same. `values`: the rows' values one after another."""
-    per = max(1, min(SQLITE_ROWS_PER_STATEMENT, _sqlite_parameters(conn) // width))
-    step = per * width
-    whole = len(values) // step * step
-    one = "(" + ", ".join(["?"] * width) + ")"
+def _insert_sqlite(conn: sa.Connection, head: str, columns: Sequence[Sequence[Any]]) -> None:
+    """SQLite: the rows by INSERTs of many rows each (`VALUES (?1, ?4, ?5), (?1, ?6, ?7),
+    …`), one executemany of the statement for as many rows as fit, and one for the rest.
+    SQLite runs each execution of a statement as a whole — the step, the AUTOINCREMENT
+    counter's update, the statement's journal —, and the driver binds it in one call: per
+    row, an executemany of one-row INSERTs costs about a quarter more of the database's
+    CPU. A column of one object (a batch's moment, its entity, a null `by`) is bound once
+    per statement, by a numbered parameter every row names: the driver copies each text
+    it binds, and asks each value not of a plain type (None) for an adapter. The rows,
+    their order and the errors (a taken unique value: IntegrityError) are the same."""
+    count = len(columns[0])
+    one = [all(map(is_, column, repeat(column[0]))) for column in columns]
+    if all(one):
+        one[0] = False  # the same row `count` times: one column still goes row by row
+    constants = tuple(column[0] for column, same in zip(columns, one, strict=True) if same)
+    varying = [column for column, same in zip(columns, one, strict=True) if not same]
+    per = max(1, min(SQLITE_ROWS_PER_STATEMENT,
+                     (_sqlite_parameters(conn) - len(constants)) // len(varying)))
+    step = per * len(varying)
+    values = tuple(chain.from_iterable(zip(*varying, strict=True)))
+    whole = count // per * per * len(varying)
     options = {UNSCOPED: WHY}
+    shape = tuple(one)
     if whole:
-        conn.exec_driver_sql(head + ", ".join([one] * per),
-                             [values[i:i + step] for i in range(0, whole, step)],
+        conn.exec_driver_sql(head + _sqlite_rows(shape, per),
+                             [constants + values[i:i + step] for i in range(0, whole, step)],
                              execution_options=options)
     if whole < len(values):
-        conn.exec_driver_sql(head + ", ".join([one] * ((len(values) - whole) // width)),
-                             values[whole:], execution_options=options)
+        conn.exec_driver_sql(head + _sqlite_rows(shape, (len(values) - whole) // len(varying)),
+                             constants + values[whole:], execution_options=options)
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_rows(shape: tuple[bool, ...], rows: int) -> str:
+    """The VALUES of `rows` rows whose columns are each one parameter (`shape`: True) or
+    one per row: the first numbers name the columns of one object, the rest each row's
+    other values in turn."""
+    constants = shape.count(True)
+    next_number = constants + 1
+    tuples = []
+    for _ in range(rows):
+        constant, numbers = 1, []
+        for same in shape:
+            if same:
+                numbers.append(constant)
+                constant += 1
+            else:
+                numbers.append(next_number)
+                next_number += 1
+        tuples.append("(" + ", ".join(f"?{number}" for number in numbers) + ")")
+    return ", ".join(tuples)
 
 
 def _sqlite_parameters(conn: sa.Connection) -> int:

@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from engine.storage.fast_insert import JsonText, insert_columns
+from engine.storage.fast_insert import WholeColumn, insert_columns, processors
 from engine.storage.outbox import Outbox
 from engine.storage.tables import STAGE_TIME_SHARDS, Storage
 
@@ -92,7 +92,7 @@ class Journal:
             and not self.outbox.listens(conn, entity, action)
 
     def changes_each_text(self, entity: str, action: str, record_ids: Sequence[int],
-                          texts: Sequence[JsonText | None], moments: Sequence[dt.datetime], *,
+                          texts: Sequence[str | None], moments: Sequence[dt.datetime], *,
                           by: int | None) -> None:
         """`changes_each` of changes given as their JSON text (see `takes_texts`), column
         by column: the records' ids, their texts, the moments of their changes."""
@@ -100,6 +100,7 @@ class Journal:
         if pending is None:
             raise RuntimeError("Journal.changes_each_text is only for use inside deferred")
         count = len(record_ids)
+        pending.texts = True
         pending.extend({"entity": [entity] * count, "record_id": record_ids, "at": moments,
                         "by": [by] * count, "action": [action] * count, "changes": texts})
 
@@ -149,11 +150,25 @@ class Journal:
         finally:
             self._deferred.pending = self._deferred.events = None
         if pending.columns["entity"]:
+            ready: tuple[str, ...] = ()
+            if pending.texts:  # the changes as JSON texts, each mapping made one as well
+                ready = ("changes",)
+                pending.columns["changes"] = self._texts(conn, pending.columns["changes"])
             insert_columns(conn, self.storage.changes, list(pending.columns),
-                           list(pending.columns.values()))
+                           list(pending.columns.values()), ready=ready)
         if events:
             _insert_dicts(conn, self.storage.events, events)
             self.outbox.woken()
+
+    def _texts(self, conn: sa.Connection, changes: list[Any]) -> list[Any]:
+        """A history's changes as the driver takes them, some given as their JSON text
+        already (`changes_each_text`): a text as it is (a change is never a bare text),
+        a mapping by the column's own processing."""
+        (step,) = processors(conn.dialect, self.storage.changes, ["changes"])
+        if step is None or isinstance(step, WholeColumn):  # no JSON column type does that
+            raise RuntimeError("kt_change.changes is processed value by value")
+        return [value if value is None or type(value) is str else step(value)
+                for value in changes]
 
     def changes_many(self, conn: sa.Connection, entity: str, record_ids: Iterable[int],
                      action: str, changes: Mapping[str, Any] | None, *, by: int | None,
@@ -212,6 +227,8 @@ class _Pending:
 
     def __init__(self) -> None:
         self.columns: dict[str, list[Any]] = {name: [] for name in _CHANGE_KEYS}
+        #: whether some changes are given as their JSON text (`changes_each_text`)
+        self.texts = False
 
     def append(self, row: dict[str, Any]) -> None:
         for name, column in self.columns.items():
