@@ -47,7 +47,9 @@ from api.guard import install_guard
 from api.imports import add_import_routes
 from api.language import pick_language
 from api.responses import engine_of, json_response, no_query, path_id, read_json
+from api.routing import index_routes
 from api.signin import add_signin_routes
+from api.threads import in_thread
 from api.users import add_user_routes
 from api.views import add_view_routes
 from api.web import add_web_app
@@ -116,6 +118,7 @@ def create_app(kt: Kartoteka, settings: ApiSettings | None = None) -> FastAPI:
     install_docs(app)
     add_web_app(app, kt)  # the pages at /app (api/web)
     app.openapi = lambda: _openapi(app, kt)  # type: ignore[method-assign]
+    index_routes(app.router)  # a request's route found among its path's few (api/routing.py)
     return app
 
 
@@ -295,7 +298,7 @@ class _Routes:
     async def run(self, operation: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if operation in self.inline:
             return fn(*args, **kwargs)
-        return await run_in_threadpool(fn, *args, **kwargs)
+        return await in_thread(fn, *args, **kwargs)
 
     @staticmethod
     async def schema(request: Request) -> Response:

@@ -51,6 +51,9 @@ CORS_HEADERS = ("Authorization", "Content-Type", "If-Match", "If-None-Match",
                 "X-Confirm-Duplicate")
 CORS_EXPOSED = ("ETag", "Location")
 
+#: Host headers whose answer TrustedHosts remembers (more are judged each time)
+DECIDED_HOSTS = 256
+
 _NAME = re.compile(r"^(\*\.)?[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?$")
 
 
@@ -167,6 +170,9 @@ class TrustedHosts:
         self.exact = {n for n in names if not n.startswith("*.")}
         self.suffixes = tuple(n[1:] for n in names if n.startswith("*."))
         self.logged: set[str] = set()
+        #: Host headers seen and whether they are allowed: a client sends the same one
+        #: each time (parsing it and its address took a request's time at every request)
+        self.decided: dict[bytes | None, bool] = {}
 
     def allows(self, name: str) -> bool:
         return (self.any or name in self.exact or is_loopback(name)
@@ -176,11 +182,19 @@ class TrustedHosts:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        header = Headers(scope=scope).get("host")
-        name = host_name(header) if header else None
-        if name is not None and self.allows(name):
+        raw = next((value for key, value in scope["headers"] if key == b"host"), None)
+        allowed = self.decided.get(raw)
+        if allowed is None:
+            header = None if raw is None else raw.decode("latin-1")
+            name = host_name(header) if header else None
+            allowed = name is not None and self.allows(name)
+            if len(self.decided) < DECIDED_HOSTS:
+                self.decided[raw] = allowed
+        if allowed:
             await self.app(scope, receive, send)
             return
+        header = Headers(scope=scope).get("host")
+        name = host_name(header) if header else None
         if header is None:
             message = "the request has no Host header; name the server, e.g. Host: localhost"
         else:

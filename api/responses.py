@@ -110,8 +110,9 @@ async def read_json(request: Request, cap: int) -> Any:
         raise UnsupportedMedia(problem)
     try:
         text = data.decode("utf-8")
-        return json.loads(text, parse_float=_number, parse_constant=_no_constants,
-                          object_pairs_hook=_unique_keys)
+        if text.startswith("\ufeff"):  # as json.loads refuses it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        return _DECODER.decode(text)
     except UnicodeDecodeError:
         raise MalformedRequest("the body is not UTF-8 text") from None
     except json.JSONDecodeError as error:
@@ -121,6 +122,11 @@ async def read_json(request: Request, cap: int) -> Any:
     except (ValueError, RecursionError) as error:
         message = str(error) if isinstance(error, ValueError) else "nested too deeply"
         raise MalformedRequest(f"the body is not acceptable JSON: {message}") from None
+
+
+#: json.loads with these settings makes its decoder anew at every call
+_DECODER = json.JSONDecoder(parse_float=_number, parse_constant=_no_constants,
+                            object_pairs_hook=_unique_keys)
 
 
 def no_query(request: Request) -> None:

@@ -4,6 +4,7 @@ database is left exactly as it was (checked with a list before and after).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,15 @@ def test_wrong_values_refused_on_create_and_patch(http: TestClient, field: str) 
     after = snapshot(http, "item")
     assert not wrong, "\n".join(wrong)
     assert after == before
+
+
+def test_a_body_with_a_byte_order_mark_is_refused_as_json_loads_refuses_it(
+        http: TestClient) -> None:
+    before = snapshot(http, "item")
+    error = refused(post_raw(http, "/api/item", "\ufeff" + json.dumps(GOOD_ITEM)), 400,
+                    "malformed_request")
+    assert "BOM" in error["message"]
+    assert snapshot(http, "item") == before
 
 
 def test_nan_and_infinity_tokens_are_not_json(http: TestClient) -> None:

@@ -1,0 +1,92 @@
+"""Finding a request's route among a few hundred without asking each of them.
+
+Starlette finds a request's route by asking every route in turn whether it matches, and a
+setup's API has a few hundred routes (every entity's list, record, links, board, funnel,
+bulk, import, export... the API's own calls and the web app's pages): a POST to the
+hundredth route paid a hundred path patterns and FastAPI's bookkeeping of each before its
+handler ran — a tenth of a create's CPU on the event loop.
+
+`index_routes(router)` puts an index in front of the router's own search. Each route's
+path begins with a literal head (all before its first parameter: `/api/sale/` of
+`/api/sale/{id}`), and its pattern matches only paths that start with that head. A
+request's candidates are the routes whose heads its path starts with, in the router's
+order: they are all the routes whose heads are heads of the longest head the path starts
+with, found by one dictionary lookup per head length. The router's own search
+(FastAPI's, with its bookkeeping) then runs over the candidates only, in a copy of the
+router made once per head; so the first route that matches is the one the full search
+finds first, and a path matched by a route for another method is answered 405 as
+before. When no candidate matches, the full router answers as it always did (a redirect
+to the path with or without its trailing slash, or 404). A route whose head cannot be
+known (no `path_format`) is a candidate for every path.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+from starlette._utils import get_route_path
+from starlette.routing import BaseRoute, Router
+from starlette.types import Receive, Scope, Send
+
+
+def index_routes(router: Router) -> None:
+    """Find `router`'s routes through a `RouteIndex` (see the module); a router whose own
+    middleware wraps its search is left as it is."""
+    search = router.app
+    if router.middleware_stack != search:
+        return
+    index: RouteIndex | None = None
+
+    async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+        nonlocal index
+        if scope["type"] != "http":
+            await search(scope, receive, send)
+            return
+        if index is None or index.count != len(router.routes):  # routes added: again
+            index = RouteIndex(router)
+        narrowed = index.narrowed(get_route_path(scope))
+        if narrowed is None:
+            await search(scope, receive, send)
+            return
+        scope.setdefault("router", router)
+        await narrowed.app(scope, receive, send)
+
+    router.middleware_stack = dispatch
+
+
+def head_of(route: BaseRoute) -> str:
+    """The literal text every path the route matches starts with ("" when unknown)."""
+    path_format = getattr(route, "path_format", None)
+    return path_format.split("{", 1)[0] if isinstance(path_format, str) else ""
+
+
+class RouteIndex:
+    """A router's routes by their heads, each head with its copy of the router that
+    searches only the routes a path starting with that head can match."""
+
+    def __init__(self, router: Router):
+        routes: Sequence[BaseRoute] = list(router.routes)
+        self.count = len(routes)
+        heads = [head_of(route) for route in routes]
+        self.lengths = sorted({len(head) for head in heads}, reverse=True)
+        self.by_head: dict[str, Router] = {}
+        for head in set(heads):
+            narrowed = copy.copy(router)
+            narrowed.routes = [route for route, own in zip(routes, heads, strict=True)
+                               if head.startswith(own)]
+            # no match among them: the whole router answers (a redirect, a 404)
+            narrowed.redirect_slashes = False
+            narrowed.default = router.app
+            self.by_head[head] = narrowed
+
+    def narrowed(self, path: str) -> Any:
+        """The router searching the candidates of `path` (None: it starts with no head)."""
+        by_head = self.by_head
+        for length in self.lengths:
+            if length <= len(path):
+                found = by_head.get(path[:length])
+                if found is not None:
+                    return found
+        return None
