@@ -21,11 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 _LINE = re.compile(r":\d+\)$")
-# waiting, not working: a pool worker with nothing to do, the loop in select, and a writer
-# queuing for SQLite's write lock (engine/storage/database.py: its turn comes in order)
+# waiting, not working: a pool worker with nothing to do (anyio's in Condition.wait, the
+# API's own, api/threads.py, blocked in C under `_worker`), the loop in select (asyncio's)
+# or in uvloop's C loop (its epoll wait shows as Runner.run itself; its own C work is
+# small beside the Python it calls, which shows as frames above it), and a writer queuing
+# for SQLite's write lock (engine/storage/database.py: its turn comes in order)
 _IDLE_LEAVES = ("Condition.wait (threading.py)", "EpollSelector.select (selectors.py)",
+                "Runner.run (asyncio/runners.py)", "_worker (concurrent/futures/thread.py)",
                 "_GroupCommit._acquire (engine/storage/database.py)")
 _PROJECT = (" (engine/", " (api/", " (bench/")
+#: a frame of a thread-pool worker: anyio's (starlette's run_in_threadpool) or the API's own
+_POOL_FRAMES = ("WorkerThread.run (", "_worker (concurrent/futures/thread.py)")
 
 
 def py_spy() -> str | None:
@@ -58,7 +64,8 @@ class HotSpots:
         out = []
         if self.loop_samples:
             out.append(f"event loop: {self.loop_samples} samples, "
-                       f"{100 * self.loop_idle / self.loop_samples:.0f}% waiting in select")
+                       f"{100 * self.loop_idle / self.loop_samples:.0f}% waiting (in select, "
+                       "or in uvloop's C loop); shares below are of all its samples")
             out += _table("  self", self.loop_self, self.loop_samples, top)
             out += _table("  inside", _project(self.loop), self.loop_samples, top)
         if self.worker_samples:
@@ -78,11 +85,14 @@ def hot_spots(path: Path) -> HotSpots:
         n = int(count)
         leaf = frames[-1]
         is_loop = "runpy" in frames[0]
-        if not is_loop and (leaf in _IDLE_LEAVES or not any("WorkerThread" in f for f in frames)):
+        if not is_loop and (leaf in _IDLE_LEAVES or not any(f.startswith(_POOL_FRAMES)
+                                                            for f in frames)):
             continue  # an idle pool worker, or a thread that is not the pool's
         if is_loop:
             spots.loop_samples += n
-            spots.loop_idle += n if leaf in _IDLE_LEAVES else 0
+            if leaf in _IDLE_LEAVES:
+                spots.loop_idle += n
+                continue
             inclusive, own = spots.loop, spots.loop_self
         else:
             spots.worker_samples += n
