@@ -47,7 +47,7 @@ from api.guard import install_guard
 from api.imports import add_import_routes
 from api.language import pick_language
 from api.responses import engine_of, json_response, no_query, path_id, read_json
-from api.routing import index_routes
+from api.routing import index_routes, lean
 from api.signin import add_signin_routes
 from api.threads import in_thread
 from api.users import add_user_routes
@@ -139,7 +139,7 @@ def _generated(storage: Storage, cap: int, inline: frozenset[str]) -> list[BaseR
             maker.add_entity(router, entity)
         for route in router.routes:
             _engine_free(route)
-        return list(router.routes)
+        return [lean(route) for route in router.routes]
     return storage.once(f"api routes {cap} {sorted(inline)}", build)
 
 
@@ -157,7 +157,7 @@ def _services(kt: Kartoteka, cap: int) -> list[BaseRoute]:
         add_view_routes(router, kt, cap, _REFUSED)
         for route in router.routes:
             _engine_free(route)
-        return list(router.routes)
+        return [lean(route) for route in router.routes]
     return kt.storage.once(f"service routes {cap}", build)
 
 
