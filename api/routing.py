@@ -76,32 +76,36 @@ def head_of(route: BaseRoute) -> str:
 
 class RouteIndex:
     """A router's routes by their heads, each head with its copy of the router that
-    searches only the routes a path starting with that head can match."""
+    searches only the routes a path starting with that head can match (made when a path
+    first needs it: a test's app serves a few paths of its hundreds)."""
 
     def __init__(self, router: Router):
-        routes: Sequence[BaseRoute] = list(router.routes)
-        self.count = len(routes)
-        heads = [head_of(route) for route in routes]
-        self.lengths = sorted({len(head) for head in heads}, reverse=True)
+        self.router = router
+        self.routes: Sequence[BaseRoute] = list(router.routes)
+        self.count = len(self.routes)
+        self.heads = [head_of(route) for route in self.routes]
+        self.known = frozenset(self.heads)
+        self.lengths = sorted({len(head) for head in self.known}, reverse=True)
         self.by_head: dict[str, Router] = {}
-        for head in set(heads):
-            narrowed = copy.copy(router)
-            narrowed.routes = [route for route, own in zip(routes, heads, strict=True)
-                               if head.startswith(own)]
-            # no match among them: the whole router answers (a redirect, a 404)
-            narrowed.redirect_slashes = False
-            narrowed.default = router.app
-            self.by_head[head] = narrowed
 
     def narrowed(self, path: str) -> Any:
         """The router searching the candidates of `path` (None: it starts with no head)."""
-        by_head = self.by_head
         for length in self.lengths:
-            if length <= len(path):
-                found = by_head.get(path[:length])
-                if found is not None:
-                    return found
+            if length <= len(path) and (head := path[:length]) in self.known:
+                found = self.by_head.get(head)
+                if found is None:
+                    found = self.by_head[head] = self._narrowed(head)
+                return found
         return None
+
+    def _narrowed(self, head: str) -> Router:
+        narrowed = copy.copy(self.router)
+        narrowed.routes = [route for route, own in zip(self.routes, self.heads, strict=True)
+                           if head.startswith(own)]
+        # no match among them: the whole router answers (a redirect, a 404)
+        narrowed.redirect_slashes = False
+        narrowed.default = self.router.app
+        return narrowed
 
 
 def lean(route: BaseRoute) -> BaseRoute:
