@@ -127,9 +127,8 @@ def json_objects(names: Sequence[str],
     of a column with a value in every row is the template's, any other column's piece
     holds its key — after the first column's, with the ", " before it — or is "" for an
     empty value; when the first column has an empty value, a row that starts "{, " loses
-    that comma. None for a row with no
-    value; None for them all when a value is not one JSON holds (the caller makes the
-    dicts, whose encoding raises as it always did)."""
+    that comma. None for a row with no value; None for them all when a value is not one
+    JSON holds (the caller makes the dicts, whose encoding raises as it always did)."""
     encoder = _ENCODER
     if encoder is None or not columns:
         return None
