@@ -422,3 +422,45 @@ def test_a_new_token_takes_no_body_or_a_small_one(kt: Kartoteka,
     huge = admin.post(path, content=b'{"expires_days": 1, "x": "' + b"a" * 2_000_000 + b'"}',
                       headers={"Content-Type": "application/json"})
     assert huge.status_code == 413, huge.text
+
+
+def test_callers_answered_at_once_each_get_their_own_scope_and_fields(kt: Kartoteka) -> None:
+    """Requests of two managers and a purchaser interleaved on one event loop, through the
+    ASGI app, their engine calls overlapping in the API's thread pool (api/threads.py):
+    each is answered as its own user — its own clients only, the purchase price shown
+    only to the purchaser — whoever's call ran before it on the same thread."""
+    import asyncio
+
+    import httpx2 as httpx
+
+    people = {name: kt.users.add(f"{name}@example.com", [role], team="north")
+              for name, role in (("anna", "manager"), ("boris", "manager"),
+                                 ("pavel", "purchaser"))}
+    tokens = {name: {"Authorization": f"Bearer {token}"} for name, (_, token) in people.items()}
+
+    async def main() -> None:
+        transport = httpx.ASGITransport(app=create_app(kt))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            product = (await http.post("/api/product", headers=tokens["pavel"], json={
+                "sku": "P-1", "name": "Чай 茶", "purchase_price": "12.50",
+                "sale_price": "20.00"})).json()
+            made_by = await asyncio.gather(*(
+                http.post("/api/client", headers=tokens[name], json={"name": f"{name} {n}"})
+                for n in range(10) for name in ("anna", "boris")))
+            assert all(answer.status_code == 201 for answer in made_by)
+            calls = [(name, what) for _ in range(8) for name in ("anna", "boris", "pavel")
+                     for what in ("clients", "product")
+                     if (name, what) != ("pavel", "clients")]  # his role reads no clients
+            answers = await asyncio.gather(*(
+                http.get("/api/client?limit=100" if what == "clients"
+                         else f"/api/product/{product['id']}", headers=tokens[name])
+                for name, what in calls))
+        for (name, what), answer in zip(calls, answers, strict=True):
+            assert answer.status_code == 200, answer.text
+            if what == "clients":
+                owners = {client["owner"] for client in answer.json()["items"]}
+                assert owners == {people[name][0].id}, (name, owners)
+                assert answer.json()["total"] == 10
+            elif what == "product":
+                assert ("purchase_price" in answer.json()) is (name == "pavel"), name
+    asyncio.run(main())
