@@ -184,17 +184,18 @@ class TrustedHosts:
             return
         raw = next((value for key, value in scope["headers"] if key == b"host"), None)
         allowed = self.decided.get(raw)
-        if allowed is None:
-            header = None if raw is None else raw.decode("latin-1")
-            name = host_name(header) if header else None
-            allowed = name is not None and self.allows(name)
-            if len(self.decided) < DECIDED_HOSTS:
-                self.decided[raw] = allowed
         if allowed:
             await self.app(scope, receive, send)
             return
-        header = Headers(scope=scope).get("host")
+        header = None if raw is None else raw.decode("latin-1")
         name = host_name(header) if header else None
+        if allowed is None:
+            allowed = name is not None and self.allows(name)
+            if len(self.decided) < DECIDED_HOSTS:
+                self.decided[raw] = allowed
+            if allowed:
+                await self.app(scope, receive, send)
+                return
         if header is None:
             message = "the request has no Host header; name the server, e.g. Host: localhost"
         else:
