@@ -417,7 +417,7 @@ class _Routes:
             actor = _actor(request)
             kt = engine_of(request)
             with kt.records.duplicates.confirmed(duplicates_api.confirmation(request)):
-                result = await run_in_threadpool(kt.bulk.run, name, body, actor=actor)
+                result = await in_thread(kt.bulk.run, name, body, actor=actor)
             language = pick_language(request.headers.get("accept-language"),
                                      kt.setup.languages)
             content, status = bulk_api.answer(result, language)

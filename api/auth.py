@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs, quote
 
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -39,6 +38,7 @@ from api.signin.cookies import (
     is_https,
     read_cookie,
 )
+from api.threads import in_thread
 from engine.access.sessions import Sessions
 from engine.access.users import Users
 from engine.errors import Forbidden, Unauthorized
@@ -79,7 +79,7 @@ class Authentication:
                 else:
                     # in the pool: a session's last use is written now and then (a write
                     # that may wait for SQLite's lock must not stop the event loop)
-                    session = await run_in_threadpool(self.sessions.authenticate, cookie)
+                    session = await in_thread(self.sessions.authenticate, cookie)
                     state["user"], state["session"] = session.user, session
             except Unauthorized as error:
                 await self.refuse(scope, error, web, cookie is not None and header is None)(

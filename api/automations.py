@@ -14,10 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from api.responses import engine_of, json_response, no_query, path_id, read_json
+from api.threads import in_thread
 from engine.core import Kartoteka
 from engine.errors import ErrorDetail, Forbidden, MalformedRequest, ValidationFailed
 from engine.storage.outbox import DEAD, DONE, PENDING
@@ -52,14 +52,14 @@ def add_automation_routes(app: APIRouter, kt: Kartoteka, cap: int,
         return engine
 
     async def notifications(request: Request) -> Response:
-        page = await run_in_threadpool(engine_of(request).notifications.page,
+        page = await in_thread(engine_of(request).notifications.page,
                                        request.query_params.multi_items())
         return json_response(page)
 
     async def mark_read(request: Request) -> Response:
         no_query(request)
         body = await read_json(request, cap)
-        return json_response(await run_in_threadpool(engine_of(request).notifications.read, body))
+        return json_response(await in_thread(engine_of(request).notifications.read, body))
 
     async def automations(request: Request) -> Response:
         no_query(request)
@@ -85,7 +85,7 @@ def add_automation_routes(app: APIRouter, kt: Kartoteka, cap: int,
         if problems:
             raise MalformedRequest("the event parameters are not valid", problems,
                                    code="invalid_query")
-        found = await run_in_threadpool(engine.automations.events, status, int(limit))
+        found = await in_thread(engine.automations.events, status, int(limit))
         return json_response({"items": found})
 
     async def retry(request: Request) -> Response:
@@ -98,14 +98,14 @@ def add_automation_routes(app: APIRouter, kt: Kartoteka, cap: int,
                 raise ValidationFailed("a retry takes no body", [ErrorDetail(
                     "", "send no body, or {}")])
         event = path_id(request, "id", "event")
-        return json_response(await run_in_threadpool(engine.automations.retry, event))
+        return json_response(await in_thread(engine.automations.retry, event))
 
     def intake_of(name: str) -> Any:
         async def intake(request: Request) -> Response:
             no_query(request)
             body = await read_json(request, cap)
             address = request.client.host if request.client else "?"
-            made = await run_in_threadpool(engine_of(request).intakes.submit, name,
+            made = await in_thread(engine_of(request).intakes.submit, name,
                                            request.headers.get("x-intake-key"), address, body)
             return json_response(made, 201)
         return intake

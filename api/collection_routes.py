@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from api.responses import json_response, no_query, path_id, read_json
+from api.threads import in_thread
 
 
 @dataclass(frozen=True)
@@ -59,27 +59,27 @@ def add_collection_routes(app: APIRouter, collection: Collection,
     lists = listing or plain
 
     async def list_all(request: Request) -> Response:
-        return json_response({"items": await run_in_threadpool(lists(request))})
+        return json_response({"items": await in_thread(lists(request))})
 
     async def create(request: Request) -> Response:
         no_query(request)
         body = await read_json(request, cap)
-        made = await run_in_threadpool(service_of(request).create, body)
+        made = await in_thread(service_of(request).create, body)
         return json_response(made, 201, {"Location": f"{c.path}/{made['id']}"})
 
     async def get(request: Request) -> Response:
         no_query(request)
-        return json_response(await run_in_threadpool(service_of(request).get, item_id(request)))
+        return json_response(await in_thread(service_of(request).get, item_id(request)))
 
     async def change(request: Request) -> Response:
         no_query(request)
         body = await read_json(request, cap)
-        return json_response(await run_in_threadpool(service_of(request).change, item_id(request),
+        return json_response(await in_thread(service_of(request).change, item_id(request),
                                                       body))
 
     async def delete(request: Request) -> Response:
         no_query(request)
-        await run_in_threadpool(service_of(request).delete, item_id(request))
+        await in_thread(service_of(request).delete, item_id(request))
         return Response(status_code=204)
 
     def ok(schema: dict[str, Any], status: int = 200) -> dict[int | str, dict[str, Any]]:

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from api.responses import engine_of, json_response, no_query, path_id, read_json
+from api.threads import in_thread
 from engine.errors import ErrorDetail, MalformedRequest
 from engine.records.merge import MAX_OTHERS
 from engine.records.schemas import builtin
@@ -87,7 +87,7 @@ def add_duplicate_routes(app: APIRouter, entity: EntitySpec, cap: int,
     async def duplicates(request: Request) -> Response:
         no_query(request)
         record_id = path_id(request, "id", name)
-        found = await run_in_threadpool(engine_of(request).records.duplicates.candidates,
+        found = await in_thread(engine_of(request).records.duplicates.candidates,
                                         name, record_id)
         return json_response(found)
 
@@ -96,7 +96,7 @@ def add_duplicate_routes(app: APIRouter, entity: EntitySpec, cap: int,
         record_id = path_id(request, "id", name)
         version = if_match(request)
         body = await read_json(request, cap)
-        record = await run_in_threadpool(engine_of(request).merger.merge, name, record_id, body,
+        record = await in_thread(engine_of(request).merger.merge, name, record_id, body,
                                          if_version=version, actor=actor(request))
         return json_response(record, 200, {"ETag": etag(record)})
 

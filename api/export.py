@@ -23,6 +23,7 @@ from starlette.responses import Response, StreamingResponse
 from api.errors import refuse_method
 from api.language import pick_language
 from api.responses import engine_of
+from api.threads import in_thread
 from engine.records.export import (
     BOOLEANS,
     DELIMITERS,
@@ -52,7 +53,7 @@ def add_export_route(app: APIRouter, setup: SetupSpec, entity: EntitySpec,
         kt = engine_of(request)
         exporter = Exporter(kt.records, kt.clock)
         language = pick_language(request.headers.get("accept-language"), kt.setup.languages)
-        prepared = await run_in_threadpool(exporter.prepare, name,
+        prepared = await in_thread(exporter.prepare, name,
                                            request.query_params.multi_items(), language)
         return StreamingResponse(_stream(prepared, contextvars.copy_context()),
                                  media_type=prepared.media_type,

@@ -23,7 +23,6 @@ from typing import Any
 
 import yaml
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
@@ -31,6 +30,7 @@ from starlette.responses import Response
 from api.duplicates import confirmation
 from api.errors import refuse_method
 from api.responses import engine_of, json_response, no_query, path_id
+from api.threads import in_thread
 from api.uploads import MULTIPART, is_multipart
 from engine.errors import ErrorDetail, MalformedRequest, PayloadTooLarge
 from engine.exchange.columns import read_mapping
@@ -153,7 +153,7 @@ def add_import_routes(app: APIRouter, entity: EntitySpec, cap: int,
                 raise
             return kt.import_jobs.start(name, table, file, file_name, options, user=user)
 
-        job = await run_in_threadpool(spooled)  # reading and copying the file: off the loop
+        job = await in_thread(spooled)  # reading and copying the file: off the loop
         return json_response(job, 202, {"Location": f"{base}/{job['id']}"})
 
     def job_id(request: Request) -> int:

@@ -16,10 +16,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from api.responses import engine_of, json_response, no_query, path_id, read_json
+from api.threads import in_thread
 from engine.access.passwords import MAX_LENGTH, MIN_LENGTH
 from engine.core import Kartoteka
 
@@ -40,12 +40,12 @@ def add_password_routes(app: APIRouter, kt: Kartoteka, cap: int,
     async def set_password(request: Request) -> Response:
         no_query(request)
         body = await read_json(request, cap)
-        await run_in_threadpool(engine_of(request).sessions.set_password, user_id(request), body)
+        await in_thread(engine_of(request).sessions.set_password, user_id(request), body)
         return Response(status_code=204)
 
     async def invite(request: Request) -> Response:
         no_query(request)
-        _, token, expires = await run_in_threadpool(engine_of(request).sessions.invite_id,
+        _, token, expires = await in_thread(engine_of(request).sessions.invite_id,
                                                     user_id(request))
         return json_response({"token": token, "path": f"/app/invite/{token}",
                               "expires_at": expires.isoformat().replace("+00:00", "Z")}, 201)
@@ -54,7 +54,7 @@ def add_password_routes(app: APIRouter, kt: Kartoteka, cap: int,
         no_query(request)
         body = await read_json(request, cap)
         session = getattr(request.state, "session", None)
-        await run_in_threadpool(engine_of(request).sessions.change_own_password, body,
+        await in_thread(engine_of(request).sessions.change_own_password, body,
                                 keep=None if session is None else session.id,
                                 address=request.client.host if request.client else None)
         return Response(status_code=204)

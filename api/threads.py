@@ -9,6 +9,12 @@ acting user, a duplicate confirmation, the cause of an automation's write), to a
 of a small pool of its own, and the thread settles the caller's asyncio future on its
 loop (`call_soon_threadsafe`) when the call returns or raises.
 
+Every handler of the API hands its engine call over this way. Two waits keep anyio's:
+an export's stream waiting for its next chunk (api/export.py: when the client goes away,
+anyio lets that read return before the stream's end tells the producer to stop, so no
+thread is left waiting on a pipe nobody fills) and the automations runner's stop at
+shutdown; neither is on a request's hot path.
+
 The pool holds at most as many threads as anyio's default limiter allows at once (40),
 started as calls find none idle, shared by every app of the process; calls beyond them
 queue in order. The threads are daemons: the server waits for its requests to finish

@@ -18,11 +18,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from api.passwords import add_password_routes
 from api.responses import engine_of, json_response, no_query, path_id, read_json
+from api.threads import in_thread
 from engine.core import Kartoteka
 from engine.setup.roles import OPERATIONS
 from engine.storage.users import EMAIL_LENGTH
@@ -92,30 +92,30 @@ def add_user_routes(app: APIRouter, kt: Kartoteka, cap: int,
 
     async def list_users(request: Request) -> Response:
         no_query(request)
-        found = await run_in_threadpool(engine_of(request).users.list)
+        found = await in_thread(engine_of(request).users.list)
         return json_response({"items": [u.as_json() for u in found]})
 
     async def create_user(request: Request) -> Response:
         no_query(request)
         body = await read_json(request, cap)
-        user, token = await run_in_threadpool(engine_of(request).users.create, body)
+        user, token = await in_thread(engine_of(request).users.create, body)
         return json_response({"user": user.as_json(), "token": token}, 201,
                              {"Location": f"/api/users/{user.id}"})
 
     async def get_user(request: Request) -> Response:
         no_query(request)
-        return json_response((await run_in_threadpool(engine_of(request).users.get,
+        return json_response((await in_thread(engine_of(request).users.get,
                                                        user_id(request))).as_json())
 
     async def change_user(request: Request) -> Response:
         no_query(request)
         body = await read_json(request, cap)
-        user = await run_in_threadpool(engine_of(request).users.change, user_id(request), body)
+        user = await in_thread(engine_of(request).users.change, user_id(request), body)
         return json_response(user.as_json())
 
     async def tokens(request: Request) -> Response:
         no_query(request)
-        return json_response({"items": await run_in_threadpool(engine_of(request).users.tokens_of,
+        return json_response({"items": await in_thread(engine_of(request).users.tokens_of,
                                                                user_id(request))})
 
     async def new_token(request: Request) -> Response:
@@ -125,13 +125,13 @@ def add_user_routes(app: APIRouter, kt: Kartoteka, cap: int,
             "transfer-encoding" in request.headers
         body = await read_json(request, cap) if has_body else {}
         expires = body.get("expires_days") if isinstance(body, dict) else None
-        token = await run_in_threadpool(engine_of(request).users.issue, user_id(request),
+        token = await in_thread(engine_of(request).users.issue, user_id(request),
                                         expires_days=expires)
         return json_response({"token": token}, 201)
 
     async def revoke(request: Request) -> Response:
         no_query(request)
-        await run_in_threadpool(engine_of(request).users.revoke_id, user_id(request),
+        await in_thread(engine_of(request).users.revoke_id, user_id(request),
                                 user_id(request, "token_id"))
         return Response(status_code=204)
 

@@ -25,7 +25,6 @@ from string import Template
 from urllib.parse import quote, urlsplit
 
 from fastapi import FastAPI, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from api.language import pick_language
@@ -43,6 +42,7 @@ from api.signin.cookies import (
     session_cookies,
 )
 from api.signin.words import NAMES, RTL, WORDS
+from api.threads import in_thread
 from engine.access.sessions import SignedIn
 from engine.core import Kartoteka
 from engine.errors import ErrorDetail, Forbidden, NotFound, ValidationFailed
@@ -122,14 +122,14 @@ def add_signin_routes(app: FastAPI, kt: Kartoteka) -> None:
                    for k in body if k not in ("email", "password", "next")]
         if unknown:
             raise ValidationFailed("the sign-in is not valid", unknown)
-        signed = await run_in_threadpool(sessions.sign_in, body.get("email"),
+        signed = await in_thread(sessions.sign_in, body.get("email"),
                                          body.get("password"), _address(request))
         return _signed_in(request, signed, safe_next(body.get("next")))
 
     async def sign_out(request: Request) -> Response:
         session = getattr(request.state, "session", None)
         if session is not None:
-            await run_in_threadpool(sessions.sign_out, session.id)
+            await in_thread(sessions.sign_out, session.id)
         response = json_response({"next": SIGN_IN_PATH})
         clear_cookies(response, is_https(request.scope))
         return response
@@ -138,7 +138,7 @@ def add_signin_routes(app: FastAPI, kt: Kartoteka) -> None:
         token = request.path_params["token"]
         w = escaped_words(request)
         try:
-            user = await run_in_threadpool(sessions.invitation, token)
+            user = await in_thread(sessions.invitation, token)
         except NotFound:
             return page(request, WORDS[language(request)]["sign_in"],
                         f'<p role="alert">{w["invalid_link"]}</p>'
@@ -159,7 +159,7 @@ def add_signin_routes(app: FastAPI, kt: Kartoteka) -> None:
     async def accept(request: Request) -> Response:
         _check_pre_session(request)
         body = await read_json(request, cap)
-        signed = await run_in_threadpool(sessions.accept, request.path_params["token"], body)
+        signed = await in_thread(sessions.accept, request.path_params["token"], body)
         return _signed_in(request, signed, "/app")
 
     for path, handler, method in ((SIGN_IN_PATH, sign_in_page, "GET"),

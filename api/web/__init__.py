@@ -19,10 +19,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 
+from api.threads import in_thread
 from api.web.pages import STATIC, WebApp, json_lookup
 from engine.core import Kartoteka
 from engine.errors import NotFound
@@ -83,7 +83,7 @@ def _add_entity(app: FastAPI, web: WebApp, entity: str, route: Any) -> None:
     async def lookup(request: Request) -> Response:
         if web.signed_out(request):
             return json_lookup([], 401)
-        items = await run_in_threadpool(web.lookup, entity, request.query_params.get("q", ""))
+        items = await in_thread(web.lookup, entity, request.query_params.get("q", ""))
         return json_lookup(items)
 
     async def card(request: Request) -> Response:

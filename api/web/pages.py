@@ -18,11 +18,11 @@ from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from api.errors import STATUS
+from api.threads import in_thread
 from api.web import i18n, saved, views
 from engine.core import Kartoteka
 from engine.errors import Forbidden, MalformedRequest, NotFound, RequestError
@@ -92,7 +92,7 @@ class WebApp:
                 return self.env.get_template("error.html").render(
                     **base, error=error, status=status), status
 
-        html, status = await run_in_threadpool(run)
+        html, status = await in_thread(run)
         response = HTMLResponse(html, status)
         response.headers.update(PAGE_HEADERS)
         asked = request.query_params.get("lang")
